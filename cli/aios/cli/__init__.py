@@ -1,0 +1,1 @@
+"""aiosctl, the command line for daily operations."""

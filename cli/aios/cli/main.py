@@ -1,0 +1,156 @@
+"""aiosctl: daily operations for aios, and the local site (``up``, ``down``, ``env``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from aios.stack.platform import (
+    apply_examples,
+    install_crds,
+    site_environment,
+    start_operator,
+    wait_accepted,
+)
+from aios.stack.site import Site, SiteState, default_site_dir, stop_running_site, wait_for_site
+
+app = typer.Typer(
+    help="aios: declare automation, run it governed and observable.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+SiteDir = typer.Option(
+    None,
+    "--site-dir",
+    help="Where the local site keeps its state "
+    "(default: $AIOS_SITE_DIR or ~/.local/state/aios/site).",
+)
+
+
+@app.command()
+def up(
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return once the site is ready."),
+    examples: bool = typer.Option(True, help="Apply examples/city-air-quality when ready."),
+    site_dir: Path | None = SiteDir,
+    timeout: float = typer.Option(900, help="Seconds to wait for the site (--detach)."),
+) -> None:
+    """Bring up the local site: Kubernetes, Kafka, Temporal, OPA, Triton, Mosquitto, the
+    operator; then apply the examples. Runs until Ctrl-C unless --detach."""
+    directory = (site_dir or default_site_dir()).resolve()
+    if _running(directory):
+        console.print(f"[yellow]a site already runs in {directory}[/]; `aiosctl down` first")
+        raise typer.Exit(1)
+    if detach:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "site.json").unlink(missing_ok=True)
+        log = (directory / "supervisor.log").open("ab")
+        argv = [sys.executable, "-m", "aios.cli.main", "up", "--site-dir", str(directory)]
+        if not examples:
+            argv.append("--no-examples")
+        subprocess.Popen(
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        with console.status("starting the local site (the first run builds components)…"):
+            try:
+                wait_for_site(directory, timeout)
+            except TimeoutError as error:
+                console.print(f"[red]{error}[/]; see {directory / 'supervisor.log'}")
+                raise typer.Exit(1) from error
+        _print_ready(SiteState.load(directory))
+        return
+    _run_foreground(directory, examples)
+
+
+def _run_foreground(directory: Path, examples: bool) -> None:
+    site = Site(directory)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with console.status("starting the local site…"):
+            site.start()
+            install_crds(site)
+            start_operator(site)
+            if examples:
+                apply_examples(site)
+                wait_accepted(site)
+        site.mark_ready()
+        _print_ready(site.state)
+        if examples:
+            console.print(site.kubectl(["get", "aios"]))
+        console.print("[dim]Ctrl-C stops the site.[/]")
+        stop.wait()
+    finally:
+        with console.status("stopping the local site…"):
+            site.stop()
+
+
+def _print_ready(state: SiteState) -> None:
+    e = state.endpoints
+    console.print(f"[green]aios local site is ready[/] ({state.directory})")
+    for label, value in [
+        ("Kubernetes", e.kube_api),
+        ("Kafka", e.kafka_bootstrap),
+        ("Temporal", e.temporal_address),
+        ("OPA", e.opa_url),
+        ("Triton", f"{e.triton_http} (gRPC {e.triton_grpc})"),
+        ("MQTT", e.mqtt_url),
+    ]:
+        console.print(f"  {label:<11} {value}")
+    console.print('Point your shell at it:  [bold]eval "$(aiosctl env)"[/]  then  kubectl get aios')
+
+
+def _running(directory: Path) -> bool:
+    try:
+        state = SiteState.load(directory)
+    except FileNotFoundError:
+        return False
+    try:
+        os.kill(state.supervisor_pid, 0)
+    except ProcessLookupError:
+        return False
+    return bool(state.processes)
+
+
+@app.command()
+def down(site_dir: Path | None = SiteDir) -> None:
+    """Stop every process the local site started."""
+    directory = (site_dir or default_site_dir()).resolve()
+    if stop_running_site(directory):
+        console.print(f"stopped the site in {directory}")
+    else:
+        console.print(f"no site in {directory}")
+
+
+@app.command()
+def env(site_dir: Path | None = SiteDir) -> None:
+    """Print `export` lines for the running site: eval "$(aiosctl env)"."""
+    directory = (site_dir or default_site_dir()).resolve()
+    try:
+        state = SiteState.load(directory)
+    except FileNotFoundError as error:
+        console.print(f"[red]no site in {directory}[/]: start one with `aiosctl up --detach`")
+        raise typer.Exit(1) from error
+    site = Site(directory)
+    site.endpoints = state.endpoints
+    variables = site_environment(site)
+    variables["PATH"] = f"{state.endpoints.tools_path}:{os.environ.get('PATH', '')}"
+    for name, value in variables.items():
+        print(f"export {name}={_quote(value)}")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,26 @@
+"""The aios API: pydantic models of the four custom resources, the single source of truth.
+
+Each root model carries its CRD facts in `Model.crd` (kind, plural, short names, printer
+columns); `aios.api.crd.crd_for(Model)` renders the CustomResourceDefinition.
+"""
+
+from aios.api.automation_intent import AutomationIntent
+from aios.api.base import API_VERSION, GROUP, VERSION, Resource
+from aios.api.edge_gateway import EdgeGateway
+from aios.api.model_deployment import ModelDeployment
+from aios.api.policy import Policy
+
+KINDS: tuple[type[Resource], ...] = (ModelDeployment, AutomationIntent, Policy, EdgeGateway)
+"""Every root model, in the order the CRDs are generated."""
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KINDS",
+    "VERSION",
+    "AutomationIntent",
+    "EdgeGateway",
+    "ModelDeployment",
+    "Policy",
+    "Resource",
+]

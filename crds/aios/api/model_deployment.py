@@ -1,0 +1,241 @@
+"""ModelDeployment: a model version served by Triton or KServe, rolled out under analysis gates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from itertools import pairwise
+from typing import Literal
+
+from pydantic import Field
+
+from aios.api.base import (
+    AGE,
+    QUANTITY,
+    ApiModel,
+    Approval,
+    CrdInfo,
+    Fraction,
+    Invariant,
+    Name,
+    PrinterColumn,
+    Resource,
+    ResourceStatus,
+    condition_column,
+    defaults_to,
+)
+
+ModelFormat = Literal["onnx", "python", "pytorch", "tensorflow", "sklearn", "xgboost"]
+Runtime = Literal["triton", "kserve"]
+Strategy = Literal["direct", "canary", "shadow"]
+Outcome = Literal["promoted", "rolledBack", "aborted"]
+
+
+class ModelSource(ApiModel):
+    """The model artefact to serve."""
+
+    name: Name = Field(description="Model name as the runtime exposes it (DNS-1123 label).")
+    version: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+        description="Model version, e.g. 2024.11.3; promotion and rollback are by version.",
+    )
+    storage_uri: str = Field(
+        max_length=2048,
+        pattern=r"^(file|s3|gs|pvc|https?)://\S+$",
+        description="Where the model repository lives: file://, s3://, gs://, pvc:// or http(s)://.",
+    )
+    format: ModelFormat = Field(default="python", description="Serialisation format of the model.")
+
+
+class Resources(ApiModel):
+    """Compute requested for each serving replica."""
+
+    cpu: str = Field(default="1", pattern=QUANTITY, description="CPU request, e.g. 500m or 2.")
+    memory: str = Field(default="1Gi", pattern=QUANTITY, description="Memory request, e.g. 2Gi.")
+    gpu: int = Field(default=0, ge=0, le=16, description="Number of GPUs per replica.")
+
+
+class Autoscaling(ApiModel):
+    """Horizontal autoscaling of the serving replicas."""
+
+    min_replicas: int = Field(
+        default=1, ge=0, le=100, description="Fewest replicas; 0 allows scale to zero (KServe)."
+    )
+    max_replicas: int = Field(default=3, ge=1, le=100, description="Most replicas.")
+    target_utilization_percent: int = Field(
+        default=70, ge=1, le=100, description="Average utilisation the autoscaler aims for."
+    )
+
+    invariants = (
+        Invariant(
+            rule="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+        ),
+    )
+
+
+class ModelCard(ApiModel):
+    """Governance facts about the model, shown to reviewers and auditors."""
+
+    owner: str = Field(min_length=1, max_length=256, description="Accountable team or person.")
+    intended_use: str = Field(
+        min_length=1, max_length=4096, description="What the model is for, and for what it is not."
+    )
+    limitations: str | None = Field(
+        default=None, max_length=4096, description="Known weaknesses and failure modes."
+    )
+    training_data: str | None = Field(
+        default=None, max_length=4096, description="Provenance and period of the training data."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Offline evaluation metrics, e.g. {auc: 0.93}."
+    )
+    personal_data: bool = Field(
+        default=False, description="Whether the model was trained on or consumes personal data."
+    )
+
+
+class Decision(ApiModel):
+    """How model outputs become decisions."""
+
+    confidence_threshold: Fraction = Field(
+        default=0.7, description="Below this confidence the deterministic fallback decides."
+    )
+    fallback_rule: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Id of the deterministic rule used when the model is unsure, stale or down.",
+    )
+
+
+class CanaryStep(ApiModel):
+    """One traffic shift of a canary rollout."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of traffic sent to the new version.")
+    pause_seconds: int = Field(
+        default=60, ge=0, le=86400, description="How long to observe before analysing this step."
+    )
+
+
+class Analysis(ApiModel):
+    """Gates the new version must pass at every step; failing any one rolls back."""
+
+    max_error_rate: Fraction = Field(default=0.01, description="Highest share of failed requests.")
+    max_p99_latency_ms: float = Field(
+        default=250, gt=0, description="Highest p99 inference latency in milliseconds."
+    )
+    max_drift_psi: float = Field(
+        default=0.2, ge=0, description="Highest population stability index of inputs vs training."
+    )
+    min_confidence_mean: Fraction | None = Field(
+        default=None, description="Lowest mean confidence of the new version's outputs."
+    )
+    min_decision_agreement: Fraction | None = Field(
+        default=None, description="Lowest share of decisions equal to the stable version's."
+    )
+    min_requests: int = Field(
+        default=50, ge=0, description="Requests needed before a step can be judged."
+    )
+
+
+class Rollout(ApiModel):
+    """How a new version replaces the active one."""
+
+    strategy: Strategy = Field(
+        default="direct",
+        description="direct: replace at once; canary: shift traffic by steps; "
+        "shadow: mirror traffic without acting on the new version's outputs.",
+    )
+    steps: list[CanaryStep] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Canary steps, by strictly increasing weight; required for canary.",
+    )
+    shadow_seconds: int = Field(
+        default=600, ge=1, le=604800, description="How long a shadow rollout mirrors traffic."
+    )
+    analysis: Analysis = defaults_to(Analysis, "Gates checked before each promotion.")
+
+    invariants = (
+        Invariant(
+            rule="self.strategy != 'canary' || (has(self.steps) && size(self.steps) > 0)",
+            message="a canary rollout needs at least one step",
+            check=lambda r: r.strategy != "canary" or bool(r.steps),
+            field_path=".steps",
+        ),
+        Invariant(
+            rule="!has(self.steps) || (self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)))",
+            message="canary step weights must strictly increase",
+            check=lambda r: all(a.weight < b.weight for a, b in pairwise(r.steps)),
+            field_path=".steps",
+        ),
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired serving of one model version."""
+
+    model: ModelSource = Field(description="The model artefact to serve.")
+    runtime: Runtime = Field(
+        default="triton", description="Serving runtime: Triton Inference Server or KServe."
+    )
+    resources: Resources = defaults_to(Resources, "Compute per serving replica.")
+    autoscaling: Autoscaling = defaults_to(Autoscaling, "Replica bounds and scaling target.")
+    model_card: ModelCard | None = Field(default=None, description="Governance facts.")
+    decision: Decision = defaults_to(Decision, "Confidence threshold and fallback rule.")
+    rollout: Rollout = defaults_to(Rollout, "How a new version replaces the active one.")
+    approval: Approval = defaults_to(Approval, "Whether promotion needs human approval.")
+
+
+class Endpoints(ApiModel):
+    """Where clients reach the model (Open Inference / V2 protocol)."""
+
+    http: str | None = Field(default=None, description="HTTP base URL.")
+    grpc: str | None = Field(default=None, description="gRPC host:port.")
+
+
+class HistoryEntry(ApiModel):
+    """One past rollout."""
+
+    version: str = Field(description="The version rolled out.")
+    promoted_at: datetime = Field(description="When the rollout finished.")
+    approved_by: str | None = Field(default=None, description="Who approved the promotion.")
+    outcome: Outcome = Field(description="How the rollout ended.")
+
+
+class ModelDeploymentStatus(ResourceStatus):
+    """Observed serving and rollout state."""
+
+    active_version: str | None = Field(default=None, description="Version taking stable traffic.")
+    canary_version: str | None = Field(default=None, description="Version under rollout, if any.")
+    canary_weight: int = Field(
+        default=0, ge=0, le=100, description="Percent of traffic on the canary version."
+    )
+    endpoints: Endpoints | None = Field(default=None, description="Inference endpoints.")
+    model_card_summary: str | None = Field(
+        default=None, description="One-line summary of the model card."
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list, max_length=20, description="Most recent rollouts, newest last."
+    )
+
+
+class ModelDeployment(Resource[ModelDeploymentSpec, ModelDeploymentStatus]):
+    """A model version served by Triton or KServe, with its governed rollout."""
+
+    crd = CrdInfo(
+        kind="ModelDeployment",
+        plural="modeldeployments",
+        short_names=("md", "mdep"),
+        printer_columns=(
+            PrinterColumn("Runtime", ".spec.runtime"),
+            PrinterColumn("Active", ".status.activeVersion"),
+            PrinterColumn("Canary", ".status.canaryVersion"),
+            PrinterColumn("Weight", ".status.canaryWeight", "integer"),
+            condition_column("Ready"),
+            AGE,
+        ),
+    )

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build or download one real component into the version-keyed cache.
+# Usage: hack/obtain.sh NAME   (kubernetes | etcd | kwok | temporal | opa | helm | kafka | benthos | mosquitto)
+# Prints nothing on a cache hit; every build is from the package registries only.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${AIOS_CACHE:-$HOME/.cache/aios}
+name=${1:?component name}
+if [ "$name" = all ]; then
+  for c in etcd kubernetes kwok temporal opa helm kafka mosquitto; do "$0" "$c"; done; exit 0
+fi
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+build_done() { [ -f "$1/.complete" ]; }
+mark_done() { touch "$1/.complete"; }
+# go_install DEST PACKAGE@VERSION [LDFLAGS]: a module without replace directives.
+go_install() {
+  build_done "$1" && return 0
+  mkdir -p "$1/bin"
+  GOBIN=$1/bin go install -trimpath -ldflags "-s -w ${3:-}" "$2"
+  mark_done "$1"
+}
+
+case $name in
+kubernetes)
+  dest=$cache/kubernetes/$KUBERNETES_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin"; work=$dest/wrapper; rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  go mod init local/k8sbins >/dev/null 2>&1
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+  staging=v0.${KUBERNETES_VERSION#v1.}
+  for m in $(sed -nE 's#^\s*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\1#p' "$gomod"); do
+    go mod edit -replace="$m=$m@$staging"
+  done
+  gd=$(sed -nE 's/^godebug (.*)/\1/p' "$gomod"); [ -z "$gd" ] || go mod edit -godebug="$gd"
+  cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  pkgs=$(for c in $cmds; do printf 'k8s.io/kubernetes/cmd/%s ' "$c"; done)
+  go get -tool $(for p in $pkgs; do printf '%s@%s ' "$p" "$KUBERNETES_VERSION"; done)
+  minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+  ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
+  go build -trimpath -pgo=off -ldflags "$ld" -o "$dest/bin/" $pkgs
+  cd /; rm -rf "$work"; mark_done "$dest";;
+etcd)
+  dest=$cache/etcd/$ETCD_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin"; work=$(mktemp -d); cd "$work"
+  go mod init local/etcdbin >/dev/null 2>&1
+  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$dest/bin/etcd" go.etcd.io/etcd/server/v3
+  cd /; rm -rf "$work"; mark_done "$dest";;
+kwok) go_install "$cache/kwok/$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION";;
+temporal) go_install "$cache/temporal/$TEMPORAL_CLI_VERSION" "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION";;
+opa) go_install "$cache/opa/$OPA_VERSION" "github.com/open-policy-agent/opa@$OPA_VERSION" \
+       "-X github.com/open-policy-agent/opa/v1/version.Version=${OPA_VERSION#v}";;
+helm)  # without these ldflags helm assumes Kubernetes v1.20 when templating
+  minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+  go_install "$cache/helm/$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor";;
+benthos) go_install "$cache/benthos/$BENTHOS_VERSION" "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION";;
+kafka)
+  dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"
+  cat > pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+ <groupId>local</groupId><artifactId>kafka-runtime</artifactId><version>1</version><packaging>pom</packaging>
+ <dependencies>
+  <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+ </dependencies></project>
+POM
+  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
+  # The release tarball ships the SLF4J 1.x binding for log4j2; the pom does not pull it.
+  log4j=$(ls "$dest/libs" | sed -nE 's/^log4j-core-(.*)\.jar$/\1/p')
+  mvn -q -B dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$log4j" -DoutputDirectory="$dest/libs"
+  cd /; rm -rf "$work"; mark_done "$dest";;
+mosquitto)
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] && exit 0
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q mosquitto >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q mosquitto >/dev/null; }
+  else sudo apt-get install -y -q mosquitto >/dev/null; fi;;
+*) echo "unknown component: $name" >&2; exit 2;;
+esac

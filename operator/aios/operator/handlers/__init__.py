@@ -1,0 +1,1 @@
+"""Thin kopf wiring: each handler reads the object, calls a pure function, writes the result."""

@@ -1,0 +1,1 @@
+"""The local site: obtain, start and stop the real components on loopback ports."""
