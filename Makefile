@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.aios-installed
+ROOTS := crds:operator:workflows:connectors:edge-agent:cli:stack
 
 .PHONY: run test unit crds lint components down
 
@@ -27,7 +28,7 @@ run: components
 down: $(STAMP)
 	$(BIN)/aiosctl down
 
-test: components
+test: components lint
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
@@ -38,5 +39,6 @@ crds: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	PYTHONPATH=$(ROOTS) $(BIN)/lint-imports

@@ -86,7 +86,7 @@ def _run_foreground(directory: Path, examples: bool) -> None:
         site.mark_ready()
         _print_ready(site.state)
         if examples:
-            console.print(site.kubectl(["get", "aios"]))
+            print(site.kubectl(["get", "aios"]), flush=True)
         console.print("[dim]Ctrl-C stops the site.[/]")
         stop.wait()
     finally:

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from aios.stack.components import REPO_ROOT
 from aios.stack.process import ManagedProcess, free_port
@@ -83,10 +84,10 @@ def apply_examples(site: Site, namespace: str = "default") -> str:
 
 def wait_accepted(
     site: Site, namespace: str = "default", timeout: float = 60
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """Wait until every aios object in ``namespace`` has observed its generation."""
     deadline = time.monotonic() + timeout
-    pending: list[dict[str, object]] = []
+    pending: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         items = json.loads(site.kubectl(["get", "aios", "-n", namespace, "-o", "json"]))["items"]
         pending = [

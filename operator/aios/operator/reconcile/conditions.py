@@ -38,13 +38,13 @@ def merge_conditions(
     merged = {c["type"]: dict(c) for c in current}
     for update in updates:
         previous = merged.get(update.type)
-        changed = previous is None or previous.get("status") != update.status
+        unchanged = previous is not None and previous.get("status") == update.status
         merged[update.type] = {
             "type": update.type,
             "status": update.status,
             "reason": update.reason,
             "message": update.message,
-            "lastTransitionTime": now if changed else previous["lastTransitionTime"],
+            "lastTransitionTime": previous["lastTransitionTime"] if unchanged and previous else now,
             "observedGeneration": generation,
         }
     return [merged[k] for k in sorted(merged)]
