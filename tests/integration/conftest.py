@@ -16,6 +16,7 @@ import pytest
 
 from aios.stack.components import ComponentUnavailable
 from aios.stack.platform import install_crds, site_environment, start_operator
+from aios.stack.pods import PodSupervisor
 from aios.stack.process import ComponentFailed, ManagedProcess
 from aios.stack.site import Site
 
@@ -49,6 +50,14 @@ def operator(site: Site, crds: list[str]) -> ManagedProcess:
         return start_operator(site)
     except ComponentFailed as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pods(site: Site) -> Iterator[PodSupervisor]:
+    """The local kubelet: aios pods bound to the kwok node run as host processes."""
+    supervisor = PodSupervisor(site.endpoints.kubeconfig, site.directory / "pods").start()
+    yield supervisor
+    supervisor.stop()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from aios.stack.platform import (
     start_operator,
     wait_accepted,
 )
+from aios.stack.pods import PodSupervisor
 from aios.stack.site import Site, SiteState, default_site_dir, stop_running_site, wait_for_site
 
 app = typer.Typer(
@@ -72,6 +73,7 @@ def up(
 
 def _run_foreground(directory: Path, examples: bool) -> None:
     site = Site(directory)
+    supervisor: PodSupervisor | None = None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -79,7 +81,8 @@ def _run_foreground(directory: Path, examples: bool) -> None:
         with console.status("starting the local site…"):
             site.start()
             install_crds(site)
-            start_operator(site)
+            supervisor = PodSupervisor(site.endpoints.kubeconfig, directory / "pods").start()
+            start_operator(site, supervisor.environment())
             if examples:
                 apply_examples(site)
                 wait_accepted(site)
@@ -91,6 +94,8 @@ def _run_foreground(directory: Path, examples: bool) -> None:
         stop.wait()
     finally:
         with console.status("stopping the local site…"):
+            if supervisor is not None:
+                supervisor.stop()
             site.stop()
 
 

@@ -65,11 +65,12 @@ class ManagedProcess:
         log: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        inherit_env: bool = True,
     ) -> None:
         self.name = name
         self.argv = [str(a) for a in argv]
         self.log = log
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,206 @@
+"""Kafka: client configuration, topic reconciliation and the producer/consumer defaults
+every aios component shares.
+
+Topic reconciliation is split in two: ``plan_topics`` (pure: what must be created, grown
+or reconfigured) and ``apply_topic_plan`` (the Admin API calls), so the decisions are
+unit-tested and the I/O is tested against the real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+BOOTSTRAP_ENV = "AIOS_KAFKA_BOOTSTRAP"
+EXTRA_CONFIG_ENV = "AIOS_KAFKA_CONFIG"
+"""JSON object of librdkafka settings (security.protocol, sasl.*, ssl.*) merged into every
+client, so a site's Kafka security lives in one place (the chart's values)."""
+
+
+def client_config(bootstrap: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Settings for any client: bootstrap from the argument or the environment, the
+    site's security settings, then ``overrides`` (dots spelled as in librdkafka)."""
+    servers = bootstrap or os.environ.get(BOOTSTRAP_ENV)
+    if not servers:
+        raise RuntimeError(f"no Kafka bootstrap servers: set {BOOTSTRAP_ENV}")
+    config: dict[str, Any] = {"bootstrap.servers": servers}
+    config.update(json.loads(os.environ.get(EXTRA_CONFIG_ENV) or "{}"))
+    config.update(overrides)
+    return config
+
+
+def producer_config(bootstrap: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Idempotent, acks=all, compressed: a retry never duplicates or reorders a record."""
+    return client_config(
+        bootstrap,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "zstd",
+            "linger.ms": 5,
+            "max.in.flight.requests.per.connection": 5,
+            **overrides,
+        },
+    )
+
+
+def consumer_config(group: str, bootstrap: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Manual commits after the work is durable; read only committed transactional data."""
+    return client_config(
+        bootstrap,
+        **{
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "partition.assignment.strategy": "cooperative-sticky",
+            **overrides,
+        },
+    )
+
+
+def producer(bootstrap: str | None = None, **overrides: Any) -> Producer:
+    return Producer(producer_config(bootstrap, **overrides))
+
+
+def consumer(group: str, bootstrap: str | None = None, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(group, bootstrap, **overrides))
+
+
+def admin(bootstrap: str | None = None) -> AdminClient:
+    return AdminClient(client_config(bootstrap))
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as aios wants it: partitions and the configs it manages (others untouched)."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    replication_factor: int = -1  # the broker's default.replication.factor
+
+
+@dataclass(frozen=True)
+class ExistingTopic:
+    name: str
+    partitions: int
+    config: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """What the Admin API must do; empty when the topics already match."""
+
+    create: tuple[TopicSpec, ...] = ()
+    grow: tuple[tuple[str, int], ...] = ()
+    reconfigure: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    cannot_shrink: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.grow or self.reconfigure)
+
+
+def plan_topics(desired: Iterable[TopicSpec], existing: Mapping[str, ExistingTopic]) -> TopicPlan:
+    """Compare desired topics with the broker's. Kafka cannot remove partitions, so a lower
+    count is reported (``cannot_shrink``) rather than attempted."""
+    create, grow, reconfigure, shrink = [], [], [], []
+    for spec in desired:
+        current = existing.get(spec.name)
+        if current is None:
+            create.append(spec)
+            continue
+        if spec.partitions > current.partitions:
+            grow.append((spec.name, spec.partitions))
+        elif spec.partitions < current.partitions:
+            shrink.append((spec.name, current.partitions, spec.partitions))
+        changed = {k: v for k, v in spec.config.items() if current.config.get(k) != v}
+        if changed:
+            reconfigure.append((spec.name, changed))
+    return TopicPlan(tuple(create), tuple(grow), tuple(reconfigure), tuple(shrink))
+
+
+def describe_topics(
+    client: AdminClient, names: Iterable[str], timeout: float = 10
+) -> dict[str, ExistingTopic]:
+    """The named topics that exist, with partition counts and their current configs."""
+    wanted = set(names)
+    metadata = client.list_topics(timeout=timeout)
+    present = [n for n in wanted if n in metadata.topics and metadata.topics[n].error is None]
+    if not present:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
+    configs = {
+        resource.name: {k: v.value for k, v in future.result(timeout).items()}
+        for resource, future in client.describe_configs(resources).items()
+    }
+    return {
+        n: ExistingTopic(n, len(metadata.topics[n].partitions), configs.get(n, {})) for n in present
+    }
+
+
+def apply_topic_plan(client: AdminClient, plan: TopicPlan, timeout: float = 30) -> None:
+    """Carry out a plan; "already exists" from a concurrent creator counts as success."""
+    if plan.create:
+        new = [
+            NewTopic(t.name, t.partitions, t.replication_factor, config=dict(t.config))
+            for t in plan.create
+        ]
+        for name, future in client.create_topics(new, request_timeout=timeout).items():
+            _result_allowing(future, "TOPIC_ALREADY_EXISTS", name, timeout)
+    if plan.grow:
+        parts = [NewPartitions(name, count) for name, count in plan.grow]
+        for name, future in client.create_partitions(parts, request_timeout=timeout).items():
+            _result_allowing(future, "INVALID_PARTITIONS", name, timeout)
+    if plan.reconfigure:
+        resources = [
+            ConfigResource(
+                ConfigResource.Type.TOPIC,
+                name,
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                    for k, v in changes.items()
+                ],
+            )
+            for name, changes in plan.reconfigure
+        ]
+        for future in client.incremental_alter_configs(resources).values():
+            future.result(timeout)
+
+
+def ensure_topics(client: AdminClient, desired: list[TopicSpec], timeout: float = 30) -> TopicPlan:
+    """Make the broker match ``desired``; return the plan that was carried out."""
+    plan = plan_topics(desired, describe_topics(client, [t.name for t in desired], timeout))
+    apply_topic_plan(client, plan, timeout)
+    return plan
+
+
+def delete_topics(client: AdminClient, names: list[str], timeout: float = 30) -> None:
+    """Delete topics; one already gone counts as deleted."""
+    if not names:
+        return
+    for name, future in client.delete_topics(names, request_timeout=timeout).items():
+        _result_allowing(future, "UNKNOWN_TOPIC_OR_PART", name, timeout)
+
+
+def _result_allowing(future: Any, tolerated: str, name: str, timeout: float) -> None:
+    try:
+        future.result(timeout)
+    except KafkaException as error:
+        if error.args[0].name() != tolerated:
+            raise RuntimeError(f"Kafka admin operation on {name} failed: {error}") from error

@@ -1,0 +1,27 @@
+"""Topic reconciliation against the real broker."""
+
+from __future__ import annotations
+
+import uuid
+
+from aios.connectors import kafka
+
+
+def test_topics_are_created_grown_reconfigured_and_deleted(site) -> None:
+    client = kafka.admin(site.endpoints.kafka_bootstrap)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    first = kafka.ensure_topics(client, [kafka.TopicSpec(name, 2, {"retention.ms": "3600000"})])
+    assert [t.name for t in first.create] == [name]
+    assert kafka.ensure_topics(
+        client, [kafka.TopicSpec(name, 2, {"retention.ms": "3600000"})]
+    ).empty
+
+    changed = kafka.ensure_topics(client, [kafka.TopicSpec(name, 4, {"retention.ms": "7200000"})])
+    assert changed.grow == ((name, 4),)
+    existing = kafka.describe_topics(client, [name])[name]
+    assert existing.partitions == 4
+    assert existing.config["retention.ms"] == "7200000"
+
+    kafka.delete_topics(client, [name])
+    kafka.delete_topics(client, [name])  # deleting twice is fine
+    assert name not in kafka.describe_topics(client, [name])
