@@ -45,9 +45,9 @@ def crds(site: Site) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def operator(site: Site, crds: list[str]) -> ManagedProcess:
+def operator(site: Site, crds: list[str], pods: PodSupervisor) -> ManagedProcess:
     try:
-        return start_operator(site)
+        return start_operator(site, pods.environment())
     except ComponentFailed as error:
         pytest.fail(str(error), pytrace=False)
 

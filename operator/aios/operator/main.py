@@ -9,7 +9,13 @@ from typing import Any
 
 import kopf
 
-import aios.operator.handlers.acceptance  # noqa: F401  (registers the handlers)
+# Importing a handler module registers its kind with kopf.
+from aios.operator.handlers import (  # noqa: F401
+    automation_intent,
+    edge_gateway,
+    model_deployment,
+    policy,
+)
 
 
 @kopf.on.startup()

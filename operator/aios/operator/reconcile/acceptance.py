@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aios.api import Resource
-from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions
+from aios.operator.reconcile.conditions import ConditionUpdate, condition, merge_conditions
 from aios.operator.reconcile.finalizers import is_deleting
 
 ACCEPTED = "Accepted"
@@ -43,6 +43,18 @@ def needs_reconcile(body: Mapping[str, Any]) -> bool:
         return False
     status = body.get("status") or {}
     return bool(status.get("observedGeneration") != metadata.get("generation"))
+
+
+def needs_retry(body: Mapping[str, Any]) -> bool:
+    """Timer path: a new generation, a failed attempt, or an object still on its way to Ready."""
+    if needs_reconcile(body):
+        return True
+    metadata = body.get("metadata") or {}
+    if is_deleting(metadata):
+        return bool(metadata.get("finalizers"))
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready = condition(conditions, "Ready")
+    return ready is not None and ready.get("status") != "True"
 
 
 def next_status(

@@ -4,7 +4,7 @@ resourceVersion so a concurrent writer is never overwritten."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 FINALIZER_PREFIX = "aios.dev/"
 
@@ -24,5 +24,5 @@ def without_finalizer(finalizers: Sequence[str], name: str) -> list[str] | None:
     return [f for f in finalizers if f != name] if name in finalizers else None
 
 
-def is_deleting(metadata: dict[str, object]) -> bool:
+def is_deleting(metadata: Mapping[str, object]) -> bool:
     return bool(metadata.get("deletionTimestamp"))
