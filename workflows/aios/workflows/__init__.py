@@ -1,0 +1,1 @@
+"""Temporal workflows (deterministic) and their activities (all side effects)."""
