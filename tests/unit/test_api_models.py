@@ -251,3 +251,28 @@ def test_the_invalid_corpus_is_large_enough_and_well_formed() -> None:
     assert len(INVALID) >= 10
     for path in INVALID:
         assert path.read_text().startswith("# expect: spec"), path.name
+
+
+def test_a_reading_parses_from_the_wire_and_rejects_nonsense() -> None:
+    import pydantic
+    import pytest
+
+    from aios.api.events import Reading
+
+    wire = {
+        "eventId": "e1",
+        "sensorId": "s1",
+        "time": "2026-11-27T10:00:00Z",
+        "metrics": {"pm25": 12.5},
+        "lineage": {"gateway": "district-7", "configGeneration": 3},
+    }
+    reading = Reading.model_validate(wire)
+    assert reading.metrics == {"pm25": 12.5} and reading.lineage.config_generation == 3
+    for broken, field in [
+        ({"metrics": {"pm25": float("nan")}}, "metrics"),
+        ({"metrics": {"radon": 1.0}}, "metrics"),
+        ({"time": "2026-11-27T10:00:00"}, "time"),
+        ({"eventId": ""}, "eventId"),
+    ]:
+        with pytest.raises(pydantic.ValidationError, match=field):
+            Reading.model_validate({**wire, **broken})
