@@ -2,16 +2,20 @@
 
 ``Reading`` is what an edge agent forwards (key: ``sensorId``; W3C ``traceparent`` in the
 headers) and what an intent runner consumes; a record that does not parse goes to the
-intent's dead-letter topic with pydantic's message as the reason.
+intent's dead-letter topic with pydantic's message as the reason. ``Decision`` is what
+the runner publishes for every reading, and ``ActionRequest`` what it hands to the action
+workflow.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from aios.api.automation_intent import Action
 from aios.api.base import ApiModel
 from aios.api.edge_gateway import Metric
 
@@ -66,3 +70,76 @@ class Reading(ApiModel):
         if value.tzinfo is None:
             raise ValueError("time needs a UTC offset")
         return value
+
+
+FallbackReason = Literal["unsure", "unavailable", "stale", "incomplete", "no-model"]
+
+
+class ModelRef(ApiModel):
+    """Which model (and which side of a rollout) produced the outputs a rule used."""
+
+    call: str = Field(description="Name of the model call in the intent.")
+    deployment: str = Field(description="ModelDeployment name.")
+    version: str | None = Field(default=None, description="Model version that answered.")
+    canary: bool = Field(default=False, description="Whether the canary answered.")
+
+
+class DecisionLineage(ApiModel):
+    """Where the decided reading sits in Kafka and where it came from at the edge."""
+
+    topic: str = Field(description="Source topic.")
+    partition: int = Field(ge=0, description="Source partition.")
+    offset: int = Field(ge=0, description="Source offset.")
+    event_ids: list[str] = Field(default_factory=list, description="Readings decided on.")
+    gateway: str | None = Field(default=None, description="EdgeGateway of the reading.")
+    config_generation: int | None = Field(default=None, description="Gateway config generation.")
+    filter_chain: str | None = Field(default=None, description="Digest of the edge filter chain.")
+
+
+class IntentRef(ApiModel):
+    namespace: str = Field(description="Namespace of the AutomationIntent.")
+    name: str = Field(description="Name of the AutomationIntent.")
+    generation: int = Field(ge=0, description="Generation whose rules decided.")
+
+
+class Decision(ApiModel):
+    """One decision per reading, published to the intent's decisions topic."""
+
+    decision_id: str = Field(description="`<namespace>/<intent>/<eventId>`: stable across replays.")
+    intent: IntentRef
+    event_id: str
+    sensor_id: str
+    time: datetime = Field(description="Time of the reading.")
+    decided_at: datetime
+    outcome: Literal["act", "none"] = Field(description="Whether an action follows.")
+    rule: str | None = Field(default=None, description="Rule (or fallback rule) that decided.")
+    action: str | None = Field(default=None, description="Action named by the rule.")
+    action_id: str | None = Field(
+        default=None, description="Idempotency key of the action; the workflow id."
+    )
+    fallback: bool = Field(default=False, description="Whether the fallback rules decided.")
+    fallback_reason: FallbackReason | None = None
+    model: ModelRef | None = Field(default=None, description="Model whose outputs decided.")
+    score: float | None = None
+    confidence: float | None = None
+    outputs: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Model outputs by call name."
+    )
+    mode: Literal["active", "shadow"] = "active"
+    lineage: DecisionLineage
+
+
+class ActionRequest(ApiModel):
+    """What an intent runner hands to the action workflow (its input, durable in Temporal)."""
+
+    action_id: str = Field(description="Idempotency key; also the workflow id.")
+    intent: IntentRef
+    intent_labels: dict[str, str] = Field(default_factory=dict)
+    data_policy: dict[str, Any] = Field(
+        default_factory=dict, description="The intent's dataPolicy."
+    )
+    action: Action = Field(description="The action as declared in the intent.")
+    decision: Decision
+    actions_topic: str | None = Field(
+        default=None, description="Topic where the workflow records the action's lifecycle."
+    )

@@ -1,0 +1,33 @@
+"""The intent runner's configuration: rendered by the operator into a ConfigMap, read by
+``aios-intent-runner``. Addresses of Kafka and Temporal come from the environment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from aios.api.automation_intent import AutomationIntentSpec
+from aios.api.base import ApiModel
+from aios.api.events import IntentRef
+
+HEARTBEAT_TOPIC = "aios.intents.status"
+"""Runners report health here (key: ``<namespace>/<intent>/<pod>``); the operator reads it."""
+
+
+class RunnerTopics(ApiModel):
+    sources: list[str] = Field(min_length=1, description="Topics to consume.")
+    decisions: str
+    actions: str
+    dead_letters: str
+
+
+class RunnerConfig(ApiModel):
+    """Everything a runner needs to decide for one intent generation."""
+
+    intent: IntentRef
+    labels: dict[str, str] = Field(default_factory=dict)
+    spec: AutomationIntentSpec
+    topics: RunnerTopics
+    consumer_group: str = Field(description="Kafka consumer group shared by the intent's runners.")
+    task_queue: str = Field(description="Temporal task queue of the action workflows.")
+    heartbeat_topic: str = HEARTBEAT_TOPIC
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
