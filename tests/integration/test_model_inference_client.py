@@ -1,0 +1,93 @@
+"""The V2 inference client against the site's real Triton, over HTTP and gRPC alike."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+
+import httpx
+import numpy as np
+import pytest
+
+from aios.connectors.inference import InferenceClient, InferenceRejected, InferenceUnavailable
+
+CONFIG = """\
+name: "doubler"
+backend: "python"
+max_batch_size: 16
+input [{ name: "x", data_type: TYPE_FP32, dims: [3] }]
+output [{ name: "y", data_type: TYPE_FP32, dims: [3] }]
+"""
+MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb.get_input_tensor_by_name(request, "x").as_numpy()
+            if (x < 0).any():
+                error = pb.TritonError("negative input")
+                responses.append(pb.InferenceResponse(output_tensors=[], error=error))
+            else:
+                responses.append(pb.InferenceResponse([pb.Tensor("y", (2 * x).astype(np.float32))]))
+        return responses
+"""
+
+
+@pytest.fixture(scope="module")
+def doubler(site) -> str:
+    """A Python-backend model loaded into the site's Triton (explicit model control)."""
+    model = site.directory / "models" / "doubler"
+    (model / "1").mkdir(parents=True, exist_ok=True)
+    (model / "config.pbtxt").write_text(CONFIG)
+    (model / "1" / "model.py").write_text(textwrap.dedent(MODEL))
+    loaded = httpx.post(
+        f"{site.endpoints.triton_http}/v2/repository/models/doubler/load", timeout=60
+    )
+    assert loaded.status_code == 200, loaded.text
+    return "doubler"
+
+
+@pytest.fixture(params=["http", "grpc"])
+def client_of(request, site):
+    url = site.endpoints.triton_http if request.param == "http" else site.endpoints.triton_grpc
+    return lambda: InferenceClient(url, request.param)
+
+
+async def test_infer_returns_every_output_by_name(doubler, client_of) -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    async with client_of() as client:
+        assert await client.ready(doubler)
+        outputs = await client.infer(doubler, {"x": x})
+        metadata = await client.metadata(doubler)
+    assert set(outputs) == {"y"}
+    np.testing.assert_array_equal(outputs["y"], 2 * x)
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+
+
+async def test_a_model_error_is_unavailable_and_a_bad_shape_is_rejected(doubler, client_of) -> None:
+    async with client_of() as client:
+        with pytest.raises(InferenceUnavailable, match="negative input"):
+            await client.infer(doubler, {"x": -np.ones((1, 3), np.float32)})
+        with pytest.raises(InferenceRejected, match="unexpected shape"):
+            await client.infer(doubler, {"x": np.ones((1, 4), np.float32)})
+        with pytest.raises(InferenceUnavailable, match="absent"):
+            await client.infer("absent", {"x": np.ones((1, 3), np.float32)})
+        assert not await client.ready("absent")
+        # The client recovers after failures: it reconnects for the next call.
+        outputs = await client.infer(doubler, {"x": np.ones((1, 3), np.float32)})
+    np.testing.assert_array_equal(outputs["y"], [[2, 2, 2]])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+async def test_nothing_listening_is_unavailable(protocol) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with InferenceClient(f"127.0.0.1:{port}", protocol) as client:  # type: ignore[arg-type]
+        with pytest.raises(InferenceUnavailable):
+            await client.infer("doubler", {"x": np.ones((1, 3), np.float32)}, timeout=2)
+        assert not await client.ready("doubler")
