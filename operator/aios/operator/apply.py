@@ -7,25 +7,21 @@ other managers own (an HPA's replicas, a user's labels).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
-from kubernetes import client, config, dynamic
+from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from aios.connectors.kube import api_client
 from aios.operator.reconcile.children import OPERATOR, OWNER_UID
 
 
 @cache
 def dynamic_client() -> dynamic.DynamicClient:
     """One client per process: ``KUBECONFIG`` when set, else in-cluster credentials."""
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if kubeconfig:
-        return dynamic.DynamicClient(config.new_client_from_config(config_file=kubeconfig))
-    config.load_incluster_config()
-    return dynamic.DynamicClient(client.ApiClient())
+    return dynamic.DynamicClient(api_client())
 
 
 def _resource(api_version: str, kind: str) -> Any:

@@ -1,0 +1,1 @@
+"""The intent runner: Kafka → inference → decision → durable hand-off of actions."""

@@ -1,0 +1,176 @@
+"""Calling the intent's models for a batch of readings: features, the traffic route of
+each ModelDeployment, a circuit breaker per call, and the shadow mirror.
+
+Every reading gets a ``CallResult`` per model call; anything short of an answer becomes a
+state the rules turn into a fallback decision, so inference trouble never stops decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from aios.api.automation_intent import ModelCall
+from aios.api.edge_gateway import Metric
+from aios.api.events import Reading
+from aios.connectors.inference import (
+    InferenceClient,
+    InferenceError,
+    InferenceUnavailable,
+    Route,
+    Target,
+    route,
+)
+from aios.runner.rules import CallResult
+
+FEATURE_ORDER: tuple[Metric, ...] = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
+"""Column order of the ``features`` input of the anomaly model (the model contract)."""
+
+log = logging.getLogger(__name__)
+
+
+def features(readings: Sequence[Reading]) -> tuple[np.ndarray, list[int]]:
+    """The ``features`` matrix of the readings that have every metric, and their indices."""
+    complete = [i for i, r in enumerate(readings) if all(m in r.metrics for m in FEATURE_ORDER)]
+    rows = [[readings[i].metrics[m] for m in FEATURE_ORDER] for i in complete]
+    return np.asarray(rows, dtype=np.float32).reshape(len(complete), len(FEATURE_ORDER)), complete
+
+
+class CircuitBreaker:
+    """Stop calling a model that keeps failing; probe again after ``reset_seconds``."""
+
+    def __init__(
+        self,
+        threshold: int = 3,
+        reset_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold, self.reset_seconds, self.clock = threshold, reset_seconds, clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.last_error = ""
+
+    def allow(self) -> bool:
+        """Closed, or open long enough that one probe may go through (half-open)."""
+        return self.opened_at is None or self.clock() - self.opened_at >= self.reset_seconds
+
+    def succeeded(self) -> None:
+        self.failures, self.opened_at, self.last_error = 0, None, ""
+
+    def failed(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        if self.failures >= self.threshold:
+            self.opened_at = self.clock()
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+
+@dataclass
+class BatchAnswer:
+    """One call's results for a batch, and which model version answered."""
+
+    results: list[CallResult]
+    target: Target | None = None
+
+
+class ModelCaller:
+    """Calls one ModelDeployment for the intent, honouring its traffic split."""
+
+    def __init__(
+        self,
+        call: ModelCall,
+        statuses: Callable[[str], Mapping[str, Any] | None],
+        protocol: str = "grpc",
+    ) -> None:
+        self.call = call
+        self.statuses = statuses
+        self.protocol = protocol
+        self.breaker = CircuitBreaker()
+        self.clients: dict[str, InferenceClient] = {}
+        self.mirrors: set[asyncio.Task[None]] = set()
+
+    def _client(self, target: Target) -> InferenceClient:
+        url = target.url(self.protocol)  # type: ignore[arg-type]
+        if url not in self.clients:
+            self.clients[url] = InferenceClient(url, self.protocol)  # type: ignore[arg-type]
+        return self.clients[url]
+
+    async def __call__(self, readings: Sequence[Reading], now: datetime) -> BatchAnswer:
+        results = [CallResult("unavailable") for _ in readings]
+        fresh = [
+            i
+            for i, r in enumerate(readings)
+            if (now - r.time).total_seconds() <= self.call.max_staleness_seconds
+        ]
+        for i in set(range(len(readings))) - set(fresh):
+            results[i] = CallResult("stale")
+        matrix, complete = features([readings[i] for i in fresh])
+        complete = [fresh[i] for i in complete]
+        for i in set(fresh) - set(complete):
+            results[i] = CallResult("incomplete")
+        if not complete or not self.breaker.allow():
+            return BatchAnswer(results)
+        try:
+            chosen = self._route()
+            outputs = await self._client(chosen.primary).infer(
+                chosen.primary.model,
+                {"features": matrix},
+                chosen.primary.version,
+                timeout=self.call.timeout_ms / 1000,
+            )
+        except InferenceError as error:
+            self.breaker.failed(str(error))
+            log.warning("model call %s failed: %s", self.call.name, error)
+            return BatchAnswer(results)
+        self.breaker.succeeded()
+        if chosen.mirror is not None:
+            self._mirror(chosen.mirror, matrix)
+        for row, i in enumerate(complete):
+            results[i] = CallResult(
+                "ok",
+                {
+                    name: float(np.ravel(v)[row])
+                    for name, v in outputs.items()
+                    if np.ravel(v).shape[0] == len(complete)
+                },
+            )
+        return BatchAnswer(results, chosen.primary)
+
+    def _route(self) -> Route:
+        status = self.statuses(self.call.model_deployment)
+        if status is None:
+            raise InferenceUnavailable(f"ModelDeployment {self.call.model_deployment} not found")
+        return route(status, random.random())
+
+    def _mirror(self, target: Target, matrix: np.ndarray) -> None:
+        """Send the shadow its copy without waiting for it; its answer never decides."""
+
+        async def send() -> None:
+            try:
+                await self._client(target).infer(
+                    target.model,
+                    {"features": matrix},
+                    target.version,
+                    timeout=self.call.timeout_ms / 1000,
+                )
+            except InferenceError as error:
+                log.info("shadow %s of %s failed: %s", target.version, self.call.name, error)
+
+        task = asyncio.create_task(send())
+        self.mirrors.add(task)
+        task.add_done_callback(self.mirrors.discard)
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
