@@ -83,3 +83,64 @@ def test_a_pod_that_cannot_run_here_is_reported(kubectl, pods, namespace) -> Non
     while time.monotonic() < deadline and not any("absent" in v for v in pods.failures.values()):
         time.sleep(0.3)
     assert any("absent" in reason for reason in pods.failures.values())
+
+
+RBAC = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-configmaps}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader-reads-configmaps}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-configmaps}
+subjects: [{kind: ServiceAccount, name: reader}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+  labels: {app.kubernetes.io/part-of: aios}
+spec:
+  serviceAccountName: reader
+  containers:
+  - name: reader
+    image: python:3.11
+    command: [python, -c]
+    args:
+    - |
+      import time
+      from kubernetes import client, config
+      api = client.CoreV1Api(config.new_client_from_config())
+      names = [c.metadata.name for c in api.list_namespaced_config_map("$(NS)").items]
+      try:
+          api.list_namespaced_secret("$(NS)")
+          secrets = "allowed"
+      except client.ApiException as error:
+          secrets = str(error.status)
+      print("configmaps", sorted(names), "secrets", secrets, flush=True)
+      time.sleep(3600)
+    env:
+    - name: NS
+      valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+"""
+
+
+def test_a_pod_talks_to_the_api_server_as_its_service_account(kubectl, pods, namespace) -> None:
+    kubectl("create", "configmap", "visible", "-n", namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=RBAC)
+    log = pods.directory / f"{namespace}_reader" / "reader.log"
+    deadline, lines = time.monotonic() + 60, []
+    while time.monotonic() < deadline and not lines:
+        text = log.read_text() if log.exists() else ""
+        lines = [x for x in text.splitlines() if x.startswith("configmaps [")]
+        time.sleep(0.3)
+    assert lines, f"the pod printed nothing; its log:\n{log.read_text()}"
+    line = lines[-1]
+    assert "'visible'" in line, line
+    assert line.endswith("secrets 403"), "RBAC applies: the account may not read secrets"

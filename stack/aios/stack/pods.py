@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
 from aios.stack import components
 from aios.stack.process import ManagedProcess
 
@@ -251,6 +253,32 @@ def service_table(
     return table
 
 
+def service_account_kubeconfig(
+    server: str, ca: bytes, token: str, namespace: str
+) -> dict[str, Any]:
+    """A kubeconfig carrying a ServiceAccount token, defaulting to the pod's namespace."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "pod",
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": "service-account", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "pod",
+                "context": {
+                    "cluster": "cluster",
+                    "user": "service-account",
+                    "namespace": namespace,
+                },
+            }
+        ],
+    }
+
+
 def default_image_resolver(image: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
     """Map a container's command to this host: Triton from the pytriton wheel; aios's own
     console scripts from this interpreter's environment."""
@@ -282,7 +310,7 @@ class PodSupervisor:
         resolve_image: ImageResolver = default_image_resolver,
         interval: float = 0.5,
     ) -> None:
-        from kubernetes import client, config
+        from kubernetes import config
 
         self.api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
         self.directory = directory
@@ -363,6 +391,7 @@ class PodSupervisor:
         containers: dict[str, ManagedProcess] = {}
         try:
             objects = self._objects(meta["namespace"])
+            credentials = self._service_account(pod, root)
             for container in pod["spec"]["containers"]:
                 spec = host_process(pod, container, objects, ip, root, self.resolve_image)
                 for path, content in spec.files.items():
@@ -374,6 +403,7 @@ class PodSupervisor:
                     "LANG": "C.UTF-8",
                     SERVICE_MAP_ENV: str(self.service_map),
                     "PYTHONUNBUFFERED": "1",
+                    **credentials,
                     **spec.env,
                 }
                 (spec.cwd or root).mkdir(parents=True, exist_ok=True)
@@ -396,6 +426,43 @@ class PodSupervisor:
             return
         self.running[meta["uid"]] = containers
         self.addresses[meta["uid"]] = (meta.get("labels") or {}, meta["namespace"], ip)
+
+    def _service_account(self, pod: dict[str, Any], root: Path) -> dict[str, str]:
+        """The pod's ServiceAccount credentials, as the kubelet would mount them: a token
+        bound to the pod from the TokenRequest API (so RBAC applies for real), handed to
+        the process as a kubeconfig because a host process cannot see the in-cluster path."""
+        spec = pod["spec"]
+        if spec.get("automountServiceAccountToken") is False:
+            return {}
+        meta = pod["metadata"]
+        account = spec.get("serviceAccountName") or "default"
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[],
+                expiration_seconds=86400,
+                bound_object_ref=client.V1BoundObjectReference(
+                    api_version="v1", kind="Pod", name=meta["name"], uid=meta["uid"]
+                ),
+            )
+        )
+        answer = self.api.create_namespaced_service_account_token(
+            account, meta["namespace"], request
+        )
+        if answer.status is None or not answer.status.token:
+            raise LookupError(f"no token for ServiceAccount {account}")
+        configuration = self.api.api_client.configuration
+        path = root / "serviceaccount" / "kubeconfig"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ca = Path(configuration.ssl_ca_cert).read_bytes() if configuration.ssl_ca_cert else b""
+        path.write_text(
+            json.dumps(
+                service_account_kubeconfig(
+                    configuration.host, ca, answer.status.token, meta["namespace"]
+                )
+            )
+        )
+        path.chmod(0o600)
+        return {"KUBECONFIG": str(path)}
 
     def _restart_exited(self, uid: str, pod: dict[str, Any]) -> None:
         """Restart a crashed container with the kubelet's back-off (10 s doubling to 5 min)."""
