@@ -211,7 +211,12 @@ def classify(
 
 @dataclass(frozen=True)
 class Target:
-    """One version of a model behind one endpoint."""
+    """One version of a model behind one endpoint.
+
+    ``version`` is the ModelDeployment's (release) version, for records and metrics. It is
+    NOT a V2 model version: each endpoint serves exactly one version of ``model``, so call
+    ``infer(target.model, inputs)`` without a version (Triton's versions are integers).
+    """
 
     role: Role
     version: str

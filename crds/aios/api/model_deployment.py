@@ -197,13 +197,97 @@ class Endpoints(ApiModel):
     grpc: str | None = Field(default=None, description="gRPC host:port.")
 
 
+class ServingTarget(ApiModel):
+    """One version of the model behind its own endpoint; callers route between these
+    (``aios.connectors.inference.route``)."""
+
+    version: str = Field(description="The ModelDeployment version served here.")
+    model: str = Field(description="Model name to put in V2 requests (no model version).")
+    storage_uri: str = Field(description="The model repository this version is served from.")
+    format: ModelFormat = Field(default="python", description="Serialisation format.")
+    http: str | None = Field(default=None, description="V2 HTTP base URL of this version.")
+    grpc: str | None = Field(default=None, description="V2 gRPC host:port of this version.")
+
+
+class AnalysisReport(ApiModel):
+    """What one analysis measured on the new version, next to the stable version."""
+
+    requests: int = Field(ge=0, description="Requests sent to each version.")
+    error_rate: float = Field(
+        ge=0, le=1, description="Share of the new version's requests that failed."
+    )
+    p99_latency_ms: float | None = Field(default=None, description="New version's p99 latency.")
+    stable_p99_latency_ms: float | None = Field(
+        default=None, description="Stable version's p99 latency on the same requests."
+    )
+    confidence_mean: float | None = Field(
+        default=None, description="New version's mean confidence."
+    )
+    drift_psi: float | None = Field(
+        default=None, description="Population stability index of its scores vs the stable's."
+    )
+    agreement: float | None = Field(
+        default=None, description="Share of requests both versions decided alike."
+    )
+    passed: bool = Field(description="Whether every gate held.")
+    reasons: list[str] = Field(default_factory=list, description="Each gate that failed, and why.")
+
+
+class RolloutStep(ApiModel):
+    """One step taken: the traffic weight set, and what the analysis found."""
+
+    step: int = Field(ge=0, description="0 deploys the new version; 1.. are the canary steps.")
+    weight: int = Field(ge=0, le=100, description="Percent of traffic on the new version.")
+    started_at: datetime = Field(description="When the step began.")
+    analysis: AnalysisReport | None = Field(default=None, description="The step's analysis.")
+
+
+class ApprovalRecord(ApiModel):
+    """A human decision on promoting one version (``aiosctl approve|reject``)."""
+
+    version: str = Field(description="The version decided on.")
+    decision: Literal["approved", "rejected"] = Field(description="The decision.")
+    by: str = Field(description="Who decided, as the API server authenticated them.")
+    at: datetime = Field(description="When.")
+
+
+RolloutPhase = Literal[
+    "Deploying", "Progressing", "AwaitingApproval", "Promoted", "RolledBack", "Aborted"
+]
+
+
+class RolloutStatus(ApiModel):
+    """The rollout of one version, as its Temporal workflow reports it."""
+
+    version: str = Field(description="The version being rolled out.")
+    strategy: Strategy = Field(description="How it is rolled out.")
+    source: ModelSource = Field(description="The new version's model artefact.")
+    workflow_id: str = Field(description="The Temporal workflow driving the rollout.")
+    phase: RolloutPhase = Field(description="Where the rollout is.")
+    weight: int = Field(
+        default=0, ge=0, le=100, description="Percent of traffic on the new version."
+    )
+    revision: int = Field(
+        default=0, ge=0, description="Bumped by the workflow whenever serving must change."
+    )
+    message: str | None = Field(default=None, description="The latest decision, in words.")
+    steps: list[RolloutStep] = Field(
+        default_factory=list, max_length=22, description="Steps taken so far, in order."
+    )
+    approval: ApprovalRecord | None = Field(
+        default=None, description="The approval or rejection, when one was given."
+    )
+
+
 class HistoryEntry(ApiModel):
-    """One past rollout."""
+    """One past rollout, with the model card of the version it concerned."""
 
     version: str = Field(description="The version rolled out.")
     promoted_at: datetime = Field(description="When the rollout finished.")
     approved_by: str | None = Field(default=None, description="Who approved the promotion.")
     outcome: Outcome = Field(description="How the rollout ended.")
+    reason: str | None = Field(default=None, description="Why it ended so.")
+    model_card: ModelCard | None = Field(default=None, description="The version's model card.")
 
 
 class ModelDeploymentStatus(ResourceStatus):
@@ -215,6 +299,17 @@ class ModelDeploymentStatus(ResourceStatus):
         default=0, ge=0, le=100, description="Percent of traffic on the canary version."
     )
     endpoints: Endpoints | None = Field(default=None, description="Inference endpoints.")
+    stable: ServingTarget | None = Field(default=None, description="The version serving traffic.")
+    canary: ServingTarget | None = Field(
+        default=None, description="The canary, taking canaryWeight percent of the requests."
+    )
+    shadow: ServingTarget | None = Field(
+        default=None, description="The shadow: mirrored requests, its answers never used."
+    )
+    rollout: RolloutStatus | None = Field(default=None, description="The latest rollout.")
+    observed_rollout_revision: int = Field(
+        default=0, ge=0, description="The rollout revision the operator last served."
+    )
     model_card_summary: str | None = Field(
         default=None, description="One-line summary of the model card."
     )
@@ -235,6 +330,7 @@ class ModelDeployment(Resource[ModelDeploymentSpec, ModelDeploymentStatus]):
             PrinterColumn("Active", ".status.activeVersion"),
             PrinterColumn("Canary", ".status.canaryVersion"),
             PrinterColumn("Weight", ".status.canaryWeight", "integer"),
+            PrinterColumn("Rollout", ".status.rollout.phase"),
             condition_column("Ready"),
             AGE,
         ),
