@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml hack/constraints.txt $(PACKAGES)
 components: $(STAMP)
 	hack/obtain.sh all
 	$(BIN)/python -c 'from aios.stack.components import triton; triton()'
+	$(BIN)/python -c 'from aios.stack.models import example_models; example_models()'
 
 run: components
 	$(BIN)/aiosctl up

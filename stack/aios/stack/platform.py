@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aios.stack.components import REPO_ROOT
+from aios.stack.models import mirror_environment
 from aios.stack.process import ManagedProcess, free_port
 from aios.stack.site import Site, http_ok
 
@@ -30,6 +31,7 @@ def site_environment(site: Site) -> dict[str, str]:
         "AIOS_TRITON_URL": e.triton_http,
         "AIOS_TRITON_GRPC": e.triton_grpc,
         "AIOS_MQTT_URL": e.mqtt_url,
+        **mirror_environment(),  # the example models' buckets, served from a local mirror
     }
 
 

@@ -1,0 +1,101 @@
+"""The air-quality models at serving time: numpy only, the same file for Triton and KServe.
+
+The build (``hack/models/build.py``) copies this file into each model version's
+repository as ``<model>/1/model.py`` next to ``weights.npz``. Triton's Python backend
+runs ``TritonPythonModel``; aios's KServe ModelServer (``aios.connectors.model_server``)
+imports ``SIGNATURES`` and ``predict``. Nothing here imports Triton at module level, so
+both runtimes load the same artefact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+FEATURES = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
+
+SIGNATURES = {
+    "anomaly": {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 6]}],
+        "outputs": [
+            {"name": "score", "datatype": "FP32", "shape": [-1]},
+            {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+        ],
+    },
+    "forecast": {
+        "inputs": [{"name": "history", "datatype": "FP32", "shape": [-1, 24]}],
+        "outputs": [
+            {"name": "forecast", "datatype": "FP32", "shape": [-1, 24]},
+            {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+        ],
+    },
+}
+
+
+def load(directory: Path) -> dict[str, np.ndarray]:
+    with np.load(directory / "weights.npz") as weights:
+        return {name: weights[name] for name in weights.files}
+
+
+def kind(weights: dict[str, np.ndarray]) -> str:
+    return str(weights["kind"])
+
+
+def anomaly_features(x: np.ndarray) -> np.ndarray:
+    """Raw readings → what the network sees: log pollutants, weather, the PM2.5/PM10 ratio."""
+    x = np.asarray(x, dtype=np.float64)
+    pollutants = np.log1p(np.clip(x[:, :4], 0, None))
+    ratio = np.clip(x[:, 0], 0, None) / (np.clip(x[:, 1], 0, None) + 1.0)
+    return np.column_stack([pollutants, x[:, 4:6], ratio])
+
+
+def predict(weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One batch in, every output out (float32)."""
+    if kind(weights) == "anomaly":
+        z = (anomaly_features(inputs["features"]) - weights["mean"]) / weights["std"]
+        layers = int(weights["layers"])
+        for i in range(layers):
+            z = z @ weights[f"w{i}"] + weights[f"b{i}"]
+            if i < layers - 1:
+                z = np.maximum(z, 0.0)
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return {
+            "score": p.astype(np.float32),
+            "confidence": (np.abs(2.0 * p - 1.0)).astype(np.float32),
+        }
+    history = np.asarray(inputs["history"], dtype=np.float64)
+    scale = history.mean(axis=1, keepdims=True) + 1.0
+    forecast = ((history / scale) @ weights["coef"].T + weights["intercept"]) * scale
+    volatility = history.std(axis=1) / scale[:, 0]
+    expected_error = weights["error_base"] + weights["error_slope"] * volatility
+    return {
+        "forecast": np.clip(forecast, 0.0, None).astype(np.float32),
+        "confidence": np.exp(-np.clip(expected_error, 0.0, None)).astype(np.float32),
+    }
+
+
+class TritonPythonModel:
+    """Triton's Python backend entry point."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        directory = Path(args["model_repository"]) / args["model_version"]
+        self.weights = load(directory)
+        self.batched = json.loads(args["model_config"]).get("max_batch_size", 0) > 0
+        self.inputs = [i["name"] for i in SIGNATURES[kind(self.weights)]["inputs"]]
+
+    def execute(self, requests: list) -> list:
+        import triton_python_backend_utils as pb
+
+        responses = []
+        for request in requests:
+            inputs = {n: pb.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs}
+            outputs = predict(self.weights, inputs)
+            tensors = []
+            for name, value in outputs.items():
+                if self.batched and value.ndim == 1:
+                    value = value[:, None]  # a batched model's outputs have dims [1]
+                tensors.append(pb.Tensor(name, value))
+            responses.append(pb.InferenceResponse(output_tensors=tensors))
+        return responses

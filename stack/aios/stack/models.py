@@ -1,0 +1,67 @@
+"""The example models: trained at build time, served in the local site from a bucket mirror.
+
+``hack/models/build.py`` trains the air-quality models on synthetic data and lays them out
+as the buckets the examples name (``s3://city-models/air-quality/...``). The local site
+has no object storage, so the operator serves ``s3://`` and ``gs://`` model URIs from a
+local mirror of the buckets: ``AIOS_MODEL_MIRROR`` names its directory, and
+``s3://bucket/key`` is read from ``$AIOS_MODEL_MIRROR/bucket/key`` (as an on-premises
+cluster would mount a synced copy). The cache is keyed by the training code's digest, so
+a change to it retrains and nothing else does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from aios.stack.components import HACK, ComponentUnavailable, cache_root
+
+MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
+SOURCES = HACK / "models"
+BUCKET = "city-models/air-quality"
+
+
+def digest() -> str:
+    """What the built models depend on: the training and serving code."""
+    sha = hashlib.sha256()
+    for path in sorted(SOURCES.glob("*.py")):
+        sha.update(path.name.encode() + b"\0" + path.read_bytes())
+    return sha.hexdigest()[:12]
+
+
+def example_models() -> Path:
+    """The mirror directory with every example model version, built on first use."""
+    home = cache_root() / "models" / digest()
+    if (home / ".complete").exists():
+        return home
+    building = home.with_name(home.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, str(SOURCES / "build.py"), str(building)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise ComponentUnavailable(
+            f"training the example models failed (hack/models/build.py):\n{result.stderr[-3000:]}"
+        )
+    (building / ".complete").touch()
+    shutil.rmtree(home, ignore_errors=True)
+    building.rename(home)
+    return home
+
+
+def storage_uri(model: str, version: str, scheme: str = "s3") -> str:
+    """The bucket URI of an example model version, as the example manifests write it."""
+    return f"{scheme}://{BUCKET}/{model}/{version}"
+
+
+def repository(model: str, version: str) -> Path:
+    """The local model repository of an example model version."""
+    return example_models() / BUCKET / model / version
+
+
+def mirror_environment() -> dict[str, str]:
+    """What the operator needs to serve the examples' bucket URIs locally."""
+    return {MODEL_MIRROR_ENV: str(example_models())}
