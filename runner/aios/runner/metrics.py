@@ -1,0 +1,43 @@
+"""Prometheus metrics of the intent runner (``aios_runner_*``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+READINGS = Counter(
+    "aios_runner_readings_total", "Records consumed, by outcome.", ["intent", "outcome"]
+)
+DECISIONS = Counter(
+    "aios_runner_decisions_total",
+    "Decisions published, by rule and kind.",
+    ["intent", "rule", "fallback", "reason"],
+)
+HANDOFFS = Counter(
+    "aios_runner_action_handoffs_total",
+    "Actions handed to Temporal, by result (started, duplicate).",
+    ["intent", "result"],
+)
+INFERENCE = Histogram(
+    "aios_runner_inference_duration_seconds",
+    "Model call latency per batch.",
+    ["intent", "model", "role"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+)
+DECISION_LATENCY = Histogram(
+    "aios_runner_decision_latency_seconds",
+    "Reading time to decision published.",
+    ["intent"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+BATCH = Histogram(
+    "aios_runner_batch_size",
+    "Records per processed batch.",
+    ["intent"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+MODEL_UP = Gauge(
+    "aios_runner_model_available", "1 when the model call answers.", ["intent", "model"]
+)
+PAUSED = Gauge(
+    "aios_runner_paused", "1 while partitions are paused (hand-off retrying).", ["intent"]
+)
