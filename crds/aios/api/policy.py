@@ -43,7 +43,9 @@ class Scope(ApiModel):
         description="Kinds checked; Action means every action at run time.",
     )
     namespaces: list[str] = Field(
-        default_factory=list, description="Namespaces checked; empty means all."
+        default_factory=list,
+        description="Namespaces checked (glob patterns; * is every namespace); "
+        "empty means the Policy's own namespace.",
     )
     label_selector: LabelSelector | None = Field(
         default=None, description="Only objects with these labels are checked."

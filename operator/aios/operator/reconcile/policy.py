@@ -1,0 +1,271 @@
+"""Policy: what to load into OPA, what the admission webhook answers, what status says.
+
+Layout in OPA (one Policy ``ns/name``):
+
+* module ``aios/policies/<ns>/<name>`` with package ``aios.policies["<ns>"]["<name>"]``:
+  the inline Rego with its package clause replaced, or a generated wrapper around a library
+  module (``aios/library/<module>``) that hands it the Policy's parameters;
+* data ``aios/parameters/<ns>/<name>``: the module's parameters;
+* data ``aios/registry/<ns>/<name>``: enforcement and scope, read by ``aios.system``
+  (``policies/system/system.rego``), the one entry point every caller queries.
+
+A module states its findings as ``violation`` (a set of messages) and may expose
+``max_retention_days``; enforcement belongs to the Policy, not to the Rego.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aios.api import Policy
+from aios.operator.reconcile.conditions import ConditionUpdate
+
+SYSTEM_MODULE_ID = "aios/system"
+MAX_VIOLATIONS = 50
+AUDITED_KINDS = ("ModelDeployment", "AutomationIntent", "EdgeGateway")
+
+_PACKAGE = re.compile(r"^[ \t]*package[ \t]+[^\n#]*", re.MULTILINE)
+
+
+def _quoted(*parts: str) -> str:
+    return "".join(f"[{json.dumps(p)}]" for p in parts)
+
+
+def module_id(namespace: str, name: str) -> str:
+    return f"aios/policies/{namespace}/{name}"
+
+
+def package(namespace: str, name: str) -> str:
+    return f"aios.policies{_quoted(namespace, name)}"
+
+
+def data_path(namespace: str, name: str) -> str:
+    """Where the Policy's decisions live in OPA's data tree (``status.loadedPath``)."""
+    return f"aios/policies/{namespace}/{name}"
+
+
+def registry_path(namespace: str, name: str) -> str:
+    return f"aios/registry/{namespace}/{name}"
+
+
+def parameters_path(namespace: str, name: str) -> str:
+    return f"aios/parameters/{namespace}/{name}"
+
+
+def library_module_id(module: str) -> str:
+    return f"aios/library/{module}"
+
+
+class UnknownModule(ValueError):
+    """The Policy names a module the library does not have."""
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """Everything one Policy puts into OPA, in the order it must be written."""
+
+    module_id: str
+    rego: str
+    line_offset: int  # lines added before the user's Rego (to report the user's line numbers)
+    registry_path: str
+    registry: dict[str, Any]
+    parameters_path: str
+    parameters: dict[str, Any]
+    library: tuple[str, str] | None  # (module id, Rego) of the library module it wraps
+
+
+def with_package(rego: str, package_ref: str) -> tuple[str, int]:
+    """The Rego with its package clause replaced in place (or one prepended)."""
+    if _PACKAGE.search(rego):
+        return _PACKAGE.sub(f"package {package_ref}", rego, count=1), 0
+    return f"package {package_ref}\n{rego}", 1
+
+
+def wrapper(namespace: str, name: str, module: str) -> str:
+    """A Policy that uses a library module: the module's findings with the Policy's
+    parameters bound to ``data.aios.params``."""
+    params = f"data.aios.parameters{_quoted(namespace, name)}"
+    lib = f"data.aios.library{_quoted(module)}"
+    return (
+        f"package {package(namespace, name)}\n\n"
+        f"violation := found if {{\n"
+        f"\tfound := {lib}.violation with data.aios.params as {params}\n"
+        "}\n\n"
+        f"max_retention_days := days if {{\n"
+        f"\tdays := {lib}.max_retention_days with data.aios.params as {params}\n"
+        "}\n"
+    )
+
+
+def registry_entry(namespace: str, policy: Policy) -> dict[str, Any]:
+    """Enforcement and scope as ``aios.system`` reads them. No namespaces listed means
+    the Policy's own namespace: a namespaced object governs its namespace unless it says
+    otherwise (``*`` for every namespace)."""
+    scope = policy.spec.scope
+    entry: dict[str, Any] = {
+        "enforcement": policy.spec.enforcement,
+        "kinds": list(scope.kinds),
+        "namespaces": list(scope.namespaces) or [namespace],
+    }
+    if scope.label_selector is not None:
+        entry["labelSelector"] = scope.label_selector.model_dump(by_alias=True, mode="json")
+    return entry
+
+
+def load_plan(namespace: str, name: str, policy: Policy, library: Mapping[str, str]) -> LoadPlan:
+    """What to load for ``policy``; ``library`` maps module names to their Rego."""
+    spec = policy.spec
+    library_module: tuple[str, str] | None = None
+    parameters: dict[str, Any] = {}
+    if spec.module is not None:
+        if spec.module.name not in library:
+            known = ", ".join(sorted(library)) or "none"
+            raise UnknownModule(f"no module {spec.module.name!r} in the library (known: {known})")
+        library_module = (library_module_id(spec.module.name), library[spec.module.name])
+        rego, offset = wrapper(namespace, name, spec.module.name), 0
+        parameters = dict(spec.module.parameters)
+    else:
+        assert spec.rego is not None  # exactly one of rego and module (the CRD enforces it)
+        rego, offset = with_package(spec.rego, package(namespace, name))
+    return LoadPlan(
+        module_id=module_id(namespace, name),
+        rego=rego,
+        line_offset=offset,
+        registry_path=registry_path(namespace, name),
+        registry=registry_entry(namespace, policy),
+        parameters_path=parameters_path(namespace, name),
+        parameters=parameters,
+        library=library_module,
+    )
+
+
+def user_lines(message: str, offset: int) -> str:
+    """OPA's "line N" as the user counts lines in ``spec.rego``."""
+    if not offset:
+        return message
+    return re.sub(r"\bline (\d+)", lambda m: f"line {max(1, int(m.group(1)) - offset)}", message)
+
+
+def loaded_conditions(plan: LoadPlan) -> list[ConditionUpdate]:
+    return [
+        ConditionUpdate("Compiled", "True", "Compiled", "OPA compiled the module."),
+        ConditionUpdate("Loaded", "True", "Loaded", f"Enforced from data.{plan.module_id}."),
+        ConditionUpdate("Ready", "True", "Loaded", f"Loaded into OPA at {plan.module_id}."),
+    ]
+
+
+def rejected_conditions(reason: str, message: str, previous_loaded: bool) -> list[ConditionUpdate]:
+    """The Rego (or module reference) is wrong: say why, and what is enforced meanwhile."""
+    meanwhile = (
+        "The previously loaded version is still enforced."
+        if previous_loaded
+        else "Nothing is enforced for this Policy."
+    )
+    return [
+        ConditionUpdate("Compiled", "False", reason, message),
+        ConditionUpdate("Loaded", "False", "NotCompiled", meanwhile),
+        ConditionUpdate("Ready", "False", reason, message),
+    ]
+
+
+def unavailable_conditions(message: str) -> list[ConditionUpdate]:
+    return [
+        ConditionUpdate("Loaded", "False", "OpaUnavailable", message),
+        ConditionUpdate("Ready", "False", "OpaUnavailable", message),
+    ]
+
+
+def already_reported(
+    status: Mapping[str, Any], generation: int, updates: Iterable[ConditionUpdate]
+) -> bool:
+    """Whether the status already says exactly this for this generation (a timer retry):
+    then nothing new happened and nothing is audited again."""
+    if status.get("observedGeneration") != generation:
+        return False
+    current = {c.get("type"): c for c in status.get("conditions") or []}
+    return all(
+        (current.get(u.type) or {}).get("status") == u.status
+        and (current.get(u.type) or {}).get("message") == u.message
+        for u in updates
+    )
+
+
+# -- inputs and answers --------------------------------------------------------------------
+
+
+def review(
+    body: Mapping[str, Any],
+    operation: str,
+    old: Mapping[str, Any] | None = None,
+    user: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The input document for an aios object (see ``aios.connectors.opa``)."""
+    metadata = body.get("metadata") or {}
+    document = {
+        "kind": body.get("kind"),
+        "namespace": metadata.get("namespace"),
+        "operation": operation,
+        "object": _stored(body),
+        "oldObject": _stored(old) if old is not None else None,
+        "user": None,
+    }
+    if user is not None:
+        document["user"] = {
+            "username": user.get("username"),
+            "groups": list(user.get("groups") or []),
+        }
+    return document
+
+
+def _stored(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The object without what only the operator writes (status, managed fields)."""
+    metadata = {
+        k: v for k, v in (body.get("metadata") or {}).items() if k not in ("managedFields",)
+    }
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": metadata,
+        "spec": body.get("spec") or {},
+    }
+
+
+def needs_review(operation: str, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Admission evaluates what a user changes: a create, or an update of spec or labels.
+    Metadata-only updates (finalizers, annotations) and objects being deleted pass, so a
+    new deny policy never blocks the operator from finishing an existing object."""
+    if (new.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    if operation != "UPDATE" or old is None:
+        return True
+    return bool(
+        new.get("spec") != old.get("spec")
+        or (new.get("metadata") or {}).get("labels") != (old.get("metadata") or {}).get("labels")
+    )
+
+
+def violations_status(
+    reviews: Sequence[Mapping[str, Any]],
+    findings: list[tuple[int, str]],
+    limit: int = MAX_VIOLATIONS,
+) -> dict[str, Any]:
+    """Bounded violations (first ``limit``, ordered by kind, namespace, name) plus the count:
+    status stays small however many objects violate."""
+    items = []
+    for index, message in findings:
+        obj = reviews[index]["object"]
+        metadata = obj.get("metadata") or {}
+        items.append(
+            {
+                "kind": obj.get("kind"),
+                "namespace": metadata.get("namespace"),
+                "name": metadata.get("name"),
+                "message": message,
+            }
+        )
+    items.sort(key=lambda v: (v["kind"] or "", v["namespace"] or "", v["name"] or "", v["message"]))
+    return {"violations": items[:limit], "violationCount": len(items)}

@@ -1,0 +1,82 @@
+# The dispatcher every caller queries: which Policies apply to an input and what they
+# decide. The operator loads each Policy's module at data.aios.policies[ns][name] and its
+# scope and enforcement at data.aios.registry[ns][name]; callers only ever query
+# data.aios.system.decision (admission, runtime actions), .max_retention_days and .audit.
+#
+# A policy module exposes `violation` (a set of messages) and, optionally,
+# `max_retention_days` (a number).
+package aios.system
+
+import rego.v1
+
+# Labels of what is under review: the object's at admission and audit, the intent's for a
+# runtime action.
+default subject_labels := {}
+
+subject_labels := object.get(input, ["intent", "labels"], {}) if input.kind == "Action"
+
+subject_labels := object.get(input, ["object", "metadata", "labels"], {}) if input.kind != "Action"
+
+# [namespace, name] of every Policy whose scope covers the input.
+applicable contains [ns, name] if {
+	some ns, name
+	meta := data.aios.registry[ns][name]
+	input.kind in meta.kinds
+	namespace_in_scope(meta.namespaces, input.namespace)
+	selected(object.get(meta, "labelSelector", {}), subject_labels)
+}
+
+namespace_in_scope(patterns, namespace) if {
+	some pattern in patterns
+	glob.match(pattern, null, namespace)
+}
+
+selected(selector, labels) if {
+	every key, value in object.get(selector, "matchLabels", {}) {
+		labels[key] == value
+	}
+}
+
+findings contains finding if {
+	some [ns, name] in applicable
+	some message in data.aios.policies[ns][name].violation
+	finding := {
+		"policy": concat("/", [ns, name]),
+		"enforcement": data.aios.registry[ns][name].enforcement,
+		"message": message,
+	}
+}
+
+messages(enforcement) := [sprintf("%s: %s", [f.policy, f.message]) |
+	some f in findings
+	f.enforcement == enforcement
+]
+
+decision := {
+	"allowed": count(messages("deny")) == 0,
+	"denials": messages("deny"),
+	"warnings": messages("warn"),
+	"dryrun": messages("dryrun"),
+	"policies": sort([concat("/", p) | some p in applicable]),
+}
+
+# The strictest retention cap of the deny-enforced policies that apply (undefined: none).
+max_retention_days := min(caps) if {
+	caps := {days |
+		some [ns, name] in applicable
+		data.aios.registry[ns][name].enforcement == "deny"
+		days := data.aios.policies[ns][name].max_retention_days
+	}
+	count(caps) > 0
+}
+
+# Periodic audit of existing objects against one policy:
+# input {"policy": {"namespace", "name"}, "reviews": [admission-like inputs]} →
+# [index into reviews, message] per violation.
+audit contains [i, message] if {
+	ns := input.policy.namespace
+	name := input.policy.name
+	some i, review in input.reviews
+	[ns, name] in applicable with input as review
+	some message in data.aios.policies[ns][name].violation with input as review
+}

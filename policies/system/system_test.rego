@@ -1,0 +1,100 @@
+package aios.system
+
+import rego.v1
+
+registry := {
+	"city": {
+		"no-gpu": {
+			"enforcement": "deny",
+			"kinds": ["ModelDeployment"],
+			"namespaces": ["pilot", "lab-*"],
+		},
+		"tagged": {
+			"enforcement": "warn",
+			"kinds": ["ModelDeployment", "Action"],
+			"namespaces": ["*"],
+			"labelSelector": {"matchLabels": {"tier": "critical"}},
+		},
+		"counted": {"enforcement": "dryrun", "kinds": ["ModelDeployment"], "namespaces": ["pilot"]},
+		"retention-30": {"enforcement": "deny", "kinds": ["AutomationIntent"], "namespaces": ["*"]},
+		"retention-7-warn": {"enforcement": "warn", "kinds": ["AutomationIntent"], "namespaces": ["*"]},
+	},
+	"other": {"retention-14": {"enforcement": "deny", "kinds": ["AutomationIntent"], "namespaces": ["other"]}},
+}
+
+policies := {
+	"city": {
+		"no-gpu": {"violation": {"no GPUs here"}},
+		"tagged": {"violation": {"critical things are watched"}},
+		"counted": {"violation": {"would object"}},
+		"retention-30": {"violation": set(), "max_retention_days": 30},
+		"retention-7-warn": {"violation": set(), "max_retention_days": 7},
+	},
+	"other": {"retention-14": {"violation": set(), "max_retention_days": 14}},
+}
+
+md(ns, labels) := {"kind": "ModelDeployment", "namespace": ns, "object": {"metadata": {"labels": labels}}}
+
+test_scope_by_kind_namespace_glob_and_labels if {
+	applicable == {["city", "no-gpu"], ["city", "counted"]} with input as md("pilot", {})
+		with data.aios.registry as registry
+	applicable == {["city", "no-gpu"]} with input as md("lab-3", {}) with data.aios.registry as registry
+	applicable == {["city", "tagged"]} with input as md("prod", {"tier": "critical"})
+		with data.aios.registry as registry
+	count(applicable) == 0 with input as md("prod", {"tier": "low"}) with data.aios.registry as registry
+}
+
+test_action_labels_come_from_the_intent if {
+	action := {"kind": "Action", "namespace": "x", "intent": {"labels": {"tier": "critical"}}}
+	applicable == {["city", "tagged"]} with input as action with data.aios.registry as registry
+}
+
+test_deny_warn_and_dryrun_are_separated if {
+	d := decision with input as md("pilot", {"tier": "critical"})
+		with data.aios.registry as registry
+		with data.aios.policies as policies
+	d.allowed == false
+	d.denials == ["city/no-gpu: no GPUs here"]
+	d.warnings == ["city/tagged: critical things are watched"]
+	d.dryrun == ["city/counted: would object"]
+	d.policies == ["city/counted", "city/no-gpu", "city/tagged"]
+}
+
+test_warn_and_dryrun_alone_allow if {
+	d := decision with input as md("prod", {"tier": "critical"})
+		with data.aios.registry as registry
+		with data.aios.policies as policies
+	d.allowed == true
+	d.warnings == ["city/tagged: critical things are watched"]
+}
+
+test_no_policy_allows if {
+	d := decision with input as md("prod", {}) with data.aios.registry as {}
+	d.allowed == true
+	d.policies == []
+}
+
+test_retention_cap_is_the_strictest_deny_policy if {
+	intent := {"kind": "AutomationIntent", "namespace": "other", "object": {}}
+	max_retention_days == 14 with input as intent
+		with data.aios.registry as registry
+		with data.aios.policies as policies
+	max_retention_days == 30 with input as object.union(intent, {"namespace": "city"})
+		with data.aios.registry as registry
+		with data.aios.policies as policies
+}
+
+test_no_retention_cap_is_undefined if {
+	not max_retention_days with input as {"kind": "AutomationIntent", "namespace": "x"}
+		with data.aios.registry as {}
+}
+
+test_audit_reports_index_and_message_per_violation if {
+	reviews := [md("pilot", {}), md("prod", {}), md("pilot", {"tier": "critical"})]
+	audit == {[0, "no GPUs here"], [2, "no GPUs here"]} with input as {
+		"policy": {"namespace": "city", "name": "no-gpu"},
+		"reviews": reviews,
+	}
+		with data.aios.registry as registry
+		with data.aios.policies as policies
+}

@@ -1,0 +1,142 @@
+"""What the operator loads into OPA for a Policy, and what admission and status say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aios.api import Policy
+from aios.operator.reconcile import policy as plan
+from aios.operator.reconcile.conditions import ConditionUpdate
+
+
+def policy(**spec: Any) -> Policy:
+    return Policy.model_validate({"metadata": {"name": "p"}, "spec": spec})
+
+
+def test_inline_rego_gets_the_policy_package_in_place() -> None:
+    rego = "# no GPUs\npackage whatever.they.wrote\n\nviolation contains msg if false\n"
+    loaded = plan.load_plan("pilot", "no-gpu", policy(rego=rego), {})
+    assert loaded.module_id == "aios/policies/pilot/no-gpu"
+    assert loaded.rego.splitlines()[1] == 'package aios.policies["pilot"]["no-gpu"]'
+    assert loaded.line_offset == 0 and loaded.library is None and loaded.parameters == {}
+
+
+def test_rego_without_a_package_gets_one_and_lines_are_reported_as_written() -> None:
+    loaded = plan.load_plan("a", "b", policy(rego="violation contains 1 if {\n"), {})
+    assert loaded.rego.startswith('package aios.policies["a"]["b"]\nviolation')
+    assert loaded.line_offset == 1
+    assert (
+        plan.user_lines("line 3, column 1: unexpected eof", 1) == "line 2, column 1: unexpected eof"
+    )
+    assert plan.user_lines("line 1: x", 1) == "line 1: x"
+    assert plan.user_lines("line 7: x", 0) == "line 7: x"
+
+
+def test_a_module_policy_wraps_the_library_module_with_its_parameters() -> None:
+    spec = {"module": {"name": "actuation-needs-approval", "parameters": {"actionTypes": ["mqtt"]}}}
+    loaded = plan.load_plan("city", "ana", policy(**spec), {"actuation-needs-approval": "lib"})
+    assert loaded.library == ("aios/library/actuation-needs-approval", "lib")
+    assert loaded.parameters == {"actionTypes": ["mqtt"]}
+    assert loaded.parameters_path == "aios/parameters/city/ana"
+    assert 'data.aios.library["actuation-needs-approval"].violation' in loaded.rego
+    assert 'with data.aios.params as data.aios.parameters["city"]["ana"]' in loaded.rego
+
+
+def test_an_unknown_module_names_the_known_ones() -> None:
+    with pytest.raises(plan.UnknownModule, match=r"no module 'nope'.*known: a, b"):
+        plan.load_plan("n", "p", policy(module={"name": "nope"}), {"b": "", "a": ""})
+
+
+def test_registry_scope_defaults_to_the_policy_namespace() -> None:
+    entry = plan.registry_entry("city", policy(rego="package x", enforcement="warn"))
+    assert entry == {
+        "enforcement": "warn",
+        "kinds": ["ModelDeployment", "AutomationIntent", "EdgeGateway", "Action"],
+        "namespaces": ["city"],
+    }
+    scoped = policy(
+        rego="package x",
+        scope={
+            "kinds": ["Action"],
+            "namespaces": ["*"],
+            "labelSelector": {"matchLabels": {"a": "b"}},
+        },
+    )
+    assert plan.registry_entry("city", scoped) == {
+        "enforcement": "deny",
+        "kinds": ["Action"],
+        "namespaces": ["*"],
+        "labelSelector": {"matchLabels": {"a": "b"}},
+    }
+
+
+def test_conditions_for_each_outcome() -> None:
+    loaded = plan.load_plan("n", "p", policy(rego="package x"), {})
+    assert {(u.type, u.status) for u in plan.loaded_conditions(loaded)} == {
+        ("Compiled", "True"),
+        ("Loaded", "True"),
+        ("Ready", "True"),
+    }
+    rejected = {u.type: u for u in plan.rejected_conditions("RegoError", "line 2: bad", True)}
+    assert rejected["Compiled"].status == "False" and rejected["Compiled"].message == "line 2: bad"
+    assert "previously loaded version is still enforced" in rejected["Loaded"].message
+    first = {u.type: u for u in plan.rejected_conditions("RegoError", "x", False)}
+    assert "Nothing is enforced" in first["Loaded"].message
+    assert {u.type for u in plan.unavailable_conditions("down")} == {"Loaded", "Ready"}
+
+
+def test_a_retry_that_concludes_the_same_is_not_audited_again() -> None:
+    updates = [ConditionUpdate("Ready", "False", "RegoError", "line 1: x")]
+    status = {
+        "observedGeneration": 2,
+        "conditions": [{"type": "Ready", "status": "False", "message": "line 1: x"}],
+    }
+    assert plan.already_reported(status, 2, updates)
+    assert not plan.already_reported(status, 3, updates)
+    assert not plan.already_reported(status, 2, [ConditionUpdate("Ready", "True", "Loaded", "")])
+
+
+def body(spec: dict[str, Any], labels: dict[str, str] | None = None, **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "namespace": "pilot", "labels": labels or {}, **meta},
+        "spec": spec,
+        "status": {"observedGeneration": 1},
+    }
+
+
+def test_admission_reviews_user_changes_only() -> None:
+    old = body({"a": 1})
+    assert plan.needs_review("CREATE", old, None)
+    assert plan.needs_review("UPDATE", body({"a": 2}), old)
+    assert plan.needs_review("UPDATE", body({"a": 1}, {"tier": "x"}), old)
+    assert not plan.needs_review("UPDATE", body({"a": 1}, finalizers=["aios.dev/x"]), old)
+    assert not plan.needs_review("UPDATE", body({"a": 2}, deletionTimestamp="now"), old)
+
+
+def test_the_review_input_carries_object_user_and_no_status() -> None:
+    new = body({"a": 2}, managedFields=[{"manager": "kubectl"}])
+    document = plan.review(new, "UPDATE", body({"a": 1}), {"username": "ana", "groups": ["g"]})
+    assert document["kind"] == "ModelDeployment" and document["namespace"] == "pilot"
+    assert document["object"]["spec"] == {"a": 2} and "status" not in document["object"]
+    assert "managedFields" not in document["object"]["metadata"]
+    assert document["oldObject"]["spec"] == {"a": 1}
+    assert document["user"] == {"username": "ana", "groups": ["g"]}
+
+
+def test_violations_in_status_are_bounded_and_counted() -> None:
+    reviews = [plan.review(body({}, name=f"m{i:03}"), "AUDIT") for i in range(120)]
+    findings = [(i, "too big") for i in reversed(range(120))]
+    status = plan.violations_status(reviews, findings, limit=50)
+    assert status["violationCount"] == 120
+    assert len(status["violations"]) == 50
+    assert status["violations"][0] == {
+        "kind": "ModelDeployment",
+        "namespace": "pilot",
+        "name": "m000",
+        "message": "too big",
+    }
+    assert plan.violations_status([], []) == {"violations": [], "violationCount": 0}
