@@ -1,0 +1,88 @@
+"""The namespace's Temporal worker: one ``aios-worker`` Deployment per namespace. Pure.
+
+Every kind whose workflows run in a namespace (ModelDeployment rollouts, AutomationIntent
+actions) applies the same objects, so the namespace gets exactly one worker, polling the
+namespace's task queue (``settings.task_queue``) with a ServiceAccount whose Role reaches
+that namespace only. The worker has no owner reference: it outlives any single object and
+goes with the namespace. A feature whose activities need more access adds rules to
+``WORKER_RULES``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aios.api import GROUP
+from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
+from aios.operator.settings import OperatorSettings, task_queue
+
+WORKER = "aios-worker"
+COMPONENT = "app.kubernetes.io/component"
+NAME = "app.kubernetes.io/name"
+
+WORKER_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["modeldeployments", "automationintents"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["modeldeployments/status", "automationintents/status"],
+        "verbs": ["get", "patch", "update"],
+    },
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+"""What the worker's activities may do in their namespace."""
+
+
+def worker_labels() -> dict[str, str]:
+    return {NAME: WORKER, COMPONENT: "worker", PART_OF: "aios", MANAGED_BY: OPERATOR}
+
+
+def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """ServiceAccount, Role, RoleBinding and Deployment of the namespace's worker, in the
+    order to apply them."""
+    labels = worker_labels()
+
+    def meta() -> dict[str, Any]:
+        return {"name": WORKER, "namespace": namespace, "labels": dict(labels)}
+
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta()}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": meta(),
+        "rules": WORKER_RULES,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta(),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": WORKER},
+        "subjects": [{"kind": "ServiceAccount", "name": WORKER, "namespace": namespace}],
+    }
+    container = {
+        "name": "worker",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["aios-worker"],
+        "args": [f"--task-queue={task_queue(namespace)}"],
+        "env": settings.component_env(),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {NAME: WORKER}},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {"serviceAccountName": WORKER, "containers": [container]},
+            },
+        },
+    }
+    return [account, role, binding, deployment]

@@ -1,0 +1,44 @@
+"""The namespace's Temporal worker, as the operator renders it."""
+
+from __future__ import annotations
+
+from aios.operator.reconcile.children import OWNER_UID, PART_OF
+from aios.operator.reconcile.worker import WORKER, render_worker
+from aios.operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", image="img:1")
+
+
+def test_one_worker_per_namespace_on_its_task_queue_with_its_own_account() -> None:
+    account, role, binding, deployment = render_worker("city", SETTINGS)
+    assert [o["kind"] for o in (account, role, binding, deployment)] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+    ]
+    assert {o["metadata"]["namespace"] for o in (account, role, binding, deployment)} == {"city"}
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["aios-worker"]
+    assert container["args"] == ["--task-queue=aios.city"]
+    assert container["image"] == "img:1"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AIOS_TEMPORAL_ADDRESS"] == "t:7233"
+    assert pod["spec"]["serviceAccountName"] == WORKER
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": WORKER, "namespace": "city"}]
+    assert pod["metadata"]["labels"][PART_OF] == "aios", "the local kubelet runs it"
+
+
+def test_the_worker_is_shared_so_no_object_owns_it() -> None:
+    for obj in render_worker("city", SETTINGS):
+        assert "ownerReferences" not in obj["metadata"]
+        assert OWNER_UID not in obj["metadata"]["labels"], "pruning one owner must not remove it"
+
+
+def test_its_role_can_write_rollout_status_and_events_only_in_the_namespace() -> None:
+    role = render_worker("city", SETTINGS)[1]
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert ("modeldeployments/status", "patch") in granted
+    assert ("events", "create") in granted
+    assert ("modeldeployments", "patch") not in granted, "the spec belongs to the user"
