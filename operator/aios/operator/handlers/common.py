@@ -15,7 +15,7 @@ when it owns something outside the cluster, a ``finalize``. The wiring here:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -40,6 +40,8 @@ class Context:
     body: kopf.Body
     logger: kopf.Logger
     memo: kopf.Memo
+    status: dict[str, Any] = field(default_factory=dict)
+    """Status fields besides the conditions (e.g. topic names) the reconcile reports."""
 
 
 Reconcile = Callable[[Any, Context], Awaitable[list[ConditionUpdate]]]
@@ -82,7 +84,7 @@ def register(
                         "Ready", "False", RECONCILE_ERROR, f"{type(error).__name__}: {error}"
                     )
                 )
-        patch.status.update(next_status(body, updates, now_rfc3339()))
+        patch.status.update({**context.status, **next_status(body, updates, now_rfc3339())})
 
     @kopf.on.event(GROUP, VERSION, plural, id=f"reconcile-{model.crd.singular}")
     async def on_event(
