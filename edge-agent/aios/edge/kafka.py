@@ -1,0 +1,177 @@
+"""The agent's Kafka clients: its only link to the cluster (no Kubernetes credentials).
+
+The agent does not import ``aios.connectors`` (it runs on a gateway with a small dependency
+set), so it reads the same ``AIOS_KAFKA_CONFIG`` security settings itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from aios.edge.protocol import (
+    CONFIG_TOPIC,
+    STATUS_TOPIC,
+    AgentConfig,
+    Heartbeat,
+    config_partition,
+    parse_config,
+)
+
+log = logging.getLogger("aios.edge.kafka")
+
+
+def client_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 3}
+    config.update(json.loads(os.environ.get("AIOS_KAFKA_CONFIG") or "{}"))
+    config.update(overrides)
+    return config
+
+
+def reading_producer(bootstrap: str, compression: str) -> Producer:
+    """Idempotent, acks=all, ordered per key, retrying forever: an outage only fills the
+    disk buffer, and a retry never duplicates or reorders a reading."""
+    return Producer(
+        client_config(
+            bootstrap,
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": compression,
+                "linger.ms": 20,
+                "message.timeout.ms": 0,  # never give up on a reading
+                "max.in.flight.requests.per.connection": 5,
+                "queue.buffering.max.messages": 200_000,
+                "reconnect.backoff.max.ms": 2000,
+            },
+        )
+    )
+
+
+class ConfigWatcher:
+    """Reads this gateway's record from the compacted config topic (only the partition
+    its key lives in) and hands every new generation to ``apply``."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        gateway: str,
+        apply: Callable[[AgentConfig], None],
+        report_error: Callable[[str], None],
+    ) -> None:
+        self.gateway, self.apply, self.report_error = gateway, apply, report_error
+        self.consumer = Consumer(
+            client_config(
+                bootstrap,
+                **{
+                    "group.id": f"aios-edge.{gateway}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "topic.metadata.refresh.interval.ms": 10_000,
+                },
+            )
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edge-config", daemon=True)
+
+    def start(self) -> ConfigWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.consumer.close()
+
+    def _assign(self) -> bool:
+        try:
+            metadata = self.consumer.list_topics(CONFIG_TOPIC, timeout=5)
+        except Exception as error:  # the broker may be away: try again later
+            log.info("config topic not reachable", extra={"error": str(error)})
+            return False
+        topic = metadata.topics.get(CONFIG_TOPIC)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return False
+        partition = config_partition(self.gateway, len(topic.partitions))
+        self.consumer.assign([TopicPartition(CONFIG_TOPIC, partition, OFFSET_BEGINNING)])
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self._assign():
+            self._stop.wait(2)
+        while not self._stop.is_set():
+            message = self.consumer.poll(0.5)
+            if message is not None:
+                self._handle(message)
+
+    def _handle(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("config consumer error", extra={"error": str(error)})
+            return
+        key = message.key()
+        if key is None or key.decode() != self.gateway:
+            return
+        value = message.value()
+        if value is None:
+            log.warning("the gateway was deleted; keeping the last configuration")
+            return
+        try:
+            config = parse_config(value)
+        except ValueError as error:
+            self.report_error(f"config record rejected: {error}"[:1000])
+            return
+        self.apply(config)
+
+
+class HeartbeatSender:
+    """Heartbeats on the status topic; a heartbeat that cannot go out within two periods is
+    dropped (a stale one is worth nothing)."""
+
+    def __init__(self, bootstrap: str, gateway: str, build: Callable[[], Heartbeat]) -> None:
+        self.gateway, self.build = gateway, build
+        self.producer = Producer(
+            client_config(bootstrap, **{"linger.ms": 0, "message.timeout.ms": 10_000})
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edge-heartbeat", daemon=True)
+
+    def start(self) -> HeartbeatSender:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.send()
+        self.producer.flush(2)
+
+    def send(self) -> Heartbeat:
+        heartbeat = self.build()
+        try:
+            self.producer.produce(
+                STATUS_TOPIC, key=self.gateway.encode(), value=heartbeat.to_bytes()
+            )
+        except BufferError:
+            log.warning("heartbeat queue full")
+        self.producer.poll(0)
+        return heartbeat
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            heartbeat = self.send()
+            self._stop.wait(heartbeat.heartbeat_seconds)
