@@ -56,7 +56,13 @@ helm)  # without these ldflags helm assumes Kubernetes v1.20 when templating
   minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
   go_install "$cache/helm/$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor";;
-benthos) go_install "$cache/benthos/$BENTHOS_VERSION" "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION";;
+benthos)  # a wrapper module: `go install pkg@v` also asks the proxy for @v/list, which it refuses
+  dest=$cache/benthos/$BENTHOS_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin"; work=$(mktemp -d); cd "$work"
+  go mod init local/benthosbin >/dev/null 2>&1
+  go get -tool "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$dest/bin/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos
+  cd /; rm -rf "$work"; mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0
   mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"
