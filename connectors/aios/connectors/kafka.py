@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -22,7 +27,10 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
+
+from aios.connectors.topics import ExistingTopic, TopicPlan, TopicSpec, plan_topics
 
 BOOTSTRAP_ENV = "AIOS_KAFKA_BOOTSTRAP"
 EXTRA_CONFIG_ENV = "AIOS_KAFKA_CONFIG"
@@ -83,56 +91,6 @@ def consumer(group: str, bootstrap: str | None = None, **overrides: Any) -> Cons
 
 def admin(bootstrap: str | None = None) -> AdminClient:
     return AdminClient(client_config(bootstrap))
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic as aios wants it: partitions and the configs it manages (others untouched)."""
-
-    name: str
-    partitions: int
-    config: Mapping[str, str] = field(default_factory=dict)
-    replication_factor: int = -1  # the broker's default.replication.factor
-
-
-@dataclass(frozen=True)
-class ExistingTopic:
-    name: str
-    partitions: int
-    config: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class TopicPlan:
-    """What the Admin API must do; empty when the topics already match."""
-
-    create: tuple[TopicSpec, ...] = ()
-    grow: tuple[tuple[str, int], ...] = ()
-    reconfigure: tuple[tuple[str, Mapping[str, str]], ...] = ()
-    cannot_shrink: tuple[tuple[str, int, int], ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.create or self.grow or self.reconfigure)
-
-
-def plan_topics(desired: Iterable[TopicSpec], existing: Mapping[str, ExistingTopic]) -> TopicPlan:
-    """Compare desired topics with the broker's. Kafka cannot remove partitions, so a lower
-    count is reported (``cannot_shrink``) rather than attempted."""
-    create, grow, reconfigure, shrink = [], [], [], []
-    for spec in desired:
-        current = existing.get(spec.name)
-        if current is None:
-            create.append(spec)
-            continue
-        if spec.partitions > current.partitions:
-            grow.append((spec.name, spec.partitions))
-        elif spec.partitions < current.partitions:
-            shrink.append((spec.name, current.partitions, spec.partitions))
-        changed = {k: v for k, v in spec.config.items() if current.config.get(k) != v}
-        if changed:
-            reconfigure.append((spec.name, changed))
-    return TopicPlan(tuple(create), tuple(grow), tuple(reconfigure), tuple(shrink))
 
 
 def describe_topics(
@@ -204,3 +162,19 @@ def _result_allowing(future: Any, tolerated: str, name: str, timeout: float) -> 
     except KafkaException as error:
         if error.args[0].name() != tolerated:
             raise RuntimeError(f"Kafka admin operation on {name} failed: {error}") from error
+
+
+def consumer_lag(client: AdminClient, group: str, timeout: float = 10) -> int | None:
+    """Records the group has not consumed yet, summed over its partitions (None: no
+    committed offsets yet)."""
+    listed = client.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    committed = listed[group].result(timeout).topic_partitions or []
+    committed = [tp for tp in committed if tp.offset >= 0]
+    if not committed:
+        return None
+    latest = client.list_offsets(
+        {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in committed},
+        request_timeout=timeout,
+    )
+    ends = {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in latest.items()}
+    return sum(max(0, ends[(tp.topic, tp.partition)] - tp.offset) for tp in committed)

@@ -1,0 +1,296 @@
+"""AutomationIntent, purely: its Kafka topics, its runner's config and Deployment, and its
+status from what the cluster and the runners report."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aios.api import AutomationIntent
+from aios.api.events import IntentRef
+from aios.api.runner import RunnerConfig, RunnerTopics
+from aios.connectors.topics import TopicSpec
+from aios.operator.reconcile.children import PART_OF, owned
+from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.settings import OperatorSettings, task_queue
+
+RUNNER = "aios-intent-runner"
+CONFIG_PATH = "/etc/aios/runner"
+METRICS_PORT = 9102
+HOUR_MS = 3_600_000
+
+
+def topic_names(namespace: str, name: str, sources: list[str]) -> RunnerTopics:
+    """The intent's own topics are ``aios.<namespace>.<intent>.<purpose>``."""
+    base = f"aios.{namespace}.{name}"
+    return RunnerTopics(
+        sources=sources,
+        decisions=f"{base}.decisions",
+        actions=f"{base}.actions",
+        dead_letters=f"{base}.dead-letters",
+    )
+
+
+def source_topics(intent: AutomationIntent, gateways: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Topics the runner consumes: named ones, and the sinks of the selected gateways."""
+    topics: list[str] = []
+    for source in intent.spec.sources:
+        if source.kafka_topic:
+            topics.append(source.kafka_topic)
+        elif source.edge_gateway_selector is not None:
+            wanted = source.edge_gateway_selector.match_labels
+            for gateway in gateways:
+                labels = gateway["metadata"].get("labels") or {}
+                if all(labels.get(k) == v for k, v in wanted.items()):
+                    topics.append(gateway["spec"]["sink"]["kafkaTopic"])
+    return sorted(set(topics))
+
+
+def retention_ms(intent: AutomationIntent, policy_cap_days: int | None = None) -> int:
+    """The spec's retention, capped by the data policy for personal data (and by a
+    Policy's cap, if one applies)."""
+    hours = intent.spec.topics.retention_hours
+    policy = intent.spec.data_policy
+    caps = [hours]
+    if policy.personal_data and policy.retention_days:
+        caps.append(policy.retention_days * 24)
+    if policy.personal_data and policy_cap_days:
+        caps.append(policy_cap_days * 24)
+    return min(caps) * HOUR_MS
+
+
+def owned_topics(intent: AutomationIntent, names: RunnerTopics, retention: int) -> list[TopicSpec]:
+    """Decisions, actions and dead letters: created, grown and reconfigured by the operator."""
+    partitions = intent.spec.topics.partitions
+    config = {"retention.ms": str(retention), "cleanup.policy": "delete"}
+    return [
+        TopicSpec(t, partitions, config)
+        for t in (names.decisions, names.actions, names.dead_letters)
+    ]
+
+
+def source_topic_specs(
+    intent: AutomationIntent, sources: list[str], retention: int
+) -> list[TopicSpec]:
+    """Sources are created when missing, never reconfigured (they may be someone else's)."""
+    return [
+        TopicSpec(t, intent.spec.topics.partitions, {"retention.ms": str(retention)})
+        for t in sources
+    ]
+
+
+def runner_config(intent: AutomationIntent, sources: list[str]) -> RunnerConfig:
+    meta = intent.metadata
+    return RunnerConfig(
+        intent=IntentRef(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            generation=int(meta.get("generation") or 0),
+        ),
+        labels=dict(meta.get("labels") or {}),
+        spec=intent.spec,
+        topics=topic_names(meta["namespace"], meta["name"], sources),
+        consumer_group=f"aios.{meta['namespace']}.{meta['name']}.runner",
+        task_queue=task_queue(meta["namespace"]),
+    )
+
+
+def render_runner(
+    owner: Mapping[str, Any], config: RunnerConfig, settings: OperatorSettings
+) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and binding (read ModelDeployments), ConfigMap, Deployment —
+    in the order they must be applied."""
+    name = f"{config.intent.name}-runner"
+    labels = {
+        "app.kubernetes.io/name": RUNNER,
+        "app.kubernetes.io/instance": config.intent.name,
+        "app.kubernetes.io/component": "intent-runner",
+        PART_OF: "aios",
+    }
+    text = config.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    replicas = 0 if config.spec.mode == "paused" else 1
+    container = {
+        "name": "runner",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [RUNNER],
+        "args": [f"--config={CONFIG_PATH}/config.json", f"--metrics-port={METRICS_PORT}"],
+        "env": settings.component_env(),
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_PATH, "readOnly": True}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 20},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    children: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "labels": labels},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "labels": labels},
+            # The runner follows its models' rollouts (traffic split) and nothing else.
+            "rules": [
+                {
+                    "apiGroups": ["aios.dev"],
+                    "resources": ["modeldeployments"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels},
+            "data": {"config.json": text},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/name": RUNNER,
+                        "app.kubernetes.io/instance": config.intent.name,
+                    }
+                },
+                # One runner at a time keeps one transactional producer per consumer group member.
+                "strategy": {"type": "Recreate"},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {"aios.dev/config-digest": digest},
+                    },
+                    "spec": {
+                        "serviceAccountName": name,
+                        "containers": [container],
+                        "volumes": [{"name": "config", "configMap": {"name": name}}],
+                        "terminationGracePeriodSeconds": 30,
+                    },
+                },
+            },
+        },
+    ]
+    return [owned(child, owner) for child in children]
+
+
+RUNNER_KINDS = [
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("v1", "ConfigMap"),
+    ("apps/v1", "Deployment"),
+]
+"""What ``render_runner`` produces (and what pruning looks at)."""
+
+
+def deployment_ready(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """Whether a Deployment serves its desired replicas of the current template."""
+    if deployment is None:
+        return False, "the Deployment does not exist yet"
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    if int(status.get("observedGeneration") or 0) < int(
+        deployment["metadata"].get("generation") or 0
+    ):
+        return False, "the Deployment controller has not seen the latest template"
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if desired == 0:
+        return True, "scaled to zero"
+    if updated >= desired and available >= desired:
+        return True, f"{available}/{desired} replicas available"
+    return False, f"{available}/{desired} replicas available, {updated} updated"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    pod: str
+    generation: int
+    time: datetime
+    models: Mapping[str, Mapping[str, Any]]
+    counts: Mapping[str, int]
+    paused: bool
+
+
+def live(heartbeats: Iterable[Heartbeat], now: datetime, window_seconds: float) -> list[Heartbeat]:
+    return [h for h in heartbeats if (now - h.time).total_seconds() <= window_seconds]
+
+
+def runtime_conditions(intent: AutomationIntent, beats: list[Heartbeat]) -> list[ConditionUpdate]:
+    """``Degraded`` from what the live runners report about their models and hand-offs."""
+    down = sorted(
+        {
+            f"{call}: {state.get('error') or 'unavailable'}"
+            for beat in beats
+            for call, state in beat.models.items()
+            if not state.get("available", True)
+        }
+    )
+    if down:
+        return [
+            ConditionUpdate(
+                "Degraded",
+                "True",
+                "ModelUnavailable",
+                "Deciding with the fallback rules; " + "; ".join(down),
+            )
+        ]
+    if any(beat.paused for beat in beats):
+        return [
+            ConditionUpdate(
+                "Degraded",
+                "True",
+                "HandOffBlocked",
+                "Temporal does not take actions; consumption is paused",
+            )
+        ]
+    if intent.spec.mode == "paused":
+        return [ConditionUpdate("Degraded", "False", "Paused", "The intent is paused.")]
+    return [
+        ConditionUpdate(
+            "Degraded",
+            "False",
+            "Healthy",
+            "Models answer and actions are handed off." if beats else "No runner has reported yet.",
+        )
+    ]
+
+
+def counts(beats: list[Heartbeat]) -> dict[str, int]:
+    """Totals reported by the live runners (since each started)."""
+    keys = ("events", "decisions", "actions", "fallbacks", "overrides", "deadLetters")
+    return {k: sum(int(b.counts.get(k, 0)) for b in beats) for k in keys}
+
+
+def ready(conditions: list[ConditionUpdate]) -> ConditionUpdate:
+    """``Ready`` when topics, runner and workflows are; its message names what is not."""
+    waiting = [
+        f"{c.type}: {c.message}"
+        for c in conditions
+        if c.type.endswith("Ready") and c.status != "True"
+    ]
+    if waiting:
+        return ConditionUpdate("Ready", "False", "Waiting", "; ".join(waiting))
+    return ConditionUpdate("Ready", "True", "Reconciled", "Topics, runner and workflows are ready.")

@@ -1,0 +1,154 @@
+"""AutomationIntent rendering and status, purely."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from aios.api import AutomationIntent
+from aios.api.runner import RunnerConfig
+from aios.operator.reconcile.automation_intent import (
+    Heartbeat,
+    deployment_ready,
+    live,
+    owned_topics,
+    ready,
+    render_runner,
+    retention_ms,
+    runner_config,
+    runtime_conditions,
+    source_topics,
+    topic_names,
+)
+from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.settings import OperatorSettings
+
+RAW = yaml.safe_load(
+    (Path(__file__).parents[2] / "examples/city-air-quality/pm25-alerting.yaml").read_text()
+)
+RAW["metadata"].update(namespace="city", uid="u-1", generation=2)
+INTENT = AutomationIntent.model_validate(RAW)
+SETTINGS = OperatorSettings(
+    kafka_bootstrap="kafka:9092", temporal_address="temporal:7233", image="registry.example/aios:1"
+)
+GATEWAY = {
+    "metadata": {"name": "district-7", "labels": {"aios.dev/site": "district-7"}},
+    "spec": {"sink": {"kafkaTopic": "city.district-7.readings"}},
+}
+OTHER = {
+    "metadata": {"name": "d8", "labels": {"aios.dev/site": "district-8"}},
+    "spec": {"sink": {"kafkaTopic": "city.d8.readings"}},
+}
+
+
+def test_sources_follow_the_gateway_selector() -> None:
+    assert source_topics(INTENT, [GATEWAY, OTHER]) == ["city.district-7.readings"]
+    assert source_topics(INTENT, [OTHER]) == []
+
+
+def test_retention_is_capped_for_personal_data_only() -> None:
+    assert retention_ms(INTENT) == 168 * 3_600_000
+    personal = INTENT.model_copy(deep=True)
+    personal.spec.data_policy.personal_data = True
+    personal.spec.data_policy.retention_days = 2
+    assert retention_ms(personal) == 48 * 3_600_000
+    assert retention_ms(personal, policy_cap_days=1) == 24 * 3_600_000
+    assert retention_ms(INTENT, policy_cap_days=1) == 168 * 3_600_000
+
+
+def test_owned_topics_carry_partitions_and_retention() -> None:
+    names = topic_names("city", "pm25-alerting", ["src"])
+    specs = owned_topics(INTENT, names, 1000)
+    assert [s.name for s in specs] == [
+        "aios.city.pm25-alerting.decisions",
+        "aios.city.pm25-alerting.actions",
+        "aios.city.pm25-alerting.dead-letters",
+    ]
+    assert all(s.partitions == 6 and s.config["retention.ms"] == "1000" for s in specs)
+
+
+def test_the_runner_is_rendered_with_its_config_owner_and_least_privilege() -> None:
+    config = runner_config(INTENT, ["city.district-7.readings"])
+    children = render_runner(RAW, config, SETTINGS)
+    kinds = [c["kind"] for c in children]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"]
+    for child in children:
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+        assert child["metadata"]["namespace"] == "city"
+    role = children[1]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["aios.dev"],
+            "resources": ["modeldeployments"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    stored = RunnerConfig.model_validate_json(children[3]["data"]["config.json"])
+    assert stored == config and stored.task_queue == "aios.city"
+    deployment = children[4]
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["aios-intent-runner"]
+    assert container["image"] == "registry.example/aios:1"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AIOS_KAFKA_BOOTSTRAP"]["value"] == "kafka:9092"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aios"
+    assert deployment["spec"]["replicas"] == 1
+
+
+def test_a_changed_spec_rolls_the_runner_and_paused_scales_it_to_zero() -> None:
+    first = render_runner(RAW, runner_config(INTENT, ["s"]), SETTINGS)[4]
+    paused = INTENT.model_copy(deep=True)
+    paused.spec.mode = "paused"
+    second = render_runner(RAW, runner_config(paused, ["s"]), SETTINGS)[4]
+    digest = "aios.dev/config-digest"
+    assert (
+        first["spec"]["template"]["metadata"]["annotations"][digest]
+        != second["spec"]["template"]["metadata"]["annotations"][digest]
+    )
+    assert second["spec"]["replicas"] == 0
+
+
+def test_deployment_readiness() -> None:
+    assert deployment_ready(None) == (False, "the Deployment does not exist yet")
+    deployment = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+    assert deployment_ready(deployment)[0]
+    stale = {**deployment, "status": {**deployment["status"], "observedGeneration": 1}}
+    assert not deployment_ready(stale)[0]
+
+
+def test_degraded_names_the_model_that_is_down() -> None:
+    now = datetime.now(UTC)
+    down = Heartbeat(
+        "p",
+        2,
+        now,
+        {"anomaly": {"available": False, "error": "connection refused"}},
+        {"events": 5},
+        False,
+    )
+    old = Heartbeat("q", 2, now - timedelta(minutes=5), {}, {"events": 7}, False)
+    beats = live([down, old], now, 30)
+    assert beats == [down]
+    [degraded] = runtime_conditions(INTENT, beats)
+    assert (degraded.status, degraded.reason) == ("True", "ModelUnavailable")
+    assert "anomaly: connection refused" in degraded.message
+    healthy = Heartbeat("p", 2, now, {"anomaly": {"available": True}}, {}, False)
+    assert runtime_conditions(INTENT, [healthy])[0].status == "False"
+
+
+def test_ready_waits_for_every_part() -> None:
+    parts = [
+        ConditionUpdate("TopicsReady", "True", "x"),
+        ConditionUpdate("RunnerReady", "False", "Progressing", "0/1 replicas available"),
+    ]
+    verdict = ready(parts)
+    assert verdict.status == "False" and "RunnerReady: 0/1" in verdict.message
+    assert ready(parts[:1]).status == "True"

@@ -1,0 +1,275 @@
+"""The action workflow: authorise → (approval, with escalation) → rate limit → act → record.
+
+One workflow per action, its id the action's idempotency key (the runner starts it with
+REJECT_DUPLICATE), so a redelivered reading never acts twice. Deterministic: every side
+effect — OPA, Temporal visibility, the webhook, MQTT, Kafka, the audit log — is an
+activity. Policy is asked just before acting, and again once a human approved; when OPA
+cannot answer the action waits (retries) and finally fails without acting (fail closed).
+Every step is an ``action-step`` audit record and a lifecycle record on the intent's
+actions topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+)
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from aios.api.events import ActionRequest
+
+INTENT = SearchAttributeKey.for_keyword("AiosIntent")
+ACTION = SearchAttributeKey.for_keyword("AiosAction")
+TARGET = SearchAttributeKey.for_keyword("AiosTarget")
+OUTCOME = SearchAttributeKey.for_keyword("AiosOutcome")
+EXECUTED_AT = SearchAttributeKey.for_datetime("AiosExecutedAt")
+SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT)
+
+POLICY_WAIT = timedelta(minutes=10)
+"""How long an action waits for OPA to answer before it fails without acting."""
+
+
+@dataclass
+class Review:
+    """A human's answer to an approval request (sent by ``aiosctl approve|reject``)."""
+
+    approver: str
+    approved: bool
+    groups: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
+class Step:
+    """One recorded step of an action (audit + lifecycle)."""
+
+    request: dict[str, Any]
+    step: str
+    result: dict[str, Any]
+    approver: str | None = None
+    policy_decision_id: str | None = None
+
+
+@dataclass
+class Authorize:
+    request: dict[str, Any]
+    approver: str | None = None
+
+
+def allowed_reviewer(review: Review, allowed: set[str]) -> bool:
+    """The reviewer is listed by name, or one of their groups as ``group:<name>``."""
+    return review.approver in allowed or any(f"group:{g}" in allowed for g in review.groups)
+
+
+@workflow.defn(name="ActionWorkflow")
+class ActionWorkflow:
+    def __init__(self) -> None:
+        self.review: Review | None = None
+        self.refused: list[str] = []
+        self.allowed: set[str] = set()
+        self.phase = "started"
+
+    @workflow.signal(name="review")
+    def on_review(self, review: Review) -> None:
+        if self.review is not None:
+            return  # the first valid answer stands
+        if allowed_reviewer(review, self.allowed):
+            self.review = review
+        else:
+            self.refused.append(review.approver)
+
+    @workflow.query(name="state")
+    def state(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "allowedApprovers": sorted(self.allowed),
+            "refused": self.refused,
+            "review": None if self.review is None else self.review.__dict__,
+        }
+
+    @workflow.run
+    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        request = ActionRequest.model_validate(payload)
+        action = request.action
+        workflow.upsert_search_attributes(
+            [
+                INTENT.value_set(f"{request.intent.namespace}/{request.intent.name}"),
+                ACTION.value_set(action.name),
+                TARGET.value_set(action.target[:200]),
+            ]
+        )
+        await self._record(payload, "requested", {"status": "pending"})
+
+        decision = await self._authorize(payload, None)
+        if decision is None:
+            return await self._finish(
+                payload,
+                "policy-unavailable",
+                {"reason": f"OPA did not answer within {POLICY_WAIT}; the action did not run"},
+            )
+        if not decision["allowed"]:
+            return await self._finish(
+                payload, "denied", {"reasons": decision["reasons"]}, policy=decision["decisionId"]
+            )
+        await self._record(
+            payload,
+            "authorized",
+            {"status": "allowed", "warnings": decision["warnings"]},
+            policy=decision["decisionId"],
+        )
+
+        approver = None
+        if action.approval.required:
+            self.phase = "awaiting-approval"
+            review = await self._await_review(payload)
+            if review is None:
+                return await self._finish(
+                    payload,
+                    "expired",
+                    {"reason": f"no approval within {action.approval.timeout_seconds}s"},
+                )
+            approver = review.approver
+            if not review.approved:
+                return await self._finish(
+                    payload, "rejected", {"reason": review.reason}, approver=approver
+                )
+            await self._record(
+                payload,
+                "approved",
+                {"status": "approved", "reason": review.reason},
+                approver=approver,
+            )
+            decision = await self._authorize(payload, approver)
+            if decision is None:
+                return await self._finish(
+                    payload,
+                    "policy-unavailable",
+                    {"reason": "OPA did not answer after approval; the action did not run"},
+                    approver=approver,
+                )
+            if not decision["allowed"]:
+                return await self._finish(
+                    payload,
+                    "denied",
+                    {"reasons": decision["reasons"]},
+                    approver=approver,
+                    policy=decision["decisionId"],
+                )
+
+        if action.rate_limit is not None:
+            recent = await workflow.execute_activity(
+                "aios.action.recent-executions",
+                payload,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            )
+            if recent >= action.rate_limit.per_hour:
+                return await self._finish(
+                    payload,
+                    "rate-limited",
+                    {"executedLastHour": recent, "perHour": action.rate_limit.per_hour},
+                    approver=approver,
+                    policy=decision["decisionId"],
+                )
+
+        self.phase = "executing"
+        try:
+            result = await workflow.execute_activity(
+                "aios.action.execute",
+                Step(payload, "execute", {}, approver, decision["decisionId"]),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=6,
+                    maximum_interval=timedelta(seconds=30),
+                    non_retryable_error_types=["ActionRejected"],
+                ),
+            )
+        except ActivityError as error:
+            return await self._finish(
+                payload,
+                "failed",
+                {"error": str(error.cause or error)},
+                approver=approver,
+                policy=decision["decisionId"],
+            )
+        workflow.upsert_search_attributes([EXECUTED_AT.value_set(workflow.now())])
+        return await self._finish(
+            payload, "executed", result, approver=approver, policy=decision["decisionId"]
+        )
+
+    async def _authorize(
+        self, payload: dict[str, Any], approver: str | None
+    ) -> dict[str, Any] | None:
+        """OPA's decision, retried while OPA cannot answer; None after ``POLICY_WAIT``."""
+        self.phase = "authorizing"
+        try:
+            found: dict[str, Any] = await workflow.execute_activity(
+                "aios.action.authorize",
+                Authorize(payload, approver),
+                start_to_close_timeout=timedelta(seconds=15),
+                schedule_to_close_timeout=POLICY_WAIT,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=15)),
+            )
+        except ActivityError:
+            return None
+        return found
+
+    async def _await_review(self, payload: dict[str, Any]) -> Review | None:
+        """Wait for an allowed reviewer; widen the circle at each escalation."""
+        approval = ActionRequest.model_validate(payload).action.approval
+        self.allowed = set(approval.approvers)
+        started = workflow.now()
+        stages = sorted(approval.escalation, key=lambda e: e.after_seconds)
+        for stage in [*stages, None]:
+            until = stage.after_seconds if stage else approval.timeout_seconds
+            remaining = until - (workflow.now() - started).total_seconds()
+            try:
+                await workflow.wait_condition(
+                    lambda: self.review is not None,
+                    timeout=timedelta(seconds=max(remaining, 0.001)),
+                )
+                return self.review
+            except TimeoutError:
+                if stage is None:
+                    return None
+                self.allowed |= set(stage.approvers)
+                await self._record(
+                    payload, "escalated", {"status": "pending", "approvers": sorted(self.allowed)}
+                )
+        return None
+
+    async def _record(
+        self,
+        payload: dict[str, Any],
+        step: str,
+        result: dict[str, Any],
+        approver: str | None = None,
+        policy: str | None = None,
+    ) -> None:
+        await workflow.execute_activity(
+            "aios.action.record",
+            Step(payload, step, result, approver, policy),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+        )
+
+    async def _finish(
+        self,
+        payload: dict[str, Any],
+        outcome: str,
+        result: dict[str, Any],
+        approver: str | None = None,
+        policy: str | None = None,
+    ) -> dict[str, Any]:
+        self.phase = outcome
+        workflow.upsert_search_attributes([OUTCOME.value_set(outcome)])
+        final = {"status": outcome, **result}
+        await self._record(payload, outcome, final, approver, policy)
+        return final
