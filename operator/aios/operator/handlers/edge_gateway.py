@@ -1,8 +1,178 @@
-"""EdgeGateway: validated and observed; its children come with the EdgeGateway issue."""
+"""EdgeGateway: publish the compiled config record for the agents, keep the status in step
+with their heartbeats, and run a simulated agent when the gateway asks for one.
+
+Topics (``aios.edge.protocol``): ``aios.edge.config`` (compacted, key ``<ns>/<name>``),
+``aios.edge.status`` (heartbeats, same key). Readings go to ``spec.sink.kafkaTopic``,
+created here when missing (the intents that read it may create it too).
+"""
 
 from __future__ import annotations
 
-from aios.api import EdgeGateway
-from aios.operator.handlers.common import register
+import asyncio
+import time
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
-register(EdgeGateway)
+import kopf
+
+from aios.api import GROUP, VERSION, EdgeGateway
+from aios.connectors import kafka
+from aios.edge.protocol import (
+    CONFIG_PARTITIONS,
+    CONFIG_TOPIC,
+    CONFIG_TOPIC_CONFIG,
+    STATUS_PARTITIONS,
+    STATUS_TOPIC,
+    STATUS_TOPIC_CONFIG,
+    AgentConfig,
+    Heartbeat,
+    config_partition,
+)
+from aios.operator import apply
+from aios.operator.handlers.common import Context, register
+from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
+from aios.operator.reconcile.edge_gateway import (
+    compile_config,
+    heartbeat_status,
+    key_of,
+    render_simulator,
+    status_changes,
+)
+from aios.operator.settings import OperatorSettings
+from aios.operator.streams import LatestRecords
+
+SINK_PARTITIONS = 6
+COUNTERS_EVERY_SECONDS = 30.0
+"""Counters change with every heartbeat; they are written at most this often per gateway."""
+SIMULATOR_KINDS = [("apps/v1", "Deployment")]
+settings = cache(OperatorSettings.from_env)
+
+
+class EdgeState:
+    """Shared by every gateway's handlers (kopf gives each object a shallow memo copy)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = kafka.producer(bootstrap, **{"linger.ms": 0})
+        self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC).start()
+        self.published: dict[str, tuple[int, str]] = {}
+        self.counters_written: dict[str, float] = {}
+
+    def heartbeat(self, key: str) -> Heartbeat | None:
+        value = self.heartbeats.get(key).get(key)
+        try:
+            return Heartbeat.model_validate(value) if value else None
+        except ValueError:
+            return None
+
+    def publish(self, key: str, value: bytes | None) -> None:
+        """Produce to the key's partition and wait until Kafka has it (acks=all)."""
+        metadata = self.producer.list_topics(CONFIG_TOPIC, timeout=10)
+        partitions = len(metadata.topics[CONFIG_TOPIC].partitions)
+        errors: list[str] = []
+        self.producer.produce(
+            CONFIG_TOPIC,
+            key=key.encode(),
+            value=value,
+            partition=config_partition(key, partitions),
+            on_delivery=lambda error, _: errors.append(str(error)) if error else None,
+        )
+        if self.producer.flush(30) or errors:
+            raise RuntimeError(f"config record for {key} not delivered: {errors or 'timeout'}")
+
+
+def state(memo: kopf.Memo) -> EdgeState:
+    edge: EdgeState = memo.edge
+    return edge
+
+
+@kopf.on.startup()
+async def start_edge(memo: kopf.Memo, **_: Any) -> None:
+    """Create the config and status topics if missing, follow the heartbeats."""
+    bootstrap = settings().kafka_bootstrap
+    topics = [
+        kafka.TopicSpec(CONFIG_TOPIC, CONFIG_PARTITIONS, CONFIG_TOPIC_CONFIG),
+        kafka.TopicSpec(STATUS_TOPIC, STATUS_PARTITIONS, STATUS_TOPIC_CONFIG),
+    ]
+    await asyncio.to_thread(kafka.ensure_topics, kafka.admin(bootstrap), topics)
+    memo.edge = EdgeState(bootstrap)
+
+
+@kopf.on.cleanup()
+async def stop_edge(memo: kopf.Memo, **_: Any) -> None:
+    edge: EdgeState | None = getattr(memo, "edge", None)
+    if edge is not None:
+        await asyncio.to_thread(edge.heartbeats.stop)
+
+
+def ensure_sink(topic: str) -> None:
+    admin = kafka.admin(settings().kafka_bootstrap)
+    if topic not in kafka.describe_topics(admin, [topic]):
+        kafka.ensure_topics(admin, [kafka.TopicSpec(topic, SINK_PARTITIONS)])
+
+
+async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]:
+    edge = state(ctx.memo)
+    config: AgentConfig = compile_config(gateway)
+    key = config.gateway
+    if edge.published.get(key) != (config.generation, config.digest):
+        await asyncio.to_thread(edge.publish, key, config.to_bytes())
+        edge.published[key] = (config.generation, config.digest)
+        ctx.logger.info(f"published generation {config.generation} ({config.digest})")
+    await asyncio.to_thread(ensure_sink, config.sink.kafka_topic)
+    children = render_simulator(ctx.body, settings())
+    meta = gateway.metadata
+    await apply.apply(children)
+    await apply.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
+    fields, conditions = heartbeat_status(
+        config.generation, config.generation, edge.heartbeat(key), datetime.now(UTC)
+    )
+    ctx.status.update(fields)
+    edge.counters_written[key] = time.monotonic()
+    return conditions
+
+
+async def finalize(gateway: EdgeGateway, ctx: Context) -> None:
+    """A tombstone: compaction removes the record, agents keep their last config."""
+    edge = state(ctx.memo)
+    key = key_of(ctx.body)
+    await asyncio.to_thread(edge.publish, key, None)
+    edge.published.pop(key, None)
+    edge.counters_written.pop(key, None)
+
+
+register(EdgeGateway, reconcile, finalize)
+
+
+@kopf.on.timer(
+    GROUP,
+    VERSION,
+    EdgeGateway.crd.plural,
+    id="edge-heartbeat-status",
+    interval=5,
+    idle=2,
+    when=lambda body, **_: (body.get("status") or {}).get("configGeneration") is not None,
+)
+async def refresh_from_heartbeats(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Between reconciles, the agents' heartbeats move the status: conditions as soon as
+    they change, counters at most every ``COUNTERS_EVERY_SECONDS``; nothing when unchanged."""
+    edge = state(memo)
+    key = key_of(body)
+    status = body.get("status") or {}
+    generation = int(body.metadata.get("generation") or 0)
+    published = edge.published.get(key, (status.get("configGeneration"), ""))[0]
+    fields, conditions = heartbeat_status(
+        generation, published, edge.heartbeat(key), datetime.now(UTC)
+    )
+    due = time.monotonic() - edge.counters_written.get(key, 0.0) >= COUNTERS_EVERY_SECONDS
+    changes = status_changes(status, fields, due)
+    current = status.get("conditions") or []
+    merged = merge_conditions(current, conditions, generation, now_rfc3339())
+    if merged != current:
+        changes["conditions"] = merged
+    if changes:
+        patch.status.update(changes)
+    if due:
+        edge.counters_written[key] = time.monotonic()
