@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from aios.cli import audit
 from aios.stack.platform import (
     apply_examples,
     install_crds,
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+app.add_typer(audit.app, name="audit")
 
 SiteDir = typer.Option(
     None,
