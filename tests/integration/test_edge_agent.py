@@ -1,0 +1,507 @@
+"""The edge agent as a real process against the real Kafka and Mosquitto of the site.
+
+The agent runs as ``aios-edge`` (the console script), configured only through the config
+topic; readings are checked where they end up: on the Kafka sink topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from aios.api import EdgeGateway
+from aios.api.events import Reading
+from aios.connectors import kafka
+from aios.edge.protocol import (
+    CONFIG_PARTITIONS,
+    CONFIG_TOPIC,
+    CONFIG_TOPIC_CONFIG,
+    STATUS_PARTITIONS,
+    STATUS_TOPIC,
+    STATUS_TOPIC_CONFIG,
+    Heartbeat,
+    config_partition,
+)
+from aios.edge.segments import SegmentLog
+from aios.operator.reconcile.edge_gateway import compile_config
+from aios.stack.process import ManagedProcess, free_port
+from aios.stack.site import Site, http_ok
+
+AGENT = Path(sys.executable).parent / "aios-edge"
+SENSORS = [f"aq-{i:02d}" for i in range(20)]
+
+
+# -- helpers ---------------------------------------------------------------------------
+def ensure_edge_topics(bootstrap: str, sink: str) -> None:
+    kafka.ensure_topics(
+        kafka.admin(bootstrap),
+        [
+            kafka.TopicSpec(CONFIG_TOPIC, CONFIG_PARTITIONS, CONFIG_TOPIC_CONFIG),
+            kafka.TopicSpec(STATUS_TOPIC, STATUS_PARTITIONS, STATUS_TOPIC_CONFIG),
+            kafka.TopicSpec(sink, 3),
+        ],
+    )
+
+
+def gateway_spec(
+    name: str,
+    sink: str,
+    filters: list[dict],
+    sensors: list[dict] | None = None,
+    generation: int = 1,
+    **buffer: Any,
+) -> EdgeGateway:
+    return EdgeGateway.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "edge-test", "generation": generation},
+            "spec": {
+                "site": "district-9",
+                "sensors": sensors or [],
+                "filters": filters,
+                "sink": {"kafkaTopic": sink},
+                "buffer": buffer,
+            },
+        }
+    )
+
+
+def publish_config(bootstrap: str, gateway: EdgeGateway) -> None:
+    """What the operator does for a gateway, done by the test for agent-only tests."""
+    config = compile_config(gateway, heartbeat_seconds=1)
+    producer = kafka.producer(bootstrap)
+    producer.produce(
+        CONFIG_TOPIC,
+        key=config.gateway.encode(),
+        value=config.to_bytes(),
+        partition=config_partition(config.gateway, CONFIG_PARTITIONS),
+    )
+    assert producer.flush(30) == 0
+
+
+def read_topic(bootstrap: str, topic: str, until: int, timeout: float) -> list[Any]:
+    """Every record of ``topic`` from the start, once ``until`` arrived (or the timeout)."""
+    consumer = Consumer(
+        kafka.client_config(
+            bootstrap, **{"group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    records = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(records) < until:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            records.append(message)
+    # anything beyond ``until`` (a duplicate) must show up too
+    extra_deadline = time.monotonic() + 2
+    while time.monotonic() < extra_deadline:
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            records.append(message)
+    consumer.close()
+    return records
+
+
+def readings(records: list[Any]) -> list[Reading]:
+    return [Reading.model_validate_json(r.value()) for r in records]
+
+
+def stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+class Agent:
+    """``aios-edge`` as the test's own process: started, killed, restarted."""
+
+    def __init__(self, directory: Path, gateway: str, bootstrap: str, *extra: str) -> None:
+        self.directory, self.data = directory, directory / "data"
+        self.http_port, self.metrics_port = free_port(), free_port()
+        self.argv = [
+            str(AGENT),
+            f"--gateway={gateway}",
+            f"--bootstrap={bootstrap}",
+            f"--data-dir={self.data}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--heartbeat-seconds=1",
+            *extra,
+        ]
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> Agent:
+        self.process = ManagedProcess("aios-edge", self.argv, self.directory / "agent.log").start()
+        self.process.wait_healthy(lambda: http_ok(f"http://127.0.0.1:{self.http_port}/healthz"), 30)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        assert self.process is not None and self.process.popen is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.popen.wait(10)
+
+    def post(self, payload: bytes | list[dict] | dict) -> tuple[int, dict]:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/readings",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+
+    def log(self) -> str:
+        return (self.directory / "agent.log").read_text()
+
+
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def latest_heartbeat(bootstrap: str, gateway: str, timeout: float = 20) -> Heartbeat:
+    records = read_topic(bootstrap, STATUS_TOPIC, 10**9, timeout=3)
+    mine = [r for r in records if r.key() == gateway.encode()]
+    assert mine, f"no heartbeat from {gateway}"
+    return Heartbeat.model_validate_json(mine[-1].value())
+
+
+def wait_applied(agent: Agent, generation: int) -> None:
+    wait_for(
+        lambda: f"aios_edge_config_generation {float(generation)}" in agent.metrics(),
+        30,
+        f"generation {generation} applied\n{agent.log()[-3000:]}",
+    )
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[Any]:
+    agents: list[Agent] = []
+
+    def make(name: str, bootstrap: str, *extra: str) -> Agent:
+        agent = Agent(tmp_path / name, f"edge-test/{name}", bootstrap, *extra)
+        agents.append(agent)
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.stop()
+
+
+PLAIN = [{"validate": {"ranges": {"pm25": {"min": 0, "max": 1000}}, "maxAgeSeconds": 86400}}]
+
+
+def stream(count: int, start: float) -> list[dict]:
+    """``count`` readings round-robin over the sensors, one second apart per sensor."""
+    return [
+        {
+            "sensorId": SENSORS[i % len(SENSORS)],
+            "time": stamp(start + i // len(SENSORS)),
+            "metrics": {"pm25": float(i % 97)},
+        }
+        for i in range(count)
+    ]
+
+
+def assert_exactly_once_in_order(sent: list[dict], got: list[Reading]) -> None:
+    keys = Counter((r.sensor_id, r.time.timestamp()) for r in got)
+    duplicates = [k for k, n in keys.items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} readings arrived twice, e.g. {duplicates[:3]}"
+    expected = {(s["sensorId"], datetime.fromisoformat(s["time"]).timestamp()) for s in sent}
+    missing = expected - set(keys)
+    assert not missing, (
+        f"{len(missing)} accepted readings never arrived, e.g. {sorted(missing)[:3]}"
+    )
+    per_sensor: dict[str, list[float]] = defaultdict(list)
+    for reading in got:
+        per_sensor[reading.sensor_id].append(reading.time.timestamp())
+    for sensor, times in per_sensor.items():
+        assert times == sorted(times), f"{sensor} out of order"
+
+
+# -- the tests -------------------------------------------------------------------------
+def test_bad_input_is_counted_and_good_readings_around_it_go_through(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.bad.{unique}"
+    ensure_edge_topics(bootstrap, sink)
+    name = f"bad-{unique}"
+    sensors = [{"id": s, "metrics": ["pm25", "temperature"]} for s in SENSORS[:3]]
+    publish_config(bootstrap, gateway_spec(name, sink, PLAIN, sensors))
+    agent = agent_factory(name, bootstrap).start()
+    wait_applied(agent, 1)
+    now = time.time()
+    good = [
+        {"sensorId": "aq-00", "time": stamp(now - 5), "metrics": {"pm25": 10.0}},
+        {
+            "sensorId": "aq-01",
+            "time": stamp(now - 4),
+            "metrics": {"temperature": 50},
+            "units": {"temperature": "F"},
+        },
+    ]
+    assert agent.post(b'{"sensorId": "aq-00", "time": ')[0] == 202  # malformed, quarantined
+    status, body = agent.post(
+        [
+            good[0],
+            {"sensorId": "aq-00", "time": stamp(now - 3), "metrics": {"pm25": float("nan")}},
+            {"sensorId": "aq-00", "time": stamp(now - 3), "metrics": {"pm25": float("inf")}},
+            {
+                "sensorId": "aq-00",
+                "time": stamp(now - 3),
+                "metrics": {"pm25": 1},
+                "units": {"pm25": "ppm-ish"},
+            },
+            good[1],
+            {"sensorId": "aq-02", "time": stamp(now + 3600), "metrics": {"pm25": 5.0}},
+            {"sensorId": "aq-02", "time": stamp(now - 10 * 86400), "metrics": {"pm25": 5.0}},
+            {"sensorId": "aq-99", "time": stamp(now - 2), "metrics": {"pm25": 5.0}},
+            dict(good[0]),  # a duplicate
+        ]
+    )
+    assert status == 202 and body["accepted"] == 6
+    assert sorted(r["reason"] for r in body["rejected"]) == [
+        "non_finite",
+        "non_finite",
+        "wrong_unit",
+    ]
+    big = json.dumps([good[0]] * 10_000).encode()
+    assert agent.post(big)[0] == 413
+    got = readings(read_topic(bootstrap, sink, 2, timeout=30))
+    assert [(r.sensor_id, r.metrics) for r in got] == [
+        ("aq-00", {"pm25": 10.0}),
+        ("aq-01", {"temperature": pytest.approx(10.0)}),
+    ]
+    expected = {
+        "malformed_json": 1,
+        "non_finite": 2,
+        "wrong_unit": 1,
+        "oversized": 1,
+        "future_timestamp": 1,
+        "stale_timestamp": 1,
+        "unknown_sensor": 1,
+        "duplicate": 1,
+    }
+
+    def counted() -> bool:
+        beat = latest_heartbeat(bootstrap, f"edge-test/{name}")
+        return beat.reasons == expected and beat.forwarded == 2
+
+    wait_for(counted, 30, f"the heartbeat to count {expected}")
+    assert agent.process is not None and agent.process.running()
+    metrics = agent.metrics()
+    assert 'aios_edge_readings_total{outcome="quarantined",reason="non_finite"} 2.0' in metrics
+    assert 'aios_edge_readings_total{outcome="forwarded",reason=""} 2.0' in metrics
+    quarantine = SegmentLog(agent.data / "quarantine", 8 << 20)
+    entries = [json.loads(e) for e in quarantine.read(0, 100)[1]]
+    assert {e["reason"] for e in entries} >= {"malformed_json", "unknown_sensor", "oversized"}
+
+
+def test_mqtt_readings_are_forwarded_with_trace_context(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.mqtt.{unique}"
+    ensure_edge_topics(bootstrap, sink)
+    name = f"mqtt-{unique}"
+    publish_config(bootstrap, gateway_spec(name, sink, PLAIN))
+    topic = f"sensors/{unique}"
+    agent = agent_factory(
+        name, bootstrap, f"--mqtt={site.endpoints.mqtt_url}", f"--mqtt-topic={topic}/#"
+    ).start()
+    wait_applied(agent, 1)
+    host, port = site.endpoints.mqtt_url.removeprefix("mqtt://").split(":")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sender-{unique}")
+    client.connect(host, int(port))
+    client.loop_start()
+    wait_for(lambda: "mqtt connected" in agent.log(), 20, "the agent's MQTT subscription")
+    time.sleep(0.5)
+    sent = stream(200, time.time() - 300)
+    for reading in sent:
+        client.publish(
+            f"{topic}/{reading['sensorId']}", json.dumps(reading), qos=1
+        ).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    records = read_topic(bootstrap, sink, len(sent), timeout=60)
+    assert_exactly_once_in_order(sent, readings(records))
+    for record in records:
+        assert record.key() == json.loads(record.value())["sensorId"].encode()
+        headers = dict(record.headers() or [])
+        assert headers["traceparent"].decode().startswith("00-")
+
+
+def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
+    tmp_path: Path, agent_factory: Any, unique: str
+) -> None:
+    broker = Site(tmp_path / "kafka-only")
+    broker.directory.mkdir(parents=True)
+    broker._start_kafka()  # only Kafka: this test stops and restarts it
+    try:
+        bootstrap, sink = broker.endpoints.kafka_bootstrap, f"edge.outage.{unique}"
+        ensure_edge_topics(bootstrap, sink)
+        name = f"outage-{unique}"
+        publish_config(bootstrap, gateway_spec(name, sink, PLAIN))
+        agent = agent_factory(name, bootstrap).start()
+        wait_applied(agent, 1)
+        sent = stream(10_000, time.time() - 3600)
+        for i in range(0, 3000, 100):
+            assert agent.post(sent[i : i + 100])[0] == 202
+        kafka_process = broker.processes["kafka"]
+        kafka_process.stop()  # the broker goes away mid-stream
+        stopped = time.monotonic()
+        for i in range(3000, 10_000, 100):  # the agent keeps accepting
+            status, body = agent.post(sent[i : i + 100])
+            assert status == 202 and body["accepted"] == 100
+        wait_for(
+            lambda: float(_gauge(agent.metrics(), "aios_edge_buffer_records")) > 0,
+            10,
+            "readings waiting in the buffer",
+        )
+        time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
+        restarted = ManagedProcess("kafka", kafka_process.argv, kafka_process.log).start()
+        broker.processes["kafka"] = restarted
+        records = read_topic(bootstrap, sink, len(sent), timeout=180)
+        assert_exactly_once_in_order(sent, readings(records))
+        assert len(records) == len(sent)
+    finally:
+        broker.stop()
+
+
+def _gauge(metrics: str, name: str) -> str:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    raise AssertionError(f"{name} not exported")
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_reading(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.crash.{unique}"
+    ensure_edge_topics(bootstrap, sink)
+    name = f"crash-{unique}"
+    publish_config(bootstrap, gateway_spec(name, sink, PLAIN, fsync="never"))
+    agent = agent_factory(name, bootstrap).start()
+    wait_applied(agent, 1)
+    sent = stream(6000, time.time() - 3600)
+    acknowledged: list[dict] = []
+    for i in range(0, 3000, 50):
+        status, _ = agent.post(sent[i : i + 50])
+        assert status == 202
+        acknowledged += sent[i : i + 50]
+    agent.kill()  # mid-stream: the processor and forwarder were busy
+    outbox = SegmentLog(agent.data / "outbox", 256 << 20)  # readable as it was left
+    assert outbox.read(outbox.start, 10)[1] is not None
+    outbox.close()
+    agent.start()
+    for i in range(3000, 6000, 50):
+        assert agent.post(sent[i : i + 50])[0] == 202
+        acknowledged += sent[i : i + 50]
+    got = readings(read_topic(bootstrap, sink, len(acknowledged), timeout=90))
+    assert_exactly_once_in_order(acknowledged, got)
+    assert "restored" in agent.log()
+
+
+def test_anonymised_before_leaving_and_privacy_budget_reported(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.anon.{unique}"
+    ensure_edge_topics(bootstrap, sink)
+    name = f"anon-{unique}"
+    places = [(52.5163, 13.3777), (52.5201, 13.3869), (52.5124, 13.3904)]
+    sensors = [
+        {"id": f"dev-{unique}-{i}", "metrics": ["pm25", "pm10"], "location": {"lat": la, "lon": lo}}
+        for i, (la, lo) in enumerate(places)
+    ]
+    filters = [
+        *PLAIN,
+        {"anomaly": {"alpha": 0.2, "zThreshold": 3}},
+        {"window": {"kind": "tumbling", "sizeSeconds": 2, "aggregates": ["mean", "count"]}},
+        {
+            "anonymise": {
+                "dropFields": ["ownerEmail"],
+                "hashDeviceIds": True,
+                "gridCellMeters": 1500,
+                "kAnonymity": 3,
+            }
+        },
+        {"differentialPrivacy": {"epsilon": 0.5, "sensitivity": 1, "budgetPerWindow": 10}},
+    ]
+    publish_config(bootstrap, gateway_spec(name, sink, filters, sensors))
+    agent = agent_factory(name, bootstrap).start()
+    wait_applied(agent, 1)
+    start = time.time() - 30
+    batch = [
+        {
+            "sensorId": sensor["id"],
+            "time": stamp(start + t * 0.5),
+            "metrics": {"pm25": 12.0 + (t % 3), "pm10": 20.0},
+            "lat": sensor["location"]["lat"],
+            "lon": sensor["location"]["lon"],
+            "ownerEmail": "owner@example.org",
+        }
+        for t in range(40)
+        for sensor in sensors
+    ]
+    assert agent.post(batch)[0] == 202
+    records = wait_for(
+        lambda: read_topic(bootstrap, sink, 10**9, timeout=2) or None, 60, "anonymised records"
+    )
+    for record in records:
+        text = record.value().decode() + record.key().decode()
+        assert f"dev-{unique}" not in text
+        assert "example.org" not in text
+        for lat, lon in places:
+            assert str(lat) not in text and str(lon) not in text
+        reading = Reading.model_validate_json(record.value())
+        assert reading.lat is None and reading.lon is None
+        assert reading.cell is not None and reading.cell.startswith("1500m:")
+        assert reading.sensor_id.startswith("anon-")
+        assert "aggregate" in reading.flags or "anomaly" in reading.flags
+    assert len({Reading.model_validate_json(r.value()).sensor_id for r in records}) == 3
+
+    def budget_reported() -> Heartbeat | None:
+        beat = latest_heartbeat(bootstrap, f"edge-test/{name}")
+        return beat if beat.privacy_budget_remaining is not None else None
+
+    beat = wait_for(budget_reported, 30, "the privacy budget in a heartbeat")
+    assert 0 <= beat.privacy_budget_remaining <= 10  # type: ignore[operator]
+    assert beat.privacy_epsilon_spent > 0
+    assert "aios_edge_privacy_budget_remaining" in agent.metrics()
