@@ -61,6 +61,8 @@ REGISTRATIONS: list[Registration] = []
 def registrations() -> list[Registration]:
     """Every feature's registration. A feature module appends to ``REGISTRATIONS`` when
     imported; add its import here."""
+    from aios.workflows import rollout_activities  # noqa: F401
+
     return REGISTRATIONS
 
 

@@ -1,8 +1,304 @@
-"""ModelDeployment: validated and observed; its children come with the ModelDeployment issue."""
+"""ModelDeployment: serve the declared version, and drive each new one through a rollout.
+
+* reconcile: render what serves (raw Deployments and Services, or an InferenceService
+  when KServe is installed), apply it server-side, prune what is no longer rendered,
+  check that the stable version really answers V2 requests, and report status;
+* rollouts: a new version starts the ``ModelRollout`` Temporal workflow on the
+  namespace's worker (applied here too); the operator only starts it, forwards approvals
+  and aborts as signals, and serves what the workflow publishes in ``status.rollout``;
+* a change of ``status.rollout`` (no new generation) is picked up by an event handler,
+  and by a timer as a safety net, so a step is served as soon as the workflow takes it.
+"""
 
 from __future__ import annotations
 
-from aios.api import ModelDeployment
-from aios.operator.handlers.common import register
+import asyncio
+import os
+import time
+from functools import cache
+from typing import Any
 
-register(ModelDeployment)
+import kopf
+from kubernetes import client
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from aios.api import GROUP, VERSION, ModelDeployment
+from aios.api.model_deployment import RolloutStatus
+from aios.connectors.inference import InferenceClient
+from aios.connectors.kube import api_client
+from aios.operator import apply
+from aios.operator.handlers.common import Context, register
+from aios.operator.reconcile import model_deployment as plan
+from aios.operator.reconcile.acceptance import needs_reconcile, next_status
+from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
+from aios.operator.reconcile.finalizers import is_deleting
+from aios.operator.reconcile.worker import render_worker
+from aios.operator.settings import OperatorSettings, task_queue
+from aios.workflows.analysis import Gates
+from aios.workflows.rollout import ApprovalDecision, ModelRollout, RolloutInput, Step
+
+MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
+READY_TIMEOUT_ENV = "AIOS_ROLLOUT_READY_TIMEOUT"
+KSERVE_CHECK_SECONDS = 30.0
+PLURAL = ModelDeployment.crd.plural
+
+settings = cache(OperatorSettings.from_env)
+_temporal: Client | None = None
+_temporal_lock = asyncio.Lock()
+_kserve: tuple[float, bool] = (0.0, False)
+
+
+async def temporal() -> Client:
+    """One Temporal client per operator process."""
+    global _temporal
+    async with _temporal_lock:
+        if _temporal is None:
+            site = settings()
+            if not site.temporal_address:
+                raise kopf.TemporaryError("set AIOS_TEMPORAL_ADDRESS: rollouts run on Temporal", 30)
+            _temporal = await Client.connect(
+                site.temporal_address, namespace=site.temporal_namespace
+            )
+    return _temporal
+
+
+async def kserve_installed() -> bool:
+    """Whether the cluster serves KServe's InferenceService (checked every 30 s)."""
+    global _kserve
+    checked, _ = _kserve
+    if time.monotonic() - checked > KSERVE_CHECK_SECONDS:
+        crd = await apply.get(
+            "apiextensions.k8s.io/v1", "CustomResourceDefinition", plan.INFERENCE_SERVICES_CRD, ""
+        )
+        _kserve = (time.monotonic(), crd is not None)
+    return _kserve[1]
+
+
+async def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """A merge patch of the status, written now (not at the end of the handler)."""
+    objects = client.CustomObjectsApi(api_client())
+    await asyncio.to_thread(
+        objects.patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status},
+    )
+
+
+async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
+    meta = md.metadata
+    namespace = meta["namespace"]
+    action = plan.rollout_action(md)
+    if action.record:
+        md = await record_rollout(md, namespace)
+    kserve = await kserve_installed()
+    serving = plan.serving(md)
+    site = settings()
+    kinds: tuple[tuple[str, str], ...]
+    if kserve:
+        children = plan.render_kserve(md, serving, site.image)
+        kinds = plan.KSERVE_KINDS
+    else:
+        mirror = os.environ.get(MODEL_MIRROR_ENV)
+        children = plan.render_raw(md, serving, site.image, mirror)
+        kinds = plan.CHILD_KINDS
+    workers = render_worker(namespace, site) if action.start else []
+    await apply.apply([*workers, *children])
+    await apply.prune(namespace, meta["uid"], kinds, children)
+    await drive_rollout(md, action, namespace, ctx)
+
+    ready, why = await stable_ready(md, serving, namespace, kserve)
+    ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready))
+    ctx.status.update(observed_rollout(md))
+    return [
+        *plan.serving_conditions(md, serving, ready, why),
+        *plan.rollout_conditions(md),
+    ]
+
+
+async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment:
+    """Write the new rollout's record before its workflow starts, so an operator that
+    restarts in between finds it and starts the same workflow, not another."""
+    record = plan.new_rollout(md, namespace)
+    wire = record.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Replace the previous rollout's record whole: no stale approval or steps carry over.
+    await patch_status(
+        namespace,
+        md.metadata["name"],
+        {"rollout": {**wire, "approval": None}, "observedRolloutRevision": 0},
+    )
+    assert md.status is not None  # a rollout needs a stable version, which is in status
+    status = md.status.model_copy(update={"rollout": record, "observed_rollout_revision": 0})
+    return md.model_copy(update={"status": status})
+
+
+async def drive_rollout(
+    md: ModelDeployment, action: plan.RolloutAction, namespace: str, ctx: Context
+) -> None:
+    """Start the workflow (a no-op when it exists), or signal it."""
+    rollout = md.status.rollout if md.status else None
+    if rollout is None or not (action.start or action.abort or action.decision):
+        return
+    temporal_client = await temporal()
+    if action.abort:
+        await signal(temporal_client, rollout, ctx, "abort", action.abort)
+        return
+    try:
+        await temporal_client.start_workflow(
+            ModelRollout.run,
+            rollout_input(md, rollout, namespace),
+            id=rollout.workflow_id,
+            task_queue=task_queue(namespace),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        ctx.logger.info("started rollout workflow %s", rollout.workflow_id)
+    except WorkflowAlreadyStartedError:
+        pass
+    approval = rollout.approval
+    if action.decision and approval is not None:
+        decision = ApprovalDecision(
+            approval.version,
+            approval.decision,
+            approval.by,
+            approval.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        await signal(temporal_client, rollout, ctx, "decide", decision)
+
+
+async def signal(
+    temporal_client: Client, rollout: RolloutStatus, ctx: Context, name: str, arg: Any
+) -> None:
+    handle = temporal_client.get_workflow_handle(rollout.workflow_id)
+    try:
+        if name == "abort":
+            await handle.signal(ModelRollout.abort, arg)
+        else:
+            await handle.signal(ModelRollout.decide, arg)
+    except RPCError as error:  # it ended meanwhile; its last publication says how
+        ctx.logger.info("could not signal %s to %s: %s", name, rollout.workflow_id, error)
+
+
+def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -> RolloutInput:
+    spec = md.spec
+    analysis = spec.rollout.analysis
+    return RolloutInput(
+        namespace=namespace,
+        name=md.metadata["name"],
+        version=rollout.version,
+        strategy=rollout.strategy,
+        source=rollout.source.model_dump(mode="json", by_alias=True),
+        workflow_id=rollout.workflow_id,
+        steps=[Step(s.weight, s.pause_seconds) for s in spec.rollout.steps],
+        shadow_seconds=spec.rollout.shadow_seconds,
+        gates=Gates(
+            max_error_rate=analysis.max_error_rate,
+            max_p99_latency_ms=analysis.max_p99_latency_ms,
+            max_drift_psi=analysis.max_drift_psi,
+            min_confidence_mean=analysis.min_confidence_mean,
+            min_decision_agreement=analysis.min_decision_agreement,
+            min_requests=analysis.min_requests,
+        ),
+        approval_required=spec.approval.required,
+        ready_timeout_seconds=int(os.environ.get(READY_TIMEOUT_ENV, "180")),
+    )
+
+
+async def stable_ready(
+    md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool
+) -> tuple[bool, str]:
+    """Whether the stable version answers; if not, why (the runtime's own words)."""
+    if kserve:
+        found = await apply.get(
+            plan.KSERVE_VERSION, "InferenceService", md.metadata["name"], namespace
+        )
+        conditions = ((found or {}).get("status") or {}).get("conditions") or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if ready is not None and ready.get("status") == "True":
+            return True, ""
+        return False, (ready or {}).get("message") or "the InferenceService is not ready yet"
+    http, _ = plan.endpoints(md.metadata["name"], namespace, "stable")
+    async with InferenceClient(http, "http") as probe:
+        if await probe.ready(serving.stable.name):
+            return True, ""
+        return False, await probe.explain(serving.stable.name)
+
+
+def observed_rollout(md: ModelDeployment) -> dict[str, Any]:
+    """Mark the rollout's revision served; a finished rollout goes into the history once."""
+    status = md.status
+    rollout = status.rollout if status else None
+    if status is None or rollout is None or rollout.revision == status.observed_rollout_revision:
+        return {}
+    fields: dict[str, Any] = {"observedRolloutRevision": rollout.revision}
+    if rollout.phase not in plan.ACTIVE:
+        history = [
+            h.model_dump(mode="json", by_alias=True, exclude_none=True) for h in status.history
+        ]
+        entry = plan.history_entry(md, rollout, now_rfc3339())
+        last = history[-1] if history else {}
+        if (last.get("version"), last.get("outcome")) != (entry["version"], entry["outcome"]):
+            fields["history"] = plan.with_history(history, entry)
+    return fields
+
+
+register(ModelDeployment, reconcile, retry_interval=3)
+
+
+async def progress(
+    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo
+) -> None:
+    """Serve what the workflow published (its status changes bring no new generation)."""
+    context = Context(body, logger, memo)
+    md = ModelDeployment.model_validate(dict(body))
+    try:
+        updates = await reconcile(md, context)
+    except Exception as error:  # the timer below tries again
+        logger.exception("serving the rollout's latest step failed")
+        updates = [
+            ConditionUpdate("Ready", "False", "ReconcileError", f"{type(error).__name__}: {error}")
+        ]
+    patch.status.update({**context.status, **next_status(body, updates, now_rfc3339())})
+
+
+def rollout_pending(body: kopf.Body, **_: Any) -> bool:
+    """A published step not yet served, or an approval not yet forwarded."""
+    if needs_reconcile(body) or is_deleting(body.metadata):
+        return False  # the common reconcile runs
+    status = body.get("status") or {}
+    rollout = status.get("rollout") or {}
+    if not rollout:
+        return False
+    if int(rollout.get("revision") or 0) != int(status.get("observedRolloutRevision") or 0):
+        return True
+    approval = rollout.get("approval") or {}
+    return rollout.get("phase") == "AwaitingApproval" and approval.get("version") == rollout.get(
+        "version"
+    )
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="rollout-progress-modeldeployment")
+async def on_rollout_event(
+    type: str | None,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    if type != "DELETED" and rollout_pending(body):
+        await progress(body, patch, logger, memo)
+
+
+@kopf.on.timer(
+    GROUP, VERSION, PLURAL, id="rollout-retry-modeldeployment", interval=5, when=rollout_pending
+)
+async def on_rollout_timer(
+    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
+) -> None:
+    await progress(body, patch, logger, memo)

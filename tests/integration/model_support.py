@@ -1,0 +1,144 @@
+"""Shared steps of the ModelDeployment tests: manifests, waiting, calling the endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from aios.connectors.inference import InferenceClient, InferenceError, route
+from aios.stack.models import repository
+from aios.stack.platform import EXAMPLES
+
+FEATURES = np.array([[12, 20, 25, 45, 14, 65], [95, 60, 25, 45, 14, 65]], dtype=np.float32)
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 120, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"not reached after {timeout}s; last value: {last!r}")
+
+
+def status(kubectl, namespace: str, name: str = "pm25-anomaly") -> dict[str, Any]:
+    return kubectl.json("get", "modeldeployment", name, "-n", namespace).get("status") or {}
+
+
+def condition(found: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in found.get("conditions") or [] if c["type"] == kind), {})
+
+
+def ready(kubectl, namespace: str, name: str = "pm25-anomaly") -> dict[str, Any] | None:
+    found = status(kubectl, namespace, name)
+    return found if condition(found, "Ready").get("status") == "True" else None
+
+
+def anomaly(version: str, uri: str, **spec: Any) -> dict[str, Any]:
+    """The example anomaly model at ``version``, one replica, with ``spec`` laid over."""
+    manifest = example("pm25-anomaly")
+    manifest["spec"]["model"].update({"version": version, "storageUri": uri})
+    manifest["spec"]["autoscaling"]["minReplicas"] = 1
+    manifest["spec"].update(spec)
+    return manifest
+
+
+def apply(kubectl, namespace: str, manifest: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
+
+
+async def infer(found: dict[str, Any], protocol: str = "grpc", draw: float = 0.99) -> tuple:
+    """One request along the ModelDeployment's route: (version that answered, outputs)."""
+    target = route(found, draw).primary
+    async with InferenceClient(target.url(protocol), protocol) as client:  # type: ignore[arg-type]
+        inputs = (
+            {"features": FEATURES}
+            if "anomaly" in target.model
+            else {"history": np.tile(np.linspace(10, 30, 24, dtype=np.float32), (2, 1))}
+        )
+        return target.version, await client.infer(target.model, inputs, timeout=5)
+
+
+class Traffic:
+    """A caller honouring the traffic split in the background, counting who answered."""
+
+    def __init__(self, kubectl, namespace: str, name: str = "pm25-anomaly") -> None:
+        self.kubectl, self.namespace, self.name = kubectl, namespace, name
+        self.answers: dict[str, int] = {}
+        self.failures: dict[str, list[str]] = {}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        clients: dict[str, InferenceClient] = {}
+        rng = np.random.default_rng(1)
+        found = await asyncio.to_thread(status, self.kubectl, self.namespace, self.name)
+        refreshed = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - refreshed > 1:
+                found = await asyncio.to_thread(status, self.kubectl, self.namespace, self.name)
+                refreshed = time.monotonic()
+            target = route(found, float(rng.random())).primary
+            client = clients.setdefault(target.grpc, InferenceClient(target.grpc))
+            try:
+                await client.infer(target.model, {"features": FEATURES}, timeout=5)
+                self.answers[f"{target.role}:{target.version}"] = (
+                    self.answers.get(f"{target.role}:{target.version}", 0) + 1
+                )
+            except InferenceError as error:
+                self.failures.setdefault(f"{target.role}:{target.version}", []).append(str(error))
+            await asyncio.sleep(0.02)
+        for client in clients.values():
+            await client.close()
+
+    def start(self) -> Traffic:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+
+def broken_repository(directory: Path, fault: str) -> str:
+    """A copy of anomaly model 2024.11.2 that fails: ``error`` (every request fails),
+    ``slow`` (each request takes 400 ms) or ``load`` (it cannot even load)."""
+    source = repository("pm25-anomaly", "2024.11.2")
+    target = directory / f"broken-{fault}"
+    shutil.copytree(source, target)
+    model = target / "pm25-anomaly" / "1" / "model.py"
+    text = model.read_text()
+    if fault == "error":
+        text = text.replace(
+            "        responses = []\n",
+            '        raise RuntimeError("this version is broken")\n',
+            1,
+        )
+    elif fault == "slow":
+        text = text.replace(
+            "        responses = []\n",
+            "        import time\n\n        time.sleep(0.4)\n        responses = []\n",
+            1,
+        )
+    else:
+        text += '\nraise ImportError("weights and code do not match")\n'
+    model.write_text(text)
+    return f"file://{target}"
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.get_event_loop().run_until_complete(coroutine)

@@ -1,0 +1,341 @@
+"""The rollout of one ModelDeployment version: a durable Temporal workflow.
+
+The operator starts it (id ``rollout/<namespace>/<name>/<version>``, so a second start is
+refused) and forwards approvals and aborts as signals; everything else happens here:
+
+* deploy the new version beside the stable one and wait until it answers;
+* canary: for each step set the traffic weight, wait the step's pause, analyse the new
+  version against the stable one, and roll back at the first failed gate;
+* shadow: mirror traffic to it for ``shadowSeconds``, then report agreement and drift;
+* direct: nothing in between;
+* with ``approval.required``, wait for ``aiosctl approve`` (or a rejection, which rolls
+  back); then promote.
+
+Each change is published to ``status.rollout`` (the operator serves what it says) and as
+a Kubernetes Event, by activities. The workflow's own state — step, weight, reports — is
+rebuilt from its history after a worker restart, so no step is repeated or skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from aios.workflows.analysis import Gates
+
+WORKFLOW_NAME = "ModelRollout"
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    weight: int
+    pause_seconds: int
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    """Everything the rollout needs, fixed when it starts."""
+
+    namespace: str
+    name: str
+    version: str
+    strategy: str  # direct | canary | shadow
+    source: dict[str, Any]  # the new version's ModelSource, wire form
+    workflow_id: str
+    steps: list[Step] = field(default_factory=list)
+    shadow_seconds: int = 600
+    gates: Gates = field(default_factory=Gates)
+    approval_required: bool = False
+    ready_timeout_seconds: int = 180
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """``aiosctl approve|reject``, forwarded by the operator."""
+
+    version: str
+    decision: str  # approved | rejected
+    by: str
+    at: str  # RFC 3339
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event about the ModelDeployment."""
+
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One change of ``status.rollout``, with the Event that tells it."""
+
+    namespace: str
+    name: str
+    rollout: dict[str, Any]  # RolloutStatus, wire form, without ``approval`` (the CLI's)
+    event: Event | None
+    sequence: int  # numbers the Events, so a retried activity never posts one twice
+
+
+@dataclass(frozen=True)
+class ServingCheck:
+    namespace: str
+    name: str
+    workflow_id: str
+    revision: int
+    candidate_ready: bool
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    namespace: str
+    name: str
+    gates: Gates
+    shadow: bool
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class ModelRollout:
+    def __init__(self) -> None:
+        self.phase = "Deploying"
+        self.weight = 0
+        self.revision = 0
+        self.sequence = 0
+        self.message = ""
+        self.steps: list[dict[str, Any]] = []
+        self.decision: ApprovalDecision | None = None
+        self.abort_reason: str | None = None
+        self.input: RolloutInput | None = None
+
+    @workflow.run
+    async def run(self, rollout: RolloutInput) -> str:
+        self.input = rollout
+        what = f"{rollout.version} ({rollout.strategy})"
+        await self._step(
+            0, 0, Event("RolloutStarted", f"deploying {what} beside the stable version")
+        )
+        served = await self._serving(candidate_ready=True)
+        if not served.ok:
+            return await self._finish(
+                "RolledBack", f"{rollout.version} did not become ready: {served.reason}", "Warning"
+            )
+        if rollout.strategy == "canary":
+            for number, step in enumerate(rollout.steps, start=1):
+                count = len(rollout.steps)
+                shift = f"step {number}/{count}: {step.weight}% of traffic to {rollout.version}"
+                await self._step(number, step.weight, Event("CanaryStep", shift))
+                await self._serving(candidate_ready=False)
+                if await self._paused(step.pause_seconds):
+                    return await self._aborted()
+                if not await self._analyse(number, shadow=False):
+                    return await self._finish("RolledBack", self.message, "Warning")
+        elif rollout.strategy == "shadow":
+            await self._publish(
+                Event(
+                    "ShadowStarted",
+                    f"mirroring traffic to {rollout.version} for {rollout.shadow_seconds}s",
+                )
+            )
+            if await self._paused(rollout.shadow_seconds):
+                return await self._aborted()
+            if not await self._analyse(0, shadow=True):
+                return await self._finish("RolledBack", self.message, "Warning")
+        if rollout.approval_required:
+            self.phase = "AwaitingApproval"
+            self.message = f"{rollout.version} passed its gates and waits for approval"
+            await self._publish(
+                Event(
+                    "AwaitingApproval",
+                    f"{self.message}: aiosctl approve modeldeployment/{rollout.name} "
+                    f"--version {rollout.version}",
+                )
+            )
+            await workflow.wait_condition(
+                lambda: self.decision is not None or self.abort_reason is not None
+            )
+            if self.decision is None:
+                return await self._aborted()
+            if self.decision.decision != "approved":
+                return await self._finish(
+                    "RolledBack", f"{rollout.version} rejected by {self.decision.by}", "Warning"
+                )
+            await self._publish(
+                Event("Approved", f"{rollout.version} approved by {self.decision.by}")
+            )
+        self.weight = 100
+        return await self._finish("Promoted", f"{rollout.version} promoted to 100% of traffic")
+
+    @workflow.signal
+    def decide(self, decision: ApprovalDecision) -> None:
+        """The first decision on this rollout's version counts; later ones are ignored."""
+        if (
+            self.decision is None
+            and self.input is not None
+            and decision.version == self.input.version
+        ):
+            self.decision = decision
+
+    @workflow.signal
+    def abort(self, reason: str) -> None:
+        if self.abort_reason is None:
+            self.abort_reason = reason
+
+    @workflow.query
+    def state(self) -> dict[str, Any]:
+        return self._record()
+
+    # -- steps -----------------------------------------------------------------------
+
+    async def _step(self, number: int, weight: int, event: Event) -> None:
+        self.phase = "Deploying" if number == 0 else "Progressing"
+        self.weight = weight
+        self.message = event.message
+        started = workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.steps.append({"step": number, "weight": weight, "startedAt": started})
+        await self._publish(event)
+
+    async def _paused(self, seconds: int) -> bool:
+        """Wait ``seconds`` (durably); True when an abort came meanwhile."""
+        if self.abort_reason is None and seconds > 0:
+            with contextlib.suppress(TimeoutError):  # the pause ran out: the usual case
+                await workflow.wait_condition(
+                    lambda: self.abort_reason is not None, timeout=timedelta(seconds=seconds)
+                )
+        return self.abort_reason is not None
+
+    async def _analyse(self, number: int, shadow: bool) -> bool:
+        rollout = self._input()
+        report: dict[str, Any] = await workflow.execute_activity(
+            "analyse_rollout",
+            AnalysisRequest(rollout.namespace, rollout.name, rollout.gates, shadow),
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        self.steps[-1]["analysis"] = report
+        summary = describe(report)
+        if report["passed"]:
+            self.message = f"{'shadow' if shadow else f'step {number}'} analysis passed: {summary}"
+            await self._publish(Event("AnalysisPassed", self.message))
+            return True
+        self.message = f"{'shadow' if shadow else f'step {number}'} analysis failed: " + "; ".join(
+            report["reasons"]
+        )
+        await self._publish(Event("AnalysisFailed", f"{self.message} ({summary})", "Warning"))
+        return False
+
+    async def _aborted(self) -> str:
+        return await self._finish(
+            "Aborted", f"{self._input().version} aborted: {self.abort_reason}", "Warning"
+        )
+
+    async def _finish(self, phase: str, message: str, kind: str = "Normal") -> str:
+        self.phase, self.message = phase, message
+        if phase != "Promoted":
+            self.weight = 0
+        await self._publish(Event(phase, message, kind))
+        if phase == "Promoted":
+            await self._serving(candidate_ready=False)
+        return phase
+
+    # -- activities ------------------------------------------------------------------
+
+    async def _serving(self, candidate_ready: bool) -> ServingResult:
+        """Wait until the operator serves the latest revision (and, when asked, the new
+        version answers)."""
+        rollout = self._input()
+        timeout = rollout.ready_timeout_seconds
+        result: ServingResult = await workflow.execute_activity(
+            "await_serving",
+            ServingCheck(
+                rollout.namespace,
+                rollout.name,
+                rollout.workflow_id,
+                self.revision,
+                candidate_ready,
+                timeout,
+            ),
+            result_type=ServingResult,
+            start_to_close_timeout=timedelta(seconds=timeout + 60),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return result
+
+    async def _publish(self, event: Event | None) -> None:
+        rollout = self._input()
+        self.revision += 1
+        self.sequence += 1
+        await workflow.execute_activity(
+            "publish_rollout",
+            Publication(rollout.namespace, rollout.name, self._record(), event, self.sequence),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY,
+        )
+
+    def _record(self) -> dict[str, Any]:
+        rollout = self._input()
+        return {
+            "version": rollout.version,
+            "strategy": rollout.strategy,
+            "source": rollout.source,
+            "workflowId": rollout.workflow_id,
+            "phase": self.phase,
+            "weight": self.weight,
+            "revision": self.revision,
+            "message": self.message,
+            "steps": list(self.steps),
+        }
+
+    def _input(self) -> RolloutInput:
+        assert self.input is not None, "run() sets the input first"
+        return self.input
+
+
+def describe(report: dict[str, Any]) -> str:
+    """``50 requests, 0.0% errors, p99 12 ms (stable 10 ms), PSI 0.03, agreement 98%``."""
+    parts = [f"{report['requests']} requests", f"{report['errorRate']:.1%} errors"]
+    if "p99LatencyMs" in report:
+        stable = report.get("stableP99LatencyMs")
+        parts.append(
+            f"p99 {report['p99LatencyMs']:.0f} ms"
+            + (f" (stable {stable:.0f} ms)" if stable is not None else "")
+        )
+    if "confidenceMean" in report:
+        parts.append(f"confidence {report['confidenceMean']:.2f}")
+    if "driftPsi" in report:
+        parts.append(f"PSI {report['driftPsi']:.3f}")
+    if "agreement" in report:
+        parts.append(f"agreement {report['agreement']:.1%}")
+    return ", ".join(parts)
+
+
+def gates_from_wire(analysis: dict[str, Any]) -> Gates:
+    """Gates from their wire form (``spec.rollout.analysis``, camelCase)."""
+    names = {
+        "maxErrorRate": "max_error_rate",
+        "maxP99LatencyMs": "max_p99_latency_ms",
+        "maxDriftPsi": "max_drift_psi",
+        "minConfidenceMean": "min_confidence_mean",
+        "minDecisionAgreement": "min_decision_agreement",
+        "minRequests": "min_requests",
+    }
+    return Gates(**{names[k]: v for k, v in analysis.items() if k in names})

@@ -1,0 +1,213 @@
+"""The rollout workflow's side effects: ``status.rollout``, Events, serving checks, probes.
+
+Every activity is safe to retry: a publication carries the workflow's whole rollout
+record (so writing it twice writes the same thing), is refused when another rollout has
+taken over the object, and names its Event after the workflow and a sequence number (so
+a retry cannot post it twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+
+from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
+from aios.connectors.inference import InferenceClient, InferenceError
+from aios.connectors.kube import api_client
+from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
+from aios.workflows.rollout import (
+    AnalysisRequest,
+    ModelRollout,
+    Publication,
+    ServingCheck,
+    ServingResult,
+)
+from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
+
+PLURAL = ModelDeployment.crd.plural
+COMPONENT = "aios-rollout"
+PROBE_TIMEOUT = 5.0
+
+
+class RolloutActivities:
+    """The activities, sharing one Kubernetes client per worker."""
+
+    def __init__(self) -> None:
+        self._api: client.ApiClient | None = None
+
+    @property
+    def api(self) -> client.ApiClient:
+        if self._api is None:
+            self._api = api_client()
+        return self._api
+
+    def all(self) -> Sequence[Callable[..., Any]]:
+        return [self.publish_rollout, self.await_serving, self.analyse_rollout]
+
+    def _get(self, namespace: str, name: str) -> dict[str, Any]:
+        objects = client.CustomObjectsApi(self.api)
+        found: Any = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        return dict(found)
+
+    # -- publish ---------------------------------------------------------------------
+
+    @activity.defn(name="publish_rollout")
+    async def publish_rollout(self, publication: Publication) -> bool:
+        """Write the rollout record and post its Event; False when another rollout owns
+        the object now (this one was superseded)."""
+        return await asyncio.to_thread(self._publish, publication)
+
+    def _publish(self, p: Publication) -> bool:
+        md = self._get(p.namespace, p.name)
+        current = (md.get("status") or {}).get("rollout") or {}
+        if current.get("workflowId") not in (None, p.rollout["workflowId"]):
+            activity.logger.info("%s/%s: superseded, not publishing", p.namespace, p.name)
+            return False
+        body = {
+            # Optimistic concurrency: a concurrent writer makes this fail and retry.
+            "metadata": {"resourceVersion": md["metadata"]["resourceVersion"]},
+            "status": {"rollout": p.rollout},
+        }
+        client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, p.namespace, PLURAL, p.name, body
+        )
+        if p.event is not None:
+            self._post_event(md, p)
+        return True
+
+    def _post_event(self, md: Mapping[str, Any], p: Publication) -> None:
+        assert p.event is not None
+        meta = md["metadata"]
+        digest = hashlib.sha256(p.rollout["workflowId"].encode()).hexdigest()[:8]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{p.name}.{digest}.{p.sequence:04d}", "namespace": p.namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": ModelDeployment.crd.kind,
+                "name": p.name,
+                "namespace": p.namespace,
+                "uid": meta["uid"],
+            },
+            "reason": p.event.reason,
+            "message": p.event.message[:1024],
+            "type": p.event.type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": f"aios.dev/{COMPONENT}",
+            "reportingInstance": os.environ.get("POD_NAME", "aios-worker"),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            client.CoreV1Api(self.api).create_namespaced_event(p.namespace, event)
+        except ApiException as error:
+            if error.status != 409:  # 409: posted by an earlier attempt of this activity
+                raise
+
+    # -- serving ---------------------------------------------------------------------
+
+    @activity.defn(name="await_serving")
+    async def await_serving(self, check: ServingCheck) -> ServingResult:
+        """Wait until the operator serves ``check.revision`` and, when asked, the new
+        version answers; a model that failed to load ends the wait at once."""
+        deadline = time.monotonic() + check.timeout_seconds
+        reason = "not checked yet"
+        while True:
+            activity.heartbeat(reason)
+            md = await asyncio.to_thread(self._get, check.namespace, check.name)
+            status = md.get("status") or {}
+            rollout = status.get("rollout") or {}
+            if rollout.get("workflowId") != check.workflow_id:
+                return ServingResult(False, "another rollout took over")
+            if int(status.get("observedRolloutRevision") or 0) < check.revision:
+                reason = f"the operator has not served revision {check.revision} yet"
+            elif not check.candidate_ready:
+                return ServingResult(True)
+            else:
+                target: dict[str, Any] = (
+                    status.get("canary") or status.get("shadow") or status.get("stable") or {}
+                )
+                async with InferenceClient(target["http"], "http") as probe:
+                    if await probe.ready(target["model"]):
+                        return ServingResult(True)
+                    reason = await probe.explain(target["model"])
+                if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed
+                    return ServingResult(False, reason)
+            if time.monotonic() > deadline:
+                return ServingResult(False, f"not ready within {check.timeout_seconds}s: {reason}")
+            await asyncio.sleep(1.0)
+
+    # -- analysis --------------------------------------------------------------------
+
+    @activity.defn(name="analyse_rollout")
+    async def analyse_rollout(self, request: AnalysisRequest) -> dict[str, Any]:
+        """Send both versions the same probe requests and judge the new one."""
+        md = await asyncio.to_thread(self._get, request.namespace, request.name)
+        status = md.get("status") or {}
+        stable: dict[str, Any] = status["stable"]
+        # KServe splits a canary's traffic itself, behind the one stable endpoint.
+        candidate: dict[str, Any] = status.get("shadow" if request.shadow else "canary") or stable
+        gates = request.gates
+        planned = max(gates.min_requests, 20)
+        async with (
+            InferenceClient(stable["grpc"]) as stable_client,
+            InferenceClient(candidate["grpc"]) as candidate_client,
+        ):
+            metadata = await self._metadata(candidate_client, stable_client, candidate, stable)
+            samples = Sample(), Sample()
+            for number, inputs in enumerate(probe_inputs(metadata, planned)):
+                activity.heartbeat(number)
+                pairs = (
+                    (stable_client, stable, samples[0]),
+                    (candidate_client, candidate, samples[1]),
+                )
+                for probe, target, sample in pairs:
+                    await _measure(probe, target["model"], inputs, sample)
+                if hopeless(samples[1], gates, planned):
+                    break
+        return judge(samples[0], samples[1], gates)
+
+    @staticmethod
+    async def _metadata(
+        candidate_client: InferenceClient,
+        stable_client: InferenceClient,
+        candidate: Mapping[str, Any],
+        stable: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The new version's input signature, or the stable one's when it cannot tell."""
+        try:
+            return await candidate_client.metadata(candidate["model"])
+        except InferenceError:
+            return await stable_client.metadata(stable["model"])
+
+
+async def _measure(
+    probe: InferenceClient, model: str, inputs: dict[str, Any], sample: Sample
+) -> None:
+    started = time.perf_counter()
+    try:
+        outputs = await probe.infer(model, inputs, timeout=PROBE_TIMEOUT)
+    except InferenceError:
+        sample.add((time.perf_counter() - started) * 1000, None, None)
+        return
+    score, confidence = summarise(outputs)
+    sample.add((time.perf_counter() - started) * 1000, score, confidence)
+
+
+def _activities(settings: WorkerSettings) -> Sequence[Callable[..., Any]]:
+    return RolloutActivities().all()
+
+
+REGISTRATIONS.append(Registration(workflows=[ModelRollout], activities=_activities))
