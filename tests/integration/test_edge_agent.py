@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -420,22 +421,37 @@ def test_sigkill_mid_stream_loses_no_acknowledged_reading(
     publish_config(bootstrap, gateway_spec(name, sink, PLAIN, fsync="never"))
     agent = agent_factory(name, bootstrap).start()
     wait_applied(agent, 1)
-    sent = stream(6000, time.time() - 3600)
+    sent = stream(8000, time.time() - 3600)
+    batches = [sent[i : i + 50] for i in range(0, len(sent), 50)]
     acknowledged: list[dict] = []
-    for i in range(0, 3000, 50):
-        status, _ = agent.post(sent[i : i + 50])
-        assert status == 202
-        acknowledged += sent[i : i + 50]
-    agent.kill()  # mid-stream: the processor and forwarder were busy
-    outbox = SegmentLog(agent.data / "outbox", 256 << 20)  # readable as it was left
-    assert outbox.read(outbox.start, 10)[1] is not None
-    outbox.close()
+    unacknowledged: list[list[dict]] = []
+
+    def sender() -> None:  # a sensor gateway's client: keeps what was not acknowledged
+        for batch in batches:
+            try:
+                status, _ = agent.post(batch)
+            except OSError:
+                status = 0
+            if status == 202:
+                acknowledged.extend(batch)
+            else:
+                unacknowledged.append(batch)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    wait_for(lambda: len(acknowledged) >= 2000, 60, "readings acknowledged")
+    agent.kill()  # mid-stream: requests in flight, the processor and forwarder busy
+    thread.join(60)
+    assert acknowledged and unacknowledged, "the kill did not land mid-stream"
+    for log_dir in ("outbox", "journal"):  # readable as the crash left it
+        left = SegmentLog(agent.data / log_dir, 256 << 20)
+        left.read(left.start, 10)
+        left.close()
     agent.start()
-    for i in range(3000, 6000, 50):
-        assert agent.post(sent[i : i + 50])[0] == 202
-        acknowledged += sent[i : i + 50]
-    got = readings(read_topic(bootstrap, sink, len(acknowledged), timeout=90))
-    assert_exactly_once_in_order(acknowledged, got)
+    for batch in unacknowledged:  # the client sends again what was not acknowledged
+        assert agent.post(batch)[0] == 202
+    got = readings(read_topic(bootstrap, sink, len(sent), timeout=120))
+    assert_exactly_once_in_order(sent, got)
     assert "restored" in agent.log()
 
 
