@@ -44,7 +44,7 @@ def kind(weights: dict[str, np.ndarray]) -> str:
 
 
 def anomaly_features(x: np.ndarray) -> np.ndarray:
-    """Raw readings → what the network sees: log pollutants, weather, the PM2.5/PM10 ratio."""
+    """Raw readings → what the model sees: log pollutants, weather, the PM2.5/PM10 ratio."""
     x = np.asarray(x, dtype=np.float64)
     pollutants = np.log1p(np.clip(x[:, :4], 0, None))
     ratio = np.clip(x[:, 0], 0, None) / (np.clip(x[:, 1], 0, None) + 1.0)

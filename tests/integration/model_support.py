@@ -34,6 +34,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 120, interval: float
     raise AssertionError(f"not reached after {timeout}s; last value: {last!r}")
 
 
+async def eventually(predicate: Callable[[], Any], timeout: float = 120) -> Any:
+    """``wait_for`` that lets the event loop run meanwhile (background traffic keeps flowing)."""
+    return await asyncio.to_thread(wait_for, predicate, timeout)
+
+
 def status(kubectl, namespace: str, name: str = "pm25-anomaly") -> dict[str, Any]:
     return kubectl.json("get", "modeldeployment", name, "-n", namespace).get("status") or {}
 
@@ -92,7 +97,8 @@ class Traffic:
                 found = await asyncio.to_thread(status, self.kubectl, self.namespace, self.name)
                 refreshed = time.monotonic()
             target = route(found, float(rng.random())).primary
-            client = clients.setdefault(target.grpc, InferenceClient(target.grpc))
+            # HTTP: gRPC's threads in this process would make the local kubelet's forks unsafe.
+            client = clients.setdefault(target.http, InferenceClient(target.http, "http"))
             try:
                 await client.infer(target.model, {"features": FEATURES}, timeout=5)
                 self.answers[f"{target.role}:{target.version}"] = (

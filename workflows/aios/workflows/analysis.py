@@ -51,20 +51,32 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q)) if len(values) else None
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], bins: int = 10) -> float | None:
-    """Population stability index of ``actual`` against ``expected``, on ``expected``'s
-    quantile bins (0: same distribution; above 0.2 is conventionally a real shift)."""
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float | None:
+    """Population stability index of ``actual`` against ``expected`` (0: the same
+    distribution; above 0.2 is conventionally a real shift). Scores in [0, 1] are binned
+    on fixed equal-width bins (they pile up near 0 and 1, where quantiles collapse), other
+    values on ``expected``'s quantiles; about 25 observations per bin (fewer bins are
+    noise), 2 to 10 bins."""
     if len(expected) < 2 or len(actual) < 2:
         return None
     reference = np.asarray(expected, dtype=np.float64)
     observed = np.asarray(actual, dtype=np.float64)
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:  # a constant reference: compare on a fixed grid around it
-        edges = np.array([reference[0] - 1e-6, reference[0] + 1e-6])
+    bins = int(np.clip(min(len(reference), len(observed)) // 25, 2, 10))
+    if (
+        reference.min() >= 0
+        and reference.max() <= 1
+        and observed.min() >= 0
+        and observed.max() <= 1
+    ):
+        edges = np.linspace(0, 1, bins + 1)
+    else:
+        edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+        if len(edges) < 2:  # a constant reference: one bin at it, one around it
+            edges = np.array([reference[0] - 1e-6, reference[0] + 1e-6])
     edges[0], edges[-1] = -np.inf, np.inf
-    e = np.histogram(reference, edges)[0] / len(reference)
-    a = np.histogram(observed, edges)[0] / len(observed)
-    e, a = np.clip(e, EPSILON, None), np.clip(a, EPSILON, None)
+    # Half a count in every bin (Laplace smoothing): an empty bin is "rare", not "never".
+    e = (np.histogram(reference, edges)[0] + 0.5) / (len(reference) + 0.5 * (len(edges) - 1))
+    a = (np.histogram(observed, edges)[0] + 0.5) / (len(observed) + 0.5 * (len(edges) - 1))
     return float(np.sum((a - e) * np.log(a / e)))
 
 

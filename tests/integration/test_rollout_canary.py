@@ -1,0 +1,120 @@
+"""Canary rollouts driven by the Temporal workflow: a good version is promoted step by
+step; a version that errors or is slow is rolled back on its own while the stable version
+keeps answering; ``kubectl describe`` tells the story."""
+
+from __future__ import annotations
+
+import pytest
+from model_support import (
+    Traffic,
+    anomaly,
+    apply,
+    broken_repository,
+    condition,
+    eventually,
+    ready,
+    status,
+    wait_for,
+)
+
+from aios.connectors import endpoints
+from aios.stack.models import storage_uri
+
+STABLE, NEXT = "2024.11.2", "2024.11.3"
+ENDED = ("Promoted", "RolledBack", "Aborted")
+
+
+@pytest.fixture(autouse=True)
+def resolve_services(pods, monkeypatch):
+    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
+
+
+def canary(version: str, uri: str, steps: list[tuple[int, int]], **analysis) -> dict:
+    return anomaly(
+        version,
+        uri,
+        rollout={
+            "strategy": "canary",
+            "steps": [{"weight": w, "pauseSeconds": p} for w, p in steps],
+            "analysis": {"minRequests": 20, **analysis},
+        },
+        approval={"required": False},
+    )
+
+
+def phase(kubectl, namespace: str, *wanted: str) -> dict | None:
+    """The status once the rollout is in one of ``wanted`` and the operator serves that."""
+    found = status(kubectl, namespace)
+    rollout = found.get("rollout") or {}
+    served = found.get("observedRolloutRevision") == rollout.get("revision")
+    return found if rollout.get("phase") in wanted and served else None
+
+
+async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namespace):
+    steps = [(25, 2), (50, 2), (100, 0)]
+    apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    traffic = Traffic(kubectl, namespace).start()
+
+    apply(kubectl, namespace, canary(NEXT, storage_uri("pm25-anomaly", NEXT), steps))
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
+    await traffic.stop()
+
+    rollout = found["rollout"]
+    assert rollout["phase"] == "Promoted", rollout["message"]
+    assert [s["weight"] for s in rollout["steps"]] == [0, 25, 50, 100]
+    assert all(s["analysis"]["passed"] for s in rollout["steps"][1:])
+    assert found["activeVersion"] == NEXT and found["stable"]["version"] == NEXT
+    assert "canary" not in found and found.get("canaryWeight", 0) == 0
+    assert found["history"][-1]["version"] == NEXT
+    assert found["history"][-1]["outcome"] == "promoted"
+    assert found["history"][-1]["modelCard"]["owner"] == "team-air-quality"
+    assert traffic.answers.get(f"canary:{NEXT}", 0) > 0, traffic.answers
+    assert traffic.answers.get(f"stable:{STABLE}", 0) > 0, traffic.answers
+    assert not traffic.failures, traffic.failures
+
+    described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
+    for text in ("CanaryStep", "step 2/3: 50% of traffic", "AnalysisPassed", "Promoted"):
+        assert text in described
+    old = ("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace)
+    wait_for(lambda: kubectl.run(*old).returncode != 0, timeout=30)  # pruned after promotion
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"), [("error", "error rate 100.0% above 1.0%"), ("slow", "p99 latency")]
+)
+async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
+    kubectl, operator, namespace, tmp_path, fault, why
+):
+    steps = [(50, 2), (100, 2)]
+    apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    traffic = Traffic(kubectl, namespace).start()
+
+    apply(kubectl, namespace, canary("2024.12.0", broken_repository(tmp_path, fault), steps))
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
+    await traffic.stop()
+
+    rollout = found["rollout"]
+    assert rollout["phase"] == "RolledBack"
+    assert why in rollout["message"]
+    assert [s["weight"] for s in rollout["steps"]] == [0, 50], "no step after the failed one"
+    assert not rollout["steps"][1]["analysis"]["passed"]
+    assert found["activeVersion"] == STABLE and "canary" not in found
+    assert condition(found, "RolledBack")["status"] == "True"
+    degraded = condition(found, "Degraded")
+    assert degraded["status"] == "True" and "2024.12.0 is not served" in degraded["message"]
+    assert condition(found, "Ready")["status"] == "True", "the stable version still serves"
+    assert found["history"][-1]["outcome"] == "rolledBack"
+
+    stable_key = f"stable:{STABLE}"
+    assert traffic.answers.get(stable_key, 0) > 0
+    assert stable_key not in traffic.failures, "the stable version answered every request"
+    described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
+    assert "AnalysisFailed" in described and why in described and "RolledBack" in described
+    wait_for(
+        lambda: (
+            kubectl.run("get", "deployment", "pm25-anomaly-2024-12-0", "-n", namespace).returncode
+        ),
+        timeout=30,
+    )
