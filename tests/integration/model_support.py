@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +81,8 @@ async def infer(found: dict[str, Any], protocol: str = "grpc", draw: float = 0.9
 
 
 class Traffic:
-    """A caller honouring the traffic split in the background, counting who answered."""
+    """A caller honouring the traffic split in the background, counting who answered
+    (``role:version``); a shadow gets a mirrored copy, as the intent runner sends it."""
 
     def __init__(self, kubectl, namespace: str, name: str = "pm25-anomaly") -> None:
         self.kubectl, self.namespace, self.name = kubectl, namespace, name
@@ -96,16 +100,18 @@ class Traffic:
             if time.monotonic() - refreshed > 1:
                 found = await asyncio.to_thread(status, self.kubectl, self.namespace, self.name)
                 refreshed = time.monotonic()
-            target = route(found, float(rng.random())).primary
-            # HTTP: gRPC's threads in this process would make the local kubelet's forks unsafe.
-            client = clients.setdefault(target.http, InferenceClient(target.http, "http"))
-            try:
-                await client.infer(target.model, {"features": FEATURES}, timeout=5)
-                self.answers[f"{target.role}:{target.version}"] = (
-                    self.answers.get(f"{target.role}:{target.version}", 0) + 1
-                )
-            except InferenceError as error:
-                self.failures.setdefault(f"{target.role}:{target.version}", []).append(str(error))
+            chosen = route(found, float(rng.random()))
+            for target in (chosen.primary, chosen.mirror):
+                if target is None:
+                    continue
+                # HTTP: gRPC's threads in this process would make the kubelet's forks unsafe.
+                client = clients.setdefault(target.http, InferenceClient(target.http, "http"))
+                key = f"{target.role}:{target.version}"
+                try:
+                    await client.infer(target.model, {"features": FEATURES}, timeout=5)
+                    self.answers[key] = self.answers.get(key, 0) + 1
+                except InferenceError as error:
+                    self.failures.setdefault(key, []).append(str(error))
             await asyncio.sleep(0.02)
         for client in clients.values():
             await client.close()
@@ -146,5 +152,20 @@ def broken_repository(directory: Path, fault: str) -> str:
     return f"file://{target}"
 
 
-def run(coroutine: Any) -> Any:
-    return asyncio.get_event_loop().run_until_complete(coroutine)
+def phase(kubectl, namespace: str, *wanted: str) -> dict[str, Any] | None:
+    """The status once the rollout is in one of ``wanted`` and the operator serves that."""
+    found = status(kubectl, namespace)
+    rollout = found.get("rollout") or {}
+    served = found.get("observedRolloutRevision") == rollout.get("revision")
+    return found if rollout.get("phase") in wanted and served else None
+
+
+def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a user runs it against the site."""
+    return subprocess.run(
+        [sys.executable, "-m", "aios.cli.main", *args],
+        env={**os.environ, "KUBECONFIG": site.endpoints.kubeconfig},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -12,8 +12,8 @@ from model_support import (
     broken_repository,
     condition,
     eventually,
+    phase,
     ready,
-    status,
     wait_for,
 )
 
@@ -40,14 +40,6 @@ def canary(version: str, uri: str, steps: list[tuple[int, int]], **analysis) -> 
         },
         approval={"required": False},
     )
-
-
-def phase(kubectl, namespace: str, *wanted: str) -> dict | None:
-    """The status once the rollout is in one of ``wanted`` and the operator serves that."""
-    found = status(kubectl, namespace)
-    rollout = found.get("rollout") or {}
-    served = found.get("observedRolloutRevision") == rollout.get("revision")
-    return found if rollout.get("phase") in wanted and served else None
 
 
 async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namespace):

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from aios.cli import audit
+from aios.cli import approvals, audit
 from aios.stack.platform import (
     apply_examples,
     install_crds,
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 app.add_typer(audit.app, name="audit")
+app.add_typer(approvals.app)  # aiosctl approve|reject KIND/NAME
 
 SiteDir = typer.Option(
     None,

@@ -265,6 +265,8 @@ def _target(status: Mapping[str, Any], role: Role) -> Target | None:
     found = status.get(role)
     if not found or not found.get("http") or not found.get("grpc"):
         return None
+    if role != "stable" and found.get("ready") is False:
+        return None  # a new version still loading gets no traffic, not even mirrored
     return Target(role, str(found["version"]), str(found["model"]), found["http"], found["grpc"])
 
 

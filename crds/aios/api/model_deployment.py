@@ -207,6 +207,11 @@ class ServingTarget(ApiModel):
     format: ModelFormat = Field(default="python", description="Serialisation format.")
     http: str | None = Field(default=None, description="V2 HTTP base URL of this version.")
     grpc: str | None = Field(default=None, description="V2 gRPC host:port of this version.")
+    ready: bool | None = Field(
+        default=None,
+        description="Whether it answered when the operator last checked; callers send a "
+        "canary or shadow nothing until it does.",
+    )
 
 
 class AnalysisReport(ApiModel):

@@ -6,7 +6,8 @@ refused) and forwards approvals and aborts as signals; everything else happens h
 * deploy the new version beside the stable one and wait until it answers;
 * canary: for each step set the traffic weight, wait the step's pause, analyse the new
   version against the stable one, and roll back at the first failed gate;
-* shadow: mirror traffic to it for ``shadowSeconds``, then report agreement and drift;
+* shadow: mirror traffic to it for ``shadowSeconds``, report agreement and drift, and
+  wait for a human to promote it (a shadow never changes what the stable serves);
 * direct: nothing in between;
 * with ``approval.required``, wait for ``aiosctl approve`` (or a rejection, which rolls
   back); then promote.
@@ -158,7 +159,8 @@ class ModelRollout:
                 return await self._aborted()
             if not await self._analyse(0, shadow=True):
                 return await self._finish("RolledBack", self.message, "Warning")
-        if rollout.approval_required:
+        # A shadow never takes traffic by itself: a human promotes it on its report.
+        if rollout.approval_required or rollout.strategy == "shadow":
             self.phase = "AwaitingApproval"
             self.message = f"{rollout.version} passed its gates and waits for approval"
             await self._publish(

@@ -114,7 +114,8 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     await drive_rollout(md, action, namespace, ctx)
 
     ready, why = await stable_ready(md, serving, namespace, kserve)
-    ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready))
+    candidate = await candidate_ready(md, serving, namespace, kserve)
+    ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready, candidate))
     ctx.status.update(observed_rollout(md))
     return [
         *plan.serving_conditions(md, serving, ready, why),
@@ -227,6 +228,19 @@ async def stable_ready(
         if await probe.ready(serving.stable.name):
             return True, ""
         return False, await probe.explain(serving.stable.name)
+
+
+async def candidate_ready(
+    md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool
+) -> bool:
+    """Whether the canary or shadow answers (KServe's canary hides behind the stable)."""
+    if serving.candidate is None or (kserve and serving.track == "canary"):
+        return serving.candidate is not None
+    http, _ = plan.endpoints(md.metadata["name"], namespace, serving.track)
+    if kserve:
+        http, _ = plan.kserve_endpoints(plan.service_name(md.metadata["name"], "shadow"), namespace)
+    async with InferenceClient(http, "http") as probe:
+        return await probe.ready(serving.candidate.name)
 
 
 def observed_rollout(md: ModelDeployment) -> dict[str, Any]:

@@ -477,25 +477,32 @@ def target(
 
 
 def serving_status(
-    md: ModelDeployment, plan: Serving, namespace: str, kserve: bool, stable_ready: bool
+    md: ModelDeployment,
+    plan: Serving,
+    namespace: str,
+    kserve: bool,
+    stable_ready: bool,
+    candidate_ready: bool = False,
 ) -> dict[str, Any]:
     """The status fields the operator owns (merge patch; ``None`` deletes)."""
-    stable = target(md, plan.stable, "stable", namespace, kserve)
+    stable = {**target(md, plan.stable, "stable", namespace, kserve), "ready": stable_ready}
     candidate = plan.candidate
     # KServe splits traffic itself: callers only ever see its one endpoint.
     canary = candidate is not None and plan.track == "canary" and not kserve
     shadow = candidate is not None and plan.track == "shadow"
     served = stable if stable_ready or not plan.first else None
+
+    def candidate_target(track: Track) -> dict[str, Any] | None:
+        if candidate is None:
+            return None
+        return {**target(md, candidate, track, namespace, kserve), "ready": candidate_ready}
+
     return {
         "stable": served,
         "activeVersion": plan.stable.version if served else None,
         "endpoints": {"http": stable["http"], "grpc": stable["grpc"]} if served else None,
-        "canary": target(md, candidate, "canary", namespace, kserve)
-        if canary and candidate
-        else None,
-        "shadow": target(md, candidate, "shadow", namespace, kserve)
-        if shadow and candidate
-        else None,
+        "canary": candidate_target("canary") if canary else None,
+        "shadow": candidate_target("shadow") if shadow else None,
         "canaryVersion": candidate.version if candidate else None,
         "canaryWeight": plan.weight if candidate and plan.track == "canary" else 0,
         "modelCardSummary": card_summary(md.spec.model_card),

@@ -1,0 +1,191 @@
+"""``aiosctl approve|reject KIND/NAME``: a human decision, with who made it and when.
+
+Who decides is the identity the API server authenticates (``SelfSubjectReview``), with
+``--as`` to act as someone else (the API server checks that the caller may impersonate),
+so the record names a verified person, not a typed-in name. Each kind says where its
+decisions go in ``DECIDERS``; a ModelDeployment's is written to ``status.rollout.approval``
+(Kubernetes RBAC on the status subresource governs who may write it), from where the
+operator forwards it to the rollout workflow as a signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from kubernetes import client, config
+from rich.console import Console
+
+from aios.api import GROUP, VERSION, ModelDeployment
+
+app = typer.Typer()
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One decision as typed on the command line."""
+
+    kind: str
+    name: str
+    namespace: str
+    decision: str  # approved | rejected
+    version: str
+
+
+class Refused(Exception):
+    """The decision cannot be recorded; the message says why."""
+
+
+def api(kubeconfig: str | None, as_user: str | None) -> client.ApiClient:
+    """The kubeconfig's client, impersonating ``as_user`` when given."""
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    if as_user:
+        api_client.set_default_header("Impersonate-User", as_user)
+    return api_client
+
+
+def whoami(api_client: client.ApiClient) -> Identity:
+    """The caller as the API server authenticated (or impersonated) them."""
+    review = client.AuthenticationV1Api(api_client).create_self_subject_review(
+        client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+    )
+    info = review.status.user_info if review.status else None
+    if info is None or not info.username:
+        raise Refused("the API server did not say who you are (SelfSubjectReview)")
+    return Identity(info.username, tuple(info.groups or ()))
+
+
+def allowed(approvers: list[str], who: Identity) -> bool:
+    """``group:NAME`` matches a group, ``user:NAME`` or a bare name the user; no approvers
+    listed leaves it to RBAC alone."""
+    if not approvers:
+        return True
+    for entry in approvers:
+        kind, _, value = entry.partition(":") if ":" in entry else ("user", "", entry)
+        if (kind == "group" and value in who.groups) or (kind == "user" and value == who.user):
+            return True
+    return False
+
+
+def model_deployment_decision(
+    obj: Mapping[str, Any], request: Request, who: Identity, now: datetime
+) -> dict[str, Any]:
+    """The status patch recording ``request`` on a ModelDeployment, or ``Refused``."""
+    status = obj.get("status") or {}
+    rollout = status.get("rollout") or {}
+    label = f"modeldeployment/{request.name}"
+    if rollout.get("phase") != "AwaitingApproval":
+        raise Refused(
+            f"{label} is not waiting for a decision (rollout of "
+            f"{rollout.get('version', 'nothing')}: {rollout.get('phase', 'none')})"
+        )
+    if request.version != rollout["version"]:
+        raise Refused(
+            f"{label} waits for a decision on {rollout['version']}, not {request.version}"
+        )
+    approvers = ((obj.get("spec") or {}).get("approval") or {}).get("approvers") or []
+    if not allowed(approvers, who):
+        raise Refused(f"{who.user} is not among the approvers of {label}: {', '.join(approvers)}")
+    record = {
+        "version": rollout["version"],
+        "decision": request.decision,
+        "by": who.user,
+        "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return {"status": {"rollout": {"approval": record}}}
+
+
+def decide_model_deployment(api_client: client.ApiClient, request: Request, who: Identity) -> str:
+    objects = client.CustomObjectsApi(api_client)
+    plural = ModelDeployment.crd.plural
+    try:
+        obj: Any = objects.get_namespaced_custom_object(
+            GROUP, VERSION, request.namespace, plural, request.name
+        )
+    except client.ApiException as error:
+        raise Refused(f"modeldeployment/{request.name}: {error.reason}") from error
+    patch = model_deployment_decision(obj, request, who, datetime.now(UTC))
+    objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, request.namespace, plural, request.name, patch
+    )
+    version = patch["status"]["rollout"]["approval"]["version"]
+    return f"{request.decision} modeldeployment/{request.name} version {version} as {who.user}"
+
+
+Decider = Callable[[client.ApiClient, Request, Identity], str]
+DECIDERS: dict[str, Decider] = {
+    "modeldeployment": decide_model_deployment,
+    "modeldeployments": decide_model_deployment,
+    "md": decide_model_deployment,
+    "mdep": decide_model_deployment,
+}
+"""Kind (as typed: singular, plural or short name) → where its decisions go."""
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    kind, _, name = target.partition("/")
+    if not name or kind.lower() not in DECIDERS:
+        kinds = ", ".join(sorted({k for k in DECIDERS if k.isalpha()}))
+        raise typer.BadParameter(
+            f"expected KIND/NAME with KIND one of {kinds}", param_hint="TARGET"
+        )
+    return kind.lower(), name
+
+
+Namespace = typer.Option("default", "--namespace", "-n", help="The object's namespace.")
+Version = typer.Option(..., "--version", help="The version decided on (the awaited one).")
+As = typer.Option(None, "--as", help="Decide as this user (impersonation).")
+Kubeconfig = typer.Option(None, "--kubeconfig", help="Default: $KUBECONFIG or ~/.kube/config.")
+
+
+def _decide(
+    decision: str,
+    target: str,
+    namespace: str,
+    version: str,
+    as_user: str | None,
+    kubeconfig: str | None,
+) -> None:
+    kind, name = parse_target(target)
+    api_client = api(kubeconfig, as_user)
+    try:
+        who = whoami(api_client)
+        request = Request(kind, name, namespace, decision, version)
+        print(DECIDERS[kind](api_client, request, who))
+    except Refused as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def approve(
+    target: str = typer.Argument(..., help="KIND/NAME, e.g. modeldeployment/pm25-anomaly."),
+    namespace: str = Namespace,
+    version: str = Version,
+    as_user: str | None = As,
+    kubeconfig: str | None = Kubeconfig,
+) -> None:
+    """Approve what TARGET waits for (a model version's promotion)."""
+    _decide("approved", target, namespace, version, as_user, kubeconfig)
+
+
+@app.command()
+def reject(
+    target: str = typer.Argument(..., help="KIND/NAME, e.g. modeldeployment/pm25-anomaly."),
+    namespace: str = Namespace,
+    version: str = Version,
+    as_user: str | None = As,
+    kubeconfig: str | None = Kubeconfig,
+) -> None:
+    """Reject what TARGET waits for; a rejected model version is rolled back."""
+    _decide("rejected", target, namespace, version, as_user, kubeconfig)

@@ -1,0 +1,119 @@
+"""Promotion waits for a human: ``aiosctl approve`` (as an approver the API server
+authenticated) promotes, ``aiosctl reject`` rolls back; who and when are recorded."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from model_support import (
+    aiosctl,
+    anomaly,
+    apply,
+    condition,
+    eventually,
+    phase,
+    ready,
+    wait_for,
+)
+
+from aios.connectors import endpoints
+from aios.stack.models import storage_uri
+
+STABLE, NEXT = "2024.11.2", "2024.11.3"
+TARGET = "modeldeployment/pm25-anomaly"
+ENDED = ("Promoted", "RolledBack", "Aborted")
+
+# Approvers need RBAC too: read the ModelDeployment, write its status.
+APPROVER_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: model-approver}
+rules:
+- {apiGroups: [aios.dev], resources: [modeldeployments], verbs: [get]}
+- {apiGroups: [aios.dev], resources: [modeldeployments/status], verbs: [patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: model-approvers}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: model-approver}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}
+"""
+
+
+@pytest.fixture(autouse=True)
+def resolve_services(pods, monkeypatch):
+    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
+
+
+def gated(version: str) -> dict:
+    return anomaly(
+        version,
+        storage_uri("pm25-anomaly", version),
+        rollout={
+            "strategy": "canary",
+            "steps": [{"weight": 50, "pauseSeconds": 1}],
+            "analysis": {"minRequests": 20},
+        },
+        approval={"required": True, "approvers": ["user:alice", "group:air-quality-leads"]},
+    )
+
+
+async def awaiting_approval(kubectl, namespace: str) -> dict:
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=APPROVER_RBAC)
+    apply(kubectl, namespace, gated(STABLE))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    apply(kubectl, namespace, gated(NEXT))
+    return await eventually(lambda: phase(kubectl, namespace, "AwaitingApproval", *ENDED), 240)
+
+
+async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespace):
+    found = await awaiting_approval(kubectl, namespace)
+    assert found["rollout"]["phase"] == "AwaitingApproval", found["rollout"]["message"]
+    assert found["canaryWeight"] == 50 and found["activeVersion"] == STABLE
+    approved = condition(found, "Approved")
+    assert approved["status"] == "False" and approved["reason"] == "AwaitingApproval"
+    assert f"aiosctl approve {TARGET} --version {NEXT}" in approved["message"]
+
+    wrong = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", "9.9", "--as", "alice")
+    assert wrong.returncode == 1 and f"waits for a decision on {NEXT}, not 9.9" in wrong.stderr
+    outsider = aiosctl(
+        site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "mallory"
+    )
+    assert outsider.returncode == 1 and "mallory is not among the approvers" in outsider.stderr
+    stranger = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "eve")
+    assert stranger.returncode != 0, "no RBAC, no approval"
+    assert phase(kubectl, namespace, "AwaitingApproval"), "nothing was decided yet"
+
+    done = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
+    assert done.returncode == 0, done.stderr
+    assert f"approved {TARGET} version {NEXT} as alice" in done.stdout
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), 120)
+    assert found["rollout"]["phase"] == "Promoted"
+    assert found["activeVersion"] == NEXT
+    assert found["history"][-1]["approvedBy"] == "alice"
+    assert found["rollout"]["approval"]["by"] == "alice"
+    approved = condition(found, "Approved")
+    assert approved["status"] == "True" and "approved by alice at " in approved["message"]
+    described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
+    assert "AwaitingApproval" in described and f"{NEXT} approved by alice" in described
+
+
+async def test_a_rejection_rolls_back(site, kubectl, operator, namespace):
+    await awaiting_approval(kubectl, namespace)
+    done = aiosctl(site, "reject", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
+    assert done.returncode == 0, done.stderr
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), 120)
+    assert found["rollout"]["phase"] == "RolledBack"
+    assert found["rollout"]["message"] == f"{NEXT} rejected by alice"
+    assert found["activeVersion"] == STABLE and "canary" not in found
+    assert condition(found, "Approved")["reason"] == "Rejected"
+    assert found["history"][-1]["outcome"] == "rolledBack"
+    assert "approvedBy" not in found["history"][-1]
+    assert (
+        yaml.safe_load(kubectl("get", "md", "pm25-anomaly", "-n", namespace, "-o", "yaml"))[
+            "status"
+        ]["canaryWeight"]
+        == 0
+    )

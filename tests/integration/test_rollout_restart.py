@@ -1,0 +1,83 @@
+"""The rollout is durable: restarting the operator, and the worker, mid-rollout neither
+repeats nor skips a step (the workflow drives; the operator only starts or signals)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from model_support import anomaly, apply, eventually, phase, ready, status, wait_for
+
+from aios.connectors import endpoints
+from aios.operator.reconcile.worker import WORKER
+from aios.stack.models import storage_uri
+
+STABLE, NEXT = "2024.11.2", "2024.11.3"
+STEPS = [(20, 8), (40, 8), (60, 0)]
+
+
+@pytest.fixture(autouse=True)
+def resolve_services(pods, monkeypatch):
+    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
+
+
+def canary(version: str) -> dict:
+    return anomaly(
+        version,
+        storage_uri("pm25-anomaly", version),
+        rollout={
+            "strategy": "canary",
+            "steps": [{"weight": w, "pauseSeconds": p} for w, p in STEPS],
+            "analysis": {"minRequests": 20},
+        },
+        approval={"required": False},
+    )
+
+
+def at_step(kubectl, namespace: str, weight: int) -> bool:
+    steps = (status(kubectl, namespace).get("rollout") or {}).get("steps") or []
+    return bool(steps) and steps[-1]["weight"] == weight
+
+
+async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
+    kubectl, operator, pods, namespace
+):
+    apply(kubectl, namespace, canary(STABLE))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    apply(kubectl, namespace, canary(NEXT))
+
+    await eventually(lambda: at_step(kubectl, namespace, 20), 120)
+    operator.stop()  # during step 1's pause
+    operator.start()
+    await eventually(lambda: at_step(kubectl, namespace, 40), 120)
+    worker = kubectl.json("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={WORKER}")
+    kubectl(
+        "delete", "pod", "-n", namespace, worker["items"][0]["metadata"]["name"], "--wait=false"
+    )
+
+    found = await eventually(lambda: phase(kubectl, namespace, "Promoted", "RolledBack"), 240)
+    rollout = found["rollout"]
+    assert rollout["phase"] == "Promoted", rollout["message"]
+    assert [s["step"] for s in rollout["steps"]] == [0, 1, 2, 3]
+    assert [s["weight"] for s in rollout["steps"]] == [0, 20, 40, 60]
+    started = [s["startedAt"] for s in rollout["steps"]]
+    assert started == sorted(started)
+    events = json.loads(
+        kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "involvedObject.name=pm25-anomaly,reason=CanaryStep",
+            "-o",
+            "json",
+        )
+    )["items"]
+    assert sorted(e["message"].split(":")[0] for e in events) == [
+        "step 1/3",
+        "step 2/3",
+        "step 3/3",
+    ], "each step was taken once"
+    assert all(e.get("count", 1) == 1 for e in events)
+    assert found["activeVersion"] == NEXT

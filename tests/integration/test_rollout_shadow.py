@@ -1,0 +1,74 @@
+"""A shadow rollout: the new version gets mirrored requests, its answers are compared with
+the stable's (agreement, score drift), and it never changes what the stable serves."""
+
+from __future__ import annotations
+
+import pytest
+from model_support import (
+    Traffic,
+    aiosctl,
+    anomaly,
+    apply,
+    eventually,
+    phase,
+    ready,
+    wait_for,
+)
+
+from aios.connectors import endpoints
+from aios.stack.models import storage_uri
+
+STABLE, NEXT = "2024.11.2", "2024.11.3"
+
+
+@pytest.fixture(autouse=True)
+def resolve_services(pods, monkeypatch):
+    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
+
+
+def shadowed(version: str) -> dict:
+    return anomaly(
+        version,
+        storage_uri("pm25-anomaly", version),
+        rollout={
+            "strategy": "shadow",
+            "shadowSeconds": 4,
+            "analysis": {"minRequests": 30, "minDecisionAgreement": 0.9},
+        },
+        approval={"required": False},
+    )
+
+
+async def test_a_shadow_reports_agreement_and_never_serves(site, kubectl, operator, namespace):
+    apply(kubectl, namespace, shadowed(STABLE))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    traffic = Traffic(kubectl, namespace).start()
+
+    apply(kubectl, namespace, shadowed(NEXT))
+    found = await eventually(
+        lambda: phase(kubectl, namespace, "AwaitingApproval", "RolledBack", "Aborted"), 240
+    )
+    await traffic.stop()
+
+    rollout = found["rollout"]
+    assert rollout["phase"] == "AwaitingApproval", rollout["message"]
+    report = rollout["steps"][0]["analysis"]
+    assert report["passed"] and report["agreement"] >= 0.9
+    assert "driftPsi" in report and report["requests"] >= 30
+    assert found["shadow"]["version"] == NEXT and found["canaryWeight"] == 0
+    assert "canary" not in found and found["activeVersion"] == STABLE
+    # Every answer a caller used came from the stable version; the shadow only got copies.
+    assert set(traffic.answers) == {f"stable:{STABLE}", f"shadow:{NEXT}"}, traffic.answers
+    assert traffic.answers[f"shadow:{NEXT}"] > 0
+    assert not traffic.failures, traffic.failures
+    described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
+    assert "ShadowStarted" in described and "agreement" in described
+
+    rejected = aiosctl(site, "reject", "md/pm25-anomaly", "-n", namespace, "--version", NEXT)
+    assert rejected.returncode == 0, rejected.stderr
+    found = await eventually(lambda: phase(kubectl, namespace, "RolledBack"), 120)
+    assert "shadow" not in found and found["activeVersion"] == STABLE
+    wait_for(
+        lambda: kubectl.run("get", "svc", "pm25-anomaly-shadow", "-n", namespace).returncode,
+        timeout=30,
+    )
