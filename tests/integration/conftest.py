@@ -47,7 +47,8 @@ def crds(site: Site) -> list[str]:
 @pytest.fixture(scope="session")
 def operator(site: Site, crds: list[str], pods: PodSupervisor) -> ManagedProcess:
     try:
-        return start_operator(site, pods.environment())
+        # Policies audit existing objects every few seconds, not every minute.
+        return start_operator(site, {**pods.environment(), "AIOS_POLICY_AUDIT_INTERVAL": "3"})
     except ComponentFailed as error:
         pytest.fail(str(error), pytrace=False)
 

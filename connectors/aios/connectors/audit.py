@@ -30,7 +30,8 @@ Record kinds and their ``details``:
 * ``edge-config`` — ``{"gateway", "configGeneration", "filterChain"}``;
 * ``action-step`` — ``{"actionId", "step": "authorize|approve|execute|...",
   "intent": {"namespace", "name"}, "action": {"name", "type", "target"},
-  "decision": {"rule", "fallback", "model": {"name", "version", "canary"}, "score",
+  "decision": {"rule", "fallback", "fallbackReason",
+  "model": {"call", "deployment", "version", "canary"} (``aios.api.events.ModelRef``), "score",
   "confidence", "lineage": {"topic", "partition", "offset", "eventIds", "sensors",
   "gateway", "configGeneration", "filterChain"}},
   "policyDecisionId", "approver", "result": {"status", ...}}`` — what ``aiosctl audit
@@ -576,6 +577,7 @@ def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
     )
     lineage = decision.get("lineage") or {}
     model = decision.get("model") or None
+    model_name = (model or {}).get("deployment") or (model or {}).get("name")
     edge = _latest(
         records,
         first.seq,
@@ -591,7 +593,7 @@ def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
             first.seq,
             ("promotion", "rollback"),
             lambda d: (
-                (d.get("model") or {}).get("name") == model.get("name")
+                (d.get("model") or {}).get("name") == model_name
                 and (d.get("model") or {}).get("version") == model.get("version")
             ),
         )
@@ -617,6 +619,7 @@ def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
         if model is None
         else {
             **model,
+            "name": model_name,
             "score": decision.get("score"),
             "confidence": decision.get("confidence"),
             "promotion": None

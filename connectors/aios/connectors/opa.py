@@ -24,7 +24,8 @@ Input documents (keep to them; the Rego library reads exactly these fields):
      "action": {"name": str, "type": "alert|webhook|mqtt|kafka", "target": str,
                 "idempotencyKey": str, "approvalRequired": bool},
      "decision": {"rule": str, "fallback": bool,
-                  "model": {"name": str, "version": str, "canary": bool} | None,
+                  "model": {"call": str, "deployment": str, "version": str,
+                            "canary": bool} | None,
                   "score": float | None, "confidence": float | None, "lineage": {...}},
      "approver": str | None,
      "recentActuations": int,   # actuations of this target in the last hour

@@ -11,6 +11,7 @@ import kopf
 
 # Importing a handler module registers its kind with kopf.
 from aios.operator.handlers import (  # noqa: F401
+    admission,
     automation_intent,
     edge_gateway,
     model_deployment,

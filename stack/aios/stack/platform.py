@@ -63,6 +63,15 @@ def install_crds(site: Site, timeout: float = 60) -> list[str]:
     return names
 
 
+def webhook_environment() -> dict[str, str]:
+    """The admission webhook on loopback: the local API server calls it there."""
+    return {
+        "AIOS_WEBHOOK_ADDR": "127.0.0.1",
+        "AIOS_WEBHOOK_HOST": "127.0.0.1",
+        "AIOS_WEBHOOK_PORT": str(free_port()),
+    }
+
+
 def start_operator(site: Site, extra_env: dict[str, str] | None = None) -> ManagedProcess:
     """Run the operator as a host process and wait for its liveness endpoint."""
     port = free_port()
@@ -70,7 +79,12 @@ def start_operator(site: Site, extra_env: dict[str, str] | None = None) -> Manag
         "operator",
         [sys.executable, "-m", "aios.operator.main", f"--liveness-port={port}"],
         site.logs / "operator.log",
-        env={**site_environment(site), **(extra_env or {}), "PYTHONUNBUFFERED": "1"},
+        env={
+            **site_environment(site),
+            **webhook_environment(),
+            **(extra_env or {}),
+            "PYTHONUNBUFFERED": "1",
+        },
     ).start()
     site.processes["operator"] = process
     site.state.processes["operator"] = process.pid

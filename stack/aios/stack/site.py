@@ -382,6 +382,9 @@ class Site:
                 f"--diagnostic-addr=127.0.0.1:{free_port()}",
                 "--log-format=json",
                 "--log-level=info",
+                # Decision ids in every answer, each decision in the log: audit records
+                # name the OPA decision that allowed an action.
+                "--set=decision_logs.console=true",
             ],
         )
         self.endpoints.opa_url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,257 @@
+"""The validating admission webhook for aios kinds: every create or change is sent, with
+the requesting user, to OPA before the API server stores it.
+
+``deny`` rejects with the policies' messages, ``warn`` admits and kubectl prints the
+warnings, ``dryrun`` only counts (metric and audit record). Only aios kinds are covered, so
+an OPA outage can never block the rest of the cluster; what happens to aios objects while
+OPA is down is ``AIOS_WEBHOOK_FAILURE_POLICY`` (``Fail``, the default, or ``Ignore``).
+
+kopf serves the webhook and keeps the ``ValidatingWebhookConfiguration`` ``aios.dev`` in
+line; the operator issues the TLS certificates and rotates them (``certificates``).
+
+Settings (environment): ``AIOS_WEBHOOK_HOST`` (the API server calls
+``https://<host>:<port>``, e.g. the local site) or ``AIOS_WEBHOOK_SERVICE``
+(``namespace/name`` of the operator's Service, port ``AIOS_WEBHOOK_SERVICE_PORT``);
+neither → no webhook. ``AIOS_WEBHOOK_ADDR`` / ``AIOS_WEBHOOK_PORT``: where to listen;
+``AIOS_WEBHOOK_CERT_SECONDS``: serving certificate lifetime (renewed at two thirds);
+``AIOS_WEBHOOK_CERT_CHECK_SECONDS``: how often to check; ``AIOS_WEBHOOK_CERT_DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import kopf
+
+from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, ModelDeployment, Resource
+from aios.connectors import opa
+from aios.connectors.audit import AuditUnavailable
+from aios.operator.certificates import WebhookCertificates
+from aios.operator.handlers.policy import opa_url, record
+from aios.operator.reconcile import policy as plan
+
+CONFIGURATION_NAME = "aios.dev"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    addr: str
+    port: int
+    host: str | None
+    service: tuple[str, str] | None
+    service_port: int
+    failure_policy: Literal["Fail", "Ignore"]
+    cert_dir: Path | None
+    cert_seconds: int
+    check_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookSettings:
+        service = env.get("AIOS_WEBHOOK_SERVICE")
+        if service is not None and service.count("/") != 1:
+            raise ValueError(f"AIOS_WEBHOOK_SERVICE is namespace/name, not {service!r}")
+        failure = env.get("AIOS_WEBHOOK_FAILURE_POLICY", "Fail")
+        if failure not in ("Fail", "Ignore"):
+            raise ValueError(f"AIOS_WEBHOOK_FAILURE_POLICY is Fail or Ignore, not {failure!r}")
+        cert_dir = env.get("AIOS_WEBHOOK_CERT_DIR")
+        return cls(
+            addr=env.get("AIOS_WEBHOOK_ADDR", "0.0.0.0"),
+            port=int(env.get("AIOS_WEBHOOK_PORT", "9443")),
+            host=env.get("AIOS_WEBHOOK_HOST"),
+            service=tuple(service.split("/")) if service else None,  # type: ignore[arg-type]
+            service_port=int(env.get("AIOS_WEBHOOK_SERVICE_PORT", "443")),
+            failure_policy=failure,  # type: ignore[arg-type]
+            cert_dir=Path(cert_dir) if cert_dir else None,
+            cert_seconds=int(env.get("AIOS_WEBHOOK_CERT_SECONDS", str(30 * 86400))),
+            check_seconds=float(env.get("AIOS_WEBHOOK_CERT_CHECK_SECONDS", "60")),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host or self.service)
+
+    def hosts(self) -> list[str]:
+        """The names the API server may dial, for the certificate."""
+        if self.service:
+            namespace, name = self.service
+            return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+        assert self.host is not None
+        return [self.host]
+
+
+SETTINGS = WebhookSettings.from_env()
+
+
+class OperatorWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server with the operator's certificates.
+
+    A renewed serving certificate is loaded into the live TLS context (no restart, no
+    refused connection); its files get new names, so kopf, which watches the files it
+    started with, sees no change. A renewed CA rewrites the bundle file, which kopf
+    notices: it restarts the server with the current files and patches the new
+    ``caBundle`` into the configuration. Old files are deleted only at such a restart."""
+
+    def __init__(self, settings: WebhookSettings, certificates: WebhookCertificates) -> None:
+        self.settings = settings
+        self.certificates = certificates
+        super().__init__(
+            addr=settings.addr,
+            port=settings.port,
+            host=settings.host,
+            context=ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH),
+            certfile=certificates.cert_path,
+            pkeyfile=certificates.key_path,
+            cafile=certificates.bundle_path,
+            file_check_interval=settings.check_seconds,
+        )
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for client_config in super().__call__(fn):
+            # (Re)started with the current files: older ones are watched by nobody now.
+            self.certificates.prune()
+            if self.settings.service is not None:
+                namespace, name = self.settings.service
+                client_config = {
+                    "caBundle": client_config.get("caBundle"),
+                    "service": {
+                        "namespace": namespace,
+                        "name": name,
+                        "port": self.settings.service_port,
+                    },
+                }
+            yield client_config
+
+    def rotate(self, now: datetime.datetime) -> None:
+        rotation = self.certificates.ensure(now)
+        if rotation.serving:
+            self.certfile = self.certificates.cert_path
+            self.pkeyfile = self.certificates.key_path
+            if self.context is not None:
+                self.context.load_cert_chain(self.certfile, self.pkeyfile)
+
+
+async def _rotate_forever(server: OperatorWebhookServer, logger: kopf.Logger) -> None:
+    while True:
+        await asyncio.sleep(server.settings.check_seconds)
+        try:
+            server.rotate(datetime.datetime.now(datetime.UTC))
+        except Exception:
+            logger.exception("webhook certificate rotation failed; retrying")
+
+
+@kopf.on.startup()
+async def configure_webhook(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    if not SETTINGS.enabled:
+        logger.info("admission webhook off: set AIOS_WEBHOOK_HOST or AIOS_WEBHOOK_SERVICE")
+        return
+    directory = SETTINGS.cert_dir or Path(tempfile.mkdtemp(prefix="aios-webhook-"))
+    certificates = WebhookCertificates(directory, SETTINGS.hosts(), SETTINGS.cert_seconds)
+    certificates.ensure(datetime.datetime.now(datetime.UTC))
+    server = OperatorWebhookServer(SETTINGS, certificates)
+    settings.admission.server = server
+    settings.admission.managed = CONFIGURATION_NAME
+    memo.webhook_rotation = asyncio.create_task(_rotate_forever(server, logger))
+
+
+@kopf.on.cleanup()
+async def stop_rotation(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("webhook_rotation")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def admit(
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    operation: str,
+    userinfo: Mapping[str, Any],
+    warnings: list[str],
+    dryrun: bool,
+) -> None:
+    """Ask OPA; reject (deny), warn (warn), count (dryrun); audit unless a dry-run request."""
+    if not plan.needs_review(operation, body, old):
+        return
+    document = plan.review(body, operation, old, userinfo)
+    metadata = body.get("metadata") or {}
+    name = metadata.get("name") or metadata.get("generateName")
+    subject = f"{body.get('kind')} {metadata.get('namespace')}/{name}"
+    actor = userinfo.get("username")
+    details: dict[str, Any] = {"operation": operation, "dryRunRequest": dryrun}
+    try:
+        decision = await opa.evaluate(opa_url(), document)
+    except opa.PolicyUnavailable as error:
+        details.update(
+            outcome="unavailable", failurePolicy=SETTINGS.failure_policy, error=str(error)
+        )
+        await _audit(subject, details, actor, None, dryrun)
+        if SETTINGS.failure_policy == "Ignore":
+            warnings.append(f"aios policies were not evaluated: {error}")
+            return
+        raise kopf.AdmissionError(
+            f"aios policies could not be evaluated: {error}", code=503
+        ) from error
+    details.update(
+        outcome="allowed" if decision.allowed else "denied",
+        denials=decision.reasons,
+        warnings=decision.warnings,
+        dryrun=decision.dryrun,
+        policies=decision.policies,
+    )
+    await _audit(subject, details, actor, decision.decision_id, dryrun)
+    warnings.extend(decision.warnings)
+    if not decision.allowed:
+        raise kopf.AdmissionError("; ".join(decision.reasons), code=403)
+
+
+async def _audit(
+    subject: str, details: dict[str, Any], actor: str | None, decision_id: str | None, dryrun: bool
+) -> None:
+    """A dry-run request must have no side effects (sideEffects: NoneOnDryRun)."""
+    if dryrun:
+        return
+    try:
+        await record("admission", subject, details, actor=actor, policy_decision_id=decision_id)
+    except AuditUnavailable as error:
+        if SETTINGS.failure_policy == "Fail":
+            raise kopf.AdmissionError(
+                f"the admission decision could not be audited: {error}", code=503
+            ) from error
+
+
+def _register(model: type[Resource[Any, Any]]) -> None:
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        model.crd.plural,
+        id=f"policy-{model.crd.singular}",
+        operations=["CREATE", "UPDATE"],
+        side_effects=True,
+        ignore_failures=SETTINGS.failure_policy == "Ignore",
+    )
+    async def validate(
+        *,
+        body: kopf.Body,
+        userinfo: kopf.UserInfo,
+        warnings: list[str],
+        dryrun: bool,
+        **kwargs: Any,
+    ) -> None:
+        await admit(body, kwargs.get("old"), kwargs["operation"], userinfo, warnings, dryrun)
+
+
+if SETTINGS.enabled:
+    for _model in (ModelDeployment, AutomationIntent, EdgeGateway):
+        _register(_model)
