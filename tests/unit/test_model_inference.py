@@ -87,3 +87,15 @@ def test_server_errors_are_classified(status: str, protocol, kind: type) -> None
 def test_authority_strips_scheme_and_path() -> None:
     assert authority("http://127.42.0.3:8000/v2") == "127.42.0.3:8000"
     assert authority("m.ns.svc:8001") == "m.ns.svc:8001"
+
+
+def test_a_candidate_that_does_not_answer_yet_gets_nothing() -> None:
+    loading = {**STATUS, "canary": {**STATUS["canary"], "ready": False}, "canaryWeight": 100}
+    assert route(loading, 0.0).primary.role == "stable"
+    shadow = {
+        "stable": {**STATUS["stable"], "ready": False},
+        "shadow": {**target("2", "s"), "ready": False},
+    }
+    chosen = route(shadow, 0.0)
+    assert chosen.mirror is None
+    assert chosen.primary.role == "stable", "the stable is tried even when it looked down"

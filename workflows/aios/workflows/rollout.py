@@ -328,16 +328,3 @@ def describe(report: dict[str, Any]) -> str:
     if "agreement" in report:
         parts.append(f"agreement {report['agreement']:.1%}")
     return ", ".join(parts)
-
-
-def gates_from_wire(analysis: dict[str, Any]) -> Gates:
-    """Gates from their wire form (``spec.rollout.analysis``, camelCase)."""
-    names = {
-        "maxErrorRate": "max_error_rate",
-        "maxP99LatencyMs": "max_p99_latency_ms",
-        "maxDriftPsi": "max_drift_psi",
-        "minConfidenceMean": "min_confidence_mean",
-        "minDecisionAgreement": "min_decision_agreement",
-        "minRequests": "min_requests",
-    }
-    return Gates(**{names[k]: v for k, v in analysis.items() if k in names})

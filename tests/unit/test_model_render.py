@@ -1,0 +1,271 @@
+"""What serves a ModelDeployment, rendered purely: raw Deployments and Services per
+version, an InferenceService with KServe, storage for every URI scheme, and what the
+operator must do about the rollout workflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aios.api import ModelDeployment
+from aios.operator.reconcile import model_deployment as md_plan
+from aios.operator.reconcile.children import OWNER_UID
+
+NS = "city"
+IMAGE = "ghcr.io/aios-dev/aios:test"
+
+
+def deployment(status: dict[str, Any] | None = None, **spec: Any) -> ModelDeployment:
+    body: dict[str, Any] = {
+        "metadata": {"name": "pm25-anomaly", "namespace": NS, "uid": "u-1", "generation": 1},
+        "spec": {
+            "model": {
+                "name": "pm25-anomaly",
+                "version": "2024.11.3",
+                "storageUri": "s3://city-models/air-quality/pm25-anomaly/2024.11.3",
+            },
+            "resources": {"cpu": "500m", "memory": "1Gi", "gpu": 1},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 5},
+            **spec,
+        },
+    }
+    if status is not None:
+        body["status"] = status
+    return ModelDeployment.model_validate(body)
+
+
+STABLE = {
+    "version": "2024.11.2",
+    "model": "pm25-anomaly",
+    "storageUri": "s3://city-models/air-quality/pm25-anomaly/2024.11.2",
+    "format": "python",
+    "http": "http://pm25-anomaly.city.svc:8000",
+    "grpc": "pm25-anomaly.city.svc:8001",
+}
+
+
+def rollout(phase: str, weight: int = 0, strategy: str = "canary", **extra: Any) -> dict:
+    return {
+        "version": "2024.11.3",
+        "strategy": strategy,
+        "source": {
+            "name": "pm25-anomaly",
+            "version": "2024.11.3",
+            "storageUri": "s3://city-models/air-quality/pm25-anomaly/2024.11.3",
+        },
+        "workflowId": "rollout/city/pm25-anomaly/2024.11.3",
+        "phase": phase,
+        "weight": weight,
+        "revision": 3,
+        **extra,
+    }
+
+
+def by_kind(children: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(c["kind"], c["metadata"]["name"]): c for c in children}
+
+
+def test_the_first_version_is_served_directly_with_everything_a_pod_needs() -> None:
+    md = deployment()
+    plan = md_plan.serving(md)
+    assert plan.first and plan.candidate is None
+    children = by_kind(md_plan.render_raw(md, plan, IMAGE, "/srv/mirror"))
+    assert set(children) == {
+        ("Deployment", "pm25-anomaly-2024-11-3"),
+        ("Service", "pm25-anomaly"),
+        ("HorizontalPodAutoscaler", "pm25-anomaly"),
+    }
+    dep = children[("Deployment", "pm25-anomaly-2024-11-3")]
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["tritonserver"]
+    assert "--http-address=$(POD_IP)" in container["args"]
+    assert "--grpc-address=$(POD_IP)" in container["args"]
+    assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["requests"]["cpu"] == "500m"
+    assert pod["volumes"][0]["hostPath"]["path"] == (
+        "/srv/mirror/city-models/air-quality/pm25-anomaly/2024.11.3"
+    )
+    assert "replicas" not in dep["spec"], "the HPA owns the stable's replicas"
+    assert dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aios"
+    hpa = children[("HorizontalPodAutoscaler", "pm25-anomaly")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    for child in children.values():
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+        assert child["metadata"]["labels"][OWNER_UID] == "u-1"
+
+
+def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector() -> None:
+    progressing = deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
+    plan = md_plan.serving(progressing)
+    assert plan.stable.version == "2024.11.2" and plan.candidate is not None
+    assert (plan.track, plan.weight) == ("canary", 25)
+    children = by_kind(md_plan.render_raw(progressing, plan, IMAGE, None))
+    stable_svc = children[("Service", "pm25-anomaly")]["spec"]["selector"]
+    canary_svc = children[("Service", "pm25-anomaly-canary")]["spec"]["selector"]
+    assert stable_svc["aios.dev/served-version"] == "2024-11-2"
+    assert canary_svc["aios.dev/served-version"] == "2024-11-3"
+    assert children[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["replicas"] == 1
+
+    promoted = deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
+    after = by_kind(md_plan.render_raw(promoted, md_plan.serving(promoted), IMAGE, None))
+    assert ("Deployment", "pm25-anomaly-2024-11-2") not in after, "pruned"
+    assert after[("Service", "pm25-anomaly")]["spec"]["selector"]["aios.dev/served-version"] == (
+        "2024-11-3"
+    )
+    same = after[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["template"]
+    assert same == children[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["template"], (
+        "the promoted version's pods are the canary's: nothing restarts"
+    )
+
+
+@pytest.mark.parametrize("phase", ["RolledBack", "Aborted"])
+def test_after_a_rollback_only_the_stable_serves(phase: str) -> None:
+    md = deployment({"stable": STABLE, "rollout": rollout(phase)})
+    plan = md_plan.serving(md)
+    assert plan.candidate is None and plan.stable.version == "2024.11.2"
+    status = md_plan.serving_status(md, plan, NS, False, True)
+    assert status["canary"] is None and status["canaryVersion"] is None
+    assert status["activeVersion"] == "2024.11.2"
+
+
+def test_a_shadow_gets_its_own_service_and_no_weight() -> None:
+    md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 40, "shadow")})
+    plan = md_plan.serving(md)
+    assert (plan.track, plan.weight) == ("shadow", 0)
+    assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, plan, IMAGE, None))
+    status = md_plan.serving_status(md, plan, NS, False, True, candidate_ready=True)
+    assert status["shadow"]["http"] == "http://pm25-anomaly-shadow.city.svc:8000"
+    assert status["shadow"]["ready"] is True
+    assert status["canary"] is None and status["canaryWeight"] == 0
+
+
+def test_the_kserve_runtime_runs_our_model_server_on_the_pod_address() -> None:
+    md = deployment(runtime="kserve")
+    container = md_plan.server_container(md, IMAGE)
+    assert container["command"] == ["python", "-m", "aios.connectors.model_server"]
+    assert "--host=$(POD_IP)" in container["args"] and container["image"] == IMAGE
+
+
+def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
+    md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 30)})
+    (isvc,) = md_plan.render_kserve(md, md_plan.serving(md), IMAGE)
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert predictor["canaryTrafficPercent"] == 30
+    assert predictor["model"]["storageUri"].endswith("/2024.11.3")
+    assert predictor["model"]["modelFormat"] == {"name": "triton"}
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
+    stable_only = deployment({"stable": STABLE})
+    (isvc,) = md_plan.render_kserve(stable_only, md_plan.serving(stable_only), IMAGE)
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
+
+
+@pytest.mark.parametrize(
+    ("uri", "volume", "init"),
+    [
+        ("file:///models/a", {"hostPath": {"path": "/models/a", "type": "Directory"}}, False),
+        ("pvc://claim/models/a", {"persistentVolumeClaim": {"claimName": "claim"}}, False),
+        ("s3://bucket/a", {"emptyDir": {}}, True),
+        ("https://example.com/a.tgz", {"emptyDir": {}}, True),
+    ],
+)
+def test_every_storage_scheme_lands_at_the_model_mount(uri: str, volume: dict, init: bool) -> None:
+    found, mount, initializers = md_plan.storage(uri)
+    assert {k: v for k, v in found.items() if k != "name"} == volume
+    assert mount["mountPath"] == md_plan.MODEL_MOUNT
+    assert bool(initializers) == init
+    if init:
+        assert initializers[0]["args"] == [uri, md_plan.MODEL_MOUNT]
+    if uri.startswith("pvc"):
+        assert mount["subPath"] == "models/a"
+
+
+def test_the_site_mirror_serves_bucket_uris_locally() -> None:
+    assert md_plan.mirrored("gs://b/k/1", "/m/") == "file:///m/b/k/1"
+    assert md_plan.mirrored("s3://b/k", None) == "s3://b/k"
+    assert md_plan.mirrored("file:///x", "/m") == "file:///x"
+
+
+def test_version_slugs_are_dns_labels_and_distinct() -> None:
+    assert md_plan.version_slug("2024.11.2") == "2024-11-2"
+    odd = md_plan.version_slug("1.0+Build_7")
+    assert odd != md_plan.version_slug("1.0-build-7")
+    long = md_plan.version_slug("2024.11.2-rc.1+" + "x" * 60)
+    assert len(long) <= 20 and long.replace("-", "").isalnum()
+
+
+def test_the_operator_starts_a_rollout_once_and_forwards_decisions() -> None:
+    first = deployment()
+    assert md_plan.rollout_action(first) == md_plan.RolloutAction(), "nothing to protect yet"
+    new_version = deployment({"stable": STABLE})
+    assert md_plan.rollout_action(new_version) == md_plan.RolloutAction(start=True, record=True)
+    running = deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
+    assert md_plan.rollout_action(running) == md_plan.RolloutAction(start=True)
+    approval = {
+        "version": "2024.11.3",
+        "decision": "approved",
+        "by": "alice",
+        "at": "2024-11-20T10:00:00Z",
+    }
+    waiting = deployment(
+        {"stable": STABLE, "rollout": rollout("AwaitingApproval", approval=approval)}
+    )
+    assert md_plan.rollout_action(waiting).decision == "approved"
+    ended = deployment({"stable": STABLE, "rollout": rollout("RolledBack")})
+    assert md_plan.rollout_action(ended) == md_plan.RolloutAction(), "no automatic retry"
+    superseded = deployment(
+        {"stable": STABLE, "rollout": rollout("Progressing", 25)},
+        model={"name": "pm25-anomaly", "version": "2024.12.0", "storageUri": "s3://b/m/2024.12.0"},
+    )
+    assert "2024.12.0" in (md_plan.rollout_action(superseded).abort or "")
+    assert md_plan.workflow_id(NS, "pm25-anomaly", "2024.11.3") == (
+        "rollout/city/pm25-anomaly/2024.11.3"
+    )
+
+
+def test_conditions_tell_what_serves_and_why() -> None:
+    rolled_back = deployment(
+        {"stable": STABLE, "rollout": rollout("RolledBack", message="step 1 analysis failed")}
+    )
+    plan = md_plan.serving(rolled_back)
+    conditions = {c.type: c for c in md_plan.serving_conditions(rolled_back, plan, True, "")}
+    conditions |= {c.type: c for c in md_plan.rollout_conditions(rolled_back)}
+    assert conditions["Ready"].status == "True"
+    assert conditions["Degraded"].status == "True"
+    assert "2024.11.3 is not served (step 1 analysis failed)" in conditions["Degraded"].message
+    assert conditions["RolledBack"].status == "True"
+    assert conditions["Progressing"].status == "False"
+
+    broken = deployment()
+    plan = md_plan.serving(broken)
+    down = {c.type: c for c in md_plan.serving_conditions(broken, plan, False, "UNAVAILABLE: x")}
+    assert down["Ready"].status == "False" and down["Degraded"].reason == "ModelNotLoaded"
+    assert "UNAVAILABLE: x" in down["Degraded"].message
+
+
+def test_history_keeps_the_model_card_and_the_approver() -> None:
+    card = {"owner": "team-air-quality", "intendedUse": "alerts", "metrics": {"auc": 0.9}}
+    approval = {
+        "version": "2024.11.3",
+        "decision": "approved",
+        "by": "alice",
+        "at": "2024-11-20T10:00:00Z",
+    }
+    md = deployment(
+        {"stable": STABLE, "rollout": rollout("Promoted", 100, approval=approval)},
+        modelCard=card,
+    )
+    assert md.status is not None and md.status.rollout is not None
+    entry = md_plan.history_entry(md, md.status.rollout, "2024-11-20T11:00:00Z")
+    assert entry["outcome"] == "promoted" and entry["approvedBy"] == "alice"
+    assert entry["modelCard"]["owner"] == "team-air-quality"
+    history = md_plan.with_history([{"version": str(i)} for i in range(20)], entry)
+    assert len(history) == 20 and history[-1] is entry
+    assert (
+        md_plan.card_summary(md.spec.model_card) == "team-air-quality · auc=0.9 · no personal data"
+    )
