@@ -42,7 +42,7 @@ from aios.workflows.rollout import ApprovalDecision, ModelRollout, RolloutInput,
 
 MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
 READY_TIMEOUT_ENV = "AIOS_ROLLOUT_READY_TIMEOUT"
-KSERVE_CHECK_SECONDS = 30.0
+KSERVE_CHECK_SECONDS = 10.0
 PLURAL = ModelDeployment.crd.plural
 
 settings = cache(OperatorSettings.from_env)
@@ -66,7 +66,7 @@ async def temporal() -> Client:
 
 
 async def kserve_installed() -> bool:
-    """Whether the cluster serves KServe's InferenceService (checked every 30 s)."""
+    """Whether the cluster serves KServe's InferenceService (checked every 10 s)."""
     global _kserve
     checked, _ = _kserve
     if time.monotonic() - checked > KSERVE_CHECK_SECONDS:
