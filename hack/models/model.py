@@ -86,16 +86,22 @@ class TritonPythonModel:
         self.inputs = [i["name"] for i in SIGNATURES[kind(self.weights)]["inputs"]]
 
     def execute(self, requests: list) -> list:
+        """All requests of a (dynamic) batch in one ``predict`` call, then split again."""
         import triton_python_backend_utils as pb
 
+        inputs = {
+            n: [pb.get_input_tensor_by_name(r, n).as_numpy() for r in requests] for n in self.inputs
+        }
+        sizes = [len(part) for part in inputs[self.inputs[0]]]
+        outputs = predict(self.weights, {n: np.concatenate(v) for n, v in inputs.items()})
+        parts = {name: np.split(value, np.cumsum(sizes)[:-1]) for name, value in outputs.items()}
         responses = []
-        for request in requests:
-            inputs = {n: pb.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs}
-            outputs = predict(self.weights, inputs)
+        for i in range(len(requests)):
             tensors = []
-            for name, value in outputs.items():
-                if self.batched and value.ndim == 1:
-                    value = value[:, None]  # a batched model's outputs have dims [1]
-                tensors.append(pb.Tensor(name, value))
+            for name in outputs:
+                part = parts[name][i]
+                if self.batched and part.ndim == 1:
+                    part = part[:, None]  # a batched model's outputs have dims [1]
+                tensors.append(pb.Tensor(name, np.ascontiguousarray(part)))
             responses.append(pb.InferenceResponse(output_tensors=tensors))
         return responses
