@@ -6,7 +6,7 @@ intent(actions) := {"kind": "AutomationIntent", "object": {"spec": {"actions": a
 
 action(type, approver) := {
 	"kind": "Action",
-	"action": {"name": "dispatch", "type": type, "target": "city/d7/cleaning"},
+	"action": {"name": "dispatch", "type": type, "target": "city/d7/cleaning", "approvalRequired": false},
 	"approver": approver,
 }
 
@@ -33,4 +33,9 @@ test_action_with_approver_passes if {
 test_parameters_choose_the_action_types if {
 	count(violation) == 0 with input as action("mqtt", null) with data.aios.params as {"actionTypes": ["webhook"]}
 	count(violation) == 1 with input as action("webhook", null) with data.aios.params as {"actionTypes": ["webhook"]}
+}
+
+test_an_action_that_waits_for_approval_passes_before_the_approval if {
+	waiting := json.patch(action("mqtt", null), [{"op": "replace", "path": "/action/approvalRequired", "value": true}])
+	count(violation) == 0 with input as waiting
 }

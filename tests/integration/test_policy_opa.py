@@ -59,7 +59,10 @@ async def apply(url: str, namespace: str, name: str, **spec: Any) -> None:
     await load(url, load_plan(namespace, name, policy, LIBRARY))
 
 
-def action(namespace: str, type_: str = "mqtt", approver: str | None = None) -> dict[str, Any]:
+def action(
+    namespace: str, type_: str = "mqtt", approver: str | None = None, waits: bool = False
+) -> dict[str, Any]:
+    """A runtime action; ``waits``: it declares a human approval it will wait for."""
     return {
         "kind": "Action",
         "namespace": namespace,
@@ -69,7 +72,7 @@ def action(namespace: str, type_: str = "mqtt", approver: str | None = None) -> 
             "type": type_,
             "target": "city/district-7/street-cleaning/dispatch",
             "idempotencyKey": "k1",
-            "approvalRequired": True,
+            "approvalRequired": waits,
         },
         "decision": {
             "rule": "r",
@@ -119,6 +122,8 @@ async def test_a_module_policy_denies_an_action_with_its_parameters(opa_url: str
         "needs a human approval before it runs"
     ]
     assert re.fullmatch(r"[0-9a-f-]{36}", denied.decision_id), denied.decision_id
+    waiting = await opa.authorize_action(opa_url, action("city", waits=True))
+    assert waiting.allowed, "an action that waits for its approval may proceed to wait"
     approved = await opa.authorize_action(opa_url, action("city", approver="alice"))
     assert approved.allowed and approved.policies == ["city/ana"]
     assert approved.decision_id != denied.decision_id

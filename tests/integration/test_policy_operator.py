@@ -38,7 +38,8 @@ def conditions(kubectl, namespace: str, name: str, generation: int | None = None
     return {c["type"]: c for c in status.get("conditions") or []}
 
 
-def action(namespace: str, approver: str | None = None) -> dict[str, Any]:
+def action(namespace: str, approver: str | None = None, waits: bool = False) -> dict[str, Any]:
+    """A runtime action; ``waits``: it declares a human approval it will wait for."""
     return {
         "kind": "Action",
         "namespace": namespace,
@@ -48,7 +49,7 @@ def action(namespace: str, approver: str | None = None) -> dict[str, Any]:
             "type": "mqtt",
             "target": "city/district-7/street-cleaning/dispatch",
             "idempotencyKey": "a1",
-            "approvalRequired": True,
+            "approvalRequired": waits,
         },
         "decision": {
             "rule": "pm25-sustained",
@@ -141,6 +142,7 @@ def test_the_example_policy_guards_actions_until_it_is_deleted(
         '"city/district-7/street-cleaning/dispatch" needs a human approval before it runs'
     ]
     assert asyncio.run(opa.authorize_action(url, action(namespace, "supervisor-1"))).allowed
+    assert asyncio.run(opa.authorize_action(url, action(namespace, waits=True))).allowed
     assert asyncio.run(opa.authorize_action(url, action(f"{namespace}-other"))).allowed
 
     kubectl("delete", "policy", "actuation-needs-approval", "-n", namespace, "--timeout=30s")

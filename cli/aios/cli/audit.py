@@ -18,7 +18,7 @@ from rich.console import Console
 from aios.connectors import audit
 
 app = typer.Typer(help="Verify the audit log; trace an action.", no_args_is_help=True)
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
