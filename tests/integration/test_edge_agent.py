@@ -189,7 +189,8 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
         if result:
             return result
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    detail = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {detail}")
 
 
 def latest_heartbeat(bootstrap: str, gateway: str, timeout: float = 20) -> Heartbeat:
@@ -521,3 +522,56 @@ def test_anonymised_before_leaving_and_privacy_budget_reported(
     assert 0 <= beat.privacy_budget_remaining <= 10  # type: ignore[operator]
     assert beat.privacy_epsilon_spent > 0
     assert "aios_edge_privacy_budget_remaining" in agent.metrics()
+
+
+def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
+    site: Site, operator: Any, kubectl: Any, namespace: str, tmp_path: Path, unique: str
+) -> None:
+    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.live.{unique}"
+    manifest = {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "EdgeGateway",
+        "metadata": {"name": "gw", "namespace": namespace},
+        "spec": {"site": "district-9", "filters": PLAIN, "sink": {"kafkaTopic": sink}},
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+
+    def status() -> dict:
+        return kubectl.json("get", "edgegateway", "gw", "-n", namespace).get("status") or {}
+
+    def condition(kind: str) -> str | None:
+        found = [c for c in status().get("conditions", []) if c["type"] == kind]
+        return found[0]["status"] if found else None
+
+    wait_for(lambda: status().get("configGeneration") == 1, 60, "the config record published")
+    assert condition("Connected") == "False" and condition("Ready") == "False"
+    agent = Agent(tmp_path / "agent", f"{namespace}/gw", bootstrap).start()
+    try:
+        wait_for(lambda: condition("Ready") == "True", 60, lambda: f"Ready: {status()}")
+        assert status()["appliedGeneration"] == 1
+        assert condition("ConfigApplied") == "True" and condition("BufferPressure") == "False"
+        assert agent.post(stream(100, time.time() - 600))[0] == 202
+        changed = {"spec": {"filters": [*PLAIN, {"rateLimit": {"perSensorPerSecond": 0.5}}]}}
+        kubectl(
+            "patch", "edgegateway", "gw", "-n", namespace, "--type=merge", "-p", json.dumps(changed)
+        )
+        started = time.monotonic()
+        wait_for(lambda: status().get("appliedGeneration") == 2, 30, "generation 2 applied")
+        applied_after = time.monotonic() - started
+        assert applied_after < 30
+        assert agent.process is not None and agent.process.running()  # no restart
+        assert condition("ConfigApplied") == "True"
+        assert agent.post(stream(100, time.time() - 300))[0] == 202
+        wait_for(
+            lambda: status().get("forwarded", 0) == 160 and status().get("dropped", 0) == 40,
+            60,
+            lambda: f"the counters in the status: {status()}",
+        )
+        got = readings(read_topic(bootstrap, sink, 160, timeout=30))
+        generations = Counter(r.lineage.config_generation for r in got)
+        assert generations == {1: 100, 2: 60}  # 2 of 5 readings per sensor rate-limited
+        row = kubectl("get", "egw", "gw", "-n", namespace)
+        assert "True" in row.splitlines()[1] and " 2 " in row.splitlines()[1]
+    finally:
+        agent.stop()
+    wait_for(lambda: condition("Connected") == "False", 60, "Connected to turn False")

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,8 @@ from aios.edge.protocol import (
 )
 
 log = logging.getLogger("aios.edge.kafka")
+REASSIGN_SECONDS = 30.0
+"""How often the agent checks that the config topic's partition count has not changed."""
 
 
 def client_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
@@ -96,23 +99,36 @@ class ConfigWatcher:
         self._thread.join(timeout=10)
         self.consumer.close()
 
-    def _assign(self) -> bool:
+    def _partition(self) -> int | None:
+        """The partition of this gateway's key, once every partition of the topic has a
+        leader (while the broker creates the topic, metadata lists only some)."""
         try:
             metadata = self.consumer.list_topics(CONFIG_TOPIC, timeout=5)
         except Exception as error:  # the broker may be away: try again later
             log.info("config topic not reachable", extra={"error": str(error)})
-            return False
+            return None
         topic = metadata.topics.get(CONFIG_TOPIC)
         if topic is None or topic.error is not None or not topic.partitions:
-            return False
-        partition = config_partition(self.gateway, len(topic.partitions))
-        self.consumer.assign([TopicPartition(CONFIG_TOPIC, partition, OFFSET_BEGINNING)])
-        return True
+            return None
+        if any(p.leader < 0 for p in topic.partitions.values()):
+            return None
+        return config_partition(self.gateway, len(topic.partitions))
 
     def _run(self) -> None:
-        while not self._stop.is_set() and not self._assign():
-            self._stop.wait(2)
+        assigned: int | None = None
+        checked = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - checked > (REASSIGN_SECONDS if assigned is not None else 2):
+                checked = time.monotonic()
+                partition = self._partition()
+                if partition is not None and partition != assigned:
+                    self.consumer.assign(
+                        [TopicPartition(CONFIG_TOPIC, partition, OFFSET_BEGINNING)]
+                    )
+                    assigned = partition
+            if assigned is None:
+                self._stop.wait(0.5)
+                continue
             message = self.consumer.poll(0.5)
             if message is not None:
                 self._handle(message)

@@ -94,8 +94,28 @@ async def start_edge(memo: kopf.Memo, **_: Any) -> None:
         kafka.TopicSpec(CONFIG_TOPIC, CONFIG_PARTITIONS, CONFIG_TOPIC_CONFIG),
         kafka.TopicSpec(STATUS_TOPIC, STATUS_PARTITIONS, STATUS_TOPIC_CONFIG),
     ]
-    await asyncio.to_thread(kafka.ensure_topics, kafka.admin(bootstrap), topics)
+    admin = kafka.admin(bootstrap)
+    await asyncio.to_thread(kafka.ensure_topics, admin, topics)
+    await asyncio.to_thread(wait_for_leaders, admin, topics)
     memo.edge = EdgeState(bootstrap)
+
+
+def wait_for_leaders(admin: Any, topics: list[kafka.TopicSpec], timeout: float = 30) -> None:
+    """Until every partition of a new topic has a leader: metadata fetched while the broker
+    still creates them lists only some, and both a heartbeat follower and the choice of a
+    config partition would be wrong for good."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=10)
+        if all(
+            t.name in metadata.topics
+            and len(metadata.topics[t.name].partitions) >= t.partitions
+            and all(p.leader >= 0 for p in metadata.topics[t.name].partitions.values())
+            for t in topics
+        ):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"topics {[t.name for t in topics]} have no leaders after {timeout}s")
 
 
 @kopf.on.cleanup()
