@@ -575,3 +575,25 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
     finally:
         agent.stop()
     wait_for(lambda: condition("Connected") == "False", 60, "Connected to turn False")
+
+
+def test_the_example_gateway_runs_a_simulated_agent_in_the_local_site(
+    site: Site, operator: Any, pods: Any, kubectl: Any, namespace: str
+) -> None:
+    """What ``make run`` shows: district 7's simulated sensors through a real agent."""
+    example = Path(__file__).resolve().parents[2] / "examples/city-air-quality/district-7.yaml"
+    kubectl("apply", "-n", namespace, "-f", str(example))
+
+    def gateway() -> dict:
+        return kubectl.json("get", "edgegateway", "district-7", "-n", namespace)
+
+    def ready() -> bool:
+        conditions = (gateway().get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    wait_for(ready, 120, lambda: f"the example gateway Ready: {gateway().get('status')}")
+    deployment = kubectl.json("get", "deployment", "district-7-edge-sim", "-n", namespace)
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "EdgeGateway"
+    beat = latest_heartbeat(site.endpoints.kafka_bootstrap, f"{namespace}/district-7")
+    assert beat.applied_generation == gateway()["metadata"]["generation"]
+    assert beat.buffer_capacity_bytes == 268435456
