@@ -49,7 +49,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,7 @@ class AuditRecord:
     prev_hash: str
     hash: str
     raw: str
+    document: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def parse(cls, raw: str) -> AuditRecord:
@@ -183,13 +184,10 @@ class AuditRecord:
                 prev_hash=str(document["prevHash"]),
                 hash=str(document["hash"]),
                 raw=raw,
+                document=document,
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"not an audit record: {error}") from error
-
-    @property
-    def document(self) -> dict[str, Any]:
-        return dict(json.loads(self.raw))
 
 
 @dataclass(frozen=True)
