@@ -174,6 +174,16 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @staticmethod
+    def concat(chunks: list[Chunk]) -> Chunk:
+        return Chunk(
+            ids=[sensor for chunk in chunks for sensor in chunk.ids],
+            **{
+                name: np.concatenate([getattr(c, name) for c in chunks])
+                for name in ("time", "values", "lat", "lon", "recv", "trace")
+            },
+        )
+
     def encode(self) -> bytes:
         rows = np.empty(len(self.ids), dtype=_ROW)
         rows["time"], rows["values"], rows["lat"] = self.time, self.values, self.lat

@@ -141,6 +141,8 @@ def payload_lines(chunk: Chunk) -> list[bytes]:
             if not np.isnan(chunk.values[i, c])
         }
         stamp = np.datetime_as_string(np.datetime64(int(chunk.time[i] * 1000), "ms"), unit="ms")
-        reading = {"sensorId": sensor, "time": f"{stamp}Z", "metrics": metrics}
+        reading: dict[str, object] = {"sensorId": sensor, "time": f"{stamp}Z", "metrics": metrics}
+        if not np.isnan(chunk.lat[i]):
+            reading |= {"lat": float(chunk.lat[i]), "lon": float(chunk.lon[i])}
         lines.append(json.dumps(reading).encode())
     return lines
