@@ -46,11 +46,15 @@ class Refused(Exception):
     """The decision cannot be recorded; the message says why."""
 
 
-def api(kubeconfig: str | None, as_user: str | None) -> client.ApiClient:
-    """The kubeconfig's client, impersonating ``as_user`` when given."""
+def api(kubeconfig: str | None, as_user: str | None, as_group: str | None) -> client.ApiClient:
+    """The kubeconfig's client, impersonating ``as_user`` (in ``as_group``) when given."""
     api_client = config.new_client_from_config(config_file=kubeconfig)
     if as_user:
         api_client.set_default_header("Impersonate-User", as_user)
+        if as_group:
+            api_client.set_default_header("Impersonate-Group", as_group)
+    elif as_group:
+        raise typer.BadParameter("--as-group needs --as", param_hint="--as-group")
     return api_client
 
 
@@ -113,7 +117,12 @@ def decide_model_deployment(api_client: client.ApiClient, request: Request, who:
             GROUP, VERSION, request.namespace, plural, request.name
         )
     except client.ApiException as error:
-        raise Refused(f"modeldeployment/{request.name}: {error.reason}") from error
+        hint = (
+            f" ({who.user} needs RBAC: get modeldeployments, patch modeldeployments/status)"
+            if error.status == 403
+            else ""
+        )
+        raise Refused(f"modeldeployment/{request.name}: {error.reason}{hint}") from error
     patch = model_deployment_decision(obj, request, who, datetime.now(UTC))
     objects.patch_namespaced_custom_object_status(
         GROUP, VERSION, request.namespace, plural, request.name, patch
@@ -145,6 +154,7 @@ def parse_target(target: str) -> tuple[str, str]:
 Namespace = typer.Option("default", "--namespace", "-n", help="The object's namespace.")
 Version = typer.Option(..., "--version", help="The version decided on (the awaited one).")
 As = typer.Option(None, "--as", help="Decide as this user (impersonation).")
+AsGroup = typer.Option(None, "--as-group", help="...and as a member of this group.")
 Kubeconfig = typer.Option(None, "--kubeconfig", help="Default: $KUBECONFIG or ~/.kube/config.")
 
 
@@ -154,10 +164,11 @@ def _decide(
     namespace: str,
     version: str,
     as_user: str | None,
+    as_group: str | None,
     kubeconfig: str | None,
 ) -> None:
     kind, name = parse_target(target)
-    api_client = api(kubeconfig, as_user)
+    api_client = api(kubeconfig, as_user, as_group)
     try:
         who = whoami(api_client)
         request = Request(kind, name, namespace, decision, version)
@@ -173,10 +184,11 @@ def approve(
     namespace: str = Namespace,
     version: str = Version,
     as_user: str | None = As,
+    as_group: str | None = AsGroup,
     kubeconfig: str | None = Kubeconfig,
 ) -> None:
     """Approve what TARGET waits for (a model version's promotion)."""
-    _decide("approved", target, namespace, version, as_user, kubeconfig)
+    _decide("approved", target, namespace, version, as_user, as_group, kubeconfig)
 
 
 @app.command()
@@ -185,7 +197,8 @@ def reject(
     namespace: str = Namespace,
     version: str = Version,
     as_user: str | None = As,
+    as_group: str | None = AsGroup,
     kubeconfig: str | None = Kubeconfig,
 ) -> None:
     """Reject what TARGET waits for; a rejected model version is rolled back."""
-    _decide("rejected", target, namespace, version, as_user, kubeconfig)
+    _decide("rejected", target, namespace, version, as_user, as_group, kubeconfig)

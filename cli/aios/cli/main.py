@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from aios.cli import approvals, audit
+from aios.stack.models import wait_serving
 from aios.stack.platform import (
     apply_examples,
     install_crds,
@@ -93,6 +94,7 @@ def _run_foreground(directory: Path, examples: bool) -> None:
         _print_ready(site.state)
         if examples:
             print(site.kubectl(["get", "aios"]), flush=True)
+            print("\n".join(wait_serving(site)), flush=True)  # the example models answer
         console.print("[dim]Ctrl-C stops the site.[/]")
         stop.wait()
     finally:
@@ -152,6 +154,7 @@ def env(site_dir: Path | None = SiteDir) -> None:
     site.endpoints = state.endpoints
     variables = site_environment(site)
     variables["PATH"] = f"{state.endpoints.tools_path}:{os.environ.get('PATH', '')}"
+    variables["AIOS_SERVICE_MAP"] = str(directory / "pods" / "service-map.json")  # Services
     for name, value in variables.items():
         print(f"export {name}={_quote(value)}")
 

@@ -12,12 +12,18 @@ a change to it retrains and nothing else does.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aios.stack.components import HACK, ComponentUnavailable, cache_root
+
+if TYPE_CHECKING:
+    from aios.stack.site import Site
 
 MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
 SOURCES = HACK / "models"
@@ -65,3 +71,28 @@ def repository(model: str, version: str) -> Path:
 def mirror_environment() -> dict[str, str]:
     """What the operator needs to serve the examples' bucket URIs locally."""
     return {MODEL_MIRROR_ENV: str(example_models())}
+
+
+def wait_serving(site: Site, namespace: str = "default", timeout: float = 300) -> list[str]:
+    """Wait (up to ``timeout``) until every ModelDeployment in ``namespace`` answers; one
+    line per model: its version and endpoints, or why it does not serve (what ``aiosctl
+    up`` prints)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = json.loads(site.kubectl(["get", "modeldeployments", "-n", namespace, "-o", "json"]))
+        lines, waiting = [], False
+        for item in items["items"]:
+            status = item.get("status") or {}
+            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            name, endpoints = item["metadata"]["name"], status.get("endpoints") or {}
+            if ready.get("status") == "True":
+                lines.append(
+                    f"{name} {status.get('activeVersion')} on {item['spec']['runtime']}: "
+                    f"{endpoints.get('http')} (gRPC {endpoints.get('grpc')})"
+                )
+            else:
+                waiting = True
+                lines.append(f"{name}: not serving yet ({ready.get('message', 'no status')})")
+        if not waiting or time.monotonic() > deadline:
+            return lines
+        time.sleep(1)

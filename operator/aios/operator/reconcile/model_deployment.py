@@ -611,8 +611,15 @@ def serving_conditions(
     if not stable_ready:
         reason = "ModelNotLoaded" if plan.first else "StableNotServing"
         degraded = ConditionUpdate("Degraded", "True", reason, ready.message)
-    elif plan.stable.version == wanted or in_rollout:
+    elif plan.stable.version == wanted:
         degraded = ConditionUpdate("Degraded", "False", "AsDeclared", f"{wanted} is served.")
+    elif in_rollout:
+        degraded = ConditionUpdate(
+            "Degraded",
+            "False",
+            "RollingOut",
+            f"{wanted} is rolling out; {plan.stable.version} serves meanwhile.",
+        )
     else:
         why = rollout.message if rollout is not None and rollout.version == wanted else ""
         degraded = ConditionUpdate(
