@@ -94,6 +94,21 @@ def publish_config(bootstrap: str, gateway: EdgeGateway) -> None:
     assert producer.flush(30) == 0
 
 
+def configured(
+    bootstrap: str,
+    kind: str,
+    unique: str,
+    filters: list[dict],
+    sensors: list[dict] | None = None,
+    **buffer: Any,
+) -> tuple[str, str]:
+    """Topics and a published config for a fresh gateway: its (name, sink topic)."""
+    name, sink = f"{kind}-{unique}", f"edge.{kind}.{unique}"
+    ensure_edge_topics(bootstrap, sink)
+    publish_config(bootstrap, gateway_spec(name, sink, filters, sensors, **buffer))
+    return name, sink
+
+
 def read_topic(bootstrap: str, topic: str, until: int, timeout: float) -> list[Any]:
     """Every record of ``topic`` from the start, once ``until`` arrived (or the timeout)."""
     consumer = Consumer(
@@ -262,11 +277,9 @@ def assert_exactly_once_in_order(sent: list[dict], got: list[Reading]) -> None:
 def test_bad_input_is_counted_and_good_readings_around_it_go_through(
     site: Site, agent_factory: Any, unique: str
 ) -> None:
-    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.bad.{unique}"
-    ensure_edge_topics(bootstrap, sink)
-    name = f"bad-{unique}"
+    bootstrap = site.endpoints.kafka_bootstrap
     sensors = [{"id": s, "metrics": ["pm25", "temperature"]} for s in SENSORS[:3]]
-    publish_config(bootstrap, gateway_spec(name, sink, PLAIN, sensors))
+    name, sink = configured(bootstrap, "bad", unique, PLAIN, sensors)
     agent = agent_factory(name, bootstrap).start()
     wait_applied(agent, 1)
     now = time.time()
@@ -339,10 +352,8 @@ def test_bad_input_is_counted_and_good_readings_around_it_go_through(
 def test_mqtt_readings_are_forwarded_with_trace_context(
     site: Site, agent_factory: Any, unique: str
 ) -> None:
-    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.mqtt.{unique}"
-    ensure_edge_topics(bootstrap, sink)
-    name = f"mqtt-{unique}"
-    publish_config(bootstrap, gateway_spec(name, sink, PLAIN))
+    bootstrap = site.endpoints.kafka_bootstrap
+    name, sink = configured(bootstrap, "mqtt", unique, PLAIN)
     topic = f"sensors/{unique}"
     agent = agent_factory(
         name, bootstrap, f"--mqtt={site.endpoints.mqtt_url}", f"--mqtt-topic={topic}/#"
@@ -376,10 +387,8 @@ def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
     broker.directory.mkdir(parents=True)
     broker._start_kafka()  # only Kafka: this test stops and restarts it
     try:
-        bootstrap, sink = broker.endpoints.kafka_bootstrap, f"edge.outage.{unique}"
-        ensure_edge_topics(bootstrap, sink)
-        name = f"outage-{unique}"
-        publish_config(bootstrap, gateway_spec(name, sink, PLAIN))
+        bootstrap = broker.endpoints.kafka_bootstrap
+        name, sink = configured(bootstrap, "outage", unique, PLAIN)
         agent = agent_factory(name, bootstrap).start()
         wait_applied(agent, 1)
         sent = stream(10_000, time.time() - 3600)
@@ -416,10 +425,8 @@ def _gauge(metrics: str, name: str) -> str:
 def test_sigkill_mid_stream_loses_no_acknowledged_reading(
     site: Site, agent_factory: Any, unique: str
 ) -> None:
-    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.crash.{unique}"
-    ensure_edge_topics(bootstrap, sink)
-    name = f"crash-{unique}"
-    publish_config(bootstrap, gateway_spec(name, sink, PLAIN, fsync="never"))
+    bootstrap = site.endpoints.kafka_bootstrap
+    name, sink = configured(bootstrap, "crash", unique, PLAIN, fsync="never")
     agent = agent_factory(name, bootstrap).start()
     wait_applied(agent, 1)
     sent = stream(8000, time.time() - 3600)
@@ -459,9 +466,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_reading(
 def test_anonymised_before_leaving_and_privacy_budget_reported(
     site: Site, agent_factory: Any, unique: str
 ) -> None:
-    bootstrap, sink = site.endpoints.kafka_bootstrap, f"edge.anon.{unique}"
-    ensure_edge_topics(bootstrap, sink)
-    name = f"anon-{unique}"
+    bootstrap = site.endpoints.kafka_bootstrap
     places = [(52.5163, 13.3777), (52.5201, 13.3869), (52.5124, 13.3904)]
     sensors = [
         {"id": f"dev-{unique}-{i}", "metrics": ["pm25", "pm10"], "location": {"lat": la, "lon": lo}}
@@ -481,7 +486,7 @@ def test_anonymised_before_leaving_and_privacy_budget_reported(
         },
         {"differentialPrivacy": {"epsilon": 0.5, "sensitivity": 1, "budgetPerWindow": 10}},
     ]
-    publish_config(bootstrap, gateway_spec(name, sink, filters, sensors))
+    name, sink = configured(bootstrap, "anon", unique, filters, sensors)
     agent = agent_factory(name, bootstrap).start()
     wait_applied(agent, 1)
     start = time.time() - 30

@@ -99,6 +99,8 @@ class Processor:
             buffer.overflow_policy if buffer else "dropOldest",
             buffer.fsync if buffer else "interval",
         )
+        if buffer is not None:  # acknowledgements are as durable as the config asks
+            self.journal.fsync = buffer.fsync
         self.recovered_uncommitted = 0
         self._restore_checkpoint()
 
@@ -168,7 +170,7 @@ class Processor:
         self._build_chain(self.chain)
         self.outbox.max_bytes = config.buffer.max_bytes
         self.outbox.overflow = config.buffer.overflow_policy
-        self.outbox.fsync = config.buffer.fsync
+        self.outbox.fsync = self.journal.fsync = config.buffer.fsync
         self.config_error = None
         self.checkpoint()
         log.info(

@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
 
     watcher = ConfigWatcher(args.bootstrap, args.gateway, processor.offer, config_error).start()
     heartbeats = HeartbeatSender(args.bootstrap, args.gateway, agent.heartbeat)
+
+    def report_config(config: AgentConfig, previous: AgentConfig | None) -> None:
+        heartbeats.send()  # the operator sees the new generation at once
+
+    processor.on_config.append(report_config)
     port = serve_metrics(args.metrics_host, args.metrics_port, agent.counters, agent.gauges)
     agent.start()
     forwarder.start()
