@@ -10,7 +10,7 @@ import yaml
 from test_operator import wait_for
 
 from aios.connectors import opa
-from aios.operator.reconcile.policy import module_id
+from aios.operator.reconcile.policy import module_id, review
 from aios.stack.platform import EXAMPLES
 from aios.stack.site import Site
 
@@ -229,3 +229,32 @@ def test_existing_objects_are_audited_into_bounded_status(
 
     kubectl("delete", "modeldeployment", "a-gpu", "-n", namespace, "--timeout=30s")
     assert wait_for(lambda: violations(kubectl, namespace, "no-gpu", 1), timeout=60)
+
+
+def test_model_approval_at_admission_and_before_promotion(
+    kubectl, operator, namespace: str, site: Site
+) -> None:
+    apply(
+        kubectl,
+        namespace,
+        policy("models", module={"name": "model-approval"}, scope={"kinds": ["ModelDeployment"]}),
+    )
+    wait_for(
+        lambda: conditions(kubectl, namespace, "models").get("Ready", {}).get("status") == "True"
+    )
+    # pm25-forecast promotes without an approval: refused; pm25-anomaly waits for one.
+    forecast = kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES / "pm25-forecast.yaml"))
+    assert forecast.returncode != 0
+    assert "promotion of model pm25-forecast 2024.10.0 must wait for a recorded human approval" in (
+        forecast.stderr
+    )
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "pm25-anomaly.yaml"))
+
+    stored = kubectl.json("get", "modeldeployment", "pm25-anomaly", "-n", namespace)
+    url = site.endpoints.opa_url
+    unapproved = asyncio.run(opa.evaluate(url, review(stored, "PROMOTE")))
+    assert unapproved.reasons == [
+        f"{namespace}/models: model pm25-anomaly 2024.11.2 cannot be promoted: no approval recorded"
+    ]
+    approved = asyncio.run(opa.evaluate(url, review(stored, "PROMOTE", approver="lead@city")))
+    assert approved.allowed

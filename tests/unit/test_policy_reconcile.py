@@ -125,6 +125,9 @@ def test_the_review_input_carries_object_user_and_no_status() -> None:
     assert "managedFields" not in document["object"]["metadata"]
     assert document["oldObject"]["spec"] == {"a": 1}
     assert document["user"] == {"username": "ana", "groups": ["g"]}
+    assert document["approver"] is None
+    promote = plan.review(new, "PROMOTE", approver="lead@city")
+    assert (promote["operation"], promote["approver"]) == ("PROMOTE", "lead@city")
 
 
 def test_violations_in_status_are_bounded_and_counted() -> None:

@@ -202,8 +202,10 @@ def review(
     operation: str,
     old: Mapping[str, Any] | None = None,
     user: Mapping[str, Any] | None = None,
+    approver: str | None = None,
 ) -> dict[str, Any]:
-    """The input document for an aios object (see ``aios.connectors.opa``)."""
+    """The input document for an aios object (see ``aios.connectors.opa``); a rollout asks
+    with operation ``PROMOTE`` and the ``approver`` it recorded."""
     metadata = body.get("metadata") or {}
     document = {
         "kind": body.get("kind"),
@@ -212,6 +214,7 @@ def review(
         "object": _stored(body),
         "oldObject": _stored(old) if old is not None else None,
         "user": None,
+        "approver": approver,
     }
     if user is not None:
         document["user"] = {
