@@ -156,6 +156,13 @@ class Rollout(ApiModel):
     shadow_seconds: int = Field(
         default=600, ge=1, le=604800, description="How long a shadow rollout mirrors traffic."
     )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="How long the new version may take to answer (load its model) before "
+        "the rollout rolls back.",
+    )
     analysis: Analysis = defaults_to(Analysis, "Gates checked before each promotion.")
 
     invariants = (

@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import sys
@@ -323,7 +324,10 @@ class PodSupervisor:
         self.failures: dict[str, str] = {}  # pod uid → why it could not start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aios-pod-supervisor", daemon=True)
-        self._next_ip = 1
+        # Pod addresses start at a random /24 of 127.42/16: sites (several test runs on one
+        # machine) that all counted from 127.42.0.2 handed out each other's addresses, and a
+        # pod that could not bind reached another site's server instead.
+        self._next_ip = 250 * random.randrange(200) + 1
 
     def start(self) -> PodSupervisor:
         self.directory.mkdir(parents=True, exist_ok=True)

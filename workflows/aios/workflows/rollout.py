@@ -56,7 +56,7 @@ class RolloutInput:
     shadow_seconds: int = 600
     gates: Gates = field(default_factory=Gates)
     approval_required: bool = False
-    ready_timeout_seconds: int = 180
+    ready_timeout_seconds: int = 600
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,7 @@ class RolloutActivities:
                 )
                 async with InferenceClient(target["http"], "http") as probe:
                     if await probe.ready(target["model"]):
+                        activity.logger.info("%s answers at %s", target["version"], target["http"])
                         return ServingResult(True)
                     reason = await probe.explain(target["model"])
                 if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed

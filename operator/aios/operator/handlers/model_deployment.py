@@ -41,11 +41,11 @@ from aios.workflows.analysis import Gates
 from aios.workflows.rollout import ApprovalDecision, ModelRollout, RolloutInput, Step
 
 MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
-READY_TIMEOUT_ENV = "AIOS_ROLLOUT_READY_TIMEOUT"
 KSERVE_CHECK_SECONDS = 10.0
 PLURAL = ModelDeployment.crd.plural
 
 settings = cache(OperatorSettings.from_env)
+kube = cache(api_client)
 _temporal: Client | None = None
 _temporal_lock = asyncio.Lock()
 _kserve: tuple[float, bool] = (0.0, False)
@@ -77,55 +77,72 @@ async def kserve_installed() -> bool:
     return _kserve[1]
 
 
-async def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """A merge patch of the status, written now (not at the end of the handler)."""
-    objects = client.CustomObjectsApi(api_client())
+async def patch_status(
+    namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+) -> None:
+    """A merge patch of the status, written now (not at the end of the handler); with
+    ``resource_version`` it fails (409) if the object changed meanwhile."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    objects = client.CustomObjectsApi(kube())
     await asyncio.to_thread(
-        objects.patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        name,
-        {"status": status},
+        objects.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, body
     )
 
 
 async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
-    meta = md.metadata
-    namespace = meta["namespace"]
-    action = plan.rollout_action(md)
-    if action.record:
-        md = await record_rollout(md, namespace)
-    kserve = await kserve_installed()
-    serving = plan.serving(md)
-    site = settings()
-    kinds: tuple[tuple[str, str], ...]
-    if kserve:
-        children = plan.render_kserve(md, serving, site.image)
-        kinds = plan.KSERVE_KINDS
-    else:
-        mirror = os.environ.get(MODEL_MIRROR_ENV)
-        children = plan.render_raw(md, serving, site.image, mirror)
-        kinds = plan.CHILD_KINDS
-    workers = render_worker(namespace, site) if action.start else []
-    await apply.apply([*workers, *children])
-    await apply.prune(namespace, meta["uid"], kinds, children)
-    await drive_rollout(md, action, namespace, ctx)
+    """One reconcile at a time per object (the event handlers and timers below would
+    otherwise overlap), each from the object as stored now, its status written before the
+    next one starts: decisions such as recording a rollout are never taken twice."""
+    async with object_lock(ctx.memo):
+        meta = md.metadata
+        namespace, name = meta["namespace"], meta["name"]
+        stored = await apply.get(md.api_version, md.kind, name, namespace)
+        if stored is None:
+            return []
+        md = ModelDeployment.model_validate(stored)
+        action = plan.rollout_action(md)
+        if action.record:
+            md = await record_rollout(md, namespace)
+        kserve = await kserve_installed()
+        serving = plan.serving(md)
+        site = settings()
+        kinds: tuple[tuple[str, str], ...]
+        if kserve:
+            children = plan.render_kserve(md, serving, site.image)
+            kinds = plan.KSERVE_KINDS
+        else:
+            mirror = os.environ.get(MODEL_MIRROR_ENV)
+            children = plan.render_raw(md, serving, site.image, mirror)
+            kinds = plan.CHILD_KINDS
+        workers = render_worker(namespace, site) if action.start else []
+        await apply.apply([*workers, *children])
+        await apply.prune(namespace, meta["uid"], kinds, children)
+        await drive_rollout(md, action, namespace, ctx)
 
-    ready, why = await stable_ready(md, serving, namespace, kserve)
-    candidate = await candidate_ready(md, serving, namespace, kserve)
-    ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready, candidate))
-    ctx.status.update(observed_rollout(md))
+        ready, why = await stable_ready(md, serving, namespace, kserve)
+        candidate = await candidate_ready(md, serving, namespace, kserve)
+        fields = plan.serving_status(md, serving, namespace, kserve, ready, candidate)
+        await patch_status(namespace, name, {**fields, **observed_rollout(md)})
     return [
         *plan.serving_conditions(md, serving, ready, why),
         *plan.rollout_conditions(md),
     ]
 
 
+def object_lock(memo: kopf.Memo) -> asyncio.Lock:
+    """kopf gives each object its own memo: a lock there serialises that object only."""
+    lock = getattr(memo, "model_deployment_lock", None)
+    if lock is None:
+        lock = memo.model_deployment_lock = asyncio.Lock()
+    return lock
+
+
 async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment:
     """Write the new rollout's record before its workflow starts, so an operator that
-    restarts in between finds it and starts the same workflow, not another."""
+    restarts in between finds it and starts the same workflow, not another. The write is
+    conditional on the object not having changed since it was read."""
     record = plan.new_rollout(md, namespace)
     wire = record.model_dump(mode="json", by_alias=True, exclude_none=True)
     # Replace the previous rollout's record whole: no stale approval or steps carry over.
@@ -133,6 +150,7 @@ async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment
         namespace,
         md.metadata["name"],
         {"rollout": {**wire, "approval": None}, "observedRolloutRevision": 0},
+        resource_version=md.metadata["resourceVersion"],
     )
     assert md.status is not None  # a rollout needs a stable version, which is in status
     status = md.status.model_copy(update={"rollout": record, "observed_rollout_revision": 0})
@@ -206,7 +224,7 @@ def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -
             min_requests=analysis.min_requests,
         ),
         approval_required=spec.approval.required,
-        ready_timeout_seconds=int(os.environ.get(READY_TIMEOUT_ENV, "180")),
+        ready_timeout_seconds=spec.rollout.progress_deadline_seconds,
     )
 
 
