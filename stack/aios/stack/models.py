@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aios.stack.components import HACK, ComponentUnavailable, cache_root
 
@@ -83,7 +83,9 @@ def wait_serving(site: Site, namespace: str = "default", timeout: float = 300) -
         lines, waiting = [], False
         for item in items["items"]:
             status = item.get("status") or {}
-            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+            )
             name, endpoints = item["metadata"]["name"], status.get("endpoints") or {}
             if ready.get("status") == "True":
                 lines.append(
