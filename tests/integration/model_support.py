@@ -13,11 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 
+from aios.connectors import endpoints
 from aios.connectors.inference import InferenceClient, InferenceError, route
 from aios.stack.models import repository
 from aios.stack.platform import EXAMPLES
+
+
+@pytest.fixture(autouse=True)
+def resolve_services(pods, monkeypatch):
+    """The test process resolves Services as every aios client of the local site does
+    (import this fixture into a test module to apply it there)."""
+    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
+
 
 FEATURES = np.array([[12, 20, 25, 45, 14, 65], [95, 60, 25, 45, 14, 65]], dtype=np.float32)
 

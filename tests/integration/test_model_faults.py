@@ -13,18 +13,13 @@ from model_support import (
     infer,
     phase,
     ready,
+    resolve_services,  # noqa: F401  (autouse fixture)
     wait_for,
 )
 
-from aios.connectors import endpoints
 from aios.stack.models import storage_uri
 
 STABLE = "2024.11.2"
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
 
 
 def direct(version: str, uri: str) -> dict:

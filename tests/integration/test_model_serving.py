@@ -11,17 +11,10 @@ from model_support import (
     example,
     infer,
     ready,
+    resolve_services,  # noqa: F401  (autouse fixture)
     status,
     wait_for,
 )
-
-from aios.connectors import endpoints
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    """This test process resolves Services like every aios client in the local site."""
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -3,7 +3,6 @@ authenticated) promotes, ``aiosctl reject`` rolls back; who and when are recorde
 
 from __future__ import annotations
 
-import pytest
 import yaml
 from model_support import (
     aiosctl,
@@ -13,10 +12,10 @@ from model_support import (
     eventually,
     phase,
     ready,
+    resolve_services,  # noqa: F401  (autouse fixture)
     wait_for,
 )
 
-from aios.connectors import endpoints
 from aios.stack.models import storage_uri
 
 STABLE, NEXT = "2024.11.2", "2024.11.3"
@@ -40,11 +39,6 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}
 """
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
 
 
 def gated(version: str) -> dict:

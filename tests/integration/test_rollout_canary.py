@@ -14,19 +14,14 @@ from model_support import (
     eventually,
     phase,
     ready,
+    resolve_services,  # noqa: F401  (autouse fixture)
     wait_for,
 )
 
-from aios.connectors import endpoints
 from aios.stack.models import storage_uri
 
 STABLE, NEXT = "2024.11.2", "2024.11.3"
 ENDED = ("Promoted", "RolledBack", "Aborted")
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
 
 
 def canary(version: str, uri: str, steps: list[tuple[int, int]], **analysis) -> dict:

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from model_support import anomaly, apply, eventually, phase, ready, status, wait_for
+from model_support import (
+    anomaly,
+    apply,
+    eventually,
+    phase,
+    ready,
+    resolve_services,  # noqa: F401  (autouse fixture)
+    status,
+    wait_for,
+)
 
-from aios.connectors import endpoints
 from aios.operator.reconcile.worker import WORKER
 from aios.stack.models import storage_uri
 
 STABLE, NEXT = "2024.11.2", "2024.11.3"
 STEPS = [(20, 8), (40, 8), (60, 0)]
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
 
 
 def canary(version: str) -> dict:

@@ -3,7 +3,6 @@ the stable's (agreement, score drift), and it never changes what the stable serv
 
 from __future__ import annotations
 
-import pytest
 from model_support import (
     Traffic,
     aiosctl,
@@ -12,18 +11,13 @@ from model_support import (
     eventually,
     phase,
     ready,
+    resolve_services,  # noqa: F401  (autouse fixture)
     wait_for,
 )
 
-from aios.connectors import endpoints
 from aios.stack.models import storage_uri
 
 STABLE, NEXT = "2024.11.2", "2024.11.3"
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
 
 
 def shadowed(version: str) -> dict:

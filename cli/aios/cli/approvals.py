@@ -158,47 +158,34 @@ AsGroup = typer.Option(None, "--as-group", help="...and as a member of this grou
 Kubeconfig = typer.Option(None, "--kubeconfig", help="Default: $KUBECONFIG or ~/.kube/config.")
 
 
-def _decide(
-    decision: str,
-    target: str,
-    namespace: str,
-    version: str,
-    as_user: str | None,
-    as_group: str | None,
-    kubeconfig: str | None,
-) -> None:
-    kind, name = parse_target(target)
-    api_client = api(kubeconfig, as_user, as_group)
-    try:
-        who = whoami(api_client)
-        request = Request(kind, name, namespace, decision, version)
-        print(DECIDERS[kind](api_client, request, who))
-    except Refused as error:
-        console.print(f"[red]{error}[/]")
-        raise typer.Exit(1) from error
+def command(decision: str, doc: str) -> Callable[..., None]:
+    """``approve`` and ``reject`` are one command with a different decision."""
+
+    def decide(
+        target: str = typer.Argument(..., help="KIND/NAME, e.g. modeldeployment/pm25-anomaly."),
+        namespace: str = Namespace,
+        version: str = Version,
+        as_user: str | None = As,
+        as_group: str | None = AsGroup,
+        kubeconfig: str | None = Kubeconfig,
+    ) -> None:
+        kind, name = parse_target(target)
+        api_client = api(kubeconfig, as_user, as_group)
+        try:
+            who = whoami(api_client)
+            request = Request(kind, name, namespace, decision, version)
+            print(DECIDERS[kind](api_client, request, who))
+        except Refused as error:
+            console.print(f"[red]{error}[/]")
+            raise typer.Exit(1) from error
+
+    decide.__doc__ = doc
+    return decide
 
 
-@app.command()
-def approve(
-    target: str = typer.Argument(..., help="KIND/NAME, e.g. modeldeployment/pm25-anomaly."),
-    namespace: str = Namespace,
-    version: str = Version,
-    as_user: str | None = As,
-    as_group: str | None = AsGroup,
-    kubeconfig: str | None = Kubeconfig,
-) -> None:
-    """Approve what TARGET waits for (a model version's promotion)."""
-    _decide("approved", target, namespace, version, as_user, as_group, kubeconfig)
-
-
-@app.command()
-def reject(
-    target: str = typer.Argument(..., help="KIND/NAME, e.g. modeldeployment/pm25-anomaly."),
-    namespace: str = Namespace,
-    version: str = Version,
-    as_user: str | None = As,
-    as_group: str | None = AsGroup,
-    kubeconfig: str | None = Kubeconfig,
-) -> None:
-    """Reject what TARGET waits for; a rejected model version is rolled back."""
-    _decide("rejected", target, namespace, version, as_user, as_group, kubeconfig)
+app.command("approve")(
+    command("approved", "Approve what TARGET waits for (a model version's promotion).")
+)
+app.command("reject")(
+    command("rejected", "Reject what TARGET waits for; a rejected model version is rolled back.")
+)
