@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +114,44 @@ def site_env(site: Site) -> dict[str, str]:
 
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class Receiver:
+    """Listens on 127.0.0.1; ``calls`` holds (path, headers, body) of every POST."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.calls: list[tuple[str, dict[str, str], Any]] = []
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    parsed: Any = json.loads(body)
+                except ValueError:
+                    parsed = body.decode(errors="replace")
+                receiver.calls.append((self.path, dict(self.headers), parsed))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def idempotency_keys(self) -> list[str]:
+        return [headers.get("Idempotency-Key", "") for _, headers, _ in self.calls]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP endpoint that counts the action webhooks it receives."""
+    found = Receiver()
+    yield found
+    found.close()

@@ -70,10 +70,13 @@ def allowed_reviewer(review: Review, allowed: set[str]) -> bool:
 
 @workflow.defn(name="ActionWorkflow")
 class ActionWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, payload: dict[str, Any]) -> None:
+        # Reviews may arrive before ``run`` starts: the first approvers are known from here.
+        approval = ActionRequest.model_validate(payload).action.approval
         self.review: Review | None = None
         self.refused: list[str] = []
-        self.allowed: set[str] = set()
+        self.allowed: set[str] = set(approval.approvers) if approval.required else set()
         self.phase = "started"
 
     @workflow.signal(name="review")
@@ -224,7 +227,6 @@ class ActionWorkflow:
     async def _await_review(self, payload: dict[str, Any]) -> Review | None:
         """Wait for an allowed reviewer; widen the circle at each escalation."""
         approval = ActionRequest.model_validate(payload).action.approval
-        self.allowed = set(approval.approvers)
         started = workflow.now()
         stages = sorted(approval.escalation, key=lambda e: e.after_seconds)
         for stage in [*stages, None]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 from temporalio.worker import Worker
 
 TEMPORAL_ADDRESS_ENV = "AIOS_TEMPORAL_ADDRESS"
@@ -52,6 +53,8 @@ class Registration:
 
     workflows: Sequence[type]
     activities: Callable[[WorkerSettings], Sequence[Callable[..., Any]]]
+    search_attributes: Sequence[SearchAttributeKey[Any]] = ()
+    """Custom search attributes the feature's workflows set (registered at start-up)."""
 
 
 REGISTRATIONS: list[Registration] = []
@@ -61,9 +64,37 @@ REGISTRATIONS: list[Registration] = []
 def registrations() -> list[Registration]:
     """Every feature's registration. A feature module appends to ``REGISTRATIONS`` when
     imported; add its import here."""
-    from aios.workflows import rollout_activities  # noqa: F401
+    from aios.workflows import (
+        action_activities,  # noqa: F401
+        rollout_activities,  # noqa: F401
+    )
 
     return REGISTRATIONS
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register the features' search attributes; already registered ones are kept."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    wanted = {k.name: k for r in registrations() for k in r.search_attributes}
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {name: key for name, key in wanted.items() if name not in listed.custom_attributes}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={
+                    name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                    for name, key in missing.items()
+                },
+            )
+        )
 
 
 async def connect(settings: WorkerSettings) -> Client:
@@ -84,6 +115,7 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
 
 async def serve(settings: WorkerSettings) -> None:
     client = await connect(settings)
+    await ensure_search_attributes(client, settings.namespace)
     worker = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,8 +1,228 @@
-"""AutomationIntent: validated and observed; its children come with the AutomationIntent issue."""
+"""AutomationIntent: Kafka topics, the intent runner, the namespace's worker; its runtime
+status (Degraded, counts, consumer lag) from the runners' heartbeats and Kafka."""
 
 from __future__ import annotations
 
-from aios.api import AutomationIntent
-from aios.operator.handlers.common import register
+import asyncio
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
-register(AutomationIntent)
+import kopf
+from kubernetes import client
+
+from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway
+from aios.api.runner import HEARTBEAT_TOPIC
+from aios.connectors import kafka, opa
+from aios.connectors.kube import api_client
+from aios.connectors.topics import TopicPlan
+from aios.operator import apply
+from aios.operator.handlers.common import Context, register
+from aios.operator.reconcile.automation_intent import (
+    RUNNER_KINDS,
+    Heartbeat,
+    counts,
+    deployment_ready,
+    live,
+    owned_topics,
+    ready,
+    render_runner,
+    retention_ms,
+    runner_config,
+    runtime_conditions,
+    source_topic_specs,
+    source_topics,
+    topic_names,
+)
+from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
+from aios.operator.reconcile.worker import WORKER, render_worker
+from aios.operator.settings import OperatorSettings
+from aios.operator.streams import LatestRecords
+
+HEARTBEAT_WINDOW_SECONDS = 30.0
+settings = cache(OperatorSettings.from_env)
+
+
+@kopf.on.startup()
+async def follow_runners(memo: kopf.Memo, **_: Any) -> None:
+    """Read the runners' heartbeats into memory (the topic is created if missing)."""
+    bootstrap = settings().kafka_bootstrap
+    spec = kafka.TopicSpec(
+        HEARTBEAT_TOPIC, 3, {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
+    )
+    await asyncio.to_thread(kafka.ensure_topics, kafka.admin(bootstrap), [spec])
+    memo.intent_heartbeats = LatestRecords(bootstrap, HEARTBEAT_TOPIC).start()
+
+
+@kopf.on.cleanup()
+async def stop_following(memo: kopf.Memo, **_: Any) -> None:
+    follower = getattr(memo, "intent_heartbeats", None)
+    if follower is not None:
+        await asyncio.to_thread(follower.stop)
+
+
+def heartbeats(memo: kopf.Memo, namespace: str, name: str) -> list[Heartbeat]:
+    follower: LatestRecords | None = getattr(memo, "intent_heartbeats", None)
+    found = follower.get(f"{namespace}/{name}/") if follower else {}
+    beats = [
+        Heartbeat(
+            pod=v.get("pod", ""),
+            generation=int(v.get("generation", 0)),
+            time=datetime.fromisoformat(v["time"]),
+            models=v.get("models") or {},
+            counts=v.get("counts") or {},
+            paused=bool(v.get("paused")),
+        )
+        for v in found.values()
+        if "time" in v
+    ]
+    return live(beats, datetime.now(UTC), HEARTBEAT_WINDOW_SECONDS)
+
+
+async def gateways(namespace: str) -> list[dict[str, Any]]:
+    api = client.CustomObjectsApi(api_client())
+    listed: Any = await asyncio.to_thread(
+        api.list_namespaced_custom_object, GROUP, VERSION, namespace, EdgeGateway.crd.plural
+    )
+    return list(listed["items"])
+
+
+def ensure_intent_topics(owned: list[kafka.TopicSpec], sources: list[kafka.TopicSpec]) -> TopicPlan:
+    """Owned topics match the spec; sources are only created when missing."""
+    admin = kafka.admin(settings().kafka_bootstrap)
+    plan = kafka.ensure_topics(admin, owned)
+    existing = kafka.describe_topics(admin, [t.name for t in sources])
+    missing = TopicPlan(create=tuple(t for t in sources if t.name not in existing))
+    kafka.apply_topic_plan(admin, missing)
+    return TopicPlan(plan.create + missing.create, plan.grow, plan.reconfigure, plan.cannot_shrink)
+
+
+async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpdate]:
+    meta = intent.metadata
+    namespace, name = meta["namespace"], meta["name"]
+    site = settings()
+    selected = (
+        await gateways(namespace)
+        if any(s.edge_gateway_selector for s in intent.spec.sources)
+        else []
+    )
+    sources = source_topics(intent, selected)
+    names = topic_names(namespace, name, sources)
+    ctx.status["topics"] = {
+        "source": ", ".join(sources) or None,
+        "decisions": names.decisions,
+        "actions": names.actions,
+        "deadLetters": names.dead_letters,
+    }
+    conditions: list[ConditionUpdate] = []
+    if not sources:
+        conditions.append(
+            ConditionUpdate(
+                "TopicsReady",
+                "False",
+                "NoSource",
+                "No EdgeGateway in the namespace matches the source selectors.",
+            )
+        )
+        return [*conditions, ready(conditions)]
+
+    cap = None
+    policy = intent.spec.data_policy
+    if policy.personal_data:
+        cap = await opa.max_retention_days(site.opa_url, namespace)
+        if cap is not None and (policy.retention_days or 0) > cap:
+            message = (
+                f"dataPolicy.retentionDays {policy.retention_days} exceeds the "
+                f"{cap} days a Policy allows for personal data in {namespace}"
+            )
+            conditions.append(ConditionUpdate("TopicsReady", "False", "PolicyViolation", message))
+            return [*conditions, ConditionUpdate("Ready", "False", "PolicyViolation", message)]
+    retention = retention_ms(intent, cap)
+    plan = await asyncio.to_thread(
+        ensure_intent_topics,
+        owned_topics(intent, names, retention),
+        source_topic_specs(intent, sources, retention),
+    )
+    hours = retention // 3_600_000
+    topics_message = f"{len(sources)} source(s); decisions, actions, dead letters kept {hours} h."
+    if plan.cannot_shrink:
+        topics_message += " Partitions cannot shrink: " + ", ".join(
+            f"{t} keeps {n}" for t, n, _ in plan.cannot_shrink
+        )
+    conditions.append(ConditionUpdate("TopicsReady", "True", "TopicsReconciled", topics_message))
+
+    children = render_runner(ctx.body, runner_config(intent, sources), site)
+    await apply.apply([*render_worker(namespace, site), *children])
+    await apply.prune(namespace, meta["uid"], RUNNER_KINDS, children)
+    runner_ok, runner_message = deployment_ready(
+        await apply.get("apps/v1", "Deployment", f"{name}-runner", namespace)
+    )
+    conditions.append(
+        ConditionUpdate(
+            "RunnerReady",
+            "True" if runner_ok else "False",
+            "Available" if runner_ok else "Progressing",
+            runner_message,
+        )
+    )
+    worker_ok, worker_message = deployment_ready(
+        await apply.get("apps/v1", "Deployment", WORKER, namespace)
+    )
+    conditions.append(
+        ConditionUpdate(
+            "WorkflowsReady",
+            "True" if worker_ok else "False",
+            "Available" if worker_ok else "Progressing",
+            worker_message,
+        )
+    )
+    beats = heartbeats(ctx.memo, namespace, name)
+    conditions += runtime_conditions(intent, beats)
+    ctx.status["counts"] = counts(beats)
+    return [*conditions, ready(conditions)]
+
+
+async def finalize(intent: AutomationIntent, ctx: Context) -> None:
+    """Topics go only with ``deletePolicy: Delete`` (losing them by accident hurts)."""
+    if intent.spec.topics.delete_policy != "Delete":
+        return
+    names = topic_names(ctx.body.metadata["namespace"], ctx.body.metadata["name"], [])
+    admin = kafka.admin(settings().kafka_bootstrap)
+    await asyncio.to_thread(
+        kafka.delete_topics, admin, [names.decisions, names.actions, names.dead_letters]
+    )
+
+
+register(AutomationIntent, reconcile, finalize)
+
+
+@kopf.on.timer(
+    GROUP,
+    VERSION,
+    AutomationIntent.crd.plural,
+    id="runtime-status",
+    interval=10,
+    idle=5,
+    when=lambda body, **_: bool((body.get("status") or {}).get("topics")),
+)
+async def refresh_runtime_status(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Counts, consumer lag and Degraded between reconciles (they change without a new
+    generation)."""
+    namespace, name = body.metadata["namespace"], body.metadata["name"]
+    intent = AutomationIntent.model_validate(
+        {"metadata": dict(body.metadata), "spec": dict(body.spec)}
+    )
+    beats = heartbeats(memo, namespace, name)
+    group = runner_config(intent, ["-"]).consumer_group
+    lag = await asyncio.to_thread(
+        kafka.consumer_lag, kafka.admin(settings().kafka_bootstrap), group
+    )
+    status = body.get("status") or {}
+    generation = int(status.get("observedGeneration") or 0)
+    patch.status["counts"] = counts(beats)
+    patch.status["consumerLag"] = lag
+    patch.status["conditions"] = merge_conditions(
+        status.get("conditions") or [], runtime_conditions(intent, beats), generation, now_rfc3339()
+    )

@@ -1,0 +1,319 @@
+"""The action workflow's side effects: OPA, Temporal visibility, the sinks, the records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import string
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from aios.api.events import ActionRequest
+from aios.connectors import kafka
+from aios.connectors.audit import AuditWriter
+from aios.connectors.endpoints import resolve_url
+from aios.connectors.opa import PolicyUnavailable, authorize_action
+from aios.workflows.action import (
+    ACTION,
+    EXECUTED_AT,
+    INTENT,
+    SEARCH_ATTRIBUTES,
+    TARGET,
+    ActionWorkflow,
+    Authorize,
+    Step,
+)
+from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def policy_input(
+    request: ActionRequest, approver: str | None, recent: int, now: datetime
+) -> dict[str, Any]:
+    """The runtime ``Action`` input document of ``aios.connectors.opa``."""
+    decision = request.decision
+    return {
+        "kind": "Action",
+        "namespace": request.intent.namespace,
+        "intent": {
+            "name": request.intent.name,
+            "labels": request.intent_labels,
+            "dataPolicy": request.data_policy,
+        },
+        "action": {
+            "name": request.action.name,
+            "type": request.action.type,
+            "target": request.action.target,
+            "idempotencyKey": request.action_id,
+            "approvalRequired": request.action.approval.required,
+        },
+        "decision": {
+            "rule": decision.rule,
+            "fallback": decision.fallback,
+            "model": decision.model.model_dump(mode="json", by_alias=True)
+            if decision.model
+            else None,
+            "score": decision.score,
+            "confidence": decision.confidence,
+            "lineage": decision.lineage.model_dump(mode="json", by_alias=True, exclude_none=True),
+        },
+        "approver": approver,
+        "recentActuations": recent,
+        "time": now.isoformat(),
+    }
+
+
+def payload_fields(request: ActionRequest, approver: str | None) -> dict[str, Any]:
+    """What a ``payloadTemplate`` may use as ``$name``."""
+    decision = request.decision
+    return {
+        "actionId": request.action_id,
+        "namespace": request.intent.namespace,
+        "intent": request.intent.name,
+        "action": request.action.name,
+        "rule": decision.rule or "",
+        "fallback": str(decision.fallback).lower(),
+        "sensorId": decision.sensor_id,
+        "eventId": decision.event_id,
+        "score": "" if decision.score is None else f"{decision.score:.4f}",
+        "confidence": "" if decision.confidence is None else f"{decision.confidence:.4f}",
+        "time": decision.time.isoformat(),
+        "approver": approver or "",
+    }
+
+
+def render_payload(request: ActionRequest, approver: str | None) -> bytes:
+    """The template with ``$fields`` substituted, or a JSON summary of the decision."""
+    fields = payload_fields(request, approver)
+    template = request.action.payload_template
+    if template is not None:
+        return string.Template(template).safe_substitute(fields).encode()
+    return json.dumps(
+        {
+            **fields,
+            "model": request.decision.model.model_dump(by_alias=True)
+            if request.decision.model
+            else None,
+        }
+    ).encode()
+
+
+def step_details(request: ActionRequest, step: Step) -> dict[str, Any]:
+    """The ``details`` of an ``action-step`` audit record (what ``aiosctl audit trace`` reads)."""
+    decision = request.decision
+    return {
+        "actionId": request.action_id,
+        "step": step.step,
+        "intent": {
+            "namespace": request.intent.namespace,
+            "name": request.intent.name,
+            "generation": request.intent.generation,
+        },
+        "action": {
+            "name": request.action.name,
+            "type": request.action.type,
+            "target": request.action.target,
+        },
+        "decision": {
+            "decisionId": decision.decision_id,
+            "rule": decision.rule,
+            "fallback": decision.fallback,
+            "fallbackReason": decision.fallback_reason,
+            "model": decision.model.model_dump(mode="json", by_alias=True)
+            if decision.model
+            else None,
+            "score": decision.score,
+            "confidence": decision.confidence,
+            "lineage": {
+                **decision.lineage.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "sensors": [decision.sensor_id],
+            },
+        },
+        "policyDecisionId": step.policy_decision_id,
+        "approver": step.approver,
+        "result": step.result,
+    }
+
+
+class ActionActivities:
+    """Activities bound to the worker's settings (OPA, Kafka, MQTT addresses)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.env = settings.env
+        self.audit = AuditWriter(settings.env.get(kafka.BOOTSTRAP_ENV))
+        self._producer: Any = None
+
+    def _kafka(self) -> Any:
+        if self._producer is None:
+            self._producer = kafka.producer(self.env.get(kafka.BOOTSTRAP_ENV))
+        return self._producer
+
+    @activity.defn(name="aios.action.authorize")
+    async def authorize(self, ask: Authorize) -> dict[str, Any]:
+        request = ActionRequest.model_validate(ask.request)
+        recent = await _count(
+            activity.client(), f"{TARGET.name} = {_quote(request.action.target[:200])}"
+        )
+        try:
+            decision = await authorize_action(
+                self.env["AIOS_OPA_URL"],
+                policy_input(request, ask.approver, recent, datetime.now(UTC)),
+            )
+        except PolicyUnavailable as error:
+            raise ApplicationError(
+                f"OPA cannot answer: {error}", type="PolicyUnavailable"
+            ) from error
+        return {
+            "allowed": decision.allowed,
+            "decisionId": decision.decision_id,
+            "reasons": list(decision.reasons),
+            "warnings": list(decision.warnings),
+        }
+
+    @activity.defn(name="aios.action.recent-executions")
+    async def recent_executions(self, payload: dict[str, Any]) -> int:
+        request = ActionRequest.model_validate(payload)
+        intent = f"{request.intent.namespace}/{request.intent.name}"
+        return await _count(
+            activity.client(),
+            f"{INTENT.name} = {_quote(intent)} AND {ACTION.name} = {_quote(request.action.name)}",
+        )
+
+    @activity.defn(name="aios.action.execute")
+    async def execute(self, step: Step) -> dict[str, Any]:
+        request = ActionRequest.model_validate(step.request)
+        body = render_payload(request, step.approver)
+        action = request.action
+        if action.type == "webhook":
+            return await self._post(action.target, body, request.action_id)
+        if action.type == "alert":
+            alert = [
+                {
+                    "labels": {
+                        "alertname": action.name,
+                        "namespace": request.intent.namespace,
+                        "intent": request.intent.name,
+                        "sensor": request.decision.sensor_id,
+                        "severity": "warning",
+                    },
+                    "annotations": {
+                        "summary": body.decode(errors="replace"),
+                        "actionId": request.action_id,
+                    },
+                }
+            ]
+            return await self._post(action.target, json.dumps(alert).encode(), request.action_id)
+        if action.type == "mqtt":
+            return await asyncio.to_thread(self._mqtt, action.target, body, request.action_id)
+        return await asyncio.to_thread(self._produce, action.target, body, request.action_id)
+
+    async def _post(self, url: str, body: bytes, key: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                resolve_url(url),
+                content=body,
+                headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
+            )
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise ApplicationError(f"{url} answered {response.status_code}")  # retried
+        if response.status_code >= 400:
+            raise ApplicationError(
+                f"{url} refused the action: {response.status_code} {response.text[:200]}",
+                type="ActionRejected",
+                non_retryable=True,
+            )
+        return {"status": "executed", "httpStatus": response.status_code}
+
+    def _mqtt(self, topic: str, body: bytes, key: str) -> dict[str, Any]:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        broker = urlsplit(self.env["AIOS_MQTT_URL"])
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"aios-action-{key}"[:64],
+            protocol=mqtt.MQTTv5,
+        )
+        client.connect(broker.hostname or "127.0.0.1", broker.port or 1883, keepalive=10)
+        client.loop_start()
+        try:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [(IDEMPOTENCY_HEADER, key)]
+            info = client.publish(topic, body, qos=1, properties=properties)
+            info.wait_for_publish(timeout=10)
+            if not info.is_published():
+                raise ApplicationError(f"MQTT broker did not acknowledge the command on {topic}")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        return {"status": "executed", "mqttTopic": topic}
+
+    def _produce(self, topic: str, body: bytes, key: str) -> dict[str, Any]:
+        producer = self._kafka()
+        errors: list[Any] = []
+        producer.produce(
+            topic,
+            body,
+            key=key.encode(),
+            headers=[(IDEMPOTENCY_HEADER, key.encode())],
+            on_delivery=lambda error, _: errors.append(error) if error else None,
+        )
+        if producer.flush(10) or errors:
+            raise ApplicationError(f"Kafka did not take the action message: {errors or 'timeout'}")
+        return {"status": "executed", "kafkaTopic": topic}
+
+    @activity.defn(name="aios.action.record")
+    async def record(self, step: Step) -> None:
+        request = ActionRequest.model_validate(step.request)
+        details = step_details(request, step)
+        await asyncio.to_thread(
+            self.audit.record,
+            "action-step",
+            f"action/{request.action_id}",
+            details,
+            actor=step.approver,
+            policy_decision_id=step.policy_decision_id,
+            event_id=f"{request.action_id}:{step.step}",
+        )
+        if request.actions_topic:
+            lifecycle = json.dumps({**details, "time": datetime.now(UTC).isoformat()}).encode()
+            await asyncio.to_thread(
+                self._produce, request.actions_topic, lifecycle, request.action_id
+            )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def _count(client: Client, query: str) -> int:
+    """Actions executed in the last hour that match ``query`` (Temporal visibility)."""
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    found = await client.count_workflows(f"{query} AND {EXECUTED_AT.name} > '{since}'")
+    return int(found.count)
+
+
+REGISTRATIONS.append(
+    Registration(
+        workflows=[ActionWorkflow],
+        activities=lambda settings: _bound(ActionActivities(settings)),
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+)
+
+
+def _bound(activities: ActionActivities) -> list[Any]:
+    return [
+        activities.authorize,
+        activities.recent_executions,
+        activities.execute,
+        activities.record,
+    ]
