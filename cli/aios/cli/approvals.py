@@ -10,6 +10,7 @@ operator forwards it to the rollout workflow as a signal.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +40,8 @@ class Request:
     name: str
     namespace: str
     decision: str  # approved | rejected
-    version: str
+    version: str | None
+    reason: str = ""
 
 
 class Refused(Exception):
@@ -93,6 +95,8 @@ def model_deployment_decision(
             f"{label} is not waiting for a decision (rollout of "
             f"{rollout.get('version', 'nothing')}: {rollout.get('phase', 'none')})"
         )
+    if request.version is None:
+        raise Refused(f"{label}: say which version you decide on (--version)")
     if request.version != rollout["version"]:
         raise Refused(
             f"{label} waits for a decision on {rollout['version']}, not {request.version}"
@@ -131,12 +135,56 @@ def decide_model_deployment(api_client: client.ApiClient, request: Request, who:
     return f"{request.decision} modeldeployment/{request.name} version {version} as {who.user}"
 
 
+def decide_action(api_client: client.ApiClient, request: Request, who: Identity) -> str:
+    """Signal the action's workflow (its id is the action id) with the verified reviewer;
+    the workflow accepts it only from an approver of the current escalation stage."""
+    import asyncio
+
+    from temporalio.client import Client
+    from temporalio.service import RPCError
+
+    from aios.workflows.action import Review
+
+    address = os.environ.get("AIOS_TEMPORAL_ADDRESS")
+    if not address:
+        raise Refused('set AIOS_TEMPORAL_ADDRESS (eval "$(aiosctl env)" does) to reach Temporal')
+
+    async def signal() -> str:
+        temporal = await Client.connect(
+            address, namespace=os.environ.get("AIOS_TEMPORAL_NAMESPACE", "default")
+        )
+        handle = temporal.get_workflow_handle(request.name)
+        try:
+            state = await handle.query("state")
+        except RPCError as error:
+            raise Refused(f"action/{request.name}: {error.message}") from error
+        if state["phase"] != "awaiting-approval":
+            raise Refused(f"action/{request.name} is not waiting for approval ({state['phase']})")
+        if not allowed(state["allowedApprovers"], who):
+            raise Refused(
+                f"{who.user} is not among the approvers of action/{request.name}: "
+                f"{', '.join(state['allowedApprovers'])}"
+            )
+        review = Review(
+            approver=who.user,
+            groups=list(who.groups),
+            approved=request.decision == "approved",
+            reason=request.reason,
+        )
+        await handle.signal("review", review)
+        return f"{request.decision} action/{request.name} as {who.user}"
+
+    return asyncio.run(signal())
+
+
 Decider = Callable[[client.ApiClient, Request, Identity], str]
 DECIDERS: dict[str, Decider] = {
     "modeldeployment": decide_model_deployment,
     "modeldeployments": decide_model_deployment,
     "md": decide_model_deployment,
     "mdep": decide_model_deployment,
+    "action": decide_action,
+    "actions": decide_action,
 }
 """Kind (as typed: singular, plural or short name) → where its decisions go."""
 
@@ -152,7 +200,8 @@ def parse_target(target: str) -> tuple[str, str]:
 
 
 Namespace = typer.Option("default", "--namespace", "-n", help="The object's namespace.")
-Version = typer.Option(..., "--version", help="The version decided on (the awaited one).")
+Version = typer.Option(None, "--version", help="The model version decided on (the awaited one).")
+Reason = typer.Option("", "--reason", help="Why (recorded with the decision).")
 As = typer.Option(None, "--as", help="Decide as this user (impersonation).")
 AsGroup = typer.Option(None, "--as-group", help="...and as a member of this group.")
 Kubeconfig = typer.Option(None, "--kubeconfig", help="Default: $KUBECONFIG or ~/.kube/config.")
@@ -162,9 +211,12 @@ def command(decision: str, doc: str) -> Callable[..., None]:
     """``approve`` and ``reject`` are one command with a different decision."""
 
     def decide(
-        target: str = typer.Argument(..., help="KIND/NAME, e.g. modeldeployment/pm25-anomaly."),
+        target: str = typer.Argument(
+            ..., help="KIND/NAME: modeldeployment/pm25-anomaly or action/ACTION_ID."
+        ),
         namespace: str = Namespace,
-        version: str = Version,
+        version: str | None = Version,
+        reason: str = Reason,
         as_user: str | None = As,
         as_group: str | None = AsGroup,
         kubeconfig: str | None = Kubeconfig,
@@ -173,7 +225,7 @@ def command(decision: str, doc: str) -> Callable[..., None]:
         api_client = api(kubeconfig, as_user, as_group)
         try:
             who = whoami(api_client)
-            request = Request(kind, name, namespace, decision, version)
+            request = Request(kind, name, namespace, decision, version, reason)
             print(DECIDERS[kind](api_client, request, who))
         except Refused as error:
             console.print(f"[red]{error}[/]")
