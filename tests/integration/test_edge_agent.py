@@ -602,3 +602,19 @@ def test_the_example_gateway_runs_a_simulated_agent_in_the_local_site(
     beat = latest_heartbeat(site.endpoints.kafka_bootstrap, f"{namespace}/district-7")
     assert beat.applied_generation == gateway()["metadata"]["generation"]
     assert beat.buffer_capacity_bytes == 268435456
+
+
+def test_readings_wait_for_a_sink_topic_created_later(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    name, sink = f"late-{unique}", f"edge.late.{unique}"
+    ensure_edge_topics(bootstrap, f"edge.other.{unique}")  # config and status topics only
+    publish_config(bootstrap, gateway_spec(name, sink, PLAIN))
+    agent = agent_factory(name, bootstrap).start()
+    wait_applied(agent, 1)
+    sent = stream(200, time.time() - 600)
+    assert agent.post(sent)[0] == 202
+    wait_for(lambda: "will resend" in agent.log(), 90, "a failed delivery to the missing topic")
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(sink, 3)])
+    assert_exactly_once_in_order(sent, readings(read_topic(bootstrap, sink, len(sent), 90)))

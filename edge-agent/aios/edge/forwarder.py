@@ -20,6 +20,10 @@ from aios.edge.telemetry import Counters
 
 log = logging.getLogger("aios.edge.forwarder")
 IN_FLIGHT = 50_000
+RESEND_DELAY_SECONDS = 2.0
+RESEND = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._MSG_TIMED_OUT}
+"""Delivery errors after which the record is sent again rather than given up."""
+PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -52,9 +56,10 @@ class Forwarder:
         self.producer = make_producer()
         self.connected = False
         self._saved = self.committed
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._renew = threading.Event()
+        self._resend = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-forwarder", daemon=True)
 
     @property
@@ -82,6 +87,9 @@ class Forwarder:
         with self._lock:
             if flush:
                 self.producer.flush(30)
+            else:  # a producer holding undeliverable records would never be destroyed
+                self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self.producer.flush(0)
             self._advance()
             self.producer = self.make_producer()
             self.in_flight.clear()
@@ -93,6 +101,10 @@ class Forwarder:
             if self._renew.is_set():
                 self._renew.clear()
                 self._replace_producer(flush=True)
+            if self._resend.is_set():
+                self._stop.wait(RESEND_DELAY_SECONDS)
+                self._resend.clear()
+                self._replace_producer(flush=False)
             sent = self._produce_some()
             try:
                 self.producer.poll(0.05 if not sent else 0)
@@ -135,10 +147,18 @@ class Forwarder:
                 self.counters.add("forwarded", 1)
                 self.connected = True
                 return
+            if error.code() in PURGED:
+                return  # dropped from a replaced producer: sent again from the buffer
             if error.fatal():
                 log.error("producer fatal error; restarting it", extra={"error": str(error)})
                 raise KafkaException(error)
-            # not retriable (e.g. record too large): it can never be delivered
+            if error.retriable() or error.code() in RESEND:
+                # e.g. the sink topic does not exist yet: keep it, send again later
+                if not self._resend.is_set():
+                    log.warning("delivery failed, will resend", extra={"error": str(error)})
+                self._resend.set()
+                return
+            # permanent (e.g. record too large): it can never be delivered
             log.error("record rejected by Kafka", extra={"error": str(error), "seq": seq})
             self.counters.add("dropped", 1, f"kafka_{error.name().lower()}")
             self.delivered.add(seq)

@@ -59,6 +59,7 @@ def reading_producer(bootstrap: str, compression: str) -> Producer:
                 "max.in.flight.requests.per.connection": 5,
                 "queue.buffering.max.messages": 200_000,
                 "reconnect.backoff.max.ms": 2000,
+                "topic.metadata.refresh.interval.ms": 10_000,  # a sink topic created later
             },
         )
     )
