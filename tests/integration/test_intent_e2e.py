@@ -1,0 +1,337 @@
+"""AutomationIntent end to end, as a platform engineer runs it: the operator creates the
+topics and renders the runner and worker, the local kubelet runs them, readings flow in,
+decisions and actions flow out — on the real Kafka, Temporal, OPA and API server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer
+
+from aios.connectors import kafka
+
+TIMEOUT = 180
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = TIMEOUT,
+    interval: float = 0.5,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached after {timeout}s; last value: {last!r}")
+
+
+def intent(name: str, source: str, target: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "sources": [{"name": "readings", "kafkaTopic": source}],
+        "topics": {"partitions": 3, "deletePolicy": "Delete"},
+        "fallback": [{"name": "static-threshold", "when": "reading.pm25 > 55", "action": "notify"}],
+        "actions": [
+            {
+                "name": "notify",
+                "type": "webhook",
+                "target": target,
+                "idempotencyWindowSeconds": 3600,
+            }
+        ],
+        "sla": {"maxBatchSize": 256, "maxLatencyMs": 2000},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "AutomationIntent",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {}
+    )
+
+
+def ready_intent(kubectl, namespace: str, name: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = kubectl.json("get", "automationintent", name, "-n", namespace)
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    return wait_for(check, what=f"AutomationIntent {name} Ready")
+
+
+def reading(sensor: str, pm25: float, seq: int) -> bytes:
+    return json.dumps(
+        {
+            "eventId": f"{sensor}:{seq}",
+            "sensorId": sensor,
+            "time": datetime.now(UTC).isoformat(),
+            "site": "district-7",
+            "metrics": {"pm25": pm25},
+            "lineage": {"gateway": "district-7"},
+        }
+    ).encode()
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
+    producer = Producer(kafka.producer_config(bootstrap))
+    for key, value in records:
+        producer.produce(topic, value, key=key.encode())
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = TIMEOUT) -> list[Any]:
+    """Committed records of ``topic`` until ``expected`` arrived (then a little more, so a
+    duplicate would show)."""
+    consumer = Consumer(kafka.consumer_config(f"test-{uuid.uuid4().hex}", bootstrap))
+    consumer.subscribe([topic])
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout
+    quiet_until = None
+    while time.monotonic() < deadline:
+        batch = consumer.consume(1000, 0.5)
+        found += [m for m in batch if m.error() is None]
+        if len(found) >= expected and quiet_until is None:
+            quiet_until = time.monotonic() + 3
+        if quiet_until is not None and time.monotonic() > quiet_until:
+            break
+    consumer.close()
+    return found
+
+
+@pytest.fixture
+def topic(site, namespace) -> str:
+    name = f"{namespace}.readings"
+    kafka.ensure_topics(kafka.admin(site.endpoints.kafka_bootstrap), [kafka.TopicSpec(name, 3)])
+    return name
+
+
+def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(intent("pm25", topic, f"{receiver.url}/e2e")),
+    )
+    obj = ready_intent(kubectl, namespace, "pm25")
+    assert obj["status"]["topics"]["decisions"] == f"aios.{namespace}.pm25.decisions"
+    assert {"TopicsReady", "RunnerReady", "WorkflowsReady", "Degraded"} <= {
+        c["type"] for c in obj["status"]["conditions"]
+    }
+
+    sensors = [f"s-{i:03d}" for i in range(500)]
+    records = [
+        (s, reading(s, 80.0 if (seq == 7 and i < 40) else 20.0, seq))
+        for seq in range(20)
+        for i, s in enumerate(sensors)
+    ]
+    produce(bootstrap, topic, records)
+
+    decisions = [
+        json.loads(m.value())
+        for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], len(records))
+    ]
+    assert len(decisions) == len(records), "one decision per reading, none twice"
+    assert len({d["decisionId"] for d in decisions}) == len(records)
+    acting = [d for d in decisions if d["outcome"] == "act"]
+    assert len(acting) == 40
+    assert all(d["fallback"] and d["fallbackReason"] == "no-model" for d in acting)
+    assert all(d["lineage"]["topic"] == topic for d in decisions)
+
+    keys = {d["actionId"] for d in acting}
+    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="every action executed")
+    time.sleep(3)
+    mine = [k for k in receiver.idempotency_keys() if k in keys]
+    assert sorted(mine) == sorted(keys), "each action executed exactly once"
+
+
+def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(intent("dlq", topic, f"{receiver.url}/dlq")),
+    )
+    obj = ready_intent(kubectl, namespace, "dlq")
+    bad = [
+        b"{not json",
+        json.dumps({"eventId": "x", "sensorId": "s"}).encode(),
+        json.dumps(
+            {
+                "eventId": "y",
+                "sensorId": "s",
+                "time": "2026-01-01T00:00:00Z",
+                "metrics": {"pm25": "high"},
+            }
+        ).encode(),
+    ]
+    good = [reading("s-good", 10.0, i) for i in range(5)]
+    produce(
+        bootstrap, topic, [("s", v) for v in [good[0], *bad[:2], *good[1:3], bad[2], *good[3:]]]
+    )
+    letters = read_all(bootstrap, obj["status"]["topics"]["deadLetters"], 3)
+    decisions = read_all(bootstrap, obj["status"]["topics"]["decisions"], 5)
+    assert len(decisions) == 5
+    assert sorted(m.value() for m in letters) == sorted(bad)
+    reasons = {m.value(): dict(m.headers())["aios-dead-letter-reason"].decode() for m in letters}
+    assert "Invalid JSON" in reasons[bad[0]]
+    assert (
+        "time: Field required" in reasons[bad[1]] and "metrics: Field required" in reasons[bad[1]]
+    )
+    assert "metrics.pm25" in reasons[bad[2]]
+    assert all(dict(m.headers())["aios-source"].decode().startswith(topic) for m in letters)
+
+
+def runner_process(pods, namespace: str, name: str):
+    for containers in pods.running.values():
+        process = containers.get("runner")
+        if process is not None and process.log.parent.name.startswith(f"{namespace}_{name}-runner"):
+            return process
+    return None
+
+
+def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(intent("crash", topic, f"{receiver.url}/crash")),
+    )
+    obj = ready_intent(kubectl, namespace, "crash")
+    process = wait_for(lambda: runner_process(pods, namespace, "crash"), what="runner process")
+    sensors = [f"k-{i:03d}" for i in range(200)]
+    records = [
+        (s, reading(s, 90.0 if (seq == 3 and i % 5 == 0) else 15.0, seq))
+        for seq in range(30)
+        for i, s in enumerate(sensors)
+    ]
+    produce(bootstrap, topic, records[:3000])
+    wait_for(
+        lambda: (
+            kafka.consumer_lag(kafka.admin(bootstrap), f"aios.{namespace}.crash.runner") is not None
+        ),
+        what="the runner committed something",
+    )
+    os.kill(process.pid, signal.SIGKILL)
+    produce(bootstrap, topic, records[3000:])
+    wait_for(
+        lambda: (p := runner_process(pods, namespace, "crash")) is not None and p.running(),
+        what="the local kubelet restarted the runner",
+    )
+
+    decisions = [
+        json.loads(m.value())
+        for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], len(records))
+    ]
+    assert len(decisions) == len(records)
+    assert len({d["decisionId"] for d in decisions}) == len(records)
+    keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
+    assert len(keys) == 40
+    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="every action executed")
+    time.sleep(3)
+    assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)
+
+
+def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": site.endpoints.kubeconfig,
+        "AIOS_TEMPORAL_ADDRESS": site.endpoints.temporal_address,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "aios.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_an_action_needing_approval_waits_then_runs_once_when_approved(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    approval = {"required": True, "approvers": ["alice"], "timeoutSeconds": 600}
+    manifest = intent("approve", topic, f"{receiver.url}/approve")
+    manifest["spec"]["actions"][0]["approval"] = approval
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
+    obj = ready_intent(kubectl, namespace, "approve")
+    produce(bootstrap, topic, [("a-1", reading("a-1", 99.0, 1))])
+    [decision] = [
+        json.loads(m.value()) for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 1)
+    ]
+    action = decision["actionId"]
+
+    def waiting() -> bool:
+        result = aiosctl(site, "approve", f"action/{action}", "--as", "mallory")
+        return "not among the approvers" in result.stderr
+
+    wait_for(waiting, what="the action waiting for approval (and mallory refused)")
+    assert action not in receiver.idempotency_keys()
+    approved = aiosctl(site, "approve", f"action/{action}", "--as", "alice", "--reason", "go")
+    assert approved.returncode == 0, approved.stderr
+    assert f"approved action/{action} as alice" in approved.stdout
+    wait_for(lambda: action in receiver.idempotency_keys(), what="the approved action executed")
+    time.sleep(2)
+    assert receiver.idempotency_keys().count(action) == 1
+    again = aiosctl(site, "approve", f"action/{action}", "--as", "alice")
+    assert again.returncode != 0 and "not waiting for approval" in again.stderr
+
+
+def test_shadow_mode_decides_and_never_acts(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(intent("shadow", topic, f"{receiver.url}/shadow", mode="shadow")),
+    )
+    obj = ready_intent(kubectl, namespace, "shadow")
+    produce(bootstrap, topic, [(f"h-{i}", reading(f"h-{i}", 99.0, i)) for i in range(10)])
+    decisions = [
+        json.loads(m.value()) for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 10)
+    ]
+    assert len(decisions) == 10
+    assert all(
+        d["outcome"] == "act" and d["mode"] == "shadow" and "actionId" not in d for d in decisions
+    )
+    time.sleep(3)
+    assert not [c for c in receiver.calls if c[0] == "/shadow"]
