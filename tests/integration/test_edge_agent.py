@@ -556,7 +556,12 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
         assert status()["appliedGeneration"] == 1
         assert condition("ConfigApplied") == "True" and condition("BufferPressure") == "False"
         assert agent.post(stream(100, time.time() - 600))[0] == 202
-        changed = {"spec": {"filters": [*PLAIN, {"rateLimit": {"perSensorPerSecond": 0.5}}]}}
+        changed = {  # a new filter, and a new producer for the new compression
+            "spec": {
+                "filters": [*PLAIN, {"rateLimit": {"perSensorPerSecond": 0.5}}],
+                "sink": {"kafkaTopic": sink, "compression": "lz4"},
+            }
+        }
         kubectl(
             "patch", "edgegateway", "gw", "-n", namespace, "--type=merge", "-p", json.dumps(changed)
         )
