@@ -13,6 +13,7 @@ import json
 import os
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -66,10 +67,15 @@ class SiteState:
         return cls(**raw)
 
     def save(self) -> None:
-        path = Path(self.directory) / "site.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        """Write atomically; components start in parallel threads, so one at a time."""
+        with _SAVING:
+            path = Path(self.directory) / "site.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self), indent=2))
+            tmp.replace(path)
+
+
+_SAVING = threading.Lock()
 
 
 def http_ok(url: str, token: str | None = None, ca: Path | None = None) -> bool:
