@@ -1,6 +1,7 @@
-"""``aiosctl audit trace`` on an action of the city air-quality flow: every link from the
-sensor reading to the MQTT command is in the chained log, recorded by the components that
-own it, with the real OPA decisions of the example Policy."""
+"""``aiosctl audit trace`` on an action of the city air-quality flow: the street-cleaning
+command of ``pm25-alerting`` runs through the real action workflow under the example
+Policy, is approved by a supervisor and published over MQTT; the trace follows it from
+the sensor reading to the result, through the chained log."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import yaml
 from test_operator import wait_for
 from test_policy_operator import conditions
+from test_policy_runtime import start, steps, worker_for
 
-from aios.connectors import audit, kafka, opa
+from aios.api.events import ActionRequest
+from aios.connectors import audit, kafka
 from aios.stack.platform import EXAMPLES
 from aios.stack.site import Site
+from aios.workflows.action import Review
 
 
 def produce_reading(bootstrap: str, topic: str, reading: dict[str, Any]) -> tuple[int, int]:
@@ -32,16 +39,6 @@ def produce_reading(bootstrap: str, topic: str, reading: dict[str, Any]) -> tupl
     return delivered[0].partition(), delivered[0].offset()
 
 
-def publish(mqtt_url: str, topic: str, payload: bytes) -> None:
-    host, port = mqtt_url.removeprefix("mqtt://").split(":")
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(host, int(port))
-    client.loop_start()
-    client.publish(topic, payload, qos=1).wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
-
-
 def aiosctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aios.cli.main", "audit", *args],
@@ -51,21 +48,62 @@ def aiosctl(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_trace_prints_the_whole_lineage_of_an_action(
+def dispatch_request(
+    namespace: str, target: str, reading_id: str, lineage: dict[str, Any]
+) -> dict[str, Any]:
+    """What the intent runner hands the workflow for pm25-alerting's street cleaning."""
+    intent = yaml.safe_load((EXAMPLES / "pm25-alerting.yaml").read_text())
+    action = next(a for a in intent["spec"]["actions"] if a["name"] == "dispatch-street-cleaning")
+    action["target"] = target
+    action_id = f"{namespace}.pm25-alerting.{reading_id}"
+    now = datetime.now(UTC).isoformat()
+    ref = {"namespace": namespace, "name": "pm25-alerting", "generation": 1}
+    return ActionRequest.model_validate(
+        {
+            "actionId": action_id,
+            "intent": ref,
+            "action": action,
+            "decision": {
+                "decisionId": f"{namespace}/pm25-alerting/{reading_id}",
+                "intent": ref,
+                "eventId": reading_id,
+                "sensorId": "aq-d7-001",
+                "time": now,
+                "decidedAt": now,
+                "outcome": "act",
+                "rule": "pm25-sustained",
+                "action": "dispatch-street-cleaning",
+                "actionId": action_id,
+                "model": {
+                    "call": "anomaly",
+                    "deployment": "pm25-anomaly",
+                    "version": "2024.11.2",
+                    "canary": True,
+                },
+                "score": 0.94,
+                "confidence": 0.88,
+                "lineage": lineage,
+            },
+        }
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+async def test_trace_prints_the_whole_lineage_of_an_action(
     kubectl, operator, namespace: str, site: Site
 ) -> None:
-    bootstrap, opa_url = site.endpoints.kafka_bootstrap, site.endpoints.opa_url
+    bootstrap = site.endpoints.kafka_bootstrap
     kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "actuation-needs-approval.yaml"))
-    wait_for(
+    await asyncio.to_thread(
+        wait_for,
         lambda: (
             conditions(kubectl, namespace, "actuation-needs-approval")
             .get("Ready", {})
             .get("status")
             == "True"
-        )
+        ),
     )
+    # Recorded by the EdgeGateway operator and the rollout when they change things.
     writer = audit.AuditWriter(bootstrap)
-    # What the EdgeGateway operator and the rollout record when they change things.
     writer.record(
         "edge-config",
         f"EdgeGateway {namespace}/district-7",
@@ -87,116 +125,71 @@ def test_trace_prints_the_whole_lineage_of_an_action(
     partition, offset = produce_reading(
         bootstrap, topic, {"eventId": reading_id, "sensorId": "aq-d7-001", "metrics": {"pm25": 91}}
     )
-    action_id = f"{namespace}.pm25-alerting.{reading_id}"
-    decision = {
-        "rule": "pm25-sustained",
-        "fallback": False,
-        "fallbackReason": None,
-        "model": {
-            "call": "anomaly",
-            "deployment": "pm25-anomaly",
-            "version": "2024.11.2",
-            "canary": True,
-        },
-        "score": 0.94,
-        "confidence": 0.88,
-        "lineage": {
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "eventIds": [reading_id],
-            "sensors": ["aq-d7-001"],
-            "gateway": "district-7",
-            "configGeneration": 3,
-            "filterChain": "sha256:4be1",
-        },
+    lineage = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "eventIds": [reading_id],
+        "gateway": "district-7",
+        "configGeneration": 3,
+        "filterChain": "sha256:4be1",
     }
-    target = "city/district-7/street-cleaning/dispatch"
+    target = f"city/district-7/street-cleaning/{uuid.uuid4().hex[:6]}/dispatch"
+    payload = dispatch_request(namespace, target, reading_id, lineage)
+    action_id = payload["actionId"]
 
-    def ask(approver: str | None) -> opa.PolicyDecision:
-        return asyncio.run(
-            opa.authorize_action(
-                opa_url,
-                {
-                    "kind": "Action",
-                    "namespace": namespace,
-                    "intent": {"name": "pm25-alerting", "labels": {}, "dataPolicy": {}},
-                    "action": {
-                        "name": "dispatch-street-cleaning",
-                        "type": "mqtt",
-                        "target": target,
-                        "idempotencyKey": action_id,
-                        "approvalRequired": True,
-                    },
-                    "decision": decision,
-                    "approver": approver,
-                    "recentActuations": 0,
-                    "time": "2026-11-27T10:00:00Z",
-                },
+    host, port = site.endpoints.mqtt_url.removeprefix("mqtt://").split(":")
+    arrived = threading.Event()
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscriber.on_message = lambda *_: arrived.set()
+    subscriber.connect(host, int(port))
+    subscriber.subscribe(target, qos=1)
+    subscriber.loop_start()
+    try:
+        async with worker_for(site, site.endpoints.opa_url) as worker:
+            handle = await start(worker, payload)
+            for _ in range(60):
+                if (await handle.query("state"))["phase"] == "awaiting-approval":
+                    break
+                await asyncio.sleep(0.25)
+            await handle.signal(
+                "review",
+                Review(
+                    approver="supervisor-7", approved=True, groups=["street-cleaning-supervisors"]
+                ),
             )
-        )
+            result = await handle.result()
+        assert result["status"] == "executed", result
+        assert await asyncio.to_thread(arrived.wait, 10), "the command reached the street"
+    finally:
+        subscriber.loop_stop()
 
-    def step(
-        name: str, policy: opa.PolicyDecision | None, approver: str | None, result: dict[str, Any]
-    ) -> None:
-        writer.record(
-            "action-step",
-            f"action/{action_id}",
-            {
-                "actionId": action_id,
-                "step": name,
-                "intent": {"namespace": namespace, "name": "pm25-alerting"},
-                "action": {"name": "dispatch-street-cleaning", "type": "mqtt", "target": target},
-                "decision": decision,
-                "policyDecisionId": policy and policy.decision_id,
-                "approver": approver,
-                "result": result,
-            },
-            actor=approver,
-            policy_decision_id=policy and policy.decision_id,
-            event_id=f"{action_id}:{name}",
-        )
-
-    # As the action workflow does: authorise, wait for the approval, authorise again, act.
-    step("requested", None, None, {"status": "pending"})
-    before = ask(None)
-    assert before.allowed, "the action declares the approval it waits for"
-    step("authorized", before, None, {"status": "allowed"})
-    step("approved", None, "supervisor-7", {"status": "approved"})
-    after = ask("supervisor-7")
-    assert after.allowed and after.decision_id != before.decision_id
-    publish(site.endpoints.mqtt_url, target, b'{"command": "dispatch"}')
-    step("executed", after, "supervisor-7", {"status": "executed", "mqttTopic": target})
-
-    wait_for(
-        lambda: any(
-            r.details.get("step") == "executed" and r.details.get("actionId") == action_id
-            for r in audit.read_log(bootstrap)
-        ),
-        timeout=30,
+    await asyncio.to_thread(
+        wait_for, lambda: "executed" in [r.details["step"] for r in steps(site, action_id)]
     )
     traced = aiosctl("trace", action_id, "--bootstrap", bootstrap, "-o", "json")
     assert traced.returncode == 0, traced.stderr
-    lineage = json.loads(traced.stdout)
-    assert lineage["readings"] == {"eventIds": [reading_id], "sensors": ["aq-d7-001"]}
-    assert lineage["edge"]["gateway"] == "district-7"
-    assert (
-        lineage["edge"]["configGeneration"] == 3 and lineage["edge"]["filterChain"] == "sha256:4be1"
+    lineage_out = json.loads(traced.stdout)
+    assert lineage_out["readings"] == {"eventIds": [reading_id], "sensors": ["aq-d7-001"]}
+    edge = lineage_out["edge"]
+    assert (edge["gateway"], edge["configGeneration"], edge["filterChain"]) == (
+        "district-7",
+        3,
+        "sha256:4be1",
     )
-    assert lineage["edge"]["record"] is not None
-    assert lineage["kafka"] == {"topic": topic, "partition": partition, "offset": offset}
-    model = lineage["model"]
+    assert edge["record"] is not None, "the edge-config record that produced the reading"
+    assert lineage_out["kafka"] == {"topic": topic, "partition": partition, "offset": offset}
+    model = lineage_out["model"]
     assert (model["name"], model["version"], model["canary"]) == ("pm25-anomaly", "2024.11.2", True)
     assert (model["score"], model["confidence"]) == (0.94, 0.88)
     assert model["promotion"]["approver"] == "lead@city.example"
-    assert lineage["decision"]["rule"] == "pm25-sustained" and not lineage["decision"]["fallback"]
-    assert [p["decisionId"] for p in lineage["policyDecisions"]] == [
-        before.decision_id,
-        after.decision_id,
-    ]
-    assert lineage["approver"] == "supervisor-7"
-    assert lineage["result"] == {"status": "executed", "mqttTopic": target}
-    assert [s["step"] for s in lineage["steps"]] == [
+    assert lineage_out["decision"]["rule"] == "pm25-sustained"
+    assert lineage_out["decision"]["fallback"] is False
+    decisions = [p["decisionId"] for p in lineage_out["policyDecisions"]]
+    assert decisions and all(decisions), "every authorised step names OPA's decision"
+    assert lineage_out["approver"] == "supervisor-7"
+    assert lineage_out["result"]["status"] == "executed"
+    assert [s["step"] for s in lineage_out["steps"]] == [
         "requested",
         "authorized",
         "approved",
@@ -211,11 +204,12 @@ def test_trace_prints_the_whole_lineage_of_an_action(
         ("kafka", f"{topic}[{partition}]@{offset}"),
         ("model", "pm25-anomaly 2024.11.2 (canary)"),
         ("decision", "rule pm25-sustained"),
-        ("policy decision", before.decision_id),
+        *[("policy decision", decision) for decision in decisions],
         ("approver", "supervisor-7"),
+        ("result", "executed"),
     ]:
-        line = next((x for x in text.stdout.splitlines() if x.startswith(label)), "")
-        assert value in line, (label, text.stdout)
+        lines = [x for x in text.stdout.splitlines() if x.startswith(label)]
+        assert any(value in line for line in lines), (label, value, text.stdout)
 
     assert aiosctl("trace", "no-such-action", "--bootstrap", bootstrap).returncode == 1
     verified = aiosctl("verify", "--bootstrap", bootstrap)

@@ -24,6 +24,7 @@ from aios.connectors import audit
 from aios.operator.handlers.policy import library, load
 from aios.operator.reconcile.policy import load_plan
 from aios.stack.components import OPA
+from aios.stack.platform import site_environment
 from aios.stack.process import ManagedProcess, free_port
 from aios.stack.site import Site, http_ok
 from aios.workflows.worker import WorkerSettings, build_worker, ensure_search_attributes
@@ -73,7 +74,7 @@ async def worker_for(site: Site, opa_url: str) -> AsyncIterator[tuple[Client, st
     settings = WorkerSettings(
         site.endpoints.temporal_address,
         task_queue=queue,
-        env={"AIOS_OPA_URL": opa_url, "AIOS_KAFKA_BOOTSTRAP": site.endpoints.kafka_bootstrap},
+        env={**site_environment(site), "AIOS_OPA_URL": opa_url},
     )
     await ensure_search_attributes(client, "default")
     async with build_worker(client, settings):
