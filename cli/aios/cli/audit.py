@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 import yaml
+from confluent_kafka import KafkaException
 from rich.console import Console
 
 from aios.connectors import audit
@@ -44,7 +45,11 @@ def _raw(bootstrap: str | None, topic: str, file: Path | None) -> list[str]:
             "[red]no Kafka bootstrap servers[/]: pass --bootstrap or set AIOS_KAFKA_BOOTSTRAP"
         )
         raise typer.Exit(2)
-    return audit.read_raw_log(bootstrap, topic)
+    try:
+        return audit.read_raw_log(bootstrap, topic)
+    except (KafkaException, TimeoutError) as error:
+        err.print(f"[red]cannot read the audit log {topic} at {bootstrap}[/]: {error}")
+        raise typer.Exit(2) from error
 
 
 def _emit(document: dict[str, Any], output: Output) -> None:
