@@ -55,7 +55,8 @@ def test_with_kserve_installed_an_inference_service_is_rendered(
     assert "canaryTrafficPercent" not in predictor
     owner = json.loads(isvc)["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "ModelDeployment"
-    assert kubectl.run("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace).returncode
+    raw = ("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace)
+    wait_for(lambda: kubectl.run(*raw).returncode != 0, timeout=30)  # none, or pruned
 
     def waiting_for_kserve():
         found = status(kubectl, namespace)

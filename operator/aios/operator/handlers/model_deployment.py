@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from functools import cache
 from typing import Any
 
@@ -41,14 +40,12 @@ from aios.workflows.analysis import Gates
 from aios.workflows.rollout import ApprovalDecision, ModelRollout, RolloutInput, Step
 
 MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
-KSERVE_CHECK_SECONDS = 10.0
 PLURAL = ModelDeployment.crd.plural
 
 settings = cache(OperatorSettings.from_env)
 kube = cache(api_client)
 _temporal: Client | None = None
 _temporal_lock = asyncio.Lock()
-_kserve: tuple[float, bool] = (0.0, False)
 
 
 async def temporal() -> Client:
@@ -66,15 +63,12 @@ async def temporal() -> Client:
 
 
 async def kserve_installed() -> bool:
-    """Whether the cluster serves KServe's InferenceService (checked every 10 s)."""
-    global _kserve
-    checked, _ = _kserve
-    if time.monotonic() - checked > KSERVE_CHECK_SECONDS:
-        crd = await apply.get(
-            "apiextensions.k8s.io/v1", "CustomResourceDefinition", plan.INFERENCE_SERVICES_CRD, ""
-        )
-        _kserve = (time.monotonic(), crd is not None)
-    return _kserve[1]
+    """Whether the cluster serves KServe's InferenceService: asked at every reconcile (one
+    GET), so installing or removing KServe changes the rendering at the next one."""
+    crd = await apply.get(
+        "apiextensions.k8s.io/v1", "CustomResourceDefinition", plan.INFERENCE_SERVICES_CRD, ""
+    )
+    return crd is not None
 
 
 async def patch_status(
@@ -111,7 +105,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
         kinds: tuple[tuple[str, str], ...]
         if kserve:
             children = plan.render_kserve(md, serving, site.image)
-            kinds = plan.KSERVE_KINDS
+            kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
         else:
             mirror = os.environ.get(MODEL_MIRROR_ENV)
             children = plan.render_raw(md, serving, site.image, mirror)
