@@ -23,7 +23,9 @@ from aios.operator.handlers import (  # noqa: F401
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Settings tuned for thousands of objects per operator (see DESIGN.md, Scale)."""
     settings.posting.reporting_component = "aios-operator"
-    settings.posting.level = logging.INFO
+    # Kubernetes Events only for warnings and errors: an Event per handler success (every
+    # timer run of every object) would load the API server more than the objects do.
+    settings.posting.level = logging.WARNING
     settings.persistence.finalizer = "aios.dev/operator"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     settings.batching.batch_window = 0.01  # kopf's 100 ms default delays every event

@@ -51,6 +51,8 @@ class LatestRecords:
     def _assign(self) -> None:
         metadata = self._consumer.list_topics(self.topic, timeout=10)
         partitions = metadata.topics[self.topic].partitions
+        if not partitions:  # just created: metadata not propagated yet
+            raise LookupError(f"{self.topic} has no partitions yet")
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in partitions])
 
     def _run(self) -> None:

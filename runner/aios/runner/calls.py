@@ -126,7 +126,6 @@ class ModelCaller:
             outputs = await self._client(chosen.primary).infer(
                 chosen.primary.model,
                 {"features": matrix},
-                chosen.primary.version,
                 timeout=self.call.timeout_ms / 1000,
             )
         except InferenceError as error:
@@ -136,6 +135,7 @@ class ModelCaller:
         self.breaker.succeeded()
         if chosen.mirror is not None:
             self._mirror(chosen.mirror, matrix)
+        # Each Deployment serves one version, so requests name the model only.
         for row, i in enumerate(complete):
             results[i] = CallResult(
                 "ok",
@@ -161,7 +161,6 @@ class ModelCaller:
                 await self._client(target).infer(
                     target.model,
                     {"features": matrix},
-                    target.version,
                     timeout=self.call.timeout_ms / 1000,
                 )
             except InferenceError as error:

@@ -1,0 +1,147 @@
+"""An intent deciding with a served model: the model decides while it answers; when its
+server stops, the fallback rules decide and the intent says Degraded; when it is back,
+the model decides again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import yaml
+from model_support import example, ready, wait_for
+from test_intent_e2e import condition, produce, read_all, ready_intent
+
+from aios.connectors import kafka
+
+NORMAL = {
+    "pm25": 12.0,
+    "pm10": 20.0,
+    "no2": 25.0,
+    "o3": 45.0,
+    "temperature": 14.0,
+    "humidity": 65.0,
+}
+SPIKE = {**NORMAL, "pm25": 95.0, "pm10": 60.0}
+
+
+def readings(prefix: str, count: int, spike_every: int = 4) -> list[tuple[str, bytes]]:
+    from datetime import UTC, datetime
+
+    return [
+        (
+            f"{prefix}-{i}",
+            json.dumps(
+                {
+                    "eventId": f"{prefix}-{i}",
+                    "sensorId": f"{prefix}-{i}",
+                    "time": datetime.now(UTC).isoformat(),
+                    "metrics": SPIKE if i % spike_every == 0 else NORMAL,
+                }
+            ).encode(),
+        )
+        for i in range(count)
+    ]
+
+
+def model_intent(source: str, target: str) -> dict:
+    return {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "AutomationIntent",
+        "metadata": {"name": "with-model"},
+        "spec": {
+            "sources": [{"name": "readings", "kafkaTopic": source}],
+            "topics": {"partitions": 1},
+            "models": [{"name": "anomaly", "modelDeployment": "pm25-anomaly", "timeoutMs": 1000}],
+            "rules": [
+                {
+                    "name": "spike",
+                    "when": "anomaly.score > 0.8 && reading.pm25 > 35",
+                    "minConfidence": 0.5,
+                    "action": "notify",
+                }
+            ],
+            "fallback": [{"name": "static", "when": "reading.pm25 > 55", "action": "notify"}],
+            "actions": [{"name": "notify", "type": "webhook", "target": target}],
+        },
+    }
+
+
+def model_processes(pods, namespace: str) -> list:
+    return [
+        process
+        for containers in pods.running.values()
+        for process in containers.values()
+        if process.log.parent.name.startswith(f"{namespace}_pm25-anomaly-")
+    ]
+
+
+def test_the_fallback_decides_while_the_model_is_down_and_the_intent_says_so(
+    kubectl, operator, pods, namespace, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    manifest = example("pm25-anomaly")
+    manifest["spec"]["autoscaling"]["minReplicas"] = 1
+    kubectl("apply", "-n", namespace, "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    source = f"{namespace}.readings"
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(source, 1)])
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(model_intent(source, f"{receiver.url}/model")),
+    )
+    obj = ready_intent(kubectl, namespace, "with-model")
+    decisions_topic = obj["status"]["topics"]["decisions"]
+
+    produce(bootstrap, source, readings("up", 20))
+    up = [json.loads(m.value()) for m in read_all(bootstrap, decisions_topic, 20)]
+    assert not any(d["fallback"] for d in up), "the model decides while it answers"
+    assert {d["model"]["version"] for d in up if d.get("model")} == {"2024.11.2"}
+    assert {d["rule"] for d in up if d["outcome"] == "act"} == {"spike"}
+    assert sum(d["outcome"] == "act" for d in up) == 5
+
+    servers = model_processes(pods, namespace)
+    assert servers, "the model server runs as a host process"
+    for server in servers:
+        os.killpg(server.pid, signal.SIGSTOP)
+    try:
+        produce(bootstrap, source, readings("down", 20))
+        down = [json.loads(m.value()) for m in read_all(bootstrap, decisions_topic, 40)][20:]
+        assert len(down) == 20
+        assert all(d["fallback"] and d["fallbackReason"] == "unavailable" for d in down)
+        assert {d["rule"] for d in down if d["outcome"] == "act"} == {"static"}
+
+        def degraded() -> dict | None:
+            found = condition(
+                kubectl.json("get", "automationintent", "with-model", "-n", namespace), "Degraded"
+            )
+            return found if found.get("status") == "True" else None
+
+        reason = wait_for(degraded, timeout=60)
+        assert reason["reason"] == "ModelUnavailable" and "anomaly" in reason["message"]
+    finally:
+        for server in servers:
+            os.killpg(server.pid, signal.SIGCONT)
+
+    def model_back() -> bool:
+        produce(bootstrap, source, readings(f"back-{time.monotonic_ns()}", 4))
+        latest = [
+            json.loads(m.value()) for m in read_all(bootstrap, decisions_topic, 1, timeout=10)
+        ]
+        return bool(latest) and not latest[-1]["fallback"]
+
+    wait_for(model_back, timeout=90)
+    wait_for(
+        lambda: (
+            condition(
+                kubectl.json("get", "automationintent", "with-model", "-n", namespace), "Degraded"
+            ).get("status")
+            == "False"
+        ),
+        timeout=60,
+    )
