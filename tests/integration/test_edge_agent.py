@@ -41,7 +41,7 @@ from aios.edge.protocol import (
 from aios.edge.segments import SegmentLog
 from aios.operator.reconcile.edge_gateway import compile_config
 from aios.stack.process import ManagedProcess, free_port
-from aios.stack.site import Site, http_ok
+from aios.stack.site import Site, http_ok, kafka_ready
 
 AGENT = Path(sys.executable).parent / "aios-edge"
 SENSORS = [f"aq-{i:02d}" for i in range(20)]
@@ -408,6 +408,7 @@ def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
         time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
         restarted = ManagedProcess("kafka", kafka_process.argv, kafka_process.log).start()
         broker.processes["kafka"] = restarted
+        restarted.wait_healthy(lambda: kafka_ready(bootstrap), 120)
         records = read_topic(bootstrap, sink, len(sent), timeout=180)
         assert_exactly_once_in_order(sent, readings(records))
         assert len(records) == len(sent)
