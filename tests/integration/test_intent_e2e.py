@@ -335,3 +335,48 @@ def test_shadow_mode_decides_and_never_acts(
     )
     time.sleep(3)
     assert not [c for c in receiver.calls if c[0] == "/shadow"]
+
+
+def test_with_opa_stopped_no_action_runs_until_it_answers_again(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    from aios.connectors.audit import read_log
+
+    bootstrap = site.endpoints.kafka_bootstrap
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(intent("no-opa", topic, f"{receiver.url}/no-opa")),
+    )
+    obj = ready_intent(kubectl, namespace, "no-opa")
+    opa = site.processes["opa"]
+    os.killpg(opa.pid, signal.SIGSTOP)
+    try:
+        produce(bootstrap, topic, [("o-1", reading("o-1", 99.0, 1))])
+        [decision] = [
+            json.loads(m.value())
+            for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 1)
+        ]
+        action = decision["actionId"]
+
+        def steps() -> list[str]:
+            return [
+                r.details["step"]
+                for r in read_log(bootstrap)
+                if r.kind == "action-step" and r.details.get("actionId") == action
+            ]
+
+        wait_for(lambda: "requested" in steps(), what="the action requested")
+        time.sleep(15)  # several authorisation attempts time out meanwhile
+        assert action not in receiver.idempotency_keys(), "no action runs without OPA"
+        assert "executed" not in steps() and "authorized" not in steps()
+    finally:
+        os.killpg(opa.pid, signal.SIGCONT)
+    wait_for(lambda: action in receiver.idempotency_keys(), what="the action once OPA answers")
+    time.sleep(2)
+    assert receiver.idempotency_keys().count(action) == 1
+    wait_for(lambda: steps()[-1:] == ["executed"], what="the executed step audited")
+    assert steps() == ["requested", "authorized", "executed"]
