@@ -168,6 +168,16 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     mine = [k for k in receiver.idempotency_keys() if k in keys]
     assert sorted(mine) == sorted(keys), "each action executed exactly once"
 
+    def reported() -> dict[str, Any] | None:
+        status = kubectl.json("get", "automationintent", "pm25", "-n", namespace)["status"]
+        counts = status.get("counts") or {}
+        done = counts.get("decisions") == len(records) and status.get("consumerLag") == 0
+        return status if done else None
+
+    status = wait_for(reported, what="status counts and lag")
+    assert status["counts"]["events"] == len(records)
+    assert status["counts"]["actions"] == 40 and status["counts"]["fallbacks"] == len(records)
+
 
 def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
     kubectl, operator, pods, namespace, topic, receiver, site
@@ -380,3 +390,47 @@ def test_with_opa_stopped_no_action_runs_until_it_answers_again(
     assert receiver.idempotency_keys().count(action) == 1
     wait_for(lambda: steps()[-1:] == ["executed"], what="the executed step audited")
     assert steps() == ["requested", "authorized", "executed"]
+
+
+def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lost(
+    kubectl, operator, pods, namespace, topic, receiver, site
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(intent("blocked", topic, f"{receiver.url}/blocked")),
+    )
+    obj = ready_intent(kubectl, namespace, "blocked")
+    temporal = site.processes["temporal"]
+    os.killpg(temporal.pid, signal.SIGSTOP)
+    try:
+        produce(
+            bootstrap,
+            topic,
+            [(f"b-{i}", reading(f"b-{i}", 99.0 if i < 5 else 10.0, i)) for i in range(200)],
+        )
+
+        def blocked() -> dict[str, Any] | None:
+            found = condition(
+                kubectl.json("get", "automationintent", "blocked", "-n", namespace), "Degraded"
+            )
+            return found if found.get("reason") == "HandOffBlocked" else None
+
+        wait_for(blocked, what="Degraded: HandOffBlocked")
+        assert not [c for c in receiver.calls if c[0] == "/blocked"]
+    finally:
+        os.killpg(temporal.pid, signal.SIGCONT)
+    decisions = [
+        json.loads(m.value())
+        for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 200)
+    ]
+    assert len(decisions) == 200 and len({d["decisionId"] for d in decisions}) == 200
+    keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
+    assert len(keys) == 5
+    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="the actions after the outage")
+    time.sleep(2)
+    assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)

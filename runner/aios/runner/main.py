@@ -31,9 +31,11 @@ def _required(name: str) -> str:
 
 async def serve(config: RunnerConfig) -> None:
     bootstrap = _required("AIOS_KAFKA_BOOTSTRAP")
+    # Lazy: decisions start without Temporal; hand-offs wait (paused) until it answers.
     temporal = await Client.connect(
         _required("AIOS_TEMPORAL_ADDRESS"),
         namespace=os.environ.get("AIOS_TEMPORAL_NAMESPACE", "default"),
+        lazy=True,
     )
     statuses = DeploymentStatuses(
         config.intent.namespace, {m.model_deployment for m in config.spec.models}

@@ -98,7 +98,16 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 
 async def connect(settings: WorkerSettings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.namespace)
+    """Connect, retrying while Temporal is away (a restart loop would back off for
+    minutes after it is back)."""
+    delay = 1.0
+    while True:
+        try:
+            return await Client.connect(settings.temporal_address, namespace=settings.namespace)
+        except RuntimeError as error:
+            logging.getLogger(__name__).warning("Temporal unreachable, retrying: %s", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
 
 
 def build_worker(client: Client, settings: WorkerSettings) -> Worker:
