@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,17 +99,22 @@ class Site:
         self.state = SiteState(directory=str(self.directory), supervisor_pid=os.getpid())
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> Endpoints:
+    def start(self, only: Collection[str] | None = None) -> Endpoints:
+        """Start every component, or ``only`` the named ones (e.g. a benchmark's)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.state.save()
-        starters: list[Callable[[], None]] = [
-            self._start_kubernetes,
-            self._start_kafka,
-            self._start_temporal,
-            self._start_opa,
-            self._start_triton,
-            self._start_mosquitto,
-        ]
+        every: dict[str, Callable[[], None]] = {
+            "kubernetes": self._start_kubernetes,
+            "kafka": self._start_kafka,
+            "temporal": self._start_temporal,
+            "opa": self._start_opa,
+            "triton": self._start_triton,
+            "mosquitto": self._start_mosquitto,
+        }
+        unknown = set(only or ()) - set(every)
+        if unknown:
+            raise ValueError(f"unknown components: {', '.join(sorted(unknown))}")
+        starters = [start for name, start in every.items() if only is None or name in only]
         try:
             with ThreadPoolExecutor(max_workers=len(starters)) as pool:
                 for future in [pool.submit(s) for s in starters]:

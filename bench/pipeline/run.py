@@ -1,0 +1,318 @@
+"""Pipeline benchmark: the intent runner beside the physical limit, in one run, as ratios.
+
+1. Throughput on the same pre-filled topic of readings, consumed from the start:
+   * the limit — a bare confluent-kafka loop: consume a batch, produce one record per
+     reading, commit the offsets (the least any consume → decide → publish must do);
+   * the runner deciding with its fallback rules only (parse, decide, publish decisions
+     and offsets in a Kafka transaction);
+   * the runner deciding with the anomaly model on Triton (plus batched V2 inference).
+2. Latency at a fixed offered load (half the runner's measured throughput): reading
+   produced → decision committed and visible to a read_committed consumer, p50 / p99.
+
+The runner runs in this process (shadow mode: decisions, no action hand-off; actions are
+measured by the tests). Kafka and Triton are the local site's, started here.
+
+    .venv/bin/python bench/pipeline/run.py [--readings 20000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.http as triton_http
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from temporalio.client import Client
+
+from aios.api.automation_intent import AutomationIntentSpec
+from aios.api.events import IntentRef
+from aios.api.runner import RunnerConfig, RunnerTopics
+from aios.connectors import kafka
+from aios.runner.loop import Runner
+from aios.stack.models import repository
+from aios.stack.site import Site
+
+MODEL, VERSION = "pm25-anomaly", "2024.11.2"
+PARTITIONS = 3
+NORMAL = [12.0, 20.0, 25.0, 45.0, 14.0, 65.0]
+METRICS = ["pm25", "pm10", "no2", "o3", "temperature", "humidity"]
+
+
+def reading(i: int, rng: np.random.Generator) -> bytes:
+    values = [v * float(rng.uniform(0.8, 1.2)) for v in NORMAL]
+    if i % 50 == 0:
+        values[0] *= 6
+    return json.dumps(
+        {
+            "eventId": f"bench-{i}",
+            "sensorId": f"s-{i % 500}",
+            "time": datetime.now(UTC).isoformat(),
+            "metrics": dict(zip(METRICS, values, strict=True)),
+        }
+    ).encode()
+
+
+def fill(bootstrap: str, topic: str, count: int) -> None:
+    producer = Producer(kafka.producer_config(bootstrap, **{"linger.ms": 20}))
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        producer.produce(topic, reading(i, rng), key=f"s-{i % 500}".encode())
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+
+
+def topics(bootstrap: str, *names: str) -> None:
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(n, PARTITIONS) for n in names])
+
+
+def consumed(bootstrap: str, group: str) -> int:
+    admin = kafka.admin(bootstrap)
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    return sum(max(tp.offset, 0) for tp in listed[group].result(10).topic_partitions or [])
+
+
+def rate_after_start(bootstrap: str, group: str, count: int) -> float:
+    """Readings/s from the first committed batch to the last: group join and start-up
+    are not the steady state being compared."""
+    while (first := consumed(bootstrap, group)) == 0:
+        time.sleep(0.02)
+    started = time.perf_counter()
+    while (now := consumed(bootstrap, group)) < count:
+        time.sleep(0.05)
+    return (now - first) / (time.perf_counter() - started)
+
+
+def bare_loop(bootstrap: str, source: str, sink: str, count: int, batch: int) -> float:
+    """The limit: consume → produce one record each → commit, nothing else."""
+    group = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer(
+        kafka.consumer_config(group, bootstrap, **{"isolation.level": "read_uncommitted"})
+    )
+    producer = Producer(kafka.producer_config(bootstrap))
+    consumer.subscribe([source])
+    started, done, first = 0.0, 0, 0
+    while done < count:
+        messages = [m for m in consumer.consume(batch, 0.1) if m.error() is None]
+        if messages and not started:
+            started, first = time.perf_counter(), len(messages)
+        for m in messages:
+            producer.produce(sink, m.value(), key=m.key())
+        producer.flush(30)
+        if messages:
+            offsets: dict[tuple[str, int], int] = {}
+            for m in messages:
+                offsets[(m.topic(), m.partition())] = m.offset() + 1
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+        done += len(messages)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return (count - first) / elapsed  # from the first batch, like the runner
+
+
+def spec(with_model: bool, batch: int) -> AutomationIntentSpec:
+    body: dict[str, Any] = {
+        "sources": [{"name": "readings", "kafkaTopic": "unused"}],
+        "mode": "shadow",
+        "fallback": [{"name": "static", "when": "reading.pm25 > 55", "action": "notify"}],
+        "actions": [{"name": "notify", "type": "webhook", "target": "http://127.0.0.1:9/"}],
+        "sla": {"maxBatchSize": batch, "maxLatencyMs": 400},
+    }
+    if with_model:
+        body["models"] = [{"name": "anomaly", "modelDeployment": MODEL, "timeoutMs": 2000}]
+        body["rules"] = [
+            {
+                "name": "spike",
+                "when": "anomaly.score > 0.8",
+                "minConfidence": 0.5,
+                "action": "notify",
+            }
+        ]
+    return AutomationIntentSpec.model_validate(body)
+
+
+async def runner_rate(
+    site: Site,
+    source: str,
+    count: int,
+    with_model: bool,
+    batch: int,
+    statuses: Callable[[str], dict[str, Any] | None],
+) -> float:
+    bootstrap = site.endpoints.kafka_bootstrap
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    config = RunnerConfig(
+        intent=IntentRef(namespace="bench", name=name, generation=1),
+        spec=spec(with_model, batch),
+        topics=RunnerTopics(
+            sources=[source],
+            decisions=f"{name}.decisions",
+            actions=f"{name}.actions",
+            dead_letters=f"{name}.dlq",
+        ),
+        consumer_group=f"{name}.runner",
+        task_queue="bench",
+        heartbeat_topic=f"{name}.status",
+    )
+    topics(bootstrap, config.topics.decisions, config.topics.dead_letters, config.heartbeat_topic)
+    temporal = await Client.connect("127.0.0.1:9", lazy=True)  # shadow mode never hands off
+    runner = Runner(config, bootstrap, temporal, "bench", statuses)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    rate = await asyncio.to_thread(rate_after_start, bootstrap, config.consumer_group, count)
+    stop.set()
+    await task
+    return rate
+
+
+async def latency(
+    site: Site,
+    rate: float,
+    seconds: float,
+    batch: int,
+    statuses: Callable[[str], dict[str, Any] | None],
+) -> tuple[float, float, int]:
+    """Offer ``rate`` readings/s for ``seconds``; latency to the committed decision."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    source = f"bench-live-{uuid.uuid4().hex[:6]}"
+    topics(bootstrap, source)
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    config = RunnerConfig(
+        intent=IntentRef(namespace="bench", name=name, generation=1),
+        spec=spec(True, batch),
+        topics=RunnerTopics(
+            sources=[source],
+            decisions=f"{name}.decisions",
+            actions=f"{name}.actions",
+            dead_letters=f"{name}.dlq",
+        ),
+        consumer_group=f"{name}.runner",
+        task_queue="bench",
+        heartbeat_topic=f"{name}.status",
+    )
+    topics(bootstrap, config.topics.decisions, config.topics.dead_letters, config.heartbeat_topic)
+    runner = Runner(
+        config, bootstrap, await Client.connect("127.0.0.1:9", lazy=True), "bench", statuses
+    )  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    watcher = Consumer(kafka.consumer_config(f"{name}.watch", bootstrap))
+    watcher.subscribe([config.topics.decisions])
+    await asyncio.sleep(3)  # assignment of both consumer groups
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    done = asyncio.Event()
+
+    def watch() -> None:
+        deadline = None
+        while len(latencies) < total:
+            if done.is_set():
+                deadline = deadline or time.perf_counter() + 30
+                if time.perf_counter() > deadline:
+                    return
+            for m in watcher.consume(500, 0.1):
+                if m.error() is None:
+                    event = json.loads(m.value())["eventId"]
+                    if event in sent:
+                        latencies.append(time.perf_counter() - sent[event])
+
+    def offer() -> None:
+        """Paced by sleeping, in 10 ms ticks, so the bench takes no CPU from the runner."""
+        producer = Producer(kafka.producer_config(bootstrap, **{"linger.ms": 0}))
+        rng = np.random.default_rng(3)
+        begin = time.perf_counter()
+        for i in range(total):
+            pause = begin + i / rate - time.perf_counter()
+            if pause > 0.01:
+                time.sleep(pause)
+            sent[f"bench-{i}"] = time.perf_counter()
+            producer.produce(source, reading(i, rng), key=f"s-{i % 500}".encode())
+            producer.poll(0)
+        producer.flush(30)
+        done.set()
+
+    watching = asyncio.create_task(asyncio.to_thread(watch))
+    await asyncio.to_thread(offer)
+    await watching
+    stop.set()
+    await task
+    watcher.close()
+    ms = np.array(latencies) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(latencies)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--readings", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="aios-bench-pipeline-"))
+    site = Site(directory)
+    site.start(only={"kafka", "triton"})
+    try:
+        shutil.copytree(repository(MODEL, VERSION) / MODEL, directory / "models" / MODEL)
+        host = site.endpoints.triton_http.removeprefix("http://")
+        triton_http.InferenceServerClient(host).load_model(MODEL)
+        status = {
+            "stable": {
+                "version": VERSION,
+                "model": MODEL,
+                "http": site.endpoints.triton_http,
+                "grpc": site.endpoints.triton_grpc,
+            },
+            "canaryWeight": 0,
+        }
+
+        def statuses(_name: str) -> dict[str, Any]:
+            return status
+
+        bootstrap = site.endpoints.kafka_bootstrap
+        source = "bench.readings"
+        topics(bootstrap, source, "bench.passthrough")
+        fill(bootstrap, source, args.readings)
+        limit = await asyncio.to_thread(
+            bare_loop, bootstrap, source, "bench.passthrough", args.readings, args.batch
+        )
+        rules = await runner_rate(site, source, args.readings, False, args.batch, statuses)
+        model = await runner_rate(site, source, args.readings, True, args.batch, statuses)
+        p50, p99, seen = await latency(site, model / 2, args.seconds, args.batch, statuses)
+    finally:
+        site.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    print(
+        f"\nPipeline benchmark — {args.readings} readings, batches of {args.batch}, "
+        f"{PARTITIONS} partitions, one process each\n"
+    )
+    print(f"{'path':58} {'readings/s':>12} {'of limit':>9}")
+    for label, rate in [
+        ("bare consume → produce → commit loop (the limit)", limit),
+        ("intent runner, fallback rules only", rules),
+        ("intent runner, anomaly model on Triton", model),
+    ]:
+        print(f"{label:58} {rate:12.0f} {rate / limit:9.2f}")
+    print(
+        f"\nlatency at {model / 2:.0f} readings/s (half the runner's rate), {seen} decisions: "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, p99/p50 {p99 / p50:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
