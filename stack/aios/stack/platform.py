@@ -18,6 +18,8 @@ from aios.stack.site import Site, http_ok
 
 CRD_DIR = REPO_ROOT / "crds"
 EXAMPLES = REPO_ROOT / "examples" / "city-air-quality"
+LOCAL_SITE = REPO_ROOT / "examples" / "local-site"
+"""The example as the local site runs it, actions pointed at a stand-in alert service."""
 
 
 def site_environment(site: Site) -> dict[str, str]:
@@ -95,7 +97,7 @@ def start_operator(site: Site, extra_env: dict[str, str] | None = None) -> Manag
 
 
 def apply_examples(site: Site, namespace: str = "default") -> str:
-    return site.kubectl(["apply", "-n", namespace, "--server-side", "-k", str(EXAMPLES)])
+    return site.kubectl(["apply", "-n", namespace, "--server-side", "-k", str(LOCAL_SITE)])
 
 
 def wait_accepted(
