@@ -79,3 +79,20 @@ def test_the_idempotency_key_is_stable_within_a_window_and_per_sensor() -> None:
     assert first != action_id(REF, action, "s1", NOW + timedelta(minutes=61))
     assert first != action_id(REF, action, "s2", NOW)
     assert first.startswith("city.pm25-alerting.notify-health-office.")
+
+
+def test_the_trace_context_of_the_reading_travels_with_its_decision() -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    decision = decide_record(
+        CONFIG,
+        Position("s", 0, 0),
+        READING,
+        Verdict(None, None, False, None),
+        CALLS,
+        {},
+        NOW,
+        parent,
+    )
+    assert decision.traceparent == parent
+    assert decision.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert decision.model_copy(update={"traceparent": "garbage"}).trace_id is None

@@ -127,6 +127,15 @@ class Decision(ApiModel):
     )
     mode: Literal["active", "shadow"] = "active"
     lineage: DecisionLineage
+    traceparent: str | None = Field(
+        default=None, description="W3C trace context of the reading, carried to the action."
+    )
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id of ``traceparent`` (``00-<trace id>-<span id>-<flags>``)."""
+        parts = (self.traceparent or "").split("-")
+        return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
 class ActionRequest(ApiModel):

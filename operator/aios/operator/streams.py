@@ -1,5 +1,9 @@
 """The latest record per key of a Kafka topic, kept in memory by a background thread —
-how the operator reads what runners and agents report without polling each of them."""
+how the operator reads what runners and agents report without polling each of them.
+
+It reads every partition from the beginning (the topics it follows are compacted, so
+that is the latest record per key plus a short tail) and looks for new partitions every
+``RESCAN_SECONDS``: right after a topic is created its metadata may list only some."""
 
 from __future__ import annotations
 
@@ -8,29 +12,32 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from aios.connectors import kafka
 
 log = logging.getLogger(__name__)
+RESCAN_SECONDS = 30.0
 
 
 class LatestRecords:
     """Follows ``topic`` from its end; ``get(prefix)`` returns the latest JSON value per key."""
 
-    def __init__(self, bootstrap: str, topic: str,
-                 on_record: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self.on_record = on_record
-        self._consumer = Consumer(kafka.client_config(bootstrap, **{
-            # Every operator replica reads everything: a private group, nothing committed.
-            "group.id": f"aios-operator-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "latest",
-        }))
+        self._consumer = Consumer(
+            kafka.client_config(
+                bootstrap,
+                **{
+                    # Every operator replica reads everything: a private group, nothing committed.
+                    "group.id": f"aios-operator-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                },
+            )
+        )
         self._latest: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -48,35 +55,45 @@ class LatestRecords:
         with self._lock:
             return {k: v for k, (_, v) in self._latest.items() if k.startswith(prefix)}
 
-    def _assign(self) -> None:
+    def _assign(self, assigned: set[int]) -> set[int]:
+        """Add partitions not followed yet (from their beginning); return all followed."""
         metadata = self._consumer.list_topics(self.topic, timeout=10)
-        partitions = metadata.topics[self.topic].partitions
-        if not partitions:  # just created: metadata not propagated yet
+        found = set(metadata.topics[self.topic].partitions)
+        if not found:  # just created: metadata not propagated yet
             raise LookupError(f"{self.topic} has no partitions yet")
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in partitions])
+        new = sorted(found - assigned)
+        if new:
+            self._consumer.incremental_assign(
+                [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new]
+            )
+        return assigned | found
 
     def _run(self) -> None:
+        assigned: set[int] = set()
+        rescan = 0.0
         while not self._stop.is_set():
             try:
-                self._assign()
-                while not self._stop.is_set():
-                    message = self._consumer.poll(0.5)
-                    if message is None or message.error() is not None:
-                        continue
-                    key = (message.key() or b"").decode()
-                    try:
-                        value = json.loads(message.value() or b"null")
-                    except ValueError:
-                        log.warning("ignoring a malformed record on %s (key %s)", self.topic, key)
-                        continue
-                    with self._lock:
-                        if value is None:
-                            self._latest.pop(key, None)
-                        else:
-                            self._latest[key] = (time.time(), value)
-                    if self.on_record is not None and value is not None:
-                        self.on_record(key, value)
+                if time.monotonic() >= rescan:
+                    assigned = self._assign(assigned)
+                    rescan = time.monotonic() + RESCAN_SECONDS
+                message = self._consumer.poll(0.5)
+                if message is None or message.error() is not None:
+                    continue
+                self._store(message.key(), message.value())
             except Exception as error:  # the broker restarting must not end the follower
                 log.warning("following %s failed, retrying: %s", self.topic, error)
                 self._stop.wait(2)
         self._consumer.close()
+
+    def _store(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        key = (raw_key or b"").decode()
+        try:
+            value = json.loads(raw_value or b"null")
+        except ValueError:
+            log.warning("ignoring a malformed record on %s (key %s)", self.topic, key)
+            return
+        with self._lock:
+            if value is None:
+                self._latest.pop(key, None)
+            else:
+                self._latest[key] = (time.time(), value)

@@ -46,6 +46,15 @@ def dead_letter_reason(error: ValidationError | ValueError) -> str:
     return str(error)[:1000]
 
 
+def traceparent(message: Message) -> str | None:
+    """The W3C trace context the edge agent put in the record's headers."""
+    headers = message.headers() or []
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        if name == "traceparent" and value:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return None
+
+
 def parse(message: Message) -> Reading | str:
     """The reading in a record, or why it is not one."""
     value = message.value()
@@ -145,7 +154,9 @@ class Runner:
             position = Position(
                 message.topic() or "", message.partition() or 0, message.offset() or 0
             )
-            decision = decide_record(self.config, position, reading, verdict, calls, targets, now)
+            decision = decide_record(
+                self.config, position, reading, verdict, calls, targets, now, traceparent(message)
+            )
             decisions.append(decision)
             request = action_request(self.config, decision)
             if request is not None:
@@ -241,6 +252,9 @@ class Runner:
                 topics.decisions,
                 key=decision.sensor_id.encode(),
                 value=decision.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                headers=[("traceparent", decision.traceparent.encode())]
+                if decision.traceparent
+                else None,
             )
         offsets: dict[tuple[str, int], int] = {}
         for message in batch:

@@ -52,6 +52,7 @@ def decide_record(
     calls: Mapping[str, CallResult],
     targets: Mapping[str, Target | None],
     now: datetime,
+    traceparent: str | None = None,
 ) -> Decision:
     """The decision record of one reading (one per reading, acted on or not)."""
     spec = config.spec
@@ -101,6 +102,7 @@ def decide_record(
             config_generation=reading.lineage.config_generation,
             filter_chain=reading.lineage.filter_chain,
         ),
+        traceparent=traceparent,
     )
 
 

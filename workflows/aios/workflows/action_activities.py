@@ -281,6 +281,7 @@ class ActionActivities:
             details,
             actor=step.approver,
             policy_decision_id=step.policy_decision_id,
+            trace_id=request.decision.trace_id,
             event_id=f"{request.action_id}:{step.step}",
         )
         if request.actions_topic:

@@ -10,6 +10,8 @@ from typing import Any
 
 import kopf
 from kubernetes import client
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway
 from aios.api.runner import HEARTBEAT_TOPIC
@@ -38,6 +40,7 @@ from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions
 from aios.operator.reconcile.worker import WORKER, render_worker
 from aios.operator.settings import OperatorSettings
 from aios.operator.streams import LatestRecords
+from aios.workflows.action import INTENT, OUTCOME
 
 HEARTBEAT_WINDOW_SECONDS = 30.0
 settings = cache(OperatorSettings.from_env)
@@ -196,6 +199,22 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
 register(AutomationIntent, reconcile, finalize)
 
 
+async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[str, int]:
+    """Executed and human-rejected (overridden) actions, from Temporal's visibility: durable,
+    unlike a runner's counters. Empty while Temporal cannot answer."""
+    if getattr(memo, "temporal", None) is None:
+        memo.temporal = await Client.connect(
+            settings().temporal_address, namespace=settings().temporal_namespace, lazy=True
+        )
+    intent = f"{INTENT.name} = '{namespace}/{name}'"
+    try:
+        executed = await memo.temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'executed'")
+        rejected = await memo.temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'rejected'")
+    except (RPCError, RuntimeError):
+        return {}
+    return {"actions": executed.count, "overrides": rejected.count}
+
+
 @kopf.on.timer(
     GROUP,
     VERSION,
@@ -221,7 +240,7 @@ async def refresh_runtime_status(
     )
     status = body.get("status") or {}
     generation = int(status.get("observedGeneration") or 0)
-    patch.status["counts"] = counts(beats)
+    patch.status["counts"] = {**counts(beats), **await action_outcomes(memo, namespace, name)}
     patch.status["consumerLag"] = lag
     patch.status["conditions"] = merge_conditions(
         status.get("conditions") or [], runtime_conditions(intent, beats), generation, now_rfc3339()

@@ -279,8 +279,9 @@ def runtime_conditions(intent: AutomationIntent, beats: list[Heartbeat]) -> list
 
 
 def counts(beats: list[Heartbeat]) -> dict[str, int]:
-    """Totals reported by the live runners (since each started)."""
-    keys = ("events", "decisions", "actions", "fallbacks", "overrides", "deadLetters")
+    """Readings, decisions, fallbacks and dead letters reported by the live runners (since
+    each started); actions and overrides are counted from Temporal by the handler."""
+    keys = ("events", "decisions", "fallbacks", "deadLetters")
     return {k: sum(int(b.counts.get(k, 0)) for b in beats) for k in keys}
 
 
