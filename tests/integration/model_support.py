@@ -163,11 +163,13 @@ def broken_repository(directory: Path, fault: str) -> str:
 
 
 def phase(kubectl, namespace: str, *wanted: str) -> dict[str, Any] | None:
-    """The status once the rollout is in one of ``wanted`` and the operator serves that."""
+    """The status once the rollout is in one of ``wanted`` and the operator serves that
+    and says so in the conditions."""
     found = status(kubectl, namespace)
     rollout = found.get("rollout") or {}
     served = found.get("observedRolloutRevision") == rollout.get("revision")
-    return found if rollout.get("phase") in wanted and served else None
+    told = condition(found, "Progressing").get("reason") == rollout.get("phase")
+    return found if rollout.get("phase") in wanted and served and told else None
 
 
 def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:

@@ -83,3 +83,18 @@ async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
     ], "each step was taken once"
     assert all(e.get("count", 1) == 1 for e in events)
     assert found["activeVersion"] == NEXT
+
+
+async def test_deleting_it_mid_rollout_ends_the_workflow(site, kubectl, operator, namespace):
+    from temporalio.client import Client, WorkflowExecutionStatus
+
+    apply(kubectl, namespace, canary(STABLE))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    apply(kubectl, namespace, canary(NEXT))
+    await eventually(lambda: at_step(kubectl, namespace, 20), 120)
+    workflow_id = status(kubectl, namespace)["rollout"]["workflowId"]
+
+    kubectl("delete", "modeldeployment", "pm25-anomaly", "-n", namespace, "--timeout=60s")
+    temporal = await Client.connect(site.endpoints.temporal_address)
+    described = await temporal.get_workflow_handle(workflow_id).describe()
+    assert described.status == WorkflowExecutionStatus.TERMINATED

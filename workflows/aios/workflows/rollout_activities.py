@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
 from aios.connectors.inference import InferenceClient, InferenceError
@@ -54,8 +55,18 @@ class RolloutActivities:
         return [self.publish_rollout, self.await_serving, self.analyse_rollout]
 
     def _get(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ModelDeployment; once it is deleted, retrying cannot help: the rollout ends."""
         objects = client.CustomObjectsApi(self.api)
-        found: Any = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        try:
+            found: Any = objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise ApplicationError(
+                    f"modeldeployment {namespace}/{name} is gone", non_retryable=True
+                ) from error
+            raise
         return dict(found)
 
     # -- publish ---------------------------------------------------------------------

@@ -86,66 +86,65 @@ async def patch_status(
 
 
 async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
-    """One reconcile at a time per object (the event handlers and timers below would
-    otherwise overlap), each from the object as stored now, its status written before the
-    next one starts: decisions such as recording a rollout are never taken twice."""
-    async with object_lock(ctx.memo):
-        meta = md.metadata
-        namespace, name = meta["namespace"], meta["name"]
-        stored = await apply.get(md.api_version, md.kind, name, namespace)
-        if stored is None:
-            return []
-        md = ModelDeployment.model_validate(stored)
-        action = plan.rollout_action(md)
-        if action.record:
-            md = await record_rollout(md, namespace)
-        kserve = await kserve_installed()
-        serving = plan.serving(md)
-        site = settings()
-        kinds: tuple[tuple[str, str], ...]
-        if kserve:
-            children = plan.render_kserve(md, serving, site.image)
-            kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
-        else:
-            mirror = os.environ.get(MODEL_MIRROR_ENV)
-            children = plan.render_raw(md, serving, site.image, mirror)
-            kinds = plan.CHILD_KINDS
-        workers = render_worker(namespace, site) if action.start else []
-        await apply.apply([*workers, *children])
-        await apply.prune(namespace, meta["uid"], kinds, children)
-        await drive_rollout(md, action, namespace, ctx)
+    """From the object as stored now (the event handlers and timers here and in
+    ``register`` may run with an older copy), with its status written before returning."""
+    meta = md.metadata
+    namespace, name = meta["namespace"], meta["name"]
+    stored = await apply.get(md.api_version, md.kind, name, namespace)
+    if stored is None:
+        return []
+    md = ModelDeployment.model_validate(stored)
+    action = plan.rollout_action(md)
+    if action.record:
+        recorded = await record_rollout(md, namespace)
+        if recorded is None:  # another reconcile recorded it first: go on from there
+            return await reconcile(md, ctx)
+        md = recorded
+    kserve = await kserve_installed()
+    serving = plan.serving(md)
+    site = settings()
+    kinds: tuple[tuple[str, str], ...]
+    if kserve:
+        children = plan.render_kserve(md, serving, site.image)
+        kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
+    else:
+        mirror = os.environ.get(MODEL_MIRROR_ENV)
+        children = plan.render_raw(md, serving, site.image, mirror)
+        kinds = plan.CHILD_KINDS
+    workers = render_worker(namespace, site) if action.start else []
+    await apply.apply([*workers, *children])
+    await apply.prune(namespace, meta["uid"], kinds, children)
+    await drive_rollout(md, action, namespace, ctx)
 
-        ready, why = await stable_ready(md, serving, namespace, kserve)
-        candidate = await candidate_ready(md, serving, namespace, kserve)
-        fields = plan.serving_status(md, serving, namespace, kserve, ready, candidate)
-        await patch_status(namespace, name, {**fields, **observed_rollout(md)})
+    ready, why = await stable_ready(md, serving, namespace, kserve)
+    candidate = await candidate_ready(md, serving, namespace, kserve)
+    fields = plan.serving_status(md, serving, namespace, kserve, ready, candidate)
+    await patch_status(namespace, name, {**fields, **observed_rollout(md)})
     return [
         *plan.serving_conditions(md, serving, ready, why),
         *plan.rollout_conditions(md),
     ]
 
 
-def object_lock(memo: kopf.Memo) -> asyncio.Lock:
-    """kopf gives each object its own memo: a lock there serialises that object only."""
-    lock = getattr(memo, "model_deployment_lock", None)
-    if lock is None:
-        lock = memo.model_deployment_lock = asyncio.Lock()
-    return lock
-
-
-async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment:
+async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment | None:
     """Write the new rollout's record before its workflow starts, so an operator that
     restarts in between finds it and starts the same workflow, not another. The write is
-    conditional on the object not having changed since it was read."""
+    conditional on the object not having changed since it was read, so of two reconciles
+    racing to record it, one fails (and is retried) instead of both recording."""
     record = plan.new_rollout(md, namespace)
     wire = record.model_dump(mode="json", by_alias=True, exclude_none=True)
     # Replace the previous rollout's record whole: no stale approval or steps carry over.
-    await patch_status(
-        namespace,
-        md.metadata["name"],
-        {"rollout": {**wire, "approval": None}, "observedRolloutRevision": 0},
-        resource_version=md.metadata["resourceVersion"],
-    )
+    try:
+        await patch_status(
+            namespace,
+            md.metadata["name"],
+            {"rollout": {**wire, "approval": None}, "observedRolloutRevision": 0},
+            resource_version=md.metadata["resourceVersion"],
+        )
+    except client.ApiException as error:
+        if error.status == 409:
+            return None
+        raise
     assert md.status is not None  # a rollout needs a stable version, which is in status
     status = md.status.model_copy(update={"rollout": record, "observed_rollout_revision": 0})
     return md.model_copy(update={"status": status})
@@ -273,7 +272,19 @@ def observed_rollout(md: ModelDeployment) -> dict[str, Any]:
     return fields
 
 
-register(ModelDeployment, reconcile, retry_interval=3)
+async def finalize(md: ModelDeployment, ctx: Context) -> None:
+    """A rollout in flight ends with its object: its workflow is terminated."""
+    rollout = (ctx.body.get("status") or {}).get("rollout") or {}
+    if rollout.get("phase") not in plan.ACTIVE:
+        return
+    handle = (await temporal()).get_workflow_handle(rollout["workflowId"])
+    try:
+        await handle.terminate(reason="the ModelDeployment was deleted")
+    except RPCError as error:  # it ended meanwhile
+        ctx.logger.info("rollout %s already ended: %s", rollout["workflowId"], error)
+
+
+register(ModelDeployment, reconcile, finalize, retry_interval=3)
 
 
 async def progress(
