@@ -5,6 +5,10 @@ The serving certificate is renewed once two thirds of its life have passed; the 
 keeps trusting it because the CA does not change. The CA is renewed the same way, and the
 bundle the API server trusts holds the new and the previous CA until the previous one
 expires, so no handshake fails during a rotation.
+
+Replicas behind one Service must be trusted through one bundle: they are given a shared CA
+(``load_ca``, e.g. from the Helm chart's Secret), which they never rotate themselves; each
+still issues and renews its own serving certificate under it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 RENEW_AFTER = 2 / 3
@@ -57,7 +62,7 @@ def _builder(
 @dataclass(frozen=True)
 class KeyPair:
     certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: CertificateIssuerPrivateKeyTypes
 
     def certificate_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
@@ -95,6 +100,18 @@ def issue_ca(now: datetime.datetime, seconds: int) -> KeyPair:
     return KeyPair(certificate, key)
 
 
+def load_ca(certificate_pem: bytes, key_pem: bytes) -> KeyPair:
+    """A CA issued elsewhere; it must be a CA whose key matches its certificate."""
+    certificate = x509.load_pem_x509_certificate(certificate_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if not constraints.ca:
+        raise ValueError("the webhook CA certificate is not a CA (basicConstraints)")
+    if key.public_key() != certificate.public_key():
+        raise ValueError("the webhook CA key does not match its certificate")
+    return KeyPair(certificate, key)  # type: ignore[arg-type]
+
+
 def issue_serving(ca: KeyPair, hosts: list[str], now: datetime.datetime, seconds: int) -> KeyPair:
     """A serving certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``."""
     sans: list[x509.GeneralName] = []
@@ -126,7 +143,12 @@ class WebhookCertificates:
     files is not restarted by a renewal that needs no new bundle)."""
 
     def __init__(
-        self, directory: Path, hosts: list[str], serving_seconds: int, ca_seconds: int | None = None
+        self,
+        directory: Path,
+        hosts: list[str],
+        serving_seconds: int,
+        ca_seconds: int | None = None,
+        ca: KeyPair | None = None,
     ) -> None:
         if not hosts:
             raise ValueError("the webhook certificate needs at least one host name or address")
@@ -134,7 +156,8 @@ class WebhookCertificates:
         self.hosts = hosts
         self.serving_seconds = serving_seconds
         self.ca_seconds = ca_seconds or serving_seconds * 12
-        self.cas: list[KeyPair] = []  # newest first
+        self.cas: list[KeyPair] = [ca] if ca is not None else []  # newest first
+        self.shared_ca = ca is not None  # issued elsewhere: used, never renewed here
         self.serving: KeyPair | None = None
 
     @property
@@ -154,7 +177,7 @@ class WebhookCertificates:
     def ensure(self, now: datetime.datetime) -> Rotation:
         """Issue what is missing or due; write the files; say what changed."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        new_ca = not self.cas or due(self.cas[0].certificate, now)
+        new_ca = not self.shared_ca and (not self.cas or due(self.cas[0].certificate, now))
         if new_ca:
             self.cas.insert(0, issue_ca(now, self.ca_seconds))
         self.cas = [self.cas[0]] + [

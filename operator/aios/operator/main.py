@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 from typing import Any
 
 import kopf
+
+from aios.operator import metrics
 
 # Importing a handler module registers its kind with kopf.
 from aios.operator.handlers import (  # noqa: F401
@@ -35,6 +38,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.connect_timeout = 10
 
 
+def peering_priority(value: str) -> int:
+    """An integer, or ``random``: a draw from [1, 2**31) per process."""
+    return random.randrange(1, 2**31) if value == "random" else int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="aios-operator", description=__doc__)
     parser.add_argument(
@@ -49,10 +57,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--liveness-host", default="127.0.0.1")
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Serve Prometheus /metrics at this port (on --liveness-host); default: off.",
+    )
+    parser.add_argument(
         "--peering",
         default=None,
         help="Name of the kopf peering object shared by this shard's replicas; "
         "without it the operator runs standalone.",
+    )
+    parser.add_argument(
+        "--priority",
+        type=peering_priority,
+        default=None,
+        help="This replica's peering priority: the highest live one acts, the others wait. "
+        "'random' draws one, so replicas of one Deployment never tie (kopf pauses every "
+        "replica of a tie).",
     )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
@@ -61,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    if args.metrics_port is not None:
+        metrics.serve(args.liveness_host, args.metrics_port)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
@@ -68,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
             standalone=args.peering is None,
             peering_name=args.peering,
+            priority=args.priority,
         )
     )
 

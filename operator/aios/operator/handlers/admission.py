@@ -14,7 +14,10 @@ Settings (environment): ``AIOS_WEBHOOK_HOST`` (the API server calls
 (``namespace/name`` of the operator's Service, port ``AIOS_WEBHOOK_SERVICE_PORT``);
 neither → no webhook. ``AIOS_WEBHOOK_ADDR`` / ``AIOS_WEBHOOK_PORT``: where to listen;
 ``AIOS_WEBHOOK_CERT_SECONDS``: serving certificate lifetime (renewed at two thirds);
-``AIOS_WEBHOOK_CERT_CHECK_SECONDS``: how often to check; ``AIOS_WEBHOOK_CERT_DIR``.
+``AIOS_WEBHOOK_CERT_CHECK_SECONDS``: how often to check; ``AIOS_WEBHOOK_CERT_DIR``;
+``AIOS_WEBHOOK_CA_DIR``: a CA shared by every replica (``tls.crt``, ``tls.key``, e.g. the
+Helm chart's Secret), so the Service may send a review to any of them. Behind a Service the
+webhooks stay configured when one replica stops (the others serve them).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import kopf
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, ModelDeployment, Resource
 from aios.connectors import opa
 from aios.connectors.audit import AuditUnavailable
-from aios.operator.certificates import WebhookCertificates
+from aios.operator.certificates import KeyPair, WebhookCertificates, load_ca
 from aios.operator.handlers.policy import opa_url, record
 from aios.operator.reconcile import policy as plan
 
@@ -51,6 +54,7 @@ class WebhookSettings:
     service_port: int
     failure_policy: Literal["Fail", "Ignore"]
     cert_dir: Path | None
+    ca_dir: Path | None
     cert_seconds: int
     check_seconds: float
 
@@ -63,6 +67,7 @@ class WebhookSettings:
         if failure not in ("Fail", "Ignore"):
             raise ValueError(f"AIOS_WEBHOOK_FAILURE_POLICY is Fail or Ignore, not {failure!r}")
         cert_dir = env.get("AIOS_WEBHOOK_CERT_DIR")
+        ca_dir = env.get("AIOS_WEBHOOK_CA_DIR")
         return cls(
             addr=env.get("AIOS_WEBHOOK_ADDR", "0.0.0.0"),
             port=int(env.get("AIOS_WEBHOOK_PORT", "9443")),
@@ -71,6 +76,7 @@ class WebhookSettings:
             service_port=int(env.get("AIOS_WEBHOOK_SERVICE_PORT", "443")),
             failure_policy=failure,  # type: ignore[arg-type]
             cert_dir=Path(cert_dir) if cert_dir else None,
+            ca_dir=Path(ca_dir) if ca_dir else None,
             cert_seconds=int(env.get("AIOS_WEBHOOK_CERT_SECONDS", str(30 * 86400))),
             check_seconds=float(env.get("AIOS_WEBHOOK_CERT_CHECK_SECONDS", "60")),
         )
@@ -86,6 +92,13 @@ class WebhookSettings:
             return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
         assert self.host is not None
         return [self.host]
+
+    def shared_ca(self) -> KeyPair | None:
+        if self.ca_dir is None:
+            return None
+        return load_ca(
+            (self.ca_dir / "tls.crt").read_bytes(), (self.ca_dir / "tls.key").read_bytes()
+        )
 
 
 SETTINGS = WebhookSettings.from_env()
@@ -156,7 +169,9 @@ async def configure_webhook(
         logger.info("admission webhook off: set AIOS_WEBHOOK_HOST or AIOS_WEBHOOK_SERVICE")
         return
     directory = SETTINGS.cert_dir or Path(tempfile.mkdtemp(prefix="aios-webhook-"))
-    certificates = WebhookCertificates(directory, SETTINGS.hosts(), SETTINGS.cert_seconds)
+    certificates = WebhookCertificates(
+        directory, SETTINGS.hosts(), SETTINGS.cert_seconds, ca=SETTINGS.shared_ca()
+    )
     certificates.ensure(datetime.datetime.now(datetime.UTC))
     server = OperatorWebhookServer(SETTINGS, certificates)
     settings.admission.server = server
@@ -240,6 +255,7 @@ def _register(model: type[Resource[Any, Any]]) -> None:
         operations=["CREATE", "UPDATE"],
         side_effects=True,
         ignore_failures=SETTINGS.failure_policy == "Ignore",
+        persistent=SETTINGS.service is not None,
     )
     async def validate(
         *,

@@ -14,6 +14,7 @@ when it owns something outside the cluster, a ``finalize``. The wiring here:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import kopf
 
 from aios.api import GROUP, VERSION, Resource
+from aios.operator import metrics
 from aios.operator.reconcile.acceptance import acceptance, needs_reconcile, needs_retry, next_status
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.finalizers import (
@@ -73,6 +75,7 @@ def register(
             if finalize is not None and with_finalizer(finalizers, finalizer) is not None:
                 _set_finalizers(patch, finalizer, add=True)
             obj = model.model_validate(dict(body))
+            started = time.monotonic()
             try:
                 updates += await reconcile(obj, context)
             except kopf.PermanentError as error:
@@ -84,6 +87,9 @@ def register(
                         "Ready", "False", RECONCILE_ERROR, f"{type(error).__name__}: {error}"
                     )
                 )
+            metrics.RECONCILE.labels(
+                model.crd.kind, metrics.outcome(updates, RECONCILE_ERROR)
+            ).observe(time.monotonic() - started)
         patch.status.update({**context.status, **next_status(body, updates, now_rfc3339())})
 
     @kopf.on.event(GROUP, VERSION, plural, id=f"reconcile-{model.crd.singular}")
