@@ -1,0 +1,386 @@
+"""The Helm chart, rendered offline by the pinned Helm: it lints, renders valid manifests
+the local kubelet can run, gives the operator exactly the access its code needs (every
+rule with its reason), rejects bad values, and ships dashboards that plot real metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from aios.cli.site_values import local_site_values
+from aios.operator.certificates import WebhookCertificates, load_ca
+from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
+from aios.operator.reconcile import automation_intent, model_deployment, worker
+from aios.stack.components import HELM
+from aios.stack.site import Endpoints
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "aios"
+NAMESPACE = "aios-system"
+
+
+def helm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(HELM.binary()), *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key twice in one mapping (the API server would keep one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicated = {k for k in keys if keys.count(k) > 1}
+        assert not duplicated, f"duplicate keys {duplicated} at line {node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def render(*sets: str, values: dict[str, Any] | None = None) -> str:
+    args = ["template", "aios", str(CHART), "-n", NAMESPACE]
+    for item in sets:
+        args += ["--set", item]
+    result = helm(*args, "--values", "-", stdin=yaml.safe_dump(values or {}))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def manifests(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
+
+
+@pytest.fixture(scope="module")
+def default() -> list[dict[str, Any]]:
+    return manifests(render())
+
+
+def test_helm_lint_is_clean_in_strict_mode() -> None:
+    result = helm("lint", str(CHART), "--strict")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_the_default_render_has_every_piece_of_a_site(default: list[dict[str, Any]]) -> None:
+    kinds = sorted(d["kind"] for d in default)
+    for kind in [
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+        "ValidatingWebhookConfiguration",
+    ]:
+        assert kind in kinds, kind
+    assert kinds.count("ConfigMap") == 3, "a dashboard each: operator, data path, edge fleet"
+    for doc in default:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "aios" and labels["aios.dev/site"]
+
+
+def test_the_operator_runs_two_peered_replicas_with_explicit_commands(
+    default: list[dict[str, Any]],
+) -> None:
+    deployment = find(default, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aios"
+    operator = container(default)
+    assert operator["command"] == ["aios-operator"], "the local kubelet needs a command"
+    args = operator["args"]
+    assert "--peering=aios" in args and "--priority=random" in args
+    assert "--liveness-host=$(POD_IP)" in args, "each replica binds its own address"
+    assert find(default, "ClusterKopfPeering")["metadata"]["name"] == "aios"
+    names = [e["name"] for e in operator["env"]]
+    assert names.index("POD_IP") < names.index("AIOS_WEBHOOK_ADDR"), "$(POD_IP) defined first"
+    variables = env(default)
+    assert variables["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["AIOS_WEBHOOK_SERVICE"] == f"{NAMESPACE}/aios"
+    assert variables["AIOS_WEBHOOK_CERT_SECONDS"] == "2592000", "an integer, not 2.592e+06"
+    pdb = find(default, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_one_replica_has_no_disruption_budget() -> None:
+    kinds = [d["kind"] for d in manifests(render("operator.replicas=1"))]
+    assert "PodDisruptionBudget" not in kinds
+
+
+def rule_blocks(text: str) -> Iterator[tuple[str, list[str], dict[str, Any]]]:
+    """(role name, comment lines just above, rule) for every rule of every rendered role."""
+    for document in text.split("\n---\n"):
+        parsed = yaml.safe_load(document)
+        if not parsed or parsed.get("kind") not in ("ClusterRole", "Role"):
+            continue
+        lines = document.splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("  - apiGroups:")]
+        assert len(starts) == len(parsed["rules"]), "one `- apiGroups:` line starts each rule"
+        for index, start in enumerate(starts):
+            comments = []
+            j = start - 1
+            while j >= 0 and lines[j].strip().startswith("#"):
+                comments.insert(0, lines[j].strip())
+                j -= 1
+            yield parsed["metadata"]["name"], comments, parsed["rules"][index]
+
+
+def test_every_rbac_rule_says_why() -> None:
+    for sets in [(), ("operator.watchNamespaces={city-a,city-b}",), ("webhook.enabled=false",)]:
+        blocks = list(rule_blocks(render(*sets)))
+        assert len(blocks) >= 15
+        for role, comments, rule in blocks:
+            assert comments, f"{role}: rule {rule} has no comment saying why"
+
+
+def permissions(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the operator holds, ignoring resourceNames-limited rules."""
+    held = set()
+    for doc in docs:
+        if doc["kind"] != "ClusterRole":
+            continue
+        for rule in doc["rules"]:
+            if rule.get("resourceNames"):
+                continue
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    held |= {(group, resource, verb) for verb in rule["verbs"]}
+    return held
+
+
+def group_of(api_version: str) -> str:
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def plural(kind: str) -> str:
+    return {"HorizontalPodAutoscaler": "horizontalpodautoscalers", "Policy": "policies"}.get(
+        kind, kind.lower() + "s"
+    )
+
+
+def test_the_operator_may_apply_and_prune_every_child_kind_it_renders(
+    default: list[dict[str, Any]],
+) -> None:
+    """Derived from the renderers: a new child kind without RBAC fails here, not in a city."""
+    held = permissions(default)
+    children = {
+        *automation_intent.RUNNER_KINDS,
+        *model_deployment.CHILD_KINDS,
+        *model_deployment.KSERVE_KINDS,
+        *SIMULATOR_KINDS,
+        *{(o["apiVersion"], o["kind"]) for o in worker.render_worker("ns", settings())},
+    }
+    for api_version, kind in children:
+        for verb in ("create", "patch", "list", "delete"):
+            assert (group_of(api_version), plural(kind), verb) in held, (kind, verb)
+
+
+def test_the_operator_holds_every_permission_it_grants_onwards(
+    default: list[dict[str, Any]],
+) -> None:
+    """The API server refuses a Role with rules its creator does not hold."""
+    held = permissions(default)
+    runner = next(
+        c for c in automation_intent.render_runner(*runner_inputs()) if c["kind"] == "Role"
+    )
+    for rule in [*worker.WORKER_RULES, *runner["rules"]]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert (group, resource, verb) in held, (group, resource, verb)
+
+
+def settings() -> Any:
+    from aios.operator.settings import OperatorSettings
+
+    return OperatorSettings(kafka_bootstrap="kafka:9092", temporal_address="temporal:7233")
+
+
+def runner_inputs() -> tuple[Any, ...]:
+    from aios.api import AutomationIntent
+
+    path = REPO / "examples" / "city-air-quality" / "pm25-alerting.yaml"
+    body = yaml.safe_load(path.read_text())
+    body["metadata"].update(namespace="city", uid="0000")
+    intent = AutomationIntent.model_validate(body)
+    config = automation_intent.runner_config(intent, ["aios.district-7.readings"])
+    return body, config, settings()
+
+
+def test_watching_listed_namespaces_binds_the_work_role_only_there() -> None:
+    docs = manifests(render("operator.watchNamespaces={city-a,city-b}"))
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["city-a", "city-b"]
+    assert {b["roleRef"]["name"] for b in bindings} == {"aios"}
+    cluster_bindings = [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert cluster_bindings == ["aios-cluster"], "cluster-wide only what exists cluster-wide"
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["city-a", "city-b"]
+    assert "ClusterKopfPeering" not in [d["kind"] for d in docs]
+    args = container(docs)["args"]
+    assert "--namespace=city-a" in args and "--namespace=city-b" in args
+
+
+def test_without_the_webhook_nothing_of_it_is_rendered() -> None:
+    docs = manifests(render("webhook.enabled=false"))
+    kinds = [d["kind"] for d in docs]
+    assert "ValidatingWebhookConfiguration" not in kinds
+    assert not [d for d in docs if d["kind"] == "Secret" and "webhook" in d["metadata"]["name"]]
+    assert not [k for k in env(docs) if k.startswith("AIOS_WEBHOOK")]
+    held = {(g, r) for g, r, _ in permissions(docs)}
+    assert ("admissionregistration.k8s.io", "validatingwebhookconfigurations") not in held
+
+
+def test_kafka_security_settings_reach_the_operator_through_a_secret() -> None:
+    config = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}
+    docs = manifests(render(values={"kafka": {"bootstrap": "k1:9093,k2:9093", "config": config}}))
+    secret = find(docs, "Secret", "aios-kafka")
+    assert json.loads(secret["stringData"]["config.json"]) == config
+    variables = env(docs)
+    assert variables["AIOS_KAFKA_CONFIG"] == {
+        "secretKeyRef": {"name": "aios-kafka", "key": "config.json"}
+    }
+    assert variables["AIOS_KAFKA_BOOTSTRAP"] == "k1:9093,k2:9093"
+    mine = manifests(render("kafka.existingSecret=city-kafka"))
+    assert not [d for d in mine if d["kind"] == "Secret" and d["metadata"]["name"] == "aios-kafka"]
+    assert env(mine)["AIOS_KAFKA_CONFIG"]["secretKeyRef"]["name"] == "city-kafka"
+
+
+def test_a_changed_kafka_configuration_rolls_the_operator() -> None:
+    def checksum(text: str) -> str:
+        annotations = find(manifests(text), "Deployment")["spec"]["template"]["metadata"]
+        return str(annotations["annotations"]["checksum/kafka"])
+
+    assert checksum(render()) == checksum(render())
+    assert checksum(render()) != checksum(render("kafka.config.security\\.protocol=SSL"))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "operator.replica=2",  # a typo
+        "webhook.failurePolicy=Maybe",
+        "kafka.bootstrap=kafka",  # no port
+        "opa.url=opa:8181",  # no scheme
+        "site.name=City_A",  # not a label value
+        "operator.watchNamespaces={Not-A-Namespace}",
+    ],
+)
+def test_the_schema_rejects_bad_values(bad: str) -> None:
+    result = helm("template", "aios", str(CHART), "--set", bad)
+    assert result.returncode != 0 and "values don't meet the specifications" in result.stderr, bad
+
+
+def test_the_local_site_values_put_the_webhook_on_each_replicas_address() -> None:
+    endpoints = Endpoints(
+        kafka_bootstrap="127.0.0.1:9092",
+        temporal_address="127.0.0.1:7233",
+        opa_url="http://127.0.0.1:8181",
+        mqtt_url="mqtt://127.0.0.1:1883",
+    )
+    docs = manifests(render(values=local_site_values(endpoints)))
+    variables = env(docs)
+    assert variables["AIOS_WEBHOOK_HOST"] == "$(POD_IP)"
+    assert "AIOS_WEBHOOK_SERVICE" not in variables
+    assert variables["AIOS_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
+    assert variables["AIOS_MODEL_MIRROR"], "the example models' local mirror"
+
+
+def test_replicas_trust_each_other_through_the_charts_webhook_ca(
+    default: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each replica issues its own serving certificate under the Secret's CA, so the
+    caBundle any replica writes verifies whichever replica the Service picks."""
+    import base64
+    import datetime
+
+    secret = find(default, "Secret", "aios-webhook-ca")
+    assert secret["type"] == "kubernetes.io/tls"
+    ca = load_ca(*(base64.b64decode(secret["data"][k]) for k in ("tls.crt", "tls.key")))
+    now = datetime.datetime.now(datetime.UTC)
+    replicas = [
+        WebhookCertificates(tmp_path / str(i), ["aios.aios-system.svc"], 86400, ca=ca)
+        for i in range(2)
+    ]
+    for replica in replicas:
+        replica.ensure(now)
+    bundles = {r.bundle_path.read_bytes() for r in replicas}
+    assert len(bundles) == 1, "one bundle for every replica"
+    (authority,) = x509.load_pem_x509_certificates(bundles.pop())
+    for replica in replicas:
+        serving = x509.load_pem_x509_certificate(replica.cert_path.read_bytes())
+        serving.verify_directly_issued_by(authority)
+    later = replicas[0].ensure(now + datetime.timedelta(days=3650))
+    assert not later.ca, "a shared CA is never replaced by one replica"
+
+
+def test_a_ca_whose_key_does_not_match_is_refused(default: list[dict[str, Any]]) -> None:
+    import base64
+
+    other = manifests(render())
+    first = find(default, "Secret", "aios-webhook-ca")["data"]
+    second = find(other, "Secret", "aios-webhook-ca")["data"]
+    with pytest.raises(ValueError, match="does not match"):
+        load_ca(base64.b64decode(first["tls.crt"]), base64.b64decode(second["tls.key"]))
+
+
+METRIC = re.compile(r"\b(aios_[a-z0-9_]+)")
+
+
+def defined_metrics() -> set[str]:
+    """Every aios_* metric name written in the code."""
+    names: set[str] = set()
+    for folder in ("operator", "runner", "edge-agent", "connectors", "workflows"):
+        for path in (REPO / folder).rglob("*.py"):
+            names |= set(re.findall(r"[\"'](aios_[a-z0-9_]+)[\"']", path.read_text()))
+    return names
+
+
+def test_dashboards_plot_metrics_the_code_exposes() -> None:
+    known = defined_metrics()
+    assert "aios_operator_reconcile_duration_seconds" in known
+    dashboards = sorted((CHART / "dashboards").glob("*.json"))
+    assert [d.stem for d in dashboards] == ["data-path", "edge-fleet", "operator"]
+    for path in dashboards:
+        board = json.loads(path.read_text())
+        assert board["uid"] and board["panels"]
+        for panel in board["panels"]:
+            assert panel["targets"], f"{path.name}: {panel['title']} plots nothing"
+            for target in panel["targets"]:
+                for used in METRIC.findall(target["expr"]):
+                    base = re.sub(r"_(bucket|sum|count|total)$", "", used)
+                    assert used in known or base in known or f"{base}_total" in known, (
+                        f"{path.name}: {panel['title']} uses {used}, which no code exposes"
+                    )
+
+
+def test_the_chart_ships_kopfs_peering_crds_next_to_the_generated_ones() -> None:
+    names = set()
+    for path in (CHART / "crds").glob("*.yaml"):
+        names |= {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
+    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= names
+    assert {"modeldeployments.aios.dev", "policies.aios.dev"} <= names
