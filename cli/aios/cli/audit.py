@@ -7,15 +7,15 @@ local copy (``--file``, one record per line, as the appender mirrors it).
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from confluent_kafka import KafkaException
 from rich.console import Console
 
+from aios.cli.output import Format, Output
+from aios.cli.output import emit as _emit
 from aios.connectors import audit
 
 app = typer.Typer(help="Verify the audit log; trace an action.", no_args_is_help=True)
@@ -23,18 +23,11 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-    yaml = "yaml"
-
-
 Bootstrap = typer.Option(
     None, "--bootstrap", help="Kafka bootstrap servers.", envvar="AIOS_KAFKA_BOOTSTRAP"
 )
 Topic = typer.Option(audit.LOG_TOPIC, "--topic", help="The audit log topic.")
 File = typer.Option(None, "--file", help="Read a local copy of the log instead of Kafka.")
-Format = typer.Option(Output.text, "--output", "-o", help="text, json or yaml.")
 
 
 def _raw(bootstrap: str | None, topic: str, file: Path | None) -> list[str]:
@@ -50,13 +43,6 @@ def _raw(bootstrap: str | None, topic: str, file: Path | None) -> list[str]:
     except (KafkaException, TimeoutError) as error:
         err.print(f"[red]cannot read the audit log {topic} at {bootstrap}[/]: {error}")
         raise typer.Exit(2) from error
-
-
-def _emit(document: dict[str, Any], output: Output) -> None:
-    if output is Output.json:
-        print(json.dumps(document, indent=2))
-    elif output is Output.yaml:
-        print(yaml.safe_dump(document, sort_keys=False), end="")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from aios.cli import approvals, audit
+from aios.cli import approvals, audit, explain, status, validate
 from aios.stack.models import wait_serving
 from aios.stack.platform import (
     apply_examples,
@@ -32,6 +32,9 @@ app = typer.Typer(
 console = Console(stderr=True)
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app)  # aiosctl approve|reject KIND/NAME
+app.command()(validate.validate)  # aiosctl validate PATH...
+app.command()(status.status)  # aiosctl status
+app.command()(explain.explain)  # aiosctl explain KIND/NAME
 
 SiteDir = typer.Option(
     None,
