@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from aios.stack.process import group_alive
 
 AIOSCTL = [sys.executable, "-m", "aios.cli.main"]
@@ -59,6 +61,13 @@ def test_up_env_get_down(tmp_path: Path) -> None:
             "district-7",
         ]:
             assert name in table
+        as_json = json.loads(run([*AIOSCTL, "env", "--site-dir", str(site_dir), "-o", "json"]))
+        assert as_json == variables, "-o json carries what the export lines carry"
+        chart = yaml.safe_load(run([*AIOSCTL, "env", "--site-dir", str(site_dir), "--helm-values"]))
+        assert chart["kafka"]["bootstrap"] == variables["AIOS_KAFKA_BOOTSTRAP"]
+        assert chart["webhook"]["endpoint"] == "podIP"
+        listed = json.loads(run([*AIOSCTL, "status", "-o", "json"], env=env))["items"]
+        assert {i["name"] for i in listed} >= {"pm25-anomaly", "pm25-alerting", "district-7"}
         again = subprocess.run(
             [*AIOSCTL, "up", "--detach", "--site-dir", str(site_dir)],
             capture_output=True,

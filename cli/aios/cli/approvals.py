@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from kubernetes import client, config
 from rich.console import Console
 
 from aios.api import GROUP, VERSION, ModelDeployment
+from aios.cli.output import Format, Output, emit
 
 app = typer.Typer()
 console = Console(stderr=True)
@@ -220,13 +221,18 @@ def command(decision: str, doc: str) -> Callable[..., None]:
         as_user: str | None = As,
         as_group: str | None = AsGroup,
         kubeconfig: str | None = Kubeconfig,
+        output: Output = Format,
     ) -> None:
         kind, name = parse_target(target)
         api_client = api(kubeconfig, as_user, as_group)
         try:
             who = whoami(api_client)
             request = Request(kind, name, namespace, decision, version, reason)
-            print(DECIDERS[kind](api_client, request, who))
+            result = DECIDERS[kind](api_client, request, who)
+            if output is Output.text:
+                print(result)
+            else:
+                emit({**asdict(request), "by": who.user, "result": result}, output)
         except Refused as error:
             console.print(f"[red]{error}[/]")
             raise typer.Exit(1) from error

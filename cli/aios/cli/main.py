@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
+import yaml
 from rich.console import Console
 
 from aios.cli import approvals, audit, explain, status, validate
+from aios.cli.output import Format, Output, emit
+from aios.cli.site_values import local_site_values
 from aios.stack.models import wait_serving
 from aios.stack.platform import (
     apply_examples,
@@ -50,6 +54,10 @@ def up(
     examples: bool = typer.Option(True, help="Apply examples/city-air-quality when ready."),
     site_dir: Path | None = SiteDir,
     timeout: float = typer.Option(900, help="Seconds to wait for the site (--detach)."),
+    operator: bool = typer.Option(
+        True, help="Run the operator; --no-operator leaves it (and the examples) to `helm install`."
+    ),
+    output: Output = Format,
 ) -> None:
     """Bring up the local site: Kubernetes, Kafka, Temporal, OPA, Triton, Mosquitto, the
     operator; then apply the examples. Runs until Ctrl-C unless --detach."""
@@ -64,6 +72,8 @@ def up(
         argv = [sys.executable, "-m", "aios.cli.main", "up", "--site-dir", str(directory)]
         if not examples:
             argv.append("--no-examples")
+        if not operator:
+            argv.append("--no-operator")
         subprocess.Popen(
             argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -74,11 +84,14 @@ def up(
                 console.print(f"[red]{error}[/]; see {directory / 'supervisor.log'}")
                 raise typer.Exit(1) from error
         _print_ready(SiteState.load(directory))
+        if not operator:
+            _print_chart_hint()
+        emit(asdict(SiteState.load(directory).endpoints), output)
         return
-    _run_foreground(directory, examples)
+    _run_foreground(directory, examples and operator, operator)
 
 
-def _run_foreground(directory: Path, examples: bool) -> None:
+def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> None:
     site = Site(directory)
     supervisor: PodSupervisor | None = None
     stop = threading.Event()
@@ -89,12 +102,15 @@ def _run_foreground(directory: Path, examples: bool) -> None:
             site.start()
             install_crds(site)
             supervisor = PodSupervisor(site.endpoints.kubeconfig, directory / "pods").start()
-            start_operator(site, supervisor.environment())
+            if operator:
+                start_operator(site, supervisor.environment())
             if examples:
                 apply_examples(site)
                 wait_accepted(site)
         site.mark_ready()
         _print_ready(site.state)
+        if not operator:
+            _print_chart_hint()
         if examples:
             print(site.kubectl(["get", "aios"]), flush=True)
             print("\n".join(wait_serving(site)), flush=True)  # the example models answer
@@ -122,6 +138,13 @@ def _print_ready(state: SiteState) -> None:
     console.print('Point your shell at it:  [bold]eval "$(aiosctl env)"[/]  then  kubectl get aios')
 
 
+def _print_chart_hint() -> None:
+    console.print(
+        "No operator runs: install it with the chart, e.g.\n  [bold]helm install aios "
+        "charts/aios -n aios-system --create-namespace -f <(aiosctl env --helm-values)[/]"
+    )
+
+
 def _running(directory: Path) -> bool:
     try:
         state = SiteState.load(directory)
@@ -135,17 +158,25 @@ def _running(directory: Path) -> bool:
 
 
 @app.command()
-def down(site_dir: Path | None = SiteDir) -> None:
+def down(site_dir: Path | None = SiteDir, output: Output = Format) -> None:
     """Stop every process the local site started."""
     directory = (site_dir or default_site_dir()).resolve()
-    if stop_running_site(directory):
+    stopped = stop_running_site(directory)
+    if stopped:
         console.print(f"stopped the site in {directory}")
     else:
         console.print(f"no site in {directory}")
+    emit({"directory": str(directory), "stopped": stopped}, output)
 
 
 @app.command()
-def env(site_dir: Path | None = SiteDir) -> None:
+def env(
+    site_dir: Path | None = SiteDir,
+    output: Output = Format,
+    helm_values: bool = typer.Option(
+        False, "--helm-values", help="Print the Helm chart's values for this site instead."
+    ),
+) -> None:
     """Print `export` lines for the running site: eval "$(aiosctl env)"."""
     directory = (site_dir or default_site_dir()).resolve()
     try:
@@ -158,6 +189,12 @@ def env(site_dir: Path | None = SiteDir) -> None:
     variables = site_environment(site)
     variables["PATH"] = f"{state.endpoints.tools_path}:{os.environ.get('PATH', '')}"
     variables["AIOS_SERVICE_MAP"] = str(directory / "pods" / "service-map.json")  # Services
+    if helm_values:
+        print(yaml.safe_dump(local_site_values(state.endpoints), sort_keys=False), end="")
+        return
+    if output is not Output.text:
+        emit(variables, output)
+        return
     for name, value in variables.items():
         print(f"export {name}={_quote(value)}")
 
