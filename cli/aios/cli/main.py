@@ -17,6 +17,7 @@ from rich.console import Console
 from aios.cli import approvals, audit, explain, status, validate
 from aios.cli.output import Format, Output, emit
 from aios.cli.site_values import local_site_values
+from aios.stack.components import HELM
 from aios.stack.models import wait_serving
 from aios.stack.platform import (
     apply_examples,
@@ -141,7 +142,8 @@ def _print_ready(state: SiteState) -> None:
 def _print_chart_hint() -> None:
     console.print(
         "No operator runs: install it with the chart, e.g.\n  [bold]helm install aios "
-        "charts/aios -n aios-system --create-namespace -f <(aiosctl env --helm-values)[/]"
+        "charts/aios -n aios-system --create-namespace -f <(aiosctl env --helm-values)[/]",
+        soft_wrap=True,
     )
 
 
@@ -187,7 +189,8 @@ def env(
     site = Site(directory)
     site.endpoints = state.endpoints
     variables = site_environment(site)
-    variables["PATH"] = f"{state.endpoints.tools_path}:{os.environ.get('PATH', '')}"
+    tools = [state.endpoints.tools_path, *_helm_path()]
+    variables["PATH"] = ":".join([*tools, os.environ.get("PATH", "")])
     variables["AIOS_SERVICE_MAP"] = str(directory / "pods" / "service-map.json")  # Services
     if helm_values:
         print(yaml.safe_dump(local_site_values(state.endpoints), sort_keys=False), end="")
@@ -197,6 +200,12 @@ def env(
         return
     for name, value in variables.items():
         print(f"export {name}={_quote(value)}")
+
+
+def _helm_path() -> list[str]:
+    """Helm's directory once built (`hack/obtain.sh helm`), for the chart walkthrough."""
+    built = HELM.home / "bin"
+    return [str(built)] if (built / "helm").exists() else []
 
 
 def _quote(value: str) -> str:
