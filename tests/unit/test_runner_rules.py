@@ -34,7 +34,13 @@ def decider() -> Decider:
 
 
 def test_a_confident_model_decides_with_the_first_rule_that_holds(decider: Decider) -> None:
-    verdict = decider.decide(reading(80), ok(0.95), NOW)
+    severe = decider.decide(reading(80), ok(0.95), NOW)
+    assert (severe.rule, severe.action, severe.fallback) == (
+        "pm25-sustained",
+        "dispatch-street-cleaning",
+        False,
+    )
+    verdict = decider.decide(reading(50), ok(0.95), NOW)
     assert (verdict.rule, verdict.action, verdict.fallback) == (
         "pm25-spike",
         "notify-health-office",
@@ -109,7 +115,7 @@ def test_an_intent_without_models_is_decided_by_its_fallback() -> None:
 )
 def test_bad_conditions_are_rejected_naming_the_rule(when: str, message: str) -> None:
     rules = [EXAMPLE.spec.rules[0].model_copy(update={"when": when})]
-    with pytest.raises(RuleError, match=f"rule pm25-spike: .*{message}"):
+    with pytest.raises(RuleError, match=f"rule {rules[0].name}: .*{message}"):
         RuleSet.compile(EXAMPLE.spec.model_copy(update={"rules": rules}))
 
 

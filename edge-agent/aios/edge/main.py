@@ -22,7 +22,7 @@ from aios.edge.forwarder import Forwarder
 from aios.edge.ingest import HttpIngest, Inbox, MqttIngest
 from aios.edge.kafka import ConfigWatcher, HeartbeatSender, reading_producer
 from aios.edge.protocol import AgentConfig
-from aios.edge.simulator import Simulator, city_sensors
+from aios.edge.simulator import Episodes, Simulator, city_sensors
 from aios.edge.telemetry import configure_logging, serve_metrics
 
 log = logging.getLogger("aios.edge")
@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, help="Serve POST /readings on this port.")
     parser.add_argument("--simulate", type=int, default=0, help="Simulate N sensors.")
     parser.add_argument("--simulate-interval", type=float, default=1.0, help="Seconds per tick.")
+    parser.add_argument(
+        "--simulate-episodes",
+        type=float,
+        default=0.0,
+        help="Mean seconds between pollution episodes per simulated sensor (0: none).",
+    )
     parser.add_argument("--metrics-host", default="127.0.0.1")
     parser.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics.")
     parser.add_argument("--heartbeat-seconds", type=float, help="Override the config's period.")
@@ -59,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class SimulatedSensors:
     """Feeds the inbox with simulated readings: the config's sensors, else ``count`` own."""
 
-    def __init__(self, inbox: Inbox, count: int, interval: float) -> None:
+    def __init__(self, inbox: Inbox, count: int, interval: float, episodes: Episodes) -> None:
         self.inbox, self.count, self.interval = inbox, count, interval
+        self.episodes = episodes
         self.simulator: Simulator | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-simulator", daemon=True)
@@ -68,7 +75,7 @@ class SimulatedSensors:
     def configure(self, config: AgentConfig, previous: AgentConfig | None) -> None:
         sensors = config.sensors or city_sensors(self.count, config.site)
         if previous is None or previous.sensors != config.sensors or self.simulator is None:
-            self.simulator = Simulator(sensors)
+            self.simulator = Simulator(sensors, episodes=self.episodes)
 
     def start(self) -> SimulatedSensors:
         self._thread.start()
@@ -121,7 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     inbox = Inbox(processor.journal, processor.quarantine, agent.counters).start()
     parts: list[object] = [inbox]
     if args.simulate:
-        simulated = SimulatedSensors(inbox, args.simulate, args.simulate_interval)
+        simulated = SimulatedSensors(
+            inbox,
+            args.simulate,
+            args.simulate_interval,
+            Episodes(every_seconds=args.simulate_episodes),
+        )
         processor.on_config.append(simulated.configure)
         if processor.config is not None:
             simulated.configure(processor.config, None)

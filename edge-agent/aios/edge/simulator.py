@@ -3,7 +3,9 @@
 PM2.5, PM10, NO2, O3, temperature and humidity follow daily cycles (traffic peaks for
 NO2 and particles, an afternoon peak for ozone, warm afternoons with dry air) plus noise,
 and sensors misbehave as real low-cost ones do: stuck values, spikes, dropouts and clock
-skew. Generation is vectorised over sensors and seeded, so a run is reproducible.
+skew. Optional pollution episodes (a fire, a traffic jam) raise a sensor's particles for
+minutes — what an alerting intent is there to catch. Generation is vectorised over sensors
+and seeded, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ class Faults:
     skew_seconds: float = 120.0
 
 
+@dataclass(frozen=True)
+class Episodes:
+    """Sustained particle pollution at one sensor: on average one every ``every_seconds``
+    per sensor (0: never), lasting ``seconds``, particles times ``factor``."""
+
+    every_seconds: float = 0.0
+    seconds: float = 240.0
+    factor: float = 7.0
+
+
 def _peaks(hour: npt.NDArray[np.float64], centre: float, width: float) -> npt.NDArray[np.float64]:
     distance = np.minimum(np.abs(hour - centre), 24 - np.abs(hour - centre))
     return np.asarray(np.exp(-((distance / width) ** 2)))
@@ -45,9 +57,13 @@ class Simulator:
         sensors: list[Sensor],
         seed: int = 7,
         faults: Faults | None = None,
+        episodes: Episodes | None = None,
     ) -> None:
         self.sensors = sensors
         self.faults = faults or Faults()
+        self.episodes = episodes or Episodes()
+        self.episode_until = np.zeros(len(sensors))
+        self.last_tick: float | None = None
         self.rng = np.random.default_rng(seed)
         n = len(sensors)
         self.declared = np.zeros((n, len(METRICS)), bool)
@@ -81,6 +97,16 @@ class Simulator:
         scale = np.array([1.5, 2.5, 3.0, 4.0, 0.5, 3.0])
         return np.asarray(values + self.offset * scale)
 
+    def _in_episode(self, t: float) -> npt.NDArray[np.bool_]:
+        """Which sensors are in a pollution episode at ``t`` (starting new ones)."""
+        if self.episodes.every_seconds > 0:
+            elapsed = 1.0 if self.last_tick is None else max(t - self.last_tick, 0.0)
+            starts = self.rng.random(len(self.sensors)) < elapsed / self.episodes.every_seconds
+            idle = self.episode_until <= t
+            self.episode_until[starts & idle] = t + self.episodes.seconds
+        self.last_tick = t
+        return np.asarray(self.episode_until > t)
+
     def tick(self, t: float) -> Chunk:
         """One reading per sensor at ``t`` (minus dropouts), faults included."""
         n = len(self.sensors)
@@ -92,6 +118,7 @@ class Simulator:
             0.2,
             1.0,
         ]
+        values[self._in_episode(t), :2] *= self.episodes.factor
         spikes = self.rng.random(n) < self.faults.spike
         values[spikes] *= self.rng.uniform(3, 6, (int(spikes.sum()), 1))
         if self.stuck_values is None:

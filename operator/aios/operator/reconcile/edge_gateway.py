@@ -35,6 +35,8 @@ SIMULATE_ANNOTATION = "aios.dev/simulate-sensors"
 """On an EdgeGateway: run an in-cluster agent fed by this many simulated sensors (the
 gateway's declared sensors when it has any). For demos and ``make run``; real gateways
 run ``aios-edge`` on the lamp post."""
+EPISODES_ANNOTATION = "aios.dev/simulate-episodes"
+"""With ``simulate-sensors``: mean seconds between pollution episodes per simulated sensor."""
 AGENT_PORT_METRICS = 9108
 AGENT_PORT_HTTP = 8080
 DATA_DIR = "/var/lib/aios-edge"
@@ -169,7 +171,8 @@ def render_simulator(
 ) -> list[dict[str, Any]]:
     """A Deployment running ``aios-edge --simulate`` for the gateway, when annotated."""
     meta = gateway["metadata"]
-    count = (meta.get("annotations") or {}).get(SIMULATE_ANNOTATION)
+    annotations = meta.get("annotations") or {}
+    count = annotations.get(SIMULATE_ANNOTATION)
     if not count:
         return []
     name = f"{meta['name']}-edge-sim"
@@ -188,6 +191,7 @@ def render_simulator(
             f"--gateway={key_of(gateway)}",
             f"--data-dir={DATA_DIR}",
             f"--simulate={int(count)}",
+            f"--simulate-episodes={float(annotations.get(EPISODES_ANNOTATION) or 0)}",
             "--metrics-host=$(POD_IP)",
             f"--metrics-port={AGENT_PORT_METRICS}",
             "--http-host=$(POD_IP)",
