@@ -14,14 +14,18 @@ when it owns something outside the cluster, a ``finalize``. The wiring here:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
 import kopf
+from kubernetes import client
 
 from aios.api import GROUP, VERSION, Resource
+from aios.connectors.kube import api_client
 from aios.operator import metrics
 from aios.operator.reconcile.acceptance import acceptance, needs_reconcile, needs_retry, next_status
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
@@ -60,7 +64,26 @@ def register(
     plural = model.crd.plural
     finalizer = finalizer_name(model.crd.singular)
 
-    async def run(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo) -> None:
+    locks: dict[str, asyncio.Lock] = {}
+
+    async def run(
+        stale: kopf.Body,
+        patch: kopf.Patch,
+        logger: kopf.Logger,
+        memo: kopf.Memo,
+        due: Callable[[Mapping[str, Any]], bool],
+    ) -> None:
+        """One reconcile of an object at a time (the event handler and the timer may both
+        fire), each from the stored object: a run on an older copy would write old status."""
+        async with locks.setdefault(stale.metadata["uid"], asyncio.Lock()):
+            raw = await _stored(plural, stale.metadata["namespace"], stale.metadata["name"])
+            if raw is None or raw["metadata"]["uid"] != stale.metadata["uid"] or not due(raw):
+                return
+            await reconcile_once(kopf.Body(cast(kopf.RawBody, raw)), patch, logger, memo)
+
+    async def reconcile_once(
+        body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo
+    ) -> None:
         context = Context(body, logger, memo)
         finalizers = list(body.metadata.get("finalizers") or [])
         if is_deleting(body.metadata):
@@ -102,11 +125,16 @@ def register(
         **_: Any,
     ) -> None:
         if type == "DELETED":
+            locks.pop(body.metadata["uid"], None)
             return
-        if needs_reconcile(body) or (
-            is_deleting(body.metadata) and finalizer in (body.metadata.get("finalizers") or [])
-        ):
-            await run(body, patch, logger, memo)
+
+        def due(raw: Mapping[str, Any]) -> bool:
+            metadata = raw.get("metadata") or {}
+            finalizing = is_deleting(metadata) and finalizer in (metadata.get("finalizers") or [])
+            return needs_reconcile(raw) or finalizing
+
+        if due(body):
+            await run(body, patch, logger, memo, due)
 
     @kopf.on.timer(
         GROUP,
@@ -119,7 +147,26 @@ def register(
     async def on_timer(
         body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
     ) -> None:
-        await run(body, patch, logger, memo)
+        await run(body, patch, logger, memo, needs_retry)
+
+
+async def _stored(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object as stored now, or None when it is gone."""
+    api = client.CustomObjectsApi(_api())
+
+    def read() -> dict[str, Any] | None:
+        try:
+            found: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(found)
+
+    return await asyncio.to_thread(read)
+
+
+_api = cache(api_client)
 
 
 def _set_finalizers(patch: kopf.Patch, finalizer: str, add: bool) -> None:

@@ -86,19 +86,16 @@ async def patch_status(
 
 
 async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
-    """From the object as stored now (the event handlers and timers here and in
-    ``register`` may run with an older copy), with its status written before returning."""
+    """From the object as stored now (``register`` reads it), with its status written
+    before returning."""
     meta = md.metadata
     namespace, name = meta["namespace"], meta["name"]
-    stored = await apply.get(md.api_version, md.kind, name, namespace)
-    if stored is None:
-        return []
-    md = ModelDeployment.model_validate(stored)
     action = plan.rollout_action(md)
     if action.record:
         recorded = await record_rollout(md, namespace)
-        if recorded is None:  # another reconcile recorded it first: go on from there
-            return await reconcile(md, ctx)
+        if recorded is None:  # another writer recorded it first: go on from there
+            stored = await apply.get(md.api_version, md.kind, name, namespace)
+            return await reconcile(ModelDeployment.model_validate(stored), ctx) if stored else []
         md = recorded
     kserve = await kserve_installed()
     serving = plan.serving(md)
