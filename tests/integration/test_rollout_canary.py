@@ -18,6 +18,7 @@ from model_support import (
     wait_for,
 )
 
+from aios.connectors.audit import read_log
 from aios.stack.models import storage_uri
 
 STABLE, NEXT = "2024.11.2", "2024.11.3"
@@ -37,7 +38,22 @@ def canary(version: str, uri: str, steps: list[tuple[int, int]], **analysis) -> 
     )
 
 
-async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namespace):
+def audited(site, kind: str, subject: str):
+    """The audit record of ``kind`` about ``subject`` (the appender chains within seconds)."""
+    return wait_for(
+        lambda: next(
+            (
+                r
+                for r in read_log(site.endpoints.kafka_bootstrap)
+                if r.kind == kind and r.subject == subject
+            ),
+            None,
+        ),
+        timeout=30,
+    )
+
+
+async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namespace, site):
     steps = [(25, 2), (50, 2), (100, 0)]
     apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
@@ -65,13 +81,15 @@ async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namesp
         assert text in described
     old = ("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace)
     wait_for(lambda: kubectl.run(*old).returncode != 0, timeout=30)  # pruned after promotion
+    promotion = audited(site, "promotion", f"modeldeployment/{namespace}/pm25-anomaly")
+    assert promotion.details["model"] == {"name": "pm25-anomaly", "version": NEXT, "canary": True}
 
 
 @pytest.mark.parametrize(
     ("fault", "why"), [("error", "error rate 100.0% above 1.0%"), ("slow", "p99 latency")]
 )
 async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
-    kubectl, operator, namespace, tmp_path, fault, why
+    kubectl, operator, namespace, tmp_path, fault, why, site
 ):
     steps = [(50, 2), (100, 2)]
     apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
@@ -99,6 +117,8 @@ async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
     assert stable_key not in traffic.failures, "the stable version answered every request"
     described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
     assert "AnalysisFailed" in described and why in described and "RolledBack" in described
+    rollback = audited(site, "rollback", f"modeldeployment/{namespace}/pm25-anomaly")
+    assert rollback.details["model"]["version"] == "2024.12.0" and why in rollback.details["reason"]
     wait_for(
         lambda: (
             kubectl.run("get", "deployment", "pm25-anomaly-2024-12-0", "-n", namespace).returncode

@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
+from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client
 from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
@@ -44,6 +45,7 @@ class RolloutActivities:
 
     def __init__(self) -> None:
         self._api: client.ApiClient | None = None
+        self.audit = AuditWriter()
 
     @property
     def api(self) -> client.ApiClient:
@@ -93,7 +95,31 @@ class RolloutActivities:
         )
         if p.event is not None:
             self._post_event(md, p)
+        self._audit(md, p)
         return True
+
+    def _audit(self, md: Mapping[str, Any], p: Publication) -> None:
+        """Promotions and rollbacks go to the audit trail (once per rollout: the event id
+        is the workflow's, so a retried activity records nothing new)."""
+        kind = {"Promoted": "promotion", "RolledBack": "rollback"}.get(p.rollout["phase"])
+        if kind is None:
+            return
+        approval = ((md.get("status") or {}).get("rollout") or {}).get("approval") or {}
+        self.audit.record(
+            kind,
+            f"modeldeployment/{p.namespace}/{p.name}",
+            {
+                "model": {
+                    "name": p.name,
+                    "version": p.rollout["version"],
+                    "canary": p.rollout["strategy"] == "canary",
+                },
+                "approver": approval.get("by"),
+                "reason": p.rollout.get("message"),
+            },
+            actor=approval.get("by"),
+            event_id=f"{p.rollout['workflowId']}:{kind}",
+        )
 
     def _post_event(self, md: Mapping[str, Any], p: Publication) -> None:
         assert p.event is not None

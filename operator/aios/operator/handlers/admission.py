@@ -38,8 +38,9 @@ import kopf
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, ModelDeployment, Resource
 from aios.connectors import opa
 from aios.connectors.audit import AuditUnavailable
+from aios.operator.audit import record
 from aios.operator.certificates import KeyPair, WebhookCertificates, load_ca
-from aios.operator.handlers.policy import opa_url, record
+from aios.operator.handlers.policy import opa_url
 from aios.operator.reconcile import policy as plan
 
 CONFIGURATION_NAME = "aios.dev"

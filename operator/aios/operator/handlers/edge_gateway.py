@@ -30,6 +30,7 @@ from aios.edge.protocol import (
     config_partition,
 )
 from aios.operator import apply
+from aios.operator.audit import record
 from aios.operator.handlers.common import Context, register
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.edge_gateway import (
@@ -138,6 +139,13 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     if edge.published.get(key) != (config.generation, config.digest):
         await asyncio.to_thread(edge.publish, key, config.to_bytes())
         edge.published[key] = (config.generation, config.digest)
+        await record(
+            "edge-config",
+            f"edgegateway/{key}",
+            {"gateway": key, "configGeneration": config.generation, "filterChain": config.digest},
+            actor="aios-operator",
+            event_id=f"edge-config:{key}:{config.generation}:{config.digest}",
+        )
         ctx.logger.info(f"published generation {config.generation} ({config.digest})")
     await asyncio.to_thread(ensure_sink, config.sink.kafka_topic)
     children = render_simulator(ctx.body, settings())

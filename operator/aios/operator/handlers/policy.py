@@ -25,8 +25,9 @@ from kubernetes import client, config
 
 from aios.api import GROUP, KINDS, VERSION, Policy
 from aios.connectors import opa
-from aios.connectors.audit import Appender, AuditWriter
+from aios.connectors.audit import Appender
 from aios.connectors.kafka import BOOTSTRAP_ENV
+from aios.operator.audit import record
 from aios.operator.handlers.common import Context, register
 from aios.operator.reconcile import policy as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
@@ -62,16 +63,6 @@ def library() -> dict[str, str]:
 @cache
 def system_rego() -> str:
     return (library_dir() / "system" / "system.rego").read_text()
-
-
-@cache
-def audit_writer() -> AuditWriter:
-    return AuditWriter()
-
-
-async def record(kind: str, subject: str, details: Mapping[str, Any], **extra: Any) -> None:
-    """Write an audit event (blocking Kafka I/O off the event loop)."""
-    await asyncio.to_thread(audit_writer().record, kind, subject, details, **extra)
 
 
 async def ensure_system(url: str) -> None:
