@@ -51,7 +51,10 @@ def test_up_env_get_down(tmp_path: Path) -> None:
             assert variables.get(name), f"aiosctl env lacks {name}"
         env = {**os.environ, **variables}
         kubectl = run(["bash", "-c", "command -v kubectl"], env=env).strip()
-        assert kubectl.startswith(state["endpoints"]["tools_path"]), "the site's kubectl first"
+        tools = state["endpoints"]["tools_path"].split(os.pathsep)
+        assert kubectl.startswith(tools[0]), "the site's kubectl first"
+        temporal = run(["bash", "-c", "command -v temporal"], env=env).strip()
+        assert temporal.startswith(tools[1]), "and the Temporal CLI"
         table = run(["kubectl", "get", "aios"], env=env)
         for name in [
             "pm25-anomaly",

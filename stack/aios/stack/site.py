@@ -122,8 +122,13 @@ class Site:
         except BaseException:
             self.stop()
             raise
-        kubectl = components.KUBERNETES.binary("kubectl")
-        self.endpoints.tools_path = str(kubectl.parent)
+        # The site's own kubectl first, then the CLIs of its components (temporal, opa).
+        tools = [components.KUBERNETES.binary("kubectl").parent]
+        if only is None or "temporal" in only:
+            tools.append(components.TEMPORAL.binary().parent)
+        if only is None or "opa" in only:
+            tools.append(components.OPA.binary().parent)
+        self.endpoints.tools_path = os.pathsep.join(str(t) for t in tools)
         self.state.endpoints = self.endpoints
         self.state.save()
         return self.endpoints
