@@ -144,14 +144,14 @@ def spec(with_model: bool, batch: int) -> AutomationIntentSpec:
     return AutomationIntentSpec.model_validate(body)
 
 
-async def runner_rate(
+async def new_runner(
     site: Site,
     source: str,
-    count: int,
     with_model: bool,
     batch: int,
     statuses: Callable[[str], dict[str, Any] | None],
-) -> float:
+) -> Runner:
+    """A runner in this process, in shadow mode (it never hands actions off)."""
     bootstrap = site.endpoints.kafka_bootstrap
     name = f"bench-{uuid.uuid4().hex[:6]}"
     config = RunnerConfig(
@@ -168,11 +168,24 @@ async def runner_rate(
         heartbeat_topic=f"{name}.status",
     )
     topics(bootstrap, config.topics.decisions, config.topics.dead_letters, config.heartbeat_topic)
-    temporal = await Client.connect("127.0.0.1:9", lazy=True)  # shadow mode never hands off
-    runner = Runner(config, bootstrap, temporal, "bench", statuses)  # type: ignore[arg-type]
+    temporal = await Client.connect("127.0.0.1:9", lazy=True)  # never connected in shadow mode
+    return Runner(config, bootstrap, temporal, "bench", statuses)  # type: ignore[arg-type]
+
+
+async def runner_rate(
+    site: Site,
+    source: str,
+    count: int,
+    with_model: bool,
+    batch: int,
+    statuses: Callable[[str], dict[str, Any] | None],
+) -> float:
+    runner = await new_runner(site, source, with_model, batch, statuses)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    rate = await asyncio.to_thread(rate_after_start, bootstrap, config.consumer_group, count)
+    rate = await asyncio.to_thread(
+        rate_after_start, site.endpoints.kafka_bootstrap, runner.config.consumer_group, count
+    )
     stop.set()
     await task
     return rate
@@ -189,28 +202,11 @@ async def latency(
     bootstrap = site.endpoints.kafka_bootstrap
     source = f"bench-live-{uuid.uuid4().hex[:6]}"
     topics(bootstrap, source)
-    name = f"bench-{uuid.uuid4().hex[:6]}"
-    config = RunnerConfig(
-        intent=IntentRef(namespace="bench", name=name, generation=1),
-        spec=spec(True, batch),
-        topics=RunnerTopics(
-            sources=[source],
-            decisions=f"{name}.decisions",
-            actions=f"{name}.actions",
-            dead_letters=f"{name}.dlq",
-        ),
-        consumer_group=f"{name}.runner",
-        task_queue="bench",
-        heartbeat_topic=f"{name}.status",
-    )
-    topics(bootstrap, config.topics.decisions, config.topics.dead_letters, config.heartbeat_topic)
-    runner = Runner(
-        config, bootstrap, await Client.connect("127.0.0.1:9", lazy=True), "bench", statuses
-    )  # type: ignore[arg-type]
+    runner = await new_runner(site, source, True, batch, statuses)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    watcher = Consumer(kafka.consumer_config(f"{name}.watch", bootstrap))
-    watcher.subscribe([config.topics.decisions])
+    watcher = Consumer(kafka.consumer_config(f"{runner.config.consumer_group}.watch", bootstrap))
+    watcher.subscribe([runner.config.topics.decisions])
     await asyncio.sleep(3)  # assignment of both consumer groups
     sent: dict[str, float] = {}
     latencies: list[float] = []

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from support import wait_for
 
 from aios.connectors import endpoints
 from aios.connectors.inference import InferenceClient, InferenceError, route
@@ -34,17 +35,6 @@ FEATURES = np.array([[12, 20, 25, 45, 14, 65], [95, 60, 25, 45, 14, 65]], dtype=
 
 def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 120, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"not reached after {timeout}s; last value: {last!r}")
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 120) -> Any:

@@ -11,33 +11,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
+from support import wait_for
 
 from aios.connectors import kafka
 
-TIMEOUT = 180
-
-
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float = TIMEOUT,
-    interval: float = 0.5,
-    what: str = "condition",
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached after {timeout}s; last value: {last!r}")
+TIMEOUT = 180  # seconds: a site on a shared 2-core machine is slow
 
 
 def intent(name: str, source: str, target: str, **spec: Any) -> dict[str, Any]:
@@ -118,6 +102,24 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout: float = TIMEOUT
     return found
 
 
+def deploy(kubectl, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Apply an intent and wait until it is Ready."""
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
+    return ready_intent(kubectl, namespace, manifest["metadata"]["name"])
+
+
+def decisions_of(bootstrap: str, intent_obj: dict[str, Any], expected: int) -> list[dict[str, Any]]:
+    topic = intent_obj["status"]["topics"]["decisions"]
+    return [json.loads(m.value()) for m in read_all(bootstrap, topic, expected)]
+
+
+def acted_once(receiver, keys: set[str]) -> None:
+    """Every action in ``keys`` reached the receiver, and none twice (given time to)."""
+    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="every action executed")
+    time.sleep(3)
+    assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)
+
+
 @pytest.fixture
 def topic(site, namespace) -> str:
     name = f"{namespace}.readings"
@@ -129,15 +131,7 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     kubectl, operator, pods, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(intent("pm25", topic, f"{receiver.url}/e2e")),
-    )
-    obj = ready_intent(kubectl, namespace, "pm25")
+    obj = deploy(kubectl, namespace, intent("pm25", topic, f"{receiver.url}/e2e"))
     assert obj["status"]["topics"]["decisions"] == f"aios.{namespace}.pm25.decisions"
     assert {"TopicsReady", "RunnerReady", "WorkflowsReady", "Degraded"} <= {
         c["type"] for c in obj["status"]["conditions"]
@@ -151,10 +145,7 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     ]
     produce(bootstrap, topic, records)
 
-    decisions = [
-        json.loads(m.value())
-        for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], len(records))
-    ]
+    decisions = decisions_of(bootstrap, obj, len(records))
     assert len(decisions) == len(records), "one decision per reading, none twice"
     assert len({d["decisionId"] for d in decisions}) == len(records)
     acting = [d for d in decisions if d["outcome"] == "act"]
@@ -163,10 +154,7 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     assert all(d["lineage"]["topic"] == topic for d in decisions)
 
     keys = {d["actionId"] for d in acting}
-    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="every action executed")
-    time.sleep(3)
-    mine = [k for k in receiver.idempotency_keys() if k in keys]
-    assert sorted(mine) == sorted(keys), "each action executed exactly once"
+    acted_once(receiver, keys)
 
     def reported() -> dict[str, Any] | None:
         status = kubectl.json("get", "automationintent", "pm25", "-n", namespace)["status"]
@@ -183,15 +171,7 @@ def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
     kubectl, operator, pods, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(intent("dlq", topic, f"{receiver.url}/dlq")),
-    )
-    obj = ready_intent(kubectl, namespace, "dlq")
+    obj = deploy(kubectl, namespace, intent("dlq", topic, f"{receiver.url}/dlq"))
     bad = [
         b"{not json",
         json.dumps({"eventId": "x", "sensorId": "s"}).encode(),
@@ -233,15 +213,7 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     kubectl, operator, pods, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(intent("crash", topic, f"{receiver.url}/crash")),
-    )
-    obj = ready_intent(kubectl, namespace, "crash")
+    obj = deploy(kubectl, namespace, intent("crash", topic, f"{receiver.url}/crash"))
     process = wait_for(lambda: runner_process(pods, namespace, "crash"), what="runner process")
     sensors = [f"k-{i:03d}" for i in range(200)]
     records = [
@@ -263,17 +235,12 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
         what="the local kubelet restarted the runner",
     )
 
-    decisions = [
-        json.loads(m.value())
-        for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], len(records))
-    ]
+    decisions = decisions_of(bootstrap, obj, len(records))
     assert len(decisions) == len(records)
     assert len({d["decisionId"] for d in decisions}) == len(records)
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 40
-    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="every action executed")
-    time.sleep(3)
-    assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)
+    acted_once(receiver, keys)
 
 
 def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
@@ -298,12 +265,9 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
     approval = {"required": True, "approvers": ["alice"], "timeoutSeconds": 600}
     manifest = intent("approve", topic, f"{receiver.url}/approve")
     manifest["spec"]["actions"][0]["approval"] = approval
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
-    obj = ready_intent(kubectl, namespace, "approve")
+    obj = deploy(kubectl, namespace, manifest)
     produce(bootstrap, topic, [("a-1", reading("a-1", 99.0, 1))])
-    [decision] = [
-        json.loads(m.value()) for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 1)
-    ]
+    [decision] = decisions_of(bootstrap, obj, 1)
     action = decision["actionId"]
 
     def waiting() -> bool:
@@ -315,9 +279,7 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
     approved = aiosctl(site, "approve", f"action/{action}", "--as", "alice", "--reason", "go")
     assert approved.returncode == 0, approved.stderr
     assert f"approved action/{action} as alice" in approved.stdout
-    wait_for(lambda: action in receiver.idempotency_keys(), what="the approved action executed")
-    time.sleep(2)
-    assert receiver.idempotency_keys().count(action) == 1
+    acted_once(receiver, {action})
     again = aiosctl(site, "approve", f"action/{action}", "--as", "alice")
     assert again.returncode != 0 and "not waiting for approval" in again.stderr
 
@@ -326,19 +288,11 @@ def test_shadow_mode_decides_and_never_acts(
     kubectl, operator, pods, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(intent("shadow", topic, f"{receiver.url}/shadow", mode="shadow")),
+    obj = deploy(
+        kubectl, namespace, intent("shadow", topic, f"{receiver.url}/shadow", mode="shadow")
     )
-    obj = ready_intent(kubectl, namespace, "shadow")
     produce(bootstrap, topic, [(f"h-{i}", reading(f"h-{i}", 99.0, i)) for i in range(10)])
-    decisions = [
-        json.loads(m.value()) for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 10)
-    ]
+    decisions = decisions_of(bootstrap, obj, 10)
     assert len(decisions) == 10
     assert all(
         d["outcome"] == "act" and d["mode"] == "shadow" and "actionId" not in d for d in decisions
@@ -353,23 +307,12 @@ def test_with_opa_stopped_no_action_runs_until_it_answers_again(
     from aios.connectors.audit import read_log
 
     bootstrap = site.endpoints.kafka_bootstrap
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(intent("no-opa", topic, f"{receiver.url}/no-opa")),
-    )
-    obj = ready_intent(kubectl, namespace, "no-opa")
+    obj = deploy(kubectl, namespace, intent("no-opa", topic, f"{receiver.url}/no-opa"))
     opa = site.processes["opa"]
     os.killpg(opa.pid, signal.SIGSTOP)
     try:
         produce(bootstrap, topic, [("o-1", reading("o-1", 99.0, 1))])
-        [decision] = [
-            json.loads(m.value())
-            for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 1)
-        ]
+        [decision] = decisions_of(bootstrap, obj, 1)
         action = decision["actionId"]
 
         def steps() -> list[str]:
@@ -385,9 +328,7 @@ def test_with_opa_stopped_no_action_runs_until_it_answers_again(
         assert "executed" not in steps() and "authorized" not in steps()
     finally:
         os.killpg(opa.pid, signal.SIGCONT)
-    wait_for(lambda: action in receiver.idempotency_keys(), what="the action once OPA answers")
-    time.sleep(2)
-    assert receiver.idempotency_keys().count(action) == 1
+    acted_once(receiver, {action})
     wait_for(lambda: steps()[-1:] == ["executed"], what="the executed step audited")
     assert steps() == ["requested", "authorized", "executed"]
 
@@ -396,15 +337,7 @@ def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lo
     kubectl, operator, pods, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(intent("blocked", topic, f"{receiver.url}/blocked")),
-    )
-    obj = ready_intent(kubectl, namespace, "blocked")
+    obj = deploy(kubectl, namespace, intent("blocked", topic, f"{receiver.url}/blocked"))
     temporal = site.processes["temporal"]
     os.killpg(temporal.pid, signal.SIGSTOP)
     try:
@@ -424,13 +357,8 @@ def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lo
         assert not [c for c in receiver.calls if c[0] == "/blocked"]
     finally:
         os.killpg(temporal.pid, signal.SIGCONT)
-    decisions = [
-        json.loads(m.value())
-        for m in read_all(bootstrap, obj["status"]["topics"]["decisions"], 200)
-    ]
+    decisions = decisions_of(bootstrap, obj, 200)
     assert len(decisions) == 200 and len({d["decisionId"] for d in decisions}) == 200
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 5
-    wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="the actions after the outage")
-    time.sleep(2)
-    assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)
+    acted_once(receiver, keys)

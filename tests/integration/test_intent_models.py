@@ -11,7 +11,7 @@ import time
 
 import yaml
 from model_support import example, ready, wait_for
-from test_intent_e2e import condition, produce, read_all, ready_intent
+from test_intent_e2e import condition, decisions_of, deploy, produce, read_all
 
 from aios.connectors import kafka
 
@@ -87,19 +87,11 @@ def test_the_fallback_decides_while_the_model_is_down_and_the_intent_says_so(
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
     source = f"{namespace}.readings"
     kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(source, 1)])
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(model_intent(source, f"{receiver.url}/model")),
-    )
-    obj = ready_intent(kubectl, namespace, "with-model")
+    obj = deploy(kubectl, namespace, model_intent(source, f"{receiver.url}/model"))
     decisions_topic = obj["status"]["topics"]["decisions"]
 
     produce(bootstrap, source, readings("up", 20))
-    up = [json.loads(m.value()) for m in read_all(bootstrap, decisions_topic, 20)]
+    up = decisions_of(bootstrap, obj, 20)
     assert not any(d["fallback"] for d in up), "the model decides while it answers"
     assert {d["model"]["version"] for d in up if d.get("model")} == {"2024.11.2"}
     assert {d["rule"] for d in up if d["outcome"] == "act"} == {"spike"}
@@ -111,7 +103,7 @@ def test_the_fallback_decides_while_the_model_is_down_and_the_intent_says_so(
         os.killpg(server.pid, signal.SIGSTOP)
     try:
         produce(bootstrap, source, readings("down", 20))
-        down = [json.loads(m.value()) for m in read_all(bootstrap, decisions_topic, 40)][20:]
+        down = decisions_of(bootstrap, obj, 40)[20:]
         assert len(down) == 20
         assert all(d["fallback"] and d["fallbackReason"] == "unavailable" for d in down)
         assert {d["rule"] for d in down if d["outcome"] == "act"} == {"static"}

@@ -3,26 +3,15 @@ deleted; status follows the Kubernetes conventions."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 import pytest
 import yaml
+from support import wait_for
 
 from aios.stack.platform import example_files
 
 EXAMPLES = {yaml.safe_load(p.read_text())["kind"]: p for p in example_files()}
-
-
-def wait_for(predicate, timeout: float = 30, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"not reached after {timeout}s; last value: {last!r}")
 
 
 def observed(kubectl, kind: str, name: str, namespace: str) -> dict | None:
