@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import yaml
-from model_support import wait_for
+from support import wait_for
 
 AIOSCTL = [sys.executable, "-m", "aios.cli.main"]
 

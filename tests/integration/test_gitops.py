@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from model_support import wait_for
+from support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "examples" / "city-b"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Kubectl
-from model_support import wait_for
+from support import wait_for
 
 from aios.cli.site_values import local_site_values
 from aios.stack.components import HELM, ComponentUnavailable
