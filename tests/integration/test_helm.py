@@ -28,7 +28,7 @@ from aios.stack.site import Site
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "aios"
 RELEASE, NAMESPACE = "aios", "aios-system"
-OPERATOR = "app.kubernetes.io/instance=aios,app.kubernetes.io/component=operator"
+OPERATOR = "app.kubernetes.io/component=operator,app.kubernetes.io/instance="
 CITY = "city-b"
 CRDS = [
     "automationintents.aios.dev",
@@ -65,9 +65,9 @@ class ChartSite(Kubectl):
         assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
-    def operator_processes(self) -> dict[str, tuple[ManagedProcess, str]]:
+    def operator_processes(self, release: str = RELEASE) -> dict[str, tuple[ManagedProcess, str]]:
         """Operator pods the local kubelet runs: pod name → (process, pod address)."""
-        pods = self.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR)["items"]
+        pods = self.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + release)["items"]
         found = {}
         for pod in pods:
             uid = pod["metadata"]["uid"]
@@ -197,10 +197,7 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     try:
         wait_for(all_ready, timeout=300, interval=2)
     finally:
-        logs = {n: p.log.read_text() for n, (p, _) in chart_site.operator_processes().items()}
-    for name, text in logs.items():
-        forbidden = [line for line in text.splitlines() if "forbidden" in line.lower()]
-        assert not forbidden, f"{name} lacked RBAC:\n" + "\n".join(forbidden[:5])
+        assert_no_forbidden(chart_site.operator_processes())
     counts = {
         name: reconciles(address) for name, (_, address) in chart_site.operator_processes().items()
     }
@@ -221,6 +218,15 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
         assert webhook["clientConfig"]["caBundle"] == secret["data"]["tls.crt"]
 
 
+def assert_no_forbidden(processes: dict[str, tuple[ManagedProcess, str]]) -> None:
+    """No API call of the operator was refused: the chart's RBAC was enough."""
+    assert processes
+    for name, (process, _) in processes.items():
+        lines = process.log.read_text().splitlines()
+        forbidden = [line for line in lines if "forbidden" in line.lower()]
+        assert not forbidden, f"{name} lacked RBAC:\n" + "\n".join(forbidden[:5])
+
+
 def unapproved_actuation() -> dict[str, Any]:
     return {
         "apiVersion": "aios.dev/v1alpha1",
@@ -236,7 +242,7 @@ def unapproved_actuation() -> dict[str, Any]:
 
 def test_upgrade_with_changed_values_rolls_the_operator(chart_site: ChartSite) -> None:
     def template_hashes() -> set[str]:
-        pods = chart_site.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR)["items"]
+        pods = chart_site.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + RELEASE)["items"]
         return {p["metadata"]["labels"]["pod-template-hash"] for p in pods}
 
     before = template_hashes()
@@ -283,7 +289,43 @@ def test_uninstall_keeps_the_crds_and_leaves_no_orphans(chart_site: ChartSite) -
     assert "aios.dev" not in webhooks, "no webhook left to block aios objects"
     wait_for(
         lambda: (
-            not chart_site.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR)["items"]
+            not chart_site.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + RELEASE)["items"]
             and not any(p.running() for p in processes)
         ),
     )
+
+
+def test_a_release_for_one_namespace_reconciles_it_with_bindings_there_only(
+    chart_site: ChartSite,
+) -> None:
+    """A shard: the operator watches City B only, its work role bound there by a RoleBinding,
+    its replicas meeting in a KopfPeering in that namespace."""
+    chart_site.helm(
+        "install", "shard", str(CHART), "-n", NAMESPACE, "-f", str(chart_site.values),
+        "--set", f"operator.watchNamespaces={{{CITY}}}", "--set", "webhook.enabled=false",
+        "--wait", "--timeout=180s",
+    )  # fmt: skip
+    try:
+        shard = "app.kubernetes.io/instance=shard"
+        bindings = chart_site.json("get", "rolebindings", "-n", CITY, "-l", shard)
+        assert [b["roleRef"]["name"] for b in bindings["items"]] == ["shard-aios"]
+        assert chart_site.run("get", "clusterrolebinding", "shard-aios").returncode != 0
+        chart_site.kubectl(
+            "patch", "policy", "actuation-needs-approval", "-n", CITY, "--type=merge",
+            "-p", '{"spec": {"enforcement": "warn"}}',
+        )  # fmt: skip
+
+        def reconciled() -> bool:
+            policy = chart_site.json("get", "policy", "actuation-needs-approval", "-n", CITY)
+            status = policy.get("status") or {}
+            return status.get("observedGeneration") == policy["metadata"]["generation"]
+
+        wait_for(reconciled, timeout=120, what="the shard's operator to reconcile the change")
+        peering = chart_site.json("get", "kopfpeering", "shard-aios", "-n", CITY)
+        assert len([p for p in (peering.get("status") or {}).values() if p]) == 2
+        processes = chart_site.operator_processes("shard")
+        assert all(f"--namespace={CITY}" in p.argv for p, _ in processes.values())
+        assert_no_forbidden(processes)
+    finally:
+        chart_site.helm("uninstall", "shard", "-n", NAMESPACE, "--wait", "--timeout=180s")
+    assert chart_site.run("get", "rolebinding", "shard-aios", "-n", CITY).returncode != 0
