@@ -434,6 +434,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_reading(
     batches = [sent[i : i + 50] for i in range(0, len(sent), 50)]
     acknowledged: list[dict] = []
     unacknowledged: list[list[dict]] = []
+    killed = threading.Event()
 
     def sender() -> None:  # a sensor gateway's client: keeps what was not acknowledged
         for batch in batches:
@@ -445,11 +446,15 @@ def test_sigkill_mid_stream_loses_no_acknowledged_reading(
                 acknowledged.extend(batch)
             else:
                 unacknowledged.append(batch)
+            if len(acknowledged) >= 2000 and not killed.is_set():
+                # Mid-stream, whatever the machine's speed: the processor and forwarder are
+                # still busy with what was just acknowledged, more is about to be sent.
+                agent.kill()
+                killed.set()
 
     thread = threading.Thread(target=sender)
     thread.start()
-    wait_for(lambda: len(acknowledged) >= 2000, 60, "readings acknowledged")
-    agent.kill()  # mid-stream: requests in flight, the processor and forwarder busy
+    assert killed.wait(60), "2000 readings were not acknowledged within 60 s"
     thread.join(60)
     assert acknowledged and unacknowledged, "the kill did not land mid-stream"
     for log_dir in ("outbox", "journal"):  # readable as the crash left it

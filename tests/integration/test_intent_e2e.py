@@ -362,3 +362,22 @@ def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lo
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 5
     acted_once(receiver, keys)
+
+
+def test_an_intent_without_a_matching_gateway_says_so_and_deletes_cleanly(
+    kubectl, operator, namespace
+) -> None:
+    manifest = intent("lonely", "unused", "http://127.0.0.1:9/")
+    manifest["spec"]["sources"] = [
+        {"name": "nobody", "edgeGatewaySelector": {"matchLabels": {"aios.dev/site": "nowhere"}}}
+    ]
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
+
+    def no_source() -> dict[str, Any] | None:
+        found = condition(
+            kubectl.json("get", "automationintent", "lonely", "-n", namespace), "TopicsReady"
+        )
+        return found if found.get("reason") == "NoSource" else None
+
+    assert "No EdgeGateway" in wait_for(no_source, what="TopicsReady: NoSource")["message"]
+    kubectl("delete", "automationintent", "lonely", "-n", namespace, "--timeout=60s")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from support import wait_for
+
 from aios.connectors import kafka
 
 
@@ -12,6 +14,8 @@ def test_topics_are_created_grown_reconfigured_and_deleted(site) -> None:
     name = f"t-{uuid.uuid4().hex[:8]}"
     first = kafka.ensure_topics(client, [kafka.TopicSpec(name, 2, {"retention.ms": "3600000"})])
     assert [t.name for t in first.create] == [name]
+    # Metadata propagates after CreateTopics returns: the plan is made from what is visible.
+    wait_for(lambda: name in kafka.describe_topics(client, [name]), timeout=30)
     assert kafka.ensure_topics(
         client, [kafka.TopicSpec(name, 2, {"retention.ms": "3600000"})]
     ).empty

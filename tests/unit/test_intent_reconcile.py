@@ -152,3 +152,8 @@ def test_ready_waits_for_every_part() -> None:
     verdict = ready(parts)
     assert verdict.status == "False" and "RunnerReady: 0/1" in verdict.message
     assert ready(parts[:1]).status == "True"
+
+
+def test_an_intent_whose_selector_matches_nothing_still_has_topic_names() -> None:
+    names = topic_names("city", "pm25-alerting", source_topics(INTENT, [OTHER]))
+    assert names.sources == [] and names.decisions == "aios.city.pm25-alerting.decisions"

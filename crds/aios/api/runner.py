@@ -14,7 +14,10 @@ HEARTBEAT_TOPIC = "aios.intents.status"
 
 
 class RunnerTopics(ApiModel):
-    sources: list[str] = Field(min_length=1, description="Topics to consume.")
+    """The topics of one intent. No source is a valid state (no gateway matches its
+    selector yet): the operator then reports ``NoSource`` and renders no runner."""
+
+    sources: list[str] = Field(default_factory=list, description="Topics to consume.")
     decisions: str
     actions: str
     dead_letters: str

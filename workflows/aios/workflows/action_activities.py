@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from aios.api.events import ActionRequest
+from aios.api.events import ActionRequest, Decision
 from aios.connectors import kafka
 from aios.connectors.audit import AuditWriter
 from aios.connectors.endpoints import resolve_url
@@ -34,11 +34,22 @@ from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
+def decision_summary(decision: Decision) -> dict[str, Any]:
+    """The decision as policy and the audit trail see it: rule, model, scores, lineage."""
+    return {
+        "rule": decision.rule,
+        "fallback": decision.fallback,
+        "model": decision.model.model_dump(mode="json", by_alias=True) if decision.model else None,
+        "score": decision.score,
+        "confidence": decision.confidence,
+        "lineage": decision.lineage.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
 def policy_input(
     request: ActionRequest, approver: str | None, recent: int, now: datetime
 ) -> dict[str, Any]:
     """The runtime ``Action`` input document of ``aios.connectors.opa``."""
-    decision = request.decision
     return {
         "kind": "Action",
         "namespace": request.intent.namespace,
@@ -54,16 +65,7 @@ def policy_input(
             "idempotencyKey": request.action_id,
             "approvalRequired": request.action.approval.required,
         },
-        "decision": {
-            "rule": decision.rule,
-            "fallback": decision.fallback,
-            "model": decision.model.model_dump(mode="json", by_alias=True)
-            if decision.model
-            else None,
-            "score": decision.score,
-            "confidence": decision.confidence,
-            "lineage": decision.lineage.model_dump(mode="json", by_alias=True, exclude_none=True),
-        },
+        "decision": decision_summary(request.decision),
         "approver": approver,
         "recentActuations": recent,
         "time": now.isoformat(),
@@ -108,6 +110,7 @@ def render_payload(request: ActionRequest, approver: str | None) -> bytes:
 def step_details(request: ActionRequest, step: Step) -> dict[str, Any]:
     """The ``details`` of an ``action-step`` audit record (what ``aiosctl audit trace`` reads)."""
     decision = request.decision
+    summary = decision_summary(decision)
     return {
         "actionId": request.action_id,
         "step": step.step,
@@ -122,19 +125,10 @@ def step_details(request: ActionRequest, step: Step) -> dict[str, Any]:
             "target": request.action.target,
         },
         "decision": {
+            **summary,
             "decisionId": decision.decision_id,
-            "rule": decision.rule,
-            "fallback": decision.fallback,
             "fallbackReason": decision.fallback_reason,
-            "model": decision.model.model_dump(mode="json", by_alias=True)
-            if decision.model
-            else None,
-            "score": decision.score,
-            "confidence": decision.confidence,
-            "lineage": {
-                **decision.lineage.model_dump(mode="json", by_alias=True, exclude_none=True),
-                "sensors": [decision.sensor_id],
-            },
+            "lineage": {**summary["lineage"], "sensors": [decision.sensor_id]},
         },
         "policyDecisionId": step.policy_decision_id,
         "approver": step.approver,
