@@ -310,7 +310,14 @@ class AuditWriter:
 def _read(consumer: Consumer, partition: TopicPartition, timeout: float) -> Iterable[Message]:
     """Every committed message of one partition from its assigned offset to the end."""
     consumer.assign([partition])
-    low, high = consumer.get_watermark_offsets(partition, timeout=timeout, cached=False)
+    deadline = time.monotonic() + timeout
+    while True:  # offsets are invalid (negative) until the client knows the partition's leader
+        low, high = consumer.get_watermark_offsets(partition, timeout=timeout, cached=False)
+        if low >= 0 and high >= 0:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no leader known for {partition.topic} within {timeout}s")
+        time.sleep(0.2)
     if high <= low:
         return
     while True:
@@ -339,7 +346,8 @@ def read_raw_log(
     start: int = OFFSET_BEGINNING,
     timeout: float = 10.0,
 ) -> list[str]:
-    """The stored text of every committed record, in log order."""
+    """The stored text of every committed record, in log order. A transaction becomes
+    readable once Kafka has written its markers, a moment after its commit returned."""
     reader = _reader(bootstrap)
     try:
         return [
@@ -358,19 +366,6 @@ def read_log(bootstrap: str | None = None, topic: str = LOG_TOPIC) -> list[Audit
 def read_file(path: Path) -> list[str]:
     """The records of a local audit file (one per line)."""
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def _committed(consumer: Consumer, partition: TopicPartition, attempts: int = 30) -> int:
-    """The committed offset; retried while the group coordinator is still starting."""
-    starting = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
-    for _ in range(attempts - 1):
-        try:
-            return int(consumer.committed([partition], timeout=10)[0].offset)
-        except KafkaException as error:
-            if error.args[0].code() not in starting:
-                raise
-            time.sleep(1)
-    return int(consumer.committed([partition], timeout=10)[0].offset)
 
 
 class Appender:
@@ -401,23 +396,37 @@ class Appender:
 
     # -- lifecycle --------------------------------------------------------------------
     def open(self) -> Appender:
-        """Fence any earlier appender, learn the chain's head, resume after it."""
+        """Join the appenders' consumer group; the one member assigned the events
+        partition appends (``_assigned``), the others stand by — so replicas of the
+        operator never fence each other, and one takes over when the active one goes."""
         kafka.ensure_topics(
             kafka.admin(self.bootstrap),
             [events_topic_spec(self.events_topic), log_topic_spec(self.log_topic)],
         )
+        self._consumer = kafka.consumer(f"aios-audit-appender.{self.log_topic}", self.bootstrap)
+        self._consumer.subscribe(
+            [self.events_topic],
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )
+        return self
+
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Fence any earlier appender, learn the chain's head; consumption resumes at the
+        group's committed offset, which each transaction advanced."""
+        if not partitions:
+            return
         self._producer = kafka.producer(
             self.bootstrap,
             **{"transactional.id": self.transactional_id, "transaction.timeout.ms": 60000},
         )
         self._producer.init_transactions(30)
         self._load_head()
-        self._consumer = kafka.consumer(f"aios-audit-appender.{self.log_topic}", self.bootstrap)
-        partition = TopicPartition(self.events_topic, 0)
-        committed = _committed(self._consumer, partition)
-        partition.offset = committed if committed >= 0 else OFFSET_BEGINNING
-        self._consumer.assign([partition])
-        return self
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self._producer = None
 
     def _load_head(self) -> None:
         tail = read_raw_log(self.bootstrap, self.log_topic, self._tail_start())
@@ -500,12 +509,13 @@ class Appender:
         self._recent_set.add(event_id)
 
     def run_once(self, timeout: float = 1.0) -> int:
-        """Chain the events available now, in one transaction; returns how many."""
-        if self._consumer is None or self._producer is None:
+        """Chain the events available now, in one transaction; returns how many (0 while
+        another appender holds the events partition)."""
+        if self._consumer is None:
             self.open()
-        assert self._consumer is not None and self._producer is not None
+        assert self._consumer is not None
         messages = [m for m in self._consumer.consume(self.batch, timeout) if m.error() is None]
-        if not messages:
+        if not messages or self._producer is None:
             return 0
         seq, head, lines, added = self._seq, self._hash, [], []
         self._producer.begin_transaction()
