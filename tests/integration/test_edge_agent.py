@@ -216,11 +216,13 @@ def latest_heartbeat(bootstrap: str, gateway: str, timeout: float = 20) -> Heart
 
 
 def wait_applied(agent: Agent, generation: int) -> None:
-    wait_for(
-        lambda: f"aios_edge_config_generation {float(generation)}" in agent.metrics(),
-        30,
-        f"generation {generation} applied\n{agent.log()[-3000:]}",
-    )
+    def applied() -> bool:
+        try:
+            return f"aios_edge_config_generation {float(generation)}" in agent.metrics()
+        except urllib.error.URLError:  # the agent is not listening yet
+            return False
+
+    wait_for(applied, 30, lambda: f"generation {generation} applied\n{agent.log()[-3000:]}")
 
 
 @pytest.fixture
