@@ -7,6 +7,7 @@ values rolls it; ``helm uninstall`` keeps the CRDs and leaves nothing else behin
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import urllib.request
@@ -20,6 +21,7 @@ from conftest import Kubectl
 from support import wait_for
 
 from aios.cli.site_values import local_site_values
+from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET
 from aios.stack.components import HELM, ComponentUnavailable
 from aios.stack.pods import PodSupervisor
 from aios.stack.process import ComponentFailed, ManagedProcess
@@ -208,6 +210,8 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     acting = max(counts, key=lambda n: counts[n])
     assert acting == max(peering, key=lambda n: (peering[n] or {}).get("priority", -1))
 
+    assert_kafka_settings_by_reference(chart_site)
+
     denied = chart_site.run("apply", "-f", "-", stdin=yaml.safe_dump(unapproved_actuation()))
     assert denied.returncode != 0
     assert "actuation-needs-approval" in denied.stderr and "human approval" in denied.stderr
@@ -216,6 +220,23 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     assert webhooks, "the operator filled in the chart's configuration"
     for webhook in webhooks:
         assert webhook["clientConfig"]["caBundle"] == secret["data"]["tls.crt"]
+
+
+def assert_kafka_settings_by_reference(chart_site: ChartSite) -> None:
+    """The city's data plane reads the site's Kafka client settings from its own Secret,
+    which the operator wrote with the chart's RBAC; no Deployment spells them out."""
+    secret = chart_site.json("get", "secret", KAFKA_CLIENT_SECRET, "-n", CITY)
+    assert json.loads(base64.b64decode(secret["data"][KAFKA_CLIENT_KEY])) == {}, "chart default"
+    deployments = chart_site.json("get", "deployments", "-n", CITY)["items"]
+    readers = [
+        d["metadata"]["name"]
+        for d in deployments
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if e["name"] == "AIOS_KAFKA_CONFIG"
+        and e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == KAFKA_CLIENT_SECRET
+    ]
+    assert {"aios-worker", "pm25-alerting-runner"} <= set(readers), readers
 
 
 def assert_no_forbidden(processes: dict[str, tuple[ManagedProcess, str]]) -> None:

@@ -199,6 +199,31 @@ def test_the_operator_may_apply_and_prune_every_child_kind_it_renders(
             assert (group_of(api_version), plural(kind), verb) in held, (kind, verb)
 
 
+def test_the_operator_may_write_the_namespace_kafka_secret_and_read_no_secret(
+    default: list[dict[str, Any]],
+) -> None:
+    """The data plane's Kafka Secret is applied (create, then patch of that one name);
+    the operator never needs to read a Secret, so it may not."""
+    from aios.operator.settings import OperatorSettings
+
+    site = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", kafka_config="{}")
+    (secret,) = site.component_secrets("ns")
+    secret_rules = [
+        rule
+        for doc in default
+        if doc["kind"] == "ClusterRole"
+        for rule in doc["rules"]
+        if "secrets" in rule["resources"]
+    ]
+    assert ("", "secrets", "create") in permissions(default)
+    assert any(
+        rule.get("resourceNames") == [secret["metadata"]["name"]] and rule["verbs"] == ["patch"]
+        for rule in secret_rules
+    )
+    granted = {verb for rule in secret_rules for verb in rule["verbs"]}
+    assert granted == {"create", "patch"}, "no get, list, watch or delete of Secrets"
+
+
 def test_the_operator_holds_every_permission_it_grants_onwards(
     default: list[dict[str, Any]],
 ) -> None:

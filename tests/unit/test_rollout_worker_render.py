@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import replace
+
 from aios.operator.reconcile.children import OWNER_UID, PART_OF
 from aios.operator.reconcile.worker import WORKER, render_worker
-from aios.operator.settings import OperatorSettings
+from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET, OperatorSettings
 
 SETTINGS = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", image="img:1")
 
@@ -42,3 +46,26 @@ def test_its_role_can_write_rollout_status_and_events_only_in_the_namespace() ->
     assert ("modeldeployments/status", "patch") in granted
     assert ("events", "create") in granted
     assert ("modeldeployments", "patch") not in granted, "the spec belongs to the user"
+
+
+def test_kafka_client_settings_reach_the_worker_by_reference_from_a_namespace_secret() -> None:
+    config = json.dumps({"security.protocol": "SASL_SSL", "sasl.password": "s3cret"})
+    site = replace(SETTINGS, kafka_config=config)
+    secret, *_, deployment = render_worker("city", site)
+    assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == "city"
+    assert base64.b64decode(secret["data"][KAFKA_CLIENT_KEY]).decode() == config
+    assert "ownerReferences" not in secret["metadata"], "shared by the namespace's components"
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AIOS_KAFKA_CONFIG"] == {
+        "name": "AIOS_KAFKA_CONFIG",
+        "valueFrom": {"secretKeyRef": {"name": KAFKA_CLIENT_SECRET, "key": KAFKA_CLIENT_KEY}},
+    }
+    assert "s3cret" not in json.dumps(deployment), "no password in a Deployment's spec"
+    changed = replace(site, kafka_config=json.dumps({"security.protocol": "SSL"}))
+    assert changed.component_env() != site.component_env(), "a new value rolls the pods"
+
+
+def test_without_kafka_client_settings_there_is_no_secret() -> None:
+    assert "Secret" not in {o["kind"] for o in render_worker("city", SETTINGS)}
+    names = {e["name"] for e in SETTINGS.component_env()}
+    assert "AIOS_KAFKA_CONFIG" not in names

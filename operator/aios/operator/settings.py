@@ -7,11 +7,18 @@ Rendering functions take it as an argument, so they stay pure.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
+
 DEFAULT_IMAGE = "ghcr.io/aios-dev/aios:0.1.0"
+KAFKA_CLIENT_SECRET = "aios-kafka-client"
+"""The Secret in each data-plane namespace holding the site's Kafka client settings."""
+KAFKA_CLIENT_KEY = "config.json"
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,12 @@ class OperatorSettings:
 
     def component_env(self) -> list[dict[str, Any]]:
         """The environment every aios data-plane container gets: the site's addresses and
-        the pod's own identity (its address is what it binds to)."""
+        the pod's own identity (its address is what it binds to). The Kafka client
+        settings may hold SASL passwords, so they come by reference from the namespace's
+        Secret (``component_secrets``); their digest changes the pod template, so a new
+        value rolls the pods."""
         pairs = {
             "AIOS_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "AIOS_KAFKA_CONFIG": self.kafka_config,
             "AIOS_TEMPORAL_ADDRESS": self.temporal_address,
             "AIOS_TEMPORAL_NAMESPACE": self.temporal_namespace,
             "AIOS_OPA_URL": self.opa_url,
@@ -58,7 +67,37 @@ class OperatorSettings:
             },
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ]
-        return env + [{"name": k, "value": v} for k, v in pairs.items() if v]
+        env += [{"name": k, "value": v} for k, v in pairs.items() if v]
+        if self.kafka_config:
+            reference = {"name": KAFKA_CLIENT_SECRET, "key": KAFKA_CLIENT_KEY}
+            env += [
+                {"name": "AIOS_KAFKA_CONFIG", "valueFrom": {"secretKeyRef": reference}},
+                {"name": "AIOS_KAFKA_CONFIG_DIGEST", "value": self._kafka_config_digest()},
+            ]
+        return env
+
+    def component_secrets(self, namespace: str) -> list[dict[str, Any]]:
+        """The Secret ``component_env`` refers to, for a namespace's data plane; none when
+        the site has no Kafka client settings. Shared by the namespace's components, so
+        no object owns it: it goes with the namespace."""
+        if not self.kafka_config:
+            return []
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": KAFKA_CLIENT_SECRET,
+                    "namespace": namespace,
+                    "labels": {PART_OF: "aios", MANAGED_BY: OPERATOR},
+                },
+                "type": "Opaque",
+                "data": {KAFKA_CLIENT_KEY: base64.b64encode(self.kafka_config.encode()).decode()},
+            }
+        ]
+
+    def _kafka_config_digest(self) -> str:
+        return hashlib.sha256(self.kafka_config.encode()).hexdigest()[:16]
 
 
 def task_queue(namespace: str) -> str:

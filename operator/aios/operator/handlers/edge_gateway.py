@@ -148,9 +148,11 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
         )
         ctx.logger.info(f"published generation {config.generation} ({config.digest})")
     await asyncio.to_thread(ensure_sink, config.sink.kafka_topic)
-    children = render_simulator(ctx.body, settings())
+    site = settings()
+    children = render_simulator(ctx.body, site)
     meta = gateway.metadata
-    await apply.apply(children)
+    secrets = site.component_secrets(meta["namespace"]) if children else []
+    await apply.apply([*secrets, *children])
     await apply.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
     fields, conditions = heartbeat_status(
         config.generation, config.generation, edge.heartbeat(key), datetime.now(UTC)

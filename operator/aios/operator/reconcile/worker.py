@@ -42,8 +42,8 @@ def worker_labels() -> dict[str, str]:
 
 
 def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding and Deployment of the namespace's worker, in the
-    order to apply them."""
+    """The Secrets its environment refers to, then ServiceAccount, Role, RoleBinding and
+    Deployment of the namespace's worker, in the order to apply them."""
     labels = worker_labels()
 
     def meta() -> dict[str, Any]:
@@ -85,4 +85,4 @@ def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, 
             },
         },
     }
-    return [account, role, binding, deployment]
+    return [*settings.component_secrets(namespace), account, role, binding, deployment]
