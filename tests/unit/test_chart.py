@@ -313,11 +313,31 @@ def test_a_changed_kafka_configuration_rolls_the_operator() -> None:
         "opa.url=opa:8181",  # no scheme
         "site.name=City_A",  # not a label value
         "operator.watchNamespaces={Not-A-Namespace}",
+        "dataPlane.nodeselector.pool=gpu",  # a typo
+        "dataPlane.modelServers.tolerations=none",
     ],
 )
 def test_the_schema_rejects_bad_values(bad: str) -> None:
     result = helm("template", "aios", str(CHART), "--set", bad)
     assert result.returncode != 0 and "values don't meet the specifications" in result.stderr, bad
+
+
+def test_data_plane_values_reach_the_operator_and_default_to_its_own_defaults(
+    default: list[dict[str, Any]],
+) -> None:
+    """The chart shows the operator's defaults (a test keeps them equal) and passes
+    dataPlane on whole, in the shape the operator reads."""
+    from aios.operator.settings import DataPlane
+
+    assert DataPlane.model_validate_json(env(default)["AIOS_DATA_PLANE"]) == DataPlane()
+    gpu = {"modelServers": {"nodeSelector": {"accelerator": "l4"}}, "priorityClassName": "city"}
+    docs = manifests(render(values={"dataPlane": gpu}))
+    placed = DataPlane.model_validate_json(env(docs)["AIOS_DATA_PLANE"])
+    assert placed.model_server_placement().pod_fields() == {
+        "nodeSelector": {"accelerator": "l4"},
+        "priorityClassName": "city",
+    }
+    assert placed.resources == DataPlane().resources, "values merge with the chart's defaults"
 
 
 def test_the_local_site_values_put_the_webhook_on_each_replicas_address() -> None:

@@ -11,9 +11,11 @@ import pytest
 from aios.api import ModelDeployment
 from aios.operator.reconcile import model_deployment as md_plan
 from aios.operator.reconcile.children import OWNER_UID
+from aios.operator.settings import OperatorSettings
 
 NS = "city"
 IMAGE = "ghcr.io/aios-dev/aios:test"
+SITE = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", image=IMAGE)
 
 
 def deployment(status: dict[str, Any] | None = None, **spec: Any) -> ModelDeployment:
@@ -70,7 +72,7 @@ def test_the_first_version_is_served_directly_with_everything_a_pod_needs() -> N
     md = deployment()
     plan = md_plan.serving(md)
     assert plan.first and plan.candidate is None
-    children = by_kind(md_plan.render_raw(md, plan, IMAGE, "/srv/mirror"))
+    children = by_kind(md_plan.render_raw(md, plan, SITE, "/srv/mirror"))
     assert set(children) == {
         ("Deployment", "pm25-anomaly-2024-11-3"),
         ("Service", "pm25-anomaly"),
@@ -103,7 +105,7 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector()
     plan = md_plan.serving(progressing)
     assert plan.stable.version == "2024.11.2" and plan.candidate is not None
     assert (plan.track, plan.weight) == ("canary", 25)
-    children = by_kind(md_plan.render_raw(progressing, plan, IMAGE, None))
+    children = by_kind(md_plan.render_raw(progressing, plan, SITE, None))
     stable_svc = children[("Service", "pm25-anomaly")]["spec"]["selector"]
     canary_svc = children[("Service", "pm25-anomaly-canary")]["spec"]["selector"]
     assert stable_svc["aios.dev/served-version"] == "2024-11-2"
@@ -111,7 +113,7 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector()
     assert children[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["replicas"] == 1
 
     promoted = deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
-    after = by_kind(md_plan.render_raw(promoted, md_plan.serving(promoted), IMAGE, None))
+    after = by_kind(md_plan.render_raw(promoted, md_plan.serving(promoted), SITE, None))
     assert ("Deployment", "pm25-anomaly-2024-11-2") not in after, "pruned"
     assert after[("Service", "pm25-anomaly")]["spec"]["selector"]["aios.dev/served-version"] == (
         "2024-11-3"
@@ -136,7 +138,7 @@ def test_a_shadow_gets_its_own_service_and_no_weight() -> None:
     md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 40, "shadow")})
     plan = md_plan.serving(md)
     assert (plan.track, plan.weight) == ("shadow", 0)
-    assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, plan, IMAGE, None))
+    assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, plan, SITE, None))
     status = md_plan.serving_status(md, plan, NS, False, True, candidate_ready=True)
     assert status["shadow"]["http"] == "http://pm25-anomaly-shadow.city.svc:8000"
     assert status["shadow"]["ready"] is True
@@ -152,7 +154,7 @@ def test_the_kserve_runtime_runs_our_model_server_on_the_pod_address() -> None:
 
 def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
     md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 30)})
-    (isvc,) = md_plan.render_kserve(md, md_plan.serving(md), IMAGE)
+    (isvc,) = md_plan.render_kserve(md, md_plan.serving(md), SITE)
     predictor = isvc["spec"]["predictor"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert predictor["canaryTrafficPercent"] == 30
@@ -160,7 +162,7 @@ def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
     assert predictor["model"]["modelFormat"] == {"name": "triton"}
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
     stable_only = deployment({"stable": STABLE})
-    (isvc,) = md_plan.render_kserve(stable_only, md_plan.serving(stable_only), IMAGE)
+    (isvc,) = md_plan.render_kserve(stable_only, md_plan.serving(stable_only), SITE)
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
 

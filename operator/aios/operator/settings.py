@@ -1,7 +1,8 @@
 """What the operator knows about its site and passes down to what it renders.
 
 Read once from the operator's environment (the Helm chart's values, or the local site):
-the addresses of Kafka, Temporal, OPA and MQTT, and the images of aios's own components.
+the addresses of Kafka, Temporal, OPA and MQTT, the images of aios's own components, and
+where and how big the data-plane pods are (``AIOS_DATA_PLANE``, the chart's ``dataPlane``).
 Rendering functions take it as an argument, so they stay pure.
 """
 
@@ -10,15 +11,68 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field
+
+from aios.api.base import ApiModel
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
 DEFAULT_IMAGE = "ghcr.io/aios-dev/aios:0.1.0"
 KAFKA_CLIENT_SECRET = "aios-kafka-client"
 """The Secret in each data-plane namespace holding the site's Kafka client settings."""
 KAFKA_CLIENT_KEY = "config.json"
+
+
+class PodPlacement(ApiModel):
+    """Which nodes a kind of data-plane pod may run on (Kubernetes PodSpec fields)."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    priority_class_name: str = ""
+
+    def pod_fields(self) -> dict[str, Any]:
+        """The PodSpec fields this placement sets (none when it is empty)."""
+        fields = PodPlacement.model_fields
+        return {k: v for k, v in self.model_dump(by_alias=True, include=set(fields)).items() if v}
+
+    def over(self, base: PodPlacement) -> PodPlacement:
+        """This placement merged over ``base``: selectors joined, tolerations added, and
+        affinity and priority class replaced where set."""
+        return PodPlacement(
+            node_selector={**base.node_selector, **self.node_selector},
+            tolerations=[*base.tolerations, *self.tolerations],
+            affinity=self.affinity or base.affinity,
+            priority_class_name=self.priority_class_name or base.priority_class_name,
+        )
+
+
+def _requests(cpu: str, memory: str, memory_limit: str | None = None) -> dict[str, Any]:
+    requests = {"requests": {"cpu": cpu, "memory": memory}}
+    return {**requests, "limits": {"memory": memory_limit}} if memory_limit else requests
+
+
+class DataPlaneResources(ApiModel):
+    """Requests and limits (Kubernetes ResourceRequirements) of the operator's own data-plane
+    containers; a model server's come from its ModelDeployment."""
+
+    intent_runner: dict[str, Any] = Field(default_factory=lambda: _requests("100m", "256Mi", "1Gi"))
+    worker: dict[str, Any] = Field(default_factory=lambda: _requests("100m", "256Mi"))
+    edge_agent: dict[str, Any] = Field(default_factory=lambda: _requests("50m", "128Mi"))
+
+
+class DataPlane(PodPlacement):
+    """Where the pods the operator renders run, and how big they are: every data-plane pod
+    gets this placement; model servers get ``modelServers`` merged over it (GPU nodes and
+    their taints, say)."""
+
+    model_servers: PodPlacement = Field(default_factory=PodPlacement)
+    resources: DataPlaneResources = Field(default_factory=DataPlaneResources)
+
+    def model_server_placement(self) -> PodPlacement:
+        return self.model_servers.over(self)
 
 
 @dataclass(frozen=True)
@@ -31,6 +85,7 @@ class OperatorSettings:
     kafka_config: str = ""
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
+    data_plane: DataPlane = field(default_factory=DataPlane)
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -44,6 +99,7 @@ class OperatorSettings:
             kafka_config=env.get("AIOS_KAFKA_CONFIG", ""),
             image=env.get("AIOS_IMAGE", DEFAULT_IMAGE),
             image_pull_policy=env.get("AIOS_IMAGE_PULL_POLICY", "IfNotPresent"),
+            data_plane=DataPlane.model_validate_json(env.get("AIOS_DATA_PLANE") or "{}"),
         )
 
     def component_env(self) -> list[dict[str, Any]]:

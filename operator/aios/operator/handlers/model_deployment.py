@@ -102,11 +102,11 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     site = settings()
     kinds: tuple[tuple[str, str], ...]
     if kserve:
-        children = plan.render_kserve(md, serving, site.image)
+        children = plan.render_kserve(md, serving, site)
         kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
     else:
         mirror = os.environ.get(MODEL_MIRROR_ENV)
-        children = plan.render_raw(md, serving, site.image, mirror)
+        children = plan.render_raw(md, serving, site, mirror)
         kinds = plan.CHILD_KINDS
     workers = render_worker(namespace, site) if action.start else []
     await apply.apply([*workers, *children])

@@ -122,7 +122,7 @@ def render_runner(
         "env": settings.component_env(),
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_PATH, "readOnly": True}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": settings.data_plane.resources.intent_runner,
         "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 20},
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -187,6 +187,7 @@ def render_runner(
                         "containers": [container],
                         "volumes": [{"name": "config", "configMap": {"name": name}}],
                         "terminationGracePeriodSeconds": 30,
+                        **settings.data_plane.pod_fields(),
                     },
                 },
             },

@@ -203,7 +203,7 @@ def render_simulator(
             {"name": "http", "containerPort": AGENT_PORT_HTTP},
         ],
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
-        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+        "resources": settings.data_plane.resources.edge_agent,
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -215,7 +215,11 @@ def render_simulator(
             "selector": {"matchLabels": {"aios.dev/edge-gateway": meta["name"], NAME: "aios-edge"}},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [container], "volumes": [{"name": "data", "emptyDir": {}}]},
+                "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "data", "emptyDir": {}}],
+                    **settings.data_plane.pod_fields(),
+                },
             },
         },
     }

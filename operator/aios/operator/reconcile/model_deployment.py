@@ -30,6 +30,7 @@ from aios.api.model_deployment import (
 )
 from aios.operator.reconcile.children import PART_OF, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.settings import OperatorSettings
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_MOUNT = "/mnt/models"
@@ -268,14 +269,22 @@ def _labels(md: ModelDeployment, source: ModelSource) -> dict[str, str]:
 
 
 def version_deployment(
-    md: ModelDeployment, source: ModelSource, stable: bool, image: str, mirror: str | None
+    md: ModelDeployment,
+    source: ModelSource,
+    stable: bool,
+    site: OperatorSettings,
+    mirror: str | None,
 ) -> dict[str, Any]:
     """The Deployment serving one version. The stable one is scaled by its HPA (so no
     replicas here); a candidate runs one replica until it is promoted."""
     volume, mount, init = storage(mirrored(source.storage_uri, mirror))
-    container = {**server_container(md, image), "volumeMounts": [mount]}
+    container = {**server_container(md, site.image), "volumeMounts": [mount]}
     labels = _labels(md, source)
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": [volume]}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [volume],
+        **site.data_plane.model_server_placement().pod_fields(),
+    }
     if init:
         pod_spec["initContainers"] = init
     spec: dict[str, Any] = {
@@ -371,29 +380,31 @@ def owner(md: ModelDeployment) -> dict[str, Any]:
 
 
 def render_raw(
-    md: ModelDeployment, plan: Serving, image: str, mirror: str | None
+    md: ModelDeployment, plan: Serving, site: OperatorSettings, mirror: str | None
 ) -> list[dict[str, Any]]:
     """Raw mode: a Deployment per served version, the track Services, the stable's HPA."""
     children = [
-        version_deployment(md, plan.stable, True, image, mirror),
+        version_deployment(md, plan.stable, True, site, mirror),
         track_service(md, plan.stable, "stable"),
         autoscaler(md, plan.stable),
     ]
     if plan.candidate is not None and plan.candidate.version != plan.stable.version:
         children += [
-            version_deployment(md, plan.candidate, False, image, mirror),
+            version_deployment(md, plan.candidate, False, site, mirror),
             track_service(md, plan.candidate, plan.track),
         ]
     return [owned(child, owner(md)) for child in children]
 
 
-def _predictor(md: ModelDeployment, source: ModelSource, image: str) -> dict[str, Any]:
+def _predictor(md: ModelDeployment, source: ModelSource, site: OperatorSettings) -> dict[str, Any]:
+    """KServe's predictor spec, which takes the pod's placement fields inline."""
     scaling = md.spec.autoscaling
     predictor: dict[str, Any] = {
         "minReplicas": scaling.min_replicas,
         "maxReplicas": scaling.max_replicas,
         "scaleMetric": "cpu",
         "scaleTarget": scaling.target_utilization_percent,
+        **site.data_plane.model_server_placement().pod_fields(),
     }
     if md.spec.runtime == "triton":
         predictor["model"] = {
@@ -402,25 +413,27 @@ def _predictor(md: ModelDeployment, source: ModelSource, image: str) -> dict[str
             "resources": _resources(md),
         }
     else:  # a custom predictor: KServe's storage initializer fills STORAGE_URI's mount
-        container = server_container(md, image)
+        container = server_container(md, site.image)
         container["env"] = [*container["env"], {"name": "STORAGE_URI", "value": source.storage_uri}]
         container.pop("livenessProbe")
         predictor["containers"] = [container]
     return predictor
 
 
-def render_kserve(md: ModelDeployment, plan: Serving, image: str) -> list[dict[str, Any]]:
+def render_kserve(
+    md: ModelDeployment, plan: Serving, site: OperatorSettings
+) -> list[dict[str, Any]]:
     """KServe: the InferenceService carries the newest version; ``canaryTrafficPercent``
     sends it its share while KServe keeps the previous revision for the rest. A shadow
     gets its own InferenceService that callers mirror to."""
     name = md.metadata["name"]
     canary = plan.candidate if plan.candidate is not None and plan.track == "canary" else None
-    predictor = _predictor(md, canary or plan.stable, image)
+    predictor = _predictor(md, canary or plan.stable, site)
     if canary is not None:
         predictor["canaryTrafficPercent"] = plan.weight
     services = [_inference_service(name, predictor, canary or plan.stable)]
     if plan.candidate is not None and plan.track == "shadow":
-        shadow = _predictor(md, plan.candidate, image)
+        shadow = _predictor(md, plan.candidate, site)
         services.append(_inference_service(service_name(name, "shadow"), shadow, plan.candidate))
     return [owned(child, owner(md)) for child in services]
 

@@ -70,7 +70,7 @@ def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, 
         "command": ["aios-worker"],
         "args": [f"--task-queue={task_queue(namespace)}"],
         "env": settings.component_env(),
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "resources": settings.data_plane.resources.worker,
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -81,7 +81,11 @@ def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, 
             "selector": {"matchLabels": {NAME: WORKER}},
             "template": {
                 "metadata": {"labels": dict(labels)},
-                "spec": {"serviceAccountName": WORKER, "containers": [container]},
+                "spec": {
+                    "serviceAccountName": WORKER,
+                    "containers": [container],
+                    **settings.data_plane.pod_fields(),
+                },
             },
         },
     }

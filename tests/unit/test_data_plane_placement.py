@@ -1,0 +1,114 @@
+"""Where the operator's data-plane pods run and how big they are: the site's ``dataPlane``
+(chart values → ``AIOS_DATA_PLANE``) reaches every pod the operator renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from aios.api import AutomationIntent, ModelDeployment
+from aios.operator.reconcile import automation_intent, model_deployment
+from aios.operator.reconcile.edge_gateway import render_simulator
+from aios.operator.reconcile.worker import render_worker
+from aios.operator.settings import DataPlane, OperatorSettings
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "city-air-quality"
+GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+DATA_PLANE = {
+    "nodeSelector": {"aios.dev/pool": "data"},
+    "tolerations": [{"key": "dedicated", "value": "aios", "effect": "NoSchedule"}],
+    "priorityClassName": "city-critical",
+    "modelServers": {"nodeSelector": {"accelerator": "l4"}, "tolerations": [GPU_TAINT]},
+    "resources": {"intentRunner": {"requests": {"cpu": "1", "memory": "2Gi"}}},
+}
+
+
+def example(name: str, **meta: Any) -> dict[str, Any]:
+    body = yaml.safe_load((EXAMPLES / name).read_text())
+    body["metadata"].update(namespace="city", uid="u-1", generation=1, **meta)
+    return dict(body)
+
+
+def site(data_plane: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> OperatorSettings:
+    """Settings as the chart's operator reads them."""
+    monkeypatch.setenv("AIOS_DATA_PLANE", json.dumps(data_plane))
+    return OperatorSettings.from_env()
+
+
+def pod_specs(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    specs = []
+    for child in children:
+        if child["kind"] == "Deployment":
+            specs.append(child["spec"]["template"]["spec"])
+        elif child["kind"] == "InferenceService":
+            specs.append(child["spec"]["predictor"])
+    assert specs, "something with a pod was rendered"
+    return specs
+
+
+def rendered(settings: OperatorSettings) -> dict[str, list[dict[str, Any]]]:
+    """Every kind of data-plane pod the operator renders, by component."""
+    intent = AutomationIntent.model_validate(example("pm25-alerting.yaml"))
+    config = automation_intent.runner_config(intent, ["city.district-7.readings"])
+    gateway = example("district-7.yaml")
+    md = ModelDeployment.model_validate(example("pm25-anomaly.yaml"))
+    serving = model_deployment.serving(md)
+    return {
+        "runner": automation_intent.render_runner(example("pm25-alerting.yaml"), config, settings),
+        "worker": render_worker("city", settings),
+        "agent": render_simulator(gateway, settings),
+        "model": model_deployment.render_raw(md, serving, settings, None),
+        "kserve": model_deployment.render_kserve(md, serving, settings),
+    }
+
+
+def test_every_data_plane_pod_gets_the_sites_placement(monkeypatch: pytest.MonkeyPatch) -> None:
+    for component, children in rendered(site(DATA_PLANE, monkeypatch)).items():
+        for spec in pod_specs(children):
+            assert spec["nodeSelector"]["aios.dev/pool"] == "data", component
+            assert DATA_PLANE["tolerations"][0] in spec["tolerations"], component
+            assert spec["priorityClassName"] == "city-critical", component
+
+
+def test_model_servers_add_their_own_nodes_and_taints(monkeypatch: pytest.MonkeyPatch) -> None:
+    children = rendered(site(DATA_PLANE, monkeypatch))
+    for spec in [*pod_specs(children["model"]), *pod_specs(children["kserve"])]:
+        assert spec["nodeSelector"] == {"aios.dev/pool": "data", "accelerator": "l4"}
+        assert GPU_TAINT in spec["tolerations"]
+    for component in ("runner", "worker", "agent"):
+        for spec in pod_specs(children[component]):
+            assert "accelerator" not in spec["nodeSelector"], component
+            assert GPU_TAINT not in spec["tolerations"], component
+
+
+def test_resources_are_the_sites_where_set_and_the_defaults_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    children = rendered(site(DATA_PLANE, monkeypatch))
+    defaults = DataPlane().resources
+
+    def resources(component: str) -> dict[str, Any]:
+        return dict(pod_specs(children[component])[0]["containers"][0]["resources"])
+
+    assert resources("runner") == {"requests": {"cpu": "1", "memory": "2Gi"}}
+    assert resources("worker") == defaults.worker
+    assert resources("agent") == defaults.edge_agent
+
+
+def test_without_a_data_plane_setting_pods_carry_no_placement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIOS_DATA_PLANE", raising=False)
+    for component, children in rendered(OperatorSettings.from_env()).items():
+        for spec in pod_specs(children):
+            assert not {"nodeSelector", "tolerations", "affinity"} & set(spec), component
+
+
+def test_a_misspelt_setting_is_refused_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="nodeselector"):
+        site({"nodeselector": {"pool": "data"}}, monkeypatch)
