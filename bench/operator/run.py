@@ -21,6 +21,7 @@ EdgeGateways are what a city has in the thousands (one per lamp post). The local
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -141,6 +142,12 @@ def aios(
     return total, latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -163,8 +170,14 @@ def main() -> None:
             create_namespace(core, namespace)
         print(f"{args.objects} EdgeGateways, {args.concurrency} concurrent clients")
         limit = peer(api, "bench-peer", args.objects, args.concurrency)
-        start_operator(site)
+        operator = start_operator(site)
+        before = cpu_seconds(operator.pid)
         ours, latencies = aios(api, "bench-aios", args.objects, args.concurrency, args.timeout)
+        cpu = cpu_seconds(operator.pid) - before
+        print(
+            f"  operator CPU: {cpu:.1f}s, {cpu / args.objects * 1000:.0f} ms per object "
+            f"(admission + reconcile), {os.cpu_count()} cores on the machine"
+        )
         print(
             f"  reconcile latency (create returned → status observed): "
             f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "

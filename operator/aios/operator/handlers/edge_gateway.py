@@ -44,6 +44,9 @@ from aios.operator.settings import OperatorSettings
 from aios.operator.streams import LatestRecords
 
 SINK_PARTITIONS = 6
+SINK_CHECK_SECONDS = 300.0
+"""How long a sink topic found to exist is trusted before it is looked up again: a lookup
+costs a metadata and a config request, and a city has thousands of gateways."""
 COUNTERS_EVERY_SECONDS = 30.0
 """Counters change with every heartbeat; they are written at most this often per gateway."""
 SIMULATOR_KINDS = [("apps/v1", "Deployment")]
@@ -53,11 +56,14 @@ settings = cache(OperatorSettings.from_env)
 class EdgeState:
     """Shared by every gateway's handlers (kopf gives each object a shallow memo copy)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, config_partitions: int) -> None:
         self.producer = kafka.producer(bootstrap, **{"linger.ms": 0})
+        self.admin = kafka.admin(bootstrap)
         self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC).start()
+        self.config_partitions = config_partitions
         self.published: dict[str, tuple[int, str]] = {}
         self.counters_written: dict[str, float] = {}
+        self.sinks_seen: dict[str, float] = {}
 
     def heartbeat(self, key: str) -> Heartbeat | None:
         value = self.heartbeats.get(key).get(key)
@@ -68,14 +74,12 @@ class EdgeState:
 
     def publish(self, key: str, value: bytes | None) -> None:
         """Produce to the key's partition and wait until Kafka has it (acks=all)."""
-        metadata = self.producer.list_topics(CONFIG_TOPIC, timeout=10)
-        partitions = len(metadata.topics[CONFIG_TOPIC].partitions)
         errors: list[str] = []
         self.producer.produce(
             CONFIG_TOPIC,
             key=key.encode(),
             value=value,
-            partition=config_partition(key, partitions),
+            partition=config_partition(key, self.config_partitions),
             on_delivery=lambda error, _: errors.append(str(error)) if error else None,
         )
         if self.producer.flush(30) or errors:
@@ -97,14 +101,17 @@ async def start_edge(memo: kopf.Memo, **_: Any) -> None:
     ]
     admin = kafka.admin(bootstrap)
     await asyncio.to_thread(kafka.ensure_topics, admin, topics)
-    await asyncio.to_thread(wait_for_leaders, admin, topics)
-    memo.edge = EdgeState(bootstrap)
+    partitions = await asyncio.to_thread(wait_for_leaders, admin, topics)
+    memo.edge = EdgeState(bootstrap, partitions[CONFIG_TOPIC])
 
 
-def wait_for_leaders(admin: Any, topics: list[kafka.TopicSpec], timeout: float = 30) -> None:
+def wait_for_leaders(
+    admin: Any, topics: list[kafka.TopicSpec], timeout: float = 30
+) -> dict[str, int]:
     """Until every partition of a new topic has a leader: metadata fetched while the broker
     still creates them lists only some, and both a heartbeat follower and the choice of a
-    config partition would be wrong for good."""
+    config partition would be wrong for good. Returns each topic's partition count (the
+    config topic's is read once: its records are keyed to partitions, so it never grows)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         metadata = admin.list_topics(timeout=10)
@@ -114,7 +121,7 @@ def wait_for_leaders(admin: Any, topics: list[kafka.TopicSpec], timeout: float =
             and all(p.leader >= 0 for p in metadata.topics[t.name].partitions.values())
             for t in topics
         ):
-            return
+            return {t.name: len(metadata.topics[t.name].partitions) for t in topics}
         time.sleep(0.2)
     raise RuntimeError(f"topics {[t.name for t in topics]} have no leaders after {timeout}s")
 
@@ -126,10 +133,14 @@ async def stop_edge(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.to_thread(edge.heartbeats.stop)
 
 
-def ensure_sink(topic: str) -> None:
-    admin = kafka.admin(settings().kafka_bootstrap)
-    if topic not in kafka.describe_topics(admin, [topic]):
-        kafka.ensure_topics(admin, [kafka.TopicSpec(topic, SINK_PARTITIONS)])
+def ensure_sink(edge: EdgeState, topic: str) -> None:
+    """Create the sink topic when missing; one found is trusted for SINK_CHECK_SECONDS."""
+    seen = edge.sinks_seen.get(topic)
+    if seen is not None and time.monotonic() - seen < SINK_CHECK_SECONDS:
+        return
+    if topic not in kafka.describe_topics(edge.admin, [topic]):
+        kafka.ensure_topics(edge.admin, [kafka.TopicSpec(topic, SINK_PARTITIONS)])
+    edge.sinks_seen[topic] = time.monotonic()
 
 
 async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]:
@@ -147,7 +158,7 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
             event_id=f"edge-config:{key}:{config.generation}:{config.digest}",
         )
         ctx.logger.info(f"published generation {config.generation} ({config.digest})")
-    await asyncio.to_thread(ensure_sink, config.sink.kafka_topic)
+    await asyncio.to_thread(ensure_sink, edge, config.sink.kafka_topic)
     site = settings()
     children = render_simulator(ctx.body, site)
     meta = gateway.metadata
