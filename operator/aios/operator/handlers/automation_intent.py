@@ -4,6 +4,7 @@ status (Degraded, counts, consumer lag) from the runners' heartbeats and Kafka."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -19,7 +20,7 @@ from aios.connectors import kafka, opa
 from aios.connectors.kube import api_client
 from aios.connectors.topics import TopicPlan
 from aios.operator import apply
-from aios.operator.handlers.common import Context, register
+from aios.operator.handlers.common import Context, register, write_status
 from aios.operator.reconcile.automation_intent import (
     RUNNER_KINDS,
     Heartbeat,
@@ -224,9 +225,7 @@ async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[st
     idle=5,
     when=lambda body, **_: bool((body.get("status") or {}).get("topics")),
 )
-async def refresh_runtime_status(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
+async def refresh_runtime_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Counts, consumer lag and Degraded between reconciles (they change without a new
     generation)."""
     namespace, name = body.metadata["namespace"], body.metadata["name"]
@@ -238,10 +237,14 @@ async def refresh_runtime_status(
     lag = await asyncio.to_thread(
         kafka.consumer_lag, kafka.admin(settings().kafka_bootstrap), group
     )
-    status = body.get("status") or {}
-    generation = int(status.get("observedGeneration") or 0)
-    patch.status["counts"] = {**counts(beats), **await action_outcomes(memo, namespace, name)}
-    patch.status["consumerLag"] = lag
-    patch.status["conditions"] = merge_conditions(
-        status.get("conditions") or [], runtime_conditions(intent, beats), generation, now_rfc3339()
-    )
+    outcomes = {**counts(beats), **await action_outcomes(memo, namespace, name)}
+    runtime = runtime_conditions(intent, beats)
+
+    def status(current: Mapping[str, Any]) -> dict[str, Any]:
+        stored = current.get("status") or {}
+        generation = int(stored.get("observedGeneration") or 0)
+        conditions = stored.get("conditions") or []
+        merged = merge_conditions(conditions, runtime, generation, now_rfc3339())
+        return {"counts": outcomes, "consumerLag": lag, "conditions": merged}
+
+    await write_status(AutomationIntent.crd.plural, body, status)

@@ -9,7 +9,10 @@ when it owns something outside the cluster, a ``finalize``. The wiring here:
 * no kopf change-detecting handlers, so no last-handled-configuration annotation
   doubling every object's size in etcd;
 * finalizers are our own (``aios.dev/<kind>``), added before anything external is
-  created and removed only after ``finalize`` succeeded.
+  created and removed only after ``finalize`` succeeded;
+* status is written at once and with optimistic concurrency (``write_status``), never
+  through kopf's patch, which lands after the handler returns: a run that re-read the
+  object before it landed would compute from, and write back, an older status.
 """
 
 from __future__ import annotations
@@ -79,11 +82,17 @@ def register(
             raw = await _stored(plural, stale.metadata["namespace"], stale.metadata["name"])
             if raw is None or raw["metadata"]["uid"] != stale.metadata["uid"] or not due(raw):
                 return
-            await reconcile_once(kopf.Body(cast(kopf.RawBody, raw)), patch, logger, memo)
+            body = kopf.Body(cast(kopf.RawBody, raw))
+            written = await reconcile_once(body, patch, logger, memo)
+            if written is not None:
+                fields, updates = written
+                status = reconciled_status(raw["metadata"].get("generation"), fields, updates)
+                await write_status(plural, stale, status, stored=raw)
 
     async def reconcile_once(
         body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo
-    ) -> None:
+    ) -> tuple[dict[str, Any], list[ConditionUpdate]] | None:
+        """Finalize, or reconcile and return the status fields and condition updates."""
         context = Context(body, logger, memo)
         finalizers = list(body.metadata.get("finalizers") or [])
         if is_deleting(body.metadata):
@@ -91,7 +100,7 @@ def register(
                 obj = model.model_validate({"metadata": {}, "spec": body.get("spec") or {}})
                 await finalize(obj, context)
                 _set_finalizers(patch, finalizer, add=False)
-            return
+            return None
         accepted = acceptance(model, body)
         updates = [accepted]
         if accepted.status == "True" and reconcile is not None:
@@ -113,7 +122,7 @@ def register(
             metrics.RECONCILE.labels(
                 model.crd.kind, metrics.outcome(updates, RECONCILE_ERROR)
             ).observe(time.monotonic() - started)
-        patch.status.update({**context.status, **next_status(body, updates, now_rfc3339())})
+        return context.status, updates
 
     @kopf.on.event(GROUP, VERSION, plural, id=f"reconcile-{model.crd.singular}")
     async def on_event(
@@ -148,6 +157,68 @@ def register(
         body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
     ) -> None:
         await run(body, patch, logger, memo, needs_retry)
+
+
+def reconciled_status(
+    generation: int | None, fields: Mapping[str, Any], updates: list[ConditionUpdate]
+) -> Callable[[Mapping[str, Any]], dict[str, Any] | None]:
+    """The status a reconcile of ``generation`` writes over the object as stored; nothing
+    once a newer spec is stored (its own reconcile reports)."""
+
+    def status(current: Mapping[str, Any]) -> dict[str, Any] | None:
+        if current["metadata"].get("generation") != generation:
+            return None
+        return {**fields, **next_status(current, updates, now_rfc3339())}
+
+    return status
+
+
+async def write_status(
+    plural: str,
+    obj: kopf.Body,
+    status: Callable[[Mapping[str, Any]], dict[str, Any] | None],
+    stored: Mapping[str, Any] | None = None,
+    attempts: int = 5,
+) -> None:
+    """Merge-patch ``status(stored object)`` into the status now, computed from the object
+    as stored and conditional on it not having changed since (its resourceVersion); on a
+    conflict, read and compute again. ``stored``: a copy just read, tried first (a GET
+    saved). ``status`` returns None or nothing to write nothing."""
+    namespace, name, uid = obj.metadata["namespace"], obj.metadata["name"], obj.metadata["uid"]
+    for attempt in range(attempts):
+        current = stored if attempt == 0 and stored else await _stored(plural, namespace, name)
+        if current is None or current["metadata"]["uid"] != uid:
+            return
+        fields = status(current)
+        if not fields:
+            return
+        try:
+            await patch_status(
+                plural, namespace, name, fields, current["metadata"]["resourceVersion"]
+            )
+            return
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+    raise kopf.TemporaryError(f"the status of {namespace}/{name} kept changing", delay=1)
+
+
+async def patch_status(
+    plural: str,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+    resource_version: str | None = None,
+) -> None:
+    """A merge patch of the status, written now (not at the end of the handler); with
+    ``resource_version`` it fails (409) if the object changed meanwhile."""
+    body: dict[str, Any] = {"status": dict(status)}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    objects = client.CustomObjectsApi(_api())
+    await asyncio.to_thread(
+        objects.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, plural, name, body
+    )
 
 
 async def _stored(plural: str, namespace: str, name: str) -> dict[str, Any] | None:

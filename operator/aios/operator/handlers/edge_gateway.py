@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -31,7 +32,7 @@ from aios.edge.protocol import (
 )
 from aios.operator import apply
 from aios.operator.audit import record
-from aios.operator.handlers.common import Context, register
+from aios.operator.handlers.common import Context, register, write_status
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.edge_gateway import (
     compile_config,
@@ -194,26 +195,27 @@ register(EdgeGateway, reconcile, finalize)
     idle=2,
     when=lambda body, **_: (body.get("status") or {}).get("configGeneration") is not None,
 )
-async def refresh_from_heartbeats(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
+async def refresh_from_heartbeats(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Between reconciles, the agents' heartbeats move the status: conditions as soon as
     they change, counters at most every ``COUNTERS_EVERY_SECONDS``; nothing when unchanged."""
     edge = state(memo)
     key = key_of(body)
-    status = body.get("status") or {}
-    generation = int(body.metadata.get("generation") or 0)
-    published = edge.published.get(key, (status.get("configGeneration"), ""))[0]
-    fields, conditions = heartbeat_status(
-        generation, published, edge.heartbeat(key), datetime.now(UTC)
-    )
+    heartbeat = edge.heartbeat(key)
     due = time.monotonic() - edge.counters_written.get(key, 0.0) >= COUNTERS_EVERY_SECONDS
-    changes = status_changes(status, fields, due)
-    current = status.get("conditions") or []
-    merged = merge_conditions(current, conditions, generation, now_rfc3339())
-    if merged != current:
-        changes["conditions"] = merged
-    if changes:
-        patch.status.update(changes)
+
+    def status(stored: Mapping[str, Any]) -> dict[str, Any]:
+        current = stored.get("status") or {}
+        generation = int(stored["metadata"].get("generation") or 0)
+        published = edge.published.get(key, (current.get("configGeneration"), ""))[0]
+        fields, conditions = heartbeat_status(generation, published, heartbeat, datetime.now(UTC))
+        changes = status_changes(current, fields, due)
+        before = current.get("conditions") or []
+        merged = merge_conditions(before, conditions, generation, now_rfc3339())
+        if merged != before:
+            changes["conditions"] = merged
+        return changes
+
+    if status(body):  # as kopf last saw it: most ticks change nothing, and cost no GET
+        await write_status(EdgeGateway.crd.plural, body, status)
     if due:
         edge.counters_written[key] = time.monotonic()

@@ -29,9 +29,15 @@ from aios.api.model_deployment import RolloutStatus
 from aios.connectors.inference import InferenceClient
 from aios.connectors.kube import api_client
 from aios.operator import apply
-from aios.operator.handlers.common import Context, register
+from aios.operator.handlers.common import (
+    Context,
+    patch_status,
+    reconciled_status,
+    register,
+    write_status,
+)
 from aios.operator.reconcile import model_deployment as plan
-from aios.operator.reconcile.acceptance import needs_reconcile, next_status
+from aios.operator.reconcile.acceptance import needs_reconcile
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.finalizers import is_deleting
 from aios.operator.reconcile.worker import render_worker
@@ -71,20 +77,6 @@ async def kserve_installed() -> bool:
     return crd is not None
 
 
-async def patch_status(
-    namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
-) -> None:
-    """A merge patch of the status, written now (not at the end of the handler); with
-    ``resource_version`` it fails (409) if the object changed meanwhile."""
-    body: dict[str, Any] = {"status": status}
-    if resource_version is not None:
-        body["metadata"] = {"resourceVersion": resource_version}
-    objects = client.CustomObjectsApi(kube())
-    await asyncio.to_thread(
-        objects.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, body
-    )
-
-
 async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     """From the object as stored now (``register`` reads it), with its status written
     before returning."""
@@ -116,7 +108,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     ready, why = await stable_ready(md, serving, namespace, kserve)
     candidate = await candidate_ready(md, serving, namespace, kserve)
     fields = plan.serving_status(md, serving, namespace, kserve, ready, candidate)
-    await patch_status(namespace, name, {**fields, **observed_rollout(md)})
+    await patch_status(PLURAL, namespace, name, {**fields, **observed_rollout(md)})
     return [
         *plan.serving_conditions(md, serving, ready, why),
         *plan.rollout_conditions(md),
@@ -133,6 +125,7 @@ async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment
     # Replace the previous rollout's record whole: no stale approval or steps carry over.
     try:
         await patch_status(
+            PLURAL,
             namespace,
             md.metadata["name"],
             {"rollout": {**wire, "approval": None}, "observedRolloutRevision": 0},
@@ -284,9 +277,7 @@ async def finalize(md: ModelDeployment, ctx: Context) -> None:
 register(ModelDeployment, reconcile, finalize, retry_interval=3)
 
 
-async def progress(
-    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo
-) -> None:
+async def progress(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo) -> None:
     """Serve what the workflow published (its status changes bring no new generation)."""
     context = Context(body, logger, memo)
     md = ModelDeployment.model_validate(dict(body))
@@ -297,7 +288,8 @@ async def progress(
         updates = [
             ConditionUpdate("Ready", "False", "ReconcileError", f"{type(error).__name__}: {error}")
         ]
-    patch.status.update({**context.status, **next_status(body, updates, now_rfc3339())})
+    status = reconciled_status(body.metadata.get("generation"), context.status, updates)
+    await write_status(PLURAL, body, status)
 
 
 def rollout_pending(body: kopf.Body, **_: Any) -> bool:
@@ -326,7 +318,7 @@ async def on_rollout_event(
     **_: Any,
 ) -> None:
     if type != "DELETED" and rollout_pending(body):
-        await progress(body, patch, logger, memo)
+        await progress(body, logger, memo)
 
 
 @kopf.on.timer(
@@ -335,4 +327,4 @@ async def on_rollout_event(
 async def on_rollout_timer(
     body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
 ) -> None:
-    await progress(body, patch, logger, memo)
+    await progress(body, logger, memo)
