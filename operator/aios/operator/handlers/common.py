@@ -10,9 +10,12 @@ when it owns something outside the cluster, a ``finalize``. The wiring here:
   doubling every object's size in etcd;
 * finalizers are our own (``aios.dev/<kind>``), added before anything external is
   created and removed only after ``finalize`` succeeded;
-* status is written at once and with optimistic concurrency (``write_status``), never
-  through kopf's patch, which lands after the handler returns: a run that re-read the
-  object before it landed would compute from, and write back, an older status.
+* finalizers and status are written at once, computed from the object as stored and
+  conditional on its resourceVersion (``write_fresh``), never through kopf's patch: it
+  lands after the handler returns (a run that re-read the object before it landed would
+  write back an older status), and its list edits are diffed against the copy the handler
+  got, so a conflict defers them to an event that may never come (a finalizer never
+  removed, a delete that hangs).
 """
 
 from __future__ import annotations
@@ -71,7 +74,6 @@ def register(
 
     async def run(
         stale: kopf.Body,
-        patch: kopf.Patch,
         logger: kopf.Logger,
         memo: kopf.Memo,
         due: Callable[[Mapping[str, Any]], bool],
@@ -83,29 +85,32 @@ def register(
             if raw is None or raw["metadata"]["uid"] != stale.metadata["uid"] or not due(raw):
                 return
             body = kopf.Body(cast(kopf.RawBody, raw))
-            written = await reconcile_once(body, patch, logger, memo)
+            written = await reconcile_once(body, logger, memo)
             if written is not None:
-                fields, updates = written
+                fields, updates, stored = written
                 status = reconciled_status(raw["metadata"].get("generation"), fields, updates)
-                await write_status(plural, stale, status, stored=raw)
+                await write_status(plural, stale, status, stored=stored)
 
     async def reconcile_once(
-        body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo
-    ) -> tuple[dict[str, Any], list[ConditionUpdate]] | None:
-        """Finalize, or reconcile and return the status fields and condition updates."""
+        body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo
+    ) -> tuple[dict[str, Any], list[ConditionUpdate], Mapping[str, Any] | None] | None:
+        """Finalize, or reconcile and return the status fields, the condition updates and
+        the object as last written (None: unknown, read it again)."""
         context = Context(body, logger, memo)
         finalizers = list(body.metadata.get("finalizers") or [])
         if is_deleting(body.metadata):
             if finalize is not None and finalizer in finalizers:
                 obj = model.model_validate({"metadata": {}, "spec": body.get("spec") or {}})
                 await finalize(obj, context)
-                _set_finalizers(patch, finalizer, add=False)
+                await write_finalizer(plural, body, finalizer, add=False)
             return None
+        stored: Mapping[str, Any] | None = body
         accepted = acceptance(model, body)
         updates = [accepted]
         if accepted.status == "True" and reconcile is not None:
             if finalize is not None and with_finalizer(finalizers, finalizer) is not None:
-                _set_finalizers(patch, finalizer, add=True)
+                await write_finalizer(plural, body, finalizer, add=True)
+                stored = None
             obj = model.model_validate(dict(body))
             started = time.monotonic()
             try:
@@ -122,13 +127,12 @@ def register(
             metrics.RECONCILE.labels(
                 model.crd.kind, metrics.outcome(updates, RECONCILE_ERROR)
             ).observe(time.monotonic() - started)
-        return context.status, updates
+        return context.status, updates, stored
 
     @kopf.on.event(GROUP, VERSION, plural, id=f"reconcile-{model.crd.singular}")
     async def on_event(
         type: str | None,
         body: kopf.Body,
-        patch: kopf.Patch,
         logger: kopf.Logger,
         memo: kopf.Memo,
         **_: Any,
@@ -143,7 +147,7 @@ def register(
             return needs_reconcile(raw) or finalizing
 
         if due(body):
-            await run(body, patch, logger, memo, due)
+            await run(body, logger, memo, due)
 
     @kopf.on.timer(
         GROUP,
@@ -153,10 +157,8 @@ def register(
         interval=retry_interval,
         when=lambda body, **_: needs_retry(body),
     )
-    async def on_timer(
-        body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
-    ) -> None:
-        await run(body, patch, logger, memo, needs_retry)
+    async def on_timer(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+        await run(body, logger, memo, needs_retry)
 
 
 def reconciled_status(
@@ -178,29 +180,58 @@ async def write_status(
     obj: kopf.Body,
     status: Callable[[Mapping[str, Any]], dict[str, Any] | None],
     stored: Mapping[str, Any] | None = None,
+) -> None:
+    """Merge ``status(stored object)`` into the status now (``write_fresh``); ``status``
+    returns None or nothing to write nothing."""
+
+    def body(current: Mapping[str, Any]) -> dict[str, Any] | None:
+        fields = status(current)
+        return {"status": fields} if fields else None
+
+    await write_fresh(plural, obj, body, subresource="status", stored=stored)
+
+
+async def write_finalizer(plural: str, obj: kopf.Body, finalizer: str, add: bool) -> None:
+    """Add or remove one finalizer now (``write_fresh``), keeping any other controller's."""
+
+    def body(current: Mapping[str, Any]) -> dict[str, Any] | None:
+        existing = current["metadata"].get("finalizers") or []
+        changed = (
+            with_finalizer(existing, finalizer) if add else without_finalizer(existing, finalizer)
+        )
+        return None if changed is None else {"metadata": {"finalizers": changed}}
+
+    await write_fresh(plural, obj, body, stored=obj)
+
+
+async def write_fresh(
+    plural: str,
+    obj: kopf.Body,
+    patch: Callable[[Mapping[str, Any]], dict[str, Any] | None],
+    subresource: str | None = None,
+    stored: Mapping[str, Any] | None = None,
     attempts: int = 5,
 ) -> None:
-    """Merge-patch ``status(stored object)`` into the status now, computed from the object
-    as stored and conditional on it not having changed since (its resourceVersion); on a
-    conflict, read and compute again. ``stored``: a copy just read, tried first (a GET
-    saved). ``status`` returns None or nothing to write nothing."""
+    """Merge-patch ``patch(stored object)`` now, conditional on the object not having
+    changed since it was read (its resourceVersion); on a conflict, read and compute
+    again. ``stored``: a copy just read, tried first (a GET saved)."""
     namespace, name, uid = obj.metadata["namespace"], obj.metadata["name"], obj.metadata["uid"]
     for attempt in range(attempts):
         current = stored if attempt == 0 and stored else await _stored(plural, namespace, name)
         if current is None or current["metadata"]["uid"] != uid:
             return
-        fields = status(current)
-        if not fields:
+        body = patch(current)
+        if not body:
             return
+        version = {"resourceVersion": current["metadata"]["resourceVersion"]}
+        body = {**body, "metadata": {**body.get("metadata", {}), **version}}
         try:
-            await patch_status(
-                plural, namespace, name, fields, current["metadata"]["resourceVersion"]
-            )
+            await _patch(plural, namespace, name, body, subresource)
             return
         except client.ApiException as error:
             if error.status != 409:
                 raise
-    raise kopf.TemporaryError(f"the status of {namespace}/{name} kept changing", delay=1)
+    raise kopf.TemporaryError(f"{namespace}/{name} kept changing", delay=1)
 
 
 async def patch_status(
@@ -215,10 +246,19 @@ async def patch_status(
     body: dict[str, Any] = {"status": dict(status)}
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
+    await _patch(plural, namespace, name, body, "status")
+
+
+async def _patch(
+    plural: str, namespace: str, name: str, body: Mapping[str, Any], subresource: str | None
+) -> None:
     objects = client.CustomObjectsApi(_api())
-    await asyncio.to_thread(
-        objects.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, plural, name, body
+    method = (
+        objects.patch_namespaced_custom_object_status
+        if subresource == "status"
+        else objects.patch_namespaced_custom_object
     )
+    await asyncio.to_thread(method, GROUP, VERSION, namespace, plural, name, dict(body))
 
 
 async def _stored(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -238,18 +278,3 @@ async def _stored(plural: str, namespace: str, name: str) -> dict[str, Any] | No
 
 
 _api = cache(api_client)
-
-
-def _set_finalizers(patch: kopf.Patch, finalizer: str, add: bool) -> None:
-    """Edit ``metadata.finalizers`` as a JSON patch against the current list, so a finalizer
-    another controller adds concurrently is never lost."""
-
-    def edit(raw: kopf.RawBody) -> None:
-        current = raw.setdefault("metadata", {}).get("finalizers") or []
-        changed = (
-            with_finalizer(current, finalizer) if add else without_finalizer(current, finalizer)
-        )
-        if changed is not None:
-            raw["metadata"]["finalizers"] = changed
-
-    patch.fns.append(edit)

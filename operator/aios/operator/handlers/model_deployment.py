@@ -312,7 +312,6 @@ def rollout_pending(body: kopf.Body, **_: Any) -> bool:
 async def on_rollout_event(
     type: str | None,
     body: kopf.Body,
-    patch: kopf.Patch,
     logger: kopf.Logger,
     memo: kopf.Memo,
     **_: Any,
@@ -324,7 +323,5 @@ async def on_rollout_event(
 @kopf.on.timer(
     GROUP, VERSION, PLURAL, id="rollout-retry-modeldeployment", interval=5, when=rollout_pending
 )
-async def on_rollout_timer(
-    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any
-) -> None:
+async def on_rollout_timer(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
     await progress(body, logger, memo)

@@ -28,7 +28,7 @@ from aios.connectors import opa
 from aios.connectors.audit import Appender
 from aios.connectors.kafka import BOOTSTRAP_ENV
 from aios.operator.audit import record
-from aios.operator.handlers.common import Context, register
+from aios.operator.handlers.common import Context, register, write_status
 from aios.operator.reconcile import policy as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
 
@@ -171,7 +171,7 @@ def _list_reviews(kinds: list[str]) -> list[dict[str, Any]]:
     interval=float(os.environ.get(AUDIT_INTERVAL_ENV, "60")),
     initial_delay=1.0,
 )
-async def audit_existing(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def audit_existing(body: kopf.Body, **_: Any) -> None:
     """Load the Policy if OPA lacks it (OPA restarted, or the reconcile has not run yet),
     then evaluate the objects in its scope."""
     if body.metadata.get("deletionTimestamp"):
@@ -192,7 +192,7 @@ async def audit_existing(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         "loadedPath": plan.data_path(namespace, name),
     }
     if any(status.get(key) != value for key, value in desired.items()):
-        patch.status.update(desired)
+        await write_status(Policy.crd.plural, body, lambda _: desired)
 
 
 # -- operator-wide: the system entry point and the audit appender ---------------------------
