@@ -109,8 +109,7 @@ def register(
         updates = [accepted]
         if accepted.status == "True" and reconcile is not None:
             if finalize is not None and with_finalizer(finalizers, finalizer) is not None:
-                await write_finalizer(plural, body, finalizer, add=True)
-                stored = None
+                stored = await write_finalizer(plural, body, finalizer, add=True)
             obj = model.model_validate(dict(body))
             started = time.monotonic()
             try:
@@ -191,8 +190,11 @@ async def write_status(
     await write_fresh(plural, obj, body, subresource="status", stored=stored)
 
 
-async def write_finalizer(plural: str, obj: kopf.Body, finalizer: str, add: bool) -> None:
-    """Add or remove one finalizer now (``write_fresh``), keeping any other controller's."""
+async def write_finalizer(
+    plural: str, obj: kopf.Body, finalizer: str, add: bool
+) -> dict[str, Any] | None:
+    """Add or remove one finalizer now (``write_fresh``), keeping any other controller's;
+    returns the object as written."""
 
     def body(current: Mapping[str, Any]) -> dict[str, Any] | None:
         existing = current["metadata"].get("finalizers") or []
@@ -201,7 +203,7 @@ async def write_finalizer(plural: str, obj: kopf.Body, finalizer: str, add: bool
         )
         return None if changed is None else {"metadata": {"finalizers": changed}}
 
-    await write_fresh(plural, obj, body, stored=obj)
+    return await write_fresh(plural, obj, body, stored=obj)
 
 
 async def write_fresh(
@@ -211,23 +213,23 @@ async def write_fresh(
     subresource: str | None = None,
     stored: Mapping[str, Any] | None = None,
     attempts: int = 5,
-) -> None:
+) -> dict[str, Any] | None:
     """Merge-patch ``patch(stored object)`` now, conditional on the object not having
     changed since it was read (its resourceVersion); on a conflict, read and compute
-    again. ``stored``: a copy just read, tried first (a GET saved)."""
+    again. ``stored``: a copy just read, tried first (a GET saved). Returns the object as
+    written, or None when nothing was."""
     namespace, name, uid = obj.metadata["namespace"], obj.metadata["name"], obj.metadata["uid"]
     for attempt in range(attempts):
         current = stored if attempt == 0 and stored else await _stored(plural, namespace, name)
         if current is None or current["metadata"]["uid"] != uid:
-            return
+            return None
         body = patch(current)
         if not body:
-            return
+            return None
         version = {"resourceVersion": current["metadata"]["resourceVersion"]}
         body = {**body, "metadata": {**body.get("metadata", {}), **version}}
         try:
-            await _patch(plural, namespace, name, body, subresource)
-            return
+            return await _patch(plural, namespace, name, body, subresource)
         except client.ApiException as error:
             if error.status != 409:
                 raise
@@ -251,14 +253,17 @@ async def patch_status(
 
 async def _patch(
     plural: str, namespace: str, name: str, body: Mapping[str, Any], subresource: str | None
-) -> None:
+) -> dict[str, Any]:
     objects = client.CustomObjectsApi(_api())
     method = (
         objects.patch_namespaced_custom_object_status
         if subresource == "status"
         else objects.patch_namespaced_custom_object
     )
-    await asyncio.to_thread(method, GROUP, VERSION, namespace, plural, name, dict(body))
+    written: Any = await asyncio.to_thread(
+        method, GROUP, VERSION, namespace, plural, name, dict(body)
+    )
+    return dict(written)
 
 
 async def _stored(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
