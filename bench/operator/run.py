@@ -98,13 +98,27 @@ class Reconciled:
             raise TimeoutError(f"{len(self.seen)}/{self.expected} reconciled in {timeout}s")
 
 
-def peer(api: client.CustomObjectsApi, namespace: str, count: int, concurrency: int) -> float:
-    """Create, then write each object's status as an operator would at the least."""
-    names = [f"gw-{i:05d}" for i in range(count)]
-    start = time.perf_counter()
+def create_all(
+    api: client.CustomObjectsApi, namespace: str, names: list[str], concurrency: int
+) -> tuple[float, dict[str, float]]:
+    """Seconds to create a gateway per name, and when each create returned."""
+    created: dict[str, float] = {}
 
     def create(i: int) -> None:
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, gateway(names[i]))
+        created[names[i]] = time.perf_counter()
+
+    return in_parallel(create, len(names), concurrency), created
+
+
+def gateway_names(count: int) -> list[str]:
+    return [f"gw-{i:05d}" for i in range(count)]
+
+
+def peer(api: client.CustomObjectsApi, namespace: str, count: int, concurrency: int) -> float:
+    """Create, then write each object's status as an operator would at the least."""
+    names = gateway_names(count)
+    start = time.perf_counter()
 
     def observe(i: int) -> None:
         patch = {"status": {"observedGeneration": 1}}
@@ -112,7 +126,7 @@ def peer(api: client.CustomObjectsApi, namespace: str, count: int, concurrency: 
             GROUP, VERSION, namespace, PLURAL, names[i], patch
         )
 
-    creating = in_parallel(create, count, concurrency)
+    creating, _ = create_all(api, namespace, names, concurrency)
     in_parallel(observe, count, concurrency)
     total = time.perf_counter() - start
     print(f"  bare client: {count} creates in {creating:.1f}s, all observed after {total:.1f}s")
@@ -123,17 +137,11 @@ def aios(
     api: client.CustomObjectsApi, namespace: str, count: int, concurrency: int, timeout: float
 ) -> tuple[float, list[float]]:
     """Create while the operator runs; time until every object is reconciled."""
-    names = [f"gw-{i:05d}" for i in range(count)]
-    created: dict[str, float] = {}
+    names = gateway_names(count)
     reconciled = Reconciled(api, namespace, count)
     time.sleep(1)  # the watch is established before the first create
     start = time.perf_counter()
-
-    def create(i: int) -> None:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, gateway(names[i]))
-        created[names[i]] = time.perf_counter()
-
-    creating = in_parallel(create, count, concurrency)
+    creating, created = create_all(api, namespace, names, concurrency)
     reconciled.wait(timeout)
     total = max(reconciled.seen.values()) - start
     latencies = [reconciled.seen[n] - created[n] for n in names]

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +205,7 @@ def test_the_operator_may_write_the_namespace_kafka_secret_and_read_no_secret(
 ) -> None:
     """The data plane's Kafka Secret is applied (create, then patch of that one name);
     the operator never needs to read a Secret, so it may not."""
-    from aios.operator.settings import OperatorSettings
-
-    site = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", kafka_config="{}")
-    (secret,) = site.component_secrets("ns")
+    (secret,) = replace(settings(), kafka_config="{}").component_secrets("ns")
     secret_rules = [
         rule
         for doc in default

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 import kopf
+from confluent_kafka.admin import AdminClient
 from kubernetes import client
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -47,6 +48,13 @@ HEARTBEAT_WINDOW_SECONDS = 30.0
 settings = cache(OperatorSettings.from_env)
 
 
+@cache
+def admin() -> AdminClient:
+    """One Kafka admin client for the process: the runtime-status timer asks every intent's
+    lag every few seconds, and a client per call costs a connection and a metadata fetch."""
+    return kafka.admin(settings().kafka_bootstrap)
+
+
 @kopf.on.startup()
 async def follow_runners(memo: kopf.Memo, **_: Any) -> None:
     """Read the runners' heartbeats into memory (the topic is created if missing)."""
@@ -54,7 +62,7 @@ async def follow_runners(memo: kopf.Memo, **_: Any) -> None:
     spec = kafka.TopicSpec(
         HEARTBEAT_TOPIC, 3, {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
     )
-    await asyncio.to_thread(kafka.ensure_topics, kafka.admin(bootstrap), [spec])
+    await asyncio.to_thread(kafka.ensure_topics, admin(), [spec])
     memo.intent_heartbeats = LatestRecords(bootstrap, HEARTBEAT_TOPIC).start()
 
 
@@ -93,11 +101,11 @@ async def gateways(namespace: str) -> list[dict[str, Any]]:
 
 def ensure_intent_topics(owned: list[kafka.TopicSpec], sources: list[kafka.TopicSpec]) -> TopicPlan:
     """Owned topics match the spec; sources are only created when missing."""
-    admin = kafka.admin(settings().kafka_bootstrap)
-    plan = kafka.ensure_topics(admin, owned)
-    existing = kafka.describe_topics(admin, [t.name for t in sources])
+    topics_admin = admin()
+    plan = kafka.ensure_topics(topics_admin, owned)
+    existing = kafka.describe_topics(topics_admin, [t.name for t in sources])
     missing = TopicPlan(create=tuple(t for t in sources if t.name not in existing))
-    kafka.apply_topic_plan(admin, missing)
+    kafka.apply_topic_plan(topics_admin, missing)
     return TopicPlan(plan.create + missing.create, plan.grow, plan.reconfigure, plan.cannot_shrink)
 
 
@@ -191,9 +199,8 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     if intent.spec.topics.delete_policy != "Delete":
         return
     names = topic_names(ctx.body.metadata["namespace"], ctx.body.metadata["name"], [])
-    admin = kafka.admin(settings().kafka_bootstrap)
     await asyncio.to_thread(
-        kafka.delete_topics, admin, [names.decisions, names.actions, names.dead_letters]
+        kafka.delete_topics, admin(), [names.decisions, names.actions, names.dead_letters]
     )
 
 
@@ -234,9 +241,7 @@ async def refresh_runtime_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     )
     beats = heartbeats(memo, namespace, name)
     group = runner_config(intent, ["-"]).consumer_group
-    lag = await asyncio.to_thread(
-        kafka.consumer_lag, kafka.admin(settings().kafka_bootstrap), group
-    )
+    lag = await asyncio.to_thread(kafka.consumer_lag, admin(), group)
     outcomes = {**counts(beats), **await action_outcomes(memo, namespace, name)}
     runtime = runtime_conditions(intent, beats)
 

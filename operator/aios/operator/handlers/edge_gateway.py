@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 import kopf
+from confluent_kafka.admin import AdminClient
 
 from aios.api import GROUP, VERSION, EdgeGateway
 from aios.connectors import kafka
@@ -57,9 +58,9 @@ settings = cache(OperatorSettings.from_env)
 class EdgeState:
     """Shared by every gateway's handlers (kopf gives each object a shallow memo copy)."""
 
-    def __init__(self, bootstrap: str, config_partitions: int) -> None:
+    def __init__(self, bootstrap: str, admin: AdminClient, config_partitions: int) -> None:
         self.producer = kafka.producer(bootstrap, **{"linger.ms": 0})
-        self.admin = kafka.admin(bootstrap)
+        self.admin = admin
         self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC).start()
         self.config_partitions = config_partitions
         self.published: dict[str, tuple[int, str]] = {}
@@ -103,7 +104,7 @@ async def start_edge(memo: kopf.Memo, **_: Any) -> None:
     admin = kafka.admin(bootstrap)
     await asyncio.to_thread(kafka.ensure_topics, admin, topics)
     partitions = await asyncio.to_thread(wait_for_leaders, admin, topics)
-    memo.edge = EdgeState(bootstrap, partitions[CONFIG_TOPIC])
+    memo.edge = EdgeState(bootstrap, admin, partitions[CONFIG_TOPIC])
 
 
 def wait_for_leaders(
