@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build or download one real component into the version-keyed cache.
-# Usage: hack/obtain.sh NAME   (kubernetes | etcd | kwok | temporal | opa | helm | kafka | benthos | mosquitto)
+# Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | kwok | temporal | opa | helm
+#                               | kafka | benthos | mosquitto)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,11 +10,21 @@ source "$here/versions.env"
 cache=${AIOS_CACHE:-$HOME/.cache/aios}
 name=${1:?component name}
 if [ "$name" = all ]; then
-  for c in etcd kubernetes kwok temporal opa helm kafka mosquitto; do "$0" "$c"; done; exit 0
+  for c in node-packages etcd kubernetes containerd temporal opa helm kafka mosquitto coredns; do "$0" "$c"; done; exit 0
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 build_done() { [ -f "$1/.complete" ]; }
+# apt_install PACKAGE...: Debian packages the site runs (as root, or through sudo).
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q "${missing[@]}" >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; }
+}
 mark_done() { touch "$1/.complete"; }
 # go_install DEST PACKAGE@VERSION [LDFLAGS]: a module without replace directives.
 go_install() {
@@ -25,7 +36,11 @@ go_install() {
 
 case $name in
 kubernetes)
-  dest=$cache/kubernetes/$KUBERNETES_VERSION; build_done "$dest" && exit 0
+  # The control plane, kubectl, and the node's kubelet and kube-proxy, from one wrapper module.
+  cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+  dest=$cache/kubernetes/$KUBERNETES_VERSION
+  for c in $cmds; do [ -x "$dest/bin/$c" ] || rm -f "$dest/.complete"; done
+  build_done "$dest" && exit 0
   mkdir -p "$dest/bin"; work=$dest/wrapper; rm -rf "$work"; mkdir -p "$work"; cd "$work"
   go mod init local/k8sbins >/dev/null 2>&1
   gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
@@ -34,7 +49,6 @@ kubernetes)
     go mod edit -replace="$m=$m@$staging"
   done
   gd=$(sed -nE 's/^godebug (.*)/\1/p' "$gomod"); [ -z "$gd" ] || go mod edit -godebug="$gd"
-  cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl"
   pkgs=$(for c in $cmds; do printf 'k8s.io/kubernetes/cmd/%s ' "$c"; done)
   go get -tool $(for p in $pkgs; do printf '%s@%s ' "$p" "$KUBERNETES_VERSION"; done)
   minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
@@ -48,8 +62,20 @@ etcd)
   go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$dest/bin/etcd" go.etcd.io/etcd/server/v3
   cd /; rm -rf "$work"; mark_done "$dest";;
+containerd)  # the node's container runtime: daemon, runc shim and ctr, without the storage drivers it does not use
+  dest=$cache/containerd/$CONTAINERD_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin"; m=github.com/containerd/containerd/v2
+  GOBIN=$dest/bin go install -trimpath -tags "no_btrfs no_devmapper no_zfs no_aufs" \
+    -ldflags "-s -w -X $m/version.Version=${CONTAINERD_VERSION#v} -X $m/version.Package=$m" \
+    "$m/cmd/containerd@$CONTAINERD_VERSION" "$m/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "$m/cmd/ctr@$CONTAINERD_VERSION"
+  mark_done "$dest";;
+node-packages)  # what the real node runs from Debian: runc, the CNI plugins, iptables for kube-proxy
+  apt_install runc containernetworking-plugins iptables conntrack curl;;
 kwok) go_install "$cache/kwok/$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION";;
 temporal) go_install "$cache/temporal/$TEMPORAL_CLI_VERSION" "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION";;
+coredns)  # cluster DNS for the real node, built into an image by aios.stack.images
+  go_install "$cache/coredns/$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION";;
 opa) go_install "$cache/opa/$OPA_VERSION" "github.com/open-policy-agent/opa@$OPA_VERSION" \
        "-X github.com/open-policy-agent/opa/v1/version.Version=${OPA_VERSION#v}";;
 helm)  # without these ldflags helm assumes Kubernetes v1.20 when templating
@@ -78,9 +104,6 @@ POM
   log4j=$(ls "$dest/libs" | sed -nE 's/^log4j-core-(.*)\.jar$/\1/p')
   mvn -q -B dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$log4j" -DoutputDirectory="$dest/libs"
   cd /; rm -rf "$work"; mark_done "$dest";;
-mosquitto)
-  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] && exit 0
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q mosquitto >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q mosquitto >/dev/null; }
-  else sudo apt-get install -y -q mosquitto >/dev/null; fi;;
+mosquitto) apt_install mosquitto;;
 *) echo "unknown component: $name" >&2; exit 2;;
 esac
