@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.aios-installed
 ROOTS := crds:operator:workflows:connectors:runner:edge-agent:cli:stack
 
-.PHONY: run test unit crds lint components down
+.PHONY: run test unit crds lint components images down
 
 # Virtual environment with the pinned Python dependencies (hack/constraints.txt). The
 # editable install maps each package to its folder, so a new package re-runs it.
@@ -22,6 +22,12 @@ components: $(STAMP)
 	hack/obtain.sh all
 	$(BIN)/python -c 'from aios.stack.components import triton; triton()'
 	$(BIN)/python -c 'from aios.stack.models import example_models; example_models()'
+
+# The container images the real node runs (aios, aios-edge, tritonserver, coredns, pause),
+# built here with buildah from Debian's packages and the registries (aios.stack.images), once
+# per digest of their inputs, into ~/.cache/aios/images; it prints where they are.
+images: $(STAMP)
+	$(BIN)/python -m aios.stack.images
 
 run: components
 	$(BIN)/aiosctl up
