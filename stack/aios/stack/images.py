@@ -447,12 +447,14 @@ def _install_tools() -> None:
 
 def _run(command: Sequence[str], log: Path, what: str, env: dict[str, str] | None = None) -> None:
     """Run one build step with its output appended to ``log``; on failure raise
-    ComponentUnavailable with the log's tail. Interrupted, it stops the whole step."""
+    ComponentUnavailable with the log's tail. Interrupted, it stops the whole step; and
+    the step gets SIGTERM if this process dies (setpriv's parent-death signal), so no
+    build outlives its caller."""
     with log.open("ab") as out:
         out.write(f"\n$ {shlex.join(command)}\n".encode())
         out.flush()
         process = subprocess.Popen(
-            command,
+            ["setpriv", "--pdeathsig", "TERM", *command],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -857,7 +859,11 @@ def _gzip_size(path: Path) -> int:
 
 def _prune() -> None:
     """Keep the two newest archives of each image (a concurrent run may still import the
-    older one) and the most recent wheelhouses and project wheels."""
+    older one), the most recent wheelhouses and project wheels, and in buildah's store the
+    images still named and the layers they build on (its layer cache)."""
+    log = work_dir() / "logs" / "prune.log"
+    log.write_text("")
+    _buildah(["rmi", "--prune"], log, "pruning buildah's store")
     records = sorted(
         (work_dir() / "archives").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True
     )
