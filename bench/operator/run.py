@@ -6,7 +6,8 @@ the peer is the least any operator must do per object against the same API serve
 * the limit — a bare client creates N EdgeGateways, then writes each one's status
   (``observedGeneration``) with the same concurrency: create + one status write per object;
 * aios — the same N EdgeGateways created with the same concurrency while the operator
-  runs (host process, as ``make run`` runs it) with its admission webhook: each create is
+  runs (one pod installed by the chart, as ``make run`` runs it, watching the benchmark's
+  namespace) with its admission webhook: each create is
   checked against the Policies in OPA, and each reconcile publishes the gateway's config
   record to Kafka, audits it and writes the status. Time runs from the first create until
   every object reports ``observedGeneration == generation``; a watch records each one's
@@ -21,6 +22,7 @@ EdgeGateways are what a city has in the thousands (one per lamp post). The local
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -35,10 +37,11 @@ import yaml
 from kubernetes import client, config, watch
 
 from aios.api import GROUP, VERSION
-from aios.stack.platform import install_crds, start_operator
+from aios.stack import release
 from aios.stack.site import Site
 
 PLURAL = "edgegateways"
+OPERATOR = release.OPERATOR_SELECTOR + release.RELEASE
 EXAMPLE = Path(__file__).parents[2] / "examples" / "city-air-quality" / "district-7.yaml"
 SINK = "bench.gateways.readings"
 
@@ -150,10 +153,19 @@ def aios(
     return total, latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def operator_cgroup(site: Site) -> Path:
+    """The operator container's CPU accounting, found from its pod's container id."""
+    pods = json.loads(
+        site.kubectl(["get", "pods", "-n", release.NAMESPACE, "-l", OPERATOR, "-o", "json"])
+    )["items"]
+    (container,) = pods[0]["status"]["containerStatuses"]
+    found = Path("/sys/fs/cgroup/cpuacct") / site.node.network.cgroup
+    return next(found.rglob(container["containerID"].split("://", 1)[1]))
+
+
+def cpu_seconds(cgroup: Path) -> float:
+    """User + system CPU time of a container so far (``cpuacct.usage``, nanoseconds)."""
+    return int((cgroup / "cpuacct.usage").read_text()) / 1e9
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,7 +182,8 @@ def main() -> None:
     site = Site(directory)
     site.start(only={"kubernetes", "kafka", "temporal", "opa"})
     try:
-        install_crds(site)
+        for crd in sorted((release.CHART / "crds").glob("*.yaml")):
+            site.kubectl(["apply", "--server-side", "-f", str(crd)])
         api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
         api_client.configuration.connection_pool_maxsize = args.concurrency
         api, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
@@ -178,10 +191,11 @@ def main() -> None:
             create_namespace(core, namespace)
         print(f"{args.objects} EdgeGateways, {args.concurrency} concurrent clients")
         limit = peer(api, "bench-peer", args.objects, args.concurrency)
-        operator = start_operator(site)
-        before = cpu_seconds(operator.pid)
+        release.install(site, {"operator": {"replicas": 1, "watchNamespaces": ["bench-aios"]}})
+        operator = operator_cgroup(site)
+        before = cpu_seconds(operator)
         ours, latencies = aios(api, "bench-aios", args.objects, args.concurrency, args.timeout)
-        cpu = cpu_seconds(operator.pid) - before
+        cpu = cpu_seconds(operator) - before
         print(
             f"  operator CPU: {cpu:.1f}s, {cpu / args.objects * 1000:.0f} ms per object "
             f"(admission + reconcile), {os.cpu_count()} cores on the machine"

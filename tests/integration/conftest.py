@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from aios.stack import release
 from aios.stack.components import ComponentUnavailable
-from aios.stack.platform import install_crds, site_environment, start_operator
-from aios.stack.pods import PodSupervisor
-from aios.stack.process import ComponentFailed, ManagedProcess
-from aios.stack.site import Site
+from aios.stack.platform import site_environment
+from aios.stack.process import ComponentFailed
+from aios.stack.site import Site, kubectl_argv
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,26 +42,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     local.stop()
 
 
-@pytest.fixture(scope="session")
-def crds(site: Site) -> list[str]:
-    return install_crds(site)
+SESSION_VALUES = {
+    # One replica: two cores run the whole suite (the Helm test runs the default two).
+    # Policies audit existing objects every few seconds, not every minute.
+    "operator": {"replicas": 1, "policyAuditIntervalSeconds": 3},
+}
 
 
 @pytest.fixture(scope="session")
-def operator(site: Site, crds: list[str], pods: PodSupervisor) -> ManagedProcess:
+def operator(site: Site) -> str:
+    """aios installed by its Helm chart, from the images built here: the operator runs as
+    the chart's pod, under the chart's RBAC only. Returns the release's namespace."""
     try:
-        # Policies audit existing objects every few seconds, not every minute.
-        return start_operator(site, {**pods.environment(), "AIOS_POLICY_AUDIT_INTERVAL": "3"})
-    except ComponentFailed as error:
-        pytest.fail(str(error), pytrace=False)
+        release.install(site, SESSION_VALUES)
+    except (ComponentFailed, ComponentUnavailable) as error:
+        pytest.fail(f"aios could not be installed: {error}", pytrace=False)
+    return release.NAMESPACE
 
 
 @pytest.fixture(scope="session")
-def pods(site: Site) -> Iterator[PodSupervisor]:
-    """The local kubelet: aios pods bound to the kwok node run as host processes."""
-    supervisor = PodSupervisor(site.endpoints.kubeconfig, site.directory / "pods").start()
-    yield supervisor
-    supervisor.stop()
+def crds(operator: str) -> None:
+    """The CRDs come with the chart."""
 
 
 @pytest.fixture
@@ -85,14 +86,8 @@ class Kubectl:
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run without raising, for tests that expect a rejection."""
-        from aios.stack.components import KUBERNETES
-
         return subprocess.run(
-            [
-                str(KUBERNETES.binary("kubectl")),
-                f"--kubeconfig={self.site.endpoints.kubeconfig}",
-                *args,
-            ],
+            kubectl_argv(self.site.endpoints.kubeconfig, self.site.directory, list(args)),
             input=stdin,
             capture_output=True,
             text=True,
@@ -117,9 +112,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Receiver:
-    """Listens on 127.0.0.1; ``calls`` holds (path, headers, body) of every POST."""
+    """Listens on the host's end of the node's link, where pods (action workers) reach it;
+    ``calls`` holds (path, headers, body) of every POST."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, address: str, status: int = 200) -> None:
         self.calls: list[tuple[str, dict[str, str], Any]] = []
         self.status = status
         receiver = self
@@ -138,8 +134,8 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def idempotency_keys(self) -> list[str]:
@@ -150,8 +146,8 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
+def receiver(site: Site) -> Iterator[Receiver]:
     """A real HTTP endpoint that counts the action webhooks it receives."""
-    found = Receiver()
+    found = Receiver(site.endpoints.host_address)
     yield found
     found.close()

@@ -13,22 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import yaml
-from support import wait_for
+from support import cluster_url, wait_for
 
-from aios.connectors import endpoints
 from aios.connectors.inference import InferenceClient, InferenceError, route
 from aios.stack.models import repository
 from aios.stack.platform import EXAMPLES
-
-
-@pytest.fixture(autouse=True)
-def resolve_services(pods, monkeypatch):
-    """The test process resolves Services as every aios client of the local site does
-    (import this fixture into a test module to apply it there)."""
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(pods.service_map))
-
 
 FEATURES = np.array([[12, 20, 25, 45, 14, 65], [95, 60, 25, 45, 14, 65]], dtype=np.float32)
 
@@ -68,10 +58,13 @@ def apply(kubectl, namespace: str, manifest: dict[str, Any]) -> None:
     kubectl("apply", "-n", namespace, "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
 
 
-async def infer(found: dict[str, Any], protocol: str = "grpc", draw: float = 0.99) -> tuple:
+async def infer(
+    kubectl, found: dict[str, Any], protocol: str = "grpc", draw: float = 0.99
+) -> tuple:
     """One request along the ModelDeployment's route: (version that answered, outputs)."""
     target = route(found, draw).primary
-    async with InferenceClient(target.url(protocol), protocol) as client:  # type: ignore[arg-type]
+    url = await asyncio.to_thread(cluster_url, kubectl, target.url(protocol))
+    async with InferenceClient(url, protocol) as client:  # type: ignore[arg-type]
         inputs = (
             {"features": FEATURES}
             if "anomaly" in target.model
@@ -104,8 +97,10 @@ class Traffic:
             for target in (chosen.primary, chosen.mirror):
                 if target is None:
                     continue
-                # HTTP: gRPC's threads in this process would make the kubelet's forks unsafe.
-                client = clients.setdefault(target.http, InferenceClient(target.http, "http"))
+                if target.http not in clients:
+                    url = await asyncio.to_thread(cluster_url, self.kubectl, target.http)
+                    clients[target.http] = InferenceClient(url, "http")
+                client = clients[target.http]
                 key = f"{target.role}:{target.version}"
                 try:
                     await client.infer(target.model, {"features": FEATURES}, timeout=5)

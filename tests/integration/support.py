@@ -3,9 +3,13 @@ folder on sys.path)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 
 def wait_for(
@@ -21,4 +25,64 @@ def wait_for(
         time.sleep(interval)
     raise AssertionError(
         f"{what or 'condition'} not reached after {timeout}s; last value: {last!r}"
+    )
+
+
+def cluster_url(kubectl: Any, url: str) -> str:
+    """``url`` with a Service's DNS name (``name.ns.svc[.cluster.local]``) replaced by its
+    ClusterIP, which is what the cluster's DNS answers in a pod; the host routes the Service
+    range through the node, so the request still goes through kube-proxy to a ready pod."""
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    labels = (parts.hostname or "").split(".")
+    if len(labels) < 3 or labels[2] != "svc":
+        return url
+    service = kubectl.json("get", "service", labels[0], "-n", labels[1])
+    netloc = (
+        f"{service['spec']['clusterIP']}:{parts.port}"
+        if parts.port
+        else service["spec"]["clusterIP"]
+    )
+    resolved = urlunsplit(parts._replace(netloc=netloc))
+    return resolved if "//" in url else resolved.removeprefix("//")
+
+
+def running_pod(kubectl: Any, namespace: str, selector: str) -> dict[str, Any] | None:
+    """The one running, ready pod ``selector`` picks in ``namespace``, if there is one."""
+    for pod in kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"]:
+        statuses = pod["status"].get("containerStatuses") or []
+        deleting = pod["metadata"].get("deletionTimestamp")
+        if not deleting and statuses and all(s.get("ready") for s in statuses):
+            return dict(pod)
+    return None
+
+
+def container_pids(site: Any, pod: dict[str, Any], container: str) -> list[int]:
+    """The host's view of a container's processes: its cgroup under the node's pods."""
+    status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
+    container_id = status["containerID"].split("://", 1)[1]
+    root = Path("/sys/fs/cgroup/pids") / site.node.network.cgroup
+    found = [p for p in root.rglob(container_id) if p.parent.name == f"pod{pod['metadata']['uid']}"]
+    return [int(pid) for d in found for pid in (d / "cgroup.procs").read_text().split()]
+
+
+def restarts(pod: dict[str, Any], container: str) -> int:
+    statuses = pod["status"].get("containerStatuses") or []
+    return next((int(s["restartCount"]) for s in statuses if s["name"] == container), 0)
+
+
+OPERATOR_PODS = "app.kubernetes.io/component=operator,app.kubernetes.io/instance=aios"
+
+
+def crash_operator(site: Any, kubectl: Any, namespace: str = "aios-system") -> None:
+    """SIGKILL the operator's container (a crash, as the kernel's OOM killer would) and wait
+    until the kubelet has restarted it and it is ready again."""
+    pod = wait_for(lambda: running_pod(kubectl, namespace, OPERATOR_PODS), what="operator ready")
+    for pid in container_pids(site, pod, "operator"):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            (again := running_pod(kubectl, namespace, OPERATOR_PODS)) is not None
+            and restarts(again, "operator") > restarts(pod, "operator")
+        ),
+        what="the kubelet restarted the operator",
     )

@@ -10,7 +10,6 @@ import socket
 import ssl
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 from test_operator import wait_for
@@ -171,13 +170,15 @@ def test_the_webhook_covers_aios_kinds_only_with_the_operators_certificate(
         assert all(set(rule["operations"]) == {"CREATE", "UPDATE"} for rule in webhook["rules"])
 
     client = webhooks[0]["clientConfig"]
-    url = urlsplit(client["url"])
-    assert url.scheme == "https" and url.hostname == "127.0.0.1"
+    service = client["service"]  # the API server dials the operator's Service, as in a cluster
+    assert (service["namespace"], service["port"]) == (operator, 443)
+    host = f"{service['name']}.{service['namespace']}.svc"
+    address = kubectl.json("get", "service", service["name"], "-n", operator)["spec"]["clusterIP"]
     context = ssl.create_default_context(cadata=base64.b64decode(client["caBundle"]).decode())
     with (
-        socket.create_connection((url.hostname, url.port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=url.hostname) as tls,
+        socket.create_connection((address, 443), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
     ):
         served = tls.getpeercert()
-    assert ("IP Address", "127.0.0.1") in served["subjectAltName"]
+    assert ("DNS", host) in served["subjectAltName"]
     assert served["issuer"][0][0][1].startswith("aios-webhook-ca-")

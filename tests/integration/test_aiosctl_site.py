@@ -1,4 +1,7 @@
-"""`aiosctl up --detach`, `aiosctl env`, `kubectl get aios`, `aiosctl down`, as a user runs them."""
+"""`aiosctl up --detach`, `aiosctl env`, `kubectl get aios`, `aiosctl down`, as a user runs
+them (what `make run` does, in the background): a second real node on this machine, aios
+installed by its chart, the example city running on real pods within their memory limits;
+and `down` leaves the host exactly as it found it."""
 
 from __future__ import annotations
 
@@ -8,10 +11,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
+from support import wait_for
 
-from aios.stack.process import group_alive
+from aios.stack.images import ensure_images
+from aios.stack.node import NodeState, cgroup_dirs, processes_in
 
 AIOSCTL = [sys.executable, "-m", "aios.cli.main"]
 
@@ -31,13 +37,77 @@ def exported(text: str) -> dict[str, str]:
     return values
 
 
+def host_state() -> dict[str, Any]:
+    """What a site may change on the host: mounts, links, routes, iptables, cgroups, and
+    the paths a kubelet or containerd would write outside their roots."""
+    tables = {t: run(["iptables", "-t", t, "-S"]) for t in ("filter", "nat", "mangle", "raw")}
+    return {
+        "mounts": sorted(
+            line.split(" - ")[0].split(" ", 4)[4] for line in Path("/proc/1/mountinfo").open()
+        ),
+        "links": sorted(os.listdir("/sys/class/net")),
+        "routes": run(["ip", "route", "show", "table", "all"]),
+        "iptables": tables,
+        "cgroups": sorted(
+            str(p) for h in Path("/sys/fs/cgroup").iterdir() for p in h.iterdir() if p.is_dir()
+        ),
+        "paths": sorted(
+            p
+            for p in (
+                "/run/containerd",
+                "/var/lib/containerd",
+                "/var/lib/kubelet",
+                "/var/log/pods",
+                "/var/lib/cni",
+                "/run/netns",
+                "/opt/containerd",
+                "/etc/cni",
+                "/run/xtables.lock",
+            )
+            if Path(p).exists()
+        ),
+    }
+
+
+def memory_within_limits(env: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Every container's working set (the kubelet's /stats/summary) and its memory limit."""
+    pods = json.loads(run(["kubectl", "get", "pods", "-A", "-o", "json"], env=env))["items"]
+    limits = {
+        (p["metadata"]["namespace"], p["metadata"]["name"], c["name"]): c.get("resources", {})
+        .get("limits", {})
+        .get("memory")
+        for p in pods
+        for c in p["spec"]["containers"]
+    }
+    raw = run(["kubectl", "get", "--raw", "/api/v1/nodes/aios-node/proxy/stats/summary"], env=env)
+    usage = {}
+    for pod in json.loads(raw)["pods"]:
+        ref = pod["podRef"]
+        for container in pod.get("containers", []):
+            key = (ref["namespace"], ref["name"], container["name"])
+            if limits.get(key):
+                used = container.get("memory", {}).get("workingSetBytes", 0)
+                usage["/".join(key)] = (used, quantity(limits[key]))
+    return usage
+
+
+def quantity(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
 def test_up_env_get_down(tmp_path: Path) -> None:
+    before = host_state()
     site_dir = tmp_path / "site"
     run([*AIOSCTL, "up", "--detach", "--site-dir", str(site_dir)])
     state = json.loads((site_dir / "site.json").read_text())
-    pids = [state["supervisor_pid"], *state["processes"].values()]
+    node = NodeState.load(site_dir / "node" / "node.json")
+    assert node is not None
     try:
-        assert state["ready"] and "operator" in state["processes"]
+        assert state["ready"]
         variables = exported(run([*AIOSCTL, "env", "--site-dir", str(site_dir)]))
         for name in [
             "KUBECONFIG",
@@ -64,11 +134,36 @@ def test_up_env_get_down(tmp_path: Path) -> None:
             "district-7",
         ]:
             assert name in table
+
+        operator = json.loads(
+            run(["kubectl", "get", "pods", "-n", "aios-system", "-o", "json"], env=env)
+        )["items"]
+        digest = ensure_images()["aios"].digest
+        assert operator and all(
+            s["imageID"].endswith(digest)
+            for p in operator
+            for s in p["status"]["containerStatuses"]
+        ), "the operator runs from the image built here, installed by the chart"
+
+        def city_running() -> bool:
+            pods = json.loads(run(["kubectl", "get", "pods", "-A", "-o", "json"], env=env))
+            phases = {p["metadata"]["name"]: p["status"].get("phase") for p in pods["items"]}
+            wanted = ("pm25-alerting-runner", "aios-worker", "district-7-edge-sim", "pm25-anomaly")
+            return all(any(n.startswith(w) for n in phases) for w in wanted) and set(
+                phases.values()
+            ) == {"Running"}
+
+        wait_for(city_running, timeout=300, interval=2, what="every pod of the city Running")
+        usage = wait_for(lambda: memory_within_limits(env), what="the kubelet's stats")
+        over = {k: v for k, v in usage.items() if v[0] >= v[1]}
+        assert not over, f"containers at their memory limit: {over}"
+        assert any(k.startswith("default/pm25-alerting-runner") for k in usage), usage
+
         as_json = json.loads(run([*AIOSCTL, "env", "--site-dir", str(site_dir), "-o", "json"]))
         assert as_json == variables, "-o json carries what the export lines carry"
         chart = yaml.safe_load(run([*AIOSCTL, "env", "--site-dir", str(site_dir), "--helm-values"]))
         assert chart["kafka"]["bootstrap"] == variables["AIOS_KAFKA_BOOTSTRAP"]
-        assert chart["webhook"]["endpoint"] == "podIP"
+        assert chart["image"]["digest"] == digest
         listed = json.loads(run([*AIOSCTL, "status", "-o", "json"], env=env))["items"]
         assert {i["name"] for i in listed} >= {"pm25-anomaly", "pm25-alerting", "district-7"}
         again = subprocess.run(
@@ -80,5 +175,8 @@ def test_up_env_get_down(tmp_path: Path) -> None:
         assert again.returncode != 0 and "already runs" in again.stderr
     finally:
         run([*AIOSCTL, "down", "--site-dir", str(site_dir)], timeout=180)
-    leftovers = [pid for pid in pids if group_alive(pid)]
-    assert not leftovers, f"processes left behind: {leftovers}"
+    assert not processes_in(node.mount_namespace), "processes of the site left behind"
+    assert not [p for p in cgroup_dirs(f"aios-site-{node.index}") if p.exists()]
+    after = host_state()
+    for key, value in before.items():
+        assert after[key] == value, f"aiosctl down left the host's {key} changed"

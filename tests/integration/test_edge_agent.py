@@ -386,8 +386,7 @@ def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
     tmp_path: Path, agent_factory: Any, unique: str
 ) -> None:
     broker = Site(tmp_path / "kafka-only")
-    broker.directory.mkdir(parents=True)
-    broker._start_kafka()  # only Kafka: this test stops and restarts it
+    broker.start(only=["kafka"])  # a site of its own: this test stops and restarts its Kafka
     try:
         bootstrap = broker.endpoints.kafka_bootstrap
         name, sink = configured(bootstrap, "outage", unique, PLAIN)
@@ -596,7 +595,7 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
 
 
 def test_the_example_gateway_runs_a_simulated_agent_in_the_local_site(
-    site: Site, operator: Any, pods: Any, kubectl: Any, namespace: str
+    site: Site, operator: Any, kubectl: Any, namespace: str
 ) -> None:
     """What ``make run`` shows: district 7's simulated sensors through a real agent."""
     example = Path(__file__).resolve().parents[2] / "examples/city-air-quality/district-7.yaml"

@@ -34,7 +34,7 @@ def ready(item: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def city(kubectl, operator, pods) -> Iterator[list[dict[str, Any]]]:
+def city(kubectl, operator) -> Iterator[list[dict[str, Any]]]:
     """City B applied once and Ready; deleted afterwards."""
     output = applied(kubectl)
     expected = sum(".aios.dev/" in line for line in output.splitlines())

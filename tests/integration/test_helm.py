@@ -1,15 +1,15 @@
-"""The Helm chart against a real local site of its own (no session operator in it: the
-chart's operator is the only one). In file order: the rendered chart passes the API
-server's dry run; ``helm install`` runs two operator replicas as the chart's
-ServiceAccount, one acting; that operator, with only the chart's RBAC, makes City B Ready
-and its admission webhook denies what a Policy forbids; ``helm upgrade`` with changed
-values rolls it; ``helm uninstall`` keeps the CRDs and leaves nothing else behind."""
+"""The Helm chart against a real local site of its own (a second node on this machine,
+beside the session's: its releases must not meet the session's operator). In file order:
+the rendered chart passes the API server's dry run; ``helm install`` runs two operator
+pods as the chart's ServiceAccount, one acting; that operator, with only the chart's RBAC,
+makes City B Ready and its admission webhook denies what a Policy forbids; ``helm upgrade``
+with changed values rolls it; ``helm uninstall`` keeps the CRDs and leaves nothing else
+behind."""
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,17 +20,16 @@ import yaml
 from conftest import Kubectl
 from support import wait_for
 
-from aios.cli.site_values import local_site_values
 from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET
-from aios.stack.components import HELM, ComponentUnavailable
-from aios.stack.pods import PodSupervisor
-from aios.stack.process import ComponentFailed, ManagedProcess
+from aios.stack import release
+from aios.stack.components import ComponentUnavailable
+from aios.stack.process import ComponentFailed
 from aios.stack.site import Site
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "aios"
-RELEASE, NAMESPACE = "aios", "aios-system"
-OPERATOR = "app.kubernetes.io/component=operator,app.kubernetes.io/instance="
+CHART = release.CHART
+RELEASE, NAMESPACE = release.RELEASE, release.NAMESPACE
+OPERATOR = release.OPERATOR_SELECTOR
 CITY = "city-b"
 CRDS = [
     "automationintents.aios.dev",
@@ -43,58 +42,40 @@ CRDS = [
 
 
 class ChartSite(Kubectl):
-    """The site's kubectl, Helm, and the operator processes its local kubelet runs."""
+    """The site's kubectl, its Helm, and the operator pods a release runs on its node."""
 
-    def __init__(self, site: Site, pods: PodSupervisor, values: Path, helm_home: Path) -> None:
+    def __init__(self, site: Site, values: Path) -> None:
         super().__init__(site)
-        self.pods, self.values, self.helm_home = pods, values, helm_home
+        self.values = values
+        self.helm = release.Helm(site)
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         return self(*args, stdin=stdin)
 
-    def helm(self, *args: str) -> str:
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self.helm_home),
-            "HELM_CACHE_HOME": str(self.helm_home / "cache"),
-            "HELM_CONFIG_HOME": str(self.helm_home / "config"),
-            "HELM_DATA_HOME": str(self.helm_home / "data"),
-            "KUBECONFIG": self.site.endpoints.kubeconfig,
+    def operators(self, name: str = RELEASE) -> dict[str, dict[str, Any]]:
+        """The release's operator pods that run and are not going away, by name."""
+        pods = self.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + name)["items"]
+        return {
+            p["metadata"]["name"]: p
+            for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
         }
-        result = subprocess.run(
-            [str(HELM.binary()), *args], capture_output=True, text=True, timeout=300, env=env
-        )
-        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
 
-    def operator_processes(self, release: str = RELEASE) -> dict[str, tuple[ManagedProcess, str]]:
-        """Operator pods the local kubelet runs: pod name → (process, pod address)."""
-        pods = self.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + release)["items"]
-        found = {}
-        for pod in pods:
-            uid = pod["metadata"]["uid"]
-            if uid in self.pods.running and pod["metadata"].get("deletionTimestamp") is None:
-                process = self.pods.running[uid]["operator"]
-                found[pod["metadata"]["name"]] = (process, self.pods.addresses[uid][2])
-        return found
+    def log(self, pod: str) -> str:
+        return self("logs", "-n", NAMESPACE, pod, "-c", "operator")
 
 
 @pytest.fixture(scope="module")
 def chart_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartSite]:
-    root = tmp_path_factory.mktemp("chart-site")
-    site = Site(root / "site")
+    site = Site(tmp_path_factory.mktemp("chart-site"))
     try:
         site.start(only=["kubernetes", "kafka", "temporal", "opa", "mosquitto"])
     except (ComponentFailed, ComponentUnavailable) as error:
         site.stop()
         pytest.fail(f"the chart's local site did not start: {error}", pytrace=False)
-    pods = PodSupervisor(site.endpoints.kubeconfig, site.directory / "pods").start()
-    values = root / "values.yaml"
-    values.write_text(yaml.safe_dump(local_site_values(site.endpoints)))
     try:
-        yield ChartSite(site, pods, values, root / "helm")
+        yield ChartSite(site, release.values_file(site))
     finally:
-        pods.stop()
         site.stop()
 
 
@@ -135,6 +116,20 @@ def test_the_rendered_chart_passes_the_api_servers_dry_run(chart_site: ChartSite
     )
 
 
+WHOAMI = """\
+import json, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+request = urllib.request.Request(
+    "https://kubernetes.default.svc/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    data=b'{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}',
+    headers={"Authorization": "Bearer " + open(sa + "/token").read(),
+             "Content-Type": "application/json"},
+)
+context = ssl.create_default_context(cafile=sa + "/ca.crt")
+print(json.load(urllib.request.urlopen(request, context=context))["status"]["userInfo"]["username"])
+"""
+
+
 def test_install_runs_two_peered_replicas_of_which_one_acts(chart_site: ChartSite) -> None:
     chart_site.helm(
         "install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(chart_site.values),
@@ -143,13 +138,14 @@ def test_install_runs_two_peered_replicas_of_which_one_acts(chart_site: ChartSit
     deployment = chart_site.json("get", "deployment", RELEASE, "-n", NAMESPACE)
     available = {c["type"]: c["status"] for c in deployment["status"]["conditions"]}
     assert available["Available"] == "True" and deployment["status"]["availableReplicas"] == 2
-    wait_for(lambda: len(chart_site.operator_processes()) == 2)
-    processes = chart_site.operator_processes()
-    for process, address in processes.values():
-        wait_for(lambda a=address: healthy(a), timeout=60)
-        assert process.running()
-        assert process.env["KUBECONFIG"].endswith("serviceaccount/kubeconfig"), (
-            "the operator runs with its ServiceAccount's token, not the admin's"
+    processes = wait_for(lambda: len(found := chart_site.operators()) == 2 and found)
+    for name, pod in processes.items():
+        wait_for(lambda a=pod["status"]["podIP"]: healthy(a), timeout=60)
+        who = chart_site(
+            "exec", "-n", NAMESPACE, name, "-c", "operator", "--", "python3", "-c", WHOAMI
+        )
+        assert who.strip() == f"system:serviceaccount:{NAMESPACE}:{RELEASE}", (
+            "the operator calls the API server as the chart's ServiceAccount"
         )
 
     def peers() -> dict[str, Any]:
@@ -165,8 +161,8 @@ def test_install_runs_two_peered_replicas_of_which_one_acts(chart_site: ChartSit
         """Replicas whose last peering decision was to act: kopf starts a peered replica
         paused and logs each change, so one that never resumed is still waiting."""
         acting = []
-        for name, (process, _) in processes.items():
-            text = process.log.read_text()
+        for name in processes:
+            text = chart_site.log(name)
             resumed = text.rfind("Resuming operations")
             if resumed >= 0 and resumed > text.rfind("Pausing operations"):
                 acting.append(name)
@@ -199,9 +195,9 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     try:
         wait_for(all_ready, timeout=300, interval=2)
     finally:
-        assert_no_forbidden(chart_site.operator_processes())
+        assert_no_forbidden(chart_site)
     counts = {
-        name: reconciles(address) for name, (_, address) in chart_site.operator_processes().items()
+        name: reconciles(pod["status"]["podIP"]) for name, pod in chart_site.operators().items()
     }
     assert sorted(v > 0 for v in counts.values()) == [False, True], (
         f"exactly one replica reconciles: {counts}"
@@ -239,11 +235,12 @@ def assert_kafka_settings_by_reference(chart_site: ChartSite) -> None:
     assert {"aios-worker", "pm25-alerting-runner"} <= set(readers), readers
 
 
-def assert_no_forbidden(processes: dict[str, tuple[ManagedProcess, str]]) -> None:
+def assert_no_forbidden(chart_site: ChartSite, name: str = RELEASE) -> None:
     """No API call of the operator was refused: the chart's RBAC was enough."""
-    assert processes
-    for name, (process, _) in processes.items():
-        lines = process.log.read_text().splitlines()
+    pods = chart_site.operators(name)
+    assert pods
+    for pod in pods:
+        lines = chart_site.log(pod).splitlines()
         forbidden = [line for line in lines if "forbidden" in line.lower()]
         assert not forbidden, f"{name} lacked RBAC:\n" + "\n".join(forbidden[:5])
 
@@ -267,7 +264,7 @@ def test_upgrade_with_changed_values_rolls_the_operator(chart_site: ChartSite) -
         return {p["metadata"]["labels"]["pod-template-hash"] for p in pods}
 
     before = template_hashes()
-    old = chart_site.operator_processes()
+    old = chart_site.operators()
     chart_site.helm(
         "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(chart_site.values),
         "--set", "operator.policyAuditIntervalSeconds=17", "--wait", "--timeout=180s",
@@ -275,21 +272,21 @@ def test_upgrade_with_changed_values_rolls_the_operator(chart_site: ChartSite) -
     wait_for(lambda: template_hashes() - before == template_hashes())
     assert template_hashes().isdisjoint(before), "a new ReplicaSet replaced the old one"
 
-    def new_processes() -> dict[str, tuple[ManagedProcess, str]]:
-        found = chart_site.operator_processes()
+    def new_pods() -> dict[str, dict[str, Any]]:
+        found = chart_site.operators()
         return found if len(found) == 2 and not set(found) & set(old) else {}
 
-    for name, (process, address) in wait_for(new_processes).items():
-        assert process.env["AIOS_POLICY_AUDIT_INTERVAL"] == "17", name
-        wait_for(lambda a=address: healthy(a), timeout=60)
-    wait_for(lambda: not any(p.running() for p, _ in old.values()))
+    for name, pod in wait_for(new_pods).items():
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["AIOS_POLICY_AUDIT_INTERVAL"] == "17", name
+        wait_for(lambda a=pod["status"]["podIP"]: healthy(a), timeout=60)
+    wait_for(lambda: not set(chart_site.operators()) & set(old), what="the old pods gone")
     history = chart_site.helm("history", RELEASE, "-n", NAMESPACE, "-o", "json")
     assert [r["status"] for r in json.loads(history)][-1] == "deployed"
 
 
 def test_uninstall_keeps_the_crds_and_leaves_no_orphans(chart_site: ChartSite) -> None:
-    processes = [process for process, _ in chart_site.operator_processes().values()]
-    assert processes
+    assert chart_site.operators()
     chart_site.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=180s")
     for crd in CRDS:
         assert chart_site.run("get", "crd", crd).returncode == 0, f"{crd} is kept (Helm's way)"
@@ -311,8 +308,8 @@ def test_uninstall_keeps_the_crds_and_leaves_no_orphans(chart_site: ChartSite) -
     wait_for(
         lambda: (
             not chart_site.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + RELEASE)["items"]
-            and not any(p.running() for p in processes)
         ),
+        what="the operator's pods gone",
     )
 
 
@@ -344,9 +341,11 @@ def test_a_release_for_one_namespace_reconciles_it_with_bindings_there_only(
         wait_for(reconciled, timeout=120, what="the shard's operator to reconcile the change")
         peering = chart_site.json("get", "kopfpeering", "shard-aios", "-n", CITY)
         assert len([p for p in (peering.get("status") or {}).values() if p]) == 2
-        processes = chart_site.operator_processes("shard")
-        assert all(f"--namespace={CITY}" in p.argv for p, _ in processes.values())
-        assert_no_forbidden(processes)
+        pods = chart_site.operators("shard")
+        assert pods and all(
+            f"--namespace={CITY}" in p["spec"]["containers"][0]["args"] for p in pods.values()
+        )
+        assert_no_forbidden(chart_site, "shard")
     finally:
         chart_site.helm("uninstall", "shard", "-n", NAMESPACE, "--wait", "--timeout=180s")
     assert chart_site.run("get", "rolebinding", "shard-aios", "-n", CITY).returncode != 0

@@ -1,5 +1,5 @@
 """AutomationIntent end to end, as a platform engineer runs it: the operator creates the
-topics and renders the runner and worker, the local kubelet runs them, readings flow in,
+topics and renders the runner and worker, the node's kubelet runs them, readings flow in,
 decisions and actions flow out — on the real Kafka, Temporal, OPA and API server."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
-from support import wait_for
+from support import container_pids, restarts, running_pod, wait_for
 
 from aios.connectors import kafka
+from aios.operator.reconcile.automation_intent import RUNNER
 
 TIMEOUT = 180  # seconds: a site on a shared 2-core machine is slow
 
@@ -128,7 +129,7 @@ def topic(site, namespace) -> str:
 
 
 def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     obj = deploy(kubectl, namespace, intent("pm25", topic, f"{receiver.url}/e2e"))
@@ -168,7 +169,7 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
 
 
 def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     obj = deploy(kubectl, namespace, intent("dlq", topic, f"{receiver.url}/dlq"))
@@ -201,20 +202,17 @@ def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
     assert all(dict(m.headers())["aios-source"].decode().startswith(topic) for m in letters)
 
 
-def runner_process(pods, namespace: str, name: str):
-    for containers in pods.running.values():
-        process = containers.get("runner")
-        if process is not None and process.log.parent.name.startswith(f"{namespace}_{name}-runner"):
-            return process
-    return None
+def runner_pod(kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    selector = f"app.kubernetes.io/name={RUNNER},app.kubernetes.io/instance={name}"
+    return running_pod(kubectl, namespace, selector)
 
 
 def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     obj = deploy(kubectl, namespace, intent("crash", topic, f"{receiver.url}/crash"))
-    process = wait_for(lambda: runner_process(pods, namespace, "crash"), what="runner process")
+    pod = wait_for(lambda: runner_pod(kubectl, namespace, "crash"), what="a ready runner pod")
     sensors = [f"k-{i:03d}" for i in range(200)]
     records = [
         (s, reading(s, 90.0 if (seq == 3 and i % 5 == 0) else 15.0, seq))
@@ -228,11 +226,16 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
         ),
         what="the runner committed something",
     )
-    os.kill(process.pid, signal.SIGKILL)
+    for pid in container_pids(site, pod, "runner"):  # the container crashes mid-stream
+        os.kill(pid, signal.SIGKILL)
     produce(bootstrap, topic, records[3000:])
     wait_for(
-        lambda: (p := runner_process(pods, namespace, "crash")) is not None and p.running(),
-        what="the local kubelet restarted the runner",
+        lambda: (
+            (again := runner_pod(kubectl, namespace, "crash")) is not None
+            and again["metadata"]["uid"] == pod["metadata"]["uid"]
+            and restarts(again, "runner") > restarts(pod, "runner")
+        ),
+        what="the kubelet restarted the runner's container",
     )
 
     decisions = decisions_of(bootstrap, obj, len(records))
@@ -259,7 +262,7 @@ def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_an_action_needing_approval_waits_then_runs_once_when_approved(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     approval = {"required": True, "approvers": ["alice"], "timeoutSeconds": 600}
@@ -285,7 +288,7 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
 
 
 def test_shadow_mode_decides_and_never_acts(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     obj = deploy(
@@ -302,7 +305,7 @@ def test_shadow_mode_decides_and_never_acts(
 
 
 def test_with_opa_stopped_no_action_runs_until_it_answers_again(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     from aios.connectors.audit import read_log
 
@@ -334,7 +337,7 @@ def test_with_opa_stopped_no_action_runs_until_it_answers_again(
 
 
 def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lost(
-    kubectl, operator, pods, namespace, topic, receiver, site
+    kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     obj = deploy(kubectl, namespace, intent("blocked", topic, f"{receiver.url}/blocked"))

@@ -13,7 +13,6 @@ from model_support import (
     infer,
     phase,
     ready,
-    resolve_services,  # noqa: F401  (autouse fixture)
     wait_for,
 )
 
@@ -57,5 +56,5 @@ async def test_a_version_that_cannot_serve_leaves_the_previous_one_serving(
     assert degraded["status"] == "True" and degraded["reason"] == "VersionNotServed"
     assert reason in degraded["message"] and f"{STABLE} keeps serving" in degraded["message"]
     assert condition(found, "Ready")["status"] == "True"
-    version, outputs = await infer(found, "http")
+    version, outputs = await infer(kubectl, found, "http")
     assert version == STABLE and outputs["score"].shape == (2,)

@@ -11,7 +11,6 @@ from model_support import (
     example,
     infer,
     ready,
-    resolve_services,  # noqa: F401  (autouse fixture)
     status,
     wait_for,
 )
@@ -28,7 +27,7 @@ async def test_the_example_anomaly_model_serves_on_triton(kubectl, operator, nam
     assert found["stable"]["http"] == f"http://pm25-anomaly.{namespace}.svc:8000"
     assert found["endpoints"]["grpc"] == f"pm25-anomaly.{namespace}.svc:8001"
     assert "team-air-quality" in found["modelCardSummary"]
-    version, outputs = await infer(found, protocol)
+    version, outputs = await infer(kubectl, found, protocol)
     assert version == "2024.11.2"
     assert outputs["score"].shape == (2,) and outputs["confidence"].shape == (2,)
     assert outputs["score"][1] > 0.5 > outputs["score"][0], "the spike is the anomaly"
@@ -47,7 +46,7 @@ async def test_the_example_forecast_model_serves_on_kserve(kubectl, operator, na
     apply(kubectl, namespace, example("pm25-forecast"))
     found = wait_for(lambda: ready(kubectl, namespace, "pm25-forecast"), timeout=180)
     for protocol in ("grpc", "http"):
-        version, outputs = await infer(found, protocol)
+        version, outputs = await infer(kubectl, found, protocol)
         assert version == "2024.10.0"
         assert outputs["forecast"].shape == (2, 24) and outputs["confidence"].shape == (2,)
         assert 10 < float(outputs["forecast"].mean()) < 40

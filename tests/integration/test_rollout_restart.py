@@ -3,6 +3,7 @@ repeats nor skips a step (the workflow drives; the operator only starts or signa
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from model_support import (
@@ -11,10 +12,10 @@ from model_support import (
     eventually,
     phase,
     ready,
-    resolve_services,  # noqa: F401  (autouse fixture)
     status,
     wait_for,
 )
+from support import crash_operator
 
 from aios.operator.reconcile.worker import WORKER
 from aios.stack.models import storage_uri
@@ -42,15 +43,14 @@ def at_step(kubectl, namespace: str, weight: int) -> bool:
 
 
 async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
-    kubectl, operator, pods, namespace
+    site, kubectl, operator, namespace
 ):
     apply(kubectl, namespace, canary(STABLE))
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
     apply(kubectl, namespace, canary(NEXT))
 
     await eventually(lambda: at_step(kubectl, namespace, 20), 120)
-    operator.stop()  # during step 1's pause
-    operator.start()
+    await asyncio.to_thread(crash_operator, site, kubectl)  # during step 1's pause
     await eventually(lambda: at_step(kubectl, namespace, 40), 120)
     worker = kubectl.json("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={WORKER}")
     kubectl(

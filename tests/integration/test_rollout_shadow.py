@@ -11,7 +11,6 @@ from model_support import (
     eventually,
     phase,
     ready,
-    resolve_services,  # noqa: F401  (autouse fixture)
     wait_for,
 )
 

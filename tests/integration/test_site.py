@@ -1,9 +1,9 @@
-"""The local site's components answer real requests (no mocks anywhere)."""
+"""The local site's servers answer real requests (no mocks anywhere); the node has its own
+tests (``test_node``)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from datetime import timedelta
@@ -17,31 +17,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from aios.stack.components import versions
-from aios.stack.site import FAKE_NODE, Site
-
-
-def test_kubernetes_reports_the_pinned_version_and_a_ready_kwok_node(kubectl) -> None:
-    version = json.loads(kubectl("version", "-o", "json"))
-    assert version["serverVersion"]["gitVersion"] == versions()["KUBERNETES_VERSION"]
-    node = kubectl.json("get", "node", FAKE_NODE)
-    ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
-    assert ready == "True"
-
-
-def test_a_deployment_becomes_available_on_the_kwok_node(kubectl, namespace) -> None:
-    kubectl(
-        "create",
-        "deployment",
-        "web",
-        "--image=registry.invalid/web:1",
-        "--replicas=2",
-        "-n",
-        namespace,
-    )
-    kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=50s")
-    deployment = kubectl.json("get", "deployment", "web", "-n", namespace)
-    assert deployment["status"]["availableReplicas"] == 2
+from aios.stack.site import Site
 
 
 def test_kafka_round_trips_a_message(site: Site) -> None:

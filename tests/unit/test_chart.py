@@ -4,6 +4,7 @@ rule with its reason), rejects bad values, and ships dashboards that plot real m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -16,11 +17,13 @@ import pytest
 import yaml
 from cryptography import x509
 
-from aios.cli.site_values import local_site_values
 from aios.operator.certificates import WebhookCertificates, load_ca
 from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
 from aios.operator.reconcile import automation_intent, model_deployment, worker
 from aios.stack.components import HELM
+from aios.stack.images import BuiltImage
+from aios.stack.node import MODEL_MIRROR
+from aios.stack.release import local_site_values
 from aios.stack.site import Endpoints
 
 REPO = Path(__file__).resolve().parents[2]
@@ -338,19 +341,43 @@ def test_data_plane_values_reach_the_operator_and_default_to_its_own_defaults(
     assert placed.resources == DataPlane().resources, "values merge with the chart's defaults"
 
 
-def test_the_local_site_values_put_the_webhook_on_each_replicas_address() -> None:
+def built(name: str, repository: str, tag: str) -> BuiltImage:
+    digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return BuiltImage(name, f"{repository}:{tag}", digest, Path(f"/cache/{name}.tar"), 1, 2)
+
+
+def test_the_local_site_values_pin_every_image_by_digest() -> None:
+    """The local site installs the images built here: pods name them by digest, so what runs
+    is exactly what was built, whatever a tag points at."""
     endpoints = Endpoints(
-        kafka_bootstrap="127.0.0.1:9092",
-        temporal_address="127.0.0.1:7233",
-        opa_url="http://127.0.0.1:8181",
-        mqtt_url="mqtt://127.0.0.1:1883",
+        kafka_bootstrap="10.251.1.2:9092",
+        temporal_address="10.251.1.2:7233",
+        opa_url="http://10.251.1.2:8181",
+        mqtt_url="mqtt://10.251.1.2:1883",
     )
-    docs = manifests(render(values=local_site_values(endpoints)))
+    images = {
+        "aios": built("aios", "ghcr.io/aios-dev/aios", "0.1.0"),
+        "aios-edge": built("aios-edge", "ghcr.io/aios-dev/aios-edge", "0.1.0"),
+        "tritonserver": built("tritonserver", "ghcr.io/aios-dev/tritonserver", "2.51.0"),
+    }
+    docs = manifests(render(values=local_site_values(endpoints, images)))
     variables = env(docs)
-    assert variables["AIOS_WEBHOOK_HOST"] == "$(POD_IP)"
-    assert "AIOS_WEBHOOK_SERVICE" not in variables
-    assert variables["AIOS_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
-    assert variables["AIOS_MODEL_MIRROR"], "the example models' local mirror"
+    aios = f"ghcr.io/aios-dev/aios@{images['aios'].digest}"
+    assert container(docs)["image"] == variables["AIOS_IMAGE"] == aios
+    assert (
+        variables["AIOS_EDGE_IMAGE"] == f"ghcr.io/aios-dev/aios-edge@{images['aios-edge'].digest}"
+    )
+    assert variables["AIOS_TRITON_IMAGE"].endswith("@" + images["tritonserver"].digest)
+    assert variables["AIOS_WEBHOOK_SERVICE"] == "aios-system/aios", "through the Service"
+    assert variables["AIOS_KAFKA_BOOTSTRAP"] == "10.251.1.2:9092"
+    assert variables["AIOS_MODEL_MIRROR"] == str(MODEL_MIRROR), "the node's copy of the buckets"
+
+
+def test_without_a_digest_images_follow_the_tag() -> None:
+    variables = env(manifests(render("edgeImage.tag=1.2.3")))
+    assert variables["AIOS_IMAGE"] == "ghcr.io/aios-dev/aios:0.1.0"
+    assert variables["AIOS_EDGE_IMAGE"] == "ghcr.io/aios-dev/aios-edge:1.2.3"
+    assert variables["AIOS_TRITON_IMAGE"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
 
 
 def test_replicas_trust_each_other_through_the_charts_webhook_ca(

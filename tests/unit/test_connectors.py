@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from aios.connectors import endpoints
 from aios.connectors.kafka import (
     ExistingTopic,
     TopicSpec,
@@ -54,22 +52,3 @@ def test_client_config_without_bootstrap_says_what_to_set(monkeypatch: pytest.Mo
     monkeypatch.delenv("AIOS_KAFKA_BOOTSTRAP", raising=False)
     with pytest.raises(RuntimeError, match="AIOS_KAFKA_BOOTSTRAP"):
         client_config()
-
-
-def test_urls_resolve_through_the_service_map(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    table = tmp_path / "map.json"
-    table.write_text(json.dumps({"triton.city.svc:8000": ["127.42.0.3:8000"]}))
-    monkeypatch.setenv(endpoints.SERVICE_MAP_ENV, str(table))
-    assert (
-        endpoints.resolve_url("http://triton.city.svc:8000/v2/health")
-        == "http://127.42.0.3:8000/v2/health"
-    )
-    assert endpoints.resolve_url("triton.city.svc:8000") == "127.42.0.3:8000"
-    assert endpoints.resolve_url("http://elsewhere:1/x") == "http://elsewhere:1/x"
-
-
-def test_urls_are_unchanged_outside_the_local_site(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(endpoints.SERVICE_MAP_ENV, raising=False)
-    assert endpoints.resolve("triton.city.svc:8000") == "triton.city.svc:8000"

@@ -4,6 +4,7 @@ operator must do about the rollout workflow."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -147,9 +148,15 @@ def test_a_shadow_gets_its_own_service_and_no_weight() -> None:
 
 def test_the_kserve_runtime_runs_our_model_server_on_the_pod_address() -> None:
     md = deployment(runtime="kserve")
-    container = md_plan.server_container(md, IMAGE)
+    container = md_plan.server_container(md, SITE)
     assert container["command"] == ["python", "-m", "aios.connectors.model_server"]
-    assert "--host=$(POD_IP)" in container["args"] and container["image"] == IMAGE
+    assert "--host=$(POD_IP)" in container["args"] and container["image"] == SITE.image
+
+
+def test_triton_runs_the_sites_triton_image() -> None:
+    site = replace(SITE, triton_image="registry.city.example/tritonserver@sha256:" + "0" * 64)
+    container = md_plan.server_container(deployment(runtime="triton"), site)
+    assert container["image"] == site.triton_image and container["command"] == ["tritonserver"]
 
 
 def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:

@@ -11,6 +11,7 @@ from aios.api import AutomationIntent
 from aios.api.events import IntentRef, Reading
 from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.connectors.inference import Target
+from aios.runner.loop import batch_summary
 from aios.runner.records import Position, action_id, action_request, decide_record
 from aios.runner.rules import CallResult, Verdict
 
@@ -96,3 +97,19 @@ def test_the_trace_context_of_the_reading_travels_with_its_decision() -> None:
     assert decision.traceparent == parent
     assert decision.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert decision.model_copy(update={"traceparent": "garbage"}).trace_id is None
+
+
+def test_each_batch_is_summarised_in_one_log_line() -> None:
+    spike = Verdict("pm25-spike", "notify-health-office", False, None, frozenset({"anomaly"}))
+    static = Verdict("pm25-static-threshold", None, True, "unavailable", frozenset())
+    quiet = Verdict(None, None, False, None, frozenset())
+    decisions = [
+        decide_record(CONFIG, Position("s", 0, i), READING, v, CALLS, {}, NOW)
+        for i, v in enumerate([spike, static, quiet, quiet])
+    ]
+    line = batch_summary(decisions, 1)
+    assert line.startswith("decided 4 reading(s): ")
+    assert "1 act by pm25-spike" in line and "2 none (no rule matched)" in line
+    assert "1 none by pm25-static-threshold (fallback: unavailable)" in line
+    assert decisions[0].action_id and f"action(s) {decisions[0].action_id}" in line
+    assert line.endswith("; 1 dead letter(s)")

@@ -38,8 +38,19 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* An image reference from repository, tag and digest: repository@digest when a digest
+pins it, else repository:tag (tag default: the chart's appVersion). Call with (list $ .Values.x). */}}
+{{- define "aios.imageRef" -}}
+{{- $root := index . 0 }}{{ $image := index . 1 -}}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "aios.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "aios.imageRef" (list . .Values.image) }}
 {{- end }}
 
 {{/* Every namespace the operator watches: empty means the whole cluster. */}}

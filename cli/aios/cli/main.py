@@ -16,17 +16,11 @@ from rich.console import Console
 
 from aios.cli import approvals, audit, explain, status, validate
 from aios.cli.output import Format, Output, emit
-from aios.cli.site_values import local_site_values
+from aios.stack import release
 from aios.stack.components import HELM
+from aios.stack.images import ensure_images
 from aios.stack.models import wait_serving
-from aios.stack.platform import (
-    apply_examples,
-    install_crds,
-    site_environment,
-    start_operator,
-    wait_accepted,
-)
-from aios.stack.pods import PodSupervisor
+from aios.stack.platform import apply_examples, site_environment, wait_accepted
 from aios.stack.site import Site, SiteState, default_site_dir, stop_running_site, wait_for_site
 
 app = typer.Typer(
@@ -81,7 +75,7 @@ def up(
         with console.status("starting the local site (the first run builds components)…"):
             try:
                 wait_for_site(directory, timeout)
-            except TimeoutError as error:
+            except (TimeoutError, RuntimeError) as error:
                 console.print(f"[red]{error}[/]; see {directory / 'supervisor.log'}")
                 raise typer.Exit(1) from error
         _print_ready(SiteState.load(directory))
@@ -94,17 +88,14 @@ def up(
 
 def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> None:
     site = Site(directory)
-    supervisor: PodSupervisor | None = None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
         with console.status("starting the local site…"):
             site.start()
-            install_crds(site)
-            supervisor = PodSupervisor(site.endpoints.kubeconfig, directory / "pods").start()
-            if operator:
-                start_operator(site, supervisor.environment())
+            if operator:  # aios as a city installs it: its chart, with the images built here
+                release.install(site)
             if examples:
                 apply_examples(site)
                 wait_accepted(site)
@@ -119,8 +110,6 @@ def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> N
         stop.wait()
     finally:
         with console.status("stopping the local site…"):
-            if supervisor is not None:
-                supervisor.stop()
             site.stop()
 
 
@@ -134,6 +123,7 @@ def _print_ready(state: SiteState) -> None:
         ("OPA", e.opa_url),
         ("Triton", f"{e.triton_http} (gRPC {e.triton_grpc})"),
         ("MQTT", e.mqtt_url),
+        ("Pods reach", f"this host at {e.host_address}"),
     ]:
         console.print(f"  {label:<11} {value}")
     console.print('Point your shell at it:  [bold]eval "$(aiosctl env)"[/]  then  kubectl get aios')
@@ -191,9 +181,9 @@ def env(
     variables = site_environment(site)
     tools = [state.endpoints.tools_path, *_helm_path()]
     variables["PATH"] = ":".join([*tools, os.environ.get("PATH", "")])
-    variables["AIOS_SERVICE_MAP"] = str(directory / "pods" / "service-map.json")  # Services
     if helm_values:
-        print(yaml.safe_dump(local_site_values(state.endpoints), sort_keys=False), end="")
+        values = release.local_site_values(state.endpoints, ensure_images())
+        print(yaml.safe_dump(values, sort_keys=False), end="")
         return
     if output is not Output.text:
         emit(variables, output)

@@ -25,8 +25,6 @@ import aiohttp
 import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from aios.connectors.endpoints import resolve_url
-
 Protocol_ = Literal["http", "grpc"]
 Role = Literal["stable", "canary", "shadow"]
 
@@ -81,7 +79,7 @@ class InferenceClient:
 
     def _connect(self) -> _Client:
         if self._client is None:
-            address = authority(resolve_url(self.url))
+            address = authority(self.url)
             if self.protocol == "http":
                 import tritonclient.http.aio as http
 

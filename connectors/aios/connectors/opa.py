@@ -54,8 +54,6 @@ from opa_client.errors import (
 )
 from prometheus_client import Counter
 
-from aios.connectors.endpoints import resolve_url
-
 OPA_URL_ENV = "AIOS_OPA_URL"
 SYSTEM_PACKAGE = "aios/system"
 TIMEOUT_SECONDS = 5.0
@@ -120,9 +118,9 @@ UNAVAILABLE = (aiohttp.ClientError, TimeoutError, OSError)
 
 @asynccontextmanager
 async def client(opa_url: str, timeout: float = TIMEOUT_SECONDS) -> AsyncIterator[AsyncOpaClient]:
-    """An OPA client for ``opa_url`` (resolved through the site's Service map); any
-    failure to reach OPA inside the block becomes ``PolicyUnavailable``."""
-    parts = urlsplit(resolve_url(opa_url))
+    """An OPA client for ``opa_url``; any failure to reach OPA inside the block becomes
+    ``PolicyUnavailable``."""
+    parts = urlsplit(opa_url)
     if parts.hostname is None:
         raise ValueError(f"not an OPA URL: {opa_url!r}")
     https = parts.scheme == "https"

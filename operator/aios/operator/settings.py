@@ -20,6 +20,8 @@ from aios.api.base import ApiModel
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
 DEFAULT_IMAGE = "ghcr.io/aios-dev/aios:0.1.0"
+DEFAULT_EDGE_IMAGE = "ghcr.io/aios-dev/aios-edge:0.1.0"
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the site's
 KAFKA_CLIENT_SECRET = "aios-kafka-client"
 """The Secret in each data-plane namespace holding the site's Kafka client settings."""
 KAFKA_CLIENT_KEY = "config.json"
@@ -84,6 +86,8 @@ class OperatorSettings:
     mqtt_url: str = ""
     kafka_config: str = ""
     image: str = DEFAULT_IMAGE
+    edge_image: str = DEFAULT_EDGE_IMAGE
+    triton_image: str = DEFAULT_TRITON_IMAGE
     image_pull_policy: str = "IfNotPresent"
     data_plane: DataPlane = field(default_factory=DataPlane)
 
@@ -98,6 +102,8 @@ class OperatorSettings:
             mqtt_url=env.get("AIOS_MQTT_URL", ""),
             kafka_config=env.get("AIOS_KAFKA_CONFIG", ""),
             image=env.get("AIOS_IMAGE", DEFAULT_IMAGE),
+            edge_image=env.get("AIOS_EDGE_IMAGE", DEFAULT_EDGE_IMAGE),
+            triton_image=env.get("AIOS_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
             image_pull_policy=env.get("AIOS_IMAGE_PULL_POLICY", "IfNotPresent"),
             data_plane=DataPlane.model_validate_json(env.get("AIOS_DATA_PLANE") or "{}"),
         )

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,6 +165,7 @@ class Runner:
         await self._hand_off_durably(requests)
         await asyncio.to_thread(self._publish, batch, decisions, dead)
         self._count(decisions, dead, now)
+        log.info("%s", batch_summary(decisions, len(dead)))
 
     async def _infer(
         self, readings: list[Reading], now: datetime
@@ -315,3 +317,20 @@ class Runner:
             )
             self.heartbeats.poll(0)
             await asyncio.sleep(self.config.heartbeat_seconds)
+
+
+def batch_summary(decisions: list[Decision], dead_letters: int) -> str:
+    """One log line per committed batch, what an operator tails with ``kubectl logs``:
+    how many readings led to which outcome, by rule, and what went to the dead letters."""
+    outcomes = Counter(
+        f"{d.outcome} by {d.rule}" + (f" (fallback: {d.fallback_reason})" if d.fallback else "")
+        if d.rule
+        else f"{d.outcome} (no rule matched)"
+        for d in decisions
+    )
+    parts = [f"{n} {outcome}" for outcome, n in sorted(outcomes.items())]
+    actions = sorted({d.action_id for d in decisions if d.action_id})
+    text = f"decided {len(decisions)} reading(s): {', '.join(parts) or 'none'}"
+    if actions:
+        text += f"; action(s) {', '.join(actions)}"
+    return text + (f"; {dead_letters} dead letter(s)" if dead_letters else "")

@@ -155,9 +155,14 @@ def free_index(preferred: int | None) -> int:
     raise NodeFailed("no free site index: 249 sites on this machine?")
 
 
-def holder_script(directory: Path) -> str:
+MODEL_MIRROR = Path("/var/lib/aios/model-mirror")
+"""Where the node offers the site's model mirror to pods (a hostPath any pod may read: the
+mirror itself lives under the user's home, which pods could not traverse)."""
+
+
+def holder_script(directory: Path, mirror: Path | None) -> str:
     """What the holder runs inside the new namespaces before it sleeps: the node's own
-    /run, /var and /sys, and the kernel tunables the kubelet wants."""
+    /run, /var and /sys, the model mirror, and the kernel tunables the kubelet wants."""
     run_dir, var, cgroups, tunables = (
         directory / "run",
         directory / "var",
@@ -172,6 +177,11 @@ def holder_script(directory: Path) -> str:
         "mount -t sysfs sysfs /sys",
         f"mount --move {cgroups} /sys/fs/cgroup",
     ]
+    if mirror is not None:
+        lines += [
+            f"mount --bind {mirror} {MODEL_MIRROR}",
+            f"mount -o remount,bind,ro {MODEL_MIRROR}",
+        ]
     lines += [
         f"mount --bind {tunables / k.replace('/', '.')} /proc/sys/{k}" for k in KERNEL_TUNABLES
     ]
@@ -244,8 +254,9 @@ class Node:
         self.state: NodeState | None = None
 
     # -- set-up --------------------------------------------------------------------------
-    def create(self) -> NodeNetwork:
-        """Take a free index, start the holder in new namespaces, link it to the host."""
+    def create(self, mirror: Path | None = None) -> NodeNetwork:
+        """Take a free index, start the holder in new namespaces, link it to the host;
+        ``mirror``: the model buckets the node offers at ``MODEL_MIRROR``."""
         leftover = NodeState.load(self.state_file)
         if leftover is not None:
             teardown(leftover)  # a site that died without `aiosctl down`
@@ -253,7 +264,7 @@ class Node:
         with allocation_lock():
             index = free_index(leftover.index if leftover else None)
             self.network = NodeNetwork(index)
-            self._start_holder()
+            self._start_holder(mirror)
             assert self.holder is not None
             pid = self.holder.pid
             self.state = NodeState(
@@ -271,19 +282,18 @@ class Node:
         """A fresh /run and /var for the node: nothing of a previous run's pods survives
         (as after a reboot); images, kept by containerd elsewhere, do."""
         for name in ("run", "var", "cgroup-move"):
-            path = self.directory / name
-            if path.exists():
-                run(["rm", "-rf", "--one-file-system", str(path)], f"clear {path}")
-        for path in ("run", "var/upper", "var/work", "cgroup-move", "kernel"):
-            (self.directory / path).mkdir(parents=True, exist_ok=True)
-        # The node offers the site's model mirror at a path any pod may read (hostPath).
-        (self.directory / "var/upper/lib/aios/model-mirror").mkdir(parents=True, exist_ok=True)
+            stale = self.directory / name
+            if stale.exists():
+                run(["rm", "-rf", "--one-file-system", str(stale)], f"clear {stale}")
+        for name in ("run", "var/upper", "var/work", "cgroup-move", "kernel"):
+            (self.directory / name).mkdir(parents=True, exist_ok=True)
+        (self.directory / "var/upper" / MODEL_MIRROR.relative_to("/var")).mkdir(parents=True)
         for key, value in KERNEL_TUNABLES.items():
             (self.directory / "kernel" / key.replace("/", ".")).write_text(value + "\n")
 
-    def _start_holder(self) -> None:
+    def _start_holder(self, mirror: Path | None) -> None:
         script = self.directory / "holder.sh"
-        script.write_text(holder_script(self.directory))
+        script.write_text(holder_script(self.directory, mirror))
         log = (self.directory / "holder.log").open("ab")
         self.holder = subprocess.Popen(
             ["unshare", "--net", "--mount", "--propagation", "private", "sh", str(script)],

@@ -16,8 +16,6 @@ from aios.stack.node import CLUSTER_DOMAIN, NODE_NAME, NodeNetwork
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 RUNC = "/usr/sbin/runc"  # Debian's runc (crun refuses this machine's hybrid cgroups)
-MODEL_MIRROR = "/var/lib/aios/model-mirror"
-"""Where the node offers the site's model mirror to pods (a hostPath any pod may read)."""
 
 
 def containerd_config(root: Path, cni_conf_dir: Path, sandbox_image: str) -> str:

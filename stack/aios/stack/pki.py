@@ -1,5 +1,6 @@
-"""The local site's certificates: one CA, the API server's serving certificate, the
-service-account signing key. Generated once per site directory."""
+"""The local site's certificates: one CA and the service-account signing key, generated
+once per site directory; the serving and client certificates of the API server and the
+node, issued for the node's addresses each time the site starts."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) 
     path.chmod(0o600)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, organization: str = "") -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:  # Kubernetes reads a client certificate's O as the user's group
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
 
 
 def issue_certificate(
@@ -49,6 +53,7 @@ def issue_certificate(
     ips: list[str],
     days: int = 365,
     usage: x509.ObjectIdentifier = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+    organization: str = "",
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A certificate signed by the site CA: serving (also for webhooks) or client."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -57,7 +62,7 @@ def issue_certificate(
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
+        .subject_name(_name(common_name, organization))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -72,7 +77,7 @@ def issue_certificate(
 
 
 def ensure_site_pki(directory: Path) -> SitePki:
-    """Create the CA, serving certificate and service-account key unless they exist."""
+    """Create the CA, front-proxy certificate and service-account key unless they exist."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = SitePki(
         ca_cert=directory / "ca.crt",
@@ -115,25 +120,10 @@ def ensure_site_pki(directory: Path) -> SitePki:
     )
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
-    cert, key = issue_certificate(
-        ca_cert,
-        ca_key,
-        "kube-apiserver",
-        ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-        ["127.0.0.1", "10.0.0.1"],
-    )
-    pki.apiserver_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki.apiserver_key, key)
     proxy_cert, proxy_key = issue_certificate(
-        ca_cert,
-        ca_key,
-        "front-proxy-client",
-        [],
-        [],
-        usage=x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+        ca_cert, ca_key, "front-proxy-client", [], [], usage=CLIENT
     )
-    pki.front_proxy_cert.write_bytes(proxy_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki.front_proxy_key, proxy_key)
+    _write_pair(directory / "front-proxy-client", proxy_cert, proxy_key)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.service_account_key, sa_key)
     pki.service_account_pub.write_bytes(
@@ -142,3 +132,61 @@ def ensure_site_pki(directory: Path) -> SitePki:
         )
     )
     return pki
+
+
+CLIENT = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+
+
+def _write_pair(stem: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    stem.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(stem.with_suffix(".key"), key)
+
+
+def issue_node_certificates(
+    pki: SitePki, node_name: str, node_address: str, api_service_ip: str
+) -> None:
+    """The certificates that name the node's addresses, which a site may change between
+    runs: the API server's serving certificate, the kubelet's serving and client
+    certificates, kube-proxy's, and the API server's client certificate for the kubelet
+    (logs, exec)."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    directory = pki.ca_cert.parent
+    issued = {
+        "apiserver": issue_certificate(
+            ca_cert,
+            ca_key,
+            "kube-apiserver",
+            [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            ["127.0.0.1", node_address, api_service_ip],
+        ),
+        "kubelet": issue_certificate(ca_cert, ca_key, node_name, [node_name], [node_address]),
+        "kubelet-client": issue_certificate(
+            ca_cert,
+            ca_key,
+            f"system:node:{node_name}",
+            [],
+            [],
+            usage=CLIENT,
+            organization="system:nodes",
+        ),
+        "kube-proxy": issue_certificate(ca_cert, ca_key, "system:kube-proxy", [], [], usage=CLIENT),
+        "apiserver-kubelet-client": issue_certificate(
+            ca_cert,
+            ca_key,
+            "kube-apiserver-kubelet-client",
+            [],
+            [],
+            usage=CLIENT,
+            organization="system:masters",
+        ),
+    }
+    for stem, (cert, key) in issued.items():
+        _write_pair(directory / stem, cert, key)

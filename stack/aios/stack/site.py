@@ -1,10 +1,12 @@
-"""The local site: every real component on loopback ports, in one directory.
+"""The local site: a real single-node cluster and the servers aios uses, in one directory.
 
-``Site.start()`` brings up etcd, the Kubernetes control plane with a kwok node, Kafka
-(KRaft), the Temporal dev server, OPA, Triton and Mosquitto in parallel, waits for each
-one's real health, and records the endpoints in ``site.json`` so ``aiosctl env`` and the
-test fixtures can find them. A component that fails raises ``ComponentFailed`` with its
-log tail; nothing is skipped.
+``Site.start()`` creates the site's node (its own network and mount namespace,
+``aios.stack.node``), then brings up, inside it and in parallel, Kubernetes (etcd, the
+control plane, containerd, the kubelet, kube-proxy, CoreDNS: ``aios.stack.cluster``),
+Kafka (KRaft), the Temporal dev server, OPA, Triton and Mosquitto. Each listens on the
+node's address on its usual port; it waits for each one's real health and records the
+endpoints in ``site.json`` so ``aiosctl env`` and the test fixtures can find them. A
+component that fails raises ``ComponentFailed`` with its log tail; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from aios.stack import components
-from aios.stack.pki import SitePki, ensure_site_pki
-from aios.stack.process import ComponentFailed, ManagedProcess, free_port, terminate_group
+from aios.stack.images import BuiltImage
+from aios.stack.models import example_models
+from aios.stack.node import Node, NodeState, teardown
+from aios.stack.process import ComponentFailed, ManagedProcess, log_tail, terminate_group
 
-ADMIN_TOKEN_USER = "aios-admin"
-FAKE_NODE = "kwok-node-0"
+KAFKA_PORT, KAFKA_CONTROLLER_PORT = 9092, 9093
+TEMPORAL_PORT = 7233
+OPA_PORT = 8181
+TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT = 8000, 8001, 8002
+MQTT_PORT = 1883
 
 
 def default_site_dir() -> Path:
@@ -47,6 +54,9 @@ class Endpoints:
     triton_grpc: str = ""
     mqtt_url: str = ""
     tools_path: str = ""
+    node_address: str = ""
+    host_address: str = ""
+    """The host's end of the node's link: how a pod reaches a server run on the host."""
 
 
 @dataclass
@@ -93,18 +103,27 @@ class Site:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = (directory or default_site_dir()).resolve()
         self.logs = self.directory / "logs"
+        self.node = Node(self.directory / "node")
         self.processes: dict[str, ManagedProcess] = {}
         self.endpoints = Endpoints()
+        self.images: dict[str, BuiltImage] = {}
+        """The images its node holds (``aios.stack.images``), once Kubernetes started."""
         self.admin_token = ""
         self.state = SiteState(directory=str(self.directory), supervisor_pid=os.getpid())
+
+    @property
+    def address(self) -> str:
+        return self.node.network.address
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, only: Collection[str] | None = None) -> Endpoints:
         """Start every component, or ``only`` the named ones (e.g. a benchmark's)."""
+        from aios.stack.cluster import Cluster
+
         self.directory.mkdir(parents=True, exist_ok=True)
         self.state.save()
         every: dict[str, Callable[[], None]] = {
-            "kubernetes": self._start_kubernetes,
+            "kubernetes": lambda: Cluster(self).start(),
             "kafka": self._start_kafka,
             "temporal": self._start_temporal,
             "opa": self._start_opa,
@@ -116,6 +135,9 @@ class Site:
             raise ValueError(f"unknown components: {', '.join(sorted(unknown))}")
         starters = [start for name, start in every.items() if only is None or name in only]
         try:
+            network = self.node.create(mirror=self._model_mirror(only))
+            self.endpoints.node_address = network.address
+            self.endpoints.host_address = network.host_address
             with ThreadPoolExecutor(max_workers=len(starters)) as pool:
                 for future in [pool.submit(s) for s in starters]:
                     future.result()
@@ -133,18 +155,25 @@ class Site:
         self.state.save()
         return self.endpoints
 
+    @staticmethod
+    def _model_mirror(only: Collection[str] | None) -> Path | None:
+        """The example models' buckets, for a node that runs model servers."""
+        return example_models() if only is None or "kubernetes" in only else None
+
     def mark_ready(self) -> None:
         """Tell waiters (``aiosctl up --detach``) that the site is ready for users."""
         self.state.ready = True
         self.state.save()
 
     def stop(self) -> None:
-        """Stop in reverse order of dependency: clients of the API server before it."""
-        order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-        rest = [n for n in self.processes if n not in order]
-        for name in rest + order:
+        """The node's agents first, so no pod restarts; then the servers, the API server
+        before etcd (the other way round hangs it); then whatever is left of the node."""
+        order = ["kubelet", "kube-proxy"]
+        order += [n for n in self.processes if n not in (*order, *CONTROL_PLANE)]
+        for name in [*order, *CONTROL_PLANE]:
             if name in self.processes:
                 self.processes[name].stop()
+        self.node.teardown()
         self.state.ready = False
         self.state.processes = {}
         if (self.directory / "site.json").exists():
@@ -153,141 +182,29 @@ class Site:
     def _run(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.logs / f"{name}.log", env=env, cwd=cwd).start()
+        """Start a component inside the node's namespaces, its log in ``logs/<name>.log``."""
+        process = ManagedProcess(
+            name, self.node.enter(argv), self.logs / f"{name}.log", env=env, cwd=cwd
+        ).start()
         self.processes[name] = process
         self.state.processes[name] = process.pid
         self.state.logs[name] = str(process.log)
         self.state.save()
         return process
 
-    # -- Kubernetes ----------------------------------------------------------------------
-    def _start_kubernetes(self) -> None:
-        pki = ensure_site_pki(self.directory / "pki")
-        etcd_port, peer_port = free_port(), free_port()
-        etcd = self._run(
-            "etcd",
-            [
-                str(components.ETCD.binary()),
-                "--name=site",
-                f"--data-dir={self.directory / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-cluster=site=http://127.0.0.1:{peer_port}",
-                "--unsafe-no-fsync",
-                "--quota-backend-bytes=8589934592",
-                "--log-level=warn",
-            ],
-        )
-        etcd.wait_healthy(lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health"), 60)
-        self._start_apiserver(pki, etcd_port)
-        kubeconfig = Path(self.endpoints.kubeconfig)
-        k8s = components.KUBERNETES
-        common = [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
-        self._run(
-            "kube-controller-manager",
-            [
-                str(k8s.binary("kube-controller-manager")),
-                *common,
-                f"--secure-port={free_port()}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                f"--service-account-private-key-file={pki.service_account_key}",
-                f"--root-ca-file={pki.ca_cert}",
-                "--use-service-account-credentials=false",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
-            ],
-        )
-        self._run(
-            "kube-scheduler",
-            [
-                str(k8s.binary("kube-scheduler")),
-                *common,
-                f"--secure-port={free_port()}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-            ],
-        )
-        kwok = self._run(
-            "kwok",
-            [
-                str(components.KWOK.binary()),
-                f"--kubeconfig={kubeconfig}",
-                "--manage-all-nodes=false",
-                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                "--cidr=10.244.0.0/16",
-                "--node-ip=10.0.0.1",
-                "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{free_port()}",
-            ],
-        )
-        self.kubectl(["apply", "-f", "-"], stdin=json.dumps(fake_node(FAKE_NODE)))
-        kwok.wait_healthy(self._node_ready, 90)
-        self.processes["kube-controller-manager"].wait_healthy(self._default_service_account, 90)
+    def inside_ok(self, url: str) -> bool:
+        """An HTTP probe from inside the node, for what listens on its loopback only."""
+        probe = self.node.enter(["curl", "-sf", "-o", "/dev/null", "--max-time", "2", url])
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
 
-    def _start_apiserver(self, pki: SitePki, etcd_port: int) -> None:
-        port = free_port()
-        self.admin_token = os.urandom(16).hex()
-        tokens = self.directory / "pki" / "tokens.csv"
-        tokens.write_text(
-            f"{self.admin_token},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},system:masters\n"
-        )
-        tokens.chmod(0o600)
-        apiserver = self._run(
-            "kube-apiserver",
-            [
-                str(components.KUBERNETES.binary("kube-apiserver")),
-                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--tls-cert-file={pki.apiserver_cert}",
-                f"--tls-private-key-file={pki.apiserver_key}",
-                f"--client-ca-file={pki.ca_cert}",
-                f"--token-auth-file={tokens}",
-                "--authorization-mode=Node,RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.service_account_pub}",
-                f"--service-account-signing-key-file={pki.service_account_key}",
-                f"--requestheader-client-ca-file={pki.ca_cert}",
-                "--requestheader-allowed-names=front-proxy-client",
-                "--requestheader-username-headers=X-Remote-User",
-                "--requestheader-group-headers=X-Remote-Group",
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={pki.front_proxy_cert}",
-                f"--proxy-client-key-file={pki.front_proxy_key}",
-                "--allow-privileged=true",
-                "--enable-priority-and-fairness=true",
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
-        self.endpoints.kube_api = f"https://127.0.0.1:{port}"
-        kubeconfig = self.directory / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                admin_kubeconfig(self.endpoints.kube_api, pki.ca_cert, self.admin_token), indent=2
-            )
-        )
-        kubeconfig.chmod(0o600)
-        self.endpoints.kubeconfig = str(kubeconfig)
-        apiserver.wait_healthy(
-            lambda: http_ok(f"{self.endpoints.kube_api}/readyz", self.admin_token, pki.ca_cert), 120
-        )
+    def api_ok(self, path: str) -> bool:
+        ca = self.directory / "pki" / "ca.crt"
+        return http_ok(f"{self.endpoints.kube_api}{path}", self.admin_token, ca)
 
     def kubectl(self, args: list[str], stdin: str | None = None) -> str:
         """Run the site's kubectl against the site; raise with its stderr on failure."""
         result = subprocess.run(
-            [
-                str(components.KUBERNETES.binary("kubectl")),
-                f"--kubeconfig={self.endpoints.kubeconfig}",
-                *args,
-            ],
+            kubectl_argv(self.endpoints.kubeconfig, self.directory, args),
             input=stdin,
             capture_output=True,
             text=True,
@@ -297,23 +214,12 @@ class Site:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def _node_ready(self) -> bool:
-        """Ready, and schedulable: the not-ready taint is gone (the node controller's job)."""
-        node = json.loads(self.kubectl(["get", "node", FAKE_NODE, "-o", "json"]))
-        conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
-        return conditions.get("Ready") == "True" and not node["spec"].get("taints")
-
-    def _default_service_account(self) -> bool:
-        self.kubectl(["get", "serviceaccount", "default", "-n", "default"])
-        return True
-
     # -- Kafka ---------------------------------------------------------------------------
     def _start_kafka(self) -> None:
         home = components.KAFKA.ensure()
-        broker, controller = free_port(), free_port()
         data = self.directory / "kafka"
         config = self.directory / "kafka.properties"
-        config.write_text(kafka_properties(broker, controller, data))
+        config.write_text(kafka_properties(self.address, data))
         log4j = self.directory / "kafka-log4j2.properties"
         log4j.write_text(KAFKA_LOG4J)
         classpath = f"{home / 'libs'}/*"
@@ -342,12 +248,11 @@ class Site:
             if fmt.returncode != 0:
                 raise ComponentFailed("kafka", f"storage format failed: {fmt.stderr[-2000:]}", None)
         kafka = self._run("kafka", [*java, "kafka.Kafka", str(config)])
-        self.endpoints.kafka_bootstrap = f"127.0.0.1:{broker}"
+        self.endpoints.kafka_bootstrap = f"{self.address}:{KAFKA_PORT}"
         kafka.wait_healthy(lambda: kafka_ready(self.endpoints.kafka_bootstrap), 120)
 
     # -- Temporal ------------------------------------------------------------------------
     def _start_temporal(self) -> None:
-        port = free_port()
         binary = components.TEMPORAL.binary()
         temporal = self._run(
             "temporal",
@@ -355,10 +260,10 @@ class Site:
                 str(binary),
                 "server",
                 "start-dev",
-                "--ip=127.0.0.1",
-                f"--port={port}",
-                f"--http-port={free_port()}",
-                f"--metrics-port={free_port()}",
+                "--ip=0.0.0.0",
+                f"--port={TEMPORAL_PORT}",
+                "--http-port=7243",
+                "--metrics-port=7235",
                 "--headless",
                 f"--db-filename={self.directory / 'temporal.db'}",
                 "--namespace=default",
@@ -366,7 +271,7 @@ class Site:
                 "--log-level=warn",
             ],
         )
-        self.endpoints.temporal_address = f"127.0.0.1:{port}"
+        self.endpoints.temporal_address = f"{self.address}:{TEMPORAL_PORT}"
 
         def namespace_ready() -> bool:
             result = subprocess.run(
@@ -387,15 +292,14 @@ class Site:
 
     # -- OPA -----------------------------------------------------------------------------
     def _start_opa(self) -> None:
-        port = free_port()
         opa = self._run(
             "opa",
             [
                 str(components.OPA.binary()),
                 "run",
                 "--server",
-                f"--addr=127.0.0.1:{port}",
-                f"--diagnostic-addr=127.0.0.1:{free_port()}",
+                f"--addr=0.0.0.0:{OPA_PORT}",
+                "--diagnostic-addr=127.0.0.1:8282",
                 "--log-format=json",
                 "--log-level=info",
                 # Decision ids in every answer, each decision in the log: audit records
@@ -403,15 +307,16 @@ class Site:
                 "--set=decision_logs.console=true",
             ],
         )
-        self.endpoints.opa_url = f"http://127.0.0.1:{port}"
+        self.endpoints.opa_url = f"http://{self.address}:{OPA_PORT}"
         opa.wait_healthy(lambda: http_ok(f"{self.endpoints.opa_url}/health"), 60)
 
     # -- Triton --------------------------------------------------------------------------
     def _start_triton(self) -> None:
+        """A Triton of the site's own, for clients and benchmarks that load models into it
+        directly; ModelDeployments get theirs as pods."""
         dist = components.triton()
         repository = self.directory / "models"
         repository.mkdir(exist_ok=True)
-        http, grpc = free_port(), free_port()
         triton = self._run(
             "triton",
             [
@@ -421,35 +326,47 @@ class Site:
                 "--model-control-mode=explicit",
                 "--exit-on-error=false",
                 "--strict-readiness=false",
-                "--http-address=127.0.0.1",
-                f"--http-port={http}",
-                "--grpc-address=127.0.0.1",
-                f"--grpc-port={grpc}",
+                "--http-address=0.0.0.0",
+                f"--http-port={TRITON_HTTP_PORT}",
+                "--grpc-address=0.0.0.0",
+                f"--grpc-port={TRITON_GRPC_PORT}",
                 "--metrics-address=127.0.0.1",
-                f"--metrics-port={free_port()}",
+                f"--metrics-port={TRITON_METRICS_PORT}",
                 "--allow-cpu-metrics=true",
                 "--allow-gpu-metrics=false",
             ],
             env=dist.environment(),
         )
-        self.endpoints.triton_http = f"http://127.0.0.1:{http}"
-        self.endpoints.triton_grpc = f"127.0.0.1:{grpc}"
+        self.endpoints.triton_http = f"http://{self.address}:{TRITON_HTTP_PORT}"
+        self.endpoints.triton_grpc = f"{self.address}:{TRITON_GRPC_PORT}"
         triton.wait_healthy(lambda: http_ok(f"{self.endpoints.triton_http}/v2/health/ready"), 120)
 
     # -- Mosquitto -----------------------------------------------------------------------
     def _start_mosquitto(self) -> None:
-        port = free_port()
         store = self.directory / "mosquitto"
         store.mkdir(exist_ok=True)
         config = self.directory / "mosquitto.conf"
         config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {MQTT_PORT} 0.0.0.0\nallow_anonymous true\npersistence true\n"
             f"persistence_location {store}/\nlog_dest stdout\nlog_type error\nlog_type warning\n"
             "log_type notice\nlog_type information\n"
         )
         mosquitto = self._run("mosquitto", [str(components.mosquitto()), "-c", str(config)])
-        self.endpoints.mqtt_url = f"mqtt://127.0.0.1:{port}"
-        mosquitto.wait_healthy(lambda: mqtt_ready("127.0.0.1", port), 30)
+        self.endpoints.mqtt_url = f"mqtt://{self.address}:{MQTT_PORT}"
+        mosquitto.wait_healthy(lambda: mqtt_ready(self.address, MQTT_PORT), 30)
+
+
+CONTROL_PLANE = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+
+
+def kubectl_argv(kubeconfig: str, directory: Path, args: list[str]) -> list[str]:
+    """The site's kubectl, with its discovery cache in the site (not ~/.kube)."""
+    return [
+        str(components.KUBERNETES.binary("kubectl")),
+        f"--kubeconfig={kubeconfig}",
+        f"--cache-dir={directory / 'kube-cache'}",
+        *args,
+    ]
 
 
 def stop_running_site(directory: Path, timeout: float = 60) -> bool:
@@ -461,69 +378,26 @@ def stop_running_site(directory: Path, timeout: float = 60) -> bool:
     terminate_group(state.supervisor_pid, grace=timeout)
     for pid in state.processes.values():  # anything the supervisor could not stop
         terminate_group(pid, grace=5)
+    node = NodeState.load(directory / "node" / "node.json")
+    if node is not None:  # a supervisor killed before it could tear its node down
+        teardown(node)
+        (directory / "node" / "node.json").unlink()
     state.ready, state.processes = False, {}
     state.save()
     return True
 
 
-def fake_node(name: str) -> dict[str, object]:
-    """A node kwok manages: pods bound to it become Running without any container."""
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "250", "nvidia.com/gpu": "4"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-            },
-        },
-        "status": {"allocatable": capacity, "capacity": capacity},
-    }
-
-
-def admin_kubeconfig(server: str, ca: Path, token: str) -> dict[str, object]:
-    import base64
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "aios-local",
-        "clusters": [
-            {
-                "name": "aios-local",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode(),
-                },
-            }
-        ],
-        "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "aios-local",
-                "context": {
-                    "cluster": "aios-local",
-                    "user": ADMIN_TOKEN_USER,
-                    "namespace": "default",
-                },
-            }
-        ],
-    }
-
-
-def kafka_properties(broker: int, controller: int, data: Path) -> str:
+def kafka_properties(address: str, data: Path) -> str:
+    """One KRaft node: clients on the node's address (the host and pods alike), the
+    controller on the node's loopback."""
+    controller = f"127.0.0.1:{KAFKA_CONTROLLER_PORT}"
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker}",
+            f"controller.quorum.voters=1@{controller}",
+            f"listeners=PLAINTEXT://0.0.0.0:{KAFKA_PORT},CONTROLLER://{controller}",
+            f"advertised.listeners=PLAINTEXT://{address}:{KAFKA_PORT}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -588,14 +462,27 @@ def mqtt_ready(host: str, port: int) -> bool:
 
 
 def wait_for_site(directory: Path, timeout: float) -> SiteState:
-    """Wait until a supervisor reports its site ready (for ``aiosctl up --detach``)."""
+    """Wait until a supervisor reports its site ready (for ``aiosctl up --detach``); fail
+    at once, with the end of its log, when the supervisor dies first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             state = SiteState.load(directory)
             if state.ready:
                 return state
+            if state.supervisor_pid and not process_alive(state.supervisor_pid):
+                tail = log_tail(directory / "supervisor.log", 30)
+                raise RuntimeError(f"the site in {directory} did not start:\n{tail}")
         except (FileNotFoundError, json.JSONDecodeError):
             pass
         time.sleep(0.5)
     raise TimeoutError(f"the site in {directory} was not ready after {timeout:.0f}s")
+
+
+def process_alive(pid: int) -> bool:
+    """Alive and not a zombie (a detached supervisor is reaped by init, not by us)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

@@ -17,7 +17,6 @@ from temporalio.exceptions import ApplicationError
 from aios.api.events import ActionRequest, Decision
 from aios.connectors import kafka
 from aios.connectors.audit import AuditWriter
-from aios.connectors.endpoints import resolve_url
 from aios.connectors.opa import PolicyUnavailable, authorize_action
 from aios.workflows.action import (
     ACTION,
@@ -211,7 +210,7 @@ class ActionActivities:
     async def _post(self, url: str, body: bytes, key: str) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.post(
-                resolve_url(url),
+                url,
                 content=body,
                 headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
             )

@@ -184,7 +184,7 @@ def render_simulator(
     }
     container = {
         "name": "agent",
-        "image": settings.image,
+        "image": settings.edge_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["aios-edge"],
         "args": [

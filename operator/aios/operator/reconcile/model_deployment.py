@@ -34,7 +34,6 @@ from aios.operator.settings import OperatorSettings
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_MOUNT = "/mnt/models"
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the local wheel
 STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.14.1"
 MODEL_DEPLOYMENT = "aios.dev/modeldeployment"
 SERVED_VERSION = "aios.dev/served-version"
@@ -210,10 +209,10 @@ def _resources(md: ModelDeployment) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def server_container(md: ModelDeployment, image: str) -> dict[str, Any]:
+def server_container(md: ModelDeployment, site: OperatorSettings) -> dict[str, Any]:
     """Triton, or aios's KServe ModelServer, on the pod's own address (``$(POD_IP)``)."""
     if md.spec.runtime == "triton":
-        name, container_image, command = "triton", TRITON_IMAGE, ["tritonserver"]
+        name, container_image, command = "triton", site.triton_image, ["tritonserver"]
         args = [
             f"--model-repository={MODEL_MOUNT}",
             "--http-address=$(POD_IP)",
@@ -226,7 +225,7 @@ def server_container(md: ModelDeployment, image: str) -> dict[str, Any]:
             "--allow-gpu-metrics=false",
         ]
     else:
-        name, container_image = "kserve-container", image
+        name, container_image = "kserve-container", site.image
         command = ["python", "-m", "aios.connectors.model_server"]
         args = [
             f"--model-repository={MODEL_MOUNT}",
@@ -238,6 +237,7 @@ def server_container(md: ModelDeployment, image: str) -> dict[str, Any]:
     return {
         "name": name,
         "image": container_image,
+        "imagePullPolicy": site.image_pull_policy,
         "command": command,
         "args": args,
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
@@ -278,7 +278,7 @@ def version_deployment(
     """The Deployment serving one version. The stable one is scaled by its HPA (so no
     replicas here); a candidate runs one replica until it is promoted."""
     volume, mount, init = storage(mirrored(source.storage_uri, mirror))
-    container = {**server_container(md, site.image), "volumeMounts": [mount]}
+    container = {**server_container(md, site), "volumeMounts": [mount]}
     labels = _labels(md, source)
     pod_spec: dict[str, Any] = {
         "containers": [container],
@@ -413,7 +413,7 @@ def _predictor(md: ModelDeployment, source: ModelSource, site: OperatorSettings)
             "resources": _resources(md),
         }
     else:  # a custom predictor: KServe's storage initializer fills STORAGE_URI's mount
-        container = server_container(md, site.image)
+        container = server_container(md, site)
         container["env"] = [*container["env"], {"name": "STORAGE_URI", "value": source.storage_uri}]
         container.pop("livenessProbe")
         predictor["containers"] = [container]

@@ -1,0 +1,153 @@
+"""aios installed into the local site the way a city installs it: ``helm install`` of
+``charts/aios`` with the images the project built, pinned by digest.
+
+``aiosctl up``, ``aiosctl env --helm-values`` and the integration tests all use this, so the
+README's walkthrough, ``make run`` and the tests run one path.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from aios.stack.components import HELM, REPO_ROOT
+from aios.stack.images import BuiltImage
+from aios.stack.node import MODEL_MIRROR
+from aios.stack.process import ComponentFailed
+
+if TYPE_CHECKING:
+    from aios.stack.site import Endpoints, Site
+
+CHART = REPO_ROOT / "charts" / "aios"
+RELEASE, NAMESPACE = "aios", "aios-system"
+OPERATOR_SELECTOR = "app.kubernetes.io/component=operator,app.kubernetes.io/instance="
+
+
+def image_values(image: BuiltImage) -> dict[str, str]:
+    """The chart's ``repository``/``tag``/``digest`` of a built image."""
+    repository, tag = image.reference.rsplit(":", 1)
+    return {"repository": repository, "tag": tag, "digest": image.digest}
+
+
+def local_site_values(
+    endpoints: Endpoints, images: Mapping[str, BuiltImage], site: str = "local"
+) -> dict[str, Any]:
+    """The chart's values for a local site: its servers' addresses, the images the node
+    holds (by digest), and the node's copy of the example models' buckets."""
+    return {
+        "site": {"name": site},
+        "image": {**image_values(images["aios"]), "pullPolicy": "IfNotPresent"},
+        "edgeImage": image_values(images["aios-edge"]),
+        "tritonImage": image_values(images["tritonserver"]),
+        "kafka": {"bootstrap": endpoints.kafka_bootstrap},
+        "temporal": {"address": endpoints.temporal_address},
+        "opa": {"url": endpoints.opa_url},
+        "mqtt": {"url": endpoints.mqtt_url},
+        "operator": {"extraEnv": [{"name": "AIOS_MODEL_MIRROR", "value": str(MODEL_MIRROR)}]},
+    }
+
+
+@dataclass(frozen=True)
+class Helm:
+    """The site's Helm: its kubeconfig, and its caches in the site, not in ``~``."""
+
+    site: Site
+
+    def __call__(self, *args: str, timeout: float = 600) -> str:
+        home = self.site.directory / "helm"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+            "KUBECONFIG": self.site.endpoints.kubeconfig,
+        }
+        result = subprocess.run(
+            [str(HELM.binary()), *args], capture_output=True, text=True, timeout=timeout, env=env
+        )
+        if result.returncode != 0:
+            raise ComponentFailed(
+                "helm", f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}", None
+            )
+        return result.stdout
+
+
+def values_file(site: Site, overrides: Mapping[str, Any] | None = None) -> Path:
+    """The local site's values (with ``overrides`` merged over them) in a file for Helm:
+    the images its node imported."""
+    values = merge(local_site_values(site.endpoints, site.images), overrides or {})
+    path = site.directory / "helm" / "values.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def install(
+    site: Site,
+    overrides: Mapping[str, Any] | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    timeout: float = 300,
+) -> str:
+    """``helm upgrade --install`` aios into the site and wait until its operator serves;
+    returns Helm's report. A failure raises with the operator's pods' state and log."""
+    helm = Helm(site)
+    try:
+        return helm(
+            *("upgrade", "--install", release, str(CHART), "--namespace", namespace),
+            *("--create-namespace", "--values", str(values_file(site, overrides))),
+            *("--wait", f"--timeout={int(timeout)}s"),
+            timeout=timeout + 60,
+        )
+    except ComponentFailed as error:
+        report = operator_report(site, release, namespace)
+        raise ComponentFailed("aios", f"{error}\n{report}", None) from error
+
+
+def operator_report(site: Site, release: str, namespace: str) -> str:
+    """Why the operator is not serving: its pods' phases, and the last log lines."""
+    try:
+        pods = json.loads(
+            site.kubectl(
+                ["get", "pods", "-n", namespace, "-l", OPERATOR_SELECTOR + release, "-o", "json"]
+            )
+        )["items"]
+        lines = [
+            f"{p['metadata']['name']}: {p['status'].get('phase')} "
+            f"{json.dumps(p['status'].get('containerStatuses', []))[:600]}"
+            for p in pods
+        ]
+        if pods:
+            lines.append(
+                site.kubectl(
+                    [
+                        "logs",
+                        "-n",
+                        namespace,
+                        pods[0]["metadata"]["name"],
+                        "--tail=40",
+                        "--all-containers",
+                    ]
+                )
+            )
+        return "\n".join(lines)
+    except RuntimeError as error:
+        return f"(no report: {error})"
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's way: maps merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
