@@ -29,13 +29,13 @@ components: $(STAMP)
 images: $(STAMP)
 	$(BIN)/python -m aios.stack.images
 
-run: components
+run: components images
 	$(BIN)/aiosctl up
 
 down: $(STAMP)
 	$(BIN)/aiosctl down
 
-test: components lint
+test: components images lint
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build or download one real component into the version-keyed cache.
-# Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | kwok | temporal | opa | helm
-#                               | kafka | benthos | mosquitto)
+# Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
+#                               | kafka | benthos | mosquitto | coredns)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -72,7 +72,6 @@ containerd)  # the node's container runtime: daemon, runc shim and ctr, without 
   mark_done "$dest";;
 node-packages)  # what the real node runs from Debian: runc, the CNI plugins, iptables for kube-proxy
   apt_install runc containernetworking-plugins iptables conntrack curl;;
-kwok) go_install "$cache/kwok/$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION";;
 temporal) go_install "$cache/temporal/$TEMPORAL_CLI_VERSION" "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION";;
 coredns)  # cluster DNS for the real node, built into an image by aios.stack.images
   go_install "$cache/coredns/$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION";;

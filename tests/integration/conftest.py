@@ -7,7 +7,9 @@ its log tail (``ComponentFailed`` / ``ComponentUnavailable``); nothing is skippe
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -63,6 +65,16 @@ def operator(site: Site) -> str:
 @pytest.fixture(scope="session")
 def crds(operator: str) -> None:
     """The CRDs come with the chart."""
+
+
+@pytest.fixture
+def model_dir() -> Iterator[Path]:
+    """A directory for model repositories that the node's pods can read through a hostPath
+    (uid 65532: pytest's own temporary directories are private to root)."""
+    found = Path(tempfile.mkdtemp(prefix="aios-test-models-"))
+    found.chmod(0o755)
+    yield found
+    shutil.rmtree(found, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Kubectl
-from support import wait_for
+from support import running_pod, wait_for
+from test_intent_e2e import produce, read_all, reading
 
+from aios.operator.reconcile.automation_intent import RUNNER
 from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET
 from aios.stack import release
 from aios.stack.components import ComponentUnavailable
@@ -216,6 +218,47 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     assert webhooks, "the operator filled in the chart's configuration"
     for webhook in webhooks:
         assert webhook["clientConfig"]["caBundle"] == secret["data"]["tls.crt"]
+
+
+def test_the_operator_runs_the_built_image_and_a_deleted_runner_resumes_where_it_stopped(
+    chart_site: ChartSite,
+) -> None:
+    """The chart's pods run exactly the image built here; a runner pod deleted mid-stream is
+    recreated by its Deployment and goes on from its committed offsets: every reading is
+    decided once, none twice."""
+    digest = chart_site.site.images["aios"].digest
+    for pod in chart_site.operators().values():
+        assert pod["status"]["containerStatuses"][0]["imageID"].endswith(digest)
+    bootstrap = chart_site.site.endpoints.kafka_bootstrap
+    intent = chart_site.json("get", "automationintent", "pm25-alerting", "-n", CITY)
+    source = intent["status"]["topics"]["source"].split(", ")[0]
+    decisions = intent["status"]["topics"]["decisions"]
+
+    def batch(start: int) -> list[tuple[str, bytes]]:
+        return [
+            (f"helm-{i % 40}", reading(f"helm-{i % 40}", 15.0, i))
+            for i in range(start, start + 300)
+        ]
+
+    def decided() -> list[str]:
+        found = [json.loads(m.value())["decisionId"] for m in read_all(bootstrap, decisions, 0, 5)]
+        return [d for d in found if "/helm-" in d]
+
+    produce(bootstrap, source, batch(0))
+    wait_for(lambda: len(decided()) >= 300, what="the first readings decided")
+    selector = f"app.kubernetes.io/instance=pm25-alerting,app.kubernetes.io/name={RUNNER}"
+    (before,) = chart_site.json("get", "pods", "-n", CITY, "-l", selector)["items"]
+    chart_site("delete", "pod", "-n", CITY, before["metadata"]["name"], "--wait=false")
+    produce(bootstrap, source, batch(300))
+    wait_for(
+        lambda: (
+            (p := running_pod(chart_site, CITY, selector)) is not None
+            and p["metadata"]["uid"] != before["metadata"]["uid"]
+        ),
+        what="the Deployment's new runner pod ready",
+    )
+    ids = wait_for(lambda: len(found := decided()) >= 600 and found, what="every reading decided")
+    assert len(ids) == len(set(ids)) == 600, "each reading decided once, none twice"
 
 
 def assert_kafka_settings_by_reference(chart_site: ChartSite) -> None:

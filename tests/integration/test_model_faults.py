@@ -38,14 +38,14 @@ def direct(version: str, uri: str) -> dict:
     ],
 )
 async def test_a_version_that_cannot_serve_leaves_the_previous_one_serving(
-    kubectl, operator, namespace, tmp_path, fault, reason
+    kubectl, operator, namespace, model_dir, fault, reason
 ):
     apply(kubectl, namespace, direct(STABLE, storage_uri("pm25-anomaly", STABLE)))
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
     uri = (
-        f"file://{tmp_path}/nowhere"
+        f"file://{model_dir}/nowhere"
         if fault == "unreadable"
-        else broken_repository(tmp_path, fault)
+        else broken_repository(model_dir, fault)
     )
     apply(kubectl, namespace, direct("2024.12.1", uri))
 

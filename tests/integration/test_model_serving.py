@@ -57,11 +57,11 @@ async def test_the_example_forecast_model_serves_on_kserve(kubectl, operator, na
 
 
 def test_a_model_that_cannot_load_is_degraded_with_the_reason(
-    kubectl, operator, namespace, tmp_path
+    kubectl, operator, namespace, model_dir
 ):
     from model_support import broken_repository
 
-    apply(kubectl, namespace, anomaly("9.9.9", broken_repository(tmp_path, "load")))
+    apply(kubectl, namespace, anomaly("9.9.9", broken_repository(model_dir, "load")))
 
     def degraded():
         found = status(kubectl, namespace)

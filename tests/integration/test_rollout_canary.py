@@ -88,14 +88,14 @@ async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namesp
     ("fault", "why"), [("error", "error rate 100.0% above 1.0%"), ("slow", "p99 latency")]
 )
 async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
-    kubectl, operator, namespace, tmp_path, fault, why, site
+    kubectl, operator, namespace, model_dir, fault, why, site
 ):
     steps = [(50, 2), (100, 2)]
     apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
     traffic = Traffic(kubectl, namespace).start()
 
-    apply(kubectl, namespace, canary("2024.12.0", broken_repository(tmp_path, fault), steps))
+    apply(kubectl, namespace, canary("2024.12.0", broken_repository(model_dir, fault), steps))
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
     await traffic.stop()
 

@@ -34,7 +34,8 @@ def test_versions_are_pinned_in_one_file() -> None:
     for key in [
         "KUBERNETES_VERSION",
         "ETCD_VERSION",
-        "KWOK_VERSION",
+        "CONTAINERD_VERSION",
+        "COREDNS_VERSION",
         "TEMPORAL_CLI_VERSION",
         "OPA_VERSION",
         "HELM_VERSION",

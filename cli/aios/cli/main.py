@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 import yaml
+from kubernetes import config
 from rich.console import Console
 
 from aios.cli import approvals, audit, explain, status, validate
@@ -99,6 +100,9 @@ def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> N
             if examples:
                 apply_examples(site)
                 wait_accepted(site)
+        if examples:  # as the walkthrough does: `aiosctl status --wait`
+            api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
+            status.wait_ready(api_client, "default", timeout=600)
         site.mark_ready()
         _print_ready(site.state)
         if not operator:

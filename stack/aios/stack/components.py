@@ -77,7 +77,6 @@ class Component:
 KUBERNETES = Component("kubernetes", "KUBERNETES_VERSION")
 ETCD = Component("etcd", "ETCD_VERSION")
 CONTAINERD = Component("containerd", "CONTAINERD_VERSION")
-KWOK = Component("kwok", "KWOK_VERSION")
 TEMPORAL = Component("temporal", "TEMPORAL_CLI_VERSION")
 OPA = Component("opa", "OPA_VERSION")
 HELM = Component("helm", "HELM_VERSION")

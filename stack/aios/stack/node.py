@@ -28,12 +28,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aios.stack.components import cache_root
+from aios.stack.process import ComponentFailed, ManagedProcess
 
 NODE_NAME = "aios-node"
 CLUSTER_DOMAIN = "cluster.local"
@@ -160,9 +163,9 @@ MODEL_MIRROR = Path("/var/lib/aios/model-mirror")
 mirror itself lives under the user's home, which pods could not traverse)."""
 
 
-def holder_script(directory: Path, mirror: Path | None) -> str:
-    """What the holder runs inside the new namespaces before it sleeps: the node's own
-    /run, /var and /sys, the model mirror, and the kernel tunables the kubelet wants."""
+def mount_script(directory: Path, mirror: Path | None) -> str:
+    """What the holder runs inside the new namespaces first: the node's own /run, /var and
+    /sys, the model mirror, and the kernel tunables the kubelet wants."""
     run_dir, var, cgroups, tunables = (
         directory / "run",
         directory / "var",
@@ -191,8 +194,6 @@ def holder_script(directory: Path, mirror: Path | None) -> str:
         # Pods talking to a Service whose endpoint sits on the same bridge: the reply must
         # pass iptables to be translated back.
         "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables",
-        "echo ready",
-        "exec sleep infinity",
     ]
     return "\n".join(lines) + "\n"
 
@@ -233,11 +234,11 @@ def kill_all(pids: Iterator[int] | list[int] | set[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def wait_gone(find: object, timeout: float) -> bool:
+def wait_gone(find: Callable[[], object], timeout: float) -> bool:
     """Poll ``find()`` (a collection of what is left) until it is empty."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not find():  # type: ignore[operator]
+        if not find():
             return True
         time.sleep(0.1)
     return False
@@ -249,7 +250,7 @@ class Node:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.state_file = directory / "node.json"
-        self.holder: subprocess.Popen[bytes] | None = None
+        self.holder: ManagedProcess | None = None
         self.network = NodeNetwork(0)
         self.state: NodeState | None = None
 
@@ -264,8 +265,7 @@ class Node:
         with allocation_lock():
             index = free_index(leftover.index if leftover else None)
             self.network = NodeNetwork(index)
-            self._start_holder(mirror)
-            assert self.holder is not None
+            self.holder = self._start_holder(index, mirror)
             pid = self.holder.pid
             self.state = NodeState(
                 index=index,
@@ -291,23 +291,20 @@ class Node:
         for key, value in KERNEL_TUNABLES.items():
             (self.directory / "kernel" / key.replace("/", ".")).write_text(value + "\n")
 
-    def _start_holder(self, mirror: Path | None) -> None:
-        script = self.directory / "holder.sh"
-        script.write_text(holder_script(self.directory, mirror))
-        log = (self.directory / "holder.log").open("ab")
-        self.holder = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--propagation", "private", "sh", str(script)],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        assert self.holder.stdout is not None
-        line = self.holder.stdout.readline()
-        if line.strip() != b"ready":
-            self.holder.wait(timeout=10)
-            tail = (self.directory / "holder.log").read_text(errors="replace")[-2000:]
-            raise NodeFailed(f"the node's namespaces could not be set up:\n{tail}")
+    def _start_holder(self, index: int, mirror: Path | None) -> ManagedProcess:
+        """The process that keeps the node's namespaces (``hold``), dying with its parent."""
+        ready = self.directory / "ready"
+        ready.unlink(missing_ok=True)
+        argv = ["unshare", "--net", "--mount", "--propagation", "private"]
+        argv += [sys.executable, "-m", "aios.stack.node", "hold", str(self.directory), str(index)]
+        holder = ManagedProcess(
+            "node", [*argv, *([str(mirror)] if mirror else [])], self.directory / "holder.log"
+        ).start()
+        try:
+            holder.wait_healthy(ready.exists, 30)
+        except ComponentFailed as error:
+            raise NodeFailed(f"the node's namespaces could not be set up: {error}") from error
+        return holder
 
     def _link(self, pid: int) -> None:
         n = self.network
@@ -352,31 +349,51 @@ class Node:
 
     # -- tear-down -----------------------------------------------------------------------
     def teardown(self) -> None:
+        """Ask the holder to clear the node and go; whatever it could not do is done here.
+        The namespaces, the link and its routes go with the holder."""
+        if self.holder is not None:
+            self.holder.stop(grace=60)
         if self.state is not None:
             teardown(self.state)
-        self.state = None
-        if self.holder is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.holder.wait(timeout=5)
+            network = self.network
+            if not wait_gone(lambda: network.host_link in os.listdir("/sys/class/net"), 10):
+                run(["ip", "link", "del", network.host_link], "remove the node's link")
+        self.state, self.holder = None, None
         self.state_file.unlink(missing_ok=True)
 
 
+def hold(directory: Path, index: int, mirror: Path | None) -> None:
+    """The holder (``python -m aios.stack.node hold DIR INDEX [MIRROR]``, started by
+    ``unshare`` in the node's new namespaces): mount the node's directories, say so, then
+    keep the namespaces until SIGTERM — which its parent's death sends too — and on the way
+    out stop everything left in them, so a killed supervisor leaves nothing behind."""
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    subprocess.run(["sh", "-e", "-c", mount_script(directory, mirror)], check=True)
+    (directory / "ready").touch()
+    done.wait()
+    mine = namespace_id(os.getpid(), "mnt")
+    teardown(NodeState(index, os.getpid(), mine, namespace_id(os.getpid(), "net")))
+
+
 def teardown(state: NodeState, grace: float = 10) -> None:
-    """Stop what is left of a node and remove its cgroups; its namespaces, link and routes
-    go with its last process. Pods first, so no container outlives its runtime."""
+    """Stop what is left of a node (but the caller) and remove its cgroups; its namespaces,
+    link and routes go with its last process. Pods first, so no container outlives its
+    runtime."""
     network = NodeNetwork(state.index)
     kill_all(cgroup_processes(network.cgroup), signal.SIGKILL)
     wait_gone(lambda: cgroup_processes(network.cgroup), grace)
-    left = [p for p in processes_in(state.mount_namespace) if p != os.getpid()]
-    kill_all(left, signal.SIGTERM)
-    if not wait_gone(lambda: processes_in(state.mount_namespace), grace):
-        kill_all(processes_in(state.mount_namespace), signal.SIGKILL)
-        wait_gone(lambda: processes_in(state.mount_namespace), grace)
+
+    def others() -> list[int]:
+        return [p for p in processes_in(state.mount_namespace) if p != os.getpid()]
+
+    kill_all(others(), signal.SIGTERM)
+    if not wait_gone(others, grace):
+        kill_all(others(), signal.SIGKILL)
+        wait_gone(others, grace)
     for top in cgroup_dirs(network.cgroup):
         remove_cgroup(top)
-    if not wait_gone(lambda: network.host_link in os.listdir("/sys/class/net"), grace):
-        with contextlib.suppress(NodeFailed):
-            run(["ip", "link", "del", network.host_link], "remove the node's link")
     stray = [str(p) for p in cgroup_dirs(network.cgroup) if p.exists()]
     if stray:
         raise NodeFailed(f"cgroups left behind: {', '.join(stray)}")
@@ -396,3 +413,9 @@ def remove_cgroup(path: Path, attempts: int = 50) -> None:
             return
         except OSError:
             time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    _, command, directory, index, *mirror = sys.argv
+    assert command == "hold", "usage: python -m aios.stack.node hold DIR INDEX [MIRROR]"
+    hold(Path(directory), int(index), Path(mirror[0]) if mirror else None)

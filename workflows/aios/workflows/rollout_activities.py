@@ -25,6 +25,7 @@ from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
 from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client
+from aios.connectors.serving import explain
 from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
 from aios.workflows.rollout import (
     AnalysisRequest,
@@ -180,7 +181,7 @@ class RolloutActivities:
                     if await probe.ready(target["model"]):
                         activity.logger.info("%s answers at %s", target["version"], target["http"])
                         return ServingResult(True)
-                    reason = await probe.explain(target["model"])
+                reason = await explain(self.api, target["http"], target["model"])
                 if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed
                     return ServingResult(False, reason)
             if time.monotonic() > deadline:

@@ -28,6 +28,7 @@ from aios.api import GROUP, VERSION, ModelDeployment
 from aios.api.model_deployment import RolloutStatus
 from aios.connectors.inference import InferenceClient
 from aios.connectors.kube import api_client
+from aios.connectors.serving import explain as serving_explain
 from aios.operator import apply
 from aios.operator.handlers.common import (
     Context,
@@ -228,7 +229,7 @@ async def stable_ready(
     async with InferenceClient(http, "http") as probe:
         if await probe.ready(serving.stable.name):
             return True, ""
-        return False, await probe.explain(serving.stable.name)
+    return False, await serving_explain(kube(), http, serving.stable.name)
 
 
 async def candidate_ready(

@@ -33,6 +33,8 @@ WORKER_RULES: list[dict[str, Any]] = [
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # A candidate that does not answer: which pods are behind its Service, to ask them why.
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
 ]
 """What the worker's activities may do in their namespace."""
 
