@@ -70,7 +70,8 @@ def host_state() -> dict[str, Any]:
 
 
 def memory_within_limits(env: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """Every container's working set (the kubelet's /stats/summary) and its memory limit."""
+    """Every container's working set (the kubelet's /stats/summary) and its memory limit
+    (0: none)."""
     pods = json.loads(run(["kubectl", "get", "pods", "-A", "-o", "json"], env=env))["items"]
     limits = {
         (p["metadata"]["namespace"], p["metadata"]["name"], c["name"]): c.get("resources", {})
@@ -85,9 +86,9 @@ def memory_within_limits(env: dict[str, str]) -> dict[str, tuple[int, int]]:
         ref = pod["podRef"]
         for container in pod.get("containers", []):
             key = (ref["namespace"], ref["name"], container["name"])
-            if limits.get(key):
+            if key in limits:
                 used = container.get("memory", {}).get("workingSetBytes", 0)
-                usage["/".join(key)] = (used, quantity(limits[key]))
+                usage["/".join(key)] = (used, quantity(limits[key] or "0"))
     return usage
 
 
@@ -155,6 +156,8 @@ def test_up_env_get_down(tmp_path: Path) -> None:
 
         wait_for(city_running, timeout=300, interval=2, what="every pod of the city Running")
         usage = wait_for(lambda: memory_within_limits(env), what="the kubelet's stats")
+        unlimited = [k for k, (_, limit) in usage.items() if not limit]
+        assert not unlimited, f"containers without a memory limit: {unlimited}"
         over = {k: v for k, v in usage.items() if v[0] >= v[1]}
         assert not over, f"containers at their memory limit: {over}"
         assert any(k.startswith("default/pm25-alerting-runner") for k in usage), usage

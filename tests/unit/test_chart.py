@@ -1,5 +1,5 @@
 """The Helm chart, rendered offline by the pinned Helm: it lints, renders valid manifests
-the local kubelet can run, gives the operator exactly the access its code needs (every
+a kubelet can run, gives the operator exactly the access its code needs (every
 rule with its reason), rejects bad values, and ships dashboards that plot real metrics."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_the_operator_runs_two_peered_replicas_with_explicit_commands(
     template = deployment["spec"]["template"]
     assert template["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aios"
     operator = container(default)
-    assert operator["command"] == ["aios-operator"], "the local kubelet needs a command"
+    assert operator["command"] == ["aios-operator"]
     args = operator["args"]
     assert "--peering=aios" in args and "--priority=random" in args
     assert "--liveness-host=$(POD_IP)" in args, "each replica binds its own address"

@@ -85,7 +85,7 @@ def test_server_errors_are_classified(status: str, protocol, kind: type) -> None
 
 
 def test_authority_strips_scheme_and_path() -> None:
-    assert authority("http://127.42.0.3:8000/v2") == "127.42.0.3:8000"
+    assert authority("http://10.244.1.3:8000/v2") == "10.244.1.3:8000"
     assert authority("m.ns.svc:8001") == "m.ns.svc:8001"
 
 

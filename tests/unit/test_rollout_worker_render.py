@@ -31,7 +31,7 @@ def test_one_worker_per_namespace_on_its_task_queue_with_its_own_account() -> No
     assert env["AIOS_TEMPORAL_ADDRESS"] == "t:7233"
     assert pod["spec"]["serviceAccountName"] == WORKER
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": WORKER, "namespace": "city"}]
-    assert pod["metadata"]["labels"][PART_OF] == "aios", "the local kubelet runs it"
+    assert pod["metadata"]["labels"][PART_OF] == "aios"
 
 
 def test_the_worker_is_shared_so_no_object_owns_it() -> None:

@@ -67,7 +67,7 @@ class InferenceClient:
 
     ``url``: ``http://host:port`` or ``host:port``; the HTTP port for ``protocol="http"``,
     the gRPC port for ``"grpc"``. After a failure the connection is dropped, so the next
-    call resolves the Service again (the local site's pods move between addresses).
+    call resolves the Service again (its pods may have moved).
     """
 
     def __init__(self, url: str, protocol: Protocol_ = "grpc") -> None:

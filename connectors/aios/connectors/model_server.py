@@ -7,8 +7,8 @@ Open Inference Protocol, REST and gRPC, with KServe's own server. ``model.py`` m
 (``hack/models/model.py`` does): the same file Triton's Python backend runs, so one
 artefact serves on both runtimes.
 
-KServe binds ``0.0.0.0`` and ``[::]``; in the local site each pod has its own loopback
-address, so ``--host`` makes both servers bind that address instead.
+KServe binds ``0.0.0.0`` and ``[::]``; ``--host`` makes both servers bind one address
+instead (the pod's own, ``$(POD_IP)``, as Triton does; or loopback, when it runs on a host).
 """
 
 from __future__ import annotations

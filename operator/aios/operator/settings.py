@@ -61,8 +61,8 @@ class DataPlaneResources(ApiModel):
     containers; a model server's come from its ModelDeployment."""
 
     intent_runner: dict[str, Any] = Field(default_factory=lambda: _requests("100m", "256Mi", "1Gi"))
-    worker: dict[str, Any] = Field(default_factory=lambda: _requests("100m", "256Mi"))
-    edge_agent: dict[str, Any] = Field(default_factory=lambda: _requests("50m", "128Mi"))
+    worker: dict[str, Any] = Field(default_factory=lambda: _requests("100m", "256Mi", "512Mi"))
+    edge_agent: dict[str, Any] = Field(default_factory=lambda: _requests("50m", "128Mi", "256Mi"))
 
 
 class DataPlane(PodPlacement):

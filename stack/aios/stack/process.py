@@ -1,4 +1,4 @@
-"""Start, watch and stop one host process of the local site, with its log in a file."""
+"""Start, watch and stop one process of the local site, with its log in a file."""
 
 from __future__ import annotations
 
