@@ -52,9 +52,21 @@ spec:
 
 @pytest.fixture
 def web(kubectl, namespace, site) -> dict:
+    """The web pod, ready, and its Service programmed: kube-proxy has its endpoint (a
+    Service whose endpoint is not programmed yet refuses connections)."""
     image = site.images["aios"].pinned_reference
     kubectl("apply", "-n", namespace, "-f", "-", stdin=WEB.replace("IMAGE", image))
-    return wait_for(lambda: running_pod(kubectl, namespace, "app=web"), what="web ready")
+    pod = wait_for(lambda: running_pod(kubectl, namespace, "app=web"), what="web ready")
+    url = cluster_url(kubectl, f"http://web.{namespace}.svc:80/index.html")
+    wait_for(lambda: answers(url), what="the web Service answers")
+    return pod
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def test_the_node_is_a_ready_kubelet_of_the_pinned_version_on_containerd(kubectl) -> None:
