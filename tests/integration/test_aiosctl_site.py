@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,16 @@ def test_up_env_get_down(tmp_path: Path) -> None:
             timeout=60,
         )
         assert again.returncode != 0 and "already runs" in again.stderr
+
+        # A user edits the example, stops the site and starts it again: the edit stays.
+        steps = '{"spec": {"rollout": {"steps": [{"weight": 50, "pauseSeconds": 5}]}}}'
+        run(["kubectl", "patch", "md", "pm25-anomaly", "--type=merge", "-p", steps], env=env)
+        run([*AIOSCTL, "down", "--site-dir", str(site_dir)], timeout=180)
+        run([*AIOSCTL, "up", "--detach", "--site-dir", str(site_dir)])
+        node = NodeState.load(site_dir / "node" / "node.json") or node
+        env = {**os.environ, **exported(run([*AIOSCTL, "env", "--site-dir", str(site_dir)]))}
+        kept = json.loads(run(["kubectl", "get", "md", "pm25-anomaly", "-o", "json"], env=env))
+        assert kept["spec"]["rollout"]["steps"] == [{"weight": 50, "pauseSeconds": 5}]
     finally:
         run([*AIOSCTL, "down", "--site-dir", str(site_dir)], timeout=180)
     assert not processes_in(node.mount_namespace), "processes of the site left behind"
@@ -183,3 +194,27 @@ def test_up_env_get_down(tmp_path: Path) -> None:
     after = host_state()
     for key, value in before.items():
         assert after[key] == value, f"aiosctl down left the host's {key} changed"
+
+
+def test_up_detach_fails_at_once_when_its_supervisor_dies(tmp_path: Path) -> None:
+    """The supervisor dies while it starts the site: `up --detach` says so with the end of
+    its log, at once (not after its timeout), and the half-started node is gone."""
+    site_dir = tmp_path / "site"
+    command = subprocess.Popen(
+        [*AIOSCTL, "up", "--detach", "--site-dir", str(site_dir), "--timeout=900"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    node = wait_for(lambda: NodeState.load(site_dir / "node" / "node.json"), 120, 0.1)
+    supervisor = json.loads((site_dir / "site.json").read_text())["supervisor_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode != 0
+    assert "did not start" in stderr, stderr
+    wait_for(lambda: not processes_in(node.mount_namespace), 60, what="the node's processes gone")
+    wait_for(
+        lambda: not [p for p in cgroup_dirs(f"aios-site-{node.index}") if p.exists()],
+        60,
+        what="the node's cgroups gone",
+    )

@@ -1,5 +1,6 @@
 """Promotion waits for a human: ``aiosctl approve`` (as an approver the API server
-authenticated) promotes, ``aiosctl reject`` rolls back; who and when are recorded."""
+authenticated) promotes, ``aiosctl reject`` rolls back; who and when are recorded. The
+gate holds the traffic: the new version never serves all of it before the approval."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def gated(version: str) -> dict:
         storage_uri("pm25-anomaly", version),
         rollout={
             "strategy": "canary",
-            "steps": [{"weight": 50, "pauseSeconds": 1}],
+            "steps": [{"weight": 50, "pauseSeconds": 1}, {"weight": 100, "pauseSeconds": 0}],
             "analysis": {"minRequests": 20},
         },
         approval={"required": True, "approvers": ["user:alice", "group:air-quality-leads"]},
@@ -65,6 +66,8 @@ async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespac
     found = await awaiting_approval(kubectl, namespace)
     assert found["rollout"]["phase"] == "AwaitingApproval", found["rollout"]["message"]
     assert found["canaryWeight"] == 50 and found["activeVersion"] == STABLE
+    assert [s["weight"] for s in found["rollout"]["steps"]] == [0, 50], "held before 100 %"
+    assert "100% of traffic" not in steps_told(kubectl, namespace)
     approved = condition(found, "Approved")
     assert approved["status"] == "False" and approved["reason"] == "AwaitingApproval"
     assert f"aiosctl approve {TARGET} --version {NEXT}" in approved["message"]
@@ -91,6 +94,15 @@ async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespac
     assert approved["status"] == "True" and "approved by alice at " in approved["message"]
     described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
     assert "AwaitingApproval" in described and f"{NEXT} approved by alice" in described
+    assert "100% of traffic" not in steps_told(kubectl, namespace), "promoted, not stepped"
+
+
+def steps_told(kubectl, namespace: str) -> str:
+    """Every canary step the rollout announced, as Events."""
+    events = kubectl.json(
+        "get", "events", "-n", namespace, "--field-selector", "reason=CanaryStep"
+    )["items"]
+    return "\n".join(e["message"] for e in events)
 
 
 async def test_a_rejection_rolls_back(site, kubectl, operator, namespace):

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from aios.api import API_VERSION, KINDS, AutomationIntent, EdgeGateway, ModelDeployment, Policy
 from aios.api.base import Resource
+from aios.stack.platform import example_files
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "city-air-quality"
@@ -34,7 +35,7 @@ OVERSPENT = {"epsilon": 2, "sensitivity": 1, "budgetPerWindow": 1}
 
 
 def example_paths() -> list[Path]:
-    return sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "kustomization.yaml")
+    return example_files()
 
 
 def parse(manifest: dict[str, Any]) -> Resource[Any, Any]:
@@ -74,7 +75,8 @@ def test_every_example_parses_and_round_trips(path: Path) -> None:
 
 def test_the_kustomization_lists_every_example() -> None:
     kustomization = yaml.safe_load((EXAMPLES / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == [p.name for p in example_paths()]
+    files = sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == files
 
 
 def test_the_examples_cover_every_kind() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -97,24 +98,46 @@ def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> N
             site.start()
             if operator:  # aios as a city installs it: its chart, with the images built here
                 release.install(site)
-            if examples:
-                apply_examples(site)
+            if examples and apply_examples(site):
                 wait_accepted(site)
-        if examples:  # as the walkthrough does: `aiosctl status --wait`
-            api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
-            status.wait_ready(api_client, "default", timeout=600)
+        if examples:
+            _wait_for_the_city(site)
         site.mark_ready()
         _print_ready(site.state)
         if not operator:
             _print_chart_hint()
         if examples:
             print(site.kubectl(["get", "aios"]), flush=True)
-            print("\n".join(wait_serving(site)), flush=True)  # the example models answer
+            print("\n".join(wait_serving(site, timeout=0)), flush=True)
+            console.print(NEXT_STEPS)
         console.print("[dim]Ctrl-C stops the site.[/]")
         stop.wait()
     finally:
         with console.status("stopping the local site…"):
             site.stop()
+
+
+CITY_TIMEOUT = 600
+NEXT_STEPS = """[bold]Try next[/] (in another shell):
+  eval "$(.venv/bin/aiosctl env)"
+  kubectl logs deploy/pm25-alerting-runner -f        # a line per batch of decisions
+  kubectl logs deploy/city-alerts -f                 # the alerts they send
+  temporal workflow list --query "ExecutionStatus='Running'"   # actions awaiting approval
+  .venv/bin/aiosctl approve action/<workflow id> \\
+      --as alice --as-group street-cleaning-supervisors"""
+
+
+def _wait_for_the_city(site: Site) -> None:
+    """As the walkthrough does (``aiosctl status --wait``); what is not Ready in time is
+    shown with why (``aiosctl explain``), and the site stays up for a look."""
+    api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
+    rows = status.wait_ready(api_client, "default", CITY_TIMEOUT)
+    late = [r for r in rows if r.rank < 3]
+    if late:
+        console.print(f"[yellow]not Ready after {CITY_TIMEOUT}s:[/]")
+        console.print(status.table(late, datetime.now(UTC)))
+        for row in late:
+            console.print(f"  aiosctl explain {row.kind.lower()}/{row.name} -n default")
 
 
 def _print_ready(state: SiteState) -> None:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from aios.stack.components import REPO_ROOT
 from aios.stack.models import mirror_environment
 from aios.stack.site import Site
@@ -25,6 +27,7 @@ def site_environment(site: Site) -> dict[str, str]:
         "KUBECONFIG": e.kubeconfig,
         "AIOS_KAFKA_BOOTSTRAP": e.kafka_bootstrap,
         "AIOS_TEMPORAL_ADDRESS": e.temporal_address,
+        "TEMPORAL_ADDRESS": e.temporal_address,  # the Temporal CLI's own
         "AIOS_OPA_URL": e.opa_url,
         "AIOS_TRITON_URL": e.triton_http,
         "AIOS_TRITON_GRPC": e.triton_grpc,
@@ -34,8 +37,16 @@ def site_environment(site: Site) -> dict[str, str]:
     }
 
 
-def apply_examples(site: Site, namespace: str = "default") -> str:
-    return site.kubectl(["apply", "-n", namespace, "--server-side", "-k", str(LOCAL_SITE)])
+def apply_examples(site: Site, namespace: str = "default") -> bool:
+    """Apply the example city on the site's first start only, and say whether it did: on a
+    restart the objects are the user's, and applying again would take back the fields a
+    ``kubectl patch`` or ``edit`` changed (or fail on the conflict)."""
+    applied = site.directory / "examples.applied"
+    if applied.exists():
+        return False
+    site.kubectl(["apply", "-n", namespace, "--server-side", "-k", str(LOCAL_SITE)])
+    applied.touch()
+    return True
 
 
 def wait_accepted(
@@ -61,4 +72,10 @@ def wait_accepted(
 
 
 def example_files() -> list[Path]:
-    return sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "kustomization.yaml")
+    """The example's aios objects, one per file (not its RBAC or kustomization)."""
+
+    def aios_only(path: Path) -> bool:
+        documents = list(yaml.safe_load_all(path.read_text()))
+        return len(documents) == 1 and documents[0]["apiVersion"].startswith("aios.dev/")
+
+    return sorted(p for p in EXAMPLES.glob("*.yaml") if aios_only(p))

@@ -10,7 +10,8 @@ refused) and forwards approvals and aborts as signals; everything else happens h
   wait for a human to promote it (a shadow never changes what the stable serves);
 * direct: nothing in between;
 * with ``approval.required``, wait for ``aiosctl approve`` (or a rejection, which rolls
-  back); then promote.
+  back); then promote. The gate comes before all the traffic does: a canary holds at its
+  last step below 100 % until a human approves.
 
 Each change is published to ``status.rollout`` (the operator serves what it says) and as
 a Kubernetes Event, by activities. The workflow's own state — step, weight, reports — is
@@ -31,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
     from aios.workflows.analysis import Gates
 
 WORKFLOW_NAME = "ModelRollout"
+GATE_BEFORE_FULL_TRAFFIC = "approval-gate-before-full-traffic"
+"""Rollouts started before this change may have moved all traffic before approving."""
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
@@ -140,6 +143,12 @@ class ModelRollout:
             )
         if rollout.strategy == "canary":
             for number, step in enumerate(rollout.steps, start=1):
+                if (
+                    rollout.approval_required
+                    and step.weight >= 100
+                    and workflow.patched(GATE_BEFORE_FULL_TRAFFIC)
+                ):
+                    break  # all of the traffic waits for the approval
                 count = len(rollout.steps)
                 shift = f"step {number}/{count}: {step.weight}% of traffic to {rollout.version}"
                 await self._step(number, step.weight, Event("CanaryStep", shift))
@@ -162,7 +171,10 @@ class ModelRollout:
         # A shadow never takes traffic by itself: a human promotes it on its report.
         if rollout.approval_required or rollout.strategy == "shadow":
             self.phase = "AwaitingApproval"
-            self.message = f"{rollout.version} passed its gates and waits for approval"
+            self.message = (
+                f"{rollout.version} passed its gates and waits for approval"
+                f" ({self.weight}% of traffic until then)"
+            )
             await self._publish(
                 Event(
                     "AwaitingApproval",
