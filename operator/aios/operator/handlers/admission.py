@@ -34,10 +34,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, ModelDeployment, Resource
 from aios.connectors import opa
 from aios.connectors.audit import AuditUnavailable
+from aios.connectors.kube import api_client
 from aios.operator.audit import record
 from aios.operator.certificates import KeyPair, WebhookCertificates, load_ca
 from aios.operator.handlers.policy import opa_url
@@ -174,10 +177,40 @@ async def configure_webhook(
         directory, SETTINGS.hosts(), SETTINGS.cert_seconds, ca=SETTINGS.shared_ca()
     )
     certificates.ensure(datetime.datetime.now(datetime.UTC))
+    await configurations_exist(logger)
     server = OperatorWebhookServer(SETTINGS, certificates)
     settings.admission.server = server
     settings.admission.managed = CONFIGURATION_NAME
     memo.webhook_rotation = asyncio.create_task(_rotate_forever(server, logger))
+
+
+async def configurations_exist(logger: kopf.Logger, interval: float = 0.5) -> None:
+    """Wait until the chart's webhook configurations exist, before kopf manages them.
+
+    Helm creates webhook configurations after Deployments; kopf creates its own when they
+    are missing. A replica that started first would create them, and Helm's install would
+    then fail on "already exists". So the chart creates them and the operator only fills
+    them in."""
+    admission = client.AdmissionregistrationV1Api(api_client())
+    reads = (
+        admission.read_validating_webhook_configuration,
+        admission.read_mutating_webhook_configuration,
+    )
+    told = False
+    while True:
+        try:
+            for read in reads:
+                await asyncio.to_thread(read, CONFIGURATION_NAME)
+            return
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        if not told:
+            logger.info(
+                f"waiting for the webhook configurations {CONFIGURATION_NAME} (the chart's)"
+            )
+            told = True
+        await asyncio.sleep(interval)
 
 
 @kopf.on.cleanup()
