@@ -1,22 +1,29 @@
-"""Operator benchmark: reconciling many objects beside the API server's own limit, as ratios.
+"""Operator benchmark: reconciling a city's objects beside the API server's own limit, as
+ratios, at 1,000 and 10,000 objects; then the operator's memory, and a restart.
 
 DESIGN.md asks for 10,000 objects per operator with the API server as the bottleneck, so
 the peer is the least any operator must do per object against the same API server:
 
-* the limit — a bare client creates N EdgeGateways, then writes each one's status
-  (``observedGeneration``) with the same concurrency: create + one status write per object;
-* aios — the same N EdgeGateways created with the same concurrency while the operator
-  runs (one pod installed by the chart, as ``make run`` runs it, watching the benchmark's
-  namespace) with its admission webhook: each create is
-  checked against the Policies in OPA, and each reconcile publishes the gateway's config
-  record to Kafka, audits it and writes the status. Time runs from the first create until
-  every object reports ``observedGeneration == generation``; a watch records each one's
-  create → reconciled latency (p50 / p99).
+* the limit: a bare client creates the N objects, then writes each one's status
+  (``observedGeneration``) with the same concurrency: create + one status write each;
+* aios: the same N objects created with the same concurrency while the operator runs (one
+  pod installed by the chart, as ``make run`` runs it) with its admission webhook. Each
+  create is checked against the Policies in OPA; each gateway's reconcile publishes its
+  config record to Kafka and audits it, each paused intent's creates its three topics and
+  applies its runner and the namespace's worker, each dryrun Policy's loads it into OPA.
+  Time runs from the first create until every object reports
+  ``observedGeneration == generation``; a watch records each one's create → reconciled
+  latency (p50 / p99).
 
-EdgeGateways are what a city has in the thousands (one per lamp post). The local site
-(Kubernetes, Kafka, Temporal, OPA) is started here.
+The mix is a city's: EdgeGateways (one per lamp post) and, per ten of them, a paused
+AutomationIntent and a Policy in dryrun. After the largest N:
 
-    .venv/bin/python bench/operator/run.py [--objects 500] [--concurrency 16]
+* memory: the operator's resident set with every object in its stores;
+* restart: the operator's Deployment is restarted; time until the new pod leads, holds
+  every object and has nothing to do, and until its first periodic pass over all of
+  them, and how many writes it made (the API server's audit log: ``cluster.AUDIT_LOG``).
+
+    .venv/bin/python bench/operator/run.py [--objects 1000 10000] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import statistics
 import tempfile
 import threading
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,26 +45,65 @@ from typing import Any
 import yaml
 from kubernetes import client, config, watch
 
-from aios.api import GROUP, VERSION
+from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, Policy
 from aios.stack import release
+from aios.stack.cluster import AUDIT_LOG
 from aios.stack.site import Site
 
-PLURAL = "edgegateways"
 OPERATOR = release.OPERATOR_SELECTOR + release.RELEASE
-EXAMPLE = Path(__file__).parents[2] / "examples" / "city-air-quality" / "district-7.yaml"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "city-air-quality"
 SINK = "bench.gateways.readings"
+PLURALS = {m.crd.kind: m.crd.plural for m in (EdgeGateway, AutomationIntent, Policy)}
+POD_NAME = "authentication.kubernetes.io/pod-name"
+OPERATOR_VALUES = {
+    "replicas": 1,
+    # Measured, not capped: the operator's limit is raised so a high reading shows as such.
+    "resources": {"limits": {"memory": "2Gi"}},
+}
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((EXAMPLES / name).read_text()))
 
 
 def gateway(name: str) -> dict[str, Any]:
     """The example's gateway under another name, without a simulated agent."""
-    body = yaml.safe_load(EXAMPLE.read_text())
+    body = example("district-7.yaml")
     body["metadata"] = {"name": name, "labels": body["metadata"]["labels"]}
     body["spec"]["sink"]["kafkaTopic"] = SINK
-    return dict(body)
+    return body
 
 
-def create_namespace(core: client.CoreV1Api, name: str) -> None:
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+def intent(name: str) -> dict[str, Any]:
+    """The example's intent, paused (its runner scaled to zero), one partition per topic."""
+    body = example("pm25-alerting.yaml")
+    body["metadata"] = {"name": name}
+    body["spec"]["mode"] = "paused"
+    body["spec"]["topics"]["partitions"] = 1
+    return body
+
+
+def policy(name: str) -> dict[str, Any]:
+    """The example's Policy in dryrun, checking actions only (nothing to audit)."""
+    body = example("actuation-needs-approval.yaml")
+    body["metadata"] = {"name": name}
+    body["spec"]["enforcement"] = "dryrun"
+    body["spec"]["scope"]["kinds"] = ["Action"]
+    return body
+
+
+def city(count: int) -> list[dict[str, Any]]:
+    """``count`` objects: per ten, eight gateways, a paused intent and a dryrun Policy."""
+    objects = []
+    for i in range(count):
+        match i % 10:
+            case 8:
+                objects.append(intent(f"intent-{i:05d}"))
+            case 9:
+                objects.append(policy(f"policy-{i:05d}"))
+            case _:
+                objects.append(gateway(f"gw-{i:05d}"))
+    return objects
 
 
 def in_parallel(work: Callable[[int], Any], count: int, concurrency: int) -> float:
@@ -67,69 +115,79 @@ def in_parallel(work: Callable[[int], Any], count: int, concurrency: int) -> flo
 
 
 class Reconciled:
-    """Watches a namespace and records when each object first reports its generation."""
+    """Watches a namespace's kinds; records when each object first reports its generation."""
 
     def __init__(self, api: client.CustomObjectsApi, namespace: str, expected: int) -> None:
         self.api, self.namespace, self.expected = api, namespace, expected
         self.seen: dict[str, float] = {}
         self.done = threading.Event()
-        self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._watches = [watch.Watch() for _ in PLURALS]
+        self._ready = threading.Barrier(len(PLURALS) + 1)
+        for plural, stream in zip(PLURALS.values(), self._watches, strict=True):
+            threading.Thread(target=self._run, args=(plural, stream), daemon=True).start()
+        self._ready.wait(60)
 
-    def _run(self) -> None:
-        stream = self._watch.stream(
+    def _run(self, plural: str, stream: watch.Watch) -> None:
+        listed: Any = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        self._ready.wait(60)
+        for event in stream.stream(
             self.api.list_namespaced_custom_object,
             GROUP,
             VERSION,
             self.namespace,
-            PLURAL,
+            plural,
+            resource_version=listed["metadata"]["resourceVersion"],
             timeout_seconds=3600,
-        )
-        for event in stream:
+        ):
             obj = event["object"]
             meta, status = obj["metadata"], obj.get("status") or {}
             if status.get("observedGeneration") == meta["generation"]:
-                self.seen.setdefault(meta["name"], time.perf_counter())
-                if len(self.seen) >= self.expected:
-                    self.done.set()
-                    self._watch.stop()
-                    return
+                with self._lock:
+                    self.seen.setdefault(f"{obj['kind']}/{meta['name']}", time.perf_counter())
+                    if len(self.seen) >= self.expected:
+                        self.done.set()
+            if self.done.is_set():
+                stream.stop()
 
     def wait(self, timeout: float) -> None:
         if not self.done.wait(timeout):
-            raise TimeoutError(f"{len(self.seen)}/{self.expected} reconciled in {timeout}s")
+            missing = Counter(k.split("/")[0] for k in self.seen)
+            raise TimeoutError(f"{len(self.seen)}/{self.expected} reconciled ({missing})")
+
+
+def key(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def create_all(
-    api: client.CustomObjectsApi, namespace: str, names: list[str], concurrency: int
+    api: client.CustomObjectsApi, namespace: str, objects: list[dict[str, Any]], concurrency: int
 ) -> tuple[float, dict[str, float]]:
-    """Seconds to create a gateway per name, and when each create returned."""
+    """Seconds to create every object, and when each create returned."""
     created: dict[str, float] = {}
 
     def create(i: int) -> None:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, gateway(names[i]))
-        created[names[i]] = time.perf_counter()
+        obj = objects[i]
+        plural = PLURALS[obj["kind"]]
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, obj)
+        created[key(obj)] = time.perf_counter()
 
-    return in_parallel(create, len(names), concurrency), created
-
-
-def gateway_names(count: int) -> list[str]:
-    return [f"gw-{i:05d}" for i in range(count)]
+    return in_parallel(create, len(objects), concurrency), created
 
 
 def peer(api: client.CustomObjectsApi, namespace: str, count: int, concurrency: int) -> float:
     """Create, then write each object's status as an operator would at the least."""
-    names = gateway_names(count)
+    objects = city(count)
     start = time.perf_counter()
 
     def observe(i: int) -> None:
+        obj = objects[i]
         patch = {"status": {"observedGeneration": 1}}
         api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, names[i], patch
+            GROUP, VERSION, namespace, PLURALS[obj["kind"]], obj["metadata"]["name"], patch
         )
 
-    creating, _ = create_all(api, namespace, names, concurrency)
+    creating, _ = create_all(api, namespace, objects, concurrency)
     in_parallel(observe, count, concurrency)
     total = time.perf_counter() - start
     print(f"  bare client: {count} creates in {creating:.1f}s, all observed after {total:.1f}s")
@@ -140,26 +198,29 @@ def aios(
     api: client.CustomObjectsApi, namespace: str, count: int, concurrency: int, timeout: float
 ) -> tuple[float, list[float]]:
     """Create while the operator runs; time until every object is reconciled."""
-    names = gateway_names(count)
+    objects = city(count)
     reconciled = Reconciled(api, namespace, count)
-    time.sleep(1)  # the watch is established before the first create
     start = time.perf_counter()
-    creating, created = create_all(api, namespace, names, concurrency)
+    creating, created = create_all(api, namespace, objects, concurrency)
     reconciled.wait(timeout)
     total = max(reconciled.seen.values()) - start
-    latencies = [reconciled.seen[n] - created[n] for n in names]
+    latencies = [reconciled.seen[key(o)] - created[key(o)] for o in objects]
     print(f"  aios: {count} creates (through admission) in {creating:.1f}s, "
           f"all reconciled after {total:.1f}s")  # fmt: skip
     return total, latencies
 
 
-def operator_cgroup(site: Site) -> Path:
-    """The operator container's CPU accounting, found from its pod's container id."""
+def operator_pod(site: Site) -> dict[str, Any]:
     pods = json.loads(
         site.kubectl(["get", "pods", "-n", release.NAMESPACE, "-l", OPERATOR, "-o", "json"])
     )["items"]
-    (container,) = pods[0]["status"]["containerStatuses"]
-    found = Path("/sys/fs/cgroup/cpuacct") / site.node.network.cgroup
+    return next(p for p in pods if not p["metadata"].get("deletionTimestamp"))
+
+
+def container_cgroup(site: Site, controller: str, pod: dict[str, Any]) -> Path:
+    """The operator container's cgroup directory under ``controller``."""
+    (container,) = pod["status"]["containerStatuses"]
+    found = Path("/sys/fs/cgroup") / controller / site.node.network.cgroup
     return next(found.rglob(container["containerID"].split("://", 1)[1]))
 
 
@@ -168,15 +229,84 @@ def cpu_seconds(cgroup: Path) -> float:
     return int((cgroup / "cpuacct.usage").read_text()) / 1e9
 
 
+def resident_mb(site: Site, pod: dict[str, Any]) -> float:
+    """The resident set of the operator container's processes (VmRSS), in MB."""
+    procs = container_cgroup(site, "pids", pod) / "cgroup.procs"
+    total_kb = 0
+    for pid in procs.read_text().split():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def operator_metrics(pod: dict[str, Any]) -> dict[str, float]:
+    url = f"http://{pod['status']['podIP']}:9090/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("aios_operator_")
+    }
+
+
+def by_kind(found: dict[str, float], metric: str, kind: str, default: float) -> float:
+    return found.get(f'aios_operator_{metric}{{kind="{kind}"}}', default)
+
+
+def restart(site: Site, expected: Counter[str], namespaces: list[str]) -> None:
+    """Restart the operator; report when the new pod is current, and what it wrote."""
+    before = operator_pod(site)["metadata"]["name"]
+    start = time.perf_counter()
+    site.kubectl(["rollout", "restart", "deployment", release.RELEASE, "-n", release.NAMESPACE])
+    current = passed = None
+    pod: dict[str, Any] = {}
+    while passed is None:
+        time.sleep(0.2)
+        lease = json.loads(
+            site.kubectl(["get", "lease", release.RELEASE, "-n", release.NAMESPACE, "-o", "json"])
+        )
+        holder = (lease.get("spec") or {}).get("holderIdentity")
+        if holder in (None, before):
+            continue
+        pod = operator_pod(site)
+        if pod["metadata"]["name"] != holder or not pod["status"].get("podIP"):
+            continue
+        try:
+            found = operator_metrics(pod)
+        except OSError:
+            continue
+        holds = all(by_kind(found, "objects", k, 0) >= expected[k] for k in expected)
+        idle = all(by_kind(found, "queue_depth", k, 1) == 0 for k in expected)
+        if current is None and holds and idle:
+            current = time.perf_counter() - start
+        ticked = all(by_kind(found, "ticks_total", k, 0) >= 1 for k in expected)
+        if current is not None and ticked and idle:
+            passed = time.perf_counter() - start
+    name = pod["metadata"]["name"]
+    writes: Counter[str] = Counter()
+    for line in (site.logs / AUDIT_LOG).read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        by_new = (event["user"].get("extra") or {}).get(POD_NAME) == [name]
+        if by_new and ref.get("namespace") in namespaces:
+            writes[f"{event['verb']} {ref.get('resource')}"] += 1
+    total = sum(expected.values())
+    print(f"  restart: the new pod leads, holds all {total} objects and has nothing to do "
+          f"{current:.1f}s after the restart; its first pass over them all done at "
+          f"{passed:.1f}s; writes to them: {sum(writes.values())} {dict(writes)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=500)
+    parser.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="aios-bench-operator-"))
     site = Site(directory)
@@ -187,28 +317,33 @@ def main() -> None:
         api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
         api_client.configuration.connection_pool_maxsize = args.concurrency
         api, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
-        for namespace in ("bench-peer", "bench-aios"):
-            create_namespace(core, namespace)
-        print(f"{args.objects} EdgeGateways, {args.concurrency} concurrent clients")
-        limit = peer(api, "bench-peer", args.objects, args.concurrency)
-        release.install(site, {"operator": {"replicas": 1, "watchNamespaces": ["bench-aios"]}})
-        operator = operator_cgroup(site)
-        before = cpu_seconds(operator)
-        ours, latencies = aios(api, "bench-aios", args.objects, args.concurrency, args.timeout)
-        cpu = cpu_seconds(operator) - before
-        print(
-            f"  operator CPU: {cpu:.1f}s, {cpu / args.objects * 1000:.0f} ms per object "
-            f"(admission + reconcile), {os.cpu_count()} cores on the machine"
-        )
-        print(
-            f"  reconcile latency (create returned → status observed): "
-            f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-            f"p99 {percentile(latencies, 99) * 1000:.0f} ms"
-        )
-        print(
-            f"objects/s: aios {args.objects / ours:.1f}, bare client {args.objects / limit:.1f} "
-            f"-> ratio (aios / limit, throughput): {limit / ours:.2f}x"
-        )
+        namespaces = {n: (f"bench-peer-{n}", f"bench-aios-{n}") for n in args.objects}
+        for pair in namespaces.values():
+            for namespace in pair:
+                core.create_namespace(client.V1Namespace(metadata={"name": namespace}))
+        watched = [aios_namespace for _, aios_namespace in namespaces.values()]
+        release.install(site, {"operator": {**OPERATOR_VALUES, "watchNamespaces": watched}})
+        print(f"{args.concurrency} concurrent clients; per 10 objects: 8 EdgeGateways, "
+              "1 paused AutomationIntent, 1 Policy in dryrun")  # fmt: skip
+        for count in args.objects:
+            peer_namespace, aios_namespace = namespaces[count]
+            print(f"{count} objects")
+            limit = peer(api, peer_namespace, count, args.concurrency)
+            cpu = container_cgroup(site, "cpuacct", operator_pod(site))
+            before = cpu_seconds(cpu)
+            ours, latencies = aios(api, aios_namespace, count, args.concurrency, args.timeout)
+            used = cpu_seconds(cpu) - before
+            print(f"  operator CPU: {used:.1f}s, {used / count * 1000:.1f} ms per object "
+                  f"(admission + reconcile), {os.cpu_count()} cores on the machine")  # fmt: skip
+            print(f"  create → reconciled: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+                  f"p99 {percentile(latencies, 99) * 1000:.0f} ms")  # fmt: skip
+            print(f"  objects/s: aios {count / ours:.1f}, bare client {count / limit:.1f} "
+                  f"-> ratio (aios / limit, throughput): {limit / ours:.2f}x")  # fmt: skip
+        held = sum(args.objects)
+        print(f"memory: operator resident set with {held} objects in its stores: "
+              f"{resident_mb(site, operator_pod(site)):.0f} MB")  # fmt: skip
+        expected = Counter(o["kind"] for n in args.objects for o in city(n))
+        restart(site, expected, watched)
     finally:
         site.stop()
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from aios.operator.certificates import WebhookCertificates
-from aios.operator.handlers.admission import OperatorWebhookServer, WebhookSettings
+from aios.operator.handlers.admission import OperatorWebhookServer
+from aios.operator.settings import WebhookSettings
 from aios.stack.process import free_port
 
 

@@ -1,20 +1,18 @@
-"""Server-side apply of children: idempotent, owned, pruned."""
+"""Server-side apply of children: idempotent, owned, pruned (a LIST only when needed)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import yaml
+from kubernetes import config
 
-from aios.operator import apply
 from aios.operator.reconcile.children import OWNER_UID, owned
+from aios.operator.runtime.children import Children
 
 
-def test_children_are_applied_idempotently_and_pruned(
-    kubectl, crds, namespace, site_env, monkeypatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", site_env["KUBECONFIG"])
-    apply.dynamic_client.cache_clear()
+def test_children_are_applied_idempotently_and_pruned(kubectl, crds, namespace, site_env) -> None:
+    children = Children(config.new_client_from_config(config_file=site_env["KUBECONFIG"]))
     owner_manifest = {
         "apiVersion": "aios.dev/v1alpha1",
         "kind": "Policy",
@@ -35,18 +33,22 @@ def test_children_are_applied_idempotently_and_pruned(
             owner,
         )
 
-    first = asyncio.run(apply.apply([config_map("a", "1"), config_map("b", "1")]))
-    again = asyncio.run(apply.apply([config_map("a", "1")]))
+    first = asyncio.run(children.apply([config_map("a", "1"), config_map("b", "1")]))
+    again = asyncio.run(children.apply([config_map("a", "1")]))
     assert again[0]["metadata"]["resourceVersion"] == first[0]["metadata"]["resourceVersion"]
     stored = kubectl.json("get", "configmap", "a", "-n", namespace)
     assert stored["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
     assert stored["metadata"]["labels"][OWNER_UID] == owner["metadata"]["uid"]
 
-    deleted = asyncio.run(
-        apply.prune(
-            namespace, owner["metadata"]["uid"], [("v1", "ConfigMap")], [config_map("a", "1")]
-        )
-    )
-    assert deleted == ["ConfigMap/b"]
+    uid, kinds = owner["metadata"]["uid"], [("v1", "ConfigMap")]
+    deleted = asyncio.run(children.prune(namespace, uid, kinds, [config_map("a", "1")]))
+    assert deleted == ["ConfigMap/b"], "the first prune of an owner looks (a LIST)"
     assert kubectl.run("get", "configmap", "b", "-n", namespace).returncode != 0
-    assert asyncio.run(apply.get("v1", "ConfigMap", "b", namespace)) is None
+    assert asyncio.run(children.get("v1", "ConfigMap", "b", namespace)) is None
+
+    stray = config_map("c", "1")  # rendered by no one this process knows of
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(stray))
+    assert asyncio.run(children.prune(namespace, uid, kinds, [config_map("a", "1")])) == [], (
+        "nothing it applied was dropped: no LIST, so the stray stays"
+    )
+    assert asyncio.run(children.prune(namespace, uid, kinds, [])) == ["ConfigMap/a", "ConfigMap/c"]

@@ -38,8 +38,6 @@ CRDS = [
     "edgegateways.aios.dev",
     "modeldeployments.aios.dev",
     "policies.aios.dev",
-    "clusterkopfpeerings.kopf.dev",
-    "kopfpeerings.kopf.dev",
 ]
 
 
@@ -65,6 +63,11 @@ class ChartSite(Kubectl):
 
     def log(self, pod: str) -> str:
         return self("logs", "-n", NAMESPACE, pod, "-c", "operator")
+
+    def leader(self, lease: str = RELEASE) -> str | None:
+        """The replica holding the release's Lease."""
+        found = self.json("get", "lease", lease, "-n", NAMESPACE)
+        return (found.get("spec") or {}).get("holderIdentity")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +135,7 @@ print(json.load(urllib.request.urlopen(request, context=context))["status"]["use
 """
 
 
-def test_install_runs_two_peered_replicas_of_which_one_acts(chart_site: ChartSite) -> None:
+def test_install_runs_two_replicas_of_which_the_lease_holder_acts(chart_site: ChartSite) -> None:
     chart_site.helm(
         "install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(chart_site.values),
         "--create-namespace", "--wait", "--timeout=180s",
@@ -150,29 +153,13 @@ def test_install_runs_two_peered_replicas_of_which_one_acts(chart_site: ChartSit
             "the operator calls the API server as the chart's ServiceAccount"
         )
 
-    def peers() -> dict[str, Any]:
-        peering = chart_site.json("get", "clusterkopfpeering", RELEASE)
-        return {k: v for k, v in (peering.get("status") or {}).items() if v}
-
-    found = wait_for(lambda: len(peers()) == 2 and peers())
-    assert set(found) == set(processes), "kopf identities are the pod names (POD_ID)"
-    priorities = {p["priority"] for p in found.values()}
-    assert len(priorities) == 2, "random priorities: replicas never tie (a tie pauses both)"
-
-    def active() -> list[str]:
-        """Replicas whose last peering decision was to act: kopf starts a peered replica
-        paused and logs each change, so one that never resumed is still waiting."""
-        acting = []
-        for name in processes:
-            text = chart_site.log(name)
-            resumed = text.rfind("Resuming operations")
-            if resumed >= 0 and resumed > text.rfind("Pausing operations"):
-                acting.append(name)
-        return acting
-
-    highest = max(found, key=lambda n: found[n]["priority"])
-    wait_for(lambda: highest in active())
-    assert active() == [highest], "the other replica waits (it acts once this one is gone)"
+    leader = wait_for(lambda: chart_site.leader(), what="a replica to take the Lease")
+    assert leader in processes, "the Lease names the leading pod"
+    lease = chart_site.json("get", "lease", RELEASE, "-n", NAMESPACE)
+    assert lease["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE, "the chart's"
+    standby = next(name for name in processes if name != leader)
+    assert "acquired lease" in chart_site.log(leader)
+    assert "acquired lease" not in chart_site.log(standby), "the other replica stands by"
 
 
 def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
@@ -204,9 +191,8 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     assert sorted(v > 0 for v in counts.values()) == [False, True], (
         f"exactly one replica reconciles: {counts}"
     )
-    peering = chart_site.json("get", "clusterkopfpeering", RELEASE)["status"]
     acting = max(counts, key=lambda n: counts[n])
-    assert acting == max(peering, key=lambda n: (peering[n] or {}).get("priority", -1))
+    assert acting == chart_site.leader(), "the one that reconciles holds the Lease"
 
     assert_kafka_settings_by_reference(chart_site)
 
@@ -336,8 +322,8 @@ def test_uninstall_keeps_the_crds_and_leaves_no_orphans(chart_site: ChartSite) -
     selector = f"app.kubernetes.io/instance={RELEASE}"
     for kinds, scope in [
         ("deployments,replicasets,services,serviceaccounts,secrets,configmaps", "-n"),
-        ("networkpolicies,poddisruptionbudgets,roles,rolebindings", "-n"),
-        ("clusterroles,clusterrolebindings,clusterkopfpeerings", ""),
+        ("networkpolicies,poddisruptionbudgets,roles,rolebindings,leases", "-n"),
+        ("clusterroles,clusterrolebindings", ""),
         ("validatingwebhookconfigurations,mutatingwebhookconfigurations", ""),
     ]:
         args = ["get", kinds, "-l", selector, "-o", "name"]
@@ -360,7 +346,7 @@ def test_a_release_for_one_namespace_reconciles_it_with_bindings_there_only(
     chart_site: ChartSite,
 ) -> None:
     """A shard: the operator watches City B only, its work role bound there by a RoleBinding,
-    its replicas meeting in a KopfPeering in that namespace."""
+    its replicas electing their leader with the shard's own Lease."""
     chart_site.helm(
         "install", "shard", str(CHART), "-n", NAMESPACE, "-f", str(chart_site.values),
         "--set", f"operator.watchNamespaces={{{CITY}}}", "--set", "webhook.enabled=false",
@@ -382,9 +368,8 @@ def test_a_release_for_one_namespace_reconciles_it_with_bindings_there_only(
             return status.get("observedGeneration") == policy["metadata"]["generation"]
 
         wait_for(reconciled, timeout=120, what="the shard's operator to reconcile the change")
-        peering = chart_site.json("get", "kopfpeering", "shard-aios", "-n", CITY)
-        assert len([p for p in (peering.get("status") or {}).values() if p]) == 2
         pods = chart_site.operators("shard")
+        assert chart_site.leader("shard-aios") in pods
         assert pods and all(
             f"--namespace={CITY}" in p["spec"]["containers"][0]["args"] for p in pods.values()
         )

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from cryptography import x509
 
+from aios.api import KINDS
 from aios.operator.certificates import WebhookCertificates, load_ca
 from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
 from aios.operator.reconcile import automation_intent, model_deployment, worker
@@ -88,13 +89,14 @@ def test_helm_lint_is_clean_in_strict_mode() -> None:
 def test_the_default_render_has_every_piece_of_a_site(default: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in default)
     for kind in [
-        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
         "MutatingWebhookConfiguration",
         "NetworkPolicy",
         "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "Secret",
         "Service",
         "ServiceAccount",
@@ -107,7 +109,7 @@ def test_the_default_render_has_every_piece_of_a_site(default: list[dict[str, An
         assert labels["app.kubernetes.io/instance"] == "aios" and labels["aios.dev/site"]
 
 
-def test_the_operator_runs_two_peered_replicas_with_explicit_commands(
+def test_the_operator_runs_two_replicas_electing_a_leader_with_explicit_commands(
     default: list[dict[str, Any]],
 ) -> None:
     deployment = find(default, "Deployment")
@@ -117,13 +119,23 @@ def test_the_operator_runs_two_peered_replicas_with_explicit_commands(
     operator = container(default)
     assert operator["command"] == ["aios-operator"]
     args = operator["args"]
-    assert "--peering=aios" in args and "--priority=random" in args
+    assert "--lease=aios" in args
     assert "--liveness-host=$(POD_IP)" in args, "each replica binds its own address"
-    assert find(default, "ClusterKopfPeering")["metadata"]["name"] == "aios"
+    role = next(d for d in default if d["kind"] == "Role" and "leader" in d["metadata"]["name"])
+    assert role["metadata"]["namespace"] == NAMESPACE, "the Lease lives with the release"
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["aios"],
+            "verbs": ["get", "update"],
+        }
+    ], "a replica renews this release's Lease and no other"
     names = [e["name"] for e in operator["env"]]
     assert names.index("POD_IP") < names.index("AIOS_WEBHOOK_ADDR"), "$(POD_IP) defined first"
     variables = env(default)
-    assert variables["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert variables["AIOS_WEBHOOK_SERVICE"] == f"{NAMESPACE}/aios"
     assert variables["AIOS_WEBHOOK_CERT_SECONDS"] == "2592000", "an integer, not 2.592e+06"
     pdb = find(default, "PodDisruptionBudget")
@@ -259,14 +271,15 @@ def runner_inputs() -> tuple[Any, ...]:
 
 def test_watching_listed_namespaces_binds_the_work_role_only_there() -> None:
     docs = manifests(render("operator.watchNamespaces={city-a,city-b}"))
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["city-a", "city-b"]
     assert {b["roleRef"]["name"] for b in bindings} == {"aios"}
     cluster_bindings = [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert cluster_bindings == ["aios-cluster"], "cluster-wide only what exists cluster-wide"
-    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["city-a", "city-b"]
-    assert "ClusterKopfPeering" not in [d["kind"] for d in docs]
+    leases = [d for d in docs if d["kind"] == "Role" and "leader" in d["metadata"]["name"]]
+    assert [r["metadata"]["namespace"] for r in leases] == [NAMESPACE], "one Lease per release"
     args = container(docs)["args"]
     assert "--namespace=city-a" in args and "--namespace=city-b" in args
 
@@ -448,9 +461,10 @@ def test_dashboards_plot_metrics_the_code_exposes() -> None:
                     )
 
 
-def test_the_chart_ships_kopfs_peering_crds_next_to_the_generated_ones() -> None:
+def test_the_chart_ships_exactly_the_generated_crds() -> None:
     names = set()
     for path in (CHART / "crds").glob("*.yaml"):
         names |= {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
-    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= names
-    assert {"modeldeployments.aios.dev", "policies.aios.dev"} <= names
+    assert names == {f"{model.crd.plural}.aios.dev" for model in KINDS}, (
+        "no kopf peering CRDs: replicas elect their leader with a Lease"
+    )

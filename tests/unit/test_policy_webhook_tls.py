@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 
 from aios.operator.certificates import WebhookCertificates, due, issue_ca
-from aios.operator.handlers.admission import WebhookSettings
+from aios.operator.settings import WebhookSettings
 
 T0 = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 DAY = 86400

@@ -7,11 +7,16 @@ import os
 from kubernetes import client, config
 
 
-def api_client() -> client.ApiClient:
-    """``KUBECONFIG`` when set (a developer, the local site), else in-cluster credentials."""
+def api_client(connections: int | None = None) -> client.ApiClient:
+    """``KUBECONFIG`` when set (a developer, the local site), else in-cluster credentials.
+    ``connections``: how many requests may be in flight at once (the client's default is
+    a few; a controller running many reconciles at once needs as many as its threads)."""
+    configuration = client.Configuration()
     kubeconfig = os.environ.get("KUBECONFIG")
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     return client.ApiClient(configuration)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import random
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
+from kubernetes import client
 
+from aios.api import KINDS
+from aios.connectors.kube import api_client
 from aios.operator import metrics
 
 # Importing a handler module registers its kind with kopf.
@@ -20,6 +25,9 @@ from aios.operator.handlers import (  # noqa: F401
     model_deployment,
     policy,
 )
+from aios.operator.runtime.leadership import Leadership
+from aios.operator.runtime.runtime import Runtime
+from aios.operator.settings import OperatorSettings, WebhookSettings
 
 
 @kopf.on.startup()
@@ -29,6 +37,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kubernetes Events only for warnings and errors: an Event per handler success (every
     # timer run of every object) would load the API server more than the objects do.
     settings.posting.level = logging.WARNING
+    # No kopf handler needs a finalizer any more (no timers or daemons); named, kopf removes
+    # the one earlier versions added.
     settings.persistence.finalizer = "aios.dev/operator"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     settings.batching.batch_window = 0.01  # kopf's 100 ms default delays every event
@@ -36,11 +46,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-
-
-def peering_priority(value: str) -> int:
-    """An integer, or ``random``: a draw from [1, 2**31) per process."""
-    return random.randrange(1, 2**31) if value == "random" else int(value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,21 +68,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Serve Prometheus /metrics at this port (on --liveness-host); default: off.",
     )
     parser.add_argument(
-        "--peering",
+        "--lease",
         default=None,
-        help="Name of the kopf peering object shared by this shard's replicas; "
-        "without it the operator runs standalone.",
+        help="Name of the Lease (in $POD_NAMESPACE) this shard's replicas elect a leader "
+        "with: only its holder reconciles, the others keep their caches warm and serve the "
+        "admission webhook. Without it the operator acts alone.",
     )
-    parser.add_argument(
-        "--priority",
-        type=peering_priority,
-        default=None,
-        help="This replica's peering priority: the highest live one acts, the others wait. "
-        "'random' draws one, so replicas of one Deployment never tie (kopf pauses every "
-        "replica of a tie).",
-    )
+    parser.add_argument("--workers", type=int, default=8, help="Concurrent reconciles per kind.")
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
+
+
+KINDS_RECONCILED = len(KINDS)
+
+
+def leadership(name: str | None, api: client.ApiClient) -> Leadership | None:
+    if name is None:
+        return None
+    namespace = os.environ.get("POD_NAMESPACE", "default")
+    identity = os.environ.get("POD_NAME") or os.uname().nodename
+    return Leadership(client.CoordinationV1Api(api), namespace, name, identity)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """The operator until it is stopped (0), or until it loses the lead (1: it comes back
+    as a standby, with nothing in flight)."""
+    # Blocking client calls run on threads: as many as reconciles may run at once, each
+    # with its own connection (the defaults, a few of each, serialise them).
+    threads = args.workers * KINDS_RECONCILED
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
+    api = api_client(connections=threads)
+    webhook = WebhookSettings.from_env()
+    admission.register(webhook)
+    runtime = Runtime(
+        OperatorSettings.from_env(), webhook, api, leadership(args.lease, api), args.workers
+    )
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    tasks = []
+    if runtime.leadership is not None:
+        lead = runtime.leadership
+        tasks.append(asyncio.create_task(lead.run()))
+        tasks.append(asyncio.create_task(act_once_leading(runtime, stop)))
+    try:
+        await kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+            standalone=True,
+            memo=kopf.Memo(runtime=runtime),
+            stop_flag=stop,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        if runtime.leadership is not None:
+            await runtime.leadership.release()
+    return 1 if runtime.leadership is not None and runtime.leadership.lost.is_set() else 0
+
+
+async def act_once_leading(runtime: Runtime, stop: asyncio.Future[None]) -> None:
+    """Once the lead is ours, every object is looked at (what the standby saw and left);
+    when it is lost, the operator stops."""
+    assert runtime.leadership is not None
+    await runtime.leadership.acquired.wait()
+    for controller in runtime.controllers.values():
+        controller.tick()
+    await runtime.leadership.lost.wait()
+    if not stop.done():
+        stop.set_result(None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,16 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     if args.metrics_port is not None:
         metrics.serve(args.liveness_host, args.metrics_port)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            priority=args.priority,
-        )
-    )
+    sys.exit(asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

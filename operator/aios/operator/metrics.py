@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from aios.operator.reconcile.conditions import ConditionUpdate
 
@@ -17,6 +17,22 @@ RECONCILE = Histogram(
     "Time of one reconcile, by kind and outcome (ready, not_ready, error).",
     ["kind", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+QUEUE_DEPTH = Gauge(
+    "aios_operator_queue_depth",
+    "Objects waiting for or in a reconcile, by kind.",
+    ["kind"],
+)
+OBJECTS = Gauge(
+    "aios_operator_objects",
+    "Objects in the operator's watch-fed store, by kind.",
+    ["kind"],
+)
+TICKS = Counter(
+    "aios_operator_ticks_total",
+    "Periodic passes over every object of a kind (retries and status refreshes), by kind.",
+    ["kind"],
 )
 
 

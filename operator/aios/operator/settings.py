@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
 from aios.api.base import ApiModel
+from aios.operator.certificates import KeyPair, load_ca
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
 DEFAULT_IMAGE = "ghcr.io/aios-dev/aios:0.1.0"
@@ -90,6 +93,13 @@ class OperatorSettings:
     triton_image: str = DEFAULT_TRITON_IMAGE
     image_pull_policy: str = "IfNotPresent"
     data_plane: DataPlane = field(default_factory=DataPlane)
+    policy_audit_interval: float = 60.0
+    """How often each Policy re-checks the existing objects in its scope (seconds)."""
+    audit_file: str = ""
+    """Where the audit appender also writes the chain (a file a regulator can take away)."""
+    model_mirror: str = ""
+    """A directory on the nodes holding copies of the model buckets (an on-premises
+    mirror): model servers read ``s3://bucket/key`` from ``<mirror>/bucket/key``."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -106,6 +116,9 @@ class OperatorSettings:
             triton_image=env.get("AIOS_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
             image_pull_policy=env.get("AIOS_IMAGE_PULL_POLICY", "IfNotPresent"),
             data_plane=DataPlane.model_validate_json(env.get("AIOS_DATA_PLANE") or "{}"),
+            policy_audit_interval=float(env.get("AIOS_POLICY_AUDIT_INTERVAL") or 60),
+            audit_file=env.get("AIOS_AUDIT_FILE", ""),
+            model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
         )
 
     def component_env(self) -> list[dict[str, Any]]:
@@ -160,6 +173,62 @@ class OperatorSettings:
 
     def _kafka_config_digest(self) -> str:
         return hashlib.sha256(self.kafka_config.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    addr: str
+    port: int
+    host: str | None
+    service: tuple[str, str] | None
+    service_port: int
+    failure_policy: Literal["Fail", "Ignore"]
+    cert_dir: Path | None
+    ca_dir: Path | None
+    cert_seconds: int
+    check_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookSettings:
+        service = env.get("AIOS_WEBHOOK_SERVICE")
+        if service is not None and service.count("/") != 1:
+            raise ValueError(f"AIOS_WEBHOOK_SERVICE is namespace/name, not {service!r}")
+        failure = env.get("AIOS_WEBHOOK_FAILURE_POLICY", "Fail")
+        if failure not in ("Fail", "Ignore"):
+            raise ValueError(f"AIOS_WEBHOOK_FAILURE_POLICY is Fail or Ignore, not {failure!r}")
+        cert_dir = env.get("AIOS_WEBHOOK_CERT_DIR")
+        ca_dir = env.get("AIOS_WEBHOOK_CA_DIR")
+        return cls(
+            addr=env.get("AIOS_WEBHOOK_ADDR", "0.0.0.0"),
+            port=int(env.get("AIOS_WEBHOOK_PORT", "9443")),
+            host=env.get("AIOS_WEBHOOK_HOST"),
+            service=tuple(service.split("/")) if service else None,  # type: ignore[arg-type]
+            service_port=int(env.get("AIOS_WEBHOOK_SERVICE_PORT", "443")),
+            failure_policy=failure,  # type: ignore[arg-type]
+            cert_dir=Path(cert_dir) if cert_dir else None,
+            ca_dir=Path(ca_dir) if ca_dir else None,
+            cert_seconds=int(env.get("AIOS_WEBHOOK_CERT_SECONDS", str(30 * 86400))),
+            check_seconds=float(env.get("AIOS_WEBHOOK_CERT_CHECK_SECONDS", "60")),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host or self.service)
+
+    def hosts(self) -> list[str]:
+        """The names the API server may dial, for the certificate."""
+        if self.service:
+            namespace, name = self.service
+            return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+        assert self.host is not None
+        return [self.host]
+
+    def shared_ca(self) -> KeyPair | None:
+        if self.ca_dir is None:
+            return None
+        return load_ca(
+            (self.ca_dir / "tls.crt").read_bytes(), (self.ca_dir / "tls.key").read_bytes()
+        )
 
 
 def task_queue(namespace: str) -> str:

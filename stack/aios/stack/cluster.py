@@ -22,6 +22,7 @@ from aios.stack.images import ensure_images
 from aios.stack.node import NODE_NAME
 from aios.stack.node_config import (
     CONTAINERD_SOCKET,
+    audit_policy,
     cluster_dns,
     cni_network,
     containerd_config,
@@ -31,11 +32,14 @@ from aios.stack.node_config import (
 )
 from aios.stack.pki import SitePki, ensure_site_pki, issue_node_certificates
 from aios.stack.process import ComponentFailed
+from aios.stack.release import NAMESPACE as RELEASE_NAMESPACE
 
 if TYPE_CHECKING:
     from aios.stack.site import Site
 
 ADMIN_TOKEN_USER = "aios-admin"
+AUDIT_LOG = "kube-apiserver-audit.log"
+"""In the site's ``logs/``: what aios's own components wrote (``node_config.audit_policy``)."""
 API_PORT = 6443
 ETCD_PORT = 2379
 NODE_IMAGES = ("pause", "coredns")
@@ -120,6 +124,8 @@ class Cluster:
             tokens.write_text(f"{token},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},system:masters\n")
             tokens.chmod(0o600)
         site.admin_token = tokens.read_text().split(",", 1)[0]
+        policy = self.pki_dir.parent / "audit-policy.json"
+        policy.write_text(to_json(audit_policy(RELEASE_NAMESPACE)))
         apiserver = site._run(
             "kube-apiserver",
             [
@@ -152,6 +158,11 @@ class Cluster:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=true",
                 "--profiling=false",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={site.logs / AUDIT_LOG}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=100",
+                "--audit-log-maxbackup=1",
                 "--v=1",
             ],
         )

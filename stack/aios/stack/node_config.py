@@ -270,6 +270,28 @@ def cluster_dns(network: NodeNetwork, image: str) -> list[dict[str, Any]]:
     ]
 
 
+WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection"]
+
+
+def audit_policy(service_account_namespace: str) -> dict[str, Any]:
+    """The API server's audit policy: every write by aios's own components (the service
+    accounts of its release namespace), at Metadata level. It answers "what did the operator
+    write, and when" — a restart that changed nothing must show nothing."""
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {
+                "level": "Metadata",
+                "userGroups": [f"system:serviceaccounts:{service_account_namespace}"],
+                "verbs": WRITE_VERBS,
+            },
+            {"level": "None"},
+        ],
+    }
+
+
 def to_json(document: dict[str, Any]) -> str:
     """Kubernetes component configs are YAML, and JSON is YAML."""
     return json.dumps(document, indent=2)

@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import os
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import kopf
 from kubernetes import client
@@ -40,72 +38,14 @@ from kubernetes.client.exceptions import ApiException
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, ModelDeployment, Resource
 from aios.connectors import opa
 from aios.connectors.audit import AuditUnavailable
-from aios.connectors.kube import api_client
 from aios.operator.audit import record
-from aios.operator.certificates import KeyPair, WebhookCertificates, load_ca
+from aios.operator.certificates import WebhookCertificates
+from aios.operator.handlers.common import runtime
 from aios.operator.handlers.policy import opa_url
 from aios.operator.reconcile import policy as plan
+from aios.operator.settings import WebhookSettings
 
 CONFIGURATION_NAME = "aios.dev"
-
-
-@dataclass(frozen=True)
-class WebhookSettings:
-    addr: str
-    port: int
-    host: str | None
-    service: tuple[str, str] | None
-    service_port: int
-    failure_policy: Literal["Fail", "Ignore"]
-    cert_dir: Path | None
-    ca_dir: Path | None
-    cert_seconds: int
-    check_seconds: float
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> WebhookSettings:
-        service = env.get("AIOS_WEBHOOK_SERVICE")
-        if service is not None and service.count("/") != 1:
-            raise ValueError(f"AIOS_WEBHOOK_SERVICE is namespace/name, not {service!r}")
-        failure = env.get("AIOS_WEBHOOK_FAILURE_POLICY", "Fail")
-        if failure not in ("Fail", "Ignore"):
-            raise ValueError(f"AIOS_WEBHOOK_FAILURE_POLICY is Fail or Ignore, not {failure!r}")
-        cert_dir = env.get("AIOS_WEBHOOK_CERT_DIR")
-        ca_dir = env.get("AIOS_WEBHOOK_CA_DIR")
-        return cls(
-            addr=env.get("AIOS_WEBHOOK_ADDR", "0.0.0.0"),
-            port=int(env.get("AIOS_WEBHOOK_PORT", "9443")),
-            host=env.get("AIOS_WEBHOOK_HOST"),
-            service=tuple(service.split("/")) if service else None,  # type: ignore[arg-type]
-            service_port=int(env.get("AIOS_WEBHOOK_SERVICE_PORT", "443")),
-            failure_policy=failure,  # type: ignore[arg-type]
-            cert_dir=Path(cert_dir) if cert_dir else None,
-            ca_dir=Path(ca_dir) if ca_dir else None,
-            cert_seconds=int(env.get("AIOS_WEBHOOK_CERT_SECONDS", str(30 * 86400))),
-            check_seconds=float(env.get("AIOS_WEBHOOK_CERT_CHECK_SECONDS", "60")),
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.host or self.service)
-
-    def hosts(self) -> list[str]:
-        """The names the API server may dial, for the certificate."""
-        if self.service:
-            namespace, name = self.service
-            return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
-        assert self.host is not None
-        return [self.host]
-
-    def shared_ca(self) -> KeyPair | None:
-        if self.ca_dir is None:
-            return None
-        return load_ca(
-            (self.ca_dir / "tls.crt").read_bytes(), (self.ca_dir / "tls.key").read_bytes()
-        )
-
-
-SETTINGS = WebhookSettings.from_env()
 
 
 class OperatorWebhookServer(kopf.WebhookServer):
@@ -169,29 +109,32 @@ async def _rotate_forever(server: OperatorWebhookServer, logger: kopf.Logger) ->
 async def configure_webhook(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    if not SETTINGS.enabled:
+    webhook = runtime(memo).webhook
+    if not webhook.enabled:
         logger.info("admission webhook off: set AIOS_WEBHOOK_HOST or AIOS_WEBHOOK_SERVICE")
         return
-    directory = SETTINGS.cert_dir or Path(tempfile.mkdtemp(prefix="aios-webhook-"))
+    directory = webhook.cert_dir or Path(tempfile.mkdtemp(prefix="aios-webhook-"))
     certificates = WebhookCertificates(
-        directory, SETTINGS.hosts(), SETTINGS.cert_seconds, ca=SETTINGS.shared_ca()
+        directory, webhook.hosts(), webhook.cert_seconds, ca=webhook.shared_ca()
     )
     certificates.ensure(datetime.datetime.now(datetime.UTC))
-    await configurations_exist(logger)
-    server = OperatorWebhookServer(SETTINGS, certificates)
+    await configurations_exist(runtime(memo).api, logger)
+    server = OperatorWebhookServer(webhook, certificates)
     settings.admission.server = server
     settings.admission.managed = CONFIGURATION_NAME
     memo.webhook_rotation = asyncio.create_task(_rotate_forever(server, logger))
 
 
-async def configurations_exist(logger: kopf.Logger, interval: float = 0.5) -> None:
+async def configurations_exist(
+    api: client.ApiClient, logger: kopf.Logger, interval: float = 0.5
+) -> None:
     """Wait until the chart's webhook configurations exist, before kopf manages them.
 
     Helm creates webhook configurations after Deployments; kopf creates its own when they
     are missing. A replica that started first would create them, and Helm's install would
     then fail on "already exists". So the chart creates them and the operator only fills
     them in."""
-    admission = client.AdmissionregistrationV1Api(api_client())
+    admission = client.AdmissionregistrationV1Api(api)
     reads = (
         admission.read_validating_webhook_configuration,
         admission.read_mutating_webhook_configuration,
@@ -223,6 +166,8 @@ async def stop_rotation(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def admit(
+    settings: WebhookSettings,
+    opa_address: str,
     body: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     operation: str,
@@ -240,13 +185,12 @@ async def admit(
     actor = userinfo.get("username")
     details: dict[str, Any] = {"operation": operation, "dryRunRequest": dryrun}
     try:
-        decision = await opa.evaluate(opa_url(), document)
+        decision = await opa.evaluate(opa_address, document)
     except opa.PolicyUnavailable as error:
-        details.update(
-            outcome="unavailable", failurePolicy=SETTINGS.failure_policy, error=str(error)
-        )
-        await _audit(subject, details, actor, None, dryrun)
-        if SETTINGS.failure_policy == "Ignore":
+        failure_policy = settings.failure_policy
+        details.update(outcome="unavailable", failurePolicy=failure_policy, error=str(error))
+        await _audit(subject, details, actor, None, dryrun, failure_policy)
+        if failure_policy == "Ignore":
             warnings.append(f"aios policies were not evaluated: {error}")
             return
         raise kopf.AdmissionError(
@@ -259,14 +203,19 @@ async def admit(
         dryrun=decision.dryrun,
         policies=decision.policies,
     )
-    await _audit(subject, details, actor, decision.decision_id, dryrun)
+    await _audit(subject, details, actor, decision.decision_id, dryrun, settings.failure_policy)
     warnings.extend(decision.warnings)
     if not decision.allowed:
         raise kopf.AdmissionError("; ".join(decision.reasons), code=403)
 
 
 async def _audit(
-    subject: str, details: dict[str, Any], actor: str | None, decision_id: str | None, dryrun: bool
+    subject: str,
+    details: dict[str, Any],
+    actor: str | None,
+    decision_id: str | None,
+    dryrun: bool,
+    failure_policy: str,
 ) -> None:
     """A dry-run request must have no side effects (sideEffects: NoneOnDryRun)."""
     if dryrun:
@@ -274,13 +223,13 @@ async def _audit(
     try:
         await record("admission", subject, details, actor=actor, policy_decision_id=decision_id)
     except AuditUnavailable as error:
-        if SETTINGS.failure_policy == "Fail":
+        if failure_policy == "Fail":
             raise kopf.AdmissionError(
                 f"the admission decision could not be audited: {error}", code=503
             ) from error
 
 
-def _register(model: type[Resource[Any, Any]]) -> None:
+def _register(model: type[Resource[Any, Any]], settings: WebhookSettings) -> None:
     @kopf.on.validate(
         GROUP,
         VERSION,
@@ -288,8 +237,8 @@ def _register(model: type[Resource[Any, Any]]) -> None:
         id=f"policy-{model.crd.singular}",
         operations=["CREATE", "UPDATE"],
         side_effects=True,
-        ignore_failures=SETTINGS.failure_policy == "Ignore",
-        persistent=SETTINGS.service is not None,
+        ignore_failures=settings.failure_policy == "Ignore",
+        persistent=settings.service is not None,
     )
     async def validate(
         *,
@@ -297,11 +246,17 @@ def _register(model: type[Resource[Any, Any]]) -> None:
         userinfo: kopf.UserInfo,
         warnings: list[str],
         dryrun: bool,
+        memo: kopf.Memo,
         **kwargs: Any,
     ) -> None:
-        await admit(body, kwargs.get("old"), kwargs["operation"], userinfo, warnings, dryrun)
+        old, operation = kwargs.get("old"), kwargs["operation"]
+        url = opa_url(memo)
+        await admit(settings, url, body, old, operation, userinfo, warnings, dryrun)
 
 
-if SETTINGS.enabled:
-    for _model in (ModelDeployment, AutomationIntent, EdgeGateway):
-        _register(_model)
+def register(settings: WebhookSettings) -> None:
+    """Validate the kinds users write, when the webhook is configured (at start-up: how kopf
+    treats failures depends on the settings)."""
+    if settings.enabled:
+        for model in (ModelDeployment, AutomationIntent, EdgeGateway):
+            _register(model, settings)

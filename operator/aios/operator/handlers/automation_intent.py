@@ -6,22 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import kopf
 from confluent_kafka.admin import AdminClient
-from kubernetes import client
-from temporalio.client import Client
 from temporalio.service import RPCError
 
-from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway
+from aios.api import AutomationIntent, EdgeGateway
 from aios.api.runner import HEARTBEAT_TOPIC
 from aios.connectors import kafka, opa
-from aios.connectors.kube import api_client
 from aios.connectors.topics import TopicPlan
-from aios.operator import apply
-from aios.operator.handlers.common import Context, register, write_status
+from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile.automation_intent import (
     RUNNER_KINDS,
     Heartbeat,
@@ -40,29 +35,24 @@ from aios.operator.reconcile.automation_intent import (
 )
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.worker import WORKER, render_worker
-from aios.operator.settings import OperatorSettings
+from aios.operator.runtime.controller import Context, KindSpec, status_change
+from aios.operator.runtime.writer import Change
 from aios.operator.streams import LatestRecords
 from aios.workflows.action import INTENT, OUTCOME
 
 HEARTBEAT_WINDOW_SECONDS = 30.0
-settings = cache(OperatorSettings.from_env)
-
-
-@cache
-def admin() -> AdminClient:
-    """One Kafka admin client for the process: the runtime-status timer asks every intent's
-    lag every few seconds, and a client per call costs a connection and a metadata fetch."""
-    return kafka.admin(settings().kafka_bootstrap)
+RUNTIME_REFRESH_SECONDS = 10.0
 
 
 @kopf.on.startup()
 async def follow_runners(memo: kopf.Memo, **_: Any) -> None:
     """Read the runners' heartbeats into memory (the topic is created if missing)."""
-    bootstrap = settings().kafka_bootstrap
+    settings = runtime(memo).settings
+    bootstrap = settings.kafka_bootstrap
     spec = kafka.TopicSpec(
         HEARTBEAT_TOPIC, 3, {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
     )
-    await asyncio.to_thread(kafka.ensure_topics, admin(), [spec])
+    await asyncio.to_thread(kafka.ensure_topics, runtime(memo).kafka_admin, [spec])
     memo.intent_heartbeats = LatestRecords(bootstrap, HEARTBEAT_TOPIC).start()
 
 
@@ -91,17 +81,16 @@ def heartbeats(memo: kopf.Memo, namespace: str, name: str) -> list[Heartbeat]:
     return live(beats, datetime.now(UTC), HEARTBEAT_WINDOW_SECONDS)
 
 
-async def gateways(namespace: str) -> list[dict[str, Any]]:
-    api = client.CustomObjectsApi(api_client())
-    listed: Any = await asyncio.to_thread(
-        api.list_namespaced_custom_object, GROUP, VERSION, namespace, EdgeGateway.crd.plural
-    )
-    return list(listed["items"])
+def gateways(memo: kopf.Memo, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's EdgeGateways, as the watch has them."""
+    store = runtime(memo).store(EdgeGateway.crd.plural)
+    return [g for g in store if g["metadata"]["namespace"] == namespace]
 
 
-def ensure_intent_topics(owned: list[kafka.TopicSpec], sources: list[kafka.TopicSpec]) -> TopicPlan:
+def ensure_intent_topics(
+    topics_admin: AdminClient, owned: list[kafka.TopicSpec], sources: list[kafka.TopicSpec]
+) -> TopicPlan:
     """Owned topics match the spec; sources are only created when missing."""
-    topics_admin = admin()
     plan = kafka.ensure_topics(topics_admin, owned)
     existing = kafka.describe_topics(topics_admin, [t.name for t in sources])
     missing = TopicPlan(create=tuple(t for t in sources if t.name not in existing))
@@ -112,9 +101,9 @@ def ensure_intent_topics(owned: list[kafka.TopicSpec], sources: list[kafka.Topic
 async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpdate]:
     meta = intent.metadata
     namespace, name = meta["namespace"], meta["name"]
-    site = settings()
+    site = runtime(ctx.memo).settings
     selected = (
-        await gateways(namespace)
+        gateways(ctx.memo, namespace)
         if any(s.edge_gateway_selector for s in intent.spec.sources)
         else []
     )
@@ -152,6 +141,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     retention = retention_ms(intent, cap)
     plan = await asyncio.to_thread(
         ensure_intent_topics,
+        runtime(ctx.memo).kafka_admin,
         owned_topics(intent, names, retention),
         source_topic_specs(intent, sources, retention),
     )
@@ -164,10 +154,11 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     conditions.append(ConditionUpdate("TopicsReady", "True", "TopicsReconciled", topics_message))
 
     children = render_runner(ctx.body, runner_config(intent, sources), site)
-    await apply.apply([*render_worker(namespace, site), *children])
-    await apply.prune(namespace, meta["uid"], RUNNER_KINDS, children)
+    children_api = runtime(ctx.memo).children
+    await children_api.apply([*render_worker(namespace, site), *children])
+    await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
     runner_ok, runner_message = deployment_ready(
-        await apply.get("apps/v1", "Deployment", f"{name}-runner", namespace)
+        await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)
     )
     conditions.append(
         ConditionUpdate(
@@ -178,7 +169,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         )
     )
     worker_ok, worker_message = deployment_ready(
-        await apply.get("apps/v1", "Deployment", WORKER, namespace)
+        await children_api.get("apps/v1", "Deployment", WORKER, namespace)
     )
     conditions.append(
         ConditionUpdate(
@@ -200,56 +191,57 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
         return
     names = topic_names(ctx.body.metadata["namespace"], ctx.body.metadata["name"], [])
     await asyncio.to_thread(
-        kafka.delete_topics, admin(), [names.decisions, names.actions, names.dead_letters]
+        kafka.delete_topics,
+        runtime(ctx.memo).kafka_admin,
+        [names.decisions, names.actions, names.dead_letters],
     )
-
-
-register(AutomationIntent, reconcile, finalize)
 
 
 async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[str, int]:
     """Executed and human-rejected (overridden) actions, from Temporal's visibility: durable,
     unlike a runner's counters. Empty while Temporal cannot answer."""
-    if getattr(memo, "temporal", None) is None:
-        memo.temporal = await Client.connect(
-            settings().temporal_address, namespace=settings().temporal_namespace, lazy=True
-        )
+    temporal = await runtime(memo).temporal()
     intent = f"{INTENT.name} = '{namespace}/{name}'"
     try:
-        executed = await memo.temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'executed'")
-        rejected = await memo.temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'rejected'")
+        executed = await temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'executed'")
+        rejected = await temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'rejected'")
     except (RPCError, RuntimeError):
         return {}
     return {"actions": executed.count, "overrides": rejected.count}
 
 
-@kopf.on.timer(
-    GROUP,
-    VERSION,
-    AutomationIntent.crd.plural,
-    id="runtime-status",
-    interval=10,
-    idle=5,
-    when=lambda body, **_: bool((body.get("status") or {}).get("topics")),
-)
-async def refresh_runtime_status(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def refresh(ctx: Context) -> Change | None:
     """Counts, consumer lag and Degraded between reconciles (they change without a new
     generation)."""
+    body = ctx.body
+    if not (body.get("status") or {}).get("topics"):
+        return None  # not reconciled yet
     namespace, name = body.metadata["namespace"], body.metadata["name"]
     intent = AutomationIntent.model_validate(
         {"metadata": dict(body.metadata), "spec": dict(body.spec)}
     )
-    beats = heartbeats(memo, namespace, name)
+    beats = heartbeats(ctx.memo, namespace, name)
     group = runner_config(intent, ["-"]).consumer_group
-    lag = await asyncio.to_thread(kafka.consumer_lag, admin(), group)
-    outcomes = {**counts(beats), **await action_outcomes(memo, namespace, name)}
-    runtime = runtime_conditions(intent, beats)
+    lag = await asyncio.to_thread(kafka.consumer_lag, runtime(ctx.memo).kafka_admin, group)
+    outcomes = {**counts(beats), **await action_outcomes(ctx.memo, namespace, name)}
+    runtime_updates = runtime_conditions(intent, beats)
 
     def status(current: Mapping[str, Any]) -> dict[str, Any]:
         stored = current.get("status") or {}
         generation = int(stored.get("observedGeneration") or 0)
         conditions = stored.get("conditions") or []
-        merged = merge_conditions(conditions, runtime, generation, now_rfc3339())
+        merged = merge_conditions(conditions, runtime_updates, generation, now_rfc3339())
         return {"counts": outcomes, "consumerLag": lag, "conditions": merged}
 
-    await write_status(AutomationIntent.crd.plural, body, status)
+    return status_change(status)
+
+
+register(
+    KindSpec(
+        AutomationIntent,
+        reconcile,
+        finalize,
+        refresh,
+        refresh_interval=lambda _: RUNTIME_REFRESH_SECONDS,
+    )
+)

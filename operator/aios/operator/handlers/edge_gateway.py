@@ -12,13 +12,12 @@ import asyncio
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import kopf
 from confluent_kafka.admin import AdminClient
 
-from aios.api import GROUP, VERSION, EdgeGateway
+from aios.api import EdgeGateway
 from aios.connectors import kafka
 from aios.edge.protocol import (
     CONFIG_PARTITIONS,
@@ -31,10 +30,16 @@ from aios.edge.protocol import (
     Heartbeat,
     config_partition,
 )
-from aios.operator import apply
 from aios.operator.audit import record
-from aios.operator.handlers.common import Context, register, write_status
-from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
+from aios.operator.handlers.common import register, runtime
+from aios.operator.reconcile.acceptance import needs_reconcile
+from aios.operator.reconcile.conditions import (
+    ConditionUpdate,
+    condition,
+    is_true,
+    merge_conditions,
+    now_rfc3339,
+)
 from aios.operator.reconcile.edge_gateway import (
     compile_config,
     heartbeat_status,
@@ -42,7 +47,8 @@ from aios.operator.reconcile.edge_gateway import (
     render_simulator,
     status_changes,
 )
-from aios.operator.settings import OperatorSettings
+from aios.operator.runtime.controller import RECONCILE_ERROR, Context, KindSpec, status_change
+from aios.operator.runtime.writer import Change
 from aios.operator.streams import LatestRecords
 
 SINK_PARTITIONS = 6
@@ -52,7 +58,7 @@ costs a metadata and a config request, and a city has thousands of gateways."""
 COUNTERS_EVERY_SECONDS = 30.0
 """Counters change with every heartbeat; they are written at most this often per gateway."""
 SIMULATOR_KINDS = [("apps/v1", "Deployment")]
-settings = cache(OperatorSettings.from_env)
+HEARTBEAT_REFRESH_SECONDS = 5.0
 
 
 class EdgeState:
@@ -96,12 +102,12 @@ def state(memo: kopf.Memo) -> EdgeState:
 @kopf.on.startup()
 async def start_edge(memo: kopf.Memo, **_: Any) -> None:
     """Create the config and status topics if missing, follow the heartbeats."""
-    bootstrap = settings().kafka_bootstrap
+    bootstrap = runtime(memo).settings.kafka_bootstrap
     topics = [
         kafka.TopicSpec(CONFIG_TOPIC, CONFIG_PARTITIONS, CONFIG_TOPIC_CONFIG),
         kafka.TopicSpec(STATUS_TOPIC, STATUS_PARTITIONS, STATUS_TOPIC_CONFIG),
     ]
-    admin = kafka.admin(bootstrap)
+    admin = runtime(memo).kafka_admin
     await asyncio.to_thread(kafka.ensure_topics, admin, topics)
     partitions = await asyncio.to_thread(wait_for_leaders, admin, topics)
     memo.edge = EdgeState(bootstrap, admin, partitions[CONFIG_TOPIC])
@@ -161,12 +167,13 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
         )
         ctx.logger.info(f"published generation {config.generation} ({config.digest})")
     await asyncio.to_thread(ensure_sink, edge, config.sink.kafka_topic)
-    site = settings()
+    site = runtime(ctx.memo).settings
     children = render_simulator(ctx.body, site)
     meta = gateway.metadata
     secrets = site.component_secrets(meta["namespace"]) if children else []
-    await apply.apply([*secrets, *children])
-    await apply.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
+    children_api = runtime(ctx.memo).children
+    await children_api.apply([*secrets, *children])
+    await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
     fields, conditions = heartbeat_status(
         config.generation, config.generation, edge.heartbeat(key), datetime.now(UTC)
     )
@@ -184,25 +191,18 @@ async def finalize(gateway: EdgeGateway, ctx: Context) -> None:
     edge.counters_written.pop(key, None)
 
 
-register(EdgeGateway, reconcile, finalize)
-
-
-@kopf.on.timer(
-    GROUP,
-    VERSION,
-    EdgeGateway.crd.plural,
-    id="edge-heartbeat-status",
-    interval=5,
-    idle=2,
-    when=lambda body, **_: (body.get("status") or {}).get("configGeneration") is not None,
-)
-async def refresh_from_heartbeats(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def refresh(ctx: Context) -> Change | None:
     """Between reconciles, the agents' heartbeats move the status: conditions as soon as
     they change, counters at most every ``COUNTERS_EVERY_SECONDS``; nothing when unchanged."""
-    edge = state(memo)
+    body = ctx.body
+    if (body.get("status") or {}).get("configGeneration") is None:
+        return None  # not reconciled yet
+    edge = state(ctx.memo)
     key = key_of(body)
     heartbeat = edge.heartbeat(key)
     due = time.monotonic() - edge.counters_written.get(key, 0.0) >= COUNTERS_EVERY_SECONDS
+    if due:
+        edge.counters_written[key] = time.monotonic()
 
     def status(stored: Mapping[str, Any]) -> dict[str, Any]:
         current = stored.get("status") or {}
@@ -216,7 +216,27 @@ async def refresh_from_heartbeats(body: kopf.Body, memo: kopf.Memo, **_: Any) ->
             changes["conditions"] = merged
         return changes
 
-    if status(body):  # as kopf last saw it: most ticks change nothing, and cost no GET
-        await write_status(EdgeGateway.crd.plural, body, status)
-    if due:
-        edge.counters_written[key] = time.monotonic()
+    return status_change(status)
+
+
+def reconcile_unfinished(body: Mapping[str, Any]) -> bool:
+    """Reconciling again helps while the config is not published or the last run failed;
+    an agent that is missing or behind is followed by the heartbeat refresh."""
+    if needs_reconcile(body):
+        return True
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready = condition(conditions, "Ready") or {}
+    failed = ready.get("reason") == RECONCILE_ERROR
+    return failed or not is_true(conditions, "ConfigPublished")
+
+
+register(
+    KindSpec(
+        EdgeGateway,
+        reconcile,
+        finalize,
+        refresh,
+        retry_when=reconcile_unfinished,
+        refresh_interval=lambda _: HEARTBEAT_REFRESH_SECONDS,
+    )
+)

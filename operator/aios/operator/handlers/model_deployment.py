@@ -6,73 +6,49 @@
 * rollouts: a new version starts the ``ModelRollout`` Temporal workflow on the
   namespace's worker (applied here too); the operator only starts it, forwards approvals
   and aborts as signals, and serves what the workflow publishes in ``status.rollout``;
-* a change of ``status.rollout`` (no new generation) is picked up by an event handler,
-  and by a timer as a safety net, so a step is served as soon as the workflow takes it.
+* a change of ``status.rollout`` (no new generation) is work pending for the controller
+  (``rollout_pending``), so a step is served as soon as the workflow takes it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-from functools import cache
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from aios.api import GROUP, VERSION, ModelDeployment
+from aios.api import ModelDeployment
 from aios.api.model_deployment import RolloutStatus
 from aios.connectors.inference import InferenceClient
-from aios.connectors.kube import api_client
 from aios.connectors.serving import explain as serving_explain
-from aios.operator import apply
-from aios.operator.handlers.common import (
-    Context,
-    patch_status,
-    reconciled_status,
-    register,
-    write_status,
-)
+from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile import model_deployment as plan
-from aios.operator.reconcile.acceptance import needs_reconcile
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
-from aios.operator.reconcile.finalizers import is_deleting
 from aios.operator.reconcile.worker import render_worker
-from aios.operator.settings import OperatorSettings, task_queue
+from aios.operator.runtime.controller import Context, KindSpec
+from aios.operator.settings import task_queue
 from aios.workflows.analysis import Gates
 from aios.workflows.rollout import ApprovalDecision, ModelRollout, RolloutInput, Step
 
-MODEL_MIRROR_ENV = "AIOS_MODEL_MIRROR"
-PLURAL = ModelDeployment.crd.plural
-
-settings = cache(OperatorSettings.from_env)
-kube = cache(api_client)
-_temporal: Client | None = None
-_temporal_lock = asyncio.Lock()
+RETRY_SECONDS = 3.0
 
 
-async def temporal() -> Client:
-    """One Temporal client per operator process."""
-    global _temporal
-    async with _temporal_lock:
-        if _temporal is None:
-            site = settings()
-            if not site.temporal_address:
-                raise kopf.TemporaryError("set AIOS_TEMPORAL_ADDRESS: rollouts run on Temporal", 30)
-            _temporal = await Client.connect(
-                site.temporal_address, namespace=site.temporal_namespace
-            )
-    return _temporal
+async def temporal(memo: kopf.Memo) -> Client:
+    """The operator's Temporal client (rollouts run on Temporal)."""
+    process = runtime(memo)
+    if not process.settings.temporal_address:
+        raise kopf.TemporaryError("set AIOS_TEMPORAL_ADDRESS: rollouts run on Temporal", 30)
+    return await process.temporal()
 
 
-async def kserve_installed() -> bool:
+async def kserve_installed(ctx: Context) -> bool:
     """Whether the cluster serves KServe's InferenceService: asked at every reconcile (one
     GET), so installing or removing KServe changes the rendering at the next one."""
-    crd = await apply.get(
+    crd = await runtime(ctx.memo).children.get(
         "apiextensions.k8s.io/v1", "CustomResourceDefinition", plan.INFERENCE_SERVICES_CRD, ""
     )
     return crd is not None
@@ -82,63 +58,57 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     """From the object as stored now (``register`` reads it), with its status written
     before returning."""
     meta = md.metadata
-    namespace, name = meta["namespace"], meta["name"]
+    namespace = meta["namespace"]
     action = plan.rollout_action(md)
     if action.record:
-        recorded = await record_rollout(md, namespace)
-        if recorded is None:  # another writer recorded it first: go on from there
-            stored = await apply.get(md.api_version, md.kind, name, namespace)
-            return await reconcile(ModelDeployment.model_validate(stored), ctx) if stored else []
-        md = recorded
-    kserve = await kserve_installed()
+        md = await record_rollout(md, ctx)
+        action = plan.rollout_action(md)
+    kserve = await kserve_installed(ctx)
     serving = plan.serving(md)
-    site = settings()
+    site = runtime(ctx.memo).settings
     kinds: tuple[tuple[str, str], ...]
     if kserve:
         children = plan.render_kserve(md, serving, site)
         kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
     else:
-        mirror = os.environ.get(MODEL_MIRROR_ENV)
-        children = plan.render_raw(md, serving, site, mirror)
+        children = plan.render_raw(md, serving, site, site.model_mirror or None)
         kinds = plan.CHILD_KINDS
     workers = render_worker(namespace, site) if action.start else []
-    await apply.apply([*workers, *children])
-    await apply.prune(namespace, meta["uid"], kinds, children)
+    children_api = runtime(ctx.memo).children
+    await children_api.apply([*workers, *children])
+    await children_api.prune(namespace, meta["uid"], kinds, children)
     await drive_rollout(md, action, namespace, ctx)
 
-    ready, why = await stable_ready(md, serving, namespace, kserve)
+    ready, why = await stable_ready(md, serving, namespace, kserve, ctx)
     candidate = await candidate_ready(md, serving, namespace, kserve)
-    fields = plan.serving_status(md, serving, namespace, kserve, ready, candidate)
-    await patch_status(PLURAL, namespace, name, {**fields, **observed_rollout(md)})
+    ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready, candidate))
+    ctx.status.update(observed_rollout(md))
     return [
         *plan.serving_conditions(md, serving, ready, why),
         *plan.rollout_conditions(md),
     ]
 
 
-async def record_rollout(md: ModelDeployment, namespace: str) -> ModelDeployment | None:
+async def record_rollout(md: ModelDeployment, ctx: Context) -> ModelDeployment:
     """Write the new rollout's record before its workflow starts, so an operator that
-    restarts in between finds it and starts the same workflow, not another. The write is
-    conditional on the object not having changed since it was read, so of two reconciles
-    racing to record it, one fails (and is retried) instead of both recording."""
-    record = plan.new_rollout(md, namespace)
-    wire = record.model_dump(mode="json", by_alias=True, exclude_none=True)
-    # Replace the previous rollout's record whole: no stale approval or steps carry over.
-    try:
-        await patch_status(
-            PLURAL,
-            namespace,
-            md.metadata["name"],
-            {"rollout": {**wire, "approval": None}, "observedRolloutRevision": 0},
-            resource_version=md.metadata["resourceVersion"],
-        )
-    except client.ApiException as error:
-        if error.status == 409:
-            return None
-        raise
-    assert md.status is not None  # a rollout needs a stable version, which is in status
-    status = md.status.model_copy(update={"rollout": record, "observed_rollout_revision": 0})
-    return md.model_copy(update={"status": status})
+    restarts in between finds it and starts the same workflow, not another. Computed from
+    the object as stored (the writer reads it again if it changed meanwhile), so a record
+    is written once; returns the object as it now is."""
+    namespace, uid = md.metadata["namespace"], md.metadata["uid"]
+
+    def change(current: Mapping[str, Any]) -> dict[str, Any] | None:
+        stored = ModelDeployment.model_validate(dict(current))
+        if not plan.rollout_action(stored).record:
+            return None  # recorded meanwhile
+        record = plan.new_rollout(stored, namespace)
+        wire = record.model_dump(mode="json", by_alias=True, exclude_none=True)
+        # Replace the previous rollout's record whole: no stale approval or steps carry over.
+        rollout = {**wire, "approval": None}
+        return {"status": {"rollout": rollout, "observedRolloutRevision": 0}}
+
+    await ctx.writer.patch(uid, change, subresource="status")
+    latest = ctx.writer.store.get(uid)
+    return ModelDeployment.model_validate(latest) if latest is not None else md
 
 
 async def drive_rollout(
@@ -148,7 +118,7 @@ async def drive_rollout(
     rollout = md.status.rollout if md.status else None
     if rollout is None or not (action.start or action.abort or action.decision):
         return
-    temporal_client = await temporal()
+    temporal_client = await temporal(ctx.memo)
     if action.abort:
         await signal(temporal_client, rollout, ctx, "abort", action.abort)
         return
@@ -213,11 +183,11 @@ def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -
 
 
 async def stable_ready(
-    md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool
+    md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool, ctx: Context
 ) -> tuple[bool, str]:
     """Whether the stable version answers; if not, why (the runtime's own words)."""
     if kserve:
-        found = await apply.get(
+        found = await runtime(ctx.memo).children.get(
             plan.KSERVE_VERSION, "InferenceService", md.metadata["name"], namespace
         )
         conditions = ((found or {}).get("status") or {}).get("conditions") or []
@@ -229,7 +199,7 @@ async def stable_ready(
     async with InferenceClient(http, "http") as probe:
         if await probe.ready(serving.stable.name):
             return True, ""
-    return False, await serving_explain(kube(), http, serving.stable.name)
+    return False, await serving_explain(runtime(ctx.memo).api, http, serving.stable.name)
 
 
 async def candidate_ready(
@@ -268,35 +238,15 @@ async def finalize(md: ModelDeployment, ctx: Context) -> None:
     rollout = (ctx.body.get("status") or {}).get("rollout") or {}
     if rollout.get("phase") not in plan.ACTIVE:
         return
-    handle = (await temporal()).get_workflow_handle(rollout["workflowId"])
+    handle = (await temporal(ctx.memo)).get_workflow_handle(rollout["workflowId"])
     try:
         await handle.terminate(reason="the ModelDeployment was deleted")
     except RPCError as error:  # it ended meanwhile
         ctx.logger.info("rollout %s already ended: %s", rollout["workflowId"], error)
 
 
-register(ModelDeployment, reconcile, finalize, retry_interval=3)
-
-
-async def progress(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo) -> None:
-    """Serve what the workflow published (its status changes bring no new generation)."""
-    context = Context(body, logger, memo)
-    md = ModelDeployment.model_validate(dict(body))
-    try:
-        updates = await reconcile(md, context)
-    except Exception as error:  # the timer below tries again
-        logger.exception("serving the rollout's latest step failed")
-        updates = [
-            ConditionUpdate("Ready", "False", "ReconcileError", f"{type(error).__name__}: {error}")
-        ]
-    status = reconciled_status(body.metadata.get("generation"), context.status, updates)
-    await write_status(PLURAL, body, status)
-
-
-def rollout_pending(body: kopf.Body, **_: Any) -> bool:
+def rollout_pending(body: Mapping[str, Any]) -> bool:
     """A published step not yet served, or an approval not yet forwarded."""
-    if needs_reconcile(body) or is_deleting(body.metadata):
-        return False  # the common reconcile runs
     status = body.get("status") or {}
     rollout = status.get("rollout") or {}
     if not rollout:
@@ -309,20 +259,12 @@ def rollout_pending(body: kopf.Body, **_: Any) -> bool:
     )
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="rollout-progress-modeldeployment")
-async def on_rollout_event(
-    type: str | None,
-    body: kopf.Body,
-    logger: kopf.Logger,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    if type != "DELETED" and rollout_pending(body):
-        await progress(body, logger, memo)
-
-
-@kopf.on.timer(
-    GROUP, VERSION, PLURAL, id="rollout-retry-modeldeployment", interval=5, when=rollout_pending
+register(
+    KindSpec(
+        ModelDeployment,
+        reconcile,
+        finalize,
+        pending=rollout_pending,
+        retry_interval=RETRY_SECONDS,
+    )
 )
-async def on_rollout_timer(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
-    await progress(body, logger, memo)

@@ -18,28 +18,28 @@ import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
-from kubernetes import client, config
 
-from aios.api import GROUP, KINDS, VERSION, Policy
+from aios.api import KINDS, Policy
 from aios.connectors import opa
 from aios.connectors.audit import Appender
 from aios.connectors.kafka import BOOTSTRAP_ENV
 from aios.operator.audit import record
-from aios.operator.handlers.common import Context, register, write_status
+from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile import policy as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.runtime.controller import Context, KindSpec
+from aios.operator.runtime.writer import Change
+from aios.operator.settings import OperatorSettings
 
 LIBRARY_ENV = "AIOS_POLICY_LIBRARY"
-AUDIT_INTERVAL_ENV = "AIOS_POLICY_AUDIT_INTERVAL"
-AUDIT_FILE_ENV = "AIOS_AUDIT_FILE"
 SYSTEM_CHECK_SECONDS = 30.0
 
 
-def opa_url() -> str:
-    url = os.environ.get(opa.OPA_URL_ENV)
+def opa_url(memo: kopf.Memo) -> str:
+    url = runtime(memo).settings.opa_url
     if not url:
         raise kopf.PermanentError(f"set {opa.OPA_URL_ENV}: the operator loads Policies into OPA")
     return url
@@ -88,7 +88,7 @@ def _identity(body: Mapping[str, Any]) -> tuple[str, str, int]:
 
 async def reconcile(policy: Policy, ctx: Context) -> list[ConditionUpdate]:
     namespace, name, generation = _identity(ctx.body)
-    url = opa_url()
+    url = opa_url(ctx.memo)
     details: dict[str, Any] = {"generation": generation, "enforcement": policy.spec.enforcement}
     try:
         load_plan = plan.load_plan(namespace, name, policy, library())
@@ -122,7 +122,7 @@ async def _loaded(url: str, namespace: str, name: str) -> bool:
 
 async def finalize(policy: Policy, ctx: Context) -> None:
     namespace, name, generation = _identity(ctx.body)
-    url = opa_url()
+    url = opa_url(ctx.memo)
     await opa.delete_data(url, plan.registry_path(namespace, name))
     await opa.delete_module(url, plan.module_id(namespace, name))
     await opa.delete_data(url, plan.parameters_path(namespace, name))
@@ -134,75 +134,67 @@ async def finalize(policy: Policy, ctx: Context) -> None:
     )
 
 
-register(Policy, reconcile=reconcile, finalize=finalize)
-
-
 # -- periodic audit of existing objects ----------------------------------------------------
-
-
-@cache
-def _custom_objects() -> client.CustomObjectsApi:
-    config.load_config()  # KUBECONFIG when set, else in-cluster
-    return client.CustomObjectsApi()
 
 
 PLURALS = {model.crd.kind: model.crd.plural for model in KINDS}
 
 
-def _list_reviews(kinds: list[str]) -> list[dict[str, Any]]:
-    reviews = []
-    for kind in kinds:
-        if kind not in plan.AUDITED_KINDS:
-            continue  # runtime Actions are checked when they run
-        listed = cast(
-            dict[str, Any],
-            _custom_objects().list_cluster_custom_object(GROUP, VERSION, PLURALS[kind]),
-        )
-        for item in listed.get("items", []):
-            reviews.append(plan.review({**item, "kind": kind}, "AUDIT"))
-    return reviews
+def _reviews(memo: kopf.Memo, kinds: list[str]) -> list[dict[str, Any]]:
+    """What the Policy audits, from the watch's stores (no LIST per audit)."""
+    process = runtime(memo)
+    return [
+        plan.review({**item, "kind": kind}, "AUDIT")
+        for kind in kinds
+        if kind in plan.AUDITED_KINDS  # runtime Actions are checked when they run
+        for item in process.store(PLURALS[kind])
+    ]
 
 
-@kopf.on.timer(
-    GROUP,
-    VERSION,
-    Policy.crd.plural,
-    id="audit-policy",
-    interval=float(os.environ.get(AUDIT_INTERVAL_ENV, "60")),
-    initial_delay=1.0,
-)
-async def audit_existing(body: kopf.Body, **_: Any) -> None:
-    """Load the Policy if OPA lacks it (OPA restarted, or the reconcile has not run yet),
-    then evaluate the objects in its scope."""
-    if body.metadata.get("deletionTimestamp"):
-        return  # finalize unloads it; loading it again here would leak it
-    status = body.get("status") or {}
+async def audit_existing(ctx: Context) -> Change | None:
+    """Load the Policy if OPA lacks it (OPA restarted), then evaluate the objects in its
+    scope: the violations' sample and count change only when the findings do."""
+    body = ctx.body
     namespace, name, _generation = _identity(body)
-    url = opa_url()
+    url = opa_url(ctx.memo)
     try:
         load_plan = plan.load_plan(namespace, name, Policy.model_validate(dict(body)), library())
         if await opa.get_module(url, load_plan.module_id) != load_plan.rego:
             await load(url, load_plan)
     except (plan.UnknownModule, opa.RegoError):
-        return  # the reconcile reports it in the conditions
-    reviews = await asyncio.to_thread(_list_reviews, load_plan.registry["kinds"])
+        return None  # the reconcile reports it in the conditions
+    reviews = _reviews(ctx.memo, load_plan.registry["kinds"])
     findings = await opa.audit_objects(url, namespace, name, reviews)
     desired = {
         **plan.violations_status(reviews, findings),
         "loadedPath": plan.data_path(namespace, name),
     }
-    if any(status.get(key) != value for key, value in desired.items()):
-        await write_status(Policy.crd.plural, body, lambda _: desired)
+    return lambda _: {"status": desired}
+
+
+def audit_interval(settings: OperatorSettings) -> float:
+    return settings.policy_audit_interval
+
+
+register(
+    KindSpec(
+        Policy,
+        reconcile=reconcile,
+        finalize=finalize,
+        refresh=audit_existing,
+        refresh_interval=audit_interval,
+    )
+)
 
 
 # -- operator-wide: the system entry point and the audit appender ---------------------------
 
 
-async def _keep_system_loaded(logger: kopf.Logger) -> None:
+async def _keep_system_loaded(url: str, logger: kopf.Logger) -> None:
     """OPA keeps modules in memory; after an OPA restart, put the entry point back."""
     while True:
         try:
-            await ensure_system(opa_url())
+            await ensure_system(url)
         except (opa.PolicyUnavailable, opa.RegoError) as error:
             logger.warning(f"the aios system policy is not loaded: {error}")
         await asyncio.sleep(SYSTEM_CHECK_SECONDS)
@@ -210,9 +202,10 @@ async def _keep_system_loaded(logger: kopf.Logger) -> None:
 
 @kopf.on.startup()
 async def start_governance(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    memo.policy_system = asyncio.create_task(_keep_system_loaded(logger))
-    if os.environ.get(BOOTSTRAP_ENV):
-        audit_file = os.environ.get(AUDIT_FILE_ENV)
+    settings = runtime(memo).settings
+    memo.policy_system = asyncio.create_task(_keep_system_loaded(opa_url(memo), logger))
+    if settings.kafka_bootstrap:
+        audit_file = settings.audit_file
         memo.audit_appender = Appender(file=Path(audit_file) if audit_file else None).start()
     else:
         logger.warning(f"{BOOTSTRAP_ENV} is not set: audit events are not chained")

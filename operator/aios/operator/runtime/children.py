@@ -1,0 +1,113 @@
+"""Server-side apply of the children kinds render, and pruning of those no longer rendered.
+
+Server-side apply with one field manager makes a re-run a no-op and never touches fields
+other managers own (an HPA's replicas, a user's labels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kubernetes import client, dynamic
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from aios.operator.reconcile.children import OPERATOR, OWNER_UID
+
+Child = tuple[str, str]
+"""(kind, name)"""
+
+
+class Children:
+    """Applies, prunes and reads an operator's children through one client.
+
+    What this process last applied for each owner is remembered, so a prune LISTs the
+    owner's children only when something it applied before is no longer rendered (or
+    after a restart, once): a steady reconcile costs no LIST."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._client: dynamic.DynamicClient | None = None
+        self._applied: dict[str, set[Child]] = {}
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        if self._client is None:  # discovery: at first use, not at start-up
+            self._client = dynamic.DynamicClient(self._api)
+        return self._client.resources.get(api_version=api_version, kind=kind)
+
+    async def apply(
+        self, objects: Iterable[Mapping[str, Any]], field_manager: str = OPERATOR
+    ) -> list[dict[str, Any]]:
+        """Apply each object in order (e.g. a ConfigMap before the Deployment that mounts
+        it)."""
+        results = []
+        for obj in objects:
+            results.append(await asyncio.to_thread(self._apply, obj, field_manager))
+        return results
+
+    def _apply(self, obj: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
+        applied = self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
+            body=dict(obj),
+            name=obj["metadata"]["name"],
+            namespace=obj["metadata"].get("namespace"),
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+        return dict(applied.to_dict())
+
+    async def prune(
+        self,
+        namespace: str,
+        owner_uid: str,
+        kinds: Iterable[tuple[str, str]],
+        desired: Iterable[Mapping[str, Any]],
+    ) -> list[str]:
+        """Delete the owner's children of ``kinds`` ((apiVersion, kind) pairs) that are not
+        in ``desired``; return what was deleted as ``Kind/name``."""
+        keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
+        before = self._applied.get(owner_uid)
+        if before is not None and before <= keep:
+            self._applied[owner_uid] = keep
+            return []
+        deleted = await asyncio.to_thread(self._prune, namespace, owner_uid, list(kinds), keep)
+        self._applied[owner_uid] = keep
+        return deleted
+
+    def forget(self, owner_uid: str) -> None:
+        """The owner is gone (its children go with it: they carry its owner reference)."""
+        self._applied.pop(owner_uid, None)
+
+    def _prune(
+        self, namespace: str, owner_uid: str, kinds: list[tuple[str, str]], keep: set[Child]
+    ) -> list[str]:
+        deleted = []
+        for api_version, kind in kinds:
+            resource = self._resource(api_version, kind)
+            listed = resource.get(namespace=namespace, label_selector=f"{OWNER_UID}={owner_uid}")
+            for item in listed.items:
+                name = item.metadata.name
+                if (kind, name) in keep:
+                    continue
+                try:
+                    resource.delete(
+                        name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+                    )
+                    deleted.append(f"{kind}/{name}")
+                except NotFoundError:
+                    pass
+        return deleted
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+
+        def read() -> dict[str, Any] | None:
+            try:
+                found = self._resource(api_version, kind).get(name=name, namespace=namespace)
+            except NotFoundError:
+                return None
+            return dict(found.to_dict())
+
+        return await asyncio.to_thread(read)

@@ -1,0 +1,87 @@
+"""A work queue of object keys: each object is handled by one worker at a time, and what
+arrives for it meanwhile is coalesced into one more run (the client-go workqueue contract).
+
+It replaces a lock per object: an event and a periodic tick for the same object can never
+run side by side, and a burst of events costs one run, not one per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+class Reason(enum.Flag):
+    """Why an object is queued; the reasons of coalesced arrivals are merged."""
+
+    EVENT = enum.auto()
+    """The object changed (or was listed): act if its state asks for it."""
+    TICK = enum.auto()
+    """The kind's periodic tick: retry what has not converged, refresh runtime status."""
+
+
+LOG = logging.getLogger(__name__)
+
+Work = Callable[[str, Reason], Awaitable[None]]
+
+
+@dataclass
+class WorkQueue:
+    """``work(key, reasons)`` for queued keys, on ``workers`` concurrent tasks."""
+
+    work: Work
+    workers: int = 8
+    _pending: dict[str, Reason] = field(default_factory=dict)
+    _running: set[str] = field(default_factory=set)
+    _ready: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, key: str, reason: Reason) -> None:
+        """Queue ``key``; if it is queued or running already, it runs (once more) later."""
+        queued = key in self._pending
+        self._pending[key] = self._pending.get(key, Reason(0)) | reason
+        if not queued and key not in self._running:
+            self._ready.put_nowait(key)
+        self._idle.clear()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def __len__(self) -> int:
+        """Keys waiting or running."""
+        return len(self._pending.keys() | self._running)
+
+    async def drained(self) -> None:
+        """Until nothing is queued or running."""
+        while len(self):
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._ready.get()
+            reasons = self._pending.pop(key)
+            self._running.add(key)
+            try:
+                await self.work(key, reasons)
+            except Exception:  # the work reports its own failures; a worker never dies
+                LOG.exception("work on %s failed", key)
+            finally:
+                self._running.discard(key)
+                if key in self._pending:  # arrived while it ran: once more, after the others
+                    self._ready.put_nowait(key)
+                elif not len(self):
+                    self._idle.set()

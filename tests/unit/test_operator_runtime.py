@@ -1,0 +1,97 @@
+"""The operator's single write path, without servers: the store never goes back to an older
+copy, the queue runs one object once at a time and coalesces what arrives meanwhile, and a
+patch that changes nothing is recognised as such (so it is never sent)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aios.operator.reconcile.patches import changes_anything, merge_patched
+from aios.operator.runtime.queue import Reason, WorkQueue
+from aios.operator.runtime.store import Store
+
+
+def obj(uid: str, version: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"uid": uid, "resourceVersion": version}, "status": status}
+
+
+def test_the_store_keeps_the_newest_copy_whatever_order_they_arrive_in() -> None:
+    store = Store()
+    store.observe(obj("a", "12", phase="written"))  # a write's response
+    store.observe(obj("a", "11", phase="older"))  # the watch catching up
+    assert store.get("a") == obj("a", "12", phase="written")
+    store.observe(obj("a", "13", phase="newer"))
+    assert store.get("a") == obj("a", "13", phase="newer")
+    store.forget("a")
+    assert store.get("a") is None and len(store) == 0
+
+
+def until_drained(queue: WorkQueue, feed: Callable[[WorkQueue], Awaitable[None]]) -> None:
+    """Start the queue's workers, feed it, and wait until it has nothing left."""
+
+    async def scenario() -> None:
+        queue.start()
+        await feed(queue)
+        await asyncio.wait_for(queue.drained(), timeout=10)
+        await queue.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_for_one_object_runs_once_at_a_time_and_once_more_after() -> None:
+    runs: list[tuple[str, Reason]] = []
+    running: set[str] = set()
+    overlaps: list[str] = []
+
+    async def work(key: str, reasons: Reason) -> None:
+        if key in running:
+            overlaps.append(key)
+        running.add(key)
+        runs.append((key, reasons))
+        await asyncio.sleep(0.01)
+        running.discard(key)
+
+    async def feed(queue: WorkQueue) -> None:
+        queue.add("a", Reason.EVENT)
+        queue.add("b", Reason.TICK)
+        await asyncio.sleep(0)  # the workers take a and b
+        for _ in range(5):
+            queue.add("a", Reason.EVENT)  # while a runs: coalesced into one more run
+        queue.add("a", Reason.TICK)
+
+    until_drained(WorkQueue(work, workers=4), feed)
+    assert overlaps == [], "one object is never worked on by two workers"
+    assert sorted(k for k, _ in runs) == ["a", "a", "b"], runs
+    assert runs[-1] == ("a", Reason.EVENT | Reason.TICK), "the reasons are merged"
+
+
+def test_a_failing_work_does_not_kill_its_worker() -> None:
+    done: list[str] = []
+
+    async def work(key: str, _: Reason) -> None:
+        if key == "bad":
+            raise RuntimeError("boom")
+        done.append(key)
+
+    async def feed(queue: WorkQueue) -> None:
+        queue.add("bad", Reason.EVENT)
+        queue.add("good", Reason.EVENT)
+
+    until_drained(WorkQueue(work, workers=1), feed)
+    assert done == ["good"]
+
+
+def test_merge_patches_follow_rfc_7386() -> None:
+    target = {"status": {"counts": {"a": 1, "b": 2}, "list": [1, 2], "gone": "x"}}
+    patch = {"status": {"counts": {"b": 3}, "list": [2], "gone": None}}
+    assert merge_patched(target, patch) == {"status": {"counts": {"a": 1, "b": 3}, "list": [2]}}
+
+
+def test_a_patch_that_restates_the_object_changes_nothing() -> None:
+    stored = {"metadata": {"name": "x"}, "status": {"observedGeneration": 2, "lag": {"p": 0}}}
+    assert not changes_anything(stored, {"status": {"observedGeneration": 2}})
+    assert not changes_anything(stored, {"status": {"lag": {"p": 0}, "absent": None}})
+    assert changes_anything(stored, {"status": {"lag": {"p": 1}}})
+    assert changes_anything(stored, {"status": {"observedGeneration": None}})
