@@ -1,14 +1,18 @@
 """The operator's single write path, without servers: the store never goes back to an older
-copy, the queue runs one object once at a time and coalesces what arrives meanwhile, and a
-patch that changes nothing is recognised as such (so it is never sent)."""
+copy, the queue runs one object once at a time and coalesces what arrives meanwhile, what
+makes an object due, which changes are written, and a patch that changes nothing is
+recognised as such (so it is never sent)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from aios.api import EdgeGateway
+from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
+from aios.operator.runtime.controller import KindSpec, finalizer_change, reconciled_status
 from aios.operator.runtime.queue import Reason, WorkQueue
 from aios.operator.runtime.store import Store
 
@@ -95,3 +99,43 @@ def test_a_patch_that_restates_the_object_changes_nothing() -> None:
     assert not changes_anything(stored, {"status": {"lag": {"p": 0}, "absent": None}})
     assert changes_anything(stored, {"status": {"lag": {"p": 1}}})
     assert changes_anything(stored, {"status": {"observedGeneration": None}})
+
+
+def gateway(generation: int = 1, observed: int | None = 1, **meta: Any) -> dict[str, Any]:
+    status = {} if observed is None else {"observedGeneration": observed}
+    metadata = {"generation": generation, "uid": "u", "resourceVersion": "1", **meta}
+    return {"metadata": metadata, "spec": {}, "status": status}
+
+
+def test_an_object_is_due_for_a_new_generation_pending_work_or_its_finalizer() -> None:
+    def rollout_step(raw: Mapping[str, Any]) -> bool:
+        return bool((raw.get("status") or {}).get("stepToServe"))
+
+    spec = KindSpec(EdgeGateway, pending=rollout_step)
+    finalizer = spec.finalizer
+    assert spec.due(gateway(generation=2, observed=1)), "a spec not yet observed"
+    assert not spec.due(gateway())
+    assert spec.due({**gateway(), "status": {"observedGeneration": 1, "stepToServe": 3}})
+    deleting = {"deletionTimestamp": "2026-11-30T00:00:00Z"}
+    assert spec.due(gateway(generation=2, finalizers=[finalizer], **deleting)), "to finalize"
+    assert not spec.due(gateway(generation=2, finalizers=["other"], **deleting)), (
+        "another controller's finalizer is not ours to wait on"
+    )
+
+
+def test_a_status_for_an_older_generation_is_not_written() -> None:
+    change = reconciled_status(1, {"topics": "t"}, [ConditionUpdate("Ready", "True", "Ok")])
+    written = change(gateway(generation=1, observed=None))
+    assert written is not None
+    assert written["status"]["observedGeneration"] == 1 and written["status"]["topics"] == "t"
+    assert change(gateway(generation=2, observed=1)) is None, "its own reconcile reports"
+
+
+def test_finalizers_are_added_and_removed_keeping_other_controllers() -> None:
+    add, remove = finalizer_change("aios.dev/x", add=True), finalizer_change("aios.dev/x", False)
+    theirs = gateway(finalizers=["kubernetes.io/other"])
+    assert add(theirs) == {"metadata": {"finalizers": ["kubernetes.io/other", "aios.dev/x"]}}
+    ours = gateway(finalizers=["kubernetes.io/other", "aios.dev/x"])
+    assert add(ours) is None, "nothing to write"
+    assert remove(ours) == {"metadata": {"finalizers": ["kubernetes.io/other"]}}
+    assert remove(theirs) is None
