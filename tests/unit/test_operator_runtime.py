@@ -30,6 +30,8 @@ def test_the_store_keeps_the_newest_copy_whatever_order_they_arrive_in() -> None
     assert store.get("a") == obj("a", "13", phase="newer")
     store.forget("a")
     assert store.get("a") is None and len(store) == 0
+    store.observe(obj("a", "14", phase="the response of the write that deleted it"))
+    assert store.get("a") is None, "a deleted object is never taken back in"
 
 
 def until_drained(queue: WorkQueue, feed: Callable[[WorkQueue], Awaitable[None]]) -> None:

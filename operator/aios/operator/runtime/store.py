@@ -3,8 +3,13 @@ writes, so a reconcile never has to GET what it is about to act on."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+TOMBSTONE_SECONDS = 600.0
+"""How long a deleted object's uid is remembered: longer than any write's response can take
+to come back."""
 
 
 def newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
@@ -23,20 +28,33 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
 
 class Store:
     """Objects by uid. A write's response may arrive before the watch event of an older
-    version; that older copy is ignored, so a reconcile never starts from it."""
+    version; that older copy is ignored, so a reconcile never starts from it. It may also
+    arrive after the object's deletion (the write that removed the last finalizer): a
+    deleted uid is never taken back in."""
 
     def __init__(self) -> None:
         self._objects: dict[str, dict[str, Any]] = {}
+        self._deleted: dict[str, float] = {}
 
     def observe(self, obj: Mapping[str, Any]) -> None:
-        """Keep ``obj`` if it is newer than the copy held."""
+        """Keep ``obj`` if it is newer than the copy held (and not deleted)."""
         uid = obj["metadata"]["uid"]
+        if uid in self._deleted:
+            return
         held = self._objects.get(uid)
         if held is None or newer(obj, held):
             self._objects[uid] = dict(obj)
 
     def forget(self, uid: str) -> None:
+        """The object is gone for good (uids are never reused)."""
         self._objects.pop(uid, None)
+        now = time.monotonic()
+        while self._deleted:  # oldest first (insertion order): drop the expired ones
+            oldest, when = next(iter(self._deleted.items()))
+            if now - when < TOMBSTONE_SECONDS:
+                break
+            del self._deleted[oldest]
+        self._deleted[uid] = now
 
     def get(self, uid: str) -> dict[str, Any] | None:
         return self._objects.get(uid)

@@ -54,7 +54,8 @@ class Writer:
             try:
                 written = await self._patch(meta["namespace"], meta["name"], body, subresource)
             except client.ApiException as error:
-                if error.status == 404:
+                if error.status == 404:  # gone: the watch's DELETED may still be on its way
+                    self.store.forget(uid)
                     return None
                 if error.status != 409:
                     raise
@@ -80,6 +81,7 @@ class Writer:
 
         found = await asyncio.to_thread(get)
         if found is None or found["metadata"]["uid"] != uid:
+            self.store.forget(uid)  # gone, perhaps replaced by a namesake
             return None
         self.store.observe(found)
         return self.store.get(uid)
