@@ -106,7 +106,8 @@ def steps_told(kubectl, namespace: str) -> str:
 
 
 async def test_a_rejection_rolls_back(site, kubectl, operator, namespace):
-    await awaiting_approval(kubectl, namespace)
+    waiting = await awaiting_approval(kubectl, namespace)
+    assert waiting["rollout"]["phase"] == "AwaitingApproval", waiting["rollout"]["message"]
     done = aiosctl(site, "reject", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
     assert done.returncode == 0, done.stderr
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), 120)

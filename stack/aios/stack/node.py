@@ -142,18 +142,34 @@ def allocation_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def free_index(preferred: int | None) -> int:
-    """An index whose link does not exist on the host (another site's, or anyone's)."""
+def index_taken(index: int, links: set[str], routes: str) -> bool:
+    """Whether the host has a link or a route of site number ``index`` (anyone's)."""
+    network = NodeNetwork(index)
+    return network.host_link in links or any(
+        prefix in routes for prefix in (f"10.251.{index}.", network.pod_cidr, network.service_cidr)
+    )
+
+
+def free_index(own: int | None) -> int:
+    """``choose_index`` on this host's links and routes."""
     links = set(os.listdir("/sys/class/net"))
-    routes = run(["ip", "-4", "route", "show"], "list routes")
-    candidates = [preferred] if preferred in INDICES else []
-    for index in [*candidates, *INDICES]:
-        network = NodeNetwork(index)
-        taken = network.host_link in links or any(
-            prefix in routes
-            for prefix in (f"10.251.{index}.", network.pod_cidr, network.service_cidr)
-        )
-        if not taken:
+    return choose_index(own, links, run(["ip", "-4", "route", "show"], "list routes"))
+
+
+def choose_index(own: int | None, links: set[str], routes: str) -> int:
+    """The site's own index when it has one (its cluster stored the addresses derived from
+    it: Service IPs cannot change), else the first index whose link and routes do not exist
+    on the host."""
+    if own is not None:
+        if index_taken(own, links, routes):
+            raise NodeFailed(
+                f"this site's addresses (site index {own}: 10.251.{own}.0/24, Services "
+                f"{NodeNetwork(own).service_cidr}) are in use by another site on this machine; "
+                "stop that site first"
+            )
+        return own
+    for index in INDICES:
+        if not index_taken(index, links, routes):
             return index
     raise NodeFailed("no free site index: 249 sites on this machine?")
 
@@ -250,6 +266,8 @@ class Node:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.state_file = directory / "node.json"
+        self.index_file = directory / "index"
+        """The site's index, kept across ``down`` and ``up`` (its cluster's addresses)."""
         self.holder: ManagedProcess | None = None
         self.network = NodeNetwork(0)
         self.state: NodeState | None = None
@@ -262,8 +280,12 @@ class Node:
         if leftover is not None:
             teardown(leftover)  # a site that died without `aiosctl down`
         self._prepare_directories()
+        own = leftover.index if leftover else None
+        if own is None and self.index_file.exists():
+            own = int(self.index_file.read_text())
         with allocation_lock():
-            index = free_index(leftover.index if leftover else None)
+            index = free_index(own)
+            self.index_file.write_text(f"{index}\n")
             self.network = NodeNetwork(index)
             self.holder = self._start_holder(index, mirror)
             pid = self.holder.pid
