@@ -3,6 +3,7 @@ folder on sys.path)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from temporalio.client import Client, WorkflowExecutionStatus
 
 
 def wait_for(
@@ -26,6 +29,51 @@ def wait_for(
     raise AssertionError(
         f"{what or 'condition'} not reached after {timeout}s; last value: {last!r}"
     )
+
+
+async def activity_attempts(temporal_address: str, workflow_id: str, activity: str) -> int:
+    """Which attempt of ``activity`` the workflow is on (0 when none is pending): a test
+    that asserts nothing happens while a dependency is down waits for failed attempts,
+    not for time to pass."""
+    client = await Client.connect(temporal_address)
+    description = await client.get_workflow_handle(workflow_id).describe()
+    pending = description.raw_description.pending_activities
+    return max((p.attempt for p in pending if p.activity_type.name == activity), default=0)
+
+
+def failed_attempts(temporal_address: str, workflow_id: str, activity: str, count: int) -> None:
+    """Wait until ``activity`` of the workflow has failed ``count`` times (is retrying)."""
+    wait_for(
+        lambda: asyncio.run(activity_attempts(temporal_address, workflow_id, activity)) > count,
+        what=f"{count} failed attempts of {activity} in {workflow_id}",
+    )
+
+
+async def _all_closed(temporal_address: str, workflow_ids: set[str]) -> bool:
+    client = await Client.connect(temporal_address)
+    for workflow_id in workflow_ids:
+        status = (await client.get_workflow_handle(workflow_id).describe()).status
+        if status in (None, WorkflowExecutionStatus.RUNNING):
+            return False
+    return True
+
+
+def workflows_closed(temporal_address: str, workflow_ids: set[str]) -> None:
+    """Wait until every one of the workflows has ended: what they did is then final."""
+    wait_for(
+        lambda: asyncio.run(_all_closed(temporal_address, workflow_ids)),
+        what=f"workflows {sorted(workflow_ids)} ended",
+    )
+
+
+async def _intent_workflows(temporal_address: str, intent: str) -> list[str]:
+    client = await Client.connect(temporal_address)
+    return [w.id async for w in client.list_workflows(f'AiosIntent = "{intent}"')]
+
+
+def intent_workflows(temporal_address: str, intent: str) -> list[str]:
+    """The ids of the action workflows started for ``intent`` (``namespace/name``)."""
+    return asyncio.run(_intent_workflows(temporal_address, intent))
 
 
 def cluster_url(kubectl: Any, url: str) -> str:

@@ -39,9 +39,11 @@ async def test_rotation_on_a_live_server(tmp_path: Path) -> None:
             "AIOS_WEBHOOK_CERT_CHECK_SECONDS": "0.2",
         }
     )
-    # Short lives: the serving certificate is due after 2 s, the CA after 4 s.
-    certs = WebhookCertificates(tmp_path, settings.hosts(), 3, ca_seconds=6)
-    certs.ensure(now())
+    # The rotations are decided at later moments passed in (no waiting for a clock): the
+    # serving certificate is due 20 s after its issue, the CA 40 s after its own.
+    start = now()
+    certs = WebhookCertificates(tmp_path, settings.hosts(), 30, ca_seconds=60)
+    certs.ensure(start)
     server = OperatorWebhookServer(settings, certs)
 
     async def review(request: Any, **_: Any) -> Any:
@@ -49,25 +51,29 @@ async def test_rotation_on_a_live_server(tmp_path: Path) -> None:
 
     configs = server(review)
     first = await anext(configs)
+    restarted = asyncio.ensure_future(anext(configs))  # kopf watches its files from here
     assert first["url"] == f"https://127.0.0.1:{port}"
     serial = await served_serial(port, first["caBundle"])
     assert serial == current(certs)
+    watched = {path: path.read_bytes() for path in server_files(certs)}
 
-    await asyncio.sleep(2.2)
-    server.rotate(now())  # a new serving certificate, same CA
+    server.rotate(start + datetime.timedelta(seconds=21))  # a new serving certificate, same CA
     renewed = await served_serial(port, first["caBundle"])
     assert renewed != serial and renewed == current(certs)
-    restarted = asyncio.ensure_future(anext(configs))
-    await asyncio.sleep(1.0)
-    assert not restarted.done(), "a serving renewal needs no restart and no new bundle"
+    # kopf restarts its server only when a file it started with changes: none did.
+    assert {path: path.read_bytes() for path in watched} == watched, "no restart, no new bundle"
+    assert not restarted.done()
 
-    await asyncio.sleep(1.0)
-    server.rotate(now())  # a new CA: the server restarts and yields the new bundle
+    server.rotate(start + datetime.timedelta(seconds=41))  # a new CA: restart, new bundle
     second = await asyncio.wait_for(restarted, 10)
     assert second["caBundle"] != first["caBundle"]
     assert await served_serial(port, second["caBundle"]) == current(certs)
     assert sorted(tmp_path.glob("tls-*")) == sorted([certs.cert_path, certs.key_path])
     await configs.aclose()
+
+
+def server_files(certs: WebhookCertificates) -> tuple[Path, Path, Path]:
+    return certs.cert_path, certs.key_path, certs.bundle_path
 
 
 def now() -> datetime.datetime:

@@ -17,10 +17,19 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
-from support import container_pids, restarts, running_pod, wait_for
+from support import (
+    container_pids,
+    failed_attempts,
+    intent_workflows,
+    restarts,
+    running_pod,
+    wait_for,
+    workflows_closed,
+)
 
 from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
+from aios.workflows.action import AUTHORIZE
 
 TIMEOUT = 180  # seconds: a site on a shared 2-core machine is slow
 
@@ -114,10 +123,11 @@ def decisions_of(bootstrap: str, intent_obj: dict[str, Any], expected: int) -> l
     return [json.loads(m.value()) for m in read_all(bootstrap, topic, expected)]
 
 
-def acted_once(receiver, keys: set[str]) -> None:
-    """Every action in ``keys`` reached the receiver, and none twice (given time to)."""
+def acted_once(site, receiver, keys: set[str]) -> None:
+    """Every action in ``keys`` reached the receiver, and none twice: each action's
+    workflow (its id is the action id, never reused) has ended, so nothing more comes."""
     wait_for(lambda: keys <= set(receiver.idempotency_keys()), what="every action executed")
-    time.sleep(3)
+    workflows_closed(site.endpoints.temporal_address, keys)
     assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)
 
 
@@ -155,7 +165,7 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     assert all(d["lineage"]["topic"] == topic for d in decisions)
 
     keys = {d["actionId"] for d in acting}
-    acted_once(receiver, keys)
+    acted_once(site, receiver, keys)
 
     def reported() -> dict[str, Any] | None:
         status = kubectl.json("get", "automationintent", "pm25", "-n", namespace)["status"]
@@ -243,7 +253,7 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     assert len({d["decisionId"] for d in decisions}) == len(records)
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 40
-    acted_once(receiver, keys)
+    acted_once(site, receiver, keys)
 
 
 def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
@@ -282,7 +292,7 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
     approved = aiosctl(site, "approve", f"action/{action}", "--as", "alice", "--reason", "go")
     assert approved.returncode == 0, approved.stderr
     assert f"approved action/{action} as alice" in approved.stdout
-    acted_once(receiver, {action})
+    acted_once(site, receiver, {action})
     again = aiosctl(site, "approve", f"action/{action}", "--as", "alice")
     assert again.returncode != 0 and "not waiting for approval" in again.stderr
 
@@ -300,7 +310,8 @@ def test_shadow_mode_decides_and_never_acts(
     assert all(
         d["outcome"] == "act" and d["mode"] == "shadow" and "actionId" not in d for d in decisions
     )
-    time.sleep(3)
+    # The runner hands actions off before it publishes their decisions: none was started.
+    assert intent_workflows(site.endpoints.temporal_address, f"{namespace}/shadow") == []
     assert not [c for c in receiver.calls if c[0] == "/shadow"]
 
 
@@ -326,12 +337,12 @@ def test_with_opa_stopped_no_action_runs_until_it_answers_again(
             ]
 
         wait_for(lambda: "requested" in steps(), what="the action requested")
-        time.sleep(15)  # several authorisation attempts time out meanwhile
+        failed_attempts(site.endpoints.temporal_address, action, AUTHORIZE, 1)
         assert action not in receiver.idempotency_keys(), "no action runs without OPA"
         assert "executed" not in steps() and "authorized" not in steps()
     finally:
         os.killpg(opa.pid, signal.SIGCONT)
-    acted_once(receiver, {action})
+    acted_once(site, receiver, {action})
     wait_for(lambda: steps()[-1:] == ["executed"], what="the executed step audited")
     assert steps() == ["requested", "authorized", "executed"]
 
@@ -364,7 +375,7 @@ def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lo
     assert len(decisions) == 200 and len({d["decisionId"] for d in decisions}) == 200
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 5
-    acted_once(receiver, keys)
+    acted_once(site, receiver, keys)
 
 
 def test_an_intent_without_a_matching_gateway_says_so_and_deletes_cleanly(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import failed_attempts
 from temporalio.client import Client, WorkflowHandle
 from test_operator import wait_for
 from test_policy_operator import conditions, policy
@@ -27,6 +28,7 @@ from aios.stack.components import OPA
 from aios.stack.platform import site_environment
 from aios.stack.process import ManagedProcess, free_port
 from aios.stack.site import Site, http_ok
+from aios.workflows.action import AUTHORIZE
 from aios.workflows.worker import WorkerSettings, build_worker, ensure_search_attributes
 
 TARGETS = """package targets
@@ -145,7 +147,9 @@ async def test_with_opa_stopped_no_action_runs_until_it_answers_again(
     payload = action_request("policy-runtime", f"{receiver.url}/hooks/air")
     async with worker_for(site, url) as worker:  # OPA is not running
         handle = await start(worker, payload)
-        await asyncio.sleep(8)
+        await asyncio.to_thread(
+            failed_attempts, site.endpoints.temporal_address, handle.id, AUTHORIZE, 2
+        )
         state = await handle.query("state")
         assert state["phase"] == "authorizing", state
         assert payload["actionId"] not in receiver.idempotency_keys()

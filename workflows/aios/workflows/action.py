@@ -33,6 +33,7 @@ EXECUTED_AT = SearchAttributeKey.for_datetime("AiosExecutedAt")
 SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT)
 
 POLICY_WAIT = timedelta(minutes=10)
+AUTHORIZE = "aios.action.authorize"  # the activity asking OPA
 """How long an action waits for OPA to answer before it fails without acting."""
 
 
@@ -214,7 +215,7 @@ class ActionWorkflow:
         self.phase = "authorizing"
         try:
             found: dict[str, Any] = await workflow.execute_activity(
-                "aios.action.authorize",
+                AUTHORIZE,
                 Authorize(payload, approver),
                 start_to_close_timeout=timedelta(seconds=15),
                 schedule_to_close_timeout=POLICY_WAIT,

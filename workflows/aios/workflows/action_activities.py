@@ -20,6 +20,7 @@ from aios.connectors.audit import AuditWriter
 from aios.connectors.opa import PolicyUnavailable, authorize_action
 from aios.workflows.action import (
     ACTION,
+    AUTHORIZE,
     EXECUTED_AT,
     INTENT,
     SEARCH_ATTRIBUTES,
@@ -148,7 +149,7 @@ class ActionActivities:
             self._producer = kafka.producer(self.env.get(kafka.BOOTSTRAP_ENV))
         return self._producer
 
-    @activity.defn(name="aios.action.authorize")
+    @activity.defn(name=AUTHORIZE)
     async def authorize(self, ask: Authorize) -> dict[str, Any]:
         request = ActionRequest.model_validate(ask.request)
         recent = await _count(
