@@ -260,15 +260,17 @@ class AuditWriter:
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
-        self._producer: Producer | None = None
+        self._producer: kafka.AcknowledgedProducer | None = None
         self._lock = threading.Lock()
 
-    def _ensure(self) -> Producer:
+    def _ensure(self) -> kafka.AcknowledgedProducer:
         with self._lock:
             if self._producer is None:
                 kafka.ensure_topics(kafka.admin(self.bootstrap), [events_topic_spec(self.topic)])
-                self._producer = kafka.producer(
-                    self.bootstrap, **{"message.timeout.ms": int(self.timeout * 1000)}
+                self._producer = kafka.AcknowledgedProducer(
+                    kafka.producer(
+                        self.bootstrap, **{"message.timeout.ms": int(self.timeout * 1000)}
+                    )
                 )
             return self._producer
 
@@ -285,26 +287,17 @@ class AuditWriter:
         """Store one event durably (acks=all); raises ``AuditUnavailable`` otherwise.
         A repeated ``event_id`` (a retried step) is chained only once."""
         document = event(kind, subject, details, actor, policy_decision_id, trace_id, event_id)
-        errors: list[KafkaError] = []
         try:
-            producer = self._ensure()
-            producer.produce(
-                self.topic,
-                canonical(document).encode(),
-                key=document["eventId"].encode(),
-                on_delivery=lambda error, _: errors.append(error) if error else None,
+            self._ensure().send(
+                self.topic, canonical(document).encode(), document["eventId"].encode(), self.timeout
             )
-            remaining = producer.flush(self.timeout)
-        except KafkaException as error:
+        except (KafkaException, kafka.NotDelivered) as error:
             raise AuditUnavailable(f"audit event not stored: {error}") from error
-        if remaining or errors:
-            reason = errors[0] if errors else f"not delivered within {self.timeout:.0f}s"
-            raise AuditUnavailable(f"audit event not stored: {reason}")
         return str(document["eventId"])
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(self.timeout)
+            self._producer.close(self.timeout)
 
 
 def _read(consumer: Consumer, partition: TopicPartition, timeout: float) -> Iterable[Message]:

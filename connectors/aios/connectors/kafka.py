@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
+    KafkaError,
     KafkaException,
     Producer,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import (
@@ -85,6 +88,71 @@ def producer(bootstrap: str | None = None, **overrides: Any) -> Producer:
     return Producer(producer_config(bootstrap, **overrides))
 
 
+ANY_PARTITION = -1
+"""librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses (by key)."""
+
+
+class NotDelivered(Exception):
+    """The broker did not acknowledge a record: its error, or no answer in time."""
+
+
+class AcknowledgedProducer:
+    """A producer whose ``send`` returns once the broker has that one record (acks=all).
+
+    ``Producer.flush`` waits until nothing at all is in flight: with several threads
+    producing, each one waits for the others' records too, and under steady load that
+    wait has no end. Here one thread serves the delivery reports, and each sender waits
+    for its own record only."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self._stopping = threading.Event()
+        self._reports = threading.Thread(target=self._serve, name="kafka-reports", daemon=True)
+        self._reports.start()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self.producer.poll(0.1)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes,
+        timeout: float,
+        partition: int | None = None,
+    ) -> None:
+        """Produce one record and wait for its acknowledgement; ``NotDelivered`` if none."""
+        acknowledged = threading.Event()
+        errors: list[KafkaError] = []
+
+        def report(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:
+                errors.append(error)
+            acknowledged.set()
+
+        try:
+            self.producer.produce(
+                topic,
+                value,
+                key,
+                partition=ANY_PARTITION if partition is None else partition,
+                on_delivery=report,
+            )
+        except (KafkaException, BufferError) as error:
+            raise NotDelivered(str(error)) from error
+        if not acknowledged.wait(timeout):
+            raise NotDelivered(f"not delivered within {timeout:.0f}s")
+        if errors:
+            raise NotDelivered(str(errors[0]))
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is in flight, then stop serving reports."""
+        self.producer.flush(timeout)
+        self._stopping.set()
+        self._reports.join()
+
+
 def consumer(group: str, bootstrap: str | None = None, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(group, bootstrap, **overrides))
 
@@ -96,20 +164,29 @@ def admin(bootstrap: str | None = None) -> AdminClient:
 def describe_topics(
     client: AdminClient, names: Iterable[str], timeout: float = 10
 ) -> dict[str, ExistingTopic]:
-    """The named topics that exist, with partition counts and their current configs."""
-    wanted = set(names)
-    metadata = client.list_topics(timeout=timeout)
-    present = [n for n in wanted if n in metadata.topics and metadata.topics[n].error is None]
-    if not present:
+    """The named topics that exist, with partition counts and their current configs.
+
+    Asked for these topics only: a city's broker holds thousands of topics, and the
+    metadata of all of them at every reconcile costs both sides more than the work."""
+    wanted = sorted(set(names))
+    if not wanted:
         return {}
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
+    partitions: dict[str, int] = {}
+    described = client.describe_topics(TopicCollection(wanted), request_timeout=timeout)
+    for name, future in described.items():
+        try:
+            partitions[name] = len(future.result(timeout).partitions)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+    if not partitions:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in partitions]
     configs = {
         resource.name: {k: v.value for k, v in future.result(timeout).items()}
         for resource, future in client.describe_configs(resources).items()
     }
-    return {
-        n: ExistingTopic(n, len(metadata.topics[n].partitions), configs.get(n, {})) for n in present
-    }
+    return {n: ExistingTopic(n, count, configs.get(n, {})) for n, count in partitions.items()}
 
 
 def apply_topic_plan(client: AdminClient, plan: TopicPlan, timeout: float = 30) -> None:

@@ -65,7 +65,7 @@ class EdgeState:
     """Shared by every gateway's handlers (kopf gives each object a shallow memo copy)."""
 
     def __init__(self, bootstrap: str, admin: AdminClient, config_partitions: int) -> None:
-        self.producer = kafka.producer(bootstrap, **{"linger.ms": 0})
+        self.producer = kafka.AcknowledgedProducer(kafka.producer(bootstrap, **{"linger.ms": 0}))
         self.admin = admin
         self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC).start()
         self.config_partitions = config_partitions
@@ -82,16 +82,11 @@ class EdgeState:
 
     def publish(self, key: str, value: bytes | None) -> None:
         """Produce to the key's partition and wait until Kafka has it (acks=all)."""
-        errors: list[str] = []
-        self.producer.produce(
-            CONFIG_TOPIC,
-            key=key.encode(),
-            value=value,
-            partition=config_partition(key, self.config_partitions),
-            on_delivery=lambda error, _: errors.append(str(error)) if error else None,
-        )
-        if self.producer.flush(30) or errors:
-            raise RuntimeError(f"config record for {key} not delivered: {errors or 'timeout'}")
+        partition = config_partition(key, self.config_partitions)
+        try:
+            self.producer.send(CONFIG_TOPIC, value, key.encode(), 30, partition)
+        except kafka.NotDelivered as error:
+            raise RuntimeError(f"config record for {key} not delivered: {error}") from error
 
 
 def state(memo: kopf.Memo) -> EdgeState:
@@ -139,6 +134,7 @@ async def stop_edge(memo: kopf.Memo, **_: Any) -> None:
     edge: EdgeState | None = getattr(memo, "edge", None)
     if edge is not None:
         await asyncio.to_thread(edge.heartbeats.stop)
+        await asyncio.to_thread(edge.producer.close, 30)
 
 
 def ensure_sink(edge: EdgeState, topic: str) -> None:
