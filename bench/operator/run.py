@@ -322,6 +322,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="the operator's reconciles per kind (chart)"
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="aios-bench-operator-"))
@@ -338,9 +341,14 @@ def main() -> None:
             for namespace in pair:
                 core.create_namespace(client.V1Namespace(metadata={"name": namespace}))
         watched = [aios_namespace for _, aios_namespace in namespaces.values()]
-        release.install(site, {"operator": {**OPERATOR_VALUES, "watchNamespaces": watched}})
+        operator = {**OPERATOR_VALUES, "watchNamespaces": watched}
+        if args.workers is not None:
+            operator["workers"] = args.workers
+        release.install(site, {"operator": operator})
+        workers = operator.get("workers", "the chart's default")
         print(f"{args.concurrency} concurrent clients; per 10 objects: 8 EdgeGateways, "
-              "1 paused AutomationIntent, 1 Policy in dryrun")  # fmt: skip
+              "1 paused AutomationIntent, 1 Policy in dryrun; "
+              f"operator workers per kind: {workers}")  # fmt: skip
         for count in args.objects:
             peer_namespace, aios_namespace = namespaces[count]
             print(f"{count} objects")

@@ -12,7 +12,9 @@ from aios.operator.runtime.children import Children
 
 
 def test_children_are_applied_idempotently_and_pruned(kubectl, crds, namespace, site_env) -> None:
-    children = Children(config.new_client_from_config(config_file=site_env["KUBECONFIG"]))
+    api = config.new_client_from_config(config_file=site_env["KUBECONFIG"])
+    children = Children(api)
+    reapplying = Children(api, reapply_seconds=0)  # sends every time
     owner_manifest = {
         "apiVersion": "aios.dev/v1alpha1",
         "kind": "Policy",
@@ -34,8 +36,14 @@ def test_children_are_applied_idempotently_and_pruned(kubectl, crds, namespace, 
         )
 
     first = asyncio.run(children.apply([config_map("a", "1"), config_map("b", "1")]))
-    again = asyncio.run(children.apply([config_map("a", "1")]))
-    assert again[0]["metadata"]["resourceVersion"] == first[0]["metadata"]["resourceVersion"]
+    assert asyncio.run(children.apply([config_map("a", "1")])) == [], "just applied: not sent"
+    again = asyncio.run(reapplying.apply([config_map("a", "1")]))
+    assert again[0]["metadata"]["resourceVersion"] == first[0]["metadata"]["resourceVersion"], (
+        "applying the same again changes nothing"
+    )
+    changed = asyncio.run(children.apply([config_map("a", "2")]))
+    assert changed[0]["data"] == {"k": "2"}
+    asyncio.run(children.apply([config_map("a", "1")]))
     stored = kubectl.json("get", "configmap", "a", "-n", namespace)
     assert stored["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
     assert stored["metadata"]["labels"][OWNER_UID] == owner["metadata"]["uid"]

@@ -34,6 +34,17 @@ def test_the_store_keeps_the_newest_copy_whatever_order_they_arrive_in() -> None
     assert store.get("a") is None, "a deleted object is never taken back in"
 
 
+def test_the_store_lists_one_namespace_without_the_others() -> None:
+    store = Store()
+    for uid, namespace in (("a", "north"), ("b", "south"), ("c", "north")):
+        store.observe({"metadata": {"uid": uid, "resourceVersion": "1", "namespace": namespace}})
+    assert sorted(o["metadata"]["uid"] for o in store.in_namespace("north")) == ["a", "c"]
+    store.forget("a")
+    store.forget("b")
+    assert [o["metadata"]["uid"] for o in store.in_namespace("north")] == ["c"]
+    assert store.in_namespace("south") == [] and store.in_namespace("east") == []
+
+
 def until_drained(queue: WorkQueue, feed: Callable[[WorkQueue], Awaitable[None]]) -> None:
     """Start the queue's workers, feed it, and wait until it has nothing left."""
 

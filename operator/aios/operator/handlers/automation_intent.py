@@ -83,8 +83,7 @@ def heartbeats(memo: kopf.Memo, namespace: str, name: str) -> list[Heartbeat]:
 
 def gateways(memo: kopf.Memo, namespace: str) -> list[dict[str, Any]]:
     """The namespace's EdgeGateways, as the watch has them."""
-    store = runtime(memo).store(EdgeGateway.crd.plural)
-    return [g for g in store if g["metadata"]["namespace"] == namespace]
+    return runtime(memo).store(EdgeGateway.crd.plural).in_namespace(namespace)
 
 
 def ensure_intent_topics(

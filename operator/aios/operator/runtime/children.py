@@ -7,6 +7,9 @@ other managers own (an HPA's replicas, a user's labels).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +20,13 @@ from aios.operator.reconcile.children import OPERATOR, OWNER_UID
 
 Child = tuple[str, str]
 """(kind, name)"""
+Sent = tuple[str, str, str]
+"""(kind, namespace, name)"""
+
+REAPPLY_SECONDS = 60.0
+"""An object this process applied, rendered the same again within this time, is not sent
+again: a namespace's workflow worker is rendered by every intent in it. After that, the
+apply is repeated, which restores what someone changed or deleted."""
 
 
 class Children:
@@ -24,12 +34,15 @@ class Children:
 
     What this process last applied for each owner is remembered, so a prune LISTs the
     owner's children only when something it applied before is no longer rendered (or
-    after a restart, once): a steady reconcile costs no LIST."""
+    after a restart, once): a steady reconcile costs no LIST. What it last applied of each
+    object is remembered too (``REAPPLY_SECONDS``)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, reapply_seconds: float = REAPPLY_SECONDS) -> None:
         self._api = api
+        self._reapply_seconds = reapply_seconds
         self._client: dynamic.DynamicClient | None = None
         self._applied: dict[str, set[Child]] = {}
+        self._sent: dict[Sent, tuple[str, float]] = {}
 
     def _resource(self, api_version: str, kind: str) -> Any:
         if self._client is None:  # discovery: at first use, not at start-up
@@ -40,11 +53,23 @@ class Children:
         self, objects: Iterable[Mapping[str, Any]], field_manager: str = OPERATOR
     ) -> list[dict[str, Any]]:
         """Apply each object in order (e.g. a ConfigMap before the Deployment that mounts
-        it)."""
-        results = []
+        it); returns the server's copies of those sent (not of those applied just before)."""
+        applied = []
         for obj in objects:
-            results.append(await asyncio.to_thread(self._apply, obj, field_manager))
-        return results
+            meta = obj["metadata"]
+            key = (obj["kind"], meta.get("namespace") or "", meta["name"])
+            digest = hashlib.sha256(
+                json.dumps([field_manager, obj], sort_keys=True).encode()
+            ).hexdigest()
+            sent = self._sent.get(key)
+            if sent is not None and sent[0] == digest and self._recent(sent[1]):
+                continue
+            applied.append(await asyncio.to_thread(self._apply, obj, field_manager))
+            self._sent[key] = (digest, time.monotonic())
+        return applied
+
+    def _recent(self, when: float) -> bool:
+        return time.monotonic() - when < self._reapply_seconds
 
     def _apply(self, obj: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
         applied = self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
@@ -89,6 +114,7 @@ class Children:
                 name = item.metadata.name
                 if (kind, name) in keep:
                     continue
+                self._sent.pop((kind, namespace, name), None)
                 try:
                     resource.delete(
                         name=name, namespace=namespace, body={"propagationPolicy": "Background"}

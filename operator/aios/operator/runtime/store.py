@@ -26,6 +26,10 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
         return True
 
 
+def namespace_of(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"].get("namespace") or "")
+
+
 class Store:
     """Objects by uid. A write's response may arrive before the watch event of an older
     version; that older copy is ignored, so a reconcile never starts from it. It may also
@@ -35,6 +39,9 @@ class Store:
     def __init__(self) -> None:
         self._objects: dict[str, dict[str, Any]] = {}
         self._deleted: dict[str, float] = {}
+        self._namespaces: dict[str, set[str]] = {}
+        """uids by namespace: an intent selects among its namespace's gateways, not the
+        city's."""
 
     def observe(self, obj: Mapping[str, Any]) -> None:
         """Keep ``obj`` if it is newer than the copy held (and not deleted)."""
@@ -44,10 +51,16 @@ class Store:
         held = self._objects.get(uid)
         if held is None or newer(obj, held):
             self._objects[uid] = dict(obj)
+            self._namespaces.setdefault(namespace_of(obj), set()).add(uid)
 
     def forget(self, uid: str) -> None:
         """The object is gone for good (uids are never reused)."""
-        self._objects.pop(uid, None)
+        held = self._objects.pop(uid, None)
+        if held is not None:
+            namespace = namespace_of(held)
+            self._namespaces[namespace].discard(uid)
+            if not self._namespaces[namespace]:
+                del self._namespaces[namespace]
         now = time.monotonic()
         while self._deleted:  # oldest first (insertion order): drop the expired ones
             oldest, when = next(iter(self._deleted.items()))
@@ -58,6 +71,9 @@ class Store:
 
     def get(self, uid: str) -> dict[str, Any] | None:
         return self._objects.get(uid)
+
+    def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        return [self._objects[uid] for uid in self._namespaces.get(namespace, ())]
 
     def uids(self) -> list[str]:
         return list(self._objects)
