@@ -9,12 +9,21 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import kopf
+from kubernetes import client
+
 from aios.api import EdgeGateway
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
-from aios.operator.runtime.controller import KindSpec, finalizer_change, reconciled_status
+from aios.operator.runtime.controller import (
+    Controller,
+    KindSpec,
+    finalizer_change,
+    reconciled_status,
+)
 from aios.operator.runtime.queue import Reason, WorkQueue
 from aios.operator.runtime.store import Store
+from aios.operator.settings import OperatorSettings
 
 
 def obj(uid: str, version: str, **status: Any) -> dict[str, Any]:
@@ -82,6 +91,29 @@ def test_a_burst_for_one_object_runs_once_at_a_time_and_once_more_after() -> Non
     assert overlaps == [], "one object is never worked on by two workers"
     assert sorted(k for k, _ in runs) == ["a", "a", "b"], runs
     assert runs[-1] == ("a", Reason.EVENT | Reason.TICK), "the reasons are merged"
+
+
+def test_objects_queued_for_an_event_go_before_those_queued_by_the_tick() -> None:
+    runs: list[tuple[str, Reason]] = []
+
+    async def work(key: str, reasons: Reason) -> None:
+        runs.append((key, reasons))
+        await asyncio.sleep(0)
+
+    async def feed(queue: WorkQueue) -> None:
+        for key in ("t1", "t2", "x", "t3"):
+            queue.add(key, Reason.TICK)
+        queue.add("new", Reason.EVENT)
+        queue.add("x", Reason.EVENT)  # queued by the tick, then changed: moves up
+
+    until_drained(WorkQueue(work, workers=1), feed)
+    assert runs == [
+        ("new", Reason.EVENT),
+        ("x", Reason.TICK | Reason.EVENT),
+        ("t1", Reason.TICK),
+        ("t2", Reason.TICK),
+        ("t3", Reason.TICK),
+    ]
 
 
 def test_a_failing_work_does_not_kill_its_worker() -> None:
@@ -152,3 +184,18 @@ def test_finalizers_are_added_and_removed_keeping_other_controllers() -> None:
     assert add(ours) is None, "nothing to write"
     assert remove(ours) == {"metadata": {"finalizers": ["kubernetes.io/other"]}}
     assert remove(theirs) is None
+
+
+def test_the_tick_queues_only_objects_with_work_due() -> None:
+    ready = [{"type": "Ready", "status": "True", "reason": "Ok"}]
+    converged = {**gateway(uid="done"), "status": {"observedGeneration": 1, "conditions": ready}}
+    spec = KindSpec(EdgeGateway, retry_interval=3600)
+    settings = OperatorSettings(kafka_bootstrap="", temporal_address="")
+    controller = Controller(spec, client.ApiClient(), kopf.Memo(), settings)
+    for raw in (converged, gateway(generation=2, uid="changed"), gateway(uid="failing")):
+        controller.store.observe(raw)
+    failing = controller.store.get("failing")
+    assert failing is not None
+    failing["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "Error"}]
+    controller.tick()
+    assert len(controller.queue) == 2, "the new generation and the retry, not the converged one"

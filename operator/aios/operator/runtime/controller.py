@@ -74,6 +74,11 @@ class ObjectLogger(logging.LoggerAdapter):
         return f"[{self.extra['object']}] {msg}" if self.extra else msg, kwargs
 
 
+def elapsed(since: float | None, now: float) -> float:
+    """Seconds since ``since``; infinite for never (the monotonic clock may start near 0)."""
+    return float("inf") if since is None else now - since
+
+
 def nothing_pending(_: Mapping[str, Any]) -> bool:
     return False
 
@@ -196,10 +201,14 @@ class Controller:
             self.queue.add(uid, Reason.EVENT)
 
     def tick(self) -> None:
-        """Every object once: a retry or a refresh if one is due (decided by the worker)."""
+        """Queue each object with work due: a reconcile, a retry or a refresh (the worker
+        decides again from the object as stored when it takes it)."""
         if self.acting():
+            now = time.monotonic()
             for uid in self.store.uids():
-                self.queue.add(uid, Reason.TICK)
+                raw = self.store.get(uid)
+                if raw is not None and self._tick_due(uid, raw, now):
+                    self.queue.add(uid, Reason.TICK)
             metrics.TICKS.labels(self.spec.model.crd.kind).inc()
 
     def start(self) -> None:
@@ -236,15 +245,20 @@ class Controller:
             self._refreshed[uid] = now
             await self._refresh(uid, raw)
 
+    def _tick_due(self, uid: str, raw: Mapping[str, Any], now: float) -> bool:
+        return (
+            self.spec.due(raw) or self._retry_due(uid, raw, now) or self._refresh_due(uid, raw, now)
+        )
+
     def _retry_due(self, uid: str, raw: Mapping[str, Any], now: float) -> bool:
         if not self.spec.retry_when(raw):
             return False
-        return now - self._retried.get(uid, 0.0) >= self.spec.retry_interval
+        return elapsed(self._retried.get(uid), now) >= self.spec.retry_interval
 
     def _refresh_due(self, uid: str, raw: Mapping[str, Any], now: float) -> bool:
         if self.spec.refresh is None or self.spec.retry_when(raw):
             return False  # a retry reports everything a refresh would
-        return now - self._refreshed.get(uid, 0.0) >= self.refresh_interval
+        return elapsed(self._refreshed.get(uid), now) >= self.refresh_interval
 
     def _context(self, raw: Mapping[str, Any]) -> Context:
         meta = raw["metadata"]

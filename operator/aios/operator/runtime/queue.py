@@ -2,7 +2,9 @@
 arrives for it meanwhile is coalesced into one more run (the client-go workqueue contract).
 
 It replaces a lock per object: an event and a periodic tick for the same object can never
-run side by side, and a burst of events costs one run, not one per event.
+run side by side, and a burst of events costs one run, not one per event. Objects queued
+for an event go before those queued by the tick only: a city's periodic refreshes never
+hold up a new object.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -37,17 +40,34 @@ class WorkQueue:
     workers: int = 8
     _pending: dict[str, Reason] = field(default_factory=dict)
     _running: set[str] = field(default_factory=set)
-    _ready: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    _events: deque[str] = field(default_factory=deque)
+    _ticks: deque[str] = field(default_factory=deque)
+    _entries: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
+    """One permit per entry in the two lines (an entry whose key was taken already is
+    skipped)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, key: str, reason: Reason) -> None:
         """Queue ``key``; if it is queued or running already, it runs (once more) later."""
-        queued = key in self._pending
-        self._pending[key] = self._pending.get(key, Reason(0)) | reason
-        if not queued and key not in self._running:
-            self._ready.put_nowait(key)
+        before = self._pending.get(key)
+        self._pending[key] = (before or Reason(0)) | reason
+        if key not in self._running:
+            if before is None:
+                self._line(reason).append(key)
+                self._entries.release()
+            elif Reason.EVENT in reason and Reason.EVENT not in before:
+                self._events.append(key)  # overtakes its place among the ticks
+                self._entries.release()
         self._idle.clear()
+
+    def _line(self, reasons: Reason) -> deque[str]:
+        return self._events if Reason.EVENT in reasons else self._ticks
+
+    def _next(self) -> str | None:
+        """The first key waiting for an event, else for the tick; None for a stale entry."""
+        key = self._events.popleft() if self._events else self._ticks.popleft()
+        return key if key in self._pending and key not in self._running else None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
@@ -72,7 +92,10 @@ class WorkQueue:
 
     async def _worker(self) -> None:
         while True:
-            key = await self._ready.get()
+            await self._entries.acquire()
+            key = self._next()
+            if key is None:
+                continue
             reasons = self._pending.pop(key)
             self._running.add(key)
             try:
@@ -82,6 +105,7 @@ class WorkQueue:
             finally:
                 self._running.discard(key)
                 if key in self._pending:  # arrived while it ran: once more, after the others
-                    self._ready.put_nowait(key)
+                    self._line(self._pending[key]).append(key)
+                    self._entries.release()
                 elif not len(self):
                     self._idle.set()
