@@ -57,6 +57,10 @@ from prometheus_client import Counter
 OPA_URL_ENV = "AIOS_OPA_URL"
 SYSTEM_PACKAGE = "aios/system"
 TIMEOUT_SECONDS = 5.0
+LOAD_TIMEOUT_SECONDS = 60.0
+"""Loading a module makes OPA compile every module it holds again: with a city's Policies
+that takes seconds, and a load cut short is retried from the start. Decisions keep the
+short timeout."""
 
 DECISIONS = Counter(
     "aios_policy_decisions",
@@ -138,7 +142,7 @@ async def load_module(opa_url: str, module_id: str, rego: str) -> None:
     """Create or replace a module. Raises ``RegoError`` with OPA's messages when it does not
     compile, ``PolicyUnavailable`` when OPA cannot be reached."""
     try:
-        async with client(opa_url) as opa:
+        async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
             await opa.update_policy_from_string(rego, module_id, rego_compat=False)
     except RegoParseError as error:
         raise RegoError(_problems(error)) from error
@@ -157,6 +161,13 @@ def _problems(error: RegoParseError) -> list[RegoProblem]:
             )
         )
     return problems or [RegoProblem(str(error.expression), str(error.message))]
+
+
+async def ensure_module(opa_url: str, module_id: str, rego: str) -> None:
+    """Load the module unless OPA holds exactly this text: reading it costs OPA nothing,
+    loading it costs a compile of every module."""
+    if await get_module(opa_url, module_id) != rego:
+        await load_module(opa_url, module_id, rego)
 
 
 async def get_module(opa_url: str, module_id: str) -> str | None:

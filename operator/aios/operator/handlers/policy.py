@@ -67,17 +67,17 @@ def system_rego() -> str:
 
 async def ensure_system(url: str) -> None:
     """Load ``aios.system`` unless OPA already has exactly this text."""
-    if await opa.get_module(url, plan.SYSTEM_MODULE_ID) != system_rego():
-        await opa.load_module(url, plan.SYSTEM_MODULE_ID, system_rego())
+    await opa.ensure_module(url, plan.SYSTEM_MODULE_ID, system_rego())
 
 
 async def load(url: str, load_plan: plan.LoadPlan) -> None:
-    """Write in dependency order, so nothing half-loaded is ever enforced."""
+    """Write in dependency order, so nothing half-loaded is ever enforced; a module OPA
+    holds already (a load retried after a timeout) is not compiled again."""
     await ensure_system(url)
     if load_plan.library is not None:
-        await opa.load_module(url, *load_plan.library)
+        await opa.ensure_module(url, *load_plan.library)
     await opa.put_data(url, load_plan.parameters_path, load_plan.parameters)
-    await opa.load_module(url, load_plan.module_id, load_plan.rego)
+    await opa.ensure_module(url, load_plan.module_id, load_plan.rego)
     await opa.put_data(url, load_plan.registry_path, load_plan.registry)
 
 
