@@ -381,7 +381,7 @@ def stop_running_site(directory: Path, timeout: float = 60) -> bool:
     node = NodeState.load(directory / "node" / "node.json")
     if node is not None:  # a supervisor killed before it could tear its node down
         teardown(node)
-        (directory / "node" / "node.json").unlink()
+        (directory / "node" / "node.json").unlink(missing_ok=True)  # its own teardown won
     state.ready, state.processes = False, {}
     state.save()
     return True
