@@ -274,7 +274,7 @@ def by_kind(found: dict[str, float], metric: str, kind: str, default: float) -> 
     return found.get(f'aios_operator_{metric}{{kind="{kind}"}}', default)
 
 
-def restart(site: Site, expected: Counter[str], namespaces: list[str]) -> None:
+def restart(site: Site, expected: Counter[str], namespaces: list[str], timeout: float) -> None:
     """Restart the operator; report when the new pod is current, and what it wrote."""
     before = operator_pod(site)["metadata"]["name"]
     start = time.perf_counter()
@@ -282,6 +282,8 @@ def restart(site: Site, expected: Counter[str], namespaces: list[str]) -> None:
     current = passed = None
     pod: dict[str, Any] = {}
     while passed is None:
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"the restarted operator was not current after {timeout:.0f}s")
         time.sleep(0.2)
         lease = json.loads(
             site.kubectl(["get", "lease", release.RELEASE, "-n", release.NAMESPACE, "-o", "json"])
@@ -371,8 +373,8 @@ def main() -> None:
         while not settled(api, watched):  # a restart of an operator with work left is no test
             if time.monotonic() > deadline:
                 raise TimeoutError("the objects did not settle")
-            time.sleep(1)
-        restart(site, expected, watched)
+            time.sleep(5)  # each look LISTs every object
+        restart(site, expected, watched, args.timeout)
     finally:
         site.stop()
 

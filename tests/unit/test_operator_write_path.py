@@ -43,6 +43,16 @@ def test_the_store_keeps_the_newest_copy_whatever_order_they_arrive_in() -> None
     assert store.get("a") is None, "a deleted object is never taken back in"
 
 
+def test_the_store_holds_no_managed_fields() -> None:
+    store = Store()
+    managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    raw = obj("a", "1", phase="x")
+    raw["metadata"]["managedFields"] = managed
+    store.observe(raw)
+    assert store.get("a") == obj("a", "1", phase="x")
+    assert raw["metadata"]["managedFields"] == managed, "the caller's copy is left alone"
+
+
 def test_the_store_lists_one_namespace_without_the_others() -> None:
     store = Store()
     for uid, namespace in (("a", "north"), ("b", "south"), ("c", "north")):

@@ -26,6 +26,14 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
         return True
 
 
+def without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields``: the API server's record of who set
+    which field, often as large as the rest, is read by nothing here (and a city's objects
+    are all held)."""
+    metadata = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return {**obj, "metadata": metadata}
+
+
 def namespace_of(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"].get("namespace") or "")
 
@@ -50,7 +58,7 @@ class Store:
             return
         held = self._objects.get(uid)
         if held is None or newer(obj, held):
-            self._objects[uid] = dict(obj)
+            self._objects[uid] = without_managed_fields(obj)
             self._namespaces.setdefault(namespace_of(obj), set()).add(uid)
 
     def forget(self, uid: str) -> None:
