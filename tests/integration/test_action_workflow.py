@@ -140,8 +140,11 @@ async def test_approval_escalates_refuses_strangers_and_acts_once(temporal, rece
             break
         await asyncio.sleep(0.25)
     await handle.signal("review", Review(approver="bob", approved=True, groups=["duty"]))
-    await asyncio.sleep(0.5)
-    state = await handle.query("state")
+    for _ in range(40):  # until the workflow has handled the signal
+        state = await handle.query("state")
+        if state["refused"] or state["phase"] != "awaiting-approval":
+            break
+        await asyncio.sleep(0.25)
     assert state["refused"] == ["bob"], "bob is not an approver before the escalation"
     assert payload["actionId"] not in receiver.idempotency_keys()
     for _ in range(40):
@@ -177,11 +180,13 @@ async def test_an_mqtt_command_carries_the_template_and_the_idempotency_key(temp
     got: list[mqtt.MQTTMessage] = []
     arrived = threading.Event()
     subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
     subscriber.on_message = lambda _c, _u, message: (got.append(message), arrived.set())
+    subscriber.on_subscribe = lambda *_: subscribed.set()
     subscriber.connect(host, int(port))
     subscriber.subscribe(topic, qos=1)
     subscriber.loop_start()
-    await asyncio.sleep(0.5)
+    assert await asyncio.to_thread(subscribed.wait, 10), "the broker acknowledged no subscription"
     try:
         payload = request(
             {

@@ -365,8 +365,7 @@ def test_mqtt_readings_are_forwarded_with_trace_context(
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sender-{unique}")
     client.connect(host, int(port))
     client.loop_start()
-    wait_for(lambda: "mqtt connected" in agent.log(), 20, "the agent's MQTT subscription")
-    time.sleep(0.5)
+    wait_for(lambda: "mqtt subscribed" in agent.log(), 20, "the agent's MQTT subscription")
     sent = stream(200, time.time() - 300)
     for reading in sent:
         client.publish(

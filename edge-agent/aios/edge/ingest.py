@@ -217,6 +217,7 @@ class MqttIngest:
             manual_ack=True,
         )
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 10)
 
@@ -232,6 +233,10 @@ class MqttIngest:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         log.info("mqtt connected", extra={"reason": str(reason), "topics": self.topics})
         client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, props: Any) -> None:
+        """Readings sent before the broker acknowledged the subscription reach no one."""
+        log.info("mqtt subscribed", extra={"granted": [str(r) for r in reasons]})
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         mid, qos = message.mid, message.qos
