@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from kubernetes import client, config, watch
 
@@ -105,6 +106,25 @@ def city(count: int) -> list[dict[str, Any]]:
             case _:
                 objects.append(gateway(f"gw-{i:05d}"))
     return objects
+
+
+COMPONENTS = ("kube-apiserver", "etcd", "opa", "kafka")
+"""The site's processes a create and its reconcile cost CPU in (besides the operator)."""
+
+
+def component_cpu(site: Site) -> Counter[str]:
+    """CPU seconds (user + system) each component has used so far."""
+    used: Counter[str] = Counter()
+    for name in COMPONENTS:
+        process = site.processes.get(name)
+        if process is not None and process.pid is not None:
+            times = psutil.Process(process.pid).cpu_times()
+            used[name] = times.user + times.system
+    return used
+
+
+def cpu_per_object(before: Counter[str], after: Counter[str], count: int) -> str:
+    return ", ".join(f"{k} {(after[k] - before[k]) / count * 1000:.1f}" for k in after)
 
 
 def in_parallel(work: Callable[[int], Any], count: int, concurrency: int) -> float:
@@ -354,13 +374,17 @@ def main() -> None:
         for count in args.objects:
             peer_namespace, aios_namespace = namespaces[count]
             print(f"{count} objects")
+            start = component_cpu(site)
             limit = peer(api, peer_namespace, count, args.concurrency)
+            peered = component_cpu(site)
+            print(f"  bare client CPU, ms per object: {cpu_per_object(start, peered, count)}")
             cpu = container_cgroup(site, "cpuacct", operator_pod(site))
             before = cpu_seconds(cpu)
             ours, latencies = aios(api, aios_namespace, count, args.concurrency, args.timeout)
             used = cpu_seconds(cpu) - before
-            print(f"  operator CPU: {used:.1f}s, {used / count * 1000:.1f} ms per object "
-                  f"(admission + reconcile), {os.cpu_count()} cores on the machine")  # fmt: skip
+            print(f"  aios CPU, ms per object: operator {used / count * 1000:.1f} (admission + "
+                  f"reconcile), {cpu_per_object(peered, component_cpu(site), count)}; "
+                  f"{os.cpu_count()} cores on the machine")  # fmt: skip
             print(f"  create → reconciled: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
                   f"p99 {percentile(latencies, 99) * 1000:.0f} ms")  # fmt: skip
             print(f"  objects/s: aios {count / ours:.1f}, bare client {count / limit:.1f} "
