@@ -51,6 +51,12 @@ class LatestRecords:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def latest(self, key: str) -> dict[str, Any] | None:
+        """The latest value of exactly ``key`` (a lookup, not a scan of every key)."""
+        with self._lock:
+            found = self._latest.get(key)
+        return found[1] if found is not None else None
+
     def get(self, prefix: str) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {k: v for k, (_, v) in self._latest.items() if k.startswith(prefix)}

@@ -74,7 +74,7 @@ class EdgeState:
         self.sinks_seen: dict[str, float] = {}
 
     def heartbeat(self, key: str) -> Heartbeat | None:
-        value = self.heartbeats.get(key).get(key)
+        value = self.heartbeats.latest(key)
         try:
             return Heartbeat.model_validate(value) if value else None
         except ValueError:
