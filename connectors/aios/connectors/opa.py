@@ -58,9 +58,10 @@ OPA_URL_ENV = "AIOS_OPA_URL"
 SYSTEM_PACKAGE = "aios/system"
 TIMEOUT_SECONDS = 5.0
 LOAD_TIMEOUT_SECONDS = 60.0
-"""Loading a module makes OPA compile every module it holds again: with a city's Policies
-that takes seconds, and a load cut short is retried from the start. Decisions keep the
-short timeout."""
+"""For managing what OPA holds (modules and data): loading a module makes OPA compile
+every module it holds again, and every other read or write waits for that. With a city's
+Policies it takes seconds, and a load cut short is retried from the start. Decisions keep
+the short timeout."""
 
 DECISIONS = Counter(
     "aios_policy_decisions",
@@ -173,7 +174,7 @@ async def ensure_module(opa_url: str, module_id: str, rego: str) -> None:
 async def get_module(opa_url: str, module_id: str) -> str | None:
     """The module's source as OPA holds it, or None when it is not loaded."""
     try:
-        async with client(opa_url) as opa:
+        async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
             found = await opa.get_policy(module_id)
     except PolicyNotFoundError:
         return None
@@ -189,7 +190,7 @@ def _unless_absent(error: DeletePolicyError | DeleteDataError, what: str) -> Non
 async def delete_module(opa_url: str, module_id: str) -> None:
     """Remove a module; one already gone counts as removed."""
     try:
-        async with client(opa_url) as opa:
+        async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
             await opa.delete_policy(module_id)
     except DeletePolicyError as error:
         _unless_absent(error, f"module {module_id}")
@@ -198,7 +199,7 @@ async def delete_module(opa_url: str, module_id: str) -> None:
 async def put_data(opa_url: str, path: str, value: Mapping[str, Any]) -> None:
     """Create or replace the data document at ``path`` (slash-separated)."""
     try:
-        async with client(opa_url) as opa:
+        async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
             await opa.update_or_create_data(dict(value), path)
     except RegoParseError as error:  # the client's name for any refused write
         raise PolicyUnavailable(f"OPA refused data at {path}: {error}") from error
@@ -207,7 +208,7 @@ async def put_data(opa_url: str, path: str, value: Mapping[str, Any]) -> None:
 async def delete_data(opa_url: str, path: str) -> None:
     """Remove the data document at ``path``; absent counts as removed."""
     try:
-        async with client(opa_url) as opa:
+        async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
             await opa.delete_data(path)
     except DeleteDataError as error:
         _unless_absent(error, f"data {path}")
