@@ -150,6 +150,13 @@ class Reconciled:
         self._ready.wait(60)
 
     def _run(self, plural: str, stream: watch.Watch) -> None:
+        try:
+            self._follow(plural, stream)
+        except Exception:
+            if not self.done.is_set():  # after the measurement: the site going away
+                raise
+
+    def _follow(self, plural: str, stream: watch.Watch) -> None:
         listed: Any = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
         self._ready.wait(60)
         for event in stream.stream(
