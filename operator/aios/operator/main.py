@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with: only its holder reconciles, the others keep their caches warm and serve the "
         "admission webhook. Without it the operator acts alone.",
     )
-    parser.add_argument("--workers", type=int, default=8, help="Concurrent reconciles per kind.")
+    parser.add_argument("--workers", type=int, default=32, help="Concurrent reconciles per kind.")
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
