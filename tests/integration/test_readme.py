@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 from aios.stack.components import cache_root
 
@@ -76,18 +77,19 @@ def waiting_action(env: dict[str, str]) -> str:
     """The id of an action waiting for approval, once the site has one."""
     from temporalio.client import Client
 
-    async def find() -> str:
+    async def find() -> str | None:
         client = await Client.connect(env["AIOS_TEMPORAL_ADDRESS"])
         query = "WorkflowType='ActionWorkflow' AND ExecutionStatus='Running'"
-        for _ in range(BLOCK_TIMEOUT // 2):
-            async for execution in client.list_workflows(query):
-                state = await client.get_workflow_handle(execution.id).query("state")
-                if state.get("phase") == "awaiting-approval":
-                    return execution.id
-            await asyncio.sleep(2)
-        raise AssertionError("no action waited for approval")
+        async for execution in client.list_workflows(query):
+            state = await client.get_workflow_handle(execution.id).query("state")
+            if state.get("phase") == "awaiting-approval":
+                return execution.id
+        return None
 
-    return asyncio.run(find())
+    found: str = wait_for(
+        lambda: asyncio.run(find()), BLOCK_TIMEOUT, what="an action waiting for approval"
+    )
+    return found
 
 
 PLACEHOLDERS: dict[str, Callable[[dict[str, str]], str]] = {"<workflow id>": waiting_action}
