@@ -1,10 +1,14 @@
 # The dispatcher every caller queries: which Policies apply to an input and what they
-# decide. The operator loads each Policy's module at data.aios.policies[ns][name] and its
-# scope and enforcement at data.aios.registry[ns][name]; callers only ever query
+# decide. The operator writes each Policy's scope and enforcement at
+# data.aios.registry[ns][name]. A Policy of inline Rego has its module at
+# data.aios.policies[ns][name]; a Policy of the library names its module in the registry
+# (`library`) and has its parameters at data.aios.parameters[ns][name]: loading it writes
+# data only, which OPA does not recompile for. Callers only ever query
 # data.aios.system.decision (admission, runtime actions), .max_retention_days and .audit.
 #
 # A policy module exposes `violation` (a set of messages) and, optionally,
-# `max_retention_days` (a number).
+# `max_retention_days` (a number); a library module reads its parameters at
+# data.aios.params.
 package aios.system
 
 import rego.v1
@@ -37,9 +41,25 @@ selected(selector, labels) if {
 	}
 }
 
+# The Policy's findings about the input.
+violations(ns, name) := data.aios.policies[ns][name].violation if not data.aios.registry[ns][name].library
+
+violations(ns, name) := found if {
+	module := data.aios.registry[ns][name].library
+	found := data.aios.library[module].violation with data.aios.params as data.aios.parameters[ns][name]
+}
+
+# The Policy's retention cap for the input (undefined: none).
+retention_days(ns, name) := data.aios.policies[ns][name].max_retention_days if not data.aios.registry[ns][name].library
+
+retention_days(ns, name) := days if {
+	module := data.aios.registry[ns][name].library
+	days := data.aios.library[module].max_retention_days with data.aios.params as data.aios.parameters[ns][name]
+}
+
 findings contains finding if {
 	some [ns, name] in applicable
-	some message in data.aios.policies[ns][name].violation
+	some message in violations(ns, name)
 	finding := {
 		"policy": concat("/", [ns, name]),
 		"enforcement": data.aios.registry[ns][name].enforcement,
@@ -65,7 +85,7 @@ max_retention_days := min(caps) if {
 	caps := {days |
 		some [ns, name] in applicable
 		data.aios.registry[ns][name].enforcement == "deny"
-		days := data.aios.policies[ns][name].max_retention_days
+		days := retention_days(ns, name)
 	}
 	count(caps) > 0
 }
@@ -78,5 +98,5 @@ audit contains [i, message] if {
 	name := input.policy.name
 	some i, review in input.reviews
 	[ns, name] in applicable with input as review
-	some message in data.aios.policies[ns][name].violation with input as review
+	some message in violations(ns, name) with input as review
 }

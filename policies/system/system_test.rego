@@ -98,3 +98,35 @@ test_audit_reports_index_and_message_per_violation if {
 		with data.aios.registry as registry
 		with data.aios.policies as policies
 }
+
+# A library Policy: no module of its own, its module named in the registry, its parameters
+# handed to that module.
+library_registry := {"city": {
+	"mqtt-approved": {"enforcement": "deny", "kinds": ["Action"], "namespaces": ["*"], "library": "actuation-needs-approval"},
+	"webhook-approved": {"enforcement": "warn", "kinds": ["Action"], "namespaces": ["*"], "library": "actuation-needs-approval"},
+	"retention": {"enforcement": "deny", "kinds": ["AutomationIntent"], "namespaces": ["*"], "library": "personal-data-retention"},
+}}
+
+library_parameters := {"city": {
+	"mqtt-approved": {"actionTypes": ["mqtt"]},
+	"webhook-approved": {"actionTypes": ["webhook"]},
+	"retention": {"maxDays": 21},
+}}
+
+unapproved(type) := {"kind": "Action", "namespace": "x", "action": {"name": "a", "type": type, "target": "t"}}
+
+test_library_policies_decide_with_their_own_parameters if {
+	mqtt := decision with input as unapproved("mqtt")
+		with data.aios.registry as library_registry
+		with data.aios.parameters as library_parameters
+	mqtt.denials == ["city/mqtt-approved: mqtt action \"a\" on \"t\" needs a human approval before it runs"]
+	mqtt.warnings == []
+	webhook := decision with input as unapproved("webhook")
+		with data.aios.registry as library_registry
+		with data.aios.parameters as library_parameters
+	webhook.denials == []
+	webhook.warnings == ["city/webhook-approved: webhook action \"a\" on \"t\" needs a human approval before it runs"]
+	max_retention_days == 21 with input as {"kind": "AutomationIntent", "namespace": "x", "object": {}}
+		with data.aios.registry as library_registry
+		with data.aios.parameters as library_parameters
+}

@@ -1,5 +1,5 @@
 """The Rego library under ``opa`` itself: its unit tests, strict checks, formatting, and
-the wrapper the operator generates around a module (no OPA server needed)."""
+a library Policy as the operator loads it (no OPA server needed)."""
 
 from __future__ import annotations
 
@@ -57,18 +57,25 @@ def test_the_library_passes_strict_checks_and_is_formatted() -> None:
 
 def test_a_module_policy_passes_its_parameters_to_the_library(tmp_path: Path) -> None:
     """The example Policy (actuation-needs-approval with actionTypes [mqtt]) as the operator
-    loads it: the generated wrapper, the library module and the parameters data."""
+    loads it: the library module, the parameters and the registry entry naming the module,
+    asked through the system entry point."""
     example = POLICIES.parent / "examples" / "city-air-quality" / "actuation-needs-approval.yaml"
     policy = Policy.model_validate(yaml.safe_load(example.read_text()))
     library = {m.stem: m.read_text() for m in LIBRARY}
     plan = load_plan("city", "approval", policy, library)
-    (tmp_path / "wrapper.rego").write_text(plan.rego)
-    data = {"aios": {"parameters": {"city": {"approval": plan.parameters}}}}
+    assert plan.rego is None and plan.library is not None
+    data = {
+        "aios": {
+            "parameters": {"city": {"approval": plan.parameters}},
+            "registry": {"city": {"approval": plan.registry}},
+        }
+    }
     (tmp_path / "data.json").write_text(json.dumps(data))
 
-    def violations(action_type: str) -> list[str]:
+    def denials(action_type: str) -> list[str]:
         action = {
             "kind": "Action",
+            "namespace": "city",
             "action": {"name": "a", "type": action_type, "target": "t"},
             "approver": None,
         }
@@ -77,14 +84,18 @@ def test_a_module_policy_passes_its_parameters_to_the_library(tmp_path: Path) ->
             "--format=json",
             "--stdin-input",
             "-d",
-            str(tmp_path),
+            str(tmp_path / "data.json"),
+            "-d",
+            str(POLICIES / "system" / "system.rego"),
             "-d",
             str(POLICIES / "actuation-needs-approval.rego"),
-            'data.aios.policies["city"]["approval"].violation',
+            "data.aios.system.decision.denials",
             stdin=json.dumps(action),
         )
         assert result.returncode == 0, result.stderr
         return list(json.loads(result.stdout)["result"][0]["expressions"][0]["value"])
 
-    assert violations("mqtt") == ['mqtt action "a" on "t" needs a human approval before it runs']
-    assert violations("webhook") == []
+    assert denials("mqtt") == [
+        'city/approval: mqtt action "a" on "t" needs a human approval before it runs'
+    ]
+    assert denials("webhook") == []

@@ -132,6 +132,37 @@ async def test_a_module_policy_denies_an_action_with_its_parameters(opa_url: str
     assert elsewhere.allowed and elsewhere.policies == []
 
 
+async def test_library_policies_share_one_module_each_with_its_own_parameters(
+    opa_url: str,
+) -> None:
+    """A library Policy loads data only; one that was inline Rego loses its own module."""
+    own = 'package p\n\nviolation contains "own rule" if input.action.type == "webhook"\n'
+    await apply(opa_url, "city", "b", rego=own)
+    assert await opa.get_module(opa_url, module_id("city", "b")) is not None
+    for name, types in (("a", ["mqtt"]), ("b", ["webhook"])):
+        await apply(
+            opa_url,
+            "city",
+            name,
+            module={"name": "actuation-needs-approval", "parameters": {"actionTypes": types}},
+        )
+    modules = set(await modules_loaded(opa_url))
+    assert modules == {"aios/system", "aios/library/actuation-needs-approval"}
+    mqtt = await opa.authorize_action(opa_url, action("city", "mqtt"))
+    webhook = await opa.authorize_action(opa_url, action("city", "webhook"))
+    assert [r.split(":")[0] for r in mqtt.reasons] == ["city/a"]
+    assert [r.split(":")[0] for r in webhook.reasons] == ["city/b"]
+    assert all("needs a human approval" in r for r in mqtt.reasons + webhook.reasons)
+    await apply(opa_url, "city", "b", rego=own)  # back to its own Rego
+    webhook = await opa.authorize_action(opa_url, action("city", "webhook"))
+    assert webhook.reasons == ["city/b: own rule"]
+
+
+async def modules_loaded(url: str) -> list[str]:
+    async with opa.client(url) as client:
+        return [str(found) for found in await client.get_policies_list()]
+
+
 async def test_warn_and_dryrun_allow_and_report(opa_url: str) -> None:
     rego = 'package p\n\nviolation contains "watched" if input.action.type == "mqtt"\n'
     await apply(opa_url, "city", "warned", rego=rego, enforcement="warn")

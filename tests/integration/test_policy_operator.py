@@ -10,7 +10,7 @@ import yaml
 from test_operator import wait_for
 
 from aios.connectors import opa
-from aios.operator.reconcile.policy import module_id, review
+from aios.operator.reconcile.policy import module_id, parameters_path, registry_path, review
 from aios.stack.platform import EXAMPLES
 from aios.stack.site import Site
 
@@ -147,9 +147,8 @@ def test_the_example_policy_guards_actions_until_it_is_deleted(
 
     kubectl("delete", "policy", "actuation-needs-approval", "-n", namespace, "--timeout=30s")
     assert asyncio.run(opa.authorize_action(url, action(namespace))).allowed
-    assert (
-        asyncio.run(opa.get_module(url, module_id(namespace, "actuation-needs-approval"))) is None
-    )
+    for path in (registry_path, parameters_path):
+        assert asyncio.run(opa.get_data(url, path(namespace, "actuation-needs-approval"))) is None
 
 
 def test_a_retention_policy_caps_personal_data_retention(

@@ -34,14 +34,19 @@ def test_rego_without_a_package_gets_one_and_lines_are_reported_as_written() -> 
     assert plan.user_lines("line 7: x", 0) == "line 7: x"
 
 
-def test_a_module_policy_wraps_the_library_module_with_its_parameters() -> None:
+def test_a_library_policy_is_data_only_naming_its_module_and_parameters() -> None:
     spec = {"module": {"name": "actuation-needs-approval", "parameters": {"actionTypes": ["mqtt"]}}}
     loaded = plan.load_plan("city", "ana", policy(**spec), {"actuation-needs-approval": "lib"})
     assert loaded.library == ("aios/library/actuation-needs-approval", "lib")
+    assert loaded.rego is None, "no module of its own: loading it compiles nothing"
+    assert loaded.registry["library"] == "actuation-needs-approval"
     assert loaded.parameters == {"actionTypes": ["mqtt"]}
     assert loaded.parameters_path == "aios/parameters/city/ana"
-    assert 'data.aios.library["actuation-needs-approval"].violation' in loaded.rego
-    assert 'with data.aios.params as data.aios.parameters["city"]["ana"]' in loaded.rego
+    assert (
+        loaded.source == "lib" and loaded.decisions_path == "aios/library/actuation-needs-approval"
+    )
+    inline = plan.load_plan("city", "own", policy(rego="package x"), {})
+    assert "library" not in inline.registry and inline.decisions_path == "aios/policies/city/own"
 
 
 def test_an_unknown_module_names_the_known_ones() -> None:

@@ -205,6 +205,16 @@ async def put_data(opa_url: str, path: str, value: Mapping[str, Any]) -> None:
         raise PolicyUnavailable(f"OPA refused data at {path}: {error}") from error
 
 
+async def get_data(opa_url: str, path: str) -> Any:
+    """The data document at ``path`` as OPA holds it, or None when there is none."""
+    try:
+        async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
+            found = await opa.get_data(path)
+    except PolicyNotFoundError:
+        return None
+    return found["result"]
+
+
 async def delete_data(opa_url: str, path: str) -> None:
     """Remove the data document at ``path``; absent counts as removed."""
     try:

@@ -1,7 +1,7 @@
 """Policy: load into OPA, unload on delete, audit existing objects, run the audit appender.
 
-* reconcile: the library module (if any), parameters, the Policy's module and its registry
-  entry are written to OPA; ``Compiled`` / ``Loaded`` / ``Ready`` say how it went, with
+* reconcile: the parameters, the library module or the Policy's own module, and its
+  registry entry are written to OPA; ``Compiled`` / ``Loaded`` / ``Ready`` say how it went, with
   OPA's message and line when the Rego is wrong;
 * a timer per Policy re-loads it if OPA lost it (OPA keeps modules in memory) and audits
   the existing objects in its scope, writing a bounded sample of violations and their count;
@@ -74,11 +74,22 @@ async def load(url: str, load_plan: plan.LoadPlan) -> None:
     """Write in dependency order, so nothing half-loaded is ever enforced; a module OPA
     holds already (a load retried after a timeout) is not compiled again."""
     await ensure_system(url)
-    if load_plan.library is not None:
-        await opa.ensure_module(url, *load_plan.library)
     await opa.put_data(url, load_plan.parameters_path, load_plan.parameters)
-    await opa.ensure_module(url, load_plan.module_id, load_plan.rego)
-    await opa.put_data(url, load_plan.registry_path, load_plan.registry)
+    if load_plan.rego is None:
+        assert load_plan.library is not None
+        await opa.ensure_module(url, *load_plan.library)
+        await opa.put_data(url, load_plan.registry_path, load_plan.registry)
+        # a module of its own from when it was inline Rego (or from an earlier aios)
+        await opa.delete_module(url, load_plan.module_id)
+    else:
+        await opa.ensure_module(url, load_plan.module_id, load_plan.rego)
+        await opa.put_data(url, load_plan.registry_path, load_plan.registry)
+
+
+async def is_loaded(url: str, load_plan: plan.LoadPlan) -> bool:
+    """Whether OPA holds this plan: its registry entry is written last, and OPA keeps
+    everything in memory (a restart loses it all)."""
+    return await opa.get_data(url, load_plan.registry_path) == load_plan.registry
 
 
 def _identity(body: Mapping[str, Any]) -> tuple[str, str, int]:
@@ -97,11 +108,11 @@ async def reconcile(policy: Policy, ctx: Context) -> list[ConditionUpdate]:
             "UnknownModule", str(error), await _loaded(url, namespace, name)
         )
     else:
-        details["module"] = hashlib.sha256(load_plan.rego.encode()).hexdigest()
+        details["module"] = hashlib.sha256(load_plan.source.encode()).hexdigest()
         try:
             await load(url, load_plan)
             updates = plan.loaded_conditions(load_plan)
-            ctx.status["loadedPath"] = plan.data_path(namespace, name)
+            ctx.status["loadedPath"] = load_plan.decisions_path
         except opa.RegoError as error:
             message = plan.user_lines(str(error), load_plan.line_offset)
             updates = plan.rejected_conditions(
@@ -117,7 +128,8 @@ async def reconcile(policy: Policy, ctx: Context) -> list[ConditionUpdate]:
 
 
 async def _loaded(url: str, namespace: str, name: str) -> bool:
-    return await opa.get_module(url, plan.module_id(namespace, name)) is not None
+    """Whether an earlier version of the Policy is enforced (its registry entry)."""
+    return await opa.get_data(url, plan.registry_path(namespace, name)) is not None
 
 
 async def finalize(policy: Policy, ctx: Context) -> None:
@@ -159,7 +171,7 @@ async def audit_existing(ctx: Context) -> Change | None:
     url = opa_url(ctx.memo)
     try:
         load_plan = plan.load_plan(namespace, name, Policy.model_validate(dict(body)), library())
-        if await opa.get_module(url, load_plan.module_id) != load_plan.rego:
+        if not await is_loaded(url, load_plan):
             await load(url, load_plan)
     except (plan.UnknownModule, opa.RegoError):
         return None  # the reconcile reports it in the conditions
@@ -167,7 +179,7 @@ async def audit_existing(ctx: Context) -> Change | None:
     findings = await opa.audit_objects(url, namespace, name, reviews)
     desired = {
         **plan.violations_status(reviews, findings),
-        "loadedPath": plan.data_path(namespace, name),
+        "loadedPath": load_plan.decisions_path,
     }
     return lambda _: {"status": desired}
 

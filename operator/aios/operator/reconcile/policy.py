@@ -2,12 +2,14 @@
 
 Layout in OPA (one Policy ``ns/name``):
 
-* module ``aios/policies/<ns>/<name>`` with package ``aios.policies["<ns>"]["<name>"]``:
-  the inline Rego with its package clause replaced, or a generated wrapper around a library
-  module (``aios/library/<module>``) that hands it the Policy's parameters;
-* data ``aios/parameters/<ns>/<name>``: the module's parameters;
-* data ``aios/registry/<ns>/<name>``: enforcement and scope, read by ``aios.system``
-  (``policies/system/system.rego``), the one entry point every caller queries.
+* inline Rego: module ``aios/policies/<ns>/<name>`` with package
+  ``aios.policies["<ns>"]["<name>"]`` (the Rego with its package clause replaced);
+* a library module: the module ``aios/library/<module>`` (shared by every Policy that
+  uses it) and data ``aios/parameters/<ns>/<name>``, its parameters. No module of its own:
+  loading one writes data only, and every module load makes OPA compile all modules;
+* data ``aios/registry/<ns>/<name>``: enforcement, scope and the library module used, read
+  by ``aios.system`` (``policies/system/system.rego``), the one entry point every caller
+  queries.
 
 A module states its findings as ``violation`` (a set of messages) and may expose
 ``max_retention_days``; enforcement belongs to the Policy, not to the Rego.
@@ -43,11 +45,6 @@ def package(namespace: str, name: str) -> str:
     return f"aios.policies{_quoted(namespace, name)}"
 
 
-def data_path(namespace: str, name: str) -> str:
-    """Where the Policy's decisions live in OPA's data tree (``status.loadedPath``)."""
-    return f"aios/policies/{namespace}/{name}"
-
-
 def registry_path(namespace: str, name: str) -> str:
     return f"aios/registry/{namespace}/{name}"
 
@@ -69,13 +66,27 @@ class LoadPlan:
     """Everything one Policy puts into OPA, in the order it must be written."""
 
     module_id: str
-    rego: str
+    """The Policy's own module: loaded for inline Rego, absent for a library module."""
+    rego: str | None
     line_offset: int  # lines added before the user's Rego (to report the user's line numbers)
     registry_path: str
     registry: dict[str, Any]
     parameters_path: str
     parameters: dict[str, Any]
-    library: tuple[str, str] | None  # (module id, Rego) of the library module it wraps
+    library: tuple[str, str] | None  # (module id, Rego) of the library module it uses
+
+    @property
+    def source(self) -> str:
+        """The Rego that decides: the Policy's own, or its library module's."""
+        if self.library is not None:
+            return self.library[1]
+        assert self.rego is not None  # inline Rego when no library module
+        return self.rego
+
+    @property
+    def decisions_path(self) -> str:
+        """Where its findings come from in OPA's data tree (``status.loadedPath``)."""
+        return self.library[0] if self.library is not None else self.module_id
 
 
 def with_package(rego: str, package_ref: str) -> tuple[str, int]:
@@ -85,32 +96,18 @@ def with_package(rego: str, package_ref: str) -> tuple[str, int]:
     return f"package {package_ref}\n{rego}", 1
 
 
-def wrapper(namespace: str, name: str, module: str) -> str:
-    """A Policy that uses a library module: the module's findings with the Policy's
-    parameters bound to ``data.aios.params``."""
-    params = f"data.aios.parameters{_quoted(namespace, name)}"
-    lib = f"data.aios.library{_quoted(module)}"
-    return (
-        f"package {package(namespace, name)}\n\n"
-        f"violation := found if {{\n"
-        f"\tfound := {lib}.violation with data.aios.params as {params}\n"
-        "}\n\n"
-        f"max_retention_days := days if {{\n"
-        f"\tdays := {lib}.max_retention_days with data.aios.params as {params}\n"
-        "}\n"
-    )
-
-
 def registry_entry(namespace: str, policy: Policy) -> dict[str, Any]:
-    """Enforcement and scope as ``aios.system`` reads them. No namespaces listed means
-    the Policy's own namespace: a namespaced object governs its namespace unless it says
-    otherwise (``*`` for every namespace)."""
+    """Enforcement, scope and library module as ``aios.system`` reads them. No namespaces
+    listed means the Policy's own namespace: a namespaced object governs its namespace
+    unless it says otherwise (``*`` for every namespace)."""
     scope = policy.spec.scope
     entry: dict[str, Any] = {
         "enforcement": policy.spec.enforcement,
         "kinds": list(scope.kinds),
         "namespaces": list(scope.namespaces) or [namespace],
     }
+    if policy.spec.module is not None:
+        entry["library"] = policy.spec.module.name
     if scope.label_selector is not None:
         entry["labelSelector"] = scope.label_selector.model_dump(by_alias=True, mode="json")
     return entry
@@ -121,12 +118,13 @@ def load_plan(namespace: str, name: str, policy: Policy, library: Mapping[str, s
     spec = policy.spec
     library_module: tuple[str, str] | None = None
     parameters: dict[str, Any] = {}
+    rego: str | None = None
+    offset = 0
     if spec.module is not None:
         if spec.module.name not in library:
             known = ", ".join(sorted(library)) or "none"
             raise UnknownModule(f"no module {spec.module.name!r} in the library (known: {known})")
         library_module = (library_module_id(spec.module.name), library[spec.module.name])
-        rego, offset = wrapper(namespace, name, spec.module.name), 0
         parameters = dict(spec.module.parameters)
     else:
         assert spec.rego is not None  # exactly one of rego and module (the CRD enforces it)
@@ -151,10 +149,13 @@ def user_lines(message: str, offset: int) -> str:
 
 
 def loaded_conditions(plan: LoadPlan) -> list[ConditionUpdate]:
+    where = plan.decisions_path
+    if plan.library is not None:
+        where = f"{where} with parameters at {plan.parameters_path}"
     return [
         ConditionUpdate("Compiled", "True", "Compiled", "OPA compiled the module."),
-        ConditionUpdate("Loaded", "True", "Loaded", f"Enforced from data.{plan.module_id}."),
-        ConditionUpdate("Ready", "True", "Loaded", f"Loaded into OPA at {plan.module_id}."),
+        ConditionUpdate("Loaded", "True", "Loaded", f"Enforced from data.{where}."),
+        ConditionUpdate("Ready", "True", "Loaded", f"Loaded into OPA at {where}."),
     ]
 
 
