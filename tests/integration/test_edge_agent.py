@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from support import crash_operator
 
 from aios.api import EdgeGateway
 from aios.api.events import Reading
@@ -35,6 +36,7 @@ from aios.edge.protocol import (
     STATUS_PARTITIONS,
     STATUS_TOPIC,
     STATUS_TOPIC_CONFIG,
+    AgentConfig,
     Heartbeat,
     config_partition,
 )
@@ -591,6 +593,116 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
     finally:
         agent.stop()
     wait_for(lambda: condition("Connected") == "False", 60, "Connected to turn False")
+
+
+def config_history(bootstrap: str, key: str) -> list[AgentConfig | None]:
+    """Every config record of ``key`` still on the topic, oldest first (None: a tombstone)."""
+    partition = TopicPartition(CONFIG_TOPIC, config_partition(key, CONFIG_PARTITIONS))
+    reader = Consumer(kafka.client_config(bootstrap, **{"group.id": f"t-{uuid.uuid4().hex}"}))
+    try:
+        low, high = reader.get_watermark_offsets(partition, timeout=10)
+        reader.assign([TopicPartition(CONFIG_TOPIC, partition.partition, low)])
+        history: list[AgentConfig | None] = []
+        offset = low
+        while offset < high:
+            message = reader.poll(10)
+            assert message is not None, f"{CONFIG_TOPIC} not readable up to {high}"
+            if message.error() is not None:
+                continue
+            offset = (message.offset() or 0) + 1
+            if (message.key() or b"").decode() == key:
+                value = message.value()
+                history.append(AgentConfig.model_validate_json(value) if value else None)
+        return history
+    finally:
+        reader.close()
+
+
+def test_a_deleted_gateway_withdraws_its_config_and_one_recreated_keeps_its_own(
+    site: Site, operator: Any, kubectl: Any, namespace: str, unique: str
+) -> None:
+    """No finalizer holds a gateway's deletion: the operator withdraws its config record
+    (a tombstone) once it is gone, and a gateway created again under the same name at
+    once still ends with its own config live."""
+    bootstrap, key = site.endpoints.kafka_bootstrap, f"{namespace}/gw"
+
+    def manifest(district: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "aios.dev/v1alpha1",
+                "kind": "EdgeGateway",
+                "metadata": {"name": "gw", "namespace": namespace},
+                "spec": {"site": district, "sink": {"kafkaTopic": f"edge.del.{unique}"}},
+            }
+        )
+
+    def published(district: str) -> bool:
+        history = config_history(bootstrap, key)
+        return bool(history) and history[-1] is not None and history[-1].site == district
+
+    kubectl("apply", "-f", "-", stdin=manifest("district-1"))
+    wait_for(lambda: published("district-1"), 60, "the first gateway's config published")
+    gateway = kubectl.json("get", "edgegateway", "gw", "-n", namespace)
+    assert not gateway["metadata"].get("finalizers"), "nothing holds the deletion"
+    kubectl("delete", "edgegateway", "gw", "-n", namespace, "--wait=true", "--timeout=20s")
+    wait_for(lambda: config_history(bootstrap, key)[-1] is None, 60, "the tombstone")
+
+    kubectl("apply", "-f", "-", stdin=manifest("district-2"))
+    kubectl("delete", "edgegateway", "gw", "-n", namespace, "--wait=true", "--timeout=20s")
+    kubectl("apply", "-f", "-", stdin=manifest("district-3"))  # before the tombstone
+    wait_for(
+        lambda: len([r for r in config_history(bootstrap, key) if r is None]) >= 2,
+        60,
+        lambda: f"the second gateway's tombstone: {config_history(bootstrap, key)}",
+    )
+    wait_for(
+        lambda: published("district-3"),
+        60,
+        lambda: f"the third gateway's config live: {config_history(bootstrap, key)}",
+    )
+
+    # A gateway from an earlier aios still carries its finalizer: the operator drops it.
+    legacy = json.loads(manifest("district-4"))
+    legacy["metadata"] |= {"name": "old", "finalizers": ["aios.dev/edgegateway"]}
+    kubectl("apply", "-f", "-", stdin=json.dumps(legacy))
+    wait_for(
+        lambda: f"{namespace}/old" in kafka.live_keys(bootstrap, CONFIG_TOPIC), 60, "old's config"
+    )
+    kubectl("delete", "edgegateway", "old", "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for(
+        lambda: f"{namespace}/old" not in kafka.live_keys(bootstrap, CONFIG_TOPIC),
+        60,
+        "old's tombstone",
+    )
+
+
+def test_config_records_of_gateways_deleted_while_no_operator_acted_are_swept(
+    site: Site, operator: Any, kubectl: Any, namespace: str
+) -> None:
+    """A record whose gateway went while the operator was down is withdrawn at its start;
+    a live gateway's record stays."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    kept = {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "EdgeGateway",
+        "metadata": {"name": "kept", "namespace": namespace},
+        "spec": {"site": "district-4", "sink": {"kafkaTopic": "edge.swept"}},
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(kept))
+    kept_key = f"{namespace}/kept"
+    wait_for(lambda: kept_key in kafka.live_keys(bootstrap, CONFIG_TOPIC), 60, "kept's config")
+    ghost = EdgeGateway.model_validate(
+        {**kept, "metadata": {"name": "ghost", "namespace": namespace}}
+    )
+    publish_config(bootstrap, ghost)  # as if its gateway had been deleted meanwhile
+    assert f"{namespace}/ghost" in kafka.live_keys(bootstrap, CONFIG_TOPIC)
+    crash_operator(site, kubectl)
+    wait_for(
+        lambda: f"{namespace}/ghost" not in kafka.live_keys(bootstrap, CONFIG_TOPIC),
+        60,
+        "the ghost's record withdrawn",
+    )
+    assert kept_key in kafka.live_keys(bootstrap, CONFIG_TOPIC)
 
 
 def test_the_example_gateway_runs_a_simulated_agent_in_the_local_site(

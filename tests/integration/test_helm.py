@@ -169,20 +169,28 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     expected = sum(".aios.dev/" in line for line in applied.splitlines())
     assert expected == 5, applied
 
-    def all_ready() -> bool:
+    def not_ready() -> list[str]:
+        """Each object not Ready yet, with its Ready condition (empty: all are)."""
         items = chart_site.json("get", "aios", "-n", CITY)["items"]
-        ready = [
-            i
-            for i in items
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (i.get("status") or {}).get("conditions", [])
-            )
-        ]
-        return len(items) == len(ready) == expected
+        waiting = [f"{len(items)} of {expected} objects listed"] if len(items) != expected else []
+        for item in items:
+            conditions = (item.get("status") or {}).get("conditions", [])
+            ready = next((c for c in conditions if c["type"] == "Ready"), {})
+            if ready.get("status") != "True":
+                waiting.append(f"{item['kind']}/{item['metadata']['name']}: {ready}")
+        return waiting
+
+    pending: list[str] = []
+
+    def all_ready() -> bool:
+        pending[:] = not_ready()
+        return not pending
 
     try:
-        wait_for(all_ready, timeout=300, interval=2)
+        try:
+            wait_for(all_ready, timeout=300, interval=2, what="every object Ready")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; not Ready: {pending}") from None
     finally:
         assert_no_forbidden(chart_site)
     counts = {

@@ -16,6 +16,7 @@ from aios.api import EdgeGateway
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
 from aios.operator.runtime.controller import (
+    Context,
     Controller,
     KindSpec,
     finalizer_change,
@@ -23,11 +24,13 @@ from aios.operator.runtime.controller import (
 )
 from aios.operator.runtime.queue import Reason, WorkQueue
 from aios.operator.runtime.store import Store
+from aios.operator.runtime.writer import Change
 from aios.operator.settings import OperatorSettings
 
 
-def obj(uid: str, version: str, **status: Any) -> dict[str, Any]:
-    return {"metadata": {"uid": uid, "resourceVersion": version}, "status": status}
+def obj(uid: str, version: str, name: str = "", **status: Any) -> dict[str, Any]:
+    metadata = {"uid": uid, "resourceVersion": version, "namespace": "ns", "name": name or uid}
+    return {"metadata": metadata, "status": status}
 
 
 def test_the_store_keeps_the_newest_copy_whatever_order_they_arrive_in() -> None:
@@ -56,12 +59,25 @@ def test_the_store_holds_no_managed_fields() -> None:
 def test_the_store_lists_one_namespace_without_the_others() -> None:
     store = Store()
     for uid, namespace in (("a", "north"), ("b", "south"), ("c", "north")):
-        store.observe({"metadata": {"uid": uid, "resourceVersion": "1", "namespace": namespace}})
+        store.observe(
+            {"metadata": {"uid": uid, "resourceVersion": "1", "namespace": namespace, "name": uid}}
+        )
     assert sorted(o["metadata"]["uid"] for o in store.in_namespace("north")) == ["a", "c"]
     store.forget("a")
     store.forget("b")
     assert [o["metadata"]["uid"] for o in store.in_namespace("north")] == ["c"]
     assert store.in_namespace("south") == [] and store.in_namespace("east") == []
+
+
+def test_the_store_finds_an_object_by_name_and_a_successor_under_the_same_name() -> None:
+    store = Store()
+    store.observe(obj("first", "1", name="lamp-7"))
+    assert store.uid_of("ns", "lamp-7") == "first" and store.uid_of("other", "lamp-7") is None
+    store.observe(obj("second", "2", name="lamp-7"))  # recreated before the old one's DELETED
+    store.forget("first")
+    assert store.uid_of("ns", "lamp-7") == "second", "the successor keeps the name"
+    store.forget("second")
+    assert store.uid_of("ns", "lamp-7") is None
 
 
 def until_drained(queue: WorkQueue, feed: Callable[[WorkQueue], Awaitable[None]]) -> None:
@@ -158,7 +174,9 @@ def test_a_patch_that_restates_the_object_changes_nothing() -> None:
 
 def gateway(generation: int = 1, observed: int | None = 1, **meta: Any) -> dict[str, Any]:
     status = {} if observed is None else {"observedGeneration": observed}
-    metadata = {"generation": generation, "uid": "u", "resourceVersion": "1", **meta}
+    metadata = {"generation": generation, "uid": "u", "resourceVersion": "1", "namespace": "ns"}
+    metadata |= meta
+    metadata.setdefault("name", metadata["uid"])
     return {"metadata": metadata, "spec": {}, "status": status}
 
 
@@ -209,3 +227,63 @@ def test_the_tick_queues_only_objects_with_work_due() -> None:
     failing["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "Error"}]
     controller.tick()
     assert len(controller.queue) == 2, "the new generation and the retry, not the converged one"
+
+
+def test_a_report_refreshes_at_once_and_the_tick_waits_its_interval() -> None:
+    refreshed: list[str] = []
+
+    async def refresh(ctx: Context) -> Change | None:
+        refreshed.append(ctx.body["metadata"]["name"])
+        return None
+
+    ready = [{"type": "Ready", "status": "True", "reason": "Ok"}]
+    spec = KindSpec(EdgeGateway, refresh=refresh, refresh_interval=lambda _: 3600)
+    settings = OperatorSettings(kafka_bootstrap="", temporal_address="")
+    controller = Controller(spec, client.ApiClient(), kopf.Memo(), settings)
+    for name in ("lamp-1", "lamp-2"):
+        raw = gateway(uid=name)
+        controller.store.observe({**raw, "status": {"observedGeneration": 1, "conditions": ready}})
+
+    async def scenario() -> None:
+        controller.queue.start()
+        controller.tick()  # never refreshed: both are due
+        await controller.queue.drained()
+        controller.report("ns", "lamp-2")  # a heartbeat
+        controller.report("ns", "gone")  # nothing held under that name
+        await controller.queue.drained()
+        controller.tick()  # the interval has not passed since
+        assert len(controller.queue) == 0
+        await controller.queue.stop()
+
+    asyncio.run(scenario())
+    assert sorted(refreshed) == ["lamp-1", "lamp-2", "lamp-2"]
+
+
+def test_a_deletion_is_cleaned_up_after_and_retried_by_the_tick_until_it_succeeds() -> None:
+    attempts: list[str] = []
+
+    async def deleted(ctx: Context) -> None:
+        attempts.append(ctx.body["metadata"]["name"])
+        if len(attempts) == 1:
+            raise ConnectionError("Kafka away")
+
+    spec = KindSpec(EdgeGateway, deleted=deleted, retry_interval=3600)
+    settings = OperatorSettings(kafka_bootstrap="", temporal_address="")
+    controller = Controller(spec, client.ApiClient(), kopf.Memo(), settings)
+    lamp = gateway(uid="lamp-1")
+
+    async def scenario() -> None:
+        controller.queue.start()
+        controller.observe(None, lamp)
+        controller.observe("DELETED", lamp)
+        await controller.queue.drained()
+        assert attempts == ["lamp-1"] and controller.store.get("lamp-1") is None
+        controller.tick()  # the failed clean-up again
+        await controller.queue.drained()
+        controller.tick()  # done: nothing more
+        assert len(controller.queue) == 0
+        await controller.queue.stop()
+
+    asyncio.run(scenario())
+    assert attempts == ["lamp-1", "lamp-1"]
+    assert not spec.due({**lamp, "metadata": {**lamp["metadata"], "deletionTimestamp": "x"}})

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -155,6 +158,42 @@ class AcknowledgedProducer:
 
 def consumer(group: str, bootstrap: str | None = None, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(group, bootstrap, **overrides))
+
+
+def live_keys(bootstrap: str, topic: str, timeout: float = 60) -> set[str]:
+    """The keys of a compacted topic whose latest record is not a tombstone: the topic read
+    from its beginning up to the end it had when asked."""
+    reader = Consumer(
+        client_config(
+            bootstrap, **{"group.id": f"keys-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+    )
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        for partition in partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > low:
+                ends[partition] = high
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        live: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout:.0f}s")
+            message = reader.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            key = (message.key() or b"").decode()
+            if message.value() is None:
+                live.discard(key)
+            else:
+                live.add(key)
+            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
+                ends.pop(message.partition(), None)
+        return live
+    finally:
+        reader.close()
 
 
 def admin(bootstrap: str | None = None) -> AdminClient:

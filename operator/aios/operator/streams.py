@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -23,10 +24,14 @@ RESCAN_SECONDS = 30.0
 
 
 class LatestRecords:
-    """Follows ``topic`` from its end; ``get(prefix)`` returns the latest JSON value per key."""
+    """Follows ``topic`` from its end; ``get(prefix)`` returns the latest JSON value per key.
+    ``on_record(key)`` is called (on the follower's thread) after each record is kept."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, on_record: Callable[[str], None] | None = None
+    ) -> None:
         self.topic = topic
+        self._on_record = on_record
         self._consumer = Consumer(
             kafka.client_config(
                 bootstrap,
@@ -103,3 +108,5 @@ class LatestRecords:
                 self._latest.pop(key, None)
             else:
                 self._latest[key] = (time.time(), value)
+        if self._on_record is not None and value is not None:
+            self._on_record(key)

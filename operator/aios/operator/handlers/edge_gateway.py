@@ -1,5 +1,6 @@
 """EdgeGateway: publish the compiled config record for the agents, keep the status in step
-with their heartbeats, and run a simulated agent when the gateway asks for one.
+with their heartbeats (each one, and each one missed, refreshes it), and run a simulated
+agent when the gateway asks for one.
 
 Topics (``aios.edge.protocol``): ``aios.edge.config`` (compacted, key ``<ns>/<name>``),
 ``aios.edge.status`` (heartbeats, same key). Readings go to ``spec.sink.kafkaTopic``,
@@ -9,6 +10,8 @@ created here when missing (the intents that read it may create it too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,8 +19,10 @@ from typing import Any
 
 import kopf
 from confluent_kafka.admin import AdminClient
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
-from aios.api import EdgeGateway
+from aios.api import GROUP, VERSION, EdgeGateway
 from aios.connectors import kafka
 from aios.edge.protocol import (
     CONFIG_PARTITIONS,
@@ -42,12 +47,19 @@ from aios.operator.reconcile.conditions import (
 )
 from aios.operator.reconcile.edge_gateway import (
     compile_config,
+    connected_until,
     heartbeat_status,
     key_of,
     render_simulator,
     status_changes,
 )
-from aios.operator.runtime.controller import RECONCILE_ERROR, Context, KindSpec, status_change
+from aios.operator.runtime.controller import (
+    RECONCILE_ERROR,
+    Context,
+    Controller,
+    KindSpec,
+    status_change,
+)
 from aios.operator.runtime.writer import Change
 from aios.operator.streams import LatestRecords
 
@@ -56,22 +68,70 @@ SINK_CHECK_SECONDS = 300.0
 """How long a sink topic found to exist is trusted before it is looked up again: a lookup
 costs a metadata and a config request, and a city has thousands of gateways."""
 COUNTERS_EVERY_SECONDS = 30.0
-"""Counters change with every heartbeat; they are written at most this often per gateway."""
+"""Counters change with every heartbeat; they are written at most this often per gateway.
+Also the status refresh's interval: heartbeats (and their being missed) refresh it at once,
+so the tick only catches what no heartbeat reports (counters not yet written)."""
+MISSED_MARGIN_SECONDS = 1.0
+"""After a heartbeat's deadline, before the refresh that finds it missed: the agent's clock
+and the operator's differ a little."""
 SIMULATOR_KINDS = [("apps/v1", "Deployment")]
-HEARTBEAT_REFRESH_SECONDS = 5.0
+SWEEP_RETRY_SECONDS = 10.0
+LOG = logging.getLogger(__name__)
 
 
 class EdgeState:
     """Shared by every gateway's handlers (kopf gives each object a shallow memo copy)."""
 
-    def __init__(self, bootstrap: str, admin: AdminClient, config_partitions: int) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        admin: AdminClient,
+        config_partitions: int,
+        controllers: Mapping[str, Controller],
+    ) -> None:
         self.producer = kafka.AcknowledgedProducer(kafka.producer(bootstrap, **{"linger.ms": 0}))
         self.admin = admin
-        self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC).start()
         self.config_partitions = config_partitions
         self.published: dict[str, tuple[int, str]] = {}
         self.counters_written: dict[str, float] = {}
         self.sinks_seen: dict[str, float] = {}
+        self._controllers = controllers
+        self._loop = asyncio.get_running_loop()
+        self._missed_checks: dict[str, asyncio.TimerHandle] = {}
+        self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC, self._received).start()
+
+    def _received(self, key: str) -> None:
+        """On the follower's thread, for each heartbeat."""
+        self._loop.call_soon_threadsafe(self._arrived, key)
+
+    def _arrived(self, key: str) -> None:
+        """The gateway's status follows its heartbeats: refresh it now, and again when this
+        heartbeat is old enough to count as missed (unless a newer one comes first)."""
+        self._report(key)
+        previous = self._missed_checks.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        heartbeat = self.heartbeat(key)
+        if heartbeat is not None:
+            delay = (connected_until(heartbeat) - datetime.now(UTC)).total_seconds()
+            self._missed_checks[key] = self._loop.call_later(
+                max(delay, 0.0) + MISSED_MARGIN_SECONDS, self._missed, key
+            )
+
+    def _missed(self, key: str) -> None:
+        del self._missed_checks[key]
+        self._report(key)
+
+    def _report(self, key: str) -> None:
+        controller = self._controllers.get(EdgeGateway.crd.plural)
+        if controller is not None:
+            namespace, name = key.split("/", 1)
+            controller.report(namespace, name)
+
+    def stop(self) -> None:
+        for check in self._missed_checks.values():
+            check.cancel()
+        self.heartbeats.stop()
 
     def heartbeat(self, key: str) -> Heartbeat | None:
         value = self.heartbeats.latest(key)
@@ -105,7 +165,8 @@ async def start_edge(memo: kopf.Memo, **_: Any) -> None:
     admin = runtime(memo).kafka_admin
     await asyncio.to_thread(kafka.ensure_topics, admin, topics)
     partitions = await asyncio.to_thread(wait_for_leaders, admin, topics)
-    memo.edge = EdgeState(bootstrap, admin, partitions[CONFIG_TOPIC])
+    memo.edge = EdgeState(bootstrap, admin, partitions[CONFIG_TOPIC], runtime(memo).controllers)
+    memo.edge_sweep = asyncio.create_task(sweep_when_acting(memo))
 
 
 def wait_for_leaders(
@@ -131,9 +192,14 @@ def wait_for_leaders(
 
 @kopf.on.cleanup()
 async def stop_edge(memo: kopf.Memo, **_: Any) -> None:
+    sweeping: asyncio.Task[None] | None = getattr(memo, "edge_sweep", None)
+    if sweeping is not None:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
     edge: EdgeState | None = getattr(memo, "edge", None)
     if edge is not None:
-        await asyncio.to_thread(edge.heartbeats.stop)
+        await asyncio.to_thread(edge.stop)
         await asyncio.to_thread(edge.producer.close, 30)
 
 
@@ -178,13 +244,69 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     return conditions
 
 
-async def finalize(gateway: EdgeGateway, ctx: Context) -> None:
-    """A tombstone: compaction removes the record, agents keep their last config."""
-    edge = state(ctx.memo)
-    key = key_of(ctx.body)
-    await asyncio.to_thread(edge.publish, key, None)
+async def deleted(ctx: Context) -> None:
+    """The gateway is gone: its config record gets a tombstone."""
+    await asyncio.to_thread(withdraw, ctx.memo, key_of(ctx.body))
+
+
+def withdraw(memo: kopf.Memo, key: str) -> None:
+    """A tombstone for ``key``'s config record: compaction removes the record, agents keep
+    their last config. A gateway created again under the same name may have had its record
+    published just before: it is published again, after the tombstone."""
+    edge = state(memo)
     edge.published.pop(key, None)
     edge.counters_written.pop(key, None)
+    edge.publish(key, None)
+    namespace, name = key.split("/", 1)
+    gateways = runtime(memo).store(EdgeGateway.crd.plural)
+    uid = gateways.uid_of(namespace, name)
+    successor = gateways.get(uid) if uid is not None else None
+    if successor is not None:
+        config = compile_config(EdgeGateway.model_validate(successor))
+        edge.publish(key, config.to_bytes())
+        edge.published[key] = (config.generation, config.digest)
+
+
+async def sweep_when_acting(memo: kopf.Memo) -> None:
+    """Once this replica acts: tombstones for gateways deleted while no replica acted (the
+    config topic's live keys with no gateway). Retried until it has run once."""
+    process = runtime(memo)
+    if process.leadership is not None:
+        await process.leadership.acquired.wait()
+    while True:
+        try:
+            swept = await asyncio.to_thread(sweep, memo)
+        except Exception as error:  # Kafka or the API server away: again later
+            LOG.warning("sweeping the config records of deleted gateways failed: %s", error)
+            await asyncio.sleep(SWEEP_RETRY_SECONDS)
+            continue
+        LOG.info("swept the config records of %d deleted gateways", swept)
+        return
+
+
+def sweep(memo: kopf.Memo) -> int:
+    """Withdraw each live config record whose gateway the API server no longer has; how
+    many. A key the store does not hold (yet) is asked for by name, so a sweep that runs
+    before the watch has listed everything costs GETs, never a live gateway's config."""
+    process = runtime(memo)
+    gateways = process.store(EdgeGateway.crd.plural)
+    objects = client.CustomObjectsApi(process.api)
+    swept = 0
+    for key in kafka.live_keys(process.settings.kafka_bootstrap, CONFIG_TOPIC):
+        namespace, name = key.split("/", 1)
+        if gateways.uid_of(namespace, name) is not None:
+            continue
+        try:
+            objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, EdgeGateway.crd.plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                withdraw(memo, key)
+                swept += 1
+            elif error.status != 403:  # 403: a namespace this operator does not watch
+                raise
+    return swept
 
 
 async def refresh(ctx: Context) -> Change | None:
@@ -230,9 +352,9 @@ register(
     KindSpec(
         EdgeGateway,
         reconcile,
-        finalize,
-        refresh,
+        refresh=refresh,
+        deleted=deleted,
         retry_when=reconcile_unfinished,
-        refresh_interval=lambda _: HEARTBEAT_REFRESH_SECONDS,
+        refresh_interval=lambda _: COUNTERS_EVERY_SECONDS,
     )
 )

@@ -13,7 +13,7 @@ is at least ``PRESSURE_RATIO`` full), and ``Ready`` (published, connected and ap
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aios.api import EdgeGateway
@@ -65,6 +65,11 @@ def compile_config(
     )
 
 
+def connected_until(heartbeat: Heartbeat) -> datetime:
+    """When the agent counts as gone unless a newer heartbeat arrives first."""
+    return heartbeat.time + timedelta(seconds=CONNECTED_PERIODS * heartbeat.heartbeat_seconds)
+
+
 def heartbeat_status(
     generation: int,
     published: int | None,
@@ -87,7 +92,6 @@ def heartbeat_status(
             ConditionUpdate("BufferPressure", "Unknown", "NoHeartbeat", "No agent has reported."),
         ]
         return fields, [*conditions, gateway_ready(conditions)]
-    age = (now - heartbeat.time).total_seconds()
     fields |= {
         "lastSeen": heartbeat.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "appliedGeneration": heartbeat.applied_generation,
@@ -97,7 +101,7 @@ def heartbeat_status(
         "quarantined": heartbeat.quarantined,
         "privacyBudgetRemaining": heartbeat.privacy_budget_remaining,
     }
-    if age <= CONNECTED_PERIODS * heartbeat.heartbeat_seconds:
+    if now <= connected_until(heartbeat):
         conditions.append(
             ConditionUpdate("Connected", "True", "HeartbeatReceived", f"Agent {heartbeat.agent}.")
         )

@@ -5,12 +5,15 @@ What to do with an object is decided from its stored state when a worker takes i
 triggered), and only by the replica that holds the lead:
 
 * deleting, with the kind's finalizer: ``finalize``, then the finalizer goes;
+* deleted, for a kind that cleans up afterwards instead (no finalizer): ``deleted``;
 * a generation not yet observed, or work the kind says is pending (``pending``, e.g. a
   rollout step to serve): ``reconcile``, its status written by the one writer;
 * on the tick, an object whose reconcile has not converged (``retry_when``: by default,
   not Ready) is reconciled again at most every ``retry_interval``, and any other gets its
   runtime status ``refresh``-ed at most every ``refresh_interval`` (heartbeats, lag,
-  audit findings): a write only when something changed.
+  audit findings): a write only when something changed;
+* when what its status follows ``report``-s (a heartbeat arrived), the object is
+  refreshed at once: a kind fed by reports can keep a long ``refresh_interval``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Context:
 
 Reconcile = Callable[[Any, Context], Awaitable[list[ConditionUpdate]]]
 Finalize = Callable[[Any, Context], Awaitable[None]]
+Deleted = Callable[[Context], Awaitable[None]]
 Refresh = Callable[[Context], Awaitable[Change | None]]
 """The status change between reconciles (runtime facts with no new generation)."""
 Pending = Callable[[Mapping[str, Any]], bool]
@@ -90,6 +94,7 @@ class KindSpec:
     model: type[Resource[Any, Any]]
     reconcile: Reconcile | None = None
     finalize: Finalize | None = None
+    """Before the object goes, under its finalizer: for what must not outlive it."""
     refresh: Refresh | None = None
     pending: Pending = nothing_pending
     retry_when: Pending = needs_retry
@@ -98,6 +103,11 @@ class KindSpec:
     retry_interval: float = 10.0
     refresh_interval: Callable[[OperatorSettings], float] = lambda _: 10.0
     """From the site's settings: a Policy's audit interval is the operator's to choose."""
+    deleted: Deleted | None = None
+    """After the object has gone, with no finalizer holding its deletion (two writes less
+    per object): for what may outlive it a moment (a gateway's config record). Run from the
+    queue, after any work in flight on the object, and retried by the tick; what goes while
+    no replica acts is left to the kind's own start-up sweep."""
 
     @property
     def plural(self) -> str:
@@ -176,6 +186,8 @@ class Controller:
         self.queue = WorkQueue(self._work, workers)
         self._retried: dict[str, float] = {}
         self._refreshed: dict[str, float] = {}
+        self._gone: dict[str, dict[str, Any]] = {}
+        """Deleted objects whose ``deleted`` has not run yet, by uid."""
         self._ticker: asyncio.Task[None] | None = None
         kind = spec.model.crd.kind
         metrics.QUEUE_DEPTH.labels(kind).set_function(lambda: len(self.queue))
@@ -195,10 +207,20 @@ class Controller:
             self._refreshed.pop(uid, None)
             if self.on_gone is not None:
                 self.on_gone(uid)
+            if self.spec.deleted is not None and self.acting():
+                self._gone[uid] = dict(raw)
+                self.queue.add(uid, Reason.EVENT)
             return
         self.store.observe(raw)
         if self.acting() and self.spec.due(raw):
             self.queue.add(uid, Reason.EVENT)
+
+    def report(self, namespace: str, name: str) -> None:
+        """Something the object's runtime status follows reported (an agent's heartbeat):
+        refresh its status now rather than at its next interval."""
+        uid = self.store.uid_of(namespace, name)
+        if uid is not None and self.acting():
+            self.queue.add(uid, Reason.REPORTED)
 
     def tick(self) -> None:
         """Queue each object with work due: a reconcile, a retry or a refresh (the worker
@@ -209,6 +231,8 @@ class Controller:
                 raw = self.store.get(uid)
                 if raw is not None and self._tick_due(uid, raw, now):
                     self.queue.add(uid, Reason.TICK)
+            for uid in list(self._gone):
+                self.queue.add(uid, Reason.TICK)
             metrics.TICKS.labels(self.spec.model.crd.kind).inc()
 
     def start(self) -> None:
@@ -231,17 +255,19 @@ class Controller:
     # -- the work on one object --------------------------------------------------------------
 
     async def _work(self, uid: str, reasons: Reason) -> None:
+        if not self.acting():
+            return
         raw = self.store.get(uid)
-        if raw is None or not self.acting():
+        if raw is None:
+            if uid in self._gone:
+                await self._deleted(uid, self._gone[uid])
             return
         now = time.monotonic()
-        if self.spec.due(raw):
+        if self.spec.due(raw) or (Reason.TICK in reasons and self._retry_due(uid, raw, now)):
             await self._reconcile(uid, raw)
-        elif Reason.TICK not in reasons:
-            return
-        elif self._retry_due(uid, raw, now):
-            await self._reconcile(uid, raw)
-        elif self._refresh_due(uid, raw, now):
+        elif (Reason.REPORTED in reasons and self._refreshable(raw)) or (
+            Reason.TICK in reasons and self._refresh_due(uid, raw, now)
+        ):
             self._refreshed[uid] = now
             await self._refresh(uid, raw)
 
@@ -255,10 +281,15 @@ class Controller:
             return False
         return elapsed(self._retried.get(uid), now) >= self.spec.retry_interval
 
+    def _refreshable(self, raw: Mapping[str, Any]) -> bool:
+        # while a retry is due, it reports everything a refresh would
+        return self.spec.refresh is not None and not self.spec.retry_when(raw)
+
     def _refresh_due(self, uid: str, raw: Mapping[str, Any], now: float) -> bool:
-        if self.spec.refresh is None or self.spec.retry_when(raw):
-            return False  # a retry reports everything a refresh would
-        return elapsed(self._refreshed.get(uid), now) >= self.refresh_interval
+        return (
+            self._refreshable(raw)
+            and elapsed(self._refreshed.get(uid), now) >= self.refresh_interval
+        )
 
     def _context(self, raw: Mapping[str, Any]) -> Context:
         meta = raw["metadata"]
@@ -271,14 +302,17 @@ class Controller:
         spec = self.spec
         finalizers = list(raw["metadata"].get("finalizers") or [])
         if is_deleting(raw["metadata"]):
-            if spec.finalize is not None and spec.finalizer in finalizers:
+            if spec.finalizer not in finalizers:
+                return
+            if spec.finalize is not None:
                 obj = spec.model.model_validate({"metadata": {}, "spec": raw.get("spec") or {}})
                 try:
                     await spec.finalize(obj, context)
                 except Exception:  # retried by the tick
                     context.logger.exception("finalize failed")
                     return
-                await self.writer.patch(uid, finalizer_change(spec.finalizer, add=False))
+            # (a kind without ``finalize`` drops the finalizer an earlier version added)
+            await self.writer.patch(uid, finalizer_change(spec.finalizer, add=False))
             return
         accepted = acceptance(spec.model, raw)
         updates = [accepted]
@@ -309,6 +343,16 @@ class Controller:
             spec.model.crd.kind, metrics.outcome(updates, RECONCILE_ERROR)
         ).observe(time.monotonic() - started)
         return updates
+
+    async def _deleted(self, uid: str, raw: Mapping[str, Any]) -> None:
+        assert self.spec.deleted is not None
+        context = self._context(raw)
+        try:
+            await self.spec.deleted(context)
+        except Exception:  # tried again at the next tick
+            context.logger.exception("cleaning up after the deletion failed")
+            return
+        del self._gone[uid]
 
     async def _refresh(self, uid: str, raw: Mapping[str, Any]) -> None:
         assert self.spec.refresh is not None

@@ -25,6 +25,9 @@ class Reason(enum.Flag):
     """The object changed (or was listed): act if its state asks for it."""
     TICK = enum.auto()
     """The kind's periodic tick: retry what has not converged, refresh runtime status."""
+    REPORTED = enum.auto()
+    """What the object's runtime status follows has reported (an agent's heartbeat):
+    refresh it now. Waits behind events, as ticks do."""
 
 
 LOG = logging.getLogger(__name__)

@@ -38,6 +38,10 @@ def namespace_of(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"].get("namespace") or "")
 
 
+def name_of(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return namespace_of(obj), str(obj["metadata"]["name"])
+
+
 class Store:
     """Objects by uid. A write's response may arrive before the watch event of an older
     version; that older copy is ignored, so a reconcile never starts from it. It may also
@@ -50,6 +54,8 @@ class Store:
         self._namespaces: dict[str, set[str]] = {}
         """uids by namespace: an intent selects among its namespace's gateways, not the
         city's."""
+        self._names: dict[tuple[str, str], str] = {}
+        """uids by (namespace, name): what reports about an object names it, not its uid."""
 
     def observe(self, obj: Mapping[str, Any]) -> None:
         """Keep ``obj`` if it is newer than the copy held (and not deleted)."""
@@ -60,6 +66,7 @@ class Store:
         if held is None or newer(obj, held):
             self._objects[uid] = without_managed_fields(obj)
             self._namespaces.setdefault(namespace_of(obj), set()).add(uid)
+            self._names[name_of(obj)] = uid
 
     def forget(self, uid: str) -> None:
         """The object is gone for good (uids are never reused)."""
@@ -69,6 +76,8 @@ class Store:
             self._namespaces[namespace].discard(uid)
             if not self._namespaces[namespace]:
                 del self._namespaces[namespace]
+            if self._names.get(name_of(held)) == uid:  # not a successor of the same name
+                del self._names[name_of(held)]
         now = time.monotonic()
         while self._deleted:  # oldest first (insertion order): drop the expired ones
             oldest, when = next(iter(self._deleted.items()))
@@ -79,6 +88,10 @@ class Store:
 
     def get(self, uid: str) -> dict[str, Any] | None:
         return self._objects.get(uid)
+
+    def uid_of(self, namespace: str, name: str) -> str | None:
+        """The uid of the object held under this name, if any."""
+        return self._names.get((namespace, name))
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
         return [self._objects[uid] for uid in self._namespaces.get(namespace, ())]
