@@ -76,6 +76,7 @@ MISSED_MARGIN_SECONDS = 1.0
 and the operator's differ a little."""
 SIMULATOR_KINDS = [("apps/v1", "Deployment")]
 SWEEP_RETRY_SECONDS = 10.0
+LIST_PAGE = 500
 LOG = logging.getLogger(__name__)
 
 
@@ -286,27 +287,55 @@ async def sweep_when_acting(memo: kopf.Memo) -> None:
 
 def sweep(memo: kopf.Memo) -> int:
     """Withdraw each live config record whose gateway the API server no longer has; how
-    many. A key the store does not hold (yet) is asked for by name, so a sweep that runs
-    before the watch has listed everything costs GETs, never a live gateway's config."""
+    many. The topic is read before the gateways are listed: a gateway created meanwhile is
+    listed, or its record was not read."""
     process = runtime(memo)
-    gateways = process.store(EdgeGateway.crd.plural)
     objects = client.CustomObjectsApi(process.api)
+    live = kafka.live_keys(process.settings.kafka_bootstrap, CONFIG_TOPIC)
+    listed = listed_gateways(objects)
     swept = 0
-    for key in kafka.live_keys(process.settings.kafka_bootstrap, CONFIG_TOPIC):
-        namespace, name = key.split("/", 1)
-        if gateways.uid_of(namespace, name) is not None:
+    for key in sorted(live - listed if listed is not None else live):
+        if listed is None and not gone(objects, key):
             continue
+        withdraw(memo, key)
+        swept += 1
+    return swept
+
+
+def listed_gateways(objects: client.CustomObjectsApi) -> set[str] | None:
+    """Every gateway's key, listed in pages; None when this operator may not list the
+    whole cluster (it watches some namespaces only)."""
+    keys: set[str] = set()
+    token: str | None = None
+    while True:
         try:
-            objects.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, EdgeGateway.crd.plural, name
+            page: Any = objects.list_cluster_custom_object(
+                GROUP, VERSION, EdgeGateway.crd.plural, limit=LIST_PAGE, _continue=token
             )
         except ApiException as error:
-            if error.status == 404:
-                withdraw(memo, key)
-                swept += 1
-            elif error.status != 403:  # 403: a namespace this operator does not watch
-                raise
-    return swept
+            if error.status == 403:
+                return None
+            raise
+        keys |= {key_of(item) for item in page["items"]}
+        token = page["metadata"].get("continue")
+        if not token:
+            return keys
+
+
+def gone(objects: client.CustomObjectsApi, key: str) -> bool:
+    """Whether the API server says the gateway does not exist (not: may not be read)."""
+    namespace, name = key.split("/", 1)
+    try:
+        objects.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, EdgeGateway.crd.plural, name
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        if error.status == 403:  # a namespace this operator does not watch
+            return False
+        raise
+    return False
 
 
 async def refresh(ctx: Context) -> Change | None:
