@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from aios.api import API_VERSION, EdgeGateway
 from aios.stack.components import HELM, REPO_ROOT
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
@@ -100,15 +102,45 @@ def install(
     returns Helm's report. A failure raises with the operator's pods' state and log."""
     helm = Helm(site)
     try:
-        return helm(
+        report = helm(
             *("upgrade", "--install", release, str(CHART), "--namespace", namespace),
             *("--create-namespace", "--values", str(values_file(site, overrides))),
             *("--wait", f"--timeout={int(timeout)}s"),
             timeout=timeout + 60,
         )
+        wait_admitting(site, namespace, timeout)
     except ComponentFailed as error:
-        report = operator_report(site, release, namespace)
-        raise ComponentFailed("aios", f"{error}\n{report}", None) from error
+        why = operator_report(site, release, namespace)
+        raise ComponentFailed("aios", f"{error}\n{why}", None) from error
+    return report
+
+
+UNREACHED_WEBHOOK = "failed calling webhook"
+POLICY_DENIAL = "denied the request"
+
+
+def wait_admitting(site: Site, namespace: str, timeout: float) -> None:
+    """Until the API server reaches the admission webhook: a Ready pod is not yet behind
+    its Service (the endpoints follow), and until then every create of an aios kind is
+    refused. Probed with a server-side dry run (no side effects, nothing audited); a
+    Policy's denial counts as reached."""
+    probe = {
+        "apiVersion": API_VERSION,
+        "kind": EdgeGateway.crd.kind,
+        "metadata": {"name": "aios-admission-probe", "namespace": namespace},
+        "spec": {"site": "probe", "sink": {"kafkaTopic": "aios.admission.probe"}},
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            site.kubectl(["create", "--dry-run=server", "-f", "-"], stdin=json.dumps(probe))
+            return
+        except RuntimeError as error:
+            if POLICY_DENIAL in str(error):
+                return
+            if UNREACHED_WEBHOOK not in str(error) or time.monotonic() > deadline:
+                raise ComponentFailed("aios", f"admission not reached: {error}", None) from error
+        time.sleep(0.5)
 
 
 def operator_report(site: Site, release: str, namespace: str) -> str:
