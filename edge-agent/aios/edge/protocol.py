@@ -41,6 +41,12 @@ def gateway_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def split_gateway_key(key: str) -> tuple[str, str]:
+    """The namespace and name in a ``gateway_key``."""
+    namespace, name = key.split("/", 1)
+    return namespace, name
+
+
 def config_partition(key: str, partitions: int) -> int:
     """The partition a gateway's config record lives in: CRC-32 of the key, as librdkafka's
     ``consistent`` partitioner computes it, so an agent knows where to look."""

@@ -3,16 +3,21 @@ how the operator reads what runners and agents report without polling each of th
 
 It reads every partition from the beginning (the topics it follows are compacted, so
 that is the latest record per key plus a short tail) and looks for new partitions every
-``RESCAN_SECONDS``: right after a topic is created its metadata may list only some."""
+``RESCAN_SECONDS``: right after a topic is created its metadata may list only some.
+
+``Heartbeats`` turns such a topic into reports: what follows a heartbeat is refreshed when
+it arrives and when it is missed, not on a short poll of every object."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -21,6 +26,9 @@ from aios.connectors import kafka
 
 log = logging.getLogger(__name__)
 RESCAN_SECONDS = 30.0
+MISSED_MARGIN_SECONDS = 1.0
+"""After a heartbeat's deadline, before it is reported missed: the sender's clock and the
+operator's differ a little."""
 
 
 class LatestRecords:
@@ -110,3 +118,48 @@ class LatestRecords:
                 self._latest[key] = (time.time(), value)
         if self._on_record is not None and value is not None:
             self._on_record(key)
+
+
+class Heartbeats:
+    """Heartbeats on ``topic``, followed into ``records``; each key is ``report``-ed (on the
+    event loop) when its heartbeat arrives, and again when that heartbeat passes the deadline
+    ``expires`` gives it, unless a newer one came first."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        report: Callable[[str], None],
+        expires: Callable[[dict[str, Any]], datetime | None],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._report = report
+        self._expires = expires
+        self._missed_checks: dict[str, asyncio.TimerHandle] = {}
+        self.records = LatestRecords(bootstrap, topic, self._received).start()
+
+    def stop(self) -> None:
+        for check in self._missed_checks.values():
+            check.cancel()
+        self.records.stop()
+
+    def _received(self, key: str) -> None:
+        """On the follower's thread, for each heartbeat."""
+        self._loop.call_soon_threadsafe(self._arrived, key)
+
+    def _arrived(self, key: str) -> None:
+        self._report(key)
+        previous = self._missed_checks.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        value = self.records.latest(key)
+        deadline = self._expires(value) if value is not None else None
+        if deadline is not None:
+            delay = (deadline - datetime.now(UTC)).total_seconds()
+            self._missed_checks[key] = self._loop.call_later(
+                max(delay, 0.0) + MISSED_MARGIN_SECONDS, self._missed, key
+            )
+
+    def _missed(self, key: str) -> None:
+        del self._missed_checks[key]
+        self._report(key)

@@ -4,8 +4,9 @@ status (Degraded, counts, consumer lag) from the runners' heartbeats and Kafka."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -35,37 +36,72 @@ from aios.operator.reconcile.automation_intent import (
 )
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.worker import WORKER, render_worker
-from aios.operator.runtime.controller import Context, KindSpec, status_change
+from aios.operator.runtime.controller import Context, Controller, KindSpec, status_change
 from aios.operator.runtime.writer import Change
-from aios.operator.streams import LatestRecords
+from aios.operator.streams import Heartbeats
 from aios.workflows.action import INTENT, OUTCOME
 
 HEARTBEAT_WINDOW_SECONDS = 30.0
-RUNTIME_REFRESH_SECONDS = 10.0
+COUNTS_EVERY_SECONDS = 30.0
+"""Counts, consumer lag and action outcomes (a Kafka admin request and two Temporal counts)
+are looked up and written at most this often per intent. Also the refresh interval: a
+heartbeat arriving, or missed, refreshes the conditions at once."""
+
+
+class IntentState:
+    """Shared by every intent's handlers: the runners' heartbeats, and when each intent's
+    counts were last looked up."""
+
+    def __init__(self, bootstrap: str, controllers: Mapping[str, Controller]) -> None:
+        self.counted: dict[str, float] = {}
+        self._controllers = controllers
+        self.heartbeats = Heartbeats(bootstrap, HEARTBEAT_TOPIC, self._report, self._expires)
+
+    def _report(self, key: str) -> None:
+        """The intent's Degraded follows its runners' heartbeats: refresh it now."""
+        controller = self._controllers.get(AutomationIntent.crd.plural)
+        parts = key.split("/", 2)  # <namespace>/<intent>/<pod>
+        if controller is not None and len(parts) == 3:
+            controller.report(parts[0], parts[1])
+
+    @staticmethod
+    def _expires(value: dict[str, Any]) -> datetime | None:
+        try:
+            sent = datetime.fromisoformat(value["time"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return sent + timedelta(seconds=HEARTBEAT_WINDOW_SECONDS)
+
+    def counts_due(self, uid: str) -> bool:
+        """Whether the intent's counts are due a lookup (and if so, they count as looked up)."""
+        now = time.monotonic()
+        if now - self.counted.get(uid, -COUNTS_EVERY_SECONDS) < COUNTS_EVERY_SECONDS:
+            return False
+        self.counted[uid] = now
+        return True
 
 
 @kopf.on.startup()
 async def follow_runners(memo: kopf.Memo, **_: Any) -> None:
     """Read the runners' heartbeats into memory (the topic is created if missing)."""
-    settings = runtime(memo).settings
-    bootstrap = settings.kafka_bootstrap
+    process = runtime(memo)
     spec = kafka.TopicSpec(
         HEARTBEAT_TOPIC, 3, {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
     )
-    await asyncio.to_thread(kafka.ensure_topics, runtime(memo).kafka_admin, [spec])
-    memo.intent_heartbeats = LatestRecords(bootstrap, HEARTBEAT_TOPIC).start()
+    await asyncio.to_thread(kafka.ensure_topics, process.kafka_admin, [spec])
+    memo.intents = IntentState(process.settings.kafka_bootstrap, process.controllers)
 
 
 @kopf.on.cleanup()
 async def stop_following(memo: kopf.Memo, **_: Any) -> None:
-    follower = getattr(memo, "intent_heartbeats", None)
-    if follower is not None:
-        await asyncio.to_thread(follower.stop)
+    intents: IntentState | None = getattr(memo, "intents", None)
+    if intents is not None:
+        await asyncio.to_thread(intents.heartbeats.stop)
 
 
 def heartbeats(memo: kopf.Memo, namespace: str, name: str) -> list[Heartbeat]:
-    follower: LatestRecords | None = getattr(memo, "intent_heartbeats", None)
-    found = follower.get(f"{namespace}/{name}/") if follower else {}
+    intents: IntentState | None = getattr(memo, "intents", None)
+    found = intents.heartbeats.records.get(f"{namespace}/{name}/") if intents else {}
     beats = [
         Heartbeat(
             pod=v.get("pod", ""),
@@ -186,6 +222,8 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
 
 async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     """Topics go only with ``deletePolicy: Delete`` (losing them by accident hurts)."""
+    intents: IntentState = ctx.memo.intents
+    intents.counted.pop(ctx.body.metadata["uid"], None)
     if intent.spec.topics.delete_policy != "Delete":
         return
     names = topic_names(ctx.body.metadata["namespace"], ctx.body.metadata["name"], [])
@@ -210,8 +248,8 @@ async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[st
 
 
 async def refresh(ctx: Context) -> Change | None:
-    """Counts, consumer lag and Degraded between reconciles (they change without a new
-    generation)."""
+    """Between reconciles: Degraded as soon as the runners' heartbeats change it; counts,
+    consumer lag and action outcomes at most every ``COUNTS_EVERY_SECONDS``."""
     body = ctx.body
     if not (body.get("status") or {}).get("topics"):
         return None  # not reconciled yet
@@ -220,17 +258,21 @@ async def refresh(ctx: Context) -> Change | None:
         {"metadata": dict(body.metadata), "spec": dict(body.spec)}
     )
     beats = heartbeats(ctx.memo, namespace, name)
-    group = runner_config(intent, ["-"]).consumer_group
-    lag = await asyncio.to_thread(kafka.consumer_lag, runtime(ctx.memo).kafka_admin, group)
-    outcomes = {**counts(beats), **await action_outcomes(ctx.memo, namespace, name)}
     runtime_updates = runtime_conditions(intent, beats)
+    counted: dict[str, Any] = {}
+    intents: IntentState = ctx.memo.intents
+    if intents.counts_due(body.metadata["uid"]):
+        group = runner_config(intent, ["-"]).consumer_group
+        lag = await asyncio.to_thread(kafka.consumer_lag, runtime(ctx.memo).kafka_admin, group)
+        outcomes = await action_outcomes(ctx.memo, namespace, name)
+        counted = {"counts": {**counts(beats), **outcomes}, "consumerLag": lag}
 
     def status(current: Mapping[str, Any]) -> dict[str, Any]:
         stored = current.get("status") or {}
         generation = int(stored.get("observedGeneration") or 0)
         conditions = stored.get("conditions") or []
         merged = merge_conditions(conditions, runtime_updates, generation, now_rfc3339())
-        return {"counts": outcomes, "consumerLag": lag, "conditions": merged}
+        return {**counted, "conditions": merged}
 
     return status_change(status)
 
@@ -241,6 +283,6 @@ register(
         reconcile,
         finalize,
         refresh,
-        refresh_interval=lambda _: RUNTIME_REFRESH_SECONDS,
+        refresh_interval=lambda _: COUNTS_EVERY_SECONDS,
     )
 )

@@ -34,6 +34,7 @@ from aios.edge.protocol import (
     AgentConfig,
     Heartbeat,
     config_partition,
+    split_gateway_key,
 )
 from aios.operator.audit import record
 from aios.operator.handlers.common import register, runtime
@@ -61,7 +62,7 @@ from aios.operator.runtime.controller import (
     status_change,
 )
 from aios.operator.runtime.writer import Change
-from aios.operator.streams import LatestRecords
+from aios.operator.streams import Heartbeats
 
 SINK_PARTITIONS = 6
 SINK_CHECK_SECONDS = 300.0
@@ -71,13 +72,18 @@ COUNTERS_EVERY_SECONDS = 30.0
 """Counters change with every heartbeat; they are written at most this often per gateway.
 Also the status refresh's interval: heartbeats (and their being missed) refresh it at once,
 so the tick only catches what no heartbeat reports (counters not yet written)."""
-MISSED_MARGIN_SECONDS = 1.0
-"""After a heartbeat's deadline, before the refresh that finds it missed: the agent's clock
-and the operator's differ a little."""
 SIMULATOR_KINDS = [("apps/v1", "Deployment")]
 SWEEP_RETRY_SECONDS = 10.0
 LIST_PAGE = 500
 LOG = logging.getLogger(__name__)
+
+
+def parse_heartbeat(value: dict[str, Any]) -> Heartbeat | None:
+    """An agent's heartbeat; None for one this operator cannot read."""
+    try:
+        return Heartbeat.model_validate(value)
+    except ValueError:
+        return None
 
 
 class EdgeState:
@@ -97,49 +103,25 @@ class EdgeState:
         self.counters_written: dict[str, float] = {}
         self.sinks_seen: dict[str, float] = {}
         self._controllers = controllers
-        self._loop = asyncio.get_running_loop()
-        self._missed_checks: dict[str, asyncio.TimerHandle] = {}
-        self.heartbeats = LatestRecords(bootstrap, STATUS_TOPIC, self._received).start()
-
-    def _received(self, key: str) -> None:
-        """On the follower's thread, for each heartbeat."""
-        self._loop.call_soon_threadsafe(self._arrived, key)
-
-    def _arrived(self, key: str) -> None:
-        """The gateway's status follows its heartbeats: refresh it now, and again when this
-        heartbeat is old enough to count as missed (unless a newer one comes first)."""
-        self._report(key)
-        previous = self._missed_checks.pop(key, None)
-        if previous is not None:
-            previous.cancel()
-        heartbeat = self.heartbeat(key)
-        if heartbeat is not None:
-            delay = (connected_until(heartbeat) - datetime.now(UTC)).total_seconds()
-            self._missed_checks[key] = self._loop.call_later(
-                max(delay, 0.0) + MISSED_MARGIN_SECONDS, self._missed, key
-            )
-
-    def _missed(self, key: str) -> None:
-        del self._missed_checks[key]
-        self._report(key)
+        self.heartbeats = Heartbeats(bootstrap, STATUS_TOPIC, self._report, self._expires)
 
     def _report(self, key: str) -> None:
+        """The gateway's status follows its heartbeats: refresh it now."""
         controller = self._controllers.get(EdgeGateway.crd.plural)
         if controller is not None:
-            namespace, name = key.split("/", 1)
-            controller.report(namespace, name)
+            controller.report(*split_gateway_key(key))
+
+    @staticmethod
+    def _expires(value: dict[str, Any]) -> datetime | None:
+        heartbeat = parse_heartbeat(value)
+        return connected_until(heartbeat) if heartbeat is not None else None
 
     def stop(self) -> None:
-        for check in self._missed_checks.values():
-            check.cancel()
         self.heartbeats.stop()
 
     def heartbeat(self, key: str) -> Heartbeat | None:
-        value = self.heartbeats.latest(key)
-        try:
-            return Heartbeat.model_validate(value) if value else None
-        except ValueError:
-            return None
+        value = self.heartbeats.records.latest(key)
+        return parse_heartbeat(value) if value else None
 
     def publish(self, key: str, value: bytes | None) -> None:
         """Produce to the key's partition and wait until Kafka has it (acks=all)."""
@@ -258,7 +240,7 @@ def withdraw(memo: kopf.Memo, key: str) -> None:
     edge.published.pop(key, None)
     edge.counters_written.pop(key, None)
     edge.publish(key, None)
-    namespace, name = key.split("/", 1)
+    namespace, name = split_gateway_key(key)
     gateways = runtime(memo).store(EdgeGateway.crd.plural)
     uid = gateways.uid_of(namespace, name)
     successor = gateways.get(uid) if uid is not None else None
@@ -324,7 +306,7 @@ def listed_gateways(objects: client.CustomObjectsApi) -> set[str] | None:
 
 def gone(objects: client.CustomObjectsApi, key: str) -> bool:
     """Whether the API server says the gateway does not exist (not: may not be read)."""
-    namespace, name = key.split("/", 1)
+    namespace, name = split_gateway_key(key)
     try:
         objects.get_namespaced_custom_object(
             GROUP, VERSION, namespace, EdgeGateway.crd.plural, name
