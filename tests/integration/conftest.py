@@ -130,6 +130,9 @@ class Receiver:
     def __init__(self, address: str, status: int = 200) -> None:
         self.calls: list[tuple[str, dict[str, str], Any]] = []
         self.status = status
+        self.failures: dict[str, int] = {}
+        """Per path, how many more POSTs to answer 500 (a target that fails at first)."""
+        self.answered: list[tuple[str, int]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -140,7 +143,12 @@ class Receiver:
                 except ValueError:
                     parsed = body.decode(errors="replace")
                 receiver.calls.append((self.path, dict(self.headers), parsed))
-                self.send_response(receiver.status)
+                status = receiver.status
+                if receiver.failures.get(self.path, 0) > 0:
+                    receiver.failures[self.path] -= 1
+                    status = 500
+                receiver.answered.append((self.path, status))
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *_: Any) -> None:

@@ -8,15 +8,23 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from support import activity_attempts
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from aios.api.events import ActionRequest
+from aios.connectors import kafka
 from aios.connectors.audit import read_log
+from aios.stack.process import ManagedProcess
+from aios.stack.site import Site, mqtt_ready
 from aios.workflows.action import Review
 from aios.workflows.worker import WorkerSettings, build_worker, ensure_search_attributes
 
@@ -63,18 +71,22 @@ async def temporal(site, operator) -> AsyncIterator[tuple[Client, str]]:
     """A real worker for the action workflow on a fresh task queue."""
     client = await Client.connect(site.endpoints.temporal_address)
     queue = f"test-actions-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(
+    await ensure_search_attributes(client, "default")
+    async with build_worker(client, worker_settings(site, queue, site.endpoints.mqtt_url)):
+        yield client, queue
+
+
+def worker_settings(site: Site, queue: str, mqtt_url: str) -> WorkerSettings:
+    """A worker of the site's OPA, Kafka and Temporal, sending MQTT commands to ``mqtt_url``."""
+    return WorkerSettings(
         site.endpoints.temporal_address,
         task_queue=queue,
         env={
             "AIOS_OPA_URL": site.endpoints.opa_url,
             "AIOS_KAFKA_BOOTSTRAP": site.endpoints.kafka_bootstrap,
-            "AIOS_MQTT_URL": site.endpoints.mqtt_url,
+            "AIOS_MQTT_URL": mqtt_url,
         },
     )
-    await ensure_search_attributes(client, "default")
-    async with build_worker(client, settings):
-        yield client, queue
 
 
 async def start(temporal: tuple[Client, str], payload: dict) -> WorkflowHandle:
@@ -222,3 +234,154 @@ async def test_the_rate_limit_holds_across_actions(temporal, receiver) -> None:
         await asyncio.sleep(1)
     assert second is not None and second["status"] == "rate-limited"
     assert second["executedLastHour"] >= 1
+
+
+async def test_a_webhook_that_fails_twice_takes_effect_once(temporal, receiver) -> None:
+    path = f"/flaky-{uuid.uuid4().hex[:6]}"
+    receiver.failures[path] = 2
+    payload = request({"name": "notify", "type": "webhook", "target": f"{receiver.url}{path}"})
+    result = await (await start(temporal, payload)).result()
+    assert result["status"] == "executed" and result["httpStatus"] == 200
+    keys = [headers.get("Idempotency-Key") for p, headers, _ in receiver.calls if p == path]
+    assert keys == [payload["actionId"]] * 3, "retried with the same key"
+    assert [status for p, status in receiver.answered if p == path] == [500, 500, 200]
+
+
+def records_with_key(bootstrap: str, topic: str, key: str) -> list[bytes]:
+    """The values of ``topic``'s records keyed ``key``, read up to its current end."""
+    reader = Consumer(
+        kafka.client_config(
+            bootstrap, **{"group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+    )
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p))[1] for p in partitions}
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends if ends[p]])
+        found: list[bytes] = []
+        left = {p for p, end in ends.items() if end}
+        while left:
+            message = reader.poll(1)
+            if message is None or message.error() is not None:
+                continue
+            if message.key() == key.encode():
+                found.append(message.value())
+            if message.offset() + 1 >= ends[message.partition()]:
+                left.discard(message.partition())
+        return found
+    finally:
+        reader.close()
+
+
+async def test_a_kafka_action_whose_topic_is_missing_at_first_lands_once(temporal, site) -> None:
+    """The first attempt fails (no such topic yet, and the site's Kafka creates none); the
+    topic appears while the activity retries; one record arrives, not two."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    topic = f"test.commands.{uuid.uuid4().hex[:6]}"
+    payload = request({"name": "command", "type": "kafka", "target": topic})
+    handle = await start(temporal, payload)
+    address = site.endpoints.temporal_address
+    for _ in range(120):
+        if await activity_attempts(address, handle.id, "aios.action.execute") > 1:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("the execute activity never failed against the missing topic")
+    await asyncio.to_thread(
+        kafka.ensure_topics, kafka.admin(bootstrap), [kafka.TopicSpec(topic, 1, {})]
+    )
+    result = await handle.result()
+    assert result["status"] == "executed" and result["kafkaTopic"] == topic
+    records = await asyncio.to_thread(records_with_key, bootstrap, topic, payload["actionId"])
+    assert len(records) == 1, f"{len(records)} records for one action"
+
+
+def durable_subscriber(host: str, port: int, topic: str) -> str:
+    """A subscription (QoS 2) in a session the broker keeps while its client is away; the
+    client id that resumes it."""
+    client_id = f"test-sub-{uuid.uuid4().hex[:8]}"
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    subscriber.on_connect = lambda client, *_: client.subscribe(topic, qos=2)
+    session = Properties(PacketTypes.CONNECT)
+    session.SessionExpiryInterval = 600
+    # a new client id, so no old session; clean_start=False: Mosquitto saves only such sessions
+    subscriber.connect(host, port, clean_start=False, properties=session)
+    subscriber.loop_start()
+    try:
+        assert subscribed.wait(10), "the broker acknowledged no subscription"
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    return client_id
+
+
+def resume_and_drain(host: str, port: int, client_id: str, topic: str) -> list[bytes]:
+    """What the broker kept for the session, up to a marker published after resuming it."""
+    marker = f"marker-{uuid.uuid4().hex}".encode()
+    got: list[bytes] = []
+    drained = threading.Event()
+
+    def received(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.payload == marker:
+            drained.set()
+        else:
+            got.append(message.payload)
+
+    resumed = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+    resumed.on_message = received
+    session = Properties(PacketTypes.CONNECT)
+    session.SessionExpiryInterval = 600
+    connected = threading.Event()
+    resumed.on_connect = lambda *_: connected.set()
+    resumed.connect(host, port, clean_start=False, properties=session)
+    resumed.loop_start()
+    try:
+        assert connected.wait(10), "the session was not resumed"
+        resumed.publish(topic, marker, qos=2).wait_for_publish(10)
+        assert drained.wait(30), "the marker never came back"
+    finally:
+        resumed.disconnect()
+        resumed.loop_stop()
+    return got
+
+
+async def test_an_mqtt_command_waits_out_a_broker_outage_and_arrives_once(
+    site, operator, tmp_path
+) -> None:
+    """The broker (a site of its own) is stopped when the action runs: the command waits for
+    it, then reaches a subscriber whose session outlived the outage, once."""
+    broker = Site(tmp_path / "mqtt-only")
+    broker.start(only=["mosquitto"])
+    try:
+        host, port = broker.endpoints.mqtt_url.removeprefix("mqtt://").split(":")
+        topic = f"city/test/{uuid.uuid4().hex[:6]}/barrier"
+        subscriber = await asyncio.to_thread(durable_subscriber, host, int(port), topic)
+        process = broker.processes["mosquitto"]
+        await asyncio.to_thread(process.stop)  # the session and its subscription are saved
+        client = await Client.connect(site.endpoints.temporal_address)
+        queue = f"test-mqtt-{uuid.uuid4().hex[:8]}"
+        payload = request({"name": "barrier", "type": "mqtt", "target": topic})
+        async with build_worker(client, worker_settings(site, queue, broker.endpoints.mqtt_url)):
+            handle = await start((client, queue), payload)
+            await until_waiting_for_the_broker(handle)
+            restarted = ManagedProcess("mosquitto", process.argv, process.log).start()
+            broker.processes["mosquitto"] = restarted
+            await asyncio.to_thread(restarted.wait_healthy, lambda: mqtt_ready(host, int(port)), 30)
+            result = await handle.result()
+        assert result["status"] == "executed"
+        kept = await asyncio.to_thread(resume_and_drain, host, int(port), subscriber, topic)
+        assert len(kept) == 1, f"{len(kept)} commands arrived for one action"
+    finally:
+        broker.stop()
+
+
+async def until_waiting_for_the_broker(handle: WorkflowHandle) -> None:
+    """Until the execute activity has reported (heartbeat) that the broker is unreachable."""
+    for _ in range(120):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if any(p.heartbeat_details.payloads for p in pending):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the MQTT activity never reported waiting for the broker")

@@ -122,10 +122,15 @@ class AcknowledgedProducer:
         topic: str,
         value: bytes | None,
         key: bytes,
-        timeout: float,
+        timeout: float | None,
         partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
-        """Produce one record and wait for its acknowledgement; ``NotDelivered`` if none."""
+        """Produce one record and wait for its acknowledgement; ``NotDelivered`` if none.
+
+        ``timeout`` None waits for librdkafka's own report, which comes within the
+        producer's ``message.timeout.ms``: a record reported failed is no longer queued, so
+        sending it again cannot race an earlier copy (with a timeout, it still may be)."""
         acknowledged = threading.Event()
         errors: list[KafkaError] = []
 
@@ -141,6 +146,7 @@ class AcknowledgedProducer:
                 key,
                 partition=ANY_PARTITION if partition is None else partition,
                 on_delivery=report,
+                headers=headers,
             )
         except (KafkaException, BufferError) as error:
             raise NotDelivered(str(error)) from error

@@ -346,8 +346,11 @@ class Site:
         store = self.directory / "mosquitto"
         store.mkdir(exist_ok=True)
         config = self.directory / "mosquitto.conf"
+        # ``user root``: like every component here it runs as root in the node's namespaces.
+        # Dropping to the ``mosquitto`` user left the store (under a 0700 directory)
+        # unwritable, so sessions and their queued messages were lost at every restart.
         config.write_text(
-            f"listener {MQTT_PORT} 0.0.0.0\nallow_anonymous true\npersistence true\n"
+            f"listener {MQTT_PORT} 0.0.0.0\nallow_anonymous true\nuser root\npersistence true\n"
             f"persistence_location {store}/\nlog_dest stdout\nlog_type error\nlog_type warning\n"
             "log_type notice\nlog_type information\n"
         )

@@ -37,6 +37,32 @@ AUTHORIZE = "aios.action.authorize"  # the activity asking OPA
 """How long an action waits for OPA to answer before it fails without acting."""
 
 
+MQTT_CONNECT_SECONDS = 120.0
+"""How long an MQTT command waits for its broker (inside its one attempt) before the action
+fails unsent."""
+
+
+def execute_options(action_type: str) -> dict[str, Any]:
+    """How the sink's activity is retried. A webhook carries ``Idempotency-Key`` and a Kafka
+    record its key, so a retry is safe for them. An MQTT command has no such key a device
+    honours: its activity runs once, waiting for the broker itself while nothing has left
+    (heartbeating), and a lost worker fails the action rather than send it twice."""
+    if action_type == "mqtt":
+        return {
+            "start_to_close_timeout": timedelta(seconds=MQTT_CONNECT_SECONDS + 60),
+            "heartbeat_timeout": timedelta(seconds=30),
+            "retry_policy": RetryPolicy(maximum_attempts=1),
+        }
+    return {
+        "start_to_close_timeout": timedelta(seconds=30),
+        "retry_policy": RetryPolicy(
+            maximum_attempts=6,
+            maximum_interval=timedelta(seconds=30),
+            non_retryable_error_types=["ActionRejected"],
+        ),
+    }
+
+
 @dataclass
 class Review:
     """A human's answer to an approval request (sent by ``aiosctl approve|reject``)."""
@@ -188,12 +214,7 @@ class ActionWorkflow:
             result = await workflow.execute_activity(
                 "aios.action.execute",
                 Step(payload, "execute", {}, approver, decision["decisionId"]),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=6,
-                    maximum_interval=timedelta(seconds=30),
-                    non_retryable_error_types=["ActionRejected"],
-                ),
+                **execute_options(action.type),
             )
         except ActivityError as error:
             return await self._finish(

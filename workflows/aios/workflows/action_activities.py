@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import string
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from aios.workflows.action import (
     AUTHORIZE,
     EXECUTED_AT,
     INTENT,
+    MQTT_CONNECT_SECONDS,
     SEARCH_ATTRIBUTES,
     TARGET,
     ActionWorkflow,
@@ -32,6 +34,10 @@ from aios.workflows.action import (
 from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+KAFKA_DELIVERY_SECONDS = 15.0
+"""How long librdkafka tries to deliver an action's record before reporting it failed."""
+MQTT_RETRY_SECONDS = 2.0
+MQTT_CONFIRM_SECONDS = 10.0
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:
@@ -142,11 +148,16 @@ class ActionActivities:
     def __init__(self, settings: WorkerSettings) -> None:
         self.env = settings.env
         self.audit = AuditWriter(settings.env.get(kafka.BOOTSTRAP_ENV))
-        self._producer: Any = None
+        self._producer: kafka.AcknowledgedProducer | None = None
 
-    def _kafka(self) -> Any:
+    def _kafka(self) -> kafka.AcknowledgedProducer:
         if self._producer is None:
-            self._producer = kafka.producer(self.env.get(kafka.BOOTSTRAP_ENV))
+            self._producer = kafka.AcknowledgedProducer(
+                kafka.producer(
+                    self.env.get(kafka.BOOTSTRAP_ENV),
+                    **{"linger.ms": 0, "message.timeout.ms": int(KAFKA_DELIVERY_SECONDS * 1000)},
+                )
+            )
         return self._producer
 
     @activity.defn(name=AUTHORIZE)
@@ -205,7 +216,7 @@ class ActionActivities:
             ]
             return await self._post(action.target, json.dumps(alert).encode(), request.action_id)
         if action.type == "mqtt":
-            return await asyncio.to_thread(self._mqtt, action.target, body, request.action_id)
+            return await self._mqtt(action.target, body, request.action_id)
         return await asyncio.to_thread(self._produce, action.target, body, request.action_id)
 
     async def _post(self, url: str, body: bytes, key: str) -> dict[str, Any]:
@@ -225,10 +236,29 @@ class ActionActivities:
             )
         return {"status": "executed", "httpStatus": response.status_code}
 
-    def _mqtt(self, topic: str, body: bytes, key: str) -> dict[str, Any]:
+    async def _mqtt(self, topic: str, body: bytes, key: str) -> dict[str, Any]:
+        """At most once: the broker is retried while nothing has left (heartbeating, up to
+        ``MQTT_CONNECT_SECONDS``); the command is published once, at QoS 2, and never
+        again, even when its confirmation is lost (the workflow does not retry this)."""
+        deadline = time.monotonic() + MQTT_CONNECT_SECONDS
+        while True:
+            try:
+                client = await asyncio.to_thread(self._mqtt_connect, key)
+                break
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    raise ApplicationError(
+                        f"MQTT broker unreachable for {MQTT_CONNECT_SECONDS:.0f}s: {error};"
+                        " the command was not sent",
+                        non_retryable=True,
+                    ) from error
+                activity.heartbeat(f"connecting: {error}")
+                await asyncio.sleep(MQTT_RETRY_SECONDS)
+        return await asyncio.to_thread(self._mqtt_publish, client, topic, body, key)
+
+    def _mqtt_connect(self, key: str) -> Any:
+        """A connected client (OSError while the broker cannot be reached)."""
         import paho.mqtt.client as mqtt
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
 
         broker = urlsplit(self.env["AIOS_MQTT_URL"])
         client = mqtt.Client(
@@ -237,31 +267,40 @@ class ActionActivities:
             protocol=mqtt.MQTTv5,
         )
         client.connect(broker.hostname or "127.0.0.1", broker.port or 1883, keepalive=10)
+        return client
+
+    @staticmethod
+    def _mqtt_publish(client: Any, topic: str, body: bytes, key: str) -> dict[str, Any]:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
         client.loop_start()
         try:
             properties = Properties(PacketTypes.PUBLISH)
             properties.UserProperty = [(IDEMPOTENCY_HEADER, key)]
-            info = client.publish(topic, body, qos=1, properties=properties)
-            info.wait_for_publish(timeout=10)
+            info = client.publish(topic, body, qos=2, properties=properties)
+            info.wait_for_publish(timeout=MQTT_CONFIRM_SECONDS)
             if not info.is_published():
-                raise ApplicationError(f"MQTT broker did not acknowledge the command on {topic}")
+                raise ApplicationError(
+                    f"the MQTT broker did not confirm the command on {topic}; it may have"
+                    " arrived and is not sent again",
+                    non_retryable=True,
+                )
         finally:
             client.loop_stop()
             client.disconnect()
         return {"status": "executed", "mqttTopic": topic}
 
     def _produce(self, topic: str, body: bytes, key: str) -> dict[str, Any]:
-        producer = self._kafka()
-        errors: list[Any] = []
-        producer.produce(
-            topic,
-            body,
-            key=key.encode(),
-            headers=[(IDEMPOTENCY_HEADER, key.encode())],
-            on_delivery=lambda error, _: errors.append(error) if error else None,
-        )
-        if producer.flush(10) or errors:
-            raise ApplicationError(f"Kafka did not take the action message: {errors or 'timeout'}")
+        """Lands once per attempt (an idempotent producer); a retry follows only a definite
+        failure, and the key (also the ``Idempotency-Key`` header) lets a consumer drop the
+        copy a lost acknowledgement can still cause."""
+        try:
+            self._kafka().send(
+                topic, body, key.encode(), None, headers=[(IDEMPOTENCY_HEADER, key.encode())]
+            )
+        except kafka.NotDelivered as error:
+            raise ApplicationError(f"Kafka did not take the record on {topic}: {error}") from error
         return {"status": "executed", "kafkaTopic": topic}
 
     @activity.defn(name="aios.action.record")
