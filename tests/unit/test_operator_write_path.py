@@ -6,6 +6,7 @@ recognised as such (so it is never sent)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -54,6 +55,20 @@ def test_the_store_holds_no_managed_fields() -> None:
     store.observe(raw)
     assert store.get("a") == obj("a", "1", phase="x")
     assert raw["metadata"]["managedFields"] == managed, "the caller's copy is left alone"
+
+
+def test_objects_held_share_their_repeated_strings() -> None:
+    """Each JSON document decodes into its own strings; held, two objects share them."""
+    store = Store()
+    message = "The agent applied the config of generation 1."
+    for uid in ("a", "b"):
+        raw = json.loads(json.dumps(obj(uid, "1", reason="Applied", message=message)))
+        store.observe(raw)
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and b is not None
+    assert a == obj("a", "1", reason="Applied", message=message)
+    assert a["status"]["message"] is b["status"]["message"]
+    assert next(iter(a["status"])) is next(iter(b["status"])), "keys too"
 
 
 def test_the_store_lists_one_namespace_without_the_others() -> None:

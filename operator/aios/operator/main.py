@@ -26,6 +26,7 @@ from aios.operator.handlers import (  # noqa: F401
     policy,
 )
 from aios.operator.runtime.leadership import Leadership
+from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.runtime.runtime import Runtime
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
@@ -74,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with: only its holder reconciles, the others keep their caches warm and serve the "
         "admission webhook. Without it the operator acts alone.",
     )
-    parser.add_argument("--workers", type=int, default=32, help="Concurrent reconciles per kind.")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="Concurrent reconciles per kind."
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 

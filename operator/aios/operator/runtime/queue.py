@@ -35,12 +35,17 @@ LOG = logging.getLogger(__name__)
 Work = Callable[[str, Reason], Awaitable[None]]
 
 
+DEFAULT_WORKERS = 32
+"""Concurrent reconciles per kind (the chart's ``operator.workers``): most of a reconcile is
+waiting on the API server, Kafka or OPA, so many overlap on one core."""
+
+
 @dataclass
 class WorkQueue:
     """``work(key, reasons)`` for queued keys, on ``workers`` concurrent tasks."""
 
     work: Work
-    workers: int = 8
+    workers: int = DEFAULT_WORKERS
     _pending: dict[str, Reason] = field(default_factory=dict)
     _running: set[str] = field(default_factory=set)
     _events: deque[str] = field(default_factory=deque)

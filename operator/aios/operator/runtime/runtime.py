@@ -14,6 +14,7 @@ from temporalio.client import Client
 from aios.connectors import kafka
 from aios.operator.runtime.children import Children
 from aios.operator.runtime.leadership import Leadership
+from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class Runtime:
     webhook: WebhookSettings
     api: client.ApiClient
     leadership: Leadership | None = None
-    workers: int = 8
+    workers: int = DEFAULT_WORKERS
     """Concurrent reconciles per kind."""
     controllers: dict[str, Controller] = field(default_factory=dict)
     """By plural."""
