@@ -16,9 +16,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float = 180, interval: float = 0.5, what: str = ""
+    predicate: Callable[[], Any],
+    timeout: float = 180,
+    interval: float = 0.5,
+    what: str | Callable[[], str] = "",
 ) -> Any:
-    """Poll until ``predicate`` returns something truthy; fail saying what and the last value."""
+    """Poll until ``predicate`` returns something truthy; fail saying what (``what`` may be
+    a function, called only then: e.g. a log tail) and the last value."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -26,8 +30,9 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
+    detail = what() if callable(what) else what
     raise AssertionError(
-        f"{what or 'condition'} not reached after {timeout}s; last value: {last!r}"
+        f"{detail or 'condition'} not reached after {timeout}s; last value: {last!r}"
     )
 
 

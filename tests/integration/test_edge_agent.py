@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from support import crash_operator
+from support import crash_operator, wait_for
 
 from aios.api import EdgeGateway
 from aios.api.events import Reading
@@ -199,17 +199,6 @@ class Agent:
         return (self.directory / "agent.log").read_text()
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    detail = what() if callable(what) else what
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {detail}")
-
-
 def latest_heartbeat(bootstrap: str, gateway: str, timeout: float = 20) -> Heartbeat:
     records = read_topic(bootstrap, STATUS_TOPIC, 10**9, timeout=3)
     mine = [r for r in records if r.key() == gateway.encode()]
@@ -224,7 +213,7 @@ def wait_applied(agent: Agent, generation: int) -> None:
         except urllib.error.URLError:  # the agent is not listening yet
             return False
 
-    wait_for(applied, 30, lambda: f"generation {generation} applied\n{agent.log()[-3000:]}")
+    wait_for(applied, 30, what=lambda: f"generation {generation} applied\n{agent.log()[-3000:]}")
 
 
 @pytest.fixture
@@ -343,7 +332,7 @@ def test_bad_input_is_counted_and_good_readings_around_it_go_through(
         beat = latest_heartbeat(bootstrap, f"edge-test/{name}")
         return beat.reasons == expected and beat.forwarded == 2
 
-    wait_for(counted, 30, f"the heartbeat to count {expected}")
+    wait_for(counted, 30, what=f"the heartbeat to count {expected}")
     assert agent.process is not None and agent.process.running()
     metrics = agent.metrics()
     assert 'aios_edge_readings_total{outcome="quarantined",reason="non_finite"} 2.0' in metrics
@@ -367,7 +356,7 @@ def test_mqtt_readings_are_forwarded_with_trace_context(
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sender-{unique}")
     client.connect(host, int(port))
     client.loop_start()
-    wait_for(lambda: "mqtt subscribed" in agent.log(), 20, "the agent's MQTT subscription")
+    wait_for(lambda: "mqtt subscribed" in agent.log(), 20, what="the agent's MQTT subscription")
     sent = stream(200, time.time() - 300)
     for reading in sent:
         client.publish(
@@ -405,7 +394,7 @@ def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
         wait_for(
             lambda: float(_gauge(agent.metrics(), "aios_edge_buffer_records")) > 0,
             10,
-            "readings waiting in the buffer",
+            what="readings waiting in the buffer",
         )
         time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
         restarted = ManagedProcess("kafka", kafka_process.argv, kafka_process.log).start()
@@ -512,7 +501,7 @@ def test_anonymised_before_leaving_and_privacy_budget_reported(
     ]
     assert agent.post(batch)[0] == 202
     records = wait_for(
-        lambda: read_topic(bootstrap, sink, 10**9, timeout=2) or None, 60, "anonymised records"
+        lambda: read_topic(bootstrap, sink, 10**9, timeout=2) or None, 60, what="anonymised records"
     )
     for record in records:
         text = record.value().decode() + record.key().decode()
@@ -531,7 +520,7 @@ def test_anonymised_before_leaving_and_privacy_budget_reported(
         beat = latest_heartbeat(bootstrap, f"edge-test/{name}")
         return beat if beat.privacy_budget_remaining is not None else None
 
-    beat = wait_for(budget_reported, 30, "the privacy budget in a heartbeat")
+    beat = wait_for(budget_reported, 30, what="the privacy budget in a heartbeat")
     assert 0 <= beat.privacy_budget_remaining <= 10  # type: ignore[operator]
     assert beat.privacy_epsilon_spent > 0
     assert "aios_edge_privacy_budget_remaining" in agent.metrics()
@@ -556,11 +545,11 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
         found = [c for c in status().get("conditions", []) if c["type"] == kind]
         return found[0]["status"] if found else None
 
-    wait_for(lambda: status().get("configGeneration") == 1, 60, "the config record published")
+    wait_for(lambda: status().get("configGeneration") == 1, 60, what="the config record published")
     assert condition("Connected") == "False" and condition("Ready") == "False"
     agent = Agent(tmp_path / "agent", f"{namespace}/gw", bootstrap).start()
     try:
-        wait_for(lambda: condition("Ready") == "True", 60, lambda: f"Ready: {status()}")
+        wait_for(lambda: condition("Ready") == "True", 60, what=lambda: f"Ready: {status()}")
         assert status()["appliedGeneration"] == 1
         assert condition("ConfigApplied") == "True" and condition("BufferPressure") == "False"
         assert agent.post(stream(100, time.time() - 600))[0] == 202
@@ -574,7 +563,7 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
             "patch", "edgegateway", "gw", "-n", namespace, "--type=merge", "-p", json.dumps(changed)
         )
         started = time.monotonic()
-        wait_for(lambda: status().get("appliedGeneration") == 2, 30, "generation 2 applied")
+        wait_for(lambda: status().get("appliedGeneration") == 2, 30, what="generation 2 applied")
         applied_after = time.monotonic() - started
         assert applied_after < 30
         assert agent.process is not None and agent.process.running()  # no restart
@@ -583,7 +572,7 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
         wait_for(
             lambda: status().get("forwarded", 0) == 160 and status().get("dropped", 0) == 40,
             60,
-            lambda: f"the counters in the status: {status()}",
+            what=lambda: f"the counters in the status: {status()}",
         )
         got = readings(read_topic(bootstrap, sink, 160, timeout=30))
         generations = Counter(r.lineage.config_generation for r in got)
@@ -592,7 +581,7 @@ def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
         assert "True" in row.splitlines()[1] and " 2 " in row.splitlines()[1]
     finally:
         agent.stop()
-    wait_for(lambda: condition("Connected") == "False", 60, "Connected to turn False")
+    wait_for(lambda: condition("Connected") == "False", 60, what="Connected to turn False")
 
 
 def config_history(bootstrap: str, key: str) -> list[AgentConfig | None]:
@@ -641,11 +630,11 @@ def test_a_deleted_gateway_withdraws_its_config_and_one_recreated_keeps_its_own(
         return bool(history) and history[-1] is not None and history[-1].site == district
 
     kubectl("apply", "-f", "-", stdin=manifest("district-1"))
-    wait_for(lambda: published("district-1"), 60, "the first gateway's config published")
+    wait_for(lambda: published("district-1"), 60, what="the first gateway's config published")
     gateway = kubectl.json("get", "edgegateway", "gw", "-n", namespace)
     assert not gateway["metadata"].get("finalizers"), "nothing holds the deletion"
     kubectl("delete", "edgegateway", "gw", "-n", namespace, "--wait=true", "--timeout=20s")
-    wait_for(lambda: config_history(bootstrap, key)[-1] is None, 60, "the tombstone")
+    wait_for(lambda: config_history(bootstrap, key)[-1] is None, 60, what="the tombstone")
 
     kubectl("apply", "-f", "-", stdin=manifest("district-2"))
     kubectl("delete", "edgegateway", "gw", "-n", namespace, "--wait=true", "--timeout=20s")
@@ -653,12 +642,12 @@ def test_a_deleted_gateway_withdraws_its_config_and_one_recreated_keeps_its_own(
     wait_for(
         lambda: len([r for r in config_history(bootstrap, key) if r is None]) >= 2,
         60,
-        lambda: f"the second gateway's tombstone: {config_history(bootstrap, key)}",
+        what=lambda: f"the second gateway's tombstone: {config_history(bootstrap, key)}",
     )
     wait_for(
         lambda: published("district-3"),
         60,
-        lambda: f"the third gateway's config live: {config_history(bootstrap, key)}",
+        what=lambda: f"the third gateway's config live: {config_history(bootstrap, key)}",
     )
 
     # A gateway from an earlier aios still carries its finalizer: the operator drops it.
@@ -666,13 +655,15 @@ def test_a_deleted_gateway_withdraws_its_config_and_one_recreated_keeps_its_own(
     legacy["metadata"] |= {"name": "old", "finalizers": ["aios.dev/edgegateway"]}
     kubectl("apply", "-f", "-", stdin=json.dumps(legacy))
     wait_for(
-        lambda: f"{namespace}/old" in kafka.live_keys(bootstrap, CONFIG_TOPIC), 60, "old's config"
+        lambda: f"{namespace}/old" in kafka.live_keys(bootstrap, CONFIG_TOPIC),
+        60,
+        what="old's config",
     )
     kubectl("delete", "edgegateway", "old", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_for(
         lambda: f"{namespace}/old" not in kafka.live_keys(bootstrap, CONFIG_TOPIC),
         60,
-        "old's tombstone",
+        what="old's tombstone",
     )
 
 
@@ -690,7 +681,7 @@ def test_config_records_of_gateways_deleted_while_no_operator_acted_are_swept(
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(kept))
     kept_key = f"{namespace}/kept"
-    wait_for(lambda: kept_key in kafka.live_keys(bootstrap, CONFIG_TOPIC), 60, "kept's config")
+    wait_for(lambda: kept_key in kafka.live_keys(bootstrap, CONFIG_TOPIC), 60, what="kept's config")
     ghost = EdgeGateway.model_validate(
         {**kept, "metadata": {"name": "ghost", "namespace": namespace}}
     )
@@ -700,7 +691,7 @@ def test_config_records_of_gateways_deleted_while_no_operator_acted_are_swept(
     wait_for(
         lambda: f"{namespace}/ghost" not in kafka.live_keys(bootstrap, CONFIG_TOPIC),
         60,
-        "the ghost's record withdrawn",
+        what="the ghost's record withdrawn",
     )
     assert kept_key in kafka.live_keys(bootstrap, CONFIG_TOPIC)
 
@@ -719,7 +710,7 @@ def test_the_example_gateway_runs_a_simulated_agent_in_the_local_site(
         conditions = (gateway().get("status") or {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-    wait_for(ready, 120, lambda: f"the example gateway Ready: {gateway().get('status')}")
+    wait_for(ready, 120, what=lambda: f"the example gateway Ready: {gateway().get('status')}")
     deployment = kubectl.json("get", "deployment", "district-7-edge-sim", "-n", namespace)
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "EdgeGateway"
     beat = latest_heartbeat(site.endpoints.kafka_bootstrap, f"{namespace}/district-7")
@@ -738,6 +729,8 @@ def test_readings_wait_for_a_sink_topic_created_later(
     wait_applied(agent, 1)
     sent = stream(200, time.time() - 600)
     assert agent.post(sent)[0] == 202
-    wait_for(lambda: "will resend" in agent.log(), 90, "a failed delivery to the missing topic")
+    wait_for(
+        lambda: "will resend" in agent.log(), 90, what="a failed delivery to the missing topic"
+    )
     kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(sink, 3)])
     assert_exactly_once_in_order(sent, readings(read_topic(bootstrap, sink, len(sent), 90)))
