@@ -1,18 +1,27 @@
 """The audit trail against the real broker: writers → one appender → hash-chained log,
-exactly once across restarts, mirrored to a file, verified and traced by aiosctl."""
+exactly once across restarts, mirrored to a file, verified and traced by aiosctl, its head
+signed into a ConfigMap of the real API server."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kubernetes import client
 from support import wait_for
 
 from aios.connectors import audit, kafka
+from aios.connectors import audit_checkpoint as checkpoints
+from aios.connectors.kube import api_client
 from aios.stack.site import Site
 
 
@@ -32,12 +41,13 @@ def drain(appender: audit.Appender, expected: int) -> None:
     raise AssertionError(f"chained {chained} of {expected} events")
 
 
-def aiosctl(*args: str) -> subprocess.CompletedProcess[str]:
+def aiosctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aios.cli.main", "audit", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -149,7 +159,7 @@ def test_aiosctl_audit_verify_names_the_tampered_record(
     appender.close()
     raws = audit.read_raw_log(bootstrap, log)
 
-    untouched = aiosctl("verify", "--bootstrap", bootstrap, "--topic", log)
+    untouched = aiosctl("verify", "--bootstrap", bootstrap, "--topic", log, "--no-checkpoint")
     assert untouched.returncode == 0, untouched.stdout + untouched.stderr
     assert "6 records, chain intact" in untouched.stdout
 
@@ -165,7 +175,9 @@ def test_aiosctl_audit_verify_names_the_tampered_record(
     ]:
         tampered = f"{log}.{name}"
         produce_raw(bootstrap, tampered, lines)
-        result = aiosctl("verify", "--bootstrap", bootstrap, "--topic", tampered, "-o", "json")
+        result = aiosctl(
+            "verify", "--bootstrap", bootstrap, "--topic", tampered, "--no-checkpoint", "-o", "json"
+        )
         assert result.returncode == 1, (name, result.stdout, result.stderr)
         verdict = json.loads(result.stdout)
         assert verdict["ok"] is False and verdict["firstBad"] == position, (name, verdict)
@@ -175,3 +187,123 @@ def test_aiosctl_audit_verify_names_the_tampered_record(
         copy.write_text("".join(f"{line}\n" for line in lines))
         from_file = aiosctl("verify", "--file", str(copy))
         assert from_file.returncode == 1 and f"record #{position}" in from_file.stdout
+
+
+def replace_topic(bootstrap: str, topic: str, lines: list[str]) -> None:
+    """What someone with admin rights on Kafka can do: delete the log and write another."""
+    client = kafka.admin(bootstrap)
+    kafka.delete_topics(client, [topic])
+    wait_for(lambda: not kafka.describe_topics(client, [topic]), what=f"{topic} deleted")
+    produce_raw(bootstrap, topic, lines)
+    wait_for(lambda: audit.read_raw_log(bootstrap, topic) == lines, what=f"{topic} rewritten")
+
+
+def test_a_truncated_or_rechained_log_fails_against_its_signed_checkpoint(
+    site: Site,
+    topics: tuple[str, str],
+    namespace: str,
+    site_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The appender signs its head into the ConfigMap on the real API server; deleting the
+    newest records, re-chaining the whole topic, editing the checkpoint or signing with
+    another key each fail `aiosctl audit verify`, named; rotating the key holds."""
+    events, log = topics
+    bootstrap = site.endpoints.kafka_bootstrap
+    monkeypatch.setenv("KUBECONFIG", site.endpoints.kubeconfig)
+    key = tmp_path / "private.pem"
+    key.write_bytes(private_pem())
+    store = checkpoints.ConfigMapStore(api_client(), namespace)
+    signer = checkpoints.FileSigner(key)
+    writer = audit.AuditWriter(bootstrap, topic=events)
+    for i in range(30):
+        writer.record("admission", f"ModelDeployment city/m{i}", {"allowed": True, "i": i})
+    appender = audit.Appender(
+        bootstrap, events, log, checkpoints=checkpoints.Checkpointer(log, signer, store, 0)
+    ).open()
+    drain(appender, 30)
+    appender.close()
+    signed = store.read(log)
+    assert signed is not None and signed.checkpoint.seq == 29
+    raws = audit.read_raw_log(bootstrap, log)
+    site_key = public_key_file(tmp_path / "site.pub", key)
+    args = ("verify", "--bootstrap", bootstrap, "--topic", log, "-n", namespace)
+
+    def verify(*extra: str) -> tuple[int, dict[str, Any]]:
+        result = aiosctl(*args, *extra, "-o", "json", env=site_env)
+        assert result.returncode in (0, 1), result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    code, intact = verify("--public-key", str(site_key))
+    assert code == 0 and intact["checkpoint"]["ok"] and intact["checkpoint"]["seq"] == 29, intact
+    text = aiosctl(*args, env=site_env)
+    assert "checkpoint of seq 29" in text.stdout and "pin yours with --public-key" in text.stdout
+
+    replace_topic(bootstrap, log, raws[:-10])
+    code, truncated = verify("--public-key", str(site_key))
+    assert code == 1 and truncated["checkpoint"]["missing"] == 10, truncated
+    assert "10 records missing at the tail" in truncated["reason"], truncated
+    assert audit.verify(audit.read_raw_log(bootstrap, log)).ok  # the chain alone is fooled
+
+    rechained = rechain([json.loads(raw) for raw in raws], edit=lambda d: d.update(i=-1))
+    replace_topic(bootstrap, log, rechained)
+    code, rewritten = verify("--public-key", str(site_key))
+    assert code == 1 and "the log was rewritten: record seq 29" in rewritten["reason"], rewritten
+
+    # ...and the checkpoint edited to fit the truncated log
+    replace_topic(bootstrap, log, raws[:-10])
+    edited = (
+        signed.to_json()
+        .replace('"seq":29', '"seq":19')
+        .replace(signed.checkpoint.hash, json.loads(raws[19])["hash"])
+    )
+    core = client.CoreV1Api(api_client())
+    core.patch_namespaced_config_map(checkpoints.CONFIGMAP, namespace, {"data": {log: edited}})
+    code, forged = verify("--public-key", str(site_key))
+    assert code == 1 and forged["reason"].startswith("bad signature"), forged
+
+    # Rotation: a new key in the file signs the next checkpoint; a verifier trusts the keys
+    # it pinned, old and new.
+    replace_topic(bootstrap, log, raws)
+    core.patch_namespaced_config_map(
+        checkpoints.CONFIGMAP, namespace, {"data": {log: signed.to_json()}}
+    )
+    assert verify("--public-key", str(site_key))[0] == 0
+    key.write_bytes(private_pem())
+    new_key = public_key_file(tmp_path / "new.pub", key)
+    writer.record("admission", "ModelDeployment city/after-rotation", {"allowed": True})
+    appender = audit.Appender(
+        bootstrap, events, log, checkpoints=checkpoints.Checkpointer(log, signer, store, 0)
+    ).open()
+    drain(appender, 1)
+    appender.close()
+    code, old_only = verify("--public-key", str(site_key))
+    assert code == 1 and "not a trusted key" in old_only["reason"], old_only
+    code, rotated = verify("--public-key", str(site_key), "--public-key", str(new_key))
+    assert code == 0 and rotated["checkpoint"]["seq"] == 30, rotated
+
+
+def private_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_key_file(path: Path, private: Path) -> Path:
+    public = checkpoints.load_private_key(private).public_key()
+    path.write_text(checkpoints.public_pem(public))
+    return path
+
+
+def rechain(documents: list[dict[str, Any]], edit: Callable[[dict[str, Any]], None]) -> list[str]:
+    """The log with every record's details edited and chained afresh, as the appender would."""
+    lines, head = [], audit.GENESIS
+    for document in documents:
+        edit(document["details"])
+        event = {k: v for k, v in document.items() if k not in ("seq", "prevHash", "hash")}
+        record = {**event, "seq": document["seq"], "prevHash": head}
+        record["hash"] = audit.digest(record)
+        head = record["hash"]
+        lines.append(audit.canonical(record))
+    return lines

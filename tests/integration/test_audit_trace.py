@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -16,13 +14,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
+from test_audit_log import aiosctl
 from test_operator import wait_for
 from test_policy_operator import conditions
 from test_policy_runtime import start, steps, worker_for
 
 from aios.api.events import ActionRequest
 from aios.connectors import audit, kafka
-from aios.stack.platform import EXAMPLES
+from aios.stack.platform import EXAMPLES, site_environment
 from aios.stack.site import Site
 from aios.workflows.action import Review
 
@@ -37,15 +36,6 @@ def produce_reading(bootstrap: str, topic: str, reading: dict[str, Any]) -> tupl
     )
     assert producer.flush(10) == 0 and delivered[0].error() is None
     return delivered[0].partition(), delivered[0].offset()
-
-
-def aiosctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aios.cli.main", "audit", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def dispatch_request(
@@ -212,5 +202,7 @@ async def test_trace_prints_the_whole_lineage_of_an_action(
         assert any(value in line for line in lines), (label, value, text.stdout)
 
     assert aiosctl("trace", "no-such-action", "--bootstrap", bootstrap).returncode == 1
-    verified = aiosctl("verify", "--bootstrap", bootstrap)
+    # the operator's pod signs the chain's head into the release's ConfigMap: verified too
+    verified = aiosctl("verify", "--bootstrap", bootstrap, env=site_environment(site))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "checkpoint of seq" in verified.stdout, verified.stdout

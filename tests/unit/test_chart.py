@@ -4,6 +4,7 @@ rule with its reason), rejects bad values, and ships dashboards that plot real m
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -16,8 +17,11 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aios.api import KINDS
+from aios.connectors.audit_checkpoint import CONFIGMAP
 from aios.operator.certificates import WebhookCertificates, load_ca
 from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
 from aios.operator.reconcile import automation_intent, model_deployment, worker
@@ -468,3 +472,34 @@ def test_the_chart_ships_exactly_the_generated_crds() -> None:
     assert names == {f"{model.crd.plural}.aios.dev" for model in KINDS}, (
         "no kopf peering CRDs: replicas elect their leader with a Lease"
     )
+
+
+def test_only_the_operator_mounts_the_audit_signing_key_and_checkpoints_one_configmap(
+    default: list[dict[str, Any]],
+) -> None:
+    """The key is an Ed25519 key the chart generates (or the user's Secret); the operator
+    reads it from a mount, and may patch only the checkpoints' ConfigMap in its namespace."""
+    secret = find(default, "Secret", "aios-audit-signing")
+    pem = base64.b64decode(secret["data"]["private.pem"])
+    assert isinstance(serialization.load_pem_private_key(pem, None), Ed25519PrivateKey)
+    pod = find(default, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [
+        v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "aios-audit-signing"
+    ]
+    (mount,) = [m for m in container(default)["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert env(default)["AIOS_AUDIT_SIGNING_KEY"] == f"{mount['mountPath']}/private.pem"
+    role = find(default, "Role", "aios-audit-checkpoints")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert {
+        "resources": ["configmaps"],
+        "apiGroups": [""],
+        "resourceNames": [CONFIGMAP],
+        "verbs": ["patch"],
+    } in role["rules"]
+    assert {verb for rule in role["rules"] for verb in rule["verbs"]} == {"create", "patch"}
+
+    mine = manifests(render("audit.signingKey.existingSecret=city-audit-key"))
+    assert not [d for d in mine if d["kind"] == "Secret" and "audit" in d["metadata"]["name"]]
+    volumes = find(mine, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "audit-signing", "secret": {"secretName": "city-audit-key"}} in volumes

@@ -66,6 +66,10 @@ pins it, else repository:tag (tag default: the chart's appVersion). Call with (l
 {{- default (printf "%s-webhook-ca" (include "aios.fullname" .)) .Values.webhook.ca.existingSecret }}
 {{- end }}
 
+{{- define "aios.auditSigningSecretName" -}}
+{{- default (printf "%s-audit-signing" (include "aios.fullname" .)) .Values.audit.signingKey.existingSecret }}
+{{- end }}
+
 {{/* The webhook configuration the operator keeps in line (kopf's managed configuration). */}}
 {{- define "aios.webhookConfigurationName" -}}
 aios.dev

@@ -1,22 +1,30 @@
 """``aiosctl audit``: verify the hash-chained audit log and trace an action's lineage.
 
 The log is read from Kafka (``aios.audit.log`` at ``$AIOS_KAFKA_BOOTSTRAP``) or from a
-local copy (``--file``, one record per line, as the appender mirrors it).
+local copy (``--file``, one record per line, as the appender mirrors it), and held against
+the newest checkpoint the appender signed (``aios.connectors.audit_checkpoint``), which
+catches what the chain alone cannot: records missing at the tail, a log chained afresh.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 from confluent_kafka import KafkaException
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import ConfigException
 from rich.console import Console
 
 from aios.cli.output import Format, Output
 from aios.cli.output import emit as _emit
 from aios.connectors import audit
+from aios.connectors import audit_checkpoint as checkpoints
+from aios.connectors.kube import api_client
 
 app = typer.Typer(help="Verify the audit log; trace an action.", no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -45,31 +53,134 @@ def _raw(bootstrap: str | None, topic: str, file: Path | None) -> list[str]:
         raise typer.Exit(2) from error
 
 
+Namespace = typer.Option(
+    "aios-system",
+    "--namespace",
+    "-n",
+    help=f"aios's namespace, whose ConfigMap {checkpoints.CONFIGMAP} holds the signed checkpoints.",
+)
+PublicKeys = typer.Option(
+    [],
+    "--public-key",
+    help="A public key (PEM) you trust to sign checkpoints; repeat while keys rotate. "
+    "None: the key the checkpoint carries (pin yours: it proves who signed).",
+)
+CheckpointFile = typer.Option(
+    None, "--checkpoint", help="A signed checkpoint kept earlier, instead of the cluster's."
+)
+NoCheckpoint = typer.Option(
+    False, "--no-checkpoint", help="Check the chain alone (a truncated log goes unnoticed)."
+)
+TAIL_WAIT_SECONDS = 10.0
+"""How long a log that ends before the checkpoint is read again: the appender signs right
+after its transaction commits, a moment before the records are readable."""
+
+
+def _checkpoint(log: str, namespace: str, file: Path | None) -> checkpoints.SignedCheckpoint | None:
+    try:
+        if file is not None:
+            return checkpoints.SignedCheckpoint.from_json(file.read_text())
+        return checkpoints.ConfigMapStore(api_client(), namespace).read(log)
+    except (ValueError, OSError, ApiException, ConfigException) as error:
+        err.print(f"[red]cannot read the signed checkpoint[/]: {error}")
+        raise typer.Exit(2) from error
+
+
+def _trusted(paths: list[Path]) -> dict[str, Ed25519PublicKey] | None:
+    if not paths:
+        return None
+    try:
+        keys = [checkpoints.load_public_key(path.read_bytes()) for path in paths]
+    except (ValueError, OSError) as error:
+        err.print(f"[red]cannot read a --public-key[/]: {error}")
+        raise typer.Exit(2) from error
+    return {checkpoints.key_id(key): key for key in keys}
+
+
 @app.command()
 def verify(
     bootstrap: str | None = Bootstrap,
     topic: str = Topic,
     file: Path | None = File,
+    namespace: str = Namespace,
+    public_key: list[Path] = PublicKeys,
+    checkpoint: Path | None = CheckpointFile,
+    no_checkpoint: bool = NoCheckpoint,
     output: Output = Format,
 ) -> None:
-    """Check every record's hash and link; exit 1 naming the first bad record."""
-    result = audit.verify(_raw(bootstrap, topic, file))
-    _emit(
-        {
-            "ok": result.ok,
-            "records": result.count,
-            "firstBad": result.first_bad,
-            "reason": result.reason,
+    """Check every record's hash and link, and the log against its newest signed
+    checkpoint (a local copy: only with --checkpoint); exit 1 naming what is wrong."""
+    trusted = _trusted(public_key)
+    signed = None
+    if not no_checkpoint and (file is None or checkpoint is not None):
+        # read before the log: the log only grows, so it must reach what was signed
+        signed = _checkpoint(topic, namespace, checkpoint)
+    raw = _raw(bootstrap, topic, file)
+    if signed is not None and file is None:
+        deadline = time.monotonic() + TAIL_WAIT_SECONDS
+        while len(raw) <= signed.checkpoint.seq and time.monotonic() < deadline:
+            time.sleep(0.5)
+            raw = _raw(bootstrap, topic, file)
+    chain = audit.verify(raw)
+    held = _held(chain, raw, signed, file, no_checkpoint, namespace, trusted)
+    ok = chain.ok and (held is None or held.ok)
+    report: dict[str, Any] = {
+        "ok": ok,
+        "records": chain.count,
+        "firstBad": chain.first_bad,
+        "reason": chain.reason if not chain.ok or held is None or held.ok else held.reason,
+        "checkpoint": None
+        if held is None
+        else {
+            "ok": held.ok,
+            "reason": held.reason,
+            "missing": held.missing,
+            **(
+                {
+                    "seq": signed.checkpoint.seq,
+                    "time": signed.checkpoint.time,
+                    "keyId": signed.key_id,
+                    "pinned": trusted is not None,
+                }
+                if signed is not None
+                else {}
+            ),
         },
-        output,
-    )
+    }
+    _emit(report, output)
     if output is Output.text:
-        if result.ok:
-            out.print(f"[green]OK[/] {result.reason}")
-        else:
-            out.print(f"[red]TAMPERED[/] {result.reason}")
-    if not result.ok:
+        mark = "[green]OK[/]" if chain.ok else "[red]TAMPERED[/]"
+        out.print(f"{mark} {chain.reason}")
+        if held is not None and chain.ok:
+            mark = "[green]OK[/]" if held.ok else "[red]TAMPERED[/]"
+            unpinned = held.ok and trusted is None
+            pin = " (the key it carries: pin yours with --public-key)" if unpinned else ""
+            out.print(f"{mark} {held.reason}{pin}")
+    if not ok:
         raise typer.Exit(1)
+
+
+def _held(
+    chain: audit.VerifyResult,
+    raw: list[str],
+    signed: checkpoints.SignedCheckpoint | None,
+    file: Path | None,
+    no_checkpoint: bool,
+    namespace: str,
+    trusted: dict[str, Ed25519PublicKey] | None,
+) -> checkpoints.CheckResult | None:
+    """The log against the checkpoint (None: not asked to, or a local copy without one)."""
+    if no_checkpoint or (file is not None and signed is None):
+        return None
+    if signed is None:
+        return checkpoints.CheckResult(
+            False,
+            f"no signed checkpoint in ConfigMap {namespace}/{checkpoints.CONFIGMAP}: a "
+            "truncated log would go unnoticed (--no-checkpoint checks the chain alone)",
+        )
+    if not chain.ok:
+        return None
+    return checkpoints.check([audit.AuditRecord.parse(line) for line in raw], signed, trusted)
 
 
 @app.command()

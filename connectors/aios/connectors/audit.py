@@ -18,7 +18,9 @@ A record is the canonical JSON (sorted keys, no spaces, UTF-8) of::
 
 where ``hash`` is SHA-256 of the canonical JSON of all other fields and ``prevHash`` the
 previous record's hash (64 zeros for seq 0). ``verify`` names the first changed, removed,
-inserted or reordered record.
+inserted or reordered record; the appender's signed checkpoints
+(``aios.connectors.audit_checkpoint``) catch what a chain cannot: a truncated tail, a log
+chained afresh.
 
 Record kinds and their ``details``:
 
@@ -52,7 +54,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -361,6 +363,17 @@ def read_file(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+class Checkpoints(Protocol):
+    """Where the appender reports its head, to be signed and kept outside the log
+    (``aios.connectors.audit_checkpoint.Checkpointer``)."""
+
+    def observe(self, seq: int, head: str) -> None:
+        """The head now; signed when the last checkpoint is old enough."""
+
+    def flush(self, seq: int, head: str) -> None:
+        """The head at shutdown: signed unless it is already."""
+
+
 class Appender:
     """The one writer of the chain: events → records, exactly once, in a transaction."""
 
@@ -371,8 +384,10 @@ class Appender:
         log_topic: str = LOG_TOPIC,
         file: Path | None = None,
         batch: int = 500,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.checkpoints = checkpoints
         self.events_topic = events_topic
         self.log_topic = log_topic
         self.file = file
@@ -492,6 +507,8 @@ class Appender:
                 logger.exception("audit appender failed; reopening")
                 self.close()
                 self._stop.wait(2)
+        if self.checkpoints is not None and self._producer is not None:
+            self.checkpoints.flush(self._seq, self._hash)
         self.close()
 
     # -- the work ---------------------------------------------------------------------
@@ -508,8 +525,15 @@ class Appender:
             self.open()
         assert self._consumer is not None
         messages = [m for m in self._consumer.consume(self.batch, timeout) if m.error() is None]
-        if not messages or self._producer is None:
-            return 0
+        if self._producer is None:
+            return 0  # a standby: the active appender signs the head
+        chained = self._append(messages) if messages else 0
+        if self.checkpoints is not None:
+            self.checkpoints.observe(self._seq, self._hash)
+        return chained
+
+    def _append(self, messages: list[Message]) -> int:
+        assert self._producer is not None and self._consumer is not None
         seq, head, lines, added = self._seq, self._hash, [], []
         self._producer.begin_transaction()
         try:

@@ -85,10 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 KINDS_RECONCILED = len(KINDS)
 
 
-def leadership(name: str | None, api: client.ApiClient) -> Leadership | None:
+def leadership(name: str | None, namespace: str, api: client.ApiClient) -> Leadership | None:
     if name is None:
         return None
-    namespace = os.environ.get("POD_NAMESPACE", "default")
     identity = os.environ.get("POD_NAME") or os.uname().nodename
     return Leadership(client.CoordinationV1Api(api), namespace, name, identity)
 
@@ -103,8 +102,9 @@ async def run(args: argparse.Namespace) -> int:
     api = api_client(connections=threads)
     webhook = WebhookSettings.from_env()
     admission.register(webhook)
+    settings = OperatorSettings.from_env()
     runtime = Runtime(
-        OperatorSettings.from_env(), webhook, api, leadership(args.lease, api), args.workers
+        settings, webhook, api, leadership(args.lease, settings.namespace, api), args.workers
     )
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     tasks = []

@@ -97,6 +97,13 @@ class OperatorSettings:
     """How often each Policy re-checks the existing objects in its scope (seconds)."""
     audit_file: str = ""
     """Where the audit appender also writes the chain (a file a regulator can take away)."""
+    audit_signing_key: str = ""
+    """The Ed25519 private key (PEM file, from a Secret only the operator mounts) that
+    signs the audit chain's checkpoints; none: the chain is not checkpointed."""
+    audit_checkpoint_interval: float = 60.0
+    """How often, at most, the chain's head is signed while it moves (seconds)."""
+    namespace: str = "default"
+    """The operator's own namespace: its Lease and its audit checkpoints."""
     model_mirror: str = ""
     """A directory on the nodes holding copies of the model buckets (an on-premises
     mirror): model servers read ``s3://bucket/key`` from ``<mirror>/bucket/key``."""
@@ -118,6 +125,9 @@ class OperatorSettings:
             data_plane=DataPlane.model_validate_json(env.get("AIOS_DATA_PLANE") or "{}"),
             policy_audit_interval=float(env.get("AIOS_POLICY_AUDIT_INTERVAL") or 60),
             audit_file=env.get("AIOS_AUDIT_FILE", ""),
+            audit_signing_key=env.get("AIOS_AUDIT_SIGNING_KEY", ""),
+            audit_checkpoint_interval=float(env.get("AIOS_AUDIT_CHECKPOINT_SECONDS") or 60),
+            namespace=env.get("POD_NAMESPACE", "default"),
             model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
         )
 

@@ -6,7 +6,8 @@
 * a timer per Policy re-loads it if OPA lost it (OPA keeps modules in memory) and audits
   the existing objects in its scope, writing a bounded sample of violations and their count;
 * at startup the operator loads the ``aios.system`` entry point and keeps it loaded, and
-  starts the audit ``Appender`` (the single writer of the hash chain).
+  starts the audit ``Appender`` (the single writer of the hash chain), which signs the
+  chain's head into a ConfigMap of the operator's namespace when a signing key is mounted.
 """
 
 from __future__ import annotations
@@ -24,13 +25,20 @@ import kopf
 
 from aios.api import KINDS, Policy
 from aios.connectors import opa
-from aios.connectors.audit import Appender
+from aios.connectors.audit import LOG_TOPIC, Appender
+from aios.connectors.audit_checkpoint import (
+    SIGNING_KEY_ENV,
+    Checkpointer,
+    ConfigMapStore,
+    FileSigner,
+)
 from aios.connectors.kafka import BOOTSTRAP_ENV
 from aios.operator.audit import record
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile import policy as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.runtime.controller import Context, KindSpec
+from aios.operator.runtime.runtime import Runtime
 from aios.operator.runtime.writer import Change
 from aios.operator.settings import OperatorSettings
 
@@ -212,13 +220,35 @@ async def _keep_system_loaded(url: str, logger: kopf.Logger) -> None:
         await asyncio.sleep(SYSTEM_CHECK_SECONDS)
 
 
+def checkpointer(process: Runtime, logger: kopf.Logger) -> Checkpointer | None:
+    """Signs the chain's head into a ConfigMap of the operator's namespace, when a signing
+    key is mounted."""
+    settings = process.settings
+    if not settings.audit_signing_key:
+        logger.warning(
+            f"{SIGNING_KEY_ENV} is not set: the audit chain is not checkpointed, so a "
+            "truncated or re-chained log goes unnoticed"
+        )
+        return None
+    return Checkpointer(
+        LOG_TOPIC,
+        FileSigner(Path(settings.audit_signing_key)),
+        ConfigMapStore(process.api, settings.namespace),
+        settings.audit_checkpoint_interval,
+    )
+
+
 @kopf.on.startup()
 async def start_governance(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    settings = runtime(memo).settings
+    process = runtime(memo)
+    settings = process.settings
     memo.policy_system = asyncio.create_task(_keep_system_loaded(opa_url(memo), logger))
     if settings.kafka_bootstrap:
         audit_file = settings.audit_file
-        memo.audit_appender = Appender(file=Path(audit_file) if audit_file else None).start()
+        memo.audit_appender = Appender(
+            file=Path(audit_file) if audit_file else None,
+            checkpoints=checkpointer(process, logger),
+        ).start()
     else:
         logger.warning(f"{BOOTSTRAP_ENV} is not set: audit events are not chained")
 
