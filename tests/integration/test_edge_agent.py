@@ -526,6 +526,63 @@ def test_anonymised_before_leaving_and_privacy_budget_reported(
     assert "aios_edge_privacy_budget_remaining" in agent.metrics()
 
 
+def test_a_spent_lifetime_privacy_budget_holds_across_a_restart_until_the_period_renews(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    """Per window a sensor may release one noisy mean (epsilon 0.5 of 1); over a 60 s
+    period, 1.5 in all: three windows. What it spent is checkpointed with the buffer, so a
+    restarted agent goes on withholding; the next period releases again."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    sensor = f"dev-{unique}"
+    filters: list[dict[str, Any]] = [
+        *PLAIN,
+        {"window": {"kind": "tumbling", "sizeSeconds": 2, "aggregates": ["mean"]}},
+        {
+            "differentialPrivacy": {
+                "epsilon": 0.5,
+                "sensitivity": 1,
+                "budgetPerWindow": 1,
+                "lifetimeBudget": 1.5,
+                "budgetPeriodSeconds": 60,
+            }
+        },
+    ]
+    name, sink = configured(bootstrap, "lifetime", unique, filters)
+    agent = agent_factory(name, bootstrap).start()
+    wait_applied(agent, 1)
+    period = (time.time() // 60 - 3) * 60  # a whole period in the past
+
+    def send(start: float, seconds: float) -> None:
+        batch = [
+            {"sensorId": sensor, "time": stamp(start + t * 0.5), "metrics": {"pm25": 12.0}}
+            for t in range(int(seconds * 2))
+        ]
+        assert agent.post(batch)[0] == 202
+
+    def heartbeat(withheld: int) -> Heartbeat | None:
+        beat = latest_heartbeat(bootstrap, f"edge-test/{name}")
+        done = beat.reasons.get("privacy_lifetime_budget", 0) >= withheld
+        return beat if done and beat.privacy_sensors_exhausted == 1 else None
+
+    def released() -> list[float]:
+        return sorted(r.time.timestamp() for r in readings(read_topic(bootstrap, sink, 10**9, 2)))
+
+    send(period, 12)  # windows closed up to period+8: three released, the fourth withheld
+    wait_for(lambda: heartbeat(withheld=1), 60, what="the lifetime budget spent, in a heartbeat")
+    assert released() == [period, period + 2, period + 4]
+
+    agent.stop()
+    agent.start()
+    send(period + 12, 12)  # the same period: every window withheld
+    wait_for(lambda: heartbeat(withheld=7), 60, what="six more windows withheld after a restart")
+    assert released() == [period, period + 2, period + 4]
+
+    send(period + 60, 6)  # the next period: released again
+    renewed = wait_for(lambda: released()[3:] or None, 60, what="a window of the new period")
+    assert renewed[0] == period + 60 and all(t >= period + 60 for t in renewed), renewed
+    assert len(renewed) <= 3
+
+
 def test_a_changed_edge_gateway_is_applied_live_and_shows_in_its_status(
     site: Site, operator: Any, kubectl: Any, namespace: str, tmp_path: Path, unique: str
 ) -> None:

@@ -10,7 +10,14 @@ import pytest
 from aios.api.edge_gateway import FilterStep, Sensor
 from aios.api.events import Reading
 from aios.edge.columns import AGGREGATES, ANOMALY, METRICS, Batch, SensorTable, new_batch
-from aios.edge.filters import Chain, Context, aggregate, pseudonym
+from aios.edge.filters import (
+    WINDOW_GRACE_SECONDS,
+    Chain,
+    Context,
+    PrivacyLedger,
+    aggregate,
+    pseudonym,
+)
 from aios.edge.records import Lineage, Record, encode
 
 T0 = 1_780_000_020.0  # a multiple of 60
@@ -254,6 +261,98 @@ def test_differential_privacy_noises_aggregates_within_the_budget() -> None:
     assert chain.privacy is not None
     assert chain.privacy.remaining == pytest.approx(0.0)
     assert chain.privacy.spent_total == pytest.approx(1.0)
+
+
+def lifetime_chain(table: SensorTable, ledger: PrivacyLedger, size: int = 60) -> Chain:
+    """Each window may release one pm25 aggregate (epsilon 0.5 of 0.5); a sensor's
+    lifetime budget of 1.0 per hour is two windows' worth."""
+    return Chain(
+        steps(
+            {"window": {"sizeSeconds": size, "aggregates": ["mean", "count"]}},
+            {
+                "differentialPrivacy": {
+                    "epsilon": 0.5,
+                    "sensitivity": 1,
+                    "budgetPerWindow": 0.5,
+                    "lifetimeBudget": 1.0,
+                    "budgetPeriodSeconds": 3600,
+                }
+            },
+        ),
+        [],
+        table,
+        b"k",
+        ledger=ledger,
+    )
+
+
+def pm25_only(table: SensorTable, ids: list[str], times: list[float]) -> Batch:
+    return batch(table, ids, times, [20.0] * len(ids))
+
+
+HOUR = 3600.0
+P0 = 1_779_998_400.0  # a multiple of 3600: a budget period starts here
+
+
+def windows_of(sensor: str, start: float, count: int) -> tuple[list[str], list[float]]:
+    """One reading per 10 s over ``count`` minutes, and one past the grace period that
+    closes the last of them."""
+    times = [start + 10 * i for i in range(6 * count)]
+    times.append(start + 60 * count + WINDOW_GRACE_SECONDS)
+    return [sensor] * len(times), times
+
+
+def test_a_spent_lifetime_budget_withholds_until_the_period_renews() -> None:
+    table, ledger = SensorTable(), PrivacyLedger()
+    chain = lifetime_chain(table, ledger)
+    ids, times = windows_of("a", P0, 4)
+    other_ids, other_times = windows_of("b", P0, 1)
+    out, ctx = run(chain, table, pm25_only(table, ids + other_ids, times + other_times))
+    released = {(table.ids[s], t) for s, t in zip(out.sid, out.time, strict=True)}
+    # a: windows 1 and 2 spend its 1.0; 3 and 4 are withheld; b spends its own budget
+    assert released == {("a", P0), ("a", P0 + 60), ("b", P0)}
+    assert ctx.dropped["privacy_lifetime_budget"] == 2
+    assert ctx.dropped["privacy_budget"] == 5  # each window's second aggregate, per window
+    assert chain.privacy is not None and chain.privacy.exhausted == 1
+    assert ledger.spent_in("a", int(P0 // HOUR)) == pytest.approx(1.0)
+
+    later, _ = run(chain, table, pm25_only(table, *windows_of("a", P0 + 240, 2)))
+    # a: still the same period, nothing; b's open window, closed by the clock, fits its own
+    assert {(table.ids[s], t) for s, t in zip(later.sid, later.time, strict=True)} == {
+        ("b", P0 + 60)
+    }
+    renewed, ctx = run(chain, table, pm25_only(table, *windows_of("a", P0 + HOUR, 3)))
+    assert sorted(renewed.time) == [P0 + HOUR, P0 + HOUR + 60]
+    # withheld: the last window of the old period, and the new period's third
+    assert ctx.dropped["privacy_lifetime_budget"] == 2
+
+
+def test_the_ledger_outlives_the_chain_a_config_change_and_a_restart() -> None:
+    table, ledger = SensorTable(), PrivacyLedger()
+    run(lifetime_chain(table, ledger), table, pm25_only(table, *windows_of("a", P0, 2)))
+    # another window size is another step: a ledger inside the step would start afresh
+    reconfigured = lifetime_chain(table, ledger, size=120)
+    out, _ = run(reconfigured, table, pm25_only(table, *windows_of("a", P0 + 600, 4)))
+    assert len(out) == 0
+    restored = PrivacyLedger.restore(json.loads(json.dumps(ledger.snapshot())))
+    restarted = lifetime_chain(table, restored)
+    assert restarted.privacy is not None and restarted.privacy.exhausted == 1
+    out, ctx = run(restarted, table, pm25_only(table, *windows_of("a", P0 + 1800, 2)))
+    assert len(out) == 0 and ctx.dropped["privacy_lifetime_budget"] == 2
+
+
+def test_a_lifetime_budget_below_one_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="lifetimeBudget must be at least budgetPerWindow"):
+        steps(
+            {
+                "differentialPrivacy": {
+                    "epsilon": 0.5,
+                    "sensitivity": 1,
+                    "budgetPerWindow": 1,
+                    "lifetimeBudget": 0.5,
+                }
+            }
+        )
 
 
 def test_state_round_trip_continues_exactly() -> None:

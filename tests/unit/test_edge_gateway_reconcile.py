@@ -47,6 +47,7 @@ def beat(**changes: object) -> Heartbeat:
         "dropped": 2,
         "quarantined": 1,
         "privacyBudgetRemaining": 0.5,
+        "privacySensorsExhausted": 2,
     }
     return Heartbeat.model_validate(base | changes)
 
@@ -85,6 +86,7 @@ def test_a_fresh_heartbeat_of_the_current_generation_makes_the_gateway_ready() -
     }
     assert fields["appliedGeneration"] == 3 and fields["forwarded"] == 7
     assert fields["bufferFillRatio"] == 0.1 and fields["privacyBudgetRemaining"] == 0.5
+    assert fields["privacySensorsExhausted"] == 2
 
 
 def test_stale_old_or_rejecting_agents_are_not_ready() -> None:

@@ -157,12 +157,31 @@ class DifferentialPrivacyFilter(ApiModel):
     epsilon: float = Field(gt=0, description="Privacy loss per released value.")
     sensitivity: float = Field(gt=0, description="Largest effect one reading has on a value.")
     budget_per_window: float = Field(gt=0, description="Total epsilon spendable per window.")
+    lifetime_budget: float | None = Field(
+        default=None,
+        gt=0,
+        description="Total epsilon per sensor over budgetPeriodSeconds (windows compose: "
+        "without it an observer of every window learns without bound). Once spent, the "
+        "sensor's noisy values are withheld until the period renews, across agent restarts "
+        "and configuration changes.",
+    )
+    budget_period_seconds: int = Field(
+        default=30 * 86400,
+        ge=60,
+        description="Length of the lifetime budget's period, by the readings' clock "
+        "(periods start at multiples of it since the Unix epoch).",
+    )
 
     invariants = (
         Invariant(
             rule="self.epsilon <= self.budgetPerWindow",
             message="epsilon must not exceed budgetPerWindow",
             check=lambda d: d.epsilon <= d.budget_per_window,
+        ),
+        Invariant(
+            rule="!has(self.lifetimeBudget) || self.lifetimeBudget >= self.budgetPerWindow",
+            message="lifetimeBudget must be at least budgetPerWindow",
+            check=lambda d: d.lifetime_budget is None or d.lifetime_budget >= d.budget_per_window,
         ),
     )
 
@@ -256,6 +275,11 @@ class EdgeGatewayStatus(ResourceStatus):
     quarantined: Count = Field(default=0, description="Readings quarantined by validation.")
     privacy_budget_remaining: float | None = Field(
         default=None, ge=0, description="Epsilon left in the current window."
+    )
+    privacy_sensors_exhausted: Count = Field(
+        default=0,
+        description="Sensors whose lifetime privacy budget is spent for the current period: "
+        "their noisy values are withheld until it renews.",
     )
 
 

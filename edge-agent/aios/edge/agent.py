@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from aios.edge.columns import METRICS, Batch, Chunk, SensorTable
-from aios.edge.filters import Chain, Context
+from aios.edge.filters import Chain, Context, PrivacyLedger
 from aios.edge.forwarder import Forwarder, write_atomic
 from aios.edge.protocol import AgentConfig, Heartbeat, parse_config
 from aios.edge.records import Lineage, encode
@@ -82,6 +82,7 @@ class Processor:
         self.checkpoint_path = root / "checkpoint.npz"
         self.hash_key = load_key(root / "hash.key")
         self.table = SensorTable()
+        self.ledger = PrivacyLedger()
         self.config: AgentConfig | None = None
         self.chain: Chain | None = None
         self.offered: AgentConfig | None = None
@@ -120,6 +121,7 @@ class Processor:
         self.table = SensorTable()
         self.table.lookup(meta["sensors"])
         self.counters.restore(meta["counters"])
+        self.ledger = PrivacyLedger.restore(meta.get("privacyLedger") or {})
         self.position = max(int(meta["journal"]), self.journal.start)
         self.recovered_uncommitted = self.outbox.truncate(int(meta["outbox"]))
         self.committed_end = self.outbox.end
@@ -142,7 +144,12 @@ class Processor:
             self.chain = None
             return
         self.chain = Chain(
-            self.config.filters, self.config.sensors, self.table, self.hash_key, previous
+            self.config.filters,
+            self.config.sensors,
+            self.table,
+            self.hash_key,
+            previous,
+            self.ledger,
         )
 
     # -- configuration -----------------------------------------------------------------
@@ -268,6 +275,7 @@ class Processor:
             "generation": self.config.generation if self.config else None,
             "sensors": self.table.ids,
             "counters": self.counters.snapshot(),
+            "privacyLedger": self.ledger.snapshot(),
         }
         arrays = self.chain.state() if self.chain else {}
         data = io.BytesIO()
@@ -278,9 +286,10 @@ class Processor:
         self._last_checkpoint = time.monotonic()
 
     @property
-    def privacy(self) -> tuple[float | None, float]:
+    def privacy(self) -> tuple[float | None, float, int]:
+        """Epsilon left in the current window, spent in all, sensors out of lifetime budget."""
         step = self.chain.privacy if self.chain else None
-        return (step.remaining, step.spent_total) if step else (None, 0.0)
+        return (step.remaining, step.spent_total, step.exhausted) if step else (None, 0.0, 0)
 
 
 class Agent:
@@ -322,7 +331,7 @@ class Agent:
     def heartbeat(self) -> Heartbeat:
         processor = self.processor
         config = processor.config
-        remaining, spent = processor.privacy
+        remaining, spent, exhausted = processor.privacy
         backlog = self.forwarder.backlog if self.forwarder else processor.outbox.end
         return Heartbeat(
             gateway=self.options.gateway,
@@ -342,11 +351,12 @@ class Agent:
             reasons=self.counters.reasons(),
             privacy_budget_remaining=remaining,
             privacy_epsilon_spent=spent,
+            privacy_sensors_exhausted=exhausted,
         )
 
     def gauges(self) -> dict[str, float]:
         processor = self.processor
-        remaining, spent = processor.privacy
+        remaining, spent, exhausted = processor.privacy
         gauges = {
             "aios_edge_buffer_bytes": float(processor.outbox.size_bytes),
             "aios_edge_buffer_capacity_bytes": float(processor.outbox.max_bytes),
@@ -360,6 +370,7 @@ class Agent:
                 processor.config.generation if processor.config else -1
             ),
             "aios_edge_privacy_epsilon_spent_total": spent,
+            "aios_edge_privacy_sensors_exhausted": float(exhausted),
         }
         if remaining is not None:
             gauges["aios_edge_privacy_budget_remaining"] = remaining

@@ -488,16 +488,61 @@ def generalise(batch: Batch, meters: float) -> Batch:
     )
 
 
+@dataclass
+class PrivacyLedger:
+    """Epsilon spent per sensor in its current budget period, by sensor id. The agent keeps
+    it beside the chain, not in a step's state: a lifetime budget that a restart or an
+    edited configuration reset would bound nothing."""
+
+    spent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Sensor id → (period index, epsilon spent in that period)."""
+
+    def spent_in(self, sensor: str, period: int) -> float:
+        current, spent = self.spent.get(sensor, (period, 0.0))
+        return spent if current == period else 0.0
+
+    def add(self, sensor: str, period: int, epsilon: float) -> None:
+        current, spent = self.spent.get(sensor, (period, 0.0))
+        if period > current:
+            spent = 0.0  # a new period: the budget renews
+        elif period < current:
+            return  # a late window of an earlier period: that period is closed
+        self.spent[sensor] = (period, spent + epsilon)
+
+    def exhausted(self, period: int, lifetime: float, epsilon: float) -> int:
+        """Sensors that cannot release one more value in ``period``."""
+        return sum(
+            1 for p, spent in self.spent.values() if p == period and spent + epsilon > lifetime
+        )
+
+    def snapshot(self) -> dict[str, list[float]]:
+        return {sensor: [period, spent] for sensor, (period, spent) in self.spent.items()}
+
+    @classmethod
+    def restore(cls, saved: dict[str, list[float]]) -> PrivacyLedger:
+        return cls(
+            {sensor: (int(period), float(spent)) for sensor, (period, spent) in saved.items()}
+        )
+
+
 class DifferentialPrivacy:
     """Laplace noise on window aggregates. Each released value costs ``epsilon`` from its
     sensor's budget for that window (sequential composition over metrics and aggregates,
     parallel over sensors); values beyond ``budgetPerWindow`` are withheld, never released
-    without noise."""
+    without noise. With ``lifetimeBudget``, what a sensor released in its period counts
+    too (the ledger), and once that is spent its values are withheld until the period
+    renews."""
 
-    def __init__(self, config: DifferentialPrivacyFilter) -> None:
+    def __init__(self, config: DifferentialPrivacyFilter, ledger: PrivacyLedger) -> None:
         self.config = config
+        self.ledger = ledger
         self.spent_total = 0.0
         self.remaining: float | None = None
+        self.exhausted = 0
+        """Sensors that cannot release another value in the latest period seen."""
+        periods = [period for period, _ in ledger.spent.values()]
+        if config.lifetime_budget is not None and periods:  # a restart: the ledger knows
+            self.exhausted = ledger.exhausted(max(periods), config.lifetime_budget, config.epsilon)
 
     def apply(self, batch: Batch, ctx: Context) -> Batch:
         is_aggregate = (batch.flags & AGGREGATE) != 0
@@ -518,8 +563,12 @@ class DifferentialPrivacy:
         cumulative = np.cumsum(cost_sorted)
         before_group = (cumulative - cost_sorted)[change][group]
         spent_in_group = cumulative - before_group
-        allowed = np.zeros(len(b), bool)
-        allowed[order] = spent_in_group <= budget + 1e-9
+        in_window = np.zeros(len(b), bool)
+        in_window[order] = spent_in_group <= budget + 1e-9
+        ctx.drop("privacy_budget", int((~in_window).sum()))
+        allowed = in_window
+        if self.config.lifetime_budget is not None:
+            allowed = in_window & self._within_lifetime(b, np.where(in_window, cost, 0.0), ctx)
         scale = np.where(b.agg == AGGREGATES.index("count"), 1.0, self.config.sensitivity) / eps
         noise = ctx.rng.laplace(0.0, 1.0, size=b.values.shape) * scale[:, None]
         noisy = b.values + noise
@@ -528,7 +577,6 @@ class DifferentialPrivacy:
         noisy = np.clip(noisy, PHYSICAL_MIN, PHYSICAL_MAX)
         noisy[is_count] = np.maximum(noisy[is_count], 0.0)
         released = replace(b, values=np.where(present, noisy, np.nan)).take(allowed)
-        ctx.drop("privacy_budget", int((~allowed).sum()))
         self.spent_total += float(cost[allowed].sum())
         latest = b.time.max()
         per_group = np.bincount(group, weights=np.where(allowed[order], cost_sorted, 0.0))
@@ -537,6 +585,31 @@ class DifferentialPrivacy:
         keep_others = batch.take(~is_aggregate)
         merged = Batch.concat([keep_others, released])
         return merged.take(np.lexsort((merged.agg, merged.time, merged.sid)))
+
+    def _within_lifetime(self, b: Batch, cost: npt.NDArray[np.float64], ctx: Context) -> Any:
+        """Rows whose sensor's spending in its period, the ledger's and this batch's in
+        time order, stays within ``lifetimeBudget``; records what they spend."""
+        lifetime = float(self.config.lifetime_budget or 0.0)
+        period = (b.time // self.config.budget_period_seconds).astype(np.int64)
+        order = np.lexsort((b.agg, b.time, period, b.sid))
+        sid, per, cost_sorted = b.sid[order], period[order], cost[order]
+        first = np.ones(len(order), bool)
+        first[1:] = (sid[1:] != sid[:-1]) | (per[1:] != per[:-1])
+        group = np.cumsum(first) - 1
+        cumulative = np.cumsum(cost_sorted)
+        within_group = cumulative - (cumulative - cost_sorted)[first][group]
+        keys = [(ctx.table.ids[i], int(p)) for i, p in zip(sid[first], per[first], strict=True)]
+        before = np.array([self.ledger.spent_in(name, p) for name, p in keys])
+        fits = before[group] + within_group <= lifetime + 1e-9
+        spent = np.bincount(group, weights=np.where(fits, cost_sorted, 0.0))
+        for (name, p), epsilon in zip(keys, spent, strict=True):
+            self.ledger.add(name, p, float(epsilon))
+        within = np.zeros(len(b), bool)
+        within[order] = fits
+        ctx.drop("privacy_lifetime_budget", int(((cost > 0) & ~within).sum()))
+        latest = int(period.max())
+        self.exhausted = self.ledger.exhausted(latest, lifetime, self.config.epsilon)
+        return within
 
     def state(self) -> State:
         remaining = np.nan if self.remaining is None else self.remaining
@@ -567,8 +640,10 @@ class Chain:
         table: SensorTable,
         hash_key: bytes,
         previous: Chain | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self.filters, self.table = filters, table
+        self.ledger = ledger if ledger is not None else PrivacyLedger()
         self.registry = Registry(sensors, table)
         reusable = (
             dict(zip(_keys(previous.filters), previous.steps, strict=True)) if previous else {}
@@ -597,7 +672,7 @@ class Chain:
             windows = [s.size for s in self.steps if isinstance(s, Window)]
             return Anonymise(step.anonymise, hash_key, 3 * windows[-1] if windows else 10.0)
         if step.differential_privacy is not None:
-            return DifferentialPrivacy(step.differential_privacy)
+            return DifferentialPrivacy(step.differential_privacy, self.ledger)
         raise ValueError("a filter step sets no filter")
 
     def process(self, batch: Batch, ctx: Context) -> Batch:

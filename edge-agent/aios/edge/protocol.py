@@ -102,6 +102,9 @@ class Heartbeat(ApiModel):
     )
     privacy_budget_remaining: float | None = Field(default=None, ge=0)
     privacy_epsilon_spent: float = Field(default=0, ge=0)
+    privacy_sensors_exhausted: Count = Field(
+        default=0, description="Sensors out of lifetime privacy budget for the current period."
+    )
 
     @property
     def buffer_fill_ratio(self) -> float:

@@ -100,6 +100,7 @@ def heartbeat_status(
         "dropped": heartbeat.dropped,
         "quarantined": heartbeat.quarantined,
         "privacyBudgetRemaining": heartbeat.privacy_budget_remaining,
+        "privacySensorsExhausted": heartbeat.privacy_sensors_exhausted,
     }
     if now <= connected_until(heartbeat):
         conditions.append(
