@@ -1,6 +1,7 @@
 # The dispatcher every caller queries: which Policies apply to an input and what they
 # decide. The operator writes each Policy's scope and enforcement at
-# data.aios.registry[ns][name]. A Policy of inline Rego has its module at
+# data.aios.registry[ns][name], and indexes it by kind at data.aios.scopes[kind][ns][name]
+# (so a decision looks at the Policies of its input's kind only). A Policy of inline Rego has its module at
 # data.aios.policies[ns][name]; a Policy of the library names its module in the registry
 # (`library`) and has its parameters at data.aios.parameters[ns][name]: loading it writes
 # data only, which OPA does not recompile for. Callers only ever query
@@ -24,6 +25,7 @@ subject_labels := object.get(input, ["object", "metadata", "labels"], {}) if inp
 # [namespace, name] of every Policy whose scope covers the input.
 applicable contains [ns, name] if {
 	some ns, name
+	data.aios.scopes[input.kind][ns][name]
 	meta := data.aios.registry[ns][name]
 	input.kind in meta.kinds
 	namespace_in_scope(meta.namespaces, input.namespace)

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from aios.api import Policy
-from aios.operator.reconcile.policy import load_plan
+from aios.operator.reconcile.policy import data_document, load_plan
 from aios.stack.components import OPA
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -64,13 +64,7 @@ def test_a_module_policy_passes_its_parameters_to_the_library(tmp_path: Path) ->
     library = {m.stem: m.read_text() for m in LIBRARY}
     plan = load_plan("city", "approval", policy, library)
     assert plan.rego is None and plan.library is not None
-    data = {
-        "aios": {
-            "parameters": {"city": {"approval": plan.parameters}},
-            "registry": {"city": {"approval": plan.registry}},
-        }
-    }
-    (tmp_path / "data.json").write_text(json.dumps(data))
+    (tmp_path / "data.json").write_text(json.dumps(data_document([plan])))
 
     def denials(action_type: str) -> list[str]:
         action = {

@@ -10,7 +10,13 @@ import yaml
 from test_operator import wait_for
 
 from aios.connectors import opa
-from aios.operator.reconcile.policy import module_id, parameters_path, registry_path, review
+from aios.operator.reconcile.policy import (
+    module_id,
+    parameters_path,
+    registry_path,
+    review,
+    scope_path,
+)
 from aios.stack.platform import EXAMPLES
 from aios.stack.site import Site
 
@@ -145,10 +151,27 @@ def test_the_example_policy_guards_actions_until_it_is_deleted(
     assert asyncio.run(opa.authorize_action(url, action(namespace, waits=True))).allowed
     assert asyncio.run(opa.authorize_action(url, action(f"{namespace}-other"))).allowed
 
-    kubectl("delete", "policy", "actuation-needs-approval", "-n", namespace, "--timeout=30s")
+    indexed = scope_path("Action", namespace, "actuation-needs-approval")
+    assert asyncio.run(opa.get_data(url, indexed)) == {}  # found by its kind, not by a walk
+
+    # a scope that changes kinds moves its index entry
+    kubectl(
+        "patch", "policy", "actuation-needs-approval", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"scope": {"kinds": ["ModelDeployment", "Action"]}}}',
+    )  # fmt: skip
+    moved = scope_path("ModelDeployment", namespace, "actuation-needs-approval")
+    wait_for(lambda: asyncio.run(opa.get_data(url, moved)) == {}, what="the index follows")
+    kubectl(
+        "patch", "policy", "actuation-needs-approval", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"scope": {"kinds": ["ModelDeployment"]}}}',
+    )  # fmt: skip
+    wait_for(lambda: asyncio.run(opa.get_data(url, indexed)) is None, what="Action unindexed")
     assert asyncio.run(opa.authorize_action(url, action(namespace))).allowed
+
+    kubectl("delete", "policy", "actuation-needs-approval", "-n", namespace, "--timeout=30s")
     for path in (registry_path, parameters_path):
         assert asyncio.run(opa.get_data(url, path(namespace, "actuation-needs-approval"))) is None
+    assert asyncio.run(opa.get_data(url, moved)) is None
 
 
 def test_a_retention_policy_caps_personal_data_retention(

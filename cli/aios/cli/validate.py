@@ -390,7 +390,7 @@ def _compile(
             compiled.append(load_plan)
             continue
         module.unlink()  # not evaluated: the operator would not load it either
-        namespace = load_plan.registry_path.split("/")[2]
+        namespace = load_plan.namespace
         message = "; ".join(_opa_errors(check.stdout or check.stderr))
         problems.append(
             _at(
@@ -416,12 +416,7 @@ def _opa_errors(output: str) -> list[str]:
 
 
 def _decide(root: Path, compiled: list[plan.LoadPlan], reviews: list[dict[str, Any]]) -> list[Any]:
-    data: dict[str, Any] = {"registry": {}, "parameters": {}}
-    for load_plan in compiled:
-        _, _, namespace, name = load_plan.registry_path.split("/")
-        data["registry"].setdefault(namespace, {})[name] = load_plan.registry
-        data["parameters"].setdefault(namespace, {})[name] = load_plan.parameters
-    (root / "data.json").write_text(json.dumps({"aios": data}))
+    (root / "data.json").write_text(json.dumps(plan.data_document(compiled)))
     (root / "input.json").write_text(json.dumps({"reviews": reviews}))
     query = "[d | some r in input.reviews; d := data.aios.system.decision with input as r]"
     result = subprocess.run(

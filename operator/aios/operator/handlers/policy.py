@@ -19,11 +19,12 @@ import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import kopf
 
 from aios.api import KINDS, Policy
+from aios.api.policy import ScopeKind
 from aios.connectors import opa
 from aios.connectors.audit import LOG_TOPIC, Appender
 from aios.connectors.audit_checkpoint import (
@@ -83,6 +84,11 @@ async def load(url: str, load_plan: plan.LoadPlan) -> None:
     holds already (a load retried after a timeout) is not compiled again."""
     await ensure_system(url)
     await opa.put_data(url, load_plan.parameters_path, load_plan.parameters)
+    for path in load_plan.scope_paths:  # before the registry entry that makes them count
+        await opa.put_data(url, path, {})
+    previous = await opa.get_data(url, load_plan.registry_path) or {}
+    for kind in set(previous.get("kinds") or ()) - set(load_plan.registry["kinds"]):
+        await opa.delete_data(url, plan.scope_path(kind, load_plan.namespace, load_plan.name))
     if load_plan.rego is None:
         assert load_plan.library is not None
         await opa.ensure_module(url, *load_plan.library)
@@ -144,6 +150,8 @@ async def finalize(policy: Policy, ctx: Context) -> None:
     namespace, name, generation = _identity(ctx.body)
     url = opa_url(ctx.memo)
     await opa.delete_data(url, plan.registry_path(namespace, name))
+    for kind in get_args(ScopeKind):
+        await opa.delete_data(url, plan.scope_path(kind, namespace, name))
     await opa.delete_module(url, plan.module_id(namespace, name))
     await opa.delete_data(url, plan.parameters_path(namespace, name))
     await record(

@@ -7,9 +7,12 @@ Layout in OPA (one Policy ``ns/name``):
 * a library module: the module ``aios/library/<module>`` (shared by every Policy that
   uses it) and data ``aios/parameters/<ns>/<name>``, its parameters. No module of its own:
   loading one writes data only, and every module load makes OPA compile all modules;
+* data ``aios/scopes/<kind>/<ns>/<name>`` for each kind in its scope: the index by which
+  ``aios.system`` finds the Policies of an input's kind without walking them all (a city
+  has a thousand Policies, most for one kind);
 * data ``aios/registry/<ns>/<name>``: enforcement, scope and the library module used, read
   by ``aios.system`` (``policies/system/system.rego``), the one entry point every caller
-  queries.
+  queries. Written last: a Policy counts as loaded once it is there.
 
 A module states its findings as ``violation`` (a set of messages) and may expose
 ``max_retention_days``; enforcement belongs to the Policy, not to the Rego.
@@ -49,6 +52,10 @@ def registry_path(namespace: str, name: str) -> str:
     return f"aios/registry/{namespace}/{name}"
 
 
+def scope_path(kind: str, namespace: str, name: str) -> str:
+    return f"aios/scopes/{kind}/{namespace}/{name}"
+
+
 def parameters_path(namespace: str, name: str) -> str:
     return f"aios/parameters/{namespace}/{name}"
 
@@ -65,12 +72,16 @@ class UnknownModule(ValueError):
 class LoadPlan:
     """Everything one Policy puts into OPA, in the order it must be written."""
 
+    namespace: str
+    name: str
     module_id: str
     """The Policy's own module: loaded for inline Rego, absent for a library module."""
     rego: str | None
     line_offset: int  # lines added before the user's Rego (to report the user's line numbers)
     registry_path: str
     registry: dict[str, Any]
+    scope_paths: tuple[str, ...]
+    """The kind index's entries, one per kind in scope (each holds ``{}``)."""
     parameters_path: str
     parameters: dict[str, Any]
     library: tuple[str, str] | None  # (module id, Rego) of the library module it uses
@@ -130,15 +141,30 @@ def load_plan(namespace: str, name: str, policy: Policy, library: Mapping[str, s
         assert spec.rego is not None  # exactly one of rego and module (the CRD enforces it)
         rego, offset = with_package(spec.rego, package(namespace, name))
     return LoadPlan(
+        namespace=namespace,
+        name=name,
         module_id=module_id(namespace, name),
         rego=rego,
         line_offset=offset,
         registry_path=registry_path(namespace, name),
         registry=registry_entry(namespace, policy),
+        scope_paths=tuple(scope_path(kind, namespace, name) for kind in spec.scope.kinds),
         parameters_path=parameters_path(namespace, name),
         parameters=parameters,
         library=library_module,
     )
+
+
+def data_document(plans: Iterable[LoadPlan]) -> dict[str, Any]:
+    """What the plans write to OPA's data, as one document (``{"aios": ...}``): for an
+    offline ``opa eval`` (``aiosctl validate``) to decide as the site would."""
+    data: dict[str, Any] = {"registry": {}, "parameters": {}, "scopes": {}}
+    for p in plans:
+        data["registry"].setdefault(p.namespace, {})[p.name] = p.registry
+        data["parameters"].setdefault(p.namespace, {})[p.name] = p.parameters
+        for kind in p.registry["kinds"]:
+            data["scopes"].setdefault(kind, {}).setdefault(p.namespace, {})[p.name] = {}
+    return {"aios": data}
 
 
 def user_lines(message: str, offset: int) -> str:
