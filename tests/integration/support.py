@@ -4,6 +4,7 @@ folder on sys.path)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -139,3 +140,21 @@ def crash_operator(site: Any, kubectl: Any, namespace: str = "aios-system") -> N
         ),
         what="the kubelet restarted the operator",
     )
+
+
+HISTORIES = Path(__file__).resolve().parents[1] / "unit" / "histories"
+RECORD_ENV = "AIOS_RECORD_HISTORIES"
+
+
+async def record_history(temporal_address: str, workflow_id: str, scenario: str) -> None:
+    """With ``AIOS_RECORD_HISTORIES=1``, keep the finished workflow's event history as
+    ``tests/unit/histories/<scenario>.json``, which the replay test runs the workflow code
+    against (README, "Changing a workflow")."""
+    if not os.environ.get(RECORD_ENV):
+        return
+    client = await Client.connect(temporal_address)
+    handle = client.get_workflow_handle(workflow_id)
+    with contextlib.suppress(Exception):  # a failed workflow's history is as good
+        await asyncio.wait_for(handle.result(), 120)
+    history = await handle.fetch_history()
+    (HISTORIES / f"{scenario}.json").write_text(history.to_json())

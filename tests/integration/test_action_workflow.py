@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import activity_attempts
+from support import activity_attempts, record_history
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -130,9 +130,10 @@ async def test_a_webhook_action_runs_once_and_every_step_is_audited(
     )
     assert executed.policy_decision_id, "the policy decision id travels with the action"
     assert executed.details["decision"]["lineage"]["gateway"] == "district-7"
+    await record_history(site.endpoints.temporal_address, handle.id, "action-executed")
 
 
-async def test_approval_escalates_refuses_strangers_and_acts_once(temporal, receiver) -> None:
+async def test_approval_escalates_refuses_strangers_and_acts_once(temporal, receiver, site) -> None:
     payload = request(
         {
             "name": "dispatch",
@@ -168,9 +169,10 @@ async def test_approval_escalates_refuses_strangers_and_acts_once(temporal, rece
     assert result["status"] == "executed"
     assert receiver.idempotency_keys().count(payload["actionId"]) == 1
     assert (await handle.query("state"))["review"]["approver"] == "bob"
+    await record_history(site.endpoints.temporal_address, handle.id, "action-escalated-approved")
 
 
-async def test_a_rejected_action_never_runs(temporal, receiver) -> None:
+async def test_a_rejected_action_never_runs(temporal, receiver, site) -> None:
     payload = request(
         {
             "name": "dispatch",
@@ -184,6 +186,7 @@ async def test_a_rejected_action_never_runs(temporal, receiver) -> None:
     result = await handle.result()
     assert result == {"status": "rejected", "reason": "not now"}
     assert payload["actionId"] not in receiver.idempotency_keys()
+    await record_history(site.endpoints.temporal_address, handle.id, "action-rejected")
 
 
 async def test_an_mqtt_command_carries_the_template_and_the_idempotency_key(temporal, site) -> None:

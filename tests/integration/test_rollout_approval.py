@@ -15,6 +15,7 @@ from model_support import (
     ready,
     wait_for,
 )
+from support import record_history
 
 from aios.stack.models import storage_uri
 
@@ -95,6 +96,9 @@ async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespac
     described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
     assert "AwaitingApproval" in described and f"{NEXT} approved by alice" in described
     assert "100% of traffic" not in steps_told(kubectl, namespace), "promoted, not stepped"
+    await record_history(
+        site.endpoints.temporal_address, found["rollout"]["workflowId"], "rollout-approved"
+    )
 
 
 def steps_told(kubectl, namespace: str) -> str:
@@ -113,6 +117,9 @@ async def test_a_rejection_rolls_back(site, kubectl, operator, namespace):
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), 120)
     assert found["rollout"]["phase"] == "RolledBack"
     assert found["rollout"]["message"] == f"{NEXT} rejected by alice"
+    await record_history(
+        site.endpoints.temporal_address, found["rollout"]["workflowId"], "rollout-rejected"
+    )
     assert found["activeVersion"] == STABLE and "canary" not in found
     assert condition(found, "Approved")["reason"] == "Rejected"
     assert found["history"][-1]["outcome"] == "rolledBack"

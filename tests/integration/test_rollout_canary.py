@@ -16,6 +16,7 @@ from model_support import (
     ready,
     wait_for,
 )
+from support import record_history
 
 from aios.connectors.audit import read_log
 from aios.stack.models import storage_uri
@@ -82,6 +83,9 @@ async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namesp
     wait_for(lambda: kubectl.run(*old).returncode != 0, timeout=30)  # pruned after promotion
     promotion = audited(site, "promotion", f"modeldeployment/{namespace}/pm25-anomaly")
     assert promotion.details["model"] == {"name": "pm25-anomaly", "version": NEXT, "canary": True}
+    await record_history(
+        site.endpoints.temporal_address, rollout["workflowId"], "rollout-canary-promoted"
+    )
 
 
 @pytest.mark.parametrize(
