@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import SESSION_SITE
 
 from aios.stack import release
 from aios.stack.components import ComponentUnavailable
@@ -48,6 +49,7 @@ SESSION_VALUES = {
     # One replica: two cores run the whole suite (the Helm test runs the default two).
     # Policies audit existing objects every few seconds, not every minute.
     "operator": {"replicas": 1, "policyAuditIntervalSeconds": 3},
+    "site": {"name": SESSION_SITE},
 }
 
 

@@ -142,6 +142,9 @@ def crash_operator(site: Any, kubectl: Any, namespace: str = "aios-system") -> N
     )
 
 
+SESSION_SITE = "suite"
+"""The test session's ``site.name`` (not the default: a test sees it reach decisions and pods)."""
+
 HISTORIES = Path(__file__).resolve().parents[1] / "unit" / "histories"
 RECORD_ENV = "AIOS_RECORD_HISTORIES"
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
 from support import (
+    SESSION_SITE,
     container_pids,
     failed_attempts,
     intent_workflows,
@@ -27,6 +28,7 @@ from support import (
     workflows_closed,
 )
 
+from aios.api.base import SITE_LABEL
 from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
 from aios.workflows.action import AUTHORIZE
@@ -163,6 +165,11 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     assert len(acting) == 40
     assert all(d["fallback"] and d["fallbackReason"] == "no-model" for d in acting)
     assert all(d["lineage"]["topic"] == topic for d in decisions)
+    assert {d["site"] for d in decisions} == {SESSION_SITE}, "the chart's site.name, every one"
+    runner_pods = kubectl.json(
+        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=pm25"
+    )
+    assert {p["metadata"]["labels"].get(SITE_LABEL) for p in runner_pods["items"]} == {SESSION_SITE}
 
     keys = {d["actionId"] for d in acting}
     acted_once(site, receiver, keys)

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from aios.connectors.audit import GENESIS, AuditRecord, canonical, chain, digest, event, verify
+from aios.connectors.audit import (
+    GENESIS,
+    AuditRecord,
+    AuditWriter,
+    canonical,
+    chain,
+    digest,
+    event,
+    verify,
+)
 
 
 def build(n: int) -> list[str]:
@@ -96,3 +105,9 @@ def test_an_inserted_record_is_named_even_with_a_valid_hash() -> None:
 def test_events_need_a_known_kind() -> None:
     with pytest.raises(ValueError, match="unknown audit kind"):
         event("gossip", "x", {})
+
+
+def test_an_event_names_its_site_when_the_process_has_one() -> None:
+    assert event("reconcile", "x", {}, site="city-b")["site"] == "city-b"
+    assert "site" not in event("reconcile", "x", {})  # records before sites had none
+    assert AuditWriter(site="city-c").site == "city-c"

@@ -503,3 +503,17 @@ def test_only_the_operator_mounts_the_audit_signing_key_and_checkpoints_one_conf
     assert not [d for d in mine if d["kind"] == "Secret" and "audit" in d["metadata"]["name"]]
     volumes = find(mine, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "audit-signing", "secret": {"secretName": "city-audit-key"}} in volumes
+
+
+def test_the_site_name_reaches_the_operator_and_labels_every_scraped_series() -> None:
+    docs = manifests(
+        render(
+            "site.name=city-b",
+            "monitoring.serviceMonitor.enabled=true",
+            "monitoring.podMonitor.enabled=true",
+        )
+    )
+    assert env(docs)["AIOS_SITE"] == "city-b"
+    assert find(docs, "ServiceMonitor")["spec"]["targetLabels"] == ["aios.dev/site"]
+    assert find(docs, "PodMonitor")["spec"]["podTargetLabels"] == ["aios.dev/site"]
+    assert find(docs, "Deployment")["metadata"]["labels"]["aios.dev/site"] == "city-b"

@@ -6,7 +6,8 @@ import base64
 import json
 from dataclasses import replace
 
-from aios.operator.reconcile.children import OWNER_UID, PART_OF
+from aios.api.base import SITE_ENV, SITE_LABEL
+from aios.operator.reconcile.children import OWNER_UID, PART_OF, sited
 from aios.operator.reconcile.worker import WORKER, render_worker
 from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET, OperatorSettings
 
@@ -69,3 +70,19 @@ def test_without_kafka_client_settings_there_is_no_secret() -> None:
     assert "Secret" not in {o["kind"] for o in render_worker("city", SETTINGS)}
     names = {e["name"] for e in SETTINGS.component_env()}
     assert "AIOS_KAFKA_CONFIG" not in names
+
+
+def test_every_child_and_the_pods_it_makes_carry_the_site() -> None:
+    """The site label goes on the objects and on their pod templates (Prometheus's
+    PodMonitor takes it onto every series), and the site reaches each container."""
+    settings = replace(SETTINGS, site="city-b")
+    children = sited(render_worker("city", settings), settings.site)
+    assert {c["metadata"]["labels"][SITE_LABEL] for c in children} == {"city-b"}
+    deployment = children[-1]
+    assert deployment["spec"]["template"]["metadata"]["labels"][SITE_LABEL] == "city-b"
+    assert SITE_LABEL not in deployment["spec"]["selector"]["matchLabels"]  # selectors stay
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env[SITE_ENV] == "city-b"

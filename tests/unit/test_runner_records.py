@@ -56,6 +56,11 @@ def test_a_decision_records_its_rule_model_and_lineage() -> None:
     assert decision.lineage.gateway == "district-7" and decision.lineage.config_generation == 4
     request = action_request(CONFIG, decision)
     assert request.action.name == "notify-health-office" and request.actions_topic == "a"
+    assert decision.site == "default"
+    elsewhere = CONFIG.model_copy(update={"site": "city-b"})
+    assert decide_record(elsewhere, Position("s", 0, 0), READING, verdict, CALLS, {}, NOW).site == (
+        "city-b"
+    )
 
 
 def test_no_action_no_request_and_shadow_mode_never_acts() -> None:

@@ -14,7 +14,10 @@ A record is the canonical JSON (sorted keys, no spaces, UTF-8) of::
 
     {"seq": n, "prevHash": hex, "hash": hex, "appendedAt": RFC 3339,
      "eventId", "time", "kind", "subject", "actor", "details", "policyDecisionId",
-     "traceId", "source": {"topic", "partition", "offset"}}
+     "traceId", "site", "source": {"topic", "partition", "offset"}}
+
+(``site``: the site of the process that recorded it, ``$AIOS_SITE``; absent before it was
+recorded.)
 
 where ``hash`` is SHA-256 of the canonical JSON of all other fields and ``prevHash`` the
 previous record's hash (64 zeros for seq 0). ``verify`` names the first changed, removed,
@@ -46,6 +49,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -66,6 +70,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from aios.api.base import SITE_ENV
 from aios.connectors import kafka
 
 EVENTS_TOPIC = "aios.audit.events"
@@ -105,11 +110,12 @@ def event(
     policy_decision_id: str | None = None,
     trace_id: str | None = None,
     event_id: str | None = None,
+    site: str | None = None,
 ) -> dict[str, Any]:
     """An unchained audit event as writers produce it."""
     if kind not in KINDS:
         raise ValueError(f"unknown audit kind {kind!r}; one of {', '.join(KINDS)}")
-    return {
+    document = {
         "eventId": event_id or str(uuid.uuid4()),
         "time": now_rfc3339(),
         "kind": kind,
@@ -119,6 +125,9 @@ def event(
         "policyDecisionId": policy_decision_id,
         "traceId": trace_id,
     }
+    if site is not None:
+        document["site"] = site
+    return document
 
 
 def chain(
@@ -257,9 +266,15 @@ class AuditWriter:
     """Records audit events; ``record`` returns once the broker has the event."""
 
     def __init__(
-        self, bootstrap: str | None = None, topic: str = EVENTS_TOPIC, timeout: float = 10.0
+        self,
+        bootstrap: str | None = None,
+        topic: str = EVENTS_TOPIC,
+        timeout: float = 10.0,
+        site: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.site = site if site is not None else os.environ.get(SITE_ENV)
+        """Named in every event (the process's ``$AIOS_SITE`` unless given)."""
         self.topic = topic
         self.timeout = timeout
         self._producer: kafka.AcknowledgedProducer | None = None
@@ -288,7 +303,9 @@ class AuditWriter:
     ) -> str:
         """Store one event durably (acks=all); raises ``AuditUnavailable`` otherwise.
         A repeated ``event_id`` (a retried step) is chained only once."""
-        document = event(kind, subject, details, actor, policy_decision_id, trace_id, event_id)
+        document = event(
+            kind, subject, details, actor, policy_decision_id, trace_id, event_id, self.site
+        )
         try:
             self._ensure().send(
                 self.topic, canonical(document).encode(), document["eventId"].encode(), self.timeout

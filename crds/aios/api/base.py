@@ -20,6 +20,12 @@ from pydantic.config import JsonDict
 GROUP = "aios.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+SITE_LABEL = f"{GROUP}/site"
+"""The site (the chart's ``site.name``: a city, a campus) on every object, metric series,
+decision and audit record of one installation, so a fleet of sites can be rolled up."""
+SITE_ENV = "AIOS_SITE"
+"""Where every aios process reads the name of its site."""
+DEFAULT_SITE = "default"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 KAFKA_TOPIC = r"^[a-zA-Z0-9._-]+$"

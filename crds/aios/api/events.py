@@ -130,6 +130,9 @@ class Decision(ApiModel):
     traceparent: str | None = Field(
         default=None, description="W3C trace context of the reading, carried to the action."
     )
+    site: str | None = Field(
+        default=None, description="The site that decided (the chart's site.name)."
+    )
 
     @property
     def trace_id(self) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from aios.api.automation_intent import AutomationIntentSpec
-from aios.api.base import ApiModel
+from aios.api.base import DEFAULT_SITE, ApiModel
 from aios.api.events import IntentRef
 
 HEARTBEAT_TOPIC = "aios.intents.status"
@@ -34,3 +34,4 @@ class RunnerConfig(ApiModel):
     task_queue: str = Field(description="Temporal task queue of the action workflows.")
     heartbeat_topic: str = HEARTBEAT_TOPIC
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    site: str = Field(default=DEFAULT_SITE, description="The site every decision names.")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from aios.api.base import ApiModel
+from aios.api.base import DEFAULT_SITE, SITE_ENV, ApiModel
 from aios.operator.certificates import KeyPair, load_ca
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
@@ -104,6 +104,8 @@ class OperatorSettings:
     """How often, at most, the chain's head is signed while it moves (seconds)."""
     namespace: str = "default"
     """The operator's own namespace: its Lease and its audit checkpoints."""
+    site: str = DEFAULT_SITE
+    """The chart's ``site.name``: on every child, pod, decision and audit record."""
     model_mirror: str = ""
     """A directory on the nodes holding copies of the model buckets (an on-premises
     mirror): model servers read ``s3://bucket/key`` from ``<mirror>/bucket/key``."""
@@ -128,6 +130,7 @@ class OperatorSettings:
             audit_signing_key=env.get("AIOS_AUDIT_SIGNING_KEY", ""),
             audit_checkpoint_interval=float(env.get("AIOS_AUDIT_CHECKPOINT_SECONDS") or 60),
             namespace=env.get("POD_NAMESPACE", "default"),
+            site=env.get(SITE_ENV) or DEFAULT_SITE,
             model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
         )
 
@@ -143,6 +146,7 @@ class OperatorSettings:
             "AIOS_TEMPORAL_NAMESPACE": self.temporal_namespace,
             "AIOS_OPA_URL": self.opa_url,
             "AIOS_MQTT_URL": self.mqtt_url,
+            SITE_ENV: self.site,
         }
         env: list[dict[str, Any]] = [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

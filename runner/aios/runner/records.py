@@ -93,6 +93,7 @@ def decide_record(
         confidence=confidence,
         outputs={name: dict(r.outputs) for name, r in calls.items() if r.state == "ok"},
         mode="shadow" if spec.mode == "shadow" else "active",
+        site=config.site,
         lineage=DecisionLineage(
             topic=position.topic,
             partition=position.partition,

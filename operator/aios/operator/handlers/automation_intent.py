@@ -34,6 +34,7 @@ from aios.operator.reconcile.automation_intent import (
     source_topics,
     topic_names,
 )
+from aios.operator.reconcile.children import sited
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.worker import WORKER, render_worker
 from aios.operator.runtime.controller import Context, Controller, KindSpec, status_change
@@ -136,7 +137,7 @@ def ensure_intent_topics(
 async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpdate]:
     meta = intent.metadata
     namespace, name = meta["namespace"], meta["name"]
-    site = runtime(ctx.memo).settings
+    settings = runtime(ctx.memo).settings
     selected = (
         gateways(ctx.memo, namespace)
         if any(s.edge_gateway_selector for s in intent.spec.sources)
@@ -165,7 +166,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     cap = None
     policy = intent.spec.data_policy
     if policy.personal_data:
-        cap = await opa.max_retention_days(site.opa_url, namespace)
+        cap = await opa.max_retention_days(settings.opa_url, namespace)
         if cap is not None and (policy.retention_days or 0) > cap:
             message = (
                 f"dataPolicy.retentionDays {policy.retention_days} exceeds the "
@@ -188,9 +189,9 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         )
     conditions.append(ConditionUpdate("TopicsReady", "True", "TopicsReconciled", topics_message))
 
-    children = render_runner(ctx.body, runner_config(intent, sources), site)
+    children = render_runner(ctx.body, runner_config(intent, sources, settings.site), settings)
     children_api = runtime(ctx.memo).children
-    await children_api.apply([*render_worker(namespace, site), *children])
+    await children_api.apply(sited([*render_worker(namespace, settings), *children], settings.site))
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
     runner_ok, runner_message = deployment_ready(
         await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)

@@ -39,6 +39,7 @@ from aios.edge.protocol import (
 from aios.operator.audit import record
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile.acceptance import needs_reconcile
+from aios.operator.reconcile.children import sited
 from aios.operator.reconcile.conditions import (
     ConditionUpdate,
     condition,
@@ -212,12 +213,12 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
         )
         ctx.logger.info(f"published generation {config.generation} ({config.digest})")
     await asyncio.to_thread(ensure_sink, edge, config.sink.kafka_topic)
-    site = runtime(ctx.memo).settings
-    children = render_simulator(ctx.body, site)
+    settings = runtime(ctx.memo).settings
+    children = render_simulator(ctx.body, settings)
     meta = gateway.metadata
-    secrets = site.component_secrets(meta["namespace"]) if children else []
+    secrets = settings.component_secrets(meta["namespace"]) if children else []
     children_api = runtime(ctx.memo).children
-    await children_api.apply([*secrets, *children])
+    await children_api.apply(sited([*secrets, *children], settings.site))
     await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
     fields, conditions = heartbeat_status(
         config.generation, config.generation, edge.heartbeat(key), datetime.now(UTC)

@@ -27,6 +27,7 @@ from aios.connectors.inference import InferenceClient
 from aios.connectors.serving import explain as serving_explain
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile import model_deployment as plan
+from aios.operator.reconcile.children import sited
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
@@ -65,17 +66,17 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
         action = plan.rollout_action(md)
     kserve = await kserve_installed(ctx)
     serving = plan.serving(md)
-    site = runtime(ctx.memo).settings
+    settings = runtime(ctx.memo).settings
     kinds: tuple[tuple[str, str], ...]
     if kserve:
-        children = plan.render_kserve(md, serving, site)
+        children = plan.render_kserve(md, serving, settings)
         kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
     else:
-        children = plan.render_raw(md, serving, site, site.model_mirror or None)
+        children = plan.render_raw(md, serving, settings, settings.model_mirror or None)
         kinds = plan.CHILD_KINDS
-    workers = render_worker(namespace, site) if action.start else []
+    workers = render_worker(namespace, settings) if action.start else []
     children_api = runtime(ctx.memo).children
-    await children_api.apply([*workers, *children])
+    await children_api.apply(sited([*workers, *children], settings.site))
     await children_api.prune(namespace, meta["uid"], kinds, children)
     await drive_rollout(md, action, namespace, ctx)
 

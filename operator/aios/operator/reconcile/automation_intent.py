@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from aios.api import AutomationIntent
+from aios.api.base import DEFAULT_SITE
 from aios.api.events import IntentRef
 from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.connectors.topics import TopicSpec
@@ -82,7 +83,9 @@ def source_topic_specs(
     ]
 
 
-def runner_config(intent: AutomationIntent, sources: list[str]) -> RunnerConfig:
+def runner_config(
+    intent: AutomationIntent, sources: list[str], site: str = DEFAULT_SITE
+) -> RunnerConfig:
     meta = intent.metadata
     return RunnerConfig(
         intent=IntentRef(
@@ -95,6 +98,7 @@ def runner_config(intent: AutomationIntent, sources: list[str]) -> RunnerConfig:
         topics=topic_names(meta["namespace"], meta["name"], sources),
         consumer_group=f"aios.{meta['namespace']}.{meta['name']}.runner",
         task_queue=task_queue(meta["namespace"]),
+        site=site,
     )
 
 

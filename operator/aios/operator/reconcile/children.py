@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aios.api import API_VERSION
+from aios.api.base import SITE_LABEL
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "app.kubernetes.io/part-of"
@@ -38,3 +39,14 @@ def owned(child: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     labels[MANAGED_BY] = OPERATOR
     labels[OWNER_UID] = owner["metadata"]["uid"]
     return child
+
+
+def sited(children: list[dict[str, Any]], site: str) -> list[dict[str, Any]]:
+    """``children`` labelled with the site, and so are the pods their templates make:
+    Prometheus takes the label onto every series it scrapes from them."""
+    for child in children:
+        child.setdefault("metadata", {}).setdefault("labels", {})[SITE_LABEL] = site
+        template = (child.get("spec") or {}).get("template")
+        if isinstance(template, dict):
+            template.setdefault("metadata", {}).setdefault("labels", {})[SITE_LABEL] = site
+    return children
