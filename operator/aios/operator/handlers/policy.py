@@ -93,8 +93,10 @@ async def load(url: str, load_plan: plan.LoadPlan) -> None:
         assert load_plan.library is not None
         await opa.ensure_module(url, *load_plan.library)
         await opa.put_data(url, load_plan.registry_path, load_plan.registry)
-        # a module of its own from when it was inline Rego (or from an earlier aios)
-        await opa.delete_module(url, load_plan.module_id)
+        # a module of its own from when it was inline Rego (or from an earlier aios); asked
+        # first, as OPA compiles every module to delete one, even one it does not have
+        if await opa.get_module(url, load_plan.module_id) is not None:
+            await opa.delete_module(url, load_plan.module_id)
     else:
         await opa.ensure_module(url, load_plan.module_id, load_plan.rego)
         await opa.put_data(url, load_plan.registry_path, load_plan.registry)
