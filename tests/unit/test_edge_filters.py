@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -325,6 +326,7 @@ def test_a_spent_lifetime_budget_withholds_until_the_period_renews() -> None:
     assert sorted(renewed.time) == [P0 + HOUR, P0 + HOUR + 60]
     # withheld: the last window of the old period, and the new period's third
     assert ctx.dropped["privacy_lifetime_budget"] == 2
+    assert ledger.spent_in("a", int(P0 // HOUR)) == math.inf  # closed: late windows withheld
 
 
 def test_the_ledger_outlives_the_chain_a_config_change_and_a_restart() -> None:

@@ -498,7 +498,11 @@ class PrivacyLedger:
     """Sensor id → (period index, epsilon spent in that period)."""
 
     def spent_in(self, sensor: str, period: int) -> float:
+        """What the sensor spent in ``period``: nothing in a new one, everything in one
+        that a later period closed (a late window there is withheld, not released free)."""
         current, spent = self.spent.get(sensor, (period, 0.0))
+        if period < current:
+            return math.inf
         return spent if current == period else 0.0
 
     def add(self, sensor: str, period: int, epsilon: float) -> None:
