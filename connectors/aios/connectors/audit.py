@@ -209,6 +209,9 @@ class VerifyResult:
     first_bad: int | None
     reason: str
     count: int
+    records: tuple[AuditRecord, ...] = field(default=(), repr=False, compare=False)
+    """The records as parsed, when the chain is intact: what is checked next (a signed
+    checkpoint) need not parse them again."""
 
 
 def verify(records: Sequence[AuditRecord | str]) -> VerifyResult:
@@ -216,6 +219,7 @@ def verify(records: Sequence[AuditRecord | str]) -> VerifyResult:
     reordered record."""
     seen: dict[str, int] = {}  # hash -> position, to tell an insertion from a gap
     previous: AuditRecord | None = None
+    parsed: list[AuditRecord] = []
     for position, item in enumerate(records):
         try:
             record = item if isinstance(item, AuditRecord) else AuditRecord.parse(item)
@@ -246,7 +250,10 @@ def verify(records: Sequence[AuditRecord | str]) -> VerifyResult:
             )
         seen[record.hash] = position
         previous = record
-    return VerifyResult(True, None, f"{len(records)} records, chain intact", len(records))
+        parsed.append(record)
+    return VerifyResult(
+        True, None, f"{len(records)} records, chain intact", len(records), tuple(parsed)
+    )
 
 
 # -- Kafka ---------------------------------------------------------------------------------
