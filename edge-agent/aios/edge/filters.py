@@ -513,8 +513,11 @@ class PrivacyLedger:
             return  # a late window of an earlier period: that period is closed
         self.spent[sensor] = (period, spent + epsilon)
 
-    def exhausted(self, period: int, lifetime: float, epsilon: float) -> int:
-        """Sensors that cannot release one more value in ``period``."""
+    def exhausted(self, lifetime: float, epsilon: float, period: int | None = None) -> int:
+        """Sensors that cannot release one more value in ``period``; by default the latest
+        period the ledger holds (what a restarted agent knows before a batch names one)."""
+        if period is None:
+            period = max((p for p, _ in self.spent.values()), default=None)
         return sum(
             1 for p, spent in self.spent.values() if p == period and spent + epsilon > lifetime
         )
@@ -544,9 +547,8 @@ class DifferentialPrivacy:
         self.remaining: float | None = None
         self.exhausted = 0
         """Sensors that cannot release another value in the latest period seen."""
-        periods = [period for period, _ in ledger.spent.values()]
-        if config.lifetime_budget is not None and periods:  # a restart: the ledger knows
-            self.exhausted = ledger.exhausted(max(periods), config.lifetime_budget, config.epsilon)
+        if config.lifetime_budget is not None:  # a restart: the ledger knows
+            self.exhausted = ledger.exhausted(config.lifetime_budget, config.epsilon)
 
     def apply(self, batch: Batch, ctx: Context) -> Batch:
         is_aggregate = (batch.flags & AGGREGATE) != 0
@@ -611,8 +613,7 @@ class DifferentialPrivacy:
         within = np.zeros(len(b), bool)
         within[order] = fits
         ctx.drop("privacy_lifetime_budget", int(((cost > 0) & ~within).sum()))
-        latest = int(period.max())
-        self.exhausted = self.ledger.exhausted(latest, lifetime, self.config.epsilon)
+        self.exhausted = self.ledger.exhausted(lifetime, self.config.epsilon, int(period.max()))
         return within
 
     def state(self) -> State:
