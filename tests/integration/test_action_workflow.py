@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from model_support import aiosctl
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import activity_attempts, record_history
+from support import activity_attempts, record_history, wait_for
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -23,21 +24,26 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from aios.api.events import ActionRequest
 from aios.connectors import kafka
 from aios.connectors.audit import read_log
+from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess
 from aios.stack.site import Site, mqtt_ready
 from aios.workflows.action import Review
 from aios.workflows.worker import WorkerSettings, build_worker, ensure_search_attributes
 
 NOW = datetime.now(UTC)
+APPROVERS = EXAMPLES / "approvers.yaml"
+"""The example's RBAC: its approver groups may create Approvals."""
+SUPERVISORS = "street-cleaning-supervisors"
 
 
-def request(action: dict, sensor: str = "s-1") -> dict:
-    key = f"test.{uuid.uuid4().hex[:12]}"
+def request(action: dict, sensor: str = "s-1", namespace: str = "city") -> dict:
+    """An action request as the runner makes it; its id starts with the intent's namespace."""
+    key = f"{namespace}.pm25.{action['name']}.{uuid.uuid4().hex[:12]}"
     decision = {
         "decisionId": f"city/pm25/{key}",
         "eventId": key,
         "sensorId": sensor,
-        "intent": {"namespace": "city", "name": "pm25", "generation": 1},
+        "intent": {"namespace": namespace, "name": "pm25", "generation": 1},
         "time": NOW.isoformat(),
         "decidedAt": NOW.isoformat(),
         "outcome": "act",
@@ -59,7 +65,7 @@ def request(action: dict, sensor: str = "s-1") -> dict:
     return ActionRequest.model_validate(
         {
             "actionId": key,
-            "intent": {"namespace": "city", "name": "pm25", "generation": 1},
+            "intent": {"namespace": namespace, "name": "pm25", "generation": 1},
             "action": action,
             "decision": decision,
         }
@@ -77,11 +83,13 @@ async def temporal(site, operator) -> AsyncIterator[tuple[Client, str]]:
 
 
 def worker_settings(site: Site, queue: str, mqtt_url: str) -> WorkerSettings:
-    """A worker of the site's OPA, Kafka and Temporal, sending MQTT commands to ``mqtt_url``."""
+    """A worker of the site's OPA, Kafka, Temporal and API server (Approvals), sending MQTT
+    commands to ``mqtt_url``."""
     return WorkerSettings(
         site.endpoints.temporal_address,
         task_queue=queue,
         env={
+            "KUBECONFIG": site.endpoints.kubeconfig,
             "AIOS_OPA_URL": site.endpoints.opa_url,
             "AIOS_KAFKA_BOOTSTRAP": site.endpoints.kafka_bootstrap,
             "AIOS_MQTT_URL": mqtt_url,
@@ -133,7 +141,10 @@ async def test_a_webhook_action_runs_once_and_every_step_is_audited(
     await record_history(site.endpoints.temporal_address, handle.id, "action-executed")
 
 
-async def test_approval_escalates_refuses_strangers_and_acts_once(temporal, receiver, site) -> None:
+async def test_approval_escalates_refuses_strangers_and_acts_once(
+    temporal, receiver, site, kubectl, namespace
+) -> None:
+    kubectl("apply", "-n", namespace, "-f", str(APPROVERS))
     payload = request(
         {
             "name": "dispatch",
@@ -143,50 +154,105 @@ async def test_approval_escalates_refuses_strangers_and_acts_once(temporal, rece
                 "required": True,
                 "approvers": ["alice"],
                 "timeoutSeconds": 60,
-                "escalation": [{"approvers": ["group:duty"], "afterSeconds": 2}],
+                "escalation": [
+                    {"approvers": ["group:street-cleaning-supervisors"], "afterSeconds": 30}
+                ],
             },
-        }
+        },
+        namespace=namespace,
     )
     handle = await start(temporal, payload)
-    for _ in range(40):
-        if (await handle.query("state"))["phase"] == "awaiting-approval":
-            break
-        await asyncio.sleep(0.25)
-    await handle.signal("review", Review(approver="bob", approved=True, groups=["duty"]))
-    for _ in range(40):  # until the workflow has handled the signal
-        state = await handle.query("state")
-        if state["refused"] or state["phase"] != "awaiting-approval":
-            break
-        await asyncio.sleep(0.25)
-    assert state["refused"] == ["bob"], "bob is not an approver before the escalation"
+    target = f"action/{payload['actionId']}"
+    await until_state(handle, lambda s: s["phase"] == "awaiting-approval")
+
+    # Before the escalation (30 s), bob is no approver: admission refuses his Approval.
+    early = await asyncio.to_thread(
+        aiosctl, site, "approve", target, "--as", "bob", "--as-group", SUPERVISORS
+    )
+    assert early.returncode == 1 and "bob is not among the approvers" in early.stderr
+    attempts = await asyncio.to_thread(
+        wait_for,
+        lambda: [
+            r
+            for r in read_log(site.endpoints.kafka_bootstrap)
+            if r.kind == "approval" and r.subject.endswith(payload["actionId"]) and r.actor == "bob"
+        ],
+    )
+    assert attempts[0].details["outcome"] == "denied", "the refused attempt is audited"
+    # A raw signal naming an approver approves nothing: refused and audited.
+    await handle.signal("review", Review(approver="alice", approved=True))
+    state = await until_state(handle, lambda s: bool(s["refused"]))
+    assert state["refused"] == ["alice"] and state["phase"] == "awaiting-approval"
+    refused = await asyncio.to_thread(audited, site, payload, "approval-refused")
+    assert "a Temporal signal approves nothing" in refused[0].details["result"]["reason"]
+
     assert payload["actionId"] not in receiver.idempotency_keys()
-    for _ in range(40):
-        if "group:duty" in (await handle.query("state"))["allowedApprovers"]:
-            break
-        await asyncio.sleep(0.25)
-    await handle.signal("review", Review(approver="bob", approved=True, groups=["duty"]))
+    await until_state(handle, lambda s: f"group:{SUPERVISORS}" in s["allowedApprovers"])
+    done = await asyncio.to_thread(
+        aiosctl, site, "approve", target, "--as", "bob", "--as-group", SUPERVISORS
+    )
+    assert done.returncode == 0, done.stderr
     result = await handle.result()
     assert result["status"] == "executed"
     assert receiver.idempotency_keys().count(payload["actionId"]) == 1
     assert (await handle.query("state"))["review"]["approver"] == "bob"
+    (approved,) = await asyncio.to_thread(audited, site, payload, "approved")
+    assert approved.actor == "bob", "the audit names the user the API server authenticated"
     await record_history(site.endpoints.temporal_address, handle.id, "action-escalated-approved")
 
 
-async def test_a_rejected_action_never_runs(temporal, receiver, site) -> None:
+async def test_a_rejected_action_never_runs(temporal, receiver, site, kubectl, namespace) -> None:
+    kubectl("apply", "-n", namespace, "-f", str(APPROVERS))
     payload = request(
         {
             "name": "dispatch",
             "type": "webhook",
             "target": f"{receiver.url}/dispatch",
             "approval": {"required": True, "approvers": ["alice"]},
-        }
+        },
+        namespace=namespace,
     )
     handle = await start(temporal, payload)
-    await handle.signal("review", Review(approver="alice", approved=False, reason="not now"))
+    await until_state(handle, lambda s: s["phase"] == "awaiting-approval")
+    target = f"action/{payload['actionId']}"
+    done = await asyncio.to_thread(
+        aiosctl,
+        site,
+        "reject",
+        target,
+        "--as",
+        "alice",
+        "--as-group",
+        SUPERVISORS,
+        "--reason",
+        "not now",
+    )
+    assert done.returncode == 0, done.stderr
     result = await handle.result()
     assert result == {"status": "rejected", "reason": "not now"}
     assert payload["actionId"] not in receiver.idempotency_keys()
     await record_history(site.endpoints.temporal_address, handle.id, "action-rejected")
+
+
+async def until_state(handle: WorkflowHandle, wanted: Callable[[dict], bool]) -> dict:
+    """The workflow's state once ``wanted`` holds (queried until then, for at most 2 min)."""
+    async with asyncio.timeout(120):
+        while not wanted(state := await handle.query("state")):
+            await asyncio.sleep(0.25)
+    return state
+
+
+def audited(site: Site, payload: dict, step: str) -> list:
+    """The action's audit records of ``step``, waited for until one exists."""
+    return wait_for(
+        lambda: [
+            r
+            for r in read_log(site.endpoints.kafka_bootstrap)
+            if r.kind == "action-step"
+            and r.details.get("actionId") == payload["actionId"]
+            and r.details["step"] == step
+        ]
+    )
 
 
 async def test_an_mqtt_command_carries_the_template_and_the_idempotency_key(temporal, site) -> None:

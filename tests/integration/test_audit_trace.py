@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
+from model_support import aiosctl as cli
 from test_audit_log import aiosctl
 from test_operator import wait_for
 from test_policy_operator import conditions
@@ -23,7 +24,6 @@ from aios.api.events import ActionRequest
 from aios.connectors import audit, kafka
 from aios.stack.platform import EXAMPLES, site_environment
 from aios.stack.site import Site
-from aios.workflows.action import Review
 
 
 def produce_reading(bootstrap: str, topic: str, reading: dict[str, Any]) -> tuple[int, int]:
@@ -82,6 +82,7 @@ async def test_trace_prints_the_whole_lineage_of_an_action(
     kubectl, operator, namespace: str, site: Site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "approvers.yaml"))
     kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "actuation-needs-approval.yaml"))
     await asyncio.to_thread(
         wait_for,
@@ -142,12 +143,17 @@ async def test_trace_prints_the_whole_lineage_of_an_action(
                 if (await handle.query("state"))["phase"] == "awaiting-approval":
                     break
                 await asyncio.sleep(0.25)
-            await handle.signal(
-                "review",
-                Review(
-                    approver="supervisor-7", approved=True, groups=["street-cleaning-supervisors"]
-                ),
+            approved = await asyncio.to_thread(
+                cli,
+                site,
+                "approve",
+                f"action/{action_id}",
+                "--as",
+                "supervisor-7",
+                "--as-group",
+                "street-cleaning-supervisors",
             )
+            assert approved.returncode == 0, approved.stderr
             result = await handle.result()
         assert result["status"] == "executed", result
         assert await asyncio.to_thread(arrived.wait, 10), "the command reached the street"

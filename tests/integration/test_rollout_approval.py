@@ -1,8 +1,12 @@
-"""Promotion waits for a human: ``aiosctl approve`` (as an approver the API server
-authenticated) promotes, ``aiosctl reject`` rolls back; who and when are recorded. The
-gate holds the traffic: the new version never serves all of it before the approval."""
+"""Promotion waits for a human: ``aiosctl approve`` (an Approval, admitted for the user
+the API server authenticated) promotes, ``aiosctl reject`` rolls back; who and when are
+recorded. The gate holds the traffic: the new version never serves all of it before the
+approval. Forgeries fail and are audited: an outsider's Approval, a status patch claiming
+an approval, a raw Temporal signal carrying an approver's name."""
 
 from __future__ import annotations
+
+import json
 
 import yaml
 from model_support import (
@@ -16,21 +20,26 @@ from model_support import (
     wait_for,
 )
 from support import record_history
+from temporalio.client import Client
 
+from aios.connectors.audit import read_log
 from aios.stack.models import storage_uri
+from aios.workflows.rollout import ApprovalDecision
 
 STABLE, NEXT = "2024.11.2", "2024.11.3"
 TARGET = "modeldeployment/pm25-anomaly"
 ENDED = ("Promoted", "RolledBack", "Aborted")
 
-# Approvers need RBAC too: read the ModelDeployment, write its status.
+# Approvers need RBAC too: create Approvals. mallory may also patch status (a forger with
+# more RBAC than an approver needs).
 APPROVER_RBAC = """
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: model-approver}
 rules:
+- {apiGroups: [aios.dev], resources: [approvals], verbs: [create, get]}
 - {apiGroups: [aios.dev], resources: [modeldeployments], verbs: [get]}
-- {apiGroups: [aios.dev], resources: [modeldeployments/status], verbs: [patch]}
+- {apiGroups: [aios.dev], resources: [modeldeployments/status], verbs: [get, patch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -81,6 +90,7 @@ async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespac
     assert outsider.returncode == 1 and "mallory is not among the approvers" in outsider.stderr
     stranger = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "eve")
     assert stranger.returncode != 0, "no RBAC, no approval"
+    await forgeries_fail(site, kubectl, namespace, found["rollout"]["workflowId"])
     assert phase(kubectl, namespace, "AwaitingApproval"), "nothing was decided yet"
 
     done = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
@@ -91,6 +101,15 @@ async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespac
     assert found["activeVersion"] == NEXT
     assert found["history"][-1]["approvedBy"] == "alice"
     assert found["rollout"]["approval"]["by"] == "alice"
+    name = found["rollout"]["approval"]["name"]
+    kept = kubectl.json("get", "approval", name, "-n", namespace)
+    assert kept["spec"]["approver"]["username"] == "alice"
+    assert condition(kept["status"], "Ready")["reason"] == "Delivered"
+    edited = kubectl.run(
+        "patch", "approval", name, "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"decision": "rejected"}}',
+    )  # fmt: skip
+    assert edited.returncode != 0 and "an Approval cannot be changed" in edited.stderr
     approved = condition(found, "Approved")
     assert approved["status"] == "True" and "approved by alice at " in approved["message"]
     described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
@@ -99,6 +118,38 @@ async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespac
     await record_history(
         site.endpoints.temporal_address, found["rollout"]["workflowId"], "rollout-approved"
     )
+
+
+async def forgeries_fail(site, kubectl, namespace: str, workflow_id: str) -> None:
+    """Each attempt is refused, says why, and is audited; none decides anything."""
+    record = {"by": "alice", "decision": "approved", "version": NEXT, "at": "2024-11-20T10:00:00Z"}
+    patch = json.dumps({"status": {"rollout": {"approval": record}}})
+    forged = kubectl.run(
+        "patch", "md", "pm25-anomaly", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", patch, "--as", "mallory",
+    )  # fmt: skip
+    assert forged.returncode != 0, "a status patch cannot approve"
+    assert "only the rollout workflow records a decision" in forged.stderr, forged.stderr
+    subject = f"modeldeployment/{namespace}/pm25-anomaly"
+    denied = await eventually(
+        lambda: [
+            r
+            for r in read_log(site.endpoints.kafka_bootstrap)
+            if r.kind == "approval" and r.subject == subject and r.details["outcome"] == "denied"
+        ]
+    )
+    assert {r.actor for r in denied} >= {"mallory"}, "the outsider's attempts are audited"
+
+    temporal = await Client.connect(site.endpoints.temporal_address)
+    claimed = ApprovalDecision(NEXT, "approved", "alice", "2024-11-20T10:00:00Z")
+    await temporal.get_workflow_handle(workflow_id).signal("decide", claimed)
+    refused = await eventually(
+        lambda: kubectl.json(
+            "get", "events", "-n", namespace, "--field-selector", "reason=ApprovalRefused"
+        )["items"]
+    )
+    assert "a Temporal signal approves nothing" in refused[0]["message"]
+    assert "claimed approved by alice" in refused[0]["message"]
 
 
 def steps_told(kubectl, namespace: str) -> str:

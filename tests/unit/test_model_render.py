@@ -208,7 +208,7 @@ def test_version_slugs_are_dns_labels_and_distinct() -> None:
     assert len(long) <= 20 and long.replace("-", "").isalnum()
 
 
-def test_the_operator_starts_a_rollout_once_and_forwards_decisions() -> None:
+def test_the_operator_starts_a_rollout_once_and_leaves_decisions_to_approvals() -> None:
     first = deployment()
     assert md_plan.rollout_action(first) == md_plan.RolloutAction(), "nothing to protect yet"
     new_version = deployment({"stable": STABLE})
@@ -216,6 +216,7 @@ def test_the_operator_starts_a_rollout_once_and_forwards_decisions() -> None:
     running = deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
     assert md_plan.rollout_action(running) == md_plan.RolloutAction(start=True)
     approval = {
+        "name": "pm25-anomaly-x7",
         "version": "2024.11.3",
         "decision": "approved",
         "by": "alice",
@@ -224,7 +225,9 @@ def test_the_operator_starts_a_rollout_once_and_forwards_decisions() -> None:
     waiting = deployment(
         {"stable": STABLE, "rollout": rollout("AwaitingApproval", approval=approval)}
     )
-    assert md_plan.rollout_action(waiting).decision == "approved"
+    assert md_plan.rollout_action(waiting) == md_plan.RolloutAction(start=True), (
+        "a recorded decision is the workflow's own: nothing to forward"
+    )
     ended = deployment({"stable": STABLE, "rollout": rollout("RolledBack")})
     assert md_plan.rollout_action(ended) == md_plan.RolloutAction(), "no automatic retry"
     superseded = deployment(

@@ -1,26 +1,24 @@
-"""``aiosctl approve|reject KIND/NAME``: a human decision, with who made it and when.
+"""``aiosctl approve|reject KIND/NAME``: a human decision, as an object the API server vouches for.
 
-Who decides is the identity the API server authenticates (``SelfSubjectReview``), with
-``--as`` to act as someone else (the API server checks that the caller may impersonate),
-so the record names a verified person, not a typed-in name. Each kind says where its
-decisions go in ``DECIDERS``; a ModelDeployment's is written to ``status.rollout.approval``
-(Kubernetes RBAC on the status subresource governs who may write it), from where the
-operator forwards it to the rollout workflow as a signal.
+The command creates an Approval naming the caller as the API server authenticates them
+(``SelfSubjectReview``; ``--as`` acts as someone else, which the API server lets only
+impersonators do). The admission webhook admits it only when that is so, the target waits
+for this decision and the caller is among its approvers; its refusal is printed as it
+came. The target's workflow reads the Approval through the API before it acts.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from kubernetes import client, config
 from rich.console import Console
 
-from aios.api import GROUP, VERSION, ModelDeployment
+from aios.api import API_VERSION, GROUP, VERSION, Approval
 from aios.cli.output import Format, Output, emit
 
 app = typer.Typer()
@@ -72,128 +70,75 @@ def whoami(api_client: client.ApiClient) -> Identity:
     return Identity(info.username, tuple(info.groups or ()))
 
 
-def allowed(approvers: list[str], who: Identity) -> bool:
-    """``group:NAME`` matches a group, ``user:NAME`` or a bare name the user; no approvers
-    listed leaves it to RBAC alone."""
-    if not approvers:
-        return True
-    for entry in approvers:
-        kind, _, value = entry.partition(":") if ":" in entry else ("user", "", entry)
-        if (kind == "group" and value in who.groups) or (kind == "user" and value == who.user):
-            return True
-    return False
+TARGET_KINDS: dict[str, str] = {
+    "modeldeployment": "ModelDeployment",
+    "modeldeployments": "ModelDeployment",
+    "md": "ModelDeployment",
+    "mdep": "ModelDeployment",
+    "action": "Action",
+    "actions": "Action",
+}
+"""Kind as typed (singular, plural or short name) → the Approval's target kind."""
+MAX_GROUPS = 64
 
 
-def model_deployment_decision(
-    obj: Mapping[str, Any], request: Request, who: Identity, now: datetime
-) -> dict[str, Any]:
-    """The status patch recording ``request`` on a ModelDeployment, or ``Refused``."""
-    status = obj.get("status") or {}
-    rollout = status.get("rollout") or {}
-    label = f"modeldeployment/{request.name}"
-    if rollout.get("phase") != "AwaitingApproval":
-        raise Refused(
-            f"{label} is not waiting for a decision (rollout of "
-            f"{rollout.get('version', 'nothing')}: {rollout.get('phase', 'none')})"
-        )
-    if request.version is None:
-        raise Refused(f"{label}: say which version you decide on (--version)")
-    if request.version != rollout["version"]:
-        raise Refused(
-            f"{label} waits for a decision on {rollout['version']}, not {request.version}"
-        )
-    approvers = ((obj.get("spec") or {}).get("approval") or {}).get("approvers") or []
-    if not allowed(approvers, who):
-        raise Refused(f"{who.user} is not among the approvers of {label}: {', '.join(approvers)}")
-    record = {
-        "version": rollout["version"],
-        "decision": request.decision,
-        "by": who.user,
-        "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+def approval_manifest(request: Request, who: Identity) -> dict[str, Any]:
+    """The Approval recording ``request`` by ``who``. An action's Approval goes to the
+    namespace its id starts with (the intent's), whatever ``-n`` says."""
+    kind = TARGET_KINDS[request.kind]
+    target: dict[str, Any] = {"kind": kind, "name": request.name}
+    namespace = request.namespace
+    if kind == "ModelDeployment":
+        if request.version is None:
+            raise Refused(f"modeldeployment/{request.name}: say which version (--version)")
+        target["version"] = request.version
+    else:
+        namespace = request.name.partition(".")[0]
+    groups = [g for g in who.groups if not g.startswith("system:")][:MAX_GROUPS]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": Approval.crd.kind,
+        "metadata": {"generateName": f"{request.name[:200]}-", "namespace": namespace},
+        "spec": {
+            "target": target,
+            "decision": request.decision,
+            "approver": {"username": who.user, "groups": groups},
+            "reason": request.reason,
+        },
     }
-    return {"status": {"rollout": {"approval": record}}}
 
 
-def decide_model_deployment(api_client: client.ApiClient, request: Request, who: Identity) -> str:
-    objects = client.CustomObjectsApi(api_client)
-    plural = ModelDeployment.crd.plural
+def refusal_message(error: client.ApiException) -> str:
+    """The API server's (or the webhook's) own words."""
     try:
-        obj: Any = objects.get_namespaced_custom_object(
-            GROUP, VERSION, request.namespace, plural, request.name
+        message = str(json.loads(error.body or "{}").get("message") or "")
+    except ValueError:
+        message = ""
+    hint = " (you need RBAC: create approvals)" if error.status == 403 and not message else ""
+    return (message or str(error.reason)) + hint
+
+
+def create_approval(api_client: client.ApiClient, request: Request, who: Identity) -> str:
+    manifest = approval_manifest(request, who)
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        created: Any = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, Approval.crd.plural, manifest
         )
     except client.ApiException as error:
-        hint = (
-            f" ({who.user} needs RBAC: get modeldeployments, patch modeldeployments/status)"
-            if error.status == 403
-            else ""
-        )
-        raise Refused(f"modeldeployment/{request.name}: {error.reason}{hint}") from error
-    patch = model_deployment_decision(obj, request, who, datetime.now(UTC))
-    objects.patch_namespaced_custom_object_status(
-        GROUP, VERSION, request.namespace, plural, request.name, patch
+        raise Refused(refusal_message(error)) from error
+    version = f" version {request.version}" if request.version else ""
+    name = created["metadata"]["name"]
+    return (
+        f"{request.decision} {request.kind}/{request.name}{version} as {who.user} "
+        f"(approval/{name} in {namespace})"
     )
-    version = patch["status"]["rollout"]["approval"]["version"]
-    return f"{request.decision} modeldeployment/{request.name} version {version} as {who.user}"
-
-
-def decide_action(api_client: client.ApiClient, request: Request, who: Identity) -> str:
-    """Signal the action's workflow (its id is the action id) with the verified reviewer;
-    the workflow accepts it only from an approver of the current escalation stage."""
-    import asyncio
-
-    from temporalio.client import Client
-    from temporalio.service import RPCError
-
-    from aios.workflows.action import Review
-
-    address = os.environ.get("AIOS_TEMPORAL_ADDRESS")
-    if not address:
-        raise Refused('set AIOS_TEMPORAL_ADDRESS (eval "$(aiosctl env)" does) to reach Temporal')
-
-    async def signal() -> str:
-        temporal = await Client.connect(
-            address, namespace=os.environ.get("AIOS_TEMPORAL_NAMESPACE", "default")
-        )
-        handle = temporal.get_workflow_handle(request.name)
-        try:
-            state = await handle.query("state")
-        except RPCError as error:
-            raise Refused(f"action/{request.name}: {error.message}") from error
-        if state["phase"] != "awaiting-approval":
-            raise Refused(f"action/{request.name} is not waiting for approval ({state['phase']})")
-        if not allowed(state["allowedApprovers"], who):
-            raise Refused(
-                f"{who.user} is not among the approvers of action/{request.name}: "
-                f"{', '.join(state['allowedApprovers'])}"
-            )
-        review = Review(
-            approver=who.user,
-            groups=list(who.groups),
-            approved=request.decision == "approved",
-            reason=request.reason,
-        )
-        await handle.signal("review", review)
-        return f"{request.decision} action/{request.name} as {who.user}"
-
-    return asyncio.run(signal())
-
-
-Decider = Callable[[client.ApiClient, Request, Identity], str]
-DECIDERS: dict[str, Decider] = {
-    "modeldeployment": decide_model_deployment,
-    "modeldeployments": decide_model_deployment,
-    "md": decide_model_deployment,
-    "mdep": decide_model_deployment,
-    "action": decide_action,
-    "actions": decide_action,
-}
-"""Kind (as typed: singular, plural or short name) → where its decisions go."""
 
 
 def parse_target(target: str) -> tuple[str, str]:
     kind, _, name = target.partition("/")
-    if not name or kind.lower() not in DECIDERS:
-        kinds = ", ".join(sorted({k for k in DECIDERS if k.isalpha()}))
+    if not name or kind.lower() not in TARGET_KINDS:
+        kinds = ", ".join(sorted(TARGET_KINDS))
         raise typer.BadParameter(
             f"expected KIND/NAME with KIND one of {kinds}", param_hint="TARGET"
         )
@@ -228,13 +173,13 @@ def command(decision: str, doc: str) -> Callable[..., None]:
         try:
             who = whoami(api_client)
             request = Request(kind, name, namespace, decision, version, reason)
-            result = DECIDERS[kind](api_client, request, who)
+            result = create_approval(api_client, request, who)
             if output is Output.text:
                 print(result)
             else:
                 emit({**asdict(request), "by": who.user, "result": result}, output)
         except Refused as error:
-            console.print(f"[red]{error}[/]")
+            console.print(f"[red]{error}[/]", soft_wrap=True)  # one line, for scripts too
             raise typer.Exit(1) from error
 
     decide.__doc__ = doc

@@ -76,7 +76,15 @@ from aios.connectors import kafka
 EVENTS_TOPIC = "aios.audit.events"
 LOG_TOPIC = "aios.audit.log"
 GENESIS = "0" * 64
-KINDS = ("reconcile", "admission", "promotion", "rollback", "edge-config", "action-step")
+KINDS = (
+    "reconcile",
+    "admission",
+    "approval",
+    "promotion",
+    "rollback",
+    "edge-config",
+    "action-step",
+)
 MALFORMED = "malformed-event"
 DEDUP_WINDOW = 10_000
 

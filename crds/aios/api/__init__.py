@@ -1,16 +1,23 @@
-"""The aios API: pydantic models of the four custom resources, the single source of truth.
+"""The aios API: pydantic models of the custom resources, the single source of truth.
 
 Each root model carries its CRD facts in `Model.crd` (kind, plural, short names, printer
 columns); `aios.api.crd.crd_for(Model)` renders the CustomResourceDefinition.
 """
 
+from aios.api.approval import Approval
 from aios.api.automation_intent import AutomationIntent
 from aios.api.base import API_VERSION, GROUP, VERSION, Resource
 from aios.api.edge_gateway import EdgeGateway
 from aios.api.model_deployment import ModelDeployment
 from aios.api.policy import Policy
 
-KINDS: tuple[type[Resource], ...] = (ModelDeployment, AutomationIntent, Policy, EdgeGateway)
+KINDS: tuple[type[Resource], ...] = (
+    ModelDeployment,
+    AutomationIntent,
+    Policy,
+    EdgeGateway,
+    Approval,
+)
 """Every root model, in the order the CRDs are generated."""
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "GROUP",
     "KINDS",
     "VERSION",
+    "Approval",
     "AutomationIntent",
     "EdgeGateway",
     "ModelDeployment",

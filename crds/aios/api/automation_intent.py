@@ -9,7 +9,7 @@ from pydantic import Field
 from aios.api.base import (
     AGE,
     ApiModel,
-    Approval,
+    ApprovalRule,
     Count,
     CrdInfo,
     Fraction,
@@ -115,7 +115,7 @@ class Escalation(ApiModel):
     after_seconds: int = Field(ge=1, description="Wait since the request before escalating.")
 
 
-class ActionApproval(Approval):
+class ActionApproval(ApprovalRule):
     """Human approval of an action, with timeout and escalation."""
 
     timeout_seconds: int = Field(
@@ -128,7 +128,7 @@ class ActionApproval(Approval):
     )
 
     invariants = (
-        *Approval.invariants,
+        *ApprovalRule.invariants,
         Invariant(
             rule="!has(self.escalation) || "
             "self.escalation.all(e, e.afterSeconds < self.timeoutSeconds)",

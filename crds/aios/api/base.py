@@ -129,7 +129,7 @@ class LabelSelector(ApiModel):
     )
 
 
-class Approval(ApiModel):
+class ApprovalRule(ApiModel):
     """Whether a human must approve, and who may."""
 
     required: bool = Field(default=False, description="Whether a human must approve.")

@@ -12,7 +12,7 @@ from aios.api.base import (
     AGE,
     QUANTITY,
     ApiModel,
-    Approval,
+    ApprovalRule,
     CrdInfo,
     Fraction,
     Invariant,
@@ -194,7 +194,7 @@ class ModelDeploymentSpec(ApiModel):
     model_card: ModelCard | None = Field(default=None, description="Governance facts.")
     decision: Decision = defaults_to(Decision, "Confidence threshold and fallback rule.")
     rollout: Rollout = defaults_to(Rollout, "How a new version replaces the active one.")
-    approval: Approval = defaults_to(Approval, "Whether promotion needs human approval.")
+    approval: ApprovalRule = defaults_to(ApprovalRule, "Whether promotion needs human approval.")
 
 
 class Endpoints(ApiModel):
@@ -255,8 +255,14 @@ class RolloutStep(ApiModel):
 
 
 class ApprovalRecord(ApiModel):
-    """A human decision on promoting one version (``aiosctl approve|reject``)."""
+    """A human decision on promoting one version, as the rollout workflow took it from its
+    Approval object (``aiosctl approve|reject``)."""
 
+    name: str | None = Field(
+        default=None,
+        description="The Approval object that records the decision "
+        "(absent from records made before Approval objects).",
+    )
     version: str = Field(description="The version decided on.")
     decision: Literal["approved", "rejected"] = Field(description="The decision.")
     by: str = Field(description="Who decided, as the API server authenticated them.")

@@ -20,6 +20,7 @@ from aios.operator import metrics
 # Importing a handler module registers its kind with kopf.
 from aios.operator.handlers import (  # noqa: F401
     admission,
+    approval,
     automation_intent,
     edge_gateway,
     model_deployment,
@@ -102,6 +103,7 @@ async def run(args: argparse.Namespace) -> int:
     api = api_client(connections=threads)
     webhook = WebhookSettings.from_env()
     admission.register(webhook)
+    approval.register_webhooks(webhook)
     settings = OperatorSettings.from_env()
     runtime = Runtime(
         settings, webhook, api, leadership(args.lease, settings.namespace, api), args.workers

@@ -23,7 +23,15 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from aios.api.approval import permits
     from aios.api.events import ActionRequest
+    from aios.workflows.approval import (
+        APPROVALS_FROM_API,
+        SIGNALLED_NAME,
+        ApprovalNotice,
+        read_approval,
+        refusal,
+    )
 
 INTENT = SearchAttributeKey.for_keyword("AiosIntent")
 ACTION = SearchAttributeKey.for_keyword("AiosAction")
@@ -65,7 +73,8 @@ def execute_options(action_type: str) -> dict[str, Any]:
 
 @dataclass
 class Review:
-    """A human's answer to an approval request (sent by ``aiosctl approve|reject``)."""
+    """A human's answer to an approval request: read from an Approval object. (Workflows
+    started before approvals were read through the API took it from a ``review`` signal.)"""
 
     approver: str
     approved: bool
@@ -90,11 +99,6 @@ class Authorize:
     approver: str | None = None
 
 
-def allowed_reviewer(review: Review, allowed: set[str]) -> bool:
-    """The reviewer is listed by name, or one of their groups as ``group:<name>``."""
-    return review.approver in allowed or any(f"group:{g}" in allowed for g in review.groups)
-
-
 @workflow.defn(name="ActionWorkflow")
 class ActionWorkflow:
     @workflow.init
@@ -105,12 +109,27 @@ class ActionWorkflow:
         self.refused: list[str] = []
         self.allowed: set[str] = set(approval.approvers) if approval.required else set()
         self.phase = "started"
+        self.notices: list[ApprovalNotice | Review] = []
+        self.from_api: bool | None = None
+
+    def _approvals_from_api(self) -> bool:
+        if self.from_api is None:
+            self.from_api = workflow.patched(APPROVALS_FROM_API)
+        return self.from_api
+
+    @workflow.signal(name="approval")
+    def on_approval(self, notice: ApprovalNotice) -> None:
+        """An Approval was admitted: ``_await_review`` reads and judges it."""
+        self.notices.append(notice)
 
     @workflow.signal(name="review")
     def on_review(self, review: Review) -> None:
+        if self._approvals_from_api():
+            self.notices.append(review)  # refused and audited: a signal is no approval
+            return
         if self.review is not None:
             return  # the first valid answer stands
-        if allowed_reviewer(review, self.allowed):
+        if permits(self.allowed, review.approver, review.groups):
             self.review = review
         else:
             self.refused.append(review.approver)
@@ -246,27 +265,58 @@ class ActionWorkflow:
             return None
         return found
 
+    async def _judge(
+        self, payload: dict[str, Any], request: ActionRequest, notice: ApprovalNotice | Review
+    ) -> Review | None:
+        """The decision an admitted Approval records, or None (audited as refused)."""
+        if isinstance(notice, Review):
+            reason, claimed = SIGNALLED_NAME, notice.approver
+        else:
+            decided = await read_approval(request.intent.namespace, notice.approval)
+            claimed = decided.username
+            found = refusal(decided, "Action", request.action_id)
+            if found is None and not permits(self.allowed, decided.username, decided.groups):
+                found = f"{decided.username} is not an approver at this stage"
+            if found is None:
+                return Review(decided.username, decided.approved, decided.groups, decided.reason)
+            reason = found
+        self.refused.append(claimed)
+        await self._record(
+            payload,
+            "approval-refused",
+            {"status": "pending", "reason": reason, "claimedBy": claimed},
+        )
+        return None
+
     async def _await_review(self, payload: dict[str, Any]) -> Review | None:
-        """Wait for an allowed reviewer; widen the circle at each escalation."""
-        approval = ActionRequest.model_validate(payload).action.approval
+        """Wait for an allowed approver's decision, judging each Approval signalled; widen
+        the circle at each escalation. (A workflow started before ``APPROVALS_FROM_API``
+        may also get its decision from a ``review`` signal, which sets ``self.review``.)"""
+        request = ActionRequest.model_validate(payload)
+        approval = request.action.approval
         started = workflow.now()
         stages = sorted(approval.escalation, key=lambda e: e.after_seconds)
         for stage in [*stages, None]:
             until = stage.after_seconds if stage else approval.timeout_seconds
-            remaining = until - (workflow.now() - started).total_seconds()
-            try:
-                await workflow.wait_condition(
-                    lambda: self.review is not None,
-                    timeout=timedelta(seconds=max(remaining, 0.001)),
-                )
-                return self.review
-            except TimeoutError:
-                if stage is None:
-                    return None
-                self.allowed |= set(stage.approvers)
-                await self._record(
-                    payload, "escalated", {"status": "pending", "approvers": sorted(self.allowed)}
-                )
+            while True:
+                remaining = until - (workflow.now() - started).total_seconds()
+                try:
+                    await workflow.wait_condition(
+                        lambda: self.review is not None or bool(self.notices),
+                        timeout=timedelta(seconds=max(remaining, 0.001)),
+                    )
+                except TimeoutError:
+                    break
+                if self.review is None:
+                    self.review = await self._judge(payload, request, self.notices.pop(0))
+                if self.review is not None:
+                    return self.review
+            if stage is None:
+                return None
+            self.allowed |= set(stage.approvers)
+            await self._record(
+                payload, "escalated", {"status": "pending", "approvers": sorted(self.allowed)}
+            )
         return None
 
     async def _record(

@@ -1,7 +1,8 @@
 """The rollout of one ModelDeployment version: a durable Temporal workflow.
 
 The operator starts it (id ``rollout/<namespace>/<name>/<version>``, so a second start is
-refused) and forwards approvals and aborts as signals; everything else happens here:
+refused) and signals aborts and admitted Approvals (which the workflow reads through the
+API: a signal never decides by itself); everything else happens here:
 
 * deploy the new version beside the stable one and wait until it answers;
 * canary: for each step set the traffic weight, wait the step's pause, analyse the new
@@ -29,9 +30,19 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from aios.api.approval import permits
     from aios.workflows.analysis import Gates
+    from aios.workflows.approval import (
+        APPROVALS_FROM_API,
+        SIGNALLED_NAME,
+        ApprovalNotice,
+        read_approval,
+        refusal,
+    )
 
 WORKFLOW_NAME = "ModelRollout"
+APPROVAL_REFUSED = "ApprovalRefused"
+"""The Event (and audit record) of a decision the workflow did not take."""
 GATE_BEFORE_FULL_TRAFFIC = "approval-gate-before-full-traffic"
 """Rollouts started before this change may have moved all traffic before approving."""
 ACTIVITY_RETRY = RetryPolicy(
@@ -60,16 +71,20 @@ class RolloutInput:
     gates: Gates = field(default_factory=Gates)
     approval_required: bool = False
     ready_timeout_seconds: int = 600
+    approvers: list[str] = field(default_factory=list)
+    """``spec.approval.approvers``, checked again on the Approval read (admission did first)."""
 
 
 @dataclass(frozen=True)
 class ApprovalDecision:
-    """``aiosctl approve|reject``, forwarded by the operator."""
+    """A decision on the version, as its Approval object records it. (Rollouts started
+    before approvals were read through the API took it from a ``decide`` signal.)"""
 
     version: str
     decision: str  # approved | rejected
     by: str
     at: str  # RFC 3339
+    name: str = ""  # the Approval object
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,7 @@ class Publication:
 
     namespace: str
     name: str
-    rollout: dict[str, Any]  # RolloutStatus, wire form, without ``approval`` (the CLI's)
+    rollout: dict[str, Any]  # RolloutStatus, wire form
     event: Event | None
     sequence: int  # numbers the Events, so a retried activity never posts one twice
 
@@ -128,6 +143,13 @@ class ModelRollout:
         self.decision: ApprovalDecision | None = None
         self.abort_reason: str | None = None
         self.input: RolloutInput | None = None
+        self.notices: list[ApprovalNotice | ApprovalDecision] = []
+        self.from_api: bool | None = None
+
+    def _approvals_from_api(self) -> bool:
+        if self.from_api is None:
+            self.from_api = workflow.patched(APPROVALS_FROM_API)
+        return self.from_api
 
     @workflow.run
     async def run(self, rollout: RolloutInput) -> str:
@@ -182,9 +204,7 @@ class ModelRollout:
                     f"--version {rollout.version}",
                 )
             )
-            await workflow.wait_condition(
-                lambda: self.decision is not None or self.abort_reason is not None
-            )
+            await self._await_approval()
             if self.decision is None:
                 return await self._aborted()
             if self.decision.decision != "approved":
@@ -198,8 +218,17 @@ class ModelRollout:
         return await self._finish("Promoted", f"{rollout.version} promoted to 100% of traffic")
 
     @workflow.signal
+    def approval(self, notice: ApprovalNotice) -> None:
+        """An Approval was admitted: ``_await_approval`` reads and judges it."""
+        self.notices.append(notice)
+
+    @workflow.signal
     def decide(self, decision: ApprovalDecision) -> None:
-        """The first decision on this rollout's version counts; later ones are ignored."""
+        """Legacy: the first decision on this rollout's version counted. Now a signal that
+        claims a decision is refused (and audited) by ``_await_approval``."""
+        if self._approvals_from_api():
+            self.notices.append(decision)
+            return
         if (
             self.decision is None
             and self.input is not None
@@ -215,6 +244,43 @@ class ModelRollout:
     @workflow.query
     def state(self) -> dict[str, Any]:
         return self._record()
+
+    # -- approval --------------------------------------------------------------------
+
+    async def _await_approval(self) -> None:
+        """Judge each signalled Approval until one decides on this version (or an abort).
+        (A rollout started before ``APPROVALS_FROM_API`` may also get its decision from a
+        ``decide`` signal, which sets ``self.decision``.)"""
+        rollout = self._input()
+        while self.decision is None and self.abort_reason is None:
+            await workflow.wait_condition(
+                lambda: (
+                    self.decision is not None or self.abort_reason is not None or bool(self.notices)
+                )
+            )
+            if self.decision is not None or self.abort_reason is not None:
+                return
+            notice = self.notices.pop(0)
+            if isinstance(notice, ApprovalDecision):
+                reason = f"{SIGNALLED_NAME} (it claimed {notice.decision} by {notice.by})"
+            else:
+                decided = await read_approval(rollout.namespace, notice.approval)
+                found = refusal(decided, "ModelDeployment", rollout.name, rollout.version)
+                if found is None and not permits(
+                    rollout.approvers, decided.username, decided.groups
+                ):
+                    found = f"{decided.username} is not among the approvers"
+                if found is None:
+                    self.decision = ApprovalDecision(
+                        rollout.version,
+                        "approved" if decided.approved else "rejected",
+                        decided.username,
+                        decided.at,
+                        decided.name,
+                    )
+                    return
+                reason = found
+            await self._publish(Event(APPROVAL_REFUSED, reason, "Warning"))
 
     # -- steps -----------------------------------------------------------------------
 
@@ -307,7 +373,7 @@ class ModelRollout:
 
     def _record(self) -> dict[str, Any]:
         rollout = self._input()
-        return {
+        record: dict[str, Any] = {
             "version": rollout.version,
             "strategy": rollout.strategy,
             "source": rollout.source,
@@ -318,6 +384,15 @@ class ModelRollout:
             "message": self.message,
             "steps": list(self.steps),
         }
+        if self.decision is not None and self.decision.name:
+            record["approval"] = {
+                "name": self.decision.name,
+                "version": self.decision.version,
+                "decision": self.decision.decision,
+                "by": self.decision.by,
+                "at": self.decision.at,
+            }
+        return record
 
     def _input(self) -> RolloutInput:
         assert self.input is not None, "run() sets the input first"

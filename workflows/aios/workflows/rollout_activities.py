@@ -28,6 +28,7 @@ from aios.connectors.kube import api_client
 from aios.connectors.serving import explain
 from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
 from aios.workflows.rollout import (
+    APPROVAL_REFUSED,
     AnalysisRequest,
     ModelRollout,
     Publication,
@@ -100,12 +101,21 @@ class RolloutActivities:
         return True
 
     def _audit(self, md: Mapping[str, Any], p: Publication) -> None:
-        """Promotions and rollbacks go to the audit trail (once per rollout: the event id
-        is the workflow's, so a retried activity records nothing new)."""
+        """Promotions, rollbacks and refused approvals go to the audit trail (once each: the
+        event id is the workflow's, so a retried activity records nothing new)."""
+        if p.event is not None and p.event.reason == APPROVAL_REFUSED:
+            self.audit.record(
+                "approval",
+                f"modeldeployment/{p.namespace}/{p.name}",
+                {"outcome": "refused", "version": p.rollout["version"], "reason": p.event.message},
+                event_id=f"{p.rollout['workflowId']}:{p.sequence}",
+            )
+            return
         kind = {"Promoted": "promotion", "RolledBack": "rollback"}.get(p.rollout["phase"])
         if kind is None:
             return
-        approval = ((md.get("status") or {}).get("rollout") or {}).get("approval") or {}
+        stored = ((md.get("status") or {}).get("rollout") or {}).get("approval")
+        approval = p.rollout.get("approval") or stored or {}
         self.audit.record(
             kind,
             f"modeldeployment/{p.namespace}/{p.name}",
@@ -116,6 +126,7 @@ class RolloutActivities:
                     "canary": p.rollout["strategy"] == "canary",
                 },
                 "approver": approval.get("by"),
+                "approval": approval.get("name"),
                 "reason": p.rollout.get("message"),
             },
             actor=approval.get("by"),

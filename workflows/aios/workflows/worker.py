@@ -66,6 +66,7 @@ def registrations() -> list[Registration]:
     imported; add its import here."""
     from aios.workflows import (
         action_activities,  # noqa: F401
+        approval_activities,  # noqa: F401
         rollout_activities,  # noqa: F401
     )
 

@@ -4,8 +4,9 @@
   when KServe is installed), apply it server-side, prune what is no longer rendered,
   check that the stable version really answers V2 requests, and report status;
 * rollouts: a new version starts the ``ModelRollout`` Temporal workflow on the
-  namespace's worker (applied here too); the operator only starts it, forwards approvals
-  and aborts as signals, and serves what the workflow publishes in ``status.rollout``;
+  namespace's worker (applied here too); the operator only starts it, signals aborts, and
+  serves what the workflow publishes in ``status.rollout`` (approvals reach the workflow
+  from their Approval objects: ``handlers.approval``);
 * a change of ``status.rollout`` (no new generation) is work pending for the controller
   (``rollout_pending``), so a step is served as soon as the workflow takes it.
 """
@@ -33,7 +34,7 @@ from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
 from aios.operator.settings import task_queue
 from aios.workflows.analysis import Gates
-from aios.workflows.rollout import ApprovalDecision, ModelRollout, RolloutInput, Step
+from aios.workflows.rollout import ModelRollout, RolloutInput, Step
 
 RETRY_SECONDS = 3.0
 
@@ -115,13 +116,17 @@ async def record_rollout(md: ModelDeployment, ctx: Context) -> ModelDeployment:
 async def drive_rollout(
     md: ModelDeployment, action: plan.RolloutAction, namespace: str, ctx: Context
 ) -> None:
-    """Start the workflow (a no-op when it exists), or signal it."""
+    """Start the workflow (a no-op when it exists), or signal it to abort."""
     rollout = md.status.rollout if md.status else None
-    if rollout is None or not (action.start or action.abort or action.decision):
+    if rollout is None or not (action.start or action.abort):
         return
     temporal_client = await temporal(ctx.memo)
     if action.abort:
-        await signal(temporal_client, rollout, ctx, "abort", action.abort)
+        handle = temporal_client.get_workflow_handle(rollout.workflow_id)
+        try:
+            await handle.signal(ModelRollout.abort, action.abort)
+        except RPCError as error:  # it ended meanwhile; its last publication says how
+            ctx.logger.info("could not abort %s: %s", rollout.workflow_id, error)
         return
     try:
         await temporal_client.start_workflow(
@@ -134,28 +139,6 @@ async def drive_rollout(
         ctx.logger.info("started rollout workflow %s", rollout.workflow_id)
     except WorkflowAlreadyStartedError:
         pass
-    approval = rollout.approval
-    if action.decision and approval is not None:
-        decision = ApprovalDecision(
-            approval.version,
-            approval.decision,
-            approval.by,
-            approval.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        await signal(temporal_client, rollout, ctx, "decide", decision)
-
-
-async def signal(
-    temporal_client: Client, rollout: RolloutStatus, ctx: Context, name: str, arg: Any
-) -> None:
-    handle = temporal_client.get_workflow_handle(rollout.workflow_id)
-    try:
-        if name == "abort":
-            await handle.signal(ModelRollout.abort, arg)
-        else:
-            await handle.signal(ModelRollout.decide, arg)
-    except RPCError as error:  # it ended meanwhile; its last publication says how
-        ctx.logger.info("could not signal %s to %s: %s", name, rollout.workflow_id, error)
 
 
 def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -> RolloutInput:
@@ -179,6 +162,7 @@ def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -
             min_requests=analysis.min_requests,
         ),
         approval_required=spec.approval.required,
+        approvers=list(spec.approval.approvers),
         ready_timeout_seconds=spec.rollout.progress_deadline_seconds,
     )
 
@@ -247,16 +231,11 @@ async def finalize(md: ModelDeployment, ctx: Context) -> None:
 
 
 def rollout_pending(body: Mapping[str, Any]) -> bool:
-    """A published step not yet served, or an approval not yet forwarded."""
+    """A published step not yet served."""
     status = body.get("status") or {}
     rollout = status.get("rollout") or {}
-    if not rollout:
-        return False
-    if int(rollout.get("revision") or 0) != int(status.get("observedRolloutRevision") or 0):
-        return True
-    approval = rollout.get("approval") or {}
-    return rollout.get("phase") == "AwaitingApproval" and approval.get("version") == rollout.get(
-        "version"
+    return bool(rollout) and int(rollout.get("revision") or 0) != int(
+        status.get("observedRolloutRevision") or 0
     )
 
 

@@ -91,13 +91,13 @@ class RolloutAction:
 
     start: bool = False  # start (or make sure it runs) the workflow for spec.model
     abort: str | None = None  # signal the running workflow to roll back, with this reason
-    decision: Literal["approved", "rejected"] | None = None  # forward an approval
     record: bool = False  # write status.rollout for a new rollout before starting it
 
 
 def rollout_action(md: ModelDeployment) -> RolloutAction:
-    """Start, abort or signal: decided from the spec and the recorded rollout only, so an
-    operator restart decides the same and never starts a rollout twice."""
+    """Start or abort: decided from the spec and the recorded rollout only, so an operator
+    restart decides the same and never starts a rollout twice. (Approvals reach the
+    workflow from their own objects, see ``handlers.approval``.)"""
     status = md.status
     if status is None or status.stable is None:
         return RolloutAction()
@@ -107,15 +107,7 @@ def rollout_action(md: ModelDeployment) -> RolloutAction:
     if rollout is not None and active:
         if rollout.version != wanted:
             return RolloutAction(abort=f"superseded: the spec now asks for version {wanted}")
-        approval = rollout.approval
-        decision = None
-        if (
-            rollout.phase == "AwaitingApproval"
-            and approval is not None
-            and approval.version == rollout.version
-        ):
-            decision = approval.decision
-        return RolloutAction(start=True, decision=decision)
+        return RolloutAction(start=True)
     if wanted == status.stable.version:
         return RolloutAction()
     if rollout is not None and rollout.version == wanted:

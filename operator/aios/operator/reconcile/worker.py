@@ -31,6 +31,8 @@ WORKER_RULES: list[dict[str, Any]] = [
         "resources": ["modeldeployments/status", "automationintents/status"],
         "verbs": ["get", "patch", "update"],
     },
+    # A workflow takes a human decision only from the Approval object, read by itself.
+    {"apiGroups": [GROUP], "resources": ["approvals"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     # A candidate that does not answer: which pods are behind its Service, to ask them why.

@@ -1,0 +1,174 @@
+"""Approval: admitted by the API server for the user it authenticated, then told to its
+target's workflow.
+
+* admission (``validate-approval``): the requesting user is the approver named, the target
+  waits for this decision and the user is among its approvers; every attempt, admitted or
+  denied, is an ``approval`` audit record. Never ignored on failure: an Approval the
+  webhook did not check is never stored.
+* admission (``validate-modeldeployment-status``): ``status.rollout.approval`` changes
+  only to what an Approval object vouches for (the rollout workflow's record), so patching
+  status cannot forge an approval; a refused attempt is audited.
+* reconcile: signal the target's workflow where to read the Approval (Ready: Delivered).
+  The workflow reads it through the API itself: the signal carries no decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from temporalio.service import RPCError
+
+from aios.api import API_VERSION, GROUP, VERSION, Approval, ModelDeployment
+from aios.api.approval import ApprovalSpec
+from aios.connectors.audit import AuditUnavailable
+from aios.operator.audit import record
+from aios.operator.handlers.common import register, runtime
+from aios.operator.reconcile import approval as plan
+from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.runtime.controller import RECONCILE_ERROR, Context, KindSpec
+from aios.operator.settings import WebhookSettings
+from aios.workflows.approval import ApprovalNotice
+
+
+async def target_workflow(spec: ApprovalSpec, namespace: str, memo: kopf.Memo) -> str | None:
+    """The workflow that waits for this decision (None: the rollout moved on)."""
+    if spec.target.kind == "Action":
+        return spec.target.name
+    md = await runtime(memo).children.get(
+        API_VERSION, ModelDeployment.crd.kind, spec.target.name, namespace
+    )
+    rollout = ((md or {}).get("status") or {}).get("rollout") or {}
+    return rollout.get("workflowId") if rollout.get("version") == spec.target.version else None
+
+
+async def deliver(approval: Approval, ctx: Context) -> list[ConditionUpdate]:
+    """Fails closed without the admission webhook: nobody checked who made the Approval."""
+    if not runtime(ctx.memo).webhook.enabled:
+        message = "the admission webhook is off, so nobody vouched for this Approval"
+        return [ConditionUpdate("Ready", "False", "Unverified", message)]
+    meta = approval.metadata
+    workflow_id = await target_workflow(approval.spec, meta["namespace"], ctx.memo)
+    if workflow_id is None:
+        return [ConditionUpdate("Ready", "False", "TargetMoved", "no rollout of this version")]
+    handle = (await runtime(ctx.memo).temporal()).get_workflow_handle(workflow_id)
+    try:
+        await handle.signal("approval", ApprovalNotice(meta["name"]))
+    except RPCError as error:
+        return [ConditionUpdate("Ready", "False", "TargetEnded", f"{workflow_id}: {error}")]
+    return [ConditionUpdate("Ready", "True", "Delivered", f"{workflow_id} was told to read it")]
+
+
+def delivery_failed(raw: Mapping[str, Any]) -> bool:
+    """Retry an error; a target that ended or moved on will not take the decision later."""
+    conditions = (raw.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is None or ready.get("reason") == RECONCILE_ERROR
+
+
+register(KindSpec(Approval, deliver, retry_when=delivery_failed))
+
+
+async def action_state(action_id: str, memo: kopf.Memo) -> dict[str, Any] | None:
+    handle = (await runtime(memo).temporal()).get_workflow_handle(action_id)
+    try:
+        state: dict[str, Any] = await handle.query("state")
+    except RPCError:
+        return None
+    return state
+
+
+async def admit_approval(
+    body: Mapping[str, Any], userinfo: Mapping[str, Any], memo: kopf.Memo
+) -> str | None:
+    """Why the Approval is refused, or None."""
+    spec = Approval.model_validate(dict(body)).spec
+    namespace = body["metadata"]["namespace"]
+    refused = plan.identity_refusal(spec, userinfo)
+    if refused is not None:
+        return refused
+    if spec.target.kind == "Action":
+        return plan.action_refusal(spec, await action_state(spec.target.name, memo), namespace)
+    md = await runtime(memo).children.get(
+        API_VERSION, ModelDeployment.crd.kind, spec.target.name, namespace
+    )
+    return plan.model_deployment_refusal(spec, md, namespace)
+
+
+async def admit_status(
+    body: Mapping[str, Any], old: Mapping[str, Any] | None, memo: kopf.Memo
+) -> str | None:
+    """Why a ModelDeployment status write is refused (a forged approval record), or None."""
+    wanted = plan.recorded_approval(body.get("status"))
+    if wanted is None or wanted == plan.recorded_approval((old or {}).get("status")):
+        return None
+    meta, name = body["metadata"], wanted.get("name")
+    approval = None
+    if name:
+        approval = await runtime(memo).children.get(
+            API_VERSION, Approval.crd.kind, name, meta["namespace"]
+        )
+    return plan.record_refusal(wanted, meta["name"], approval)
+
+
+async def audited(
+    subject: str, refused: str | None, userinfo: Mapping[str, Any], dryrun: bool
+) -> None:
+    """Record the attempt (not for a dry run: no side effects), then deny when refused."""
+    if not dryrun:
+        details = {"outcome": "denied" if refused else "admitted", "reason": refused or ""}
+        try:
+            await record("approval", subject, details, actor=userinfo.get("username"))
+        except AuditUnavailable as error:
+            raise kopf.AdmissionError(f"the attempt could not be audited: {error}", 503) from error
+    if refused is not None:
+        raise kopf.AdmissionError(refused, code=403)
+
+
+def register_webhooks(settings: WebhookSettings) -> None:
+    """The approval webhooks, when the admission webhook is configured. Always failing
+    closed, whatever ``AIOS_WEBHOOK_FAILURE_POLICY`` says for the policy webhooks."""
+    if not settings.enabled:
+        return
+    persistent = settings.service is not None
+
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        Approval.crd.plural,
+        id="validate-approval",
+        operations=["CREATE"],
+        side_effects=True,
+        persistent=persistent,
+    )
+    async def validate_approval(
+        *, body: kopf.Body, userinfo: kopf.UserInfo, dryrun: bool, memo: kopf.Memo, **_: Any
+    ) -> None:
+        target = (body.get("spec") or {}).get("target") or {}
+        kind, name = str(target.get("kind", "")).lower(), target.get("name", "")
+        subject = f"{kind}/{body['metadata']['namespace']}/{name}"
+        try:
+            refused = await admit_approval(body, userinfo, memo)
+        except (ApiException, RPCError) as error:
+            refused = f"the target could not be checked: {error}"
+        await audited(subject, refused, userinfo, dryrun)
+
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        ModelDeployment.crd.plural,
+        id="validate-modeldeployment-status",
+        subresource="status",
+        operations=["UPDATE"],
+        side_effects=True,
+        persistent=persistent,
+    )
+    async def validate_status(
+        *, body: kopf.Body, userinfo: kopf.UserInfo, dryrun: bool, memo: kopf.Memo, **kwargs: Any
+    ) -> None:
+        refused = await admit_status(body, kwargs.get("old"), memo)
+        if refused is not None:
+            subject = f"modeldeployment/{body['metadata']['namespace']}/{body['metadata']['name']}"
+            await audited(subject, refused, userinfo, dryrun)
