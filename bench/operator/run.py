@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -406,8 +408,12 @@ def main() -> None:
                 raise TimeoutError("the objects did not settle")
             time.sleep(5)  # each look LISTs every object
         restart(site, expected, watched, args.timeout)
+    except BaseException:
+        print(f"the site's logs and state are kept in {directory}", file=sys.stderr)
+        raise
     finally:
         site.stop()
+    shutil.rmtree(directory)  # 1.5-2 GB of etcd, Kafka and logs: kept only after a failure
 
 
 if __name__ == "__main__":
