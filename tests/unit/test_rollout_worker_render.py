@@ -76,7 +76,7 @@ def test_every_child_and_the_pods_it_makes_carry_the_site() -> None:
     """The site label goes on the objects and on their pod templates (Prometheus's
     PodMonitor takes it onto every series), and the site reaches each container."""
     settings = replace(SETTINGS, site="city-b")
-    children = sited(render_worker("city", settings), settings.site)
+    children = [sited(c, settings.site) for c in render_worker("city", settings)]
     assert {c["metadata"]["labels"][SITE_LABEL] for c in children} == {"city-b"}
     deployment = children[-1]
     assert deployment["spec"]["template"]["metadata"]["labels"][SITE_LABEL] == "city-b"

@@ -34,7 +34,6 @@ from aios.operator.reconcile.automation_intent import (
     source_topics,
     topic_names,
 )
-from aios.operator.reconcile.children import sited
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.worker import WORKER, render_worker
 from aios.operator.runtime.controller import Context, Controller, KindSpec, status_change
@@ -191,7 +190,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
 
     children = render_runner(ctx.body, runner_config(intent, sources, settings.site), settings)
     children_api = runtime(ctx.memo).children
-    await children_api.apply(sited([*render_worker(namespace, settings), *children], settings.site))
+    await children_api.apply([*render_worker(namespace, settings), *children])
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
     runner_ok, runner_message = deployment_ready(
         await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)

@@ -39,7 +39,6 @@ from aios.edge.protocol import (
 from aios.operator.audit import record
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile.acceptance import needs_reconcile
-from aios.operator.reconcile.children import sited
 from aios.operator.reconcile.conditions import (
     ConditionUpdate,
     condition,
@@ -218,7 +217,7 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     meta = gateway.metadata
     secrets = settings.component_secrets(meta["namespace"]) if children else []
     children_api = runtime(ctx.memo).children
-    await children_api.apply(sited([*secrets, *children], settings.site))
+    await children_api.apply([*secrets, *children])
     await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
     fields, conditions = heartbeat_status(
         config.generation, config.generation, edge.heartbeat(key), datetime.now(UTC)

@@ -28,7 +28,6 @@ from aios.connectors.inference import InferenceClient
 from aios.connectors.serving import explain as serving_explain
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile import model_deployment as plan
-from aios.operator.reconcile.children import sited
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
@@ -77,7 +76,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
         kinds = plan.CHILD_KINDS
     workers = render_worker(namespace, settings) if action.start else []
     children_api = runtime(ctx.memo).children
-    await children_api.apply(sited([*workers, *children], settings.site))
+    await children_api.apply([*workers, *children])
     await children_api.prune(namespace, meta["uid"], kinds, children)
     await drive_rollout(md, action, namespace, ctx)
 

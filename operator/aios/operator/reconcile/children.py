@@ -41,12 +41,19 @@ def owned(child: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     return child
 
 
-def sited(children: list[dict[str, Any]], site: str) -> list[dict[str, Any]]:
-    """``children`` labelled with the site, and so are the pods their templates make:
-    Prometheus takes the label onto every series it scrapes from them."""
-    for child in children:
-        child.setdefault("metadata", {}).setdefault("labels", {})[SITE_LABEL] = site
-        template = (child.get("spec") or {}).get("template")
-        if isinstance(template, dict):
-            template.setdefault("metadata", {}).setdefault("labels", {})[SITE_LABEL] = site
-    return children
+def sited(child: Mapping[str, Any], site: str) -> dict[str, Any]:
+    """``child`` labelled with the site, and so are the pods its template makes:
+    Prometheus takes the label onto every series it scrapes from them. (A copy: only the
+    two label maps it changes are new.)"""
+    labelled = {**child, "metadata": _with_site(child.get("metadata"), site)}
+    spec = child.get("spec")
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    if isinstance(spec, Mapping) and isinstance(template, Mapping):
+        template = {**template, "metadata": _with_site(template.get("metadata"), site)}
+        labelled["spec"] = {**spec, "template": template}
+    return labelled
+
+
+def _with_site(metadata: Mapping[str, Any] | None, site: str) -> dict[str, Any]:
+    labels = {**((metadata or {}).get("labels") or {}), SITE_LABEL: site}
+    return {**(metadata or {}), "labels": labels}

@@ -16,7 +16,8 @@ from typing import Any
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from aios.operator.reconcile.children import OPERATOR, OWNER_UID
+from aios.api.base import DEFAULT_SITE
+from aios.operator.reconcile.children import OPERATOR, OWNER_UID, sited
 
 Child = tuple[str, str]
 """(kind, name)"""
@@ -35,11 +36,18 @@ class Children:
     What this process last applied for each owner is remembered, so a prune LISTs the
     owner's children only when something it applied before is no longer rendered (or
     after a restart, once): a steady reconcile costs no LIST. What it last applied of each
-    object is remembered too (``REAPPLY_SECONDS``)."""
+    object is remembered too (``REAPPLY_SECONDS``). Every object applied carries the
+    site's label (``sited``)."""
 
-    def __init__(self, api: client.ApiClient, reapply_seconds: float = REAPPLY_SECONDS) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        reapply_seconds: float = REAPPLY_SECONDS,
+        site: str = DEFAULT_SITE,
+    ) -> None:
         self._api = api
         self._reapply_seconds = reapply_seconds
+        self._site = site
         self._client: dynamic.DynamicClient | None = None
         self._applied: dict[str, set[Child]] = {}
         self._sent: dict[Sent, tuple[str, float]] = {}
@@ -55,7 +63,8 @@ class Children:
         """Apply each object in order (e.g. a ConfigMap before the Deployment that mounts
         it); returns the server's copies of those sent (not of those applied just before)."""
         applied = []
-        for obj in objects:
+        for rendered in objects:
+            obj = sited(rendered, self._site)
             meta = obj["metadata"]
             key = (obj["kind"], meta.get("namespace") or "", meta["name"])
             digest = hashlib.sha256(

@@ -39,7 +39,7 @@ class Runtime:
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.children = Children(self.api)
+        self.children = Children(self.api, site=self.settings.site)
 
     @property
     def kafka_admin(self) -> AdminClient:
