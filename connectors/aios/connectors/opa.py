@@ -37,7 +37,9 @@ the caller must not act (fail closed).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -121,22 +123,47 @@ class PolicyDecision:
 UNAVAILABLE = (aiohttp.ClientError, TimeoutError, OSError)
 
 
+_CLIENTS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, float], AsyncOpaClient]
+] = weakref.WeakKeyDictionary()
+"""Each event loop's OPA clients, kept alive: a Policy's load asks OPA several things, and a
+client per request paid a new connection each time (aiohttp sessions belong to a loop)."""
+
+
+async def _kept(opa_url: str, timeout: float) -> AsyncOpaClient:
+    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    found = clients.get((opa_url, timeout))
+    if found is None:
+        parts = urlsplit(opa_url)
+        if parts.hostname is None:
+            raise ValueError(f"not an OPA URL: {opa_url!r}")
+        https = parts.scheme == "https"
+        port = parts.port or (443 if https else 80)
+        found = AsyncOpaClient(
+            host=parts.hostname, port=port, ssl=https, timeout=timeout, retries=1
+        )
+        clients[(opa_url, timeout)] = await found.__aenter__()
+    return found
+
+
 @asynccontextmanager
 async def client(opa_url: str, timeout: float = TIMEOUT_SECONDS) -> AsyncIterator[AsyncOpaClient]:
-    """An OPA client for ``opa_url``; any failure to reach OPA inside the block becomes
-    ``PolicyUnavailable``."""
-    parts = urlsplit(opa_url)
-    if parts.hostname is None:
-        raise ValueError(f"not an OPA URL: {opa_url!r}")
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
+    """The loop's OPA client for ``opa_url`` (kept open between calls); any failure to
+    reach OPA inside the block becomes ``PolicyUnavailable``, and the next call connects
+    afresh."""
+    opa = await _kept(opa_url, timeout)
     try:
-        async with AsyncOpaClient(
-            host=parts.hostname, port=port, ssl=https, timeout=timeout, retries=1
-        ) as opa:
-            yield opa
+        yield opa
     except UNAVAILABLE as error:
+        _CLIENTS.get(asyncio.get_running_loop(), {}).pop((opa_url, timeout), None)
+        await opa.close_connection()
         raise PolicyUnavailable(f"OPA at {opa_url} is unreachable: {error!r}") from error
+
+
+async def close_clients() -> None:
+    """Close this loop's OPA clients (a process that stops)."""
+    for opa in _CLIENTS.pop(asyncio.get_running_loop(), {}).values():
+        await opa.close_connection()
 
 
 async def load_module(opa_url: str, module_id: str, rego: str) -> None:

@@ -270,6 +270,7 @@ async def stop_governance(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await opa.close_clients()
     appender = memo.get("audit_appender")
     if appender is not None:
         await asyncio.to_thread(appender.stop)
