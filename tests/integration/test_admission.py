@@ -158,16 +158,23 @@ def test_the_webhook_covers_aios_kinds_only_with_the_operators_certificate(
         )
     )
     webhooks = configuration["webhooks"]
-    assert {w["name"] for w in webhooks} == {
-        "policy-modeldeployment.aios.dev",
-        "policy-automationintent.aios.dev",
-        "policy-edgegateway.aios.dev",
+    resources = {w["name"]: [r for rule in w["rules"] for r in rule["resources"]] for w in webhooks}
+    assert resources == {
+        "policy-modeldeployment.aios.dev": ["modeldeployments"],
+        "policy-automationintent.aios.dev": ["automationintents"],
+        "policy-edgegateway.aios.dev": ["edgegateways"],
+        "validate-approval.aios.dev": ["approvals"],
+        "validate-modeldeployment-status.aios.dev": ["modeldeployments/status"],
     }
+    operations = {"CREATE", "UPDATE"}
+    approvals = {"validate-approval.aios.dev": {"CREATE"}}
+    approvals["validate-modeldeployment-status.aios.dev"] = {"UPDATE"}
     for webhook in webhooks:
         assert webhook["failurePolicy"] == "Fail"
         assert webhook["sideEffects"] == "NoneOnDryRun"
+        wanted = approvals.get(webhook["name"], operations)
         assert all(rule["apiGroups"] == ["aios.dev"] for rule in webhook["rules"])
-        assert all(set(rule["operations"]) == {"CREATE", "UPDATE"} for rule in webhook["rules"])
+        assert all(set(rule["operations"]) == wanted for rule in webhook["rules"])
 
     client = webhooks[0]["clientConfig"]
     service = client["service"]  # the API server dials the operator's Service, as in a cluster

@@ -31,9 +31,12 @@ from support import (
 from aios.api.base import SITE_LABEL
 from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
+from aios.stack.platform import EXAMPLES
 from aios.workflows.action import AUTHORIZE
 
 TIMEOUT = 180  # seconds: a site on a shared 2-core machine is slow
+SUPERVISOR = ("--as-group", "street-cleaning-supervisors")
+"""A group the example's RBAC lets create Approvals (approvers.yaml)."""
 
 
 def intent(name: str, source: str, target: str, **spec: Any) -> dict[str, Any]:
@@ -282,6 +285,7 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
     kubectl, operator, namespace, topic, receiver, site
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "approvers.yaml"))
     approval = {"required": True, "approvers": ["alice"], "timeoutSeconds": 600}
     manifest = intent("approve", topic, f"{receiver.url}/approve")
     manifest["spec"]["actions"][0]["approval"] = approval
@@ -291,16 +295,18 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
     action = decision["actionId"]
 
     def waiting() -> bool:
-        result = aiosctl(site, "approve", f"action/{action}", "--as", "mallory")
+        result = aiosctl(site, "approve", f"action/{action}", "--as", "mallory", *SUPERVISOR)
         return "not among the approvers" in result.stderr
 
     wait_for(waiting, what="the action waiting for approval (and mallory refused)")
     assert action not in receiver.idempotency_keys()
-    approved = aiosctl(site, "approve", f"action/{action}", "--as", "alice", "--reason", "go")
+    approved = aiosctl(
+        site, "approve", f"action/{action}", "--as", "alice", *SUPERVISOR, "--reason", "go"
+    )
     assert approved.returncode == 0, approved.stderr
     assert f"approved action/{action} as alice" in approved.stdout
     acted_once(site, receiver, {action})
-    again = aiosctl(site, "approve", f"action/{action}", "--as", "alice")
+    again = aiosctl(site, "approve", f"action/{action}", "--as", "alice", *SUPERVISOR)
     assert again.returncode != 0 and "not waiting for approval" in again.stderr
 
 
