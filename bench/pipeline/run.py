@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -262,6 +263,7 @@ async def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="aios-bench-pipeline-"))
     site = Site(directory)
     site.start(only={"kafka", "triton"})
+    os.environ[kafka.EXTRA_CONFIG_ENV] = site.endpoints.kafka_config  # the site's admin
     try:
         shutil.copytree(repository(MODEL, VERSION) / MODEL, directory / "models" / MODEL)
         host = site.endpoints.triton_http.removeprefix("http://")

@@ -203,7 +203,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         site = Site(Path(tmp))
         try:
-            appending(site.start().kafka_bootstrap, args.records // 4)
+            endpoints = site.start()
+            os.environ[kafka.EXTRA_CONFIG_ENV] = endpoints.kafka_config  # the site's admin
+            appending(endpoints.kafka_bootstrap, args.records // 4)
         finally:
             site.stop()
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from support import SESSION_SITE
 
+from aios.connectors.kafka import EXTRA_CONFIG_ENV
 from aios.stack import release
 from aios.stack.components import ComponentUnavailable
 from aios.stack.platform import site_environment
@@ -41,7 +42,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         local.start()
     except (ComponentFailed, ComponentUnavailable) as error:
         pytest.fail(f"the local site did not start: {error}", pytrace=False)
-    yield local
+    with pytest.MonkeyPatch.context() as environment:
+        # Like a user's ``eval "$(aiosctl env)"``: the tests' Kafka clients are the admin.
+        environment.setenv(EXTRA_CONFIG_ENV, local.endpoints.kafka_config)
+        yield local
     local.stop()
 
 

@@ -42,8 +42,9 @@ from aios.edge.protocol import (
 )
 from aios.edge.segments import SegmentLog
 from aios.operator.reconcile.edge_gateway import compile_config
+from aios.stack.kafka_broker import kafka_ready
 from aios.stack.process import ManagedProcess, free_port
-from aios.stack.site import Site, http_ok, kafka_ready
+from aios.stack.site import Site, http_ok
 
 AGENT = Path(sys.executable).parent / "aios-edge"
 SENSORS = [f"aq-{i:02d}" for i in range(20)]
@@ -373,10 +374,11 @@ def test_mqtt_readings_are_forwarded_with_trace_context(
 
 
 def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
-    tmp_path: Path, agent_factory: Any, unique: str
+    tmp_path: Path, agent_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker = Site(tmp_path / "kafka-only")
     broker.start(only=["kafka"])  # a site of its own: this test stops and restarts its Kafka
+    monkeypatch.setenv(kafka.EXTRA_CONFIG_ENV, broker.endpoints.kafka_config)  # and its users
     try:
         bootstrap = broker.endpoints.kafka_bootstrap
         name, sink = configured(bootstrap, "outage", unique, PLAIN)
@@ -399,7 +401,8 @@ def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
         time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
         restarted = ManagedProcess("kafka", kafka_process.argv, kafka_process.log).start()
         broker.processes["kafka"] = restarted
-        restarted.wait_healthy(lambda: kafka_ready(bootstrap), 120)
+        admin = json.loads(broker.endpoints.kafka_config)
+        restarted.wait_healthy(lambda: kafka_ready(bootstrap, admin), 120)
         records = read_topic(bootstrap, sink, len(sent), timeout=180)
         assert_exactly_once_in_order(sent, readings(records))
         assert len(records) == len(sent)

@@ -4,6 +4,7 @@ tests (``test_node``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from datetime import timedelta
@@ -11,7 +12,8 @@ from datetime import timedelta
 import httpx
 import numpy as np
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, Producer
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -22,15 +24,14 @@ from aios.stack.site import Site
 
 def test_kafka_round_trips_a_message(site: Site) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
+    admin_user = {"bootstrap.servers": bootstrap, **json.loads(site.endpoints.kafka_config)}
     topic = f"site-check-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_user)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({**admin_user, "enable.idempotence": True})
     producer.produce(topic, key=b"k", value=b"hello")
     assert producer.flush(30) == 0
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest"}
-    )
+    consumer = Consumer({**admin_user, "group.id": topic, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     message = None
     for _ in range(60):
@@ -39,6 +40,29 @@ def test_kafka_round_trips_a_message(site: Site) -> None:
             break
     consumer.close()
     assert message is not None and message.value() == b"hello"
+
+
+def test_kafka_refuses_clients_without_a_valid_password(site: Site) -> None:
+    """Every listener asks who is there: no credentials, or a wrong password, gets no
+    metadata, and the wrong password is told why."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    anonymous = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    with pytest.raises(KafkaException):
+        anonymous.list_topics(timeout=5)
+    settings = json.loads(site.endpoints.kafka_config)
+    errors: list[str] = []
+    wrong = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            **settings,
+            "sasl.password": "not-" + settings["sasl.password"],
+            "error_cb": lambda error: errors.append(str(error)),
+            "log_level": 0,
+        }
+    )
+    with pytest.raises(KafkaException):
+        wrong.list_topics(timeout=5)
+    assert any("Authentication failed" in e for e in errors), errors
 
 
 @activity.defn(name="site_check_double")

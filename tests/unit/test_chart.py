@@ -25,6 +25,7 @@ from aios.connectors.audit_checkpoint import CONFIGMAP
 from aios.operator.certificates import WebhookCertificates, load_ca
 from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
 from aios.operator.reconcile import automation_intent, model_deployment, worker
+from aios.operator.reconcile.kafka_access import worker_principal
 from aios.stack.components import HELM
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
@@ -212,19 +213,26 @@ def test_the_operator_may_apply_and_prune_every_child_kind_it_renders(
         *model_deployment.CHILD_KINDS,
         *model_deployment.KSERVE_KINDS,
         *SIMULATOR_KINDS,
-        *{(o["apiVersion"], o["kind"]) for o in worker.render_worker("ns", settings())},
+        *{
+            (o["apiVersion"], o["kind"])
+            for o in worker.render_worker("ns", settings(), worker_principal("ns", []))
+        },
     }
     for api_version, kind in children:
         for verb in ("create", "patch", "list", "delete"):
             assert (group_of(api_version), plural(kind), verb) in held, (kind, verb)
 
 
-def test_the_operator_may_write_the_namespace_kafka_secret_and_read_no_secret(
+def test_the_operator_may_write_the_kafka_secrets_and_read_no_secret(
     default: list[dict[str, Any]],
 ) -> None:
-    """The data plane's Kafka Secret is applied (create, then patch of that one name);
-    the operator never needs to read a Secret, so it may not."""
-    (secret,) = replace(settings(), kafka_config="{}").component_secrets("ns")
+    """The data plane's Kafka Secrets (the shared copy, or each workload's own user's) are
+    applied: create, then patch; the operator never needs to read a Secret, so it may not."""
+    scram = json.dumps({"sasl.mechanism": "SCRAM-SHA-512", "security.protocol": "SASL_SSL"})
+    site = replace(settings(), kafka_config=scram, kafka_principal_key="k")
+    (shared,) = replace(settings(), kafka_config="{}").component_secrets("ns")
+    (own,) = site.component_secrets("ns", worker_principal("ns", []))
+    assert own["metadata"]["name"] != shared["metadata"]["name"]
     secret_rules = [
         rule
         for doc in default
@@ -232,11 +240,8 @@ def test_the_operator_may_write_the_namespace_kafka_secret_and_read_no_secret(
         for rule in doc["rules"]
         if "secrets" in rule["resources"]
     ]
-    assert ("", "secrets", "create") in permissions(default)
-    assert any(
-        rule.get("resourceNames") == [secret["metadata"]["name"]] and rule["verbs"] == ["patch"]
-        for rule in secret_rules
-    )
+    held = permissions(default)
+    assert ("", "secrets", "create") in held and ("", "secrets", "patch") in held
     granted = {verb for rule in secret_rules for verb in rule["verbs"]}
     assert granted == {"create", "patch"}, "no get, list, watch or delete of Secrets"
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from aios.api import AutomationIntent, ModelDeployment
 from aios.operator.reconcile import automation_intent, model_deployment
 from aios.operator.reconcile.edge_gateway import render_simulator
+from aios.operator.reconcile.kafka_access import worker_principal
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.settings import DataPlane, OperatorSettings
 
@@ -26,6 +27,8 @@ DATA_PLANE = {
     "modelServers": {"nodeSelector": {"accelerator": "l4"}, "tolerations": [GPU_TAINT]},
     "resources": {"intentRunner": {"requests": {"cpu": "1", "memory": "2Gi"}}},
 }
+
+WORKER_USER = worker_principal("city", [])
 
 
 def example(name: str, **meta: Any) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def rendered(settings: OperatorSettings) -> dict[str, list[dict[str, Any]]]:
     serving = model_deployment.serving(md)
     return {
         "runner": automation_intent.render_runner(example("pm25-alerting.yaml"), config, settings),
-        "worker": render_worker("city", settings),
+        "worker": render_worker("city", settings, WORKER_USER),
         "agent": render_simulator(gateway, settings),
         "model": model_deployment.render_raw(md, serving, settings, None),
         "kserve": model_deployment.render_kserve(md, serving, settings),

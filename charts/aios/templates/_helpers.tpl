@@ -58,6 +58,10 @@ pins it, else repository:tag (tag default: the chart's appVersion). Call with (l
 {{- if not .Values.operator.watchNamespaces }}true{{ end }}
 {{- end }}
 
+{{- define "aios.kafkaUsersSecretName" -}}
+{{- default (printf "%s-kafka-users" (include "aios.fullname" .)) .Values.kafka.users.existingSecret }}
+{{- end }}
+
 {{- define "aios.kafkaSecretName" -}}
 {{- default (printf "%s-kafka" (include "aios.fullname" .)) .Values.kafka.existingSecret }}
 {{- end }}

@@ -35,3 +35,9 @@ class RunnerConfig(ApiModel):
     heartbeat_topic: str = HEARTBEAT_TOPIC
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     site: str = Field(default=DEFAULT_SITE, description="The site every decision names.")
+
+    @property
+    def transactional_id_prefix(self) -> str:
+        """What each runner pod's transactional id starts with (its pod name follows): no
+        other intent's does, since a name has no ``/``. Its Kafka ACL is on this prefix."""
+        return f"aios-runner.{self.intent.namespace}/{self.intent.name}/"

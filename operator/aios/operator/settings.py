@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,13 +22,21 @@ from pydantic import Field
 from aios.api.base import DEFAULT_SITE, SITE_ENV, ApiModel
 from aios.operator.certificates import KeyPair, load_ca
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
+from aios.operator.reconcile.kafka_access import (
+    CREDENTIALS_KEY,
+    KafkaPrincipal,
+    credentials,
+    credentials_secret,
+    password,
+    uses_scram,
+)
 
 DEFAULT_IMAGE = "ghcr.io/aios-dev/aios:0.1.0"
 DEFAULT_EDGE_IMAGE = "ghcr.io/aios-dev/aios-edge:0.1.0"
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as the site's
 KAFKA_CLIENT_SECRET = "aios-kafka-client"
 """The Secret in each data-plane namespace holding the site's Kafka client settings."""
-KAFKA_CLIENT_KEY = "config.json"
+KAFKA_CLIENT_KEY = CREDENTIALS_KEY
 
 
 class PodPlacement(ApiModel):
@@ -88,6 +97,9 @@ class OperatorSettings:
     opa_url: str = ""
     mqtt_url: str = ""
     kafka_config: str = ""
+    kafka_principal_key: str = ""
+    """The key each workload's Kafka password is derived from (``kafka_access``); set, and
+    with a SCRAM site, every runner, worker and edge gateway gets its own Kafka user."""
     image: str = DEFAULT_IMAGE
     edge_image: str = DEFAULT_EDGE_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
@@ -120,6 +132,7 @@ class OperatorSettings:
             opa_url=env.get("AIOS_OPA_URL", ""),
             mqtt_url=env.get("AIOS_MQTT_URL", ""),
             kafka_config=env.get("AIOS_KAFKA_CONFIG", ""),
+            kafka_principal_key=env.get("AIOS_KAFKA_PRINCIPAL_KEY", ""),
             image=env.get("AIOS_IMAGE", DEFAULT_IMAGE),
             edge_image=env.get("AIOS_EDGE_IMAGE", DEFAULT_EDGE_IMAGE),
             triton_image=env.get("AIOS_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
@@ -134,12 +147,23 @@ class OperatorSettings:
             model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
         )
 
-    def component_env(self) -> list[dict[str, Any]]:
+    @property
+    def kafka_principals(self) -> bool:
+        """Whether workloads get their own Kafka users (else they share the site's settings)."""
+        return bool(self.kafka_principal_key) and uses_scram(json.loads(self.kafka_config or "{}"))
+
+    def kafka_credentials(self, principal: KafkaPrincipal) -> dict[str, Any]:
+        """The principal's librdkafka settings: the site's, as the principal."""
+        secret = password(self.kafka_principal_key, principal)
+        return credentials(json.loads(self.kafka_config), principal, secret)
+
+    def component_env(self, principal: KafkaPrincipal | None = None) -> list[dict[str, Any]]:
         """The environment every aios data-plane container gets: the site's addresses and
         the pod's own identity (its address is what it binds to). The Kafka client
-        settings may hold SASL passwords, so they come by reference from the namespace's
-        Secret (``component_secrets``); their digest changes the pod template, so a new
-        value rolls the pods."""
+        settings hold a password, so they come by reference from a Secret
+        (``component_secrets``): the ``principal``'s own when workloads have Kafka users,
+        else the namespace's shared copy of the site's. Their digest changes the pod
+        template, so a new value rolls the pods."""
         pairs = {
             "AIOS_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "AIOS_TEMPORAL_ADDRESS": self.temporal_address,
@@ -157,18 +181,25 @@ class OperatorSettings:
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ]
         env += [{"name": k, "value": v} for k, v in pairs.items() if v]
-        if self.kafka_config:
-            reference = {"name": KAFKA_CLIENT_SECRET, "key": KAFKA_CLIENT_KEY}
+        client = self._kafka_client(principal)
+        if client is not None:
+            name, settings = client
+            reference = {"name": name, "key": CREDENTIALS_KEY}
+            digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
             env += [
                 {"name": "AIOS_KAFKA_CONFIG", "valueFrom": {"secretKeyRef": reference}},
-                {"name": "AIOS_KAFKA_CONFIG_DIGEST", "value": self._kafka_config_digest()},
+                {"name": "AIOS_KAFKA_CONFIG_DIGEST", "value": digest},
             ]
         return env
 
-    def component_secrets(self, namespace: str) -> list[dict[str, Any]]:
-        """The Secret ``component_env`` refers to, for a namespace's data plane; none when
-        the site has no Kafka client settings. Shared by the namespace's components, so
-        no object owns it: it goes with the namespace."""
+    def component_secrets(
+        self, namespace: str, principal: KafkaPrincipal | None = None
+    ) -> list[dict[str, Any]]:
+        """The Secret ``component_env`` refers to; none when the site has no Kafka client
+        settings. A principal's is its workload's alone; the shared copy is the
+        namespace's, so no object owns it: it goes with the namespace."""
+        if self.kafka_principals and principal is not None:
+            return [credentials_secret(namespace, principal, self.kafka_credentials(principal))]
         if not self.kafka_config:
             return []
         return [
@@ -185,8 +216,13 @@ class OperatorSettings:
             }
         ]
 
-    def _kafka_config_digest(self) -> str:
-        return hashlib.sha256(self.kafka_config.encode()).hexdigest()[:16]
+    def _kafka_client(self, principal: KafkaPrincipal | None) -> tuple[str, str] | None:
+        """The Secret a workload's Kafka settings come from, and those settings."""
+        if self.kafka_principals and principal is not None:
+            return principal.secret, json.dumps(self.kafka_credentials(principal), sort_keys=True)
+        if self.kafka_config:
+            return KAFKA_CLIENT_SECRET, self.kafka_config
+        return None
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class Runner:
         self.producer: Producer = kafka.producer(
             bootstrap,
             **{
-                "transactional.id": f"aios-runner.{self.intent}.{pod}",
+                "transactional.id": f"{config.transactional_id_prefix}{pod}",
                 "linger.ms": 2,
             },
         )

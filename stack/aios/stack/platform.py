@@ -26,6 +26,7 @@ def site_environment(site: Site) -> dict[str, str]:
     return {
         "KUBECONFIG": e.kubeconfig,
         "AIOS_KAFKA_BOOTSTRAP": e.kafka_bootstrap,
+        "AIOS_KAFKA_CONFIG": e.kafka_config,  # the site admin's SASL identity
         "AIOS_TEMPORAL_ADDRESS": e.temporal_address,
         "TEMPORAL_ADDRESS": e.temporal_address,  # the Temporal CLI's own
         "AIOS_OPA_URL": e.opa_url,

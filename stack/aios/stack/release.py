@@ -47,7 +47,10 @@ def local_site_values(
         "image": {**image_values(images["aios"]), "pullPolicy": "IfNotPresent"},
         "edgeImage": image_values(images["aios-edge"]),
         "tritonImage": image_values(images["tritonserver"]),
-        "kafka": {"bootstrap": endpoints.kafka_bootstrap},
+        "kafka": {
+            "bootstrap": endpoints.kafka_bootstrap,
+            "config": json.loads(endpoints.kafka_operator_config or "{}"),
+        },
         "temporal": {"address": endpoints.temporal_address},
         "opa": {"url": endpoints.opa_url},
         "mqtt": {"url": endpoints.mqtt_url},

@@ -25,11 +25,20 @@ from pathlib import Path
 
 from aios.stack import components
 from aios.stack.images import BuiltImage
+from aios.stack.kafka_broker import (
+    ADMIN,
+    BROKER_LOG4J,
+    KAFKA_PORT,
+    OPERATOR,
+    SiteUsers,
+    broker_properties,
+    client_settings,
+    kafka_ready,
+)
 from aios.stack.models import example_models
 from aios.stack.node import Node, NodeState, teardown
 from aios.stack.process import ComponentFailed, ManagedProcess, log_tail, terminate_group
 
-KAFKA_PORT, KAFKA_CONTROLLER_PORT = 9092, 9093
 TEMPORAL_PORT = 7233
 OPA_PORT = 8181
 TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT = 8000, 8001, 8002
@@ -48,6 +57,10 @@ class Endpoints:
     kubeconfig: str = ""
     kube_api: str = ""
     kafka_bootstrap: str = ""
+    kafka_config: str = ""
+    """The site admin's Kafka client settings, JSON (``AIOS_KAFKA_CONFIG``)."""
+    kafka_operator_config: str = ""
+    """The operator's: its own super user, so the API server's audit and Kafka's tell them apart."""
     temporal_address: str = ""
     opa_url: str = ""
     triton_http: str = ""
@@ -218,10 +231,12 @@ class Site:
     def _start_kafka(self) -> None:
         home = components.KAFKA.ensure()
         data = self.directory / "kafka"
+        users = SiteUsers.ensure(self.directory / "kafka-users.json")
         config = self.directory / "kafka.properties"
-        config.write_text(kafka_properties(self.address, data))
+        config.touch(mode=0o600)
+        config.write_text(broker_properties(self.address, data, users))
         log4j = self.directory / "kafka-log4j2.properties"
-        log4j.write_text(KAFKA_LOG4J)
+        log4j.write_text(BROKER_LOG4J)
         classpath = f"{home / 'libs'}/*"
         java = [
             "java",
@@ -241,15 +256,22 @@ class Site:
                 check=True,
             ).stdout.strip()
             fmt = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                [
+                    *java,
+                    *("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                    *users.scram_arguments(),
+                ],
                 capture_output=True,
                 text=True,
             )
             if fmt.returncode != 0:
                 raise ComponentFailed("kafka", f"storage format failed: {fmt.stderr[-2000:]}", None)
         kafka = self._run("kafka", [*java, "kafka.Kafka", str(config)])
+        admin = client_settings(ADMIN, users.admin)
         self.endpoints.kafka_bootstrap = f"{self.address}:{KAFKA_PORT}"
-        kafka.wait_healthy(lambda: kafka_ready(self.endpoints.kafka_bootstrap), 120)
+        self.endpoints.kafka_config = json.dumps(admin)
+        self.endpoints.kafka_operator_config = json.dumps(client_settings(OPERATOR, users.operator))
+        kafka.wait_healthy(lambda: kafka_ready(self.endpoints.kafka_bootstrap, admin), 120)
 
     # -- Temporal ------------------------------------------------------------------------
     def _start_temporal(self) -> None:
@@ -388,64 +410,6 @@ def stop_running_site(directory: Path, timeout: float = 60) -> bool:
     state.ready, state.processes = False, {}
     state.save()
     return True
-
-
-def kafka_properties(address: str, data: Path) -> str:
-    """One KRaft node: clients on the node's address (the host and pods alike), the
-    controller on the node's loopback."""
-    controller = f"127.0.0.1:{KAFKA_CONTROLLER_PORT}"
-    return "\n".join(
-        [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{controller}",
-            f"listeners=PLAINTEXT://0.0.0.0:{KAFKA_PORT},CONTROLLER://{controller}",
-            f"advertised.listeners=PLAINTEXT://{address}:{KAFKA_PORT}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={data}",
-            "num.partitions=1",
-            "auto.create.topics.enable=false",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=6",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=6",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "log.flush.interval.messages=9223372036854775807",
-            "",
-        ]
-    )
-
-
-KAFKA_LOG4J = """\
-status = warn
-appender.stdout.type = Console
-appender.stdout.name = STDOUT
-appender.stdout.layout.type = PatternLayout
-appender.stdout.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRefs = stdout
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.kafka.name = kafka
-logger.kafka.level = WARN
-logger.apache.name = org.apache.kafka
-logger.apache.level = WARN
-logger.server.name = kafka.server.KafkaRaftServer
-logger.server.level = INFO
-"""
-
-
-def kafka_ready(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    # log_level 0: connection refusals while the broker starts are expected, not news
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
-    metadata = admin.list_topics(timeout=2)
-    return len(metadata.brokers) > 0
 
 
 def mqtt_ready(host: str, port: int) -> bool:

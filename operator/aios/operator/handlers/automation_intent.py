@@ -35,6 +35,7 @@ from aios.operator.reconcile.automation_intent import (
     topic_names,
 )
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
+from aios.operator.reconcile.kafka_access import runner_principal
 from aios.operator.reconcile.worker import WORKER, render_worker
 from aios.operator.runtime.controller import Context, Controller, KindSpec, status_change
 from aios.operator.runtime.writer import Change
@@ -188,9 +189,13 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         )
     conditions.append(ConditionUpdate("TopicsReady", "True", "TopicsReconciled", topics_message))
 
-    children = render_runner(ctx.body, runner_config(intent, sources, settings.site), settings)
+    config = runner_config(intent, sources, settings.site)
+    children = render_runner(ctx.body, config, settings)
+    worker = runtime(ctx.memo).worker_principal(namespace)
+    await runtime(ctx.memo).kafka_user(worker)
+    await runtime(ctx.memo).kafka_user(runner_principal(config))
     children_api = runtime(ctx.memo).children
-    await children_api.apply([*render_worker(namespace, settings), *children])
+    await children_api.apply([*render_worker(namespace, settings, worker), *children])
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
     runner_ok, runner_message = deployment_ready(
         await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)
@@ -224,6 +229,8 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     """Topics go only with ``deletePolicy: Delete`` (losing them by accident hurts)."""
     intents: IntentState = ctx.memo.intents
     intents.counted.pop(ctx.body.metadata["uid"], None)
+    site = runtime(ctx.memo).settings.site
+    await runtime(ctx.memo).remove_kafka_user(runner_principal(runner_config(intent, [], site)))
     if intent.spec.topics.delete_policy != "Delete":
         return
     names = topic_names(ctx.body.metadata["namespace"], ctx.body.metadata["name"], [])

@@ -49,8 +49,10 @@ from aios.operator.reconcile.conditions import (
 from aios.operator.reconcile.edge_gateway import (
     compile_config,
     connected_until,
+    gateway_principal,
     heartbeat_status,
     key_of,
+    render_agent_credentials,
     render_simulator,
     status_changes,
 )
@@ -215,7 +217,8 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     settings = runtime(ctx.memo).settings
     children = render_simulator(ctx.body, settings)
     meta = gateway.metadata
-    secrets = settings.component_secrets(meta["namespace"]) if children else []
+    await runtime(ctx.memo).kafka_user(gateway_principal(ctx.body))
+    secrets = render_agent_credentials(ctx.body, settings, simulated=bool(children))
     children_api = runtime(ctx.memo).children
     await children_api.apply([*secrets, *children])
     await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
@@ -228,8 +231,9 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
 
 
 async def deleted(ctx: Context) -> None:
-    """The gateway is gone: its config record gets a tombstone."""
+    """The gateway is gone: its config record gets a tombstone, its Kafka user goes."""
     await asyncio.to_thread(withdraw, ctx.memo, key_of(ctx.body))
+    await runtime(ctx.memo).remove_kafka_user(gateway_principal(ctx.body))
 
 
 def withdraw(memo: kopf.Memo, key: str) -> None:

@@ -74,7 +74,11 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     else:
         children = plan.render_raw(md, serving, settings, settings.model_mirror or None)
         kinds = plan.CHILD_KINDS
-    workers = render_worker(namespace, settings) if action.start else []
+    workers = []
+    if action.start:
+        worker = runtime(ctx.memo).worker_principal(namespace)
+        await runtime(ctx.memo).kafka_user(worker)
+        workers = render_worker(namespace, settings, worker)
     children_api = runtime(ctx.memo).children
     await children_api.apply([*workers, *children])
     await children_api.prune(namespace, meta["uid"], kinds, children)

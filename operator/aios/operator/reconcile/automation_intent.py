@@ -16,6 +16,7 @@ from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.connectors.topics import TopicSpec
 from aios.operator.reconcile.children import PART_OF, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.reconcile.kafka_access import runner_principal
 from aios.operator.settings import OperatorSettings, task_queue
 
 RUNNER = "aios-intent-runner"
@@ -33,6 +34,16 @@ def topic_names(namespace: str, name: str, sources: list[str]) -> RunnerTopics:
         actions=f"{base}.actions",
         dead_letters=f"{base}.dead-letters",
     )
+
+
+def action_topics(intent: Mapping[str, Any]) -> list[str]:
+    """The topics an intent's actions write (through the namespace's worker): its actions
+    topic, and those its Kafka actions name. Read from the stored object as it is, since
+    every intent of a namespace is asked on each reconcile of one."""
+    meta = intent["metadata"]
+    actions = (intent.get("spec") or {}).get("actions") or []
+    named = [a["target"] for a in actions if a.get("type") == "kafka" and a.get("target")]
+    return [topic_names(meta["namespace"], meta["name"], []).actions, *named]
 
 
 def source_topics(intent: AutomationIntent, gateways: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -105,8 +116,9 @@ def runner_config(
 def render_runner(
     owner: Mapping[str, Any], config: RunnerConfig, settings: OperatorSettings
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and binding (read ModelDeployments), ConfigMap, Deployment —
-    in the order they must be applied."""
+    """The runner's Kafka credentials (its own user's, when workloads have users),
+    ServiceAccount, Role and binding (read ModelDeployments), ConfigMap, Deployment — in
+    the order they must be applied."""
     name = f"{config.intent.name}-runner"
     labels = {
         "app.kubernetes.io/name": RUNNER,
@@ -114,6 +126,7 @@ def render_runner(
         "app.kubernetes.io/component": "intent-runner",
         PART_OF: "aios",
     }
+    principal = runner_principal(config)
     text = config.model_dump_json(by_alias=True, exclude_none=True, indent=2)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     replicas = 0 if config.spec.mode == "paused" else 1
@@ -123,7 +136,7 @@ def render_runner(
         "imagePullPolicy": settings.image_pull_policy,
         "command": [RUNNER],
         "args": [f"--config={CONFIG_PATH}/config.json", f"--metrics-port={METRICS_PORT}"],
-        "env": settings.component_env(),
+        "env": settings.component_env(principal),
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_PATH, "readOnly": True}],
         "resources": settings.data_plane.resources.intent_runner,
@@ -136,6 +149,7 @@ def render_runner(
         },
     }
     children: list[dict[str, Any]] = [
+        *settings.component_secrets(config.intent.namespace, principal),
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -207,7 +221,8 @@ RUNNER_KINDS = [
     ("v1", "ConfigMap"),
     ("apps/v1", "Deployment"),
 ]
-"""What ``render_runner`` produces (and what pruning looks at)."""
+"""What ``render_runner`` produces and pruning looks at: not its Kafka credentials, whose
+name never changes and which go with the intent (the operator may not list Secrets)."""
 
 
 def deployment_ready(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:

@@ -26,6 +26,7 @@ from aios.edge.protocol import (
 )
 from aios.operator.reconcile.children import PART_OF, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.reconcile.kafka_access import KafkaPrincipal, edge_principal
 from aios.operator.reconcile.worker import COMPONENT, NAME
 from aios.operator.settings import OperatorSettings
 
@@ -171,6 +172,26 @@ def status_changes(
     }
 
 
+def gateway_principal(gateway: Mapping[str, Any]) -> KafkaPrincipal:
+    """The gateway's Kafka user: its agent, in the cluster or on the lamp post."""
+    meta = gateway["metadata"]
+    return edge_principal(meta["namespace"], meta["name"], gateway["spec"]["sink"]["kafkaTopic"])
+
+
+def render_agent_credentials(
+    gateway: Mapping[str, Any], settings: OperatorSettings, simulated: bool
+) -> list[dict[str, Any]]:
+    """The Secret the gateway's agent takes its Kafka settings from: its own user's when
+    workloads have users (owned by the gateway, whether the agent runs in the cluster or
+    is given them for the lamp post), else the namespace's shared copy, for a simulated
+    agent."""
+    namespace = gateway["metadata"]["namespace"]
+    if settings.kafka_principals:
+        secrets = settings.component_secrets(namespace, gateway_principal(gateway))
+        return [owned(s, gateway) for s in secrets]
+    return settings.component_secrets(namespace) if simulated else []
+
+
 def render_simulator(
     gateway: Mapping[str, Any], settings: OperatorSettings
 ) -> list[dict[str, Any]]:
@@ -202,7 +223,7 @@ def render_simulator(
             "--http-host=$(POD_IP)",
             f"--http-port={AGENT_PORT_HTTP}",
         ],
-        "env": settings.component_env(),
+        "env": settings.component_env(gateway_principal(gateway)),
         "ports": [
             {"name": "metrics", "containerPort": AGENT_PORT_METRICS},
             {"name": "http", "containerPort": AGENT_PORT_HTTP},

@@ -14,6 +14,7 @@ from typing import Any
 
 from aios.api import GROUP
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
+from aios.operator.reconcile.kafka_access import KafkaPrincipal
 from aios.operator.settings import OperatorSettings, task_queue
 
 WORKER = "aios-worker"
@@ -45,9 +46,12 @@ def worker_labels() -> dict[str, str]:
     return {NAME: WORKER, COMPONENT: "worker", PART_OF: "aios", MANAGED_BY: OPERATOR}
 
 
-def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """The Secrets its environment refers to, then ServiceAccount, Role, RoleBinding and
-    Deployment of the namespace's worker, in the order to apply them."""
+def render_worker(
+    namespace: str, settings: OperatorSettings, principal: KafkaPrincipal
+) -> list[dict[str, Any]]:
+    """The Secret its environment refers to (its Kafka user's, ``principal``), then
+    ServiceAccount, Role, RoleBinding and Deployment of the namespace's worker, in the
+    order to apply them."""
     labels = worker_labels()
 
     def meta() -> dict[str, Any]:
@@ -73,7 +77,7 @@ def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, 
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["aios-worker"],
         "args": [f"--task-queue={task_queue(namespace)}"],
-        "env": settings.component_env(),
+        "env": settings.component_env(principal),
         "resources": settings.data_plane.resources.worker,
     }
     deployment = {
@@ -93,4 +97,4 @@ def render_worker(namespace: str, settings: OperatorSettings) -> list[dict[str, 
             },
         },
     }
-    return [*settings.component_secrets(namespace), account, role, binding, deployment]
+    return [*settings.component_secrets(namespace, principal), account, role, binding, deployment]

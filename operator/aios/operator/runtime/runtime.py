@@ -4,15 +4,21 @@ each kind's controller (whose stores other kinds read)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from confluent_kafka.admin import AdminClient
 from kubernetes import client
 from temporalio.client import Client
 
+from aios.api import AutomationIntent
 from aios.connectors import kafka
+from aios.operator.reconcile.automation_intent import action_topics
+from aios.operator.reconcile.kafka_access import KafkaPrincipal, password, worker_principal
 from aios.operator.runtime.children import Children
+from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.settings import OperatorSettings, WebhookSettings
@@ -35,6 +41,7 @@ class Runtime:
     children: Children = field(init=False)
     """Server-side apply and prune of what the kinds render, through ``api``."""
     _kafka_admin: AdminClient | None = None
+    _kafka_users: KafkaUsers | None = None
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -49,6 +56,31 @@ class Runtime:
         if self._kafka_admin is None:
             self._kafka_admin = kafka.admin(self.settings.kafka_bootstrap)
         return self._kafka_admin
+
+    @property
+    def kafka_users(self) -> KafkaUsers:
+        if self._kafka_users is None:
+            mechanism = json.loads(self.settings.kafka_config)["sasl.mechanism"]
+            self._kafka_users = KafkaUsers(self.kafka_admin, mechanism)
+        return self._kafka_users
+
+    async def kafka_user(self, principal: KafkaPrincipal) -> None:
+        """Make a workload's Kafka user and ACLs exist as rendered, before its pods start
+        (when the site gives workloads their own users)."""
+        if self.settings.kafka_principals:
+            secret = password(self.settings.kafka_principal_key, principal)
+            await self.kafka_users.ensure(principal, secret)
+
+    def worker_principal(self, namespace: str) -> KafkaPrincipal:
+        """The Kafka user of the namespace's worker: what the namespace's intents, as the
+        watch has them, let it write."""
+        intents = self.store(AutomationIntent.crd.plural).in_namespace(namespace)
+        return worker_principal(namespace, chain.from_iterable(action_topics(i) for i in intents))
+
+    async def remove_kafka_user(self, principal: KafkaPrincipal) -> None:
+        """The workload is gone: so are its Kafka user and ACLs."""
+        if self.settings.kafka_principals:
+            await self.kafka_users.remove(principal.user)
 
     async def temporal(self) -> Client:
         """One Temporal client for the process, connected at first use (lazily: a Temporal

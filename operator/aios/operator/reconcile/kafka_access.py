@@ -1,0 +1,132 @@
+"""Who may do what in Kafka, purely: one principal per workload, as Strimzi's KafkaUser
+gives one, with ACLs on exactly its topics, consumer group and transactional ids.
+
+- an intent's runner reads its sources and its consumer group, writes its decisions,
+  dead letters and heartbeats, and owns the transactional ids of its pods;
+- an edge gateway reads the config topic, writes its heartbeats and its own sink topic;
+- a namespace's workflow worker writes the audit events, the actions topics of the
+  namespace's intents and the topics their Kafka actions name.
+
+A principal's password is derived from the operator's key (HMAC-SHA-256 of the user name),
+so rendering its Secret needs no read and the same key always gives the same password.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aios.api.runner import RunnerConfig
+from aios.connectors.audit import EVENTS_TOPIC
+from aios.edge.protocol import CONFIG_TOPIC, STATUS_TOPIC, gateway_key
+from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
+
+Resource = Literal["topic", "group", "transactional-id"]
+Operation = Literal["read", "write", "describe"]
+READ: tuple[Operation, ...] = ("read", "describe")
+WRITE: tuple[Operation, ...] = ("write", "describe")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+CREDENTIALS_KEY = "config.json"
+"""The key of a principal's Secret: its librdkafka settings, ``AIOS_KAFKA_CONFIG``."""
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """One ACL: ``operation`` allowed on a resource named ``name`` (or every name that
+    starts with it, when ``prefixed``)."""
+
+    resource: Resource
+    name: str
+    operation: Operation
+    prefixed: bool = False
+
+
+@dataclass(frozen=True)
+class KafkaPrincipal:
+    """A workload's Kafka user, what it may do, and the Secret holding its settings."""
+
+    user: str
+    grants: frozenset[Grant]
+    secret: str
+
+    def digest(self) -> str:
+        """Changes when its grants do."""
+        text = json.dumps([self.user, sorted(self.grants)], default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _grants(
+    resource: Resource, names: Iterable[str], operations: Iterable[Operation]
+) -> set[Grant]:
+    return {Grant(resource, n, op) for n in names for op in operations}
+
+
+def runner_principal(config: RunnerConfig) -> KafkaPrincipal:
+    intent, topics = config.intent, config.topics
+    written = [topics.decisions, topics.dead_letters, config.heartbeat_topic]
+    grants = _grants("topic", topics.sources, READ) | _grants("topic", written, WRITE)
+    grants |= _grants("group", [config.consumer_group], ("read",))
+    prefix = config.transactional_id_prefix
+    grants |= {Grant("transactional-id", prefix, op, prefixed=True) for op in WRITE}
+    return KafkaPrincipal(
+        f"aios-runner.{intent.namespace}.{intent.name}",
+        frozenset(grants),
+        f"{intent.name}-runner-kafka",
+    )
+
+
+def edge_principal(namespace: str, name: str, sink_topic: str) -> KafkaPrincipal:
+    key = gateway_key(namespace, name)
+    grants = _grants("topic", [CONFIG_TOPIC], READ) | _grants(
+        "topic", [STATUS_TOPIC, sink_topic], WRITE
+    )
+    grants |= _grants("group", [f"aios-edge.{key}"], ("read",))
+    return KafkaPrincipal(f"aios-edge.{namespace}.{name}", frozenset(grants), f"{name}-edge-kafka")
+
+
+def worker_principal(namespace: str, action_topics: Iterable[str]) -> KafkaPrincipal:
+    """The namespace's worker writes the audit events and its intents' action topics."""
+    written = {EVENTS_TOPIC, *action_topics}
+    return KafkaPrincipal(
+        f"aios-worker.{namespace}", frozenset(_grants("topic", written, WRITE)), "aios-worker-kafka"
+    )
+
+
+def password(key: str, principal: KafkaPrincipal) -> str:
+    """The principal's password: only the key's holder (the operator) can compute it."""
+    mac = hmac.new(key.encode(), principal.user.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def uses_scram(settings: Mapping[str, Any]) -> bool:
+    """Whether the site's Kafka authenticates users by SCRAM (so the operator can make them)."""
+    return str(settings.get("sasl.mechanism", "")).upper() in SCRAM_MECHANISMS
+
+
+def credentials(base: Mapping[str, Any], principal: KafkaPrincipal, secret: str) -> dict[str, Any]:
+    """The principal's librdkafka settings: the site's, with its own user and password."""
+    return {**base, "sasl.username": principal.user, "sasl.password": secret}
+
+
+def credentials_secret(
+    namespace: str, principal: KafkaPrincipal, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Secret only the principal's workload mounts."""
+    text = json.dumps(settings, sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": principal.secret,
+            "namespace": namespace,
+            "labels": {PART_OF: "aios", MANAGED_BY: OPERATOR},
+            "annotations": {"aios.dev/kafka-user": principal.user},
+        },
+        "type": "Opaque",
+        "data": {CREDENTIALS_KEY: base64.b64encode(text.encode()).decode()},
+    }
