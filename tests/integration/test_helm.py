@@ -21,8 +21,9 @@ from conftest import Kubectl
 from support import running_pod, wait_for
 from test_intent_e2e import produce, read_all, reading
 
+from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
-from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET
+from aios.operator.settings import KAFKA_CLIENT_SECRET
 from aios.stack import release
 from aios.stack.components import ComponentUnavailable
 from aios.stack.process import ComponentFailed
@@ -79,7 +80,10 @@ def chart_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartSite]:
         site.stop()
         pytest.fail(f"the chart's local site did not start: {error}", pytrace=False)
     try:
-        yield ChartSite(site, release.values_file(site))
+        with pytest.MonkeyPatch.context() as environment:
+            # The test's Kafka clients are this site's admin (each site has its own).
+            environment.setenv(kafka.EXTRA_CONFIG_ENV, site.endpoints.kafka_config)
+            yield ChartSite(site, release.values_file(site))
     finally:
         site.stop()
 
@@ -202,7 +206,7 @@ def test_the_charts_operator_makes_a_city_ready_with_the_charts_rbac(
     acting = max(counts, key=lambda n: counts[n])
     assert acting == chart_site.leader(), "the one that reconciles holds the Lease"
 
-    assert_kafka_settings_by_reference(chart_site)
+    assert_kafka_users_by_reference(chart_site)
 
     denied = chart_site.run("apply", "-f", "-", stdin=yaml.safe_dump(unapproved_actuation()))
     assert denied.returncode != 0
@@ -255,21 +259,28 @@ def test_the_operator_runs_the_built_image_and_a_deleted_runner_resumes_where_it
     assert len(ids) == len(set(ids)) == 600, "each reading decided once, none twice"
 
 
-def assert_kafka_settings_by_reference(chart_site: ChartSite) -> None:
-    """The city's data plane reads the site's Kafka client settings from its own Secret,
-    which the operator wrote with the chart's RBAC; no Deployment spells them out."""
-    secret = chart_site.json("get", "secret", KAFKA_CLIENT_SECRET, "-n", CITY)
-    assert json.loads(base64.b64decode(secret["data"][KAFKA_CLIENT_KEY])) == {}, "chart default"
+def assert_kafka_users_by_reference(chart_site: ChartSite) -> None:
+    """Each of the city's workloads is its own Kafka user, its settings in its own Secret
+    (written by the operator with the chart's RBAC); no Deployment spells them out."""
+    users = {
+        "aios-worker": ("aios-worker-kafka", f"aios-worker.{CITY}"),
+        "pm25-alerting-runner": ("pm25-alerting-runner-kafka", f"aios-runner.{CITY}.pm25-alerting"),
+    }
     deployments = chart_site.json("get", "deployments", "-n", CITY)["items"]
-    readers = [
-        d["metadata"]["name"]
-        for d in deployments
-        for c in d["spec"]["template"]["spec"]["containers"]
-        for e in c.get("env", [])
-        if e["name"] == "AIOS_KAFKA_CONFIG"
-        and e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == KAFKA_CLIENT_SECRET
-    ]
-    assert {"aios-worker", "pm25-alerting-runner"} <= set(readers), readers
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        if name not in users:
+            continue
+        secret, user = users.pop(name)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (reference,) = [e for e in container["env"] if e["name"] == "AIOS_KAFKA_CONFIG"]
+        assert reference["valueFrom"]["secretKeyRef"]["name"] == secret, name
+        data = chart_site.json("get", "secret", secret, "-n", CITY)["data"]
+        assert json.loads(base64.b64decode(data["config.json"]))["sasl.username"] == user
+    assert not users, f"not rendered: {users}"
+    assert chart_site.run("get", "secret", KAFKA_CLIENT_SECRET, "-n", CITY).returncode != 0, (
+        "no shared copy of the operator's own user"
+    )
 
 
 def assert_no_forbidden(chart_site: ChartSite, name: str = RELEASE) -> None:

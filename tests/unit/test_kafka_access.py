@@ -106,6 +106,8 @@ def test_the_worker_writes_its_intents_action_topics_and_the_audit_events() -> N
         "dispatch",
     }
     assert not granted(worker, "topic", "read")
+    assert worker.digest() != worker_principal("city", topics[:1]).digest(), "grants changed"
+    assert worker.digest() == worker_principal("city", reversed(topics)).digest()
 
 
 def test_passwords_are_per_user_and_per_key() -> None:

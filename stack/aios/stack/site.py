@@ -231,12 +231,24 @@ class Site:
     def _start_kafka(self) -> None:
         home = components.KAFKA.ensure()
         data = self.directory / "kafka"
-        users = SiteUsers.ensure(self.directory / "kafka-users.json")
+        users_file = self.directory / "kafka-users.json"
+        if (data / "meta.properties").exists() and not users_file.exists():
+            raise ComponentFailed(
+                "kafka",
+                f"{data} was formatted before the site's Kafka had users; remove it (its"
+                " topics go with it) and start the site again",
+                None,
+            )
+        users = SiteUsers.ensure(users_file)
         config = self.directory / "kafka.properties"
         config.touch(mode=0o600)
         config.write_text(broker_properties(self.address, data, users))
         log4j = self.directory / "kafka-log4j2.properties"
         log4j.write_text(BROKER_LOG4J)
+        # Names from this file only: a SASL handshake asks the name of the broker's own
+        # address, and the node has no DNS server to answer (each attempt timed out).
+        hosts = self.directory / "kafka-hosts"
+        hosts.write_text(f"127.0.0.1 localhost\n{self.address} kafka\n")
         classpath = f"{home / 'libs'}/*"
         java = [
             "java",
@@ -244,6 +256,7 @@ class Site:
             "-Xmx768m",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
+            f"-Djdk.net.hosts.file={hosts}",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",
             classpath,

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from aios.api.runner import RunnerConfig
@@ -27,7 +27,7 @@ from aios.edge.protocol import CONFIG_TOPIC, STATUS_TOPIC, gateway_key
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
 Resource = Literal["topic", "group", "transactional-id"]
-Operation = Literal["read", "write", "describe"]
+Operation = Literal["read", "write", "describe", "describe-configs"]
 READ: tuple[Operation, ...] = ("read", "describe")
 WRITE: tuple[Operation, ...] = ("write", "describe")
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -56,7 +56,7 @@ class KafkaPrincipal:
 
     def digest(self) -> str:
         """Changes when its grants do."""
-        text = json.dumps([self.user, sorted(self.grants)], default=list)
+        text = json.dumps([self.user, [astuple(g) for g in sorted(self.grants)]])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -92,9 +92,9 @@ def edge_principal(namespace: str, name: str, sink_topic: str) -> KafkaPrincipal
 def worker_principal(namespace: str, action_topics: Iterable[str]) -> KafkaPrincipal:
     """The namespace's worker writes the audit events and its intents' action topics."""
     written = {EVENTS_TOPIC, *action_topics}
-    return KafkaPrincipal(
-        f"aios-worker.{namespace}", frozenset(_grants("topic", written, WRITE)), "aios-worker-kafka"
-    )
+    grants = _grants("topic", written, WRITE)
+    grants.add(Grant("topic", EVENTS_TOPIC, "describe-configs"))  # the writer checks the topic
+    return KafkaPrincipal(f"aios-worker.{namespace}", frozenset(grants), "aios-worker-kafka")
 
 
 def password(key: str, principal: KafkaPrincipal) -> str:

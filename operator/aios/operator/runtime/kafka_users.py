@@ -33,6 +33,7 @@ OPERATIONS = {
     "read": AclOperation.READ,
     "write": AclOperation.WRITE,
     "describe": AclOperation.DESCRIBE,
+    "describe-configs": AclOperation.DESCRIBE_CONFIGS,
 }
 
 
