@@ -149,8 +149,11 @@ def test_each_workload_reaches_its_own_topics_and_no_other(
     assert read(worker, bootstrap, sinks["a"], group)[0] == 0
 
     # The intent is gone: so is its runner's user.
-    kubectl("delete", "automationintent", "in-a", "-n", namespace)
+    kubectl("delete", "automationintent", "in-a", "-n", namespace, "--wait=false")
     wait_for(
         lambda: read(runner, bootstrap, sinks["a"], group)[1] - DENIED,
-        what="the deleted intent's runner refused",
+        what=lambda: (
+            "the deleted intent's runner refused; the operator's log:\n"
+            + kubectl("logs", "-n", operator, "deploy/aios", "-c", "operator", "--tail=40")
+        ),
     )

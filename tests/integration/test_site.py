@@ -62,6 +62,10 @@ def test_kafka_refuses_clients_without_a_valid_password(site: Site) -> None:
     )
     with pytest.raises(KafkaException):
         wrong.list_topics(timeout=5)
+    for _ in range(20):  # the error callback runs on poll
+        if errors:
+            break
+        wrong.poll(0.5)
     assert any("Authentication failed" in e for e in errors), errors
 
 

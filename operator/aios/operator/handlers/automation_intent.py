@@ -229,8 +229,9 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     """Topics go only with ``deletePolicy: Delete`` (losing them by accident hurts)."""
     intents: IntentState = ctx.memo.intents
     intents.counted.pop(ctx.body.metadata["uid"], None)
+    stored = AutomationIntent.model_validate(dict(ctx.body))  # ``intent`` has no metadata
     site = runtime(ctx.memo).settings.site
-    await runtime(ctx.memo).remove_kafka_user(runner_principal(runner_config(intent, [], site)))
+    await runtime(ctx.memo).remove_kafka_user(runner_principal(runner_config(stored, [], site)))
     if intent.spec.topics.delete_policy != "Delete":
         return
     names = topic_names(ctx.body.metadata["namespace"], ctx.body.metadata["name"], [])
