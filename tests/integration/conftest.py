@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import faults
 import pytest
 from support import SESSION_SITE
 
@@ -27,11 +28,41 @@ from aios.stack.platform import site_environment
 from aios.stack.process import ComponentFailed
 from aios.stack.site import Site, kubectl_argv
 
+FAULTS: dict[str, list[list[str]]] = {}
+"""Per fault scenario, [test, outcome] of each test that causes it (``faults``)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fault(scenario): causes one of faults.SCENARIOS")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        for mark in item.iter_markers("fault"):
+            (scenario,) = mark.args
+            if scenario not in faults.SCENARIOS:
+                raise pytest.UsageError(f"{item.nodeid}: unknown fault scenario {scenario!r}")
+            FAULTS.setdefault(scenario, []).append([item.nodeid, "not run"])
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A test's outcome is its call's, or its setup's when that failed."""
+    if report.when != "call" and report.passed:
+        return
+    for found in FAULTS.values():
+        for entry in found:
+            if entry[0] == report.nodeid:
+                entry[1] = report.outcome
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FAULTS:
+        terminalreporter.section("fault suite")
+        results = {s: [(n, o) for n, o in found] for s, found in FAULTS.items()}
+        for row in faults.table(results):
+            terminalreporter.write_line(row)
 
 
 @pytest.fixture(scope="session")

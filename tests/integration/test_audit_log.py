@@ -146,6 +146,7 @@ def test_a_standby_appender_waits_then_takes_over_and_continues_the_chain(
     third.close()
 
 
+@pytest.mark.fault("audit tampered with")
 def test_aiosctl_audit_verify_names_the_tampered_record(
     site: Site, topics: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -198,6 +199,7 @@ def replace_topic(bootstrap: str, topic: str, lines: list[str]) -> None:
     wait_for(lambda: audit.read_raw_log(bootstrap, topic) == lines, what=f"{topic} rewritten")
 
 
+@pytest.mark.fault("audit tampered with")
 def test_a_truncated_or_rechained_log_fails_against_its_signed_checkpoint(
     site: Site,
     topics: tuple[str, str],

@@ -373,6 +373,7 @@ def test_mqtt_readings_are_forwarded_with_trace_context(
         assert headers["traceparent"].decode().startswith("00-")
 
 
+@pytest.mark.fault("Kafka down 60 s (the edge buffers)")
 def test_kafka_down_for_a_minute_loses_and_duplicates_nothing(
     tmp_path: Path, agent_factory: Any, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -417,6 +418,7 @@ def _gauge(metrics: str, name: str) -> str:
     raise AssertionError(f"{name} not exported")
 
 
+@pytest.mark.fault("edge agent SIGKILLed")
 def test_sigkill_mid_stream_loses_no_acknowledged_reading(
     site: Site, agent_factory: Any, unique: str
 ) -> None:

@@ -188,6 +188,7 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     assert status["counts"]["fallbacks"] == len(records) and status["counts"]["overrides"] == 0
 
 
+@pytest.mark.fault("malformed event")
 def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
     kubectl, operator, namespace, topic, receiver, site
 ) -> None:
@@ -227,6 +228,7 @@ def runner_pod(kubectl, namespace: str, name: str) -> dict[str, Any] | None:
     return running_pod(kubectl, namespace, selector)
 
 
+@pytest.mark.fault("runner killed mid-batch")
 def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     kubectl, operator, namespace, topic, receiver, site
 ) -> None:
@@ -328,6 +330,7 @@ def test_shadow_mode_decides_and_never_acts(
     assert not [c for c in receiver.calls if c[0] == "/shadow"]
 
 
+@pytest.mark.fault("OPA down (fail closed)")
 def test_with_opa_stopped_no_action_runs_until_it_answers_again(
     kubectl, operator, namespace, topic, receiver, site
 ) -> None:

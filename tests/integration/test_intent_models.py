@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import pytest
 import yaml
 from model_support import example, ready, wait_for
 from support import container_pids
@@ -78,6 +79,7 @@ def model_server_pids(site, kubectl, namespace: str) -> list[int]:
     return [pid for pod in pods for pid in container_pids(site, pod, "triton")]
 
 
+@pytest.mark.fault("model server down (fallback)")
 def test_the_fallback_decides_while_the_model_is_down_and_the_intent_says_so(
     kubectl, operator, namespace, receiver, site
 ) -> None:

@@ -140,6 +140,7 @@ def own_opa(tmp_path: Path) -> Iterator[tuple[ManagedProcess, str]]:
     process.stop()
 
 
+@pytest.mark.fault("OPA down (fail closed)")
 async def test_with_opa_stopped_no_action_runs_until_it_answers_again(
     site: Site, operator, receiver, own_opa
 ) -> None:

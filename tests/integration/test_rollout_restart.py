@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from model_support import (
     anomaly,
     apply,
@@ -42,6 +43,7 @@ def at_step(kubectl, namespace: str, weight: int) -> bool:
     return bool(steps) and steps[-1]["weight"] == weight
 
 
+@pytest.mark.fault("operator killed mid-rollout")
 async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
     site, kubectl, operator, namespace
 ):
