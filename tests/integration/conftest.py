@@ -170,6 +170,8 @@ class Receiver:
         self.failures: dict[str, int] = {}
         """Per path, how many more POSTs to answer 500 (a target that fails at first)."""
         self.answered: list[tuple[str, int]] = []
+        self.taken: list[tuple[str, str]] = []
+        """(path, Idempotency-Key) of each POST answered with success: what the target did."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -185,6 +187,8 @@ class Receiver:
                     receiver.failures[self.path] -= 1
                     status = 500
                 receiver.answered.append((self.path, status))
+                if status < 300:
+                    receiver.taken.append((self.path, self.headers.get("Idempotency-Key", "")))
                 self.send_response(status)
                 self.end_headers()
 

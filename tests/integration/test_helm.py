@@ -333,6 +333,39 @@ def test_upgrade_with_changed_values_rolls_the_operator(chart_site: ChartSite) -
     assert [r["status"] for r in json.loads(history)][-1] == "deployed"
 
 
+@pytest.mark.fault("admission webhook down")
+def test_with_the_webhook_down_no_aios_object_is_admitted_and_the_refusal_says_why(
+    chart_site: ChartSite,
+) -> None:
+    """No operator answers the webhook: an aios object is refused (``failurePolicy: Fail``)
+    naming the webhook, none is stored, and the same apply goes through once it is back."""
+    scale = ("scale", "deployment", "-n", NAMESPACE, "-l", OPERATOR + RELEASE)
+    chart_site(*scale, "--replicas=0")
+    wait_for(
+        lambda: (
+            not chart_site.json("get", "pods", "-n", NAMESPACE, "-l", OPERATOR + RELEASE)["items"]
+        ),
+        what="the operator's pods gone",
+    )
+    gateway = {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "EdgeGateway",
+        "metadata": {"name": "while-down", "namespace": CITY},
+        "spec": {"site": "district-7", "sink": {"kafkaTopic": "aios.city-b.while-down"}},
+    }
+    try:
+        refused = chart_site.run("apply", "-f", "-", stdin=json.dumps(gateway))
+        assert refused.returncode != 0
+        assert release.UNREACHED_WEBHOOK in refused.stderr, refused.stderr
+        assert "policy-edgegateway.aios.dev" in refused.stderr, "it names the webhook"
+        assert chart_site.run("get", "edgegateway", "while-down", "-n", CITY).returncode != 0
+    finally:
+        chart_site(*scale, "--replicas=2")
+    release.wait_admitting(chart_site.site, NAMESPACE, 300)
+    chart_site("apply", "-f", "-", stdin=json.dumps(gateway))
+    chart_site("delete", "edgegateway", "while-down", "-n", CITY)
+
+
 def test_uninstall_keeps_the_crds_and_leaves_no_orphans(chart_site: ChartSite) -> None:
     assert chart_site.operators()
     chart_site.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=180s")

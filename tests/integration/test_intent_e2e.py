@@ -31,6 +31,7 @@ from support import (
 from aios.api.base import SITE_LABEL
 from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
+from aios.operator.reconcile.worker import WORKER
 from aios.stack.platform import EXAMPLES
 from aios.workflows.action import AUTHORIZE
 
@@ -266,6 +267,45 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 40
     acted_once(site, receiver, keys)
+
+
+@pytest.mark.fault("worker killed mid-action")
+def test_a_worker_killed_mid_action_runs_each_action_once(
+    kubectl, operator, namespace, topic, receiver, site
+) -> None:
+    """The target fails at first, so each action's activity is in flight (retrying) when
+    the worker's container is SIGKILLed; the restarted worker finishes every action, and
+    the target took each one once."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    path = f"/worker-crash-{namespace}"
+    receiver.failures[path] = 10**6
+    obj = deploy(kubectl, namespace, intent("wcrash", topic, f"{receiver.url}{path}"))
+    produce(bootstrap, topic, [(f"w-{i}", reading(f"w-{i}", 90.0, 0)) for i in range(5)])
+    decisions = decisions_of(bootstrap, obj, 5)
+    keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
+    assert len(keys) == 5
+    attempted = receiver.idempotency_keys
+    wait_for(lambda: keys <= set(attempted()), what="every action tried, and refused by the target")
+    selector = f"app.kubernetes.io/name={WORKER}"
+    pod = running_pod(kubectl, namespace, selector)
+    assert pod is not None
+    for pid in container_pids(site, pod, "worker"):
+        os.kill(pid, signal.SIGKILL)
+    receiver.failures[path] = 0  # the target recovers while the worker is down
+    wait_for(
+        lambda: (
+            (again := running_pod(kubectl, namespace, selector)) is not None
+            and restarts(again, "worker") > restarts(pod, "worker")
+        ),
+        what="the kubelet restarted the worker's container",
+    )
+
+    def executed() -> list[str]:
+        return [key for p, key in receiver.taken if p == path]
+
+    wait_for(lambda: keys <= set(executed()), what="every action executed after the restart")
+    workflows_closed(site.endpoints.temporal_address, keys)
+    assert sorted(executed()) == sorted(keys), "each action reached its target once"
 
 
 def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
