@@ -2,8 +2,8 @@
 
 A test marked ``@pytest.mark.fault(SCENARIO)`` causes that failure and asserts that no
 reading is lost, no decision or action repeats, and every refusal says why. At the end of
-a run the session prints one table, scenario against result; a scenario no test causes yet
-says so (the README carries the table).
+a run the session prints one table, scenario against result; a scenario no test of the run
+causes says so (the README carries the table).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SCENARIOS = (
     "audit tampered with",
     "admission webhook down",
 )
-NO_TEST = "no test yet"
+NO_TEST = "no test in this run"
 
 
 def table(results: dict[str, list[tuple[str, str]]]) -> list[str]:
