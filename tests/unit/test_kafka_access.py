@@ -20,6 +20,7 @@ from aios.operator.reconcile.automation_intent import action_topics, render_runn
 from aios.operator.reconcile.kafka_access import (
     Grant,
     edge_principal,
+    iterations,
     password,
     runner_principal,
     uses_scram,
@@ -74,9 +75,7 @@ def test_a_runner_reads_only_its_sources_and_writes_only_its_own_topics() -> Non
         HEARTBEAT_TOPIC,
     }
     assert granted(runner, "group", "read") == {config.consumer_group}
-    (transactional,) = {g for g in runner.grants if g.resource == "transactional-id"} - {
-        Grant("transactional-id", config.transactional_id_prefix, "describe", True)
-    }
+    (transactional,) = {g for g in runner.grants if g.resource == "transactional-id"}
     assert transactional == Grant("transactional-id", "aios-runner.city/pm25/", "write", True)
     assert not runner_config(intent("pm25.b"), []).transactional_id_prefix.startswith(
         config.transactional_id_prefix
@@ -110,10 +109,12 @@ def test_the_worker_writes_its_intents_action_topics_and_the_audit_events() -> N
     assert worker.digest() == worker_principal("city", reversed(topics)).digest()
 
 
-def test_passwords_are_per_user_and_per_key() -> None:
+def test_passwords_are_per_user_and_per_key_and_their_iterations_name_the_key() -> None:
     a, b = edge_principal("city", "a", "t"), edge_principal("city", "b", "t")
     assert password("k", a) == password("k", a)
     assert len({password("k", a), password("k", b), password("other", a)}) == 3
+    assert iterations("k") == iterations("k") != iterations("other")
+    assert all(4096 <= iterations(str(k)) < 8192 for k in range(100)), "Kafka's bounds"
 
 
 def test_a_runner_mounts_its_own_users_secret_and_rolls_when_the_key_changes() -> None:

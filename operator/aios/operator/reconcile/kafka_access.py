@@ -27,10 +27,12 @@ from aios.edge.protocol import CONFIG_TOPIC, STATUS_TOPIC, gateway_key
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
 Resource = Literal["topic", "group", "transactional-id"]
-Operation = Literal["read", "write", "describe", "describe-configs"]
-READ: tuple[Operation, ...] = ("read", "describe")
-WRITE: tuple[Operation, ...] = ("write", "describe")
+Operation = Literal["read", "write", "describe-configs"]
+READ: tuple[Operation, ...] = ("read",)
+WRITE: tuple[Operation, ...] = ("write",)
+"""Kafka's READ and WRITE imply DESCRIBE: no binding of their own for it."""
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_MIN_ITERATIONS = 4096
 CREDENTIALS_KEY = "config.json"
 """The key of a principal's Secret: its librdkafka settings, ``AIOS_KAFKA_CONFIG``."""
 
@@ -101,6 +103,13 @@ def password(key: str, principal: KafkaPrincipal) -> str:
     """The principal's password: only the key's holder (the operator) can compute it."""
     mac = hmac.new(key.encode(), principal.user.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def iterations(key: str) -> int:
+    """The SCRAM iteration count of every password derived from ``key``: 4096 (the
+    minimum) plus a fingerprint of the key, so a user's listed credential tells which key
+    set it, and a rotated key is noticed without reading any password back."""
+    return SCRAM_MIN_ITERATIONS + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 4096
 
 
 def uses_scram(settings: Mapping[str, Any]) -> bool:

@@ -1,11 +1,19 @@
 """Kafka users as ``kafka_access`` renders them: a SCRAM credential and exactly the
-principal's ACLs, through the Admin API (the operator's user may alter both)."""
+principal's ACLs, through the Admin API (the operator's user may alter both).
+
+The broker's users and ACLs are listed once per process; after that this process's own
+changes keep the copy current, so making a user costs one credential upsert (only when it
+is missing or was set with another key) and one ACL create, and a city's ten thousand
+gateways never make the broker scan every ACL once per gateway."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import threading
+from collections import defaultdict
+from concurrent.futures import Future
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -23,7 +31,6 @@ from confluent_kafka.admin import (
 from aios.operator.reconcile.kafka_access import Grant, KafkaPrincipal
 
 TIMEOUT = 30.0
-ITERATIONS = 8192
 RESOURCES = {
     "topic": ResourceType.TOPIC,
     "group": ResourceType.GROUP,
@@ -32,7 +39,6 @@ RESOURCES = {
 OPERATIONS = {
     "read": AclOperation.READ,
     "write": AclOperation.WRITE,
-    "describe": AclOperation.DESCRIBE,
     "describe-configs": AclOperation.DESCRIBE_CONFIGS,
 }
 
@@ -50,13 +56,14 @@ def binding(user: str, grant: Grant) -> AclBinding:
     )
 
 
-def every_binding_of(user: str) -> AclBindingFilter:
-    """None matches any name and host (the library's annotations say str)."""
+def every_binding(principal: str | None = None) -> AclBindingFilter:
+    """Of one principal (``User:…``), or of all; None matches any name and host (the
+    library's annotations say str)."""
     return AclBindingFilter(
         ResourceType.ANY,
         None,  # type: ignore[arg-type]
         ResourcePatternType.ANY,
-        f"User:{user}",
+        principal,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         AclOperation.ANY,
         AclPermissionType.ANY,
@@ -76,48 +83,83 @@ def exactly(found: AclBinding) -> AclBindingFilter:
 
 
 class KafkaUsers:
-    """Makes each principal exist as rendered. What this process made is remembered (user →
-    digest of password and grants), so a steady reconcile costs no Admin call; after a
-    restart each user is made once more (its password cannot be read back to compare)."""
+    """Makes each principal exist as rendered, and remembers what it made (user → digest
+    of password and grants), so a steady reconcile costs no Admin call at all."""
 
-    def __init__(self, admin: AdminClient, mechanism: str) -> None:
+    def __init__(self, admin: AdminClient, mechanism: str, iterations: int) -> None:
         self._admin = admin
         self._mechanism = ScramMechanism[mechanism.upper().replace("-", "_")]
+        self._iterations = iterations
         self._made: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._listed = False
+        self._credentials: dict[str, int] = {}
+        """Iterations of each user's credential of our mechanism, as the broker has it."""
+        self._acls: dict[str, set[AclBinding]] = defaultdict(set)
+        """Bindings by principal (``User:…``), as the broker has them."""
 
     async def ensure(self, principal: KafkaPrincipal, password: str) -> None:
-        made = hashlib.sha256(f"{password}\n{principal.digest()}".encode()).hexdigest()
+        made = f"{password}\n{principal.digest()}"
         if self._made.get(principal.user) == made:
             return
         await asyncio.to_thread(self._ensure, principal, password)
         self._made[principal.user] = made
-
-    def _ensure(self, principal: KafkaPrincipal, password: str) -> None:
-        credential = ScramCredentialInfo(self._mechanism, ITERATIONS)
-        upsert = UserScramCredentialUpsertion(principal.user, credential, password.encode())
-        for future in self._admin.alter_user_scram_credentials([upsert]).values():
-            future.result(TIMEOUT)
-        wanted = {binding(principal.user, g) for g in principal.grants}
-        found = self._admin.describe_acls(every_binding_of(principal.user)).result(TIMEOUT)
-        have = set(found or [])
-        if missing := wanted - have:
-            for future in self._admin.create_acls(list(missing)).values():
-                future.result(TIMEOUT)
-        if extra := have - wanted:
-            self._delete([exactly(b) for b in extra])
 
     async def remove(self, user: str) -> None:
         """The workload is gone: its ACLs and its credential."""
         self._made.pop(user, None)
         await asyncio.to_thread(self._remove, user)
 
+    def _list(self) -> None:
+        """The broker's users and ACLs, once per process."""
+        with self._lock:
+            if self._listed:
+                return
+            every_user = self._admin.describe_user_scram_credentials()  # one future: all
+            assert isinstance(every_user, Future)
+            users = every_user.result(TIMEOUT)
+            for user, description in (users or {}).items():
+                for info in description.scram_credential_infos:
+                    if info.mechanism == self._mechanism:
+                        self._credentials[user] = info.iterations
+            for found in self._admin.describe_acls(every_binding()).result(TIMEOUT) or []:
+                self._acls[found.principal].add(found)
+            self._listed = True
+
+    def _ensure(self, principal: KafkaPrincipal, password: str) -> None:
+        self._list()
+        user = principal.user
+        if self._credentials.get(user) != self._iterations:  # missing, or another key's
+            credential = ScramCredentialInfo(self._mechanism, self._iterations)
+            upsert = UserScramCredentialUpsertion(user, credential, password.encode())
+            for future in self._admin.alter_user_scram_credentials([upsert]).values():
+                future.result(TIMEOUT)
+            with self._lock:
+                self._credentials[user] = self._iterations
+        wanted = {binding(user, g) for g in principal.grants}
+        with self._lock:
+            have = set(self._acls[f"User:{user}"])
+        if missing := wanted - have:
+            for future in self._admin.create_acls(list(missing)).values():
+                future.result(TIMEOUT)
+        if extra := have - wanted:
+            self._delete([exactly(b) for b in extra])
+        with self._lock:
+            self._acls[f"User:{user}"] = wanted
+
     def _remove(self, user: str) -> None:
-        self._delete([every_binding_of(user)])
+        self._list()
+        self._delete([every_binding(f"User:{user}")])
+        with self._lock:
+            self._acls.pop(f"User:{user}", None)
+            known = self._credentials.pop(user, None)
+        if known is None:
+            return
         deletion = UserScramCredentialDeletion(user, self._mechanism)
         for future in self._admin.alter_user_scram_credentials([deletion]).values():
             try:
                 future.result(TIMEOUT)
-            except Exception as error:  # already gone: nothing to remove
+            except KafkaException as error:  # removed meanwhile: nothing to remove
                 if "RESOURCE_NOT_FOUND" not in str(error):
                     raise
 

@@ -16,7 +16,12 @@ from temporalio.client import Client
 from aios.api import AutomationIntent
 from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import action_topics
-from aios.operator.reconcile.kafka_access import KafkaPrincipal, password, worker_principal
+from aios.operator.reconcile.kafka_access import (
+    KafkaPrincipal,
+    iterations,
+    password,
+    worker_principal,
+)
 from aios.operator.runtime.children import Children
 from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
@@ -61,7 +66,8 @@ class Runtime:
     def kafka_users(self) -> KafkaUsers:
         if self._kafka_users is None:
             mechanism = json.loads(self.settings.kafka_config)["sasl.mechanism"]
-            self._kafka_users = KafkaUsers(self.kafka_admin, mechanism)
+            rounds = iterations(self.settings.kafka_principal_key)
+            self._kafka_users = KafkaUsers(self.kafka_admin, mechanism, rounds)
         return self._kafka_users
 
     async def kafka_user(self, principal: KafkaPrincipal) -> None:
