@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
@@ -82,9 +83,17 @@ def exactly(found: AclBinding) -> AclBindingFilter:
     )
 
 
+Request = tuple[KafkaPrincipal, str]
+"""A principal and its password."""
+
+
 class KafkaUsers:
     """Makes each principal exist as rendered, and remembers what it made (user → digest
-    of password and grants), so a steady reconcile costs no Admin call at all."""
+    of password and grants), so a steady reconcile costs no Admin call at all.
+
+    Reconciles that need users while a batch is with the broker wait together for the
+    next one: a thousand new gateways cost a few credential upserts and ACL creates of
+    many entries each, not a thousand controller commits of each kind."""
 
     def __init__(self, admin: AdminClient, mechanism: str, iterations: int) -> None:
         self._admin = admin
@@ -97,18 +106,37 @@ class KafkaUsers:
         """Iterations of each user's credential of our mechanism, as the broker has it."""
         self._acls: dict[str, set[AclBinding]] = defaultdict(set)
         """Bindings by principal (``User:…``), as the broker has them."""
+        self._pending: list[tuple[Request, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     async def ensure(self, principal: KafkaPrincipal, password: str) -> None:
         made = f"{password}\n{principal.digest()}"
         if self._made.get(principal.user) == made:
             return
-        await asyncio.to_thread(self._ensure, principal, password)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(((principal, password), done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await done
         self._made[principal.user] = made
 
     async def remove(self, user: str) -> None:
         """The workload is gone: its ACLs and its credential."""
         self._made.pop(user, None)
         await asyncio.to_thread(self._remove, user)
+
+    async def _flush(self) -> None:
+        """Send what is pending, as one batch, until nothing is."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._apply, [request for request, _ in batch])
+            except Exception as error:  # each waiter's reconcile fails and is retried
+                for _, done in batch:
+                    done.set_exception(error)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
 
     def _list(self) -> None:
         """The broker's users and ACLs, once per process."""
@@ -126,26 +154,34 @@ class KafkaUsers:
                 self._acls[found.principal].add(found)
             self._listed = True
 
-    def _ensure(self, principal: KafkaPrincipal, password: str) -> None:
+    def _apply(self, batch: list[Request]) -> None:
+        """One credential upsert for the users that lack one set with our key, one ACL
+        create and one delete for the whole batch (a user twice: its latest grants)."""
         self._list()
-        user = principal.user
-        if self._credentials.get(user) != self._iterations:  # missing, or another key's
-            credential = ScramCredentialInfo(self._mechanism, self._iterations)
-            upsert = UserScramCredentialUpsertion(user, credential, password.encode())
-            for future in self._admin.alter_user_scram_credentials([upsert]).values():
+        latest = {principal.user: (principal, password) for principal, password in batch}
+        credential = ScramCredentialInfo(self._mechanism, self._iterations)
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(user, credential, password.encode())
+            for user, (_, password) in latest.items()
+            if self._credentials.get(user) != self._iterations  # missing, or another key's
+        ]
+        if upserts:
+            for future in self._admin.alter_user_scram_credentials(upserts).values():
                 future.result(TIMEOUT)
-            with self._lock:
-                self._credentials[user] = self._iterations
-        wanted = {binding(user, g) for g in principal.grants}
-        with self._lock:
-            have = set(self._acls[f"User:{user}"])
-        if missing := wanted - have:
-            for future in self._admin.create_acls(list(missing)).values():
+        wanted = {
+            f"User:{user}": {binding(user, g) for g in principal.grants}
+            for user, (principal, _) in latest.items()
+        }
+        missing = [b for name, bindings in wanted.items() for b in bindings - self._acls[name]]
+        extra = [b for name, bindings in wanted.items() for b in self._acls[name] - bindings]
+        if missing:
+            for future in self._admin.create_acls(missing).values():
                 future.result(TIMEOUT)
-        if extra := have - wanted:
+        if extra:
             self._delete([exactly(b) for b in extra])
         with self._lock:
-            self._acls[f"User:{user}"] = wanted
+            self._credentials.update({user: self._iterations for user in latest})
+            self._acls.update(wanted)
 
     def _remove(self, user: str) -> None:
         self._list()
