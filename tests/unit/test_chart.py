@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aios.api import KINDS
+from aios.connectors.audit import EVENTS_TOPIC
 from aios.connectors.audit_checkpoint import CONFIGMAP
 from aios.operator.certificates import WebhookCertificates, load_ca
 from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
@@ -35,6 +36,8 @@ from aios.stack.site import Endpoints
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "aios"
 NAMESPACE = "aios-system"
+
+WORKER_USER = worker_principal("ns", [], EVENTS_TOPIC)
 
 
 def helm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -215,7 +218,7 @@ def test_the_operator_may_apply_and_prune_every_child_kind_it_renders(
         *SIMULATOR_KINDS,
         *{
             (o["apiVersion"], o["kind"])
-            for o in worker.render_worker("ns", settings(), worker_principal("ns", []))
+            for o in worker.render_worker("ns", settings(), WORKER_USER)
         },
     }
     for api_version, kind in children:
@@ -231,7 +234,7 @@ def test_the_operator_may_write_the_kafka_secrets_and_read_no_secret(
     scram = json.dumps({"sasl.mechanism": "SCRAM-SHA-512", "security.protocol": "SASL_SSL"})
     site = replace(settings(), kafka_config=scram, kafka_principal_key="k")
     (shared,) = replace(settings(), kafka_config="{}").component_secrets("ns")
-    (own,) = site.component_secrets("ns", worker_principal("ns", []))
+    (own,) = site.component_secrets("ns", WORKER_USER)
     assert own["metadata"]["name"] != shared["metadata"]["name"]
     secret_rules = [
         rule

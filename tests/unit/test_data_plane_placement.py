@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from aios.api import AutomationIntent, ModelDeployment
+from aios.connectors.audit import EVENTS_TOPIC
 from aios.operator.reconcile import automation_intent, model_deployment
 from aios.operator.reconcile.edge_gateway import render_simulator
 from aios.operator.reconcile.kafka_access import worker_principal
@@ -28,7 +29,7 @@ DATA_PLANE = {
     "resources": {"intentRunner": {"requests": {"cpu": "1", "memory": "2Gi"}}},
 }
 
-WORKER_USER = worker_principal("city", [])
+WORKER_USER = worker_principal("city", [], EVENTS_TOPIC)
 
 
 def example(name: str, **meta: Any) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def test_the_worker_writes_its_intents_action_topics_and_the_audit_events() -> N
         ),
     ]
     topics = [t for body in bodies for t in action_topics(body)]
-    worker = worker_principal("city", topics)
+    worker = worker_principal("city", topics, EVENTS_TOPIC)
     assert granted(worker, "topic", "write") == {
         EVENTS_TOPIC,
         "aios.city.a.actions",
@@ -105,8 +105,10 @@ def test_the_worker_writes_its_intents_action_topics_and_the_audit_events() -> N
         "dispatch",
     }
     assert not granted(worker, "topic", "read")
-    assert worker.digest() != worker_principal("city", topics[:1]).digest(), "grants changed"
-    assert worker.digest() == worker_principal("city", reversed(topics)).digest()
+    assert worker.digest() != worker_principal("city", topics[:1], EVENTS_TOPIC).digest(), (
+        "grants changed"
+    )
+    assert worker.digest() == worker_principal("city", reversed(topics), EVENTS_TOPIC).digest()
 
 
 def test_passwords_are_per_user_and_per_key_and_their_iterations_name_the_key() -> None:

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 from aios.api.base import SITE_ENV, SITE_LABEL
+from aios.connectors.audit import EVENTS_TOPIC
 from aios.operator.reconcile.children import OWNER_UID, PART_OF, sited
 from aios.operator.reconcile.kafka_access import worker_principal
 from aios.operator.reconcile.worker import WORKER, render_worker
@@ -14,7 +15,7 @@ from aios.operator.settings import KAFKA_CLIENT_KEY, KAFKA_CLIENT_SECRET, Operat
 
 SETTINGS = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", image="img:1")
 
-WORKER_USER = worker_principal("city", [])
+WORKER_USER = worker_principal("city", [], EVENTS_TOPIC)
 
 
 def test_one_worker_per_namespace_on_its_task_queue_with_its_own_account() -> None:

@@ -22,7 +22,6 @@ from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from aios.api.runner import RunnerConfig
-from aios.connectors.audit import EVENTS_TOPIC
 from aios.edge.protocol import CONFIG_TOPIC, STATUS_TOPIC, gateway_key
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 
@@ -91,11 +90,14 @@ def edge_principal(namespace: str, name: str, sink_topic: str) -> KafkaPrincipal
     return KafkaPrincipal(f"aios-edge.{namespace}.{name}", frozenset(grants), f"{name}-edge-kafka")
 
 
-def worker_principal(namespace: str, action_topics: Iterable[str]) -> KafkaPrincipal:
-    """The namespace's worker writes the audit events and its intents' action topics."""
-    written = {EVENTS_TOPIC, *action_topics}
-    grants = _grants("topic", written, WRITE)
-    grants.add(Grant("topic", EVENTS_TOPIC, "describe-configs"))  # the writer checks the topic
+def worker_principal(
+    namespace: str, action_topics: Iterable[str], audit_topic: str
+) -> KafkaPrincipal:
+    """The namespace's worker writes its intents' action topics and the audit events (and
+    may see that topic's configs: the audit writer checks the topic before its first
+    record)."""
+    grants = _grants("topic", {audit_topic, *action_topics}, WRITE)
+    grants.add(Grant("topic", audit_topic, "describe-configs"))
     return KafkaPrincipal(f"aios-worker.{namespace}", frozenset(grants), "aios-worker-kafka")
 
 

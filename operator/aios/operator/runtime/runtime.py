@@ -14,7 +14,7 @@ from kubernetes import client
 from temporalio.client import Client
 
 from aios.api import AutomationIntent
-from aios.connectors import kafka
+from aios.connectors import audit, kafka
 from aios.operator.reconcile.automation_intent import action_topics
 from aios.operator.reconcile.kafka_access import (
     KafkaPrincipal,
@@ -81,7 +81,8 @@ class Runtime:
         """The Kafka user of the namespace's worker: what the namespace's intents, as the
         watch has them, let it write."""
         intents = self.store(AutomationIntent.crd.plural).in_namespace(namespace)
-        return worker_principal(namespace, chain.from_iterable(action_topics(i) for i in intents))
+        written = chain.from_iterable(action_topics(i) for i in intents)
+        return worker_principal(namespace, written, audit.EVENTS_TOPIC)
 
     async def remove_kafka_user(self, principal: KafkaPrincipal) -> None:
         """The workload is gone: so are its Kafka user and ACLs."""
