@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 from support import wait_for
+from test_intent_e2e import intent
 
 from aios.connectors import kafka
 from aios.edge.protocol import CONFIG_TOPIC
@@ -25,22 +26,6 @@ def gateway(name: str, sink: str) -> dict[str, Any]:
         "kind": "EdgeGateway",
         "metadata": {"name": name},
         "spec": {"site": "district-7", "sink": {"kafkaTopic": sink}},
-    }
-
-
-def intent(name: str, source: str) -> dict[str, Any]:
-    """Paused: no runner pod uses the credentials the test borrows."""
-    return {
-        "apiVersion": "aios.dev/v1alpha1",
-        "kind": "AutomationIntent",
-        "metadata": {"name": name},
-        "spec": {
-            "mode": "paused",
-            "sources": [{"name": "readings", "kafkaTopic": source}],
-            "topics": {"deletePolicy": "Delete"},
-            "fallback": [{"name": "high", "when": "reading.pm25 > 55", "action": "notify"}],
-            "actions": [{"name": "notify", "type": "webhook", "target": "http://127.0.0.1:9/"}],
-        },
     }
 
 
@@ -110,7 +95,8 @@ def test_each_workload_reaches_its_own_topics_and_no_other(
     sinks = {n: f"acl.{unique}.{n}.readings" for n in ("a", "b")}
     for n, sink in sinks.items():
         kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(gateway(f"gw-{n}", sink)))
-        kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(intent(f"in-{n}", sink)))
+        paused = intent(f"in-{n}", sink, "http://127.0.0.1:9/", mode="paused")  # no runner pod
+        kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(paused))
     runner = credentials(kubectl, namespace, "in-a-runner-kafka")
     edge = credentials(kubectl, namespace, "gw-a-edge-kafka")
     worker = credentials(kubectl, namespace, "aios-worker-kafka")

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,7 +148,7 @@ class OperatorSettings:
             model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
         )
 
-    @property
+    @cached_property
     def kafka_principals(self) -> bool:
         """Whether workloads get their own Kafka users (else they share the site's settings)."""
         return bool(self.kafka_principal_key) and uses_scram(json.loads(self.kafka_config or "{}"))
