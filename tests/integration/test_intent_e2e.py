@@ -137,6 +137,17 @@ def acted_once(site, receiver, keys: set[str]) -> None:
     assert sorted(k for k in receiver.idempotency_keys() if k in keys) == sorted(keys)
 
 
+def audited_steps(site, action: str) -> list[str]:
+    """The steps of ``action`` in the audit log, in the order they were recorded."""
+    from aios.connectors.audit import read_log
+
+    return [
+        r.details["step"]
+        for r in read_log(site.endpoints.kafka_bootstrap)
+        if r.kind == "action-step" and r.details.get("actionId") == action
+    ]
+
+
 @pytest.fixture
 def topic(site, namespace) -> str:
     name = f"{namespace}.readings"
@@ -323,18 +334,17 @@ def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_an_action_needing_approval_waits_then_runs_once_when_approved(
-    kubectl, operator, namespace, topic, receiver, site
-) -> None:
-    bootstrap = site.endpoints.kafka_bootstrap
+def waiting_for_approval(kubectl, namespace: str, topic: str, receiver, site, name: str) -> str:
+    """An intent whose action alice must approve, and one reading that triggers it: the id
+    of the action, once it waits for approval (and mallory, no approver, was refused)."""
     kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "approvers.yaml"))
     approval = {"required": True, "approvers": ["alice"], "timeoutSeconds": 600}
-    manifest = intent("approve", topic, f"{receiver.url}/approve")
+    manifest = intent(name, topic, f"{receiver.url}/{name}")
     manifest["spec"]["actions"][0]["approval"] = approval
     obj = deploy(kubectl, namespace, manifest)
-    produce(bootstrap, topic, [("a-1", reading("a-1", 99.0, 1))])
-    [decision] = decisions_of(bootstrap, obj, 1)
-    action = decision["actionId"]
+    produce(site.endpoints.kafka_bootstrap, topic, [("a-1", reading("a-1", 99.0, 1))])
+    [decision] = decisions_of(site.endpoints.kafka_bootstrap, obj, 1)
+    action = str(decision["actionId"])
 
     def waiting() -> bool:
         result = aiosctl(site, "approve", f"action/{action}", "--as", "mallory", *SUPERVISOR)
@@ -342,14 +352,49 @@ def test_an_action_needing_approval_waits_then_runs_once_when_approved(
 
     wait_for(waiting, what="the action waiting for approval (and mallory refused)")
     assert action not in receiver.idempotency_keys()
+    return action
+
+
+def approve_as_alice(site, action: str) -> None:
     approved = aiosctl(
         site, "approve", f"action/{action}", "--as", "alice", *SUPERVISOR, "--reason", "go"
     )
     assert approved.returncode == 0, approved.stderr
     assert f"approved action/{action} as alice" in approved.stdout
+
+
+def test_an_action_needing_approval_waits_then_runs_once_when_approved(
+    kubectl, operator, namespace, topic, receiver, site
+) -> None:
+    action = waiting_for_approval(kubectl, namespace, topic, receiver, site, "approve")
+    approve_as_alice(site, action)
     acted_once(site, receiver, {action})
     again = aiosctl(site, "approve", f"action/{action}", "--as", "alice", *SUPERVISOR)
     assert again.returncode != 0 and "not waiting for approval" in again.stderr
+
+
+@pytest.mark.fault("Temporal restarted while an action waits for approval")
+def test_an_action_waiting_for_approval_survives_a_temporal_restart(
+    kubectl, operator, namespace, topic, receiver, site
+) -> None:
+    """Temporal keeps the waiting workflow in its database; the worker and runner reconnect.
+    Approved after the restart, the action runs once, and the audit shows each step once."""
+    action = waiting_for_approval(kubectl, namespace, topic, receiver, site, "restart")
+    site.restart("temporal")
+    assert action not in receiver.idempotency_keys(), "a restart approves nothing"
+    wait_for(
+        lambda: (
+            "not among the approvers"
+            in aiosctl(site, "approve", f"action/{action}", "--as", "mallory", *SUPERVISOR).stderr
+        ),
+        what="the action still waiting for approval after the restart",
+    )
+    approve_as_alice(site, action)
+    acted_once(site, receiver, {action})
+    wait_for(
+        lambda: audited_steps(site, action)[-1:] == ["executed"], what="the executed step audited"
+    )
+    assert audited_steps(site, action) == ["requested", "authorized", "approved", "executed"]
 
 
 def test_shadow_mode_decides_and_never_acts(
@@ -374,8 +419,6 @@ def test_shadow_mode_decides_and_never_acts(
 def test_with_opa_stopped_no_action_runs_until_it_answers_again(
     kubectl, operator, namespace, topic, receiver, site
 ) -> None:
-    from aios.connectors.audit import read_log
-
     bootstrap = site.endpoints.kafka_bootstrap
     obj = deploy(kubectl, namespace, intent("no-opa", topic, f"{receiver.url}/no-opa"))
     opa = site.processes["opa"]
@@ -384,23 +427,17 @@ def test_with_opa_stopped_no_action_runs_until_it_answers_again(
         produce(bootstrap, topic, [("o-1", reading("o-1", 99.0, 1))])
         [decision] = decisions_of(bootstrap, obj, 1)
         action = decision["actionId"]
-
-        def steps() -> list[str]:
-            return [
-                r.details["step"]
-                for r in read_log(bootstrap)
-                if r.kind == "action-step" and r.details.get("actionId") == action
-            ]
-
-        wait_for(lambda: "requested" in steps(), what="the action requested")
+        wait_for(lambda: "requested" in audited_steps(site, action), what="the action requested")
         failed_attempts(site.endpoints.temporal_address, action, AUTHORIZE, 1)
         assert action not in receiver.idempotency_keys(), "no action runs without OPA"
-        assert "executed" not in steps() and "authorized" not in steps()
+        assert audited_steps(site, action) == ["requested"]
     finally:
         os.killpg(opa.pid, signal.SIGCONT)
     acted_once(site, receiver, {action})
-    wait_for(lambda: steps()[-1:] == ["executed"], what="the executed step audited")
-    assert steps() == ["requested", "authorized", "executed"]
+    wait_for(
+        lambda: audited_steps(site, action)[-1:] == ["executed"], what="the executed step audited"
+    )
+    assert audited_steps(site, action) == ["requested", "authorized", "executed"]
 
 
 def test_while_temporal_cannot_take_actions_consumption_pauses_and_nothing_is_lost(

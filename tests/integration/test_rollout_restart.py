@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+import yaml
 from model_support import (
     anomaly,
     apply,
@@ -59,6 +60,32 @@ async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
         "delete", "pod", "-n", namespace, worker["items"][0]["metadata"]["name"], "--wait=false"
     )
 
+    await promoted_taking_each_step_once(kubectl, namespace)
+
+
+@pytest.mark.fault("API server restarted during a rollout")
+async def test_an_api_server_restart_mid_rollout_neither_repeats_nor_skips_a_step(
+    site, kubectl, operator, namespace
+):
+    """The operator's watches, the worker's status writes and the kubelet all lose the API
+    server during a step's pause; the rollout resumes where it was."""
+    apply(kubectl, namespace, canary(STABLE))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    apply(kubectl, namespace, canary(NEXT))
+
+    await eventually(lambda: at_step(kubectl, namespace, 20), 120)
+    await asyncio.to_thread(site.restart, "kube-apiserver")
+    await promoted_taking_each_step_once(kubectl, namespace)
+
+    def admitted() -> bool:  # kube-proxy and the webhook caught up too: the next test may write
+        dry_run = ["apply", "-n", namespace, "--server-side", "--dry-run=server", "-f", "-"]
+        return kubectl.run(*dry_run, stdin=yaml.safe_dump(canary(NEXT))).returncode == 0
+
+    wait_for(admitted, what="a write through the admission webhook")
+
+
+async def promoted_taking_each_step_once(kubectl, namespace: str) -> None:
+    """The rollout ends Promoted, each step recorded in order and announced by one Event."""
     found = await eventually(lambda: phase(kubectl, namespace, "Promoted", "RolledBack"), 240)
     rollout = found["rollout"]
     assert rollout["phase"] == "Promoted", rollout["message"]

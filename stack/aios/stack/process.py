@@ -86,6 +86,8 @@ class ManagedProcess:
         self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
+        self.probe: Callable[[], bool] | None = None
+        self.probe_timeout = 0.0
 
     def start(self) -> ManagedProcess:
         return _SPAWNER.submit(self._spawn).result()
@@ -117,6 +119,7 @@ class ManagedProcess:
 
     def wait_healthy(self, probe: Callable[[], bool], timeout: float) -> None:
         """Poll ``probe`` until it answers True; fail with the log tail on exit or timeout."""
+        self.probe, self.probe_timeout = probe, timeout  # what a restart waits for again
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
         while time.monotonic() < deadline:
@@ -134,6 +137,14 @@ class ManagedProcess:
         raise ComponentFailed(
             self.name, f"not healthy after {timeout:.0f}s ({last_error})", self.log
         )
+
+    def restart(self) -> None:
+        """Stop, start again with the same command, and wait for the probe it last passed:
+        a component's crash or upgrade, as the fault suite inflicts it."""
+        assert self.probe is not None, f"{self.name} was never waited for"
+        self.stop()
+        self.start()
+        self.wait_healthy(self.probe, self.probe_timeout)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""

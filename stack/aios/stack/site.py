@@ -192,6 +192,13 @@ class Site:
         if (self.directory / "site.json").exists():
             self.state.save()
 
+    def restart(self, name: str) -> None:
+        """Restart one component process (``kube-apiserver``, ``temporal``, …) in place."""
+        process = self.processes[name]
+        process.restart()
+        self.state.processes[name] = process.pid
+        self.state.save()
+
     def _run(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> ManagedProcess:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import urllib3
 from kubernetes import client
 
 LOG = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class Leadership:
             except client.ApiException as error:
                 LOG.warning("lease %s/%s: %s", self.namespace, self.name, error.reason)
                 holding = False
-            except OSError as error:  # the API server is unreachable
+            except (OSError, urllib3.exceptions.HTTPError) as error:  # unreachable, or its
+                # connection pool gave up retrying (an API server restarting refuses a while)
                 LOG.warning("lease %s/%s: %s", self.namespace, self.name, error)
                 holding = False
             if holding:
@@ -81,7 +83,7 @@ class Leadership:
         self._valid_until = 0.0
         try:
             await asyncio.to_thread(self._give_up)
-        except (client.ApiException, OSError) as error:
+        except (client.ApiException, OSError, urllib3.exceptions.HTTPError) as error:
             LOG.warning("could not release lease %s/%s: %s", self.namespace, self.name, error)
 
     def _try_once(self) -> bool:
