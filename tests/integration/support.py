@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,28 @@ def container_pids(site: Any, pod: dict[str, Any], container: str) -> list[int]:
     return [int(pid) for d in found for pid in (d / "cgroup.procs").read_text().split()]
 
 
+@contextlib.contextmanager
+def partitioned(site: Any, pod: dict[str, Any], container: str, addresses: list[str]) -> Any:
+    """Drop every packet the pod sends to ``addresses`` until the block ends: a network
+    partition only the pod sees (its peers stay healthy to the kubelet). The rules live in
+    the pod's network namespace, so they go with it, whatever happens."""
+    pid = container_pids(site, pod, container)[0]
+    rules = [["OUTPUT", "-d", address, "-j", "DROP"] for address in addresses]
+
+    def iptables(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["nsenter", "-t", str(pid), "-n", "iptables", "-w", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+    for rule in rules:
+        added = iptables("-I", *rule)
+        assert added.returncode == 0, f"iptables -I {' '.join(rule)}: {added.stderr}"
+    try:
+        yield
+    finally:
+        for rule in rules:
+            iptables("-D", *rule)  # fails only if the pod has gone, and its rules with it
+
+
 def restarts(pod: dict[str, Any], container: str) -> int:
     statuses = pod["status"].get("containerStatuses") or []
     return next((int(s["restartCount"]) for s in statuses if s["name"] == container), 0)
@@ -130,9 +153,19 @@ OPERATOR_PODS = "app.kubernetes.io/component=operator,app.kubernetes.io/instance
 def crash_operator(site: Any, kubectl: Any, namespace: str = "aios-system") -> None:
     """SIGKILL the operator's container (a crash, as the kernel's OOM killer would) and wait
     until the kubelet has restarted it and it is ready again."""
+    operator_restarted(kubectl, kill_operator(site, kubectl, namespace), namespace)
+
+
+def kill_operator(site: Any, kubectl: Any, namespace: str = "aios-system") -> dict[str, Any]:
+    """SIGKILL the ready operator's container; returns its pod as it was."""
     pod = wait_for(lambda: running_pod(kubectl, namespace, OPERATOR_PODS), what="operator ready")
     for pid in container_pids(site, pod, "operator"):
         os.kill(pid, signal.SIGKILL)
+    return pod
+
+
+def operator_restarted(kubectl: Any, pod: dict[str, Any], namespace: str = "aios-system") -> None:
+    """Wait until the kubelet has restarted the operator ``pod`` and it is ready again."""
     wait_for(
         lambda: (
             (again := running_pod(kubectl, namespace, OPERATOR_PODS)) is not None
