@@ -6,8 +6,10 @@ topic; readings are checked where they end up: on the Kafka sink topic.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -148,7 +150,11 @@ def stamp(t: float) -> str:
 class Agent:
     """``aios-edge`` as the test's own process: started, killed, restarted."""
 
-    def __init__(self, directory: Path, gateway: str, bootstrap: str, *extra: str) -> None:
+    def __init__(
+        self, directory: Path, gateway: str, bootstrap: str, *extra: str, disk_bytes: int = 0
+    ) -> None:
+        """``disk_bytes``: the data directory is a disk of that size (a tmpfs in a mount
+        namespace of the agent's own: the host's mounts stay as they are)."""
         self.directory, self.data = directory, directory / "data"
         self.http_port, self.metrics_port = free_port(), free_port()
         self.argv = [
@@ -161,7 +167,18 @@ class Agent:
             "--heartbeat-seconds=1",
             *extra,
         ]
+        if disk_bytes:
+            self.data.mkdir(parents=True)
+            mount = f"mount -t tmpfs -o size={disk_bytes} aios-edge-disk {self.data}"
+            command = f"{mount} && exec {shlex.join(self.argv)}"
+            self.argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", command]
         self.process: ManagedProcess | None = None
+
+    @property
+    def disk(self) -> Path:
+        """The data directory as the agent sees it (its own disk, when it has one)."""
+        assert self.process is not None
+        return Path(f"/proc/{self.process.pid}/root") / self.data.relative_to("/")
 
     def start(self) -> Agent:
         self.process = ManagedProcess("aios-edge", self.argv, self.directory / "agent.log").start()
@@ -226,8 +243,10 @@ def unique() -> str:
 def agent_factory(tmp_path: Path) -> Iterator[Any]:
     agents: list[Agent] = []
 
-    def make(name: str, bootstrap: str, *extra: str) -> Agent:
-        agent = Agent(tmp_path / name, f"edge-test/{name}", bootstrap, *extra)
+    def make(name: str, bootstrap: str, *extra: str, disk_bytes: int = 0) -> Agent:
+        agent = Agent(
+            tmp_path / name, f"edge-test/{name}", bootstrap, *extra, disk_bytes=disk_bytes
+        )
         agents.append(agent)
         return agent
 
@@ -416,6 +435,66 @@ def _gauge(metrics: str, name: str) -> str:
         if line.startswith(name + " "):
             return line.split()[1]
     raise AssertionError(f"{name} not exported")
+
+
+def fill(disk: Path) -> Path:
+    """Write a file on ``disk`` until the disk has no byte left; returns the file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    block = 1 << 20
+    try:
+        while block:
+            try:
+                if os.write(fd, b"\0" * block) < block:
+                    block //= 2
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+                block //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.fault("edge buffer's disk full")
+def test_a_full_disk_refuses_readings_saying_why_and_loses_none_it_accepted(
+    site: Site, agent_factory: Any, unique: str
+) -> None:
+    """Readings accepted while the sink is away wait on the disk; the disk fills up (another
+    program's file); new readings are refused with the reason, and the agent keeps going.
+    Once there is room again, every accepted reading arrives once, in order."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    name, sink = f"disk-{unique}", f"edge.disk.{unique}"
+    ensure_edge_topics(bootstrap, f"edge.other.{unique}")  # not the sink: it comes later
+    publish_config(bootstrap, gateway_spec(name, sink, PLAIN))
+    agent = agent_factory(name, bootstrap, disk_bytes=24 << 20).start()
+    wait_applied(agent, 1)
+    sent = stream(3000, time.time() - 3600)
+    for i in range(0, 1000, 100):
+        assert agent.post(sent[i : i + 100])[0] == 202
+    wait_for(lambda: "will resend" in agent.log(), 90, what="a failed delivery to the sink")
+
+    filler = fill(agent.disk)
+    status, body = agent.post(sent[1000:1100])
+    assert status == 503 and body["error"].startswith("disk full, retry later"), body
+    assert 'aios_edge_readings_total{outcome="dropped",reason="disk_full"} 100.0' in (
+        agent.metrics()
+    )
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(sink, 3)])
+    wait_for(
+        lambda: float(_gauge(agent.metrics(), "aios_edge_buffer_records")) == 0,
+        90,
+        what="the readings accepted before the disk filled delivered",
+    )
+    assert agent.post(sent[1000:1100])[0] == 503, "still no room for new readings"
+    assert agent.process is not None and agent.process.running()
+
+    filler.unlink()
+    wait_for(lambda: agent.post(sent[1000:1100])[0] == 202, 30, what="readings accepted again")
+    for i in range(1100, len(sent), 100):
+        assert agent.post(sent[i : i + 100])[0] == 202
+    records = read_topic(bootstrap, sink, len(sent), timeout=120)
+    assert_exactly_once_in_order(sent, readings(records))
+    assert len(records) == len(sent)
 
 
 @pytest.mark.fault("edge agent SIGKILLed")

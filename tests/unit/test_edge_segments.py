@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aios.edge.segments import HEADER, LogFull, SegmentLog
+from aios.edge.segments import HEADER, DiskFull, LogFull, SegmentLog, free_bytes
 
 
 def payloads(start: int, count: int, size: int = 100) -> list[bytes]:
@@ -80,6 +80,19 @@ def test_reject_new_refuses_and_keeps_everything(tmp_path: Path) -> None:
     assert log.read(0, 10_000) == (0, payloads(0, accepted))
     log.release(accepted // 2)  # consumed: room again
     log.append(payloads(accepted, 1))
+
+
+def test_an_append_that_would_eat_the_disk_reserve_is_refused_whole(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    log.append(payloads(0, 3))
+    assert free_bytes(tmp_path) > 0
+    log.reserve_bytes = 1 << 60  # more than any disk has: every append would eat into it
+    with pytest.raises(DiskFull, match="free"):
+        log.append(payloads(3, 1))
+    assert log.read(0, 100) == (0, payloads(0, 3))
+    log.reserve_bytes = 0
+    assert log.append(payloads(3, 1)) == 3, "numbering goes on where it was"
+    assert SegmentLog(tmp_path, max_bytes=1 << 20).read(0, 100) == (0, payloads(0, 4))
 
 
 def test_release_deletes_consumed_segments_and_truncate_rolls_back(tmp_path: Path) -> None:

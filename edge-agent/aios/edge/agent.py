@@ -38,7 +38,7 @@ from aios.edge.filters import Chain, Context, PrivacyLedger
 from aios.edge.forwarder import Forwarder, write_atomic
 from aios.edge.protocol import AgentConfig, Heartbeat, parse_config
 from aios.edge.records import Lineage, encode
-from aios.edge.segments import LogFull, SegmentLog
+from aios.edge.segments import DiskFull, LogFull, SegmentLog, free_bytes
 from aios.edge.telemetry import Counters
 
 log = logging.getLogger("aios.edge.agent")
@@ -48,6 +48,9 @@ QUARANTINE_BYTES = 8 * MIB
 BATCH_ROWS = 8192
 SEQ_SHIFT = 16  # eventId seq = journal record number << 16 | row in the record
 OUTPUT_BYTES_PER_ROW = 512  # a generous bound of one buffered Kafka record
+DISK_RESERVE = 2 * BATCH_ROWS * OUTPUT_BYTES_PER_ROW
+"""Free disk space ingest leaves to the processor: a batch's output and its checkpoint.
+Without it the journal could fill the disk and the readings in it could never move on."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ class Processor:
         self.options, self.counters = options, counters
         root = options.data_dir
         root.mkdir(parents=True, exist_ok=True)
-        self.journal = SegmentLog(root / "journal", JOURNAL_BYTES, "rejectNew", "interval")
+        self.journal = SegmentLog(
+            root / "journal", JOURNAL_BYTES, "rejectNew", "interval", reserve_bytes=DISK_RESERVE
+        )
         self.quarantine = SegmentLog(root / "quarantine", QUARANTINE_BYTES, "dropOldest", "never")
         self.config_path = root / "config.json"
         self.checkpoint_path = root / "checkpoint.npz"
@@ -211,14 +216,19 @@ class Processor:
         if batches:
             ctx.now = max(ctx.now, float(max(b.recv.max() for b in batches if len(b)) or 0))
         buffer = self.config.buffer
+        needed = rows * OUTPUT_BYTES_PER_ROW
         if buffer.overflow_policy == "rejectNew" and (
-            self.outbox.size_bytes + rows * OUTPUT_BYTES_PER_ROW > buffer.max_bytes
+            self.outbox.size_bytes + needed > buffer.max_bytes
         ):
             return 0  # the buffer is full: readings wait in the journal, ingest pushes back
+        if rows and free_bytes(self.outbox.directory) < needed + MIB:
+            return 0  # the disk is full: likewise, until delivery frees some
         batch = Batch.concat(batches) if batches else Batch.empty()
         out = self.chain.process(batch, ctx)
         try:
             self._emit(out, self.config)
+        except DiskFull:  # more than the bound above foresaw: counted, never silent
+            self.counters.add("dropped", len(out), "disk_full")
         except LogFull:
             self.counters.add("dropped", len(out), "buffer_full")
         self.counters.add_all("dropped", ctx.dropped)

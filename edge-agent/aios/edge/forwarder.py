@@ -15,7 +15,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from aios.edge.records import Record
-from aios.edge.segments import SegmentLog
+from aios.edge.segments import NO_SPACE, SegmentLog
 from aios.edge.telemetry import Counters
 
 log = logging.getLogger("aios.edge.forwarder")
@@ -27,12 +27,30 @@ PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole or not at all; a failed write (a full disk) leaves no
+    temporary file taking the space."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_offset(path: Path, offset: int) -> None:
+    """Record ``offset`` in place: one write of the same 21 bytes, synced. It needs no new
+    space on the disk (a write-and-rename would), so on a full disk the forwarder can still
+    record its progress, and so free the buffer it has delivered."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, f"{offset:020d}\n".encode(), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Forwarder:
@@ -48,8 +66,9 @@ class Forwarder:
     ) -> None:
         self.outbox, self.offset_file = outbox, offset_file
         self.make_producer, self.readable_end, self.counters = make_producer, readable_end, counters
-        saved = int(offset_file.read_text()) if offset_file.exists() else 0
+        saved = int(offset_file.read_text().strip() or 0) if offset_file.exists() else 0
         self.committed = max(saved, outbox.start)
+        save_offset(offset_file, self.committed)  # its bytes exist before the disk may fill
         self.next = self.committed
         self.in_flight: deque[int] = deque()
         self.delivered: set[int] = set()
@@ -173,7 +192,13 @@ class Forwarder:
             self.committed = max(self.committed, done)
 
     def _save(self) -> None:
-        write_atomic(self.offset_file, str(self.committed).encode())
+        try:
+            save_offset(self.offset_file, self.committed)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            log.warning("delivery progress not saved, the disk is full; retrying")
+            return
         self._saved = self.committed
         self.outbox.release(self.committed)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from aios.edge.columns import Chunk
 from aios.edge.parse import MAX_PAYLOAD_BYTES, Rejected, parse_payload
-from aios.edge.segments import LogFull, SegmentLog
+from aios.edge.segments import DiskFull, LogFull, SegmentLog
 from aios.edge.telemetry import Counters
 
 log = logging.getLogger("aios.edge.ingest")
@@ -31,10 +31,12 @@ class Ticket:
     chunk: Chunk
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
+    refusal: str = ""
+    """Why the readings were not journaled (the sender is told, and retries)."""
     callback: Callable[[bool], None] | None = None
 
-    def finish(self, ok: bool) -> None:
-        self.ok = ok
+    def finish(self, ok: bool, refusal: str = "") -> None:
+        self.ok, self.refusal = ok, refusal
         self.done.set()
         if self.callback is not None:
             self.callback(ok)
@@ -86,7 +88,10 @@ class Inbox:
             ).encode()
             for r in rejected
         ]
-        self.quarantine_log.append(entries)
+        try:
+            self.quarantine_log.append(entries)
+        except DiskFull as error:  # the rejections are counted; their copies must wait
+            log.warning("quarantine not written: %s", error)
 
     def submit(self, chunk: Chunk, callback: Callable[[bool], None] | None = None) -> Ticket:
         ticket = Ticket(chunk, callback=callback)
@@ -106,16 +111,19 @@ class Inbox:
                 if self._stop and not self._pending:
                     return
                 tickets, self._pending = self._pending, []
+            refusal, reason = "", ""
             try:
                 self.journal.append([t.chunk.encode() for t in tickets])
-                ok = True
+            except DiskFull as error:
+                refusal, reason = f"disk full, retry later: {error}", "disk_full"
             except LogFull as error:
-                log.warning("journal full, readings refused", extra={"error": str(error)})
-                ok = False
+                refusal, reason = f"buffer full, retry later: {error}", "journal_full"
+            if refusal:
+                log.warning("readings refused: %s", refusal)
             rows = sum(len(t.chunk) for t in tickets)
-            self.counters.add("accepted" if ok else "dropped", rows, "" if ok else "journal_full")
+            self.counters.add("dropped" if refusal else "accepted", rows, reason)
             for ticket in tickets:
-                ticket.finish(ok)
+                ticket.finish(not refusal, refusal)
 
 
 def _trace_id(header: str | None) -> bytes | None:
@@ -133,7 +141,8 @@ def _trace_id(header: str | None) -> bytes | None:
 
 class HttpIngest:
     """``POST /readings`` (one JSON reading or an array): 202 once journaled, 413 when too
-    large, 503 when the journal is full (retry later); ``GET /healthz``."""
+    large, 503 when the journal or its disk is full (retry later; the body says which);
+    ``GET /healthz``."""
 
     def __init__(self, inbox: Inbox, host: str, port: int, timeout: float = 30.0) -> None:
         inbox_ = inbox
@@ -160,8 +169,11 @@ class HttpIngest:
                     return
                 body = self.rfile.read(length)
                 ticket, rejected = inbox_.receive(body, _trace_id(self.headers.get("traceparent")))
-                if not ticket.done.wait(timeout) or not ticket.ok:
-                    self._reply(503, {"error": "buffer full, retry later"})
+                if not ticket.done.wait(timeout):
+                    self._reply(503, {"error": "the journal did not answer in time, retry later"})
+                    return
+                if not ticket.ok:
+                    self._reply(503, {"error": ticket.refusal})
                     return
                 self._reply(
                     202,

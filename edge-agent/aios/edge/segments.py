@@ -7,10 +7,13 @@ interval, or never) decides what a power cut may lose. On open every record is c
 a torn or corrupt tail is cut off and counted, never fatal. The total size is bounded:
 ``dropOldest`` deletes the oldest segment (its unread records counted as dropped),
 ``rejectNew`` refuses the append (the caller does not acknowledge, the sender retries).
+The disk is a bound too: an append that would leave less than ``reserve_bytes`` free, or
+that the file system refuses for want of space, is refused whole (``DiskFull``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -32,6 +35,19 @@ Fsync = Literal["always", "interval", "never"]
 
 class LogFull(Exception):
     """The log is at its byte bound and its policy is ``rejectNew``."""
+
+
+class DiskFull(LogFull):
+    """The file system under the log has no room for the append (nothing was written)."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(directory: Path) -> int:
+    """What the file system under ``directory`` still lets an unprivileged writer use."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
 
 
 @dataclass
@@ -65,9 +81,13 @@ class SegmentLog:
         fsync: Fsync = "interval",
         segment_bytes: int | None = None,
         fsync_interval: float = 1.0,
+        reserve_bytes: int = 0,
     ) -> None:
+        """``reserve_bytes``: free space on the disk that appends leave for others (the
+        processor's output, its checkpoint)."""
         self.directory = directory
         self.max_bytes = max_bytes
+        self.reserve_bytes = reserve_bytes
         self.overflow: Overflow = overflow
         self.fsync: Fsync = fsync
         self.segment_bytes = segment_bytes or max(64 << 10, max_bytes // 8)
@@ -137,14 +157,18 @@ class SegmentLog:
         frames = b"".join(HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads)
         with self.lock:
             self._make_room(len(frames))
+            if self.reserve_bytes and free_bytes(self.directory) - len(frames) < self.reserve_bytes:
+                raise DiskFull(
+                    f"the disk under {self.directory} has {free_bytes(self.directory)} bytes"
+                    f" free; {self.reserve_bytes} are kept for the buffer"
+                )
             segment = self._active(len(frames))
+            self._write(frames, segment.size)
             first = segment.end
             at = segment.size
             for payload in payloads:
                 segment.offsets.append(at)
                 at += HEADER.size + len(payload)
-            assert self._fd is not None
-            os.write(self._fd, frames)
             segment.size = at
             self._dirty = True
             if self.fsync == "always":
@@ -152,6 +176,20 @@ class SegmentLog:
             elif self.fsync == "interval":
                 self.sync_if_due()
             return first
+
+    def _write(self, frames: bytes, size: int) -> None:
+        """Append ``frames`` to the active segment, now ``size`` bytes long: all of them or,
+        when the disk has no room, none (a short write is cut off again)."""
+        assert self._fd is not None
+        try:
+            written = os.write(self._fd, frames)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            written = -1
+        if written != len(frames):
+            os.ftruncate(self._fd, size)
+            raise DiskFull(f"no space left on the disk under {self.directory}")
 
     def _make_room(self, size: int) -> None:
         if size > self.max_bytes:
@@ -179,7 +217,12 @@ class SegmentLog:
             self._roll()
         segment = self.segments[-1]
         if self._fd is None:
-            self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            except OSError as error:
+                if error.errno in NO_SPACE:
+                    raise DiskFull(f"no space left on the disk under {self.directory}") from error
+                raise
         return segment
 
     def sync(self) -> None:
