@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
-from support import OPERATOR_PODS, wait_for
+from support import OPERATOR_PODS, kill_operator, operator_restarted, wait_for
 
+from aios.connectors.audit import read_log
 from aios.stack.cluster import AUDIT_LOG
 from aios.stack.release import NAMESPACE, RELEASE
 
@@ -49,12 +52,16 @@ def converged(kubectl: Any, namespace: str) -> bool:
     return True
 
 
-def writes(site: Any, pod: str, namespace: str) -> list[str]:
-    """Each write the operator pod ``pod`` made in ``namespace``: verb, resource, name."""
+def writes(site: Any, pod: str, namespace: str, since: datetime | None = None) -> list[str]:
+    """Each write the operator pod ``pod`` made in ``namespace`` (received ``since``, when
+    given): verb, resource, name."""
     found = []
     for line in (site.logs / AUDIT_LOG).read_text().splitlines():
         event = json.loads(line)
         if (event["user"].get("extra") or {}).get(POD_NAME) != [pod]:
+            continue
+        received = datetime.fromisoformat(event["requestReceivedTimestamp"])
+        if since is not None and received < since:
             continue
         ref = event.get("objectRef") or {}
         if ref.get("namespace") == namespace:
@@ -117,3 +124,87 @@ def test_a_restarted_operator_with_nothing_changed_writes_nothing(
     )  # fmt: skip
     wait_for(lambda: converged(kubectl, namespace), what="the change to be reconciled")
     assert "patch policies/status actuation-needs-approval" in writes(site, name, namespace)
+
+
+def gateway(name: str) -> dict[str, Any]:
+    """The example gateway under another name, without its simulated agent."""
+    found = yaml.safe_load((EXAMPLES / "district-7.yaml").read_text())
+    found["metadata"] = {"name": name}
+    return dict(found)
+
+
+def published(kubectl: Any, namespace: str) -> set[str]:
+    """The gateways whose current generation's config is published."""
+    found = set()
+    for item in kubectl.json("get", "edgegateways", "-n", namespace)["items"]:
+        status = item.get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        current = status.get("observedGeneration") == item["metadata"]["generation"]
+        if current and conditions.get("ConfigPublished") == "True":
+            found.add(item["metadata"]["name"])
+    return found
+
+
+@pytest.mark.fault("operator killed mid-reconcile")
+def test_an_operator_killed_mid_reconcile_finishes_the_work_and_redoes_none(
+    site, kubectl, operator, namespace
+) -> None:
+    """Three gateways are reconciled. Three more are half done, their configs published
+    and their Kafka users made, but their Secrets refused by a quota, when the operator's
+    container is SIGKILLed. The restarted operator finishes those three once the quota
+    goes, writes nothing for the three it had finished, and each config is audited once."""
+    done, pending = {"done-0", "done-1", "done-2"}, {"pending-0", "pending-1", "pending-2"}
+    manifests = {name: gateway(name) for name in done | pending}
+    kubectl(
+        "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(manifests[n] for n in done)
+    )
+    wait_for(lambda: published(kubectl, namespace) == done, what="the first three published")
+
+    secrets = len(kubectl.json("get", "secrets", "-n", namespace)["items"])
+    kubectl(
+        "create", "quota", "no-more-secrets", "-n", namespace, f"--hard=count/secrets={secrets}"
+    )
+    wait_for(
+        lambda: (
+            "count/secrets"
+            in (
+                kubectl.json("get", "quota", "no-more-secrets", "-n", namespace).get("status") or {}
+            ).get("used", {})
+        ),
+        what="the quota counted",
+    )
+    kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        stdin=yaml.safe_dump_all(manifests[n] for n in pending),
+    )  # fmt: skip
+    leading = wait_for(lambda: leader(kubectl), what="the leading operator")["metadata"]["name"]
+    refused = {f"patch secrets {name}-edge-kafka" for name in pending}
+    wait_for(
+        lambda: refused <= set(writes(site, leading, namespace)),
+        what="the operator at each new gateway's Secret",
+    )
+    pod = kill_operator(site, kubectl)
+    killed = datetime.now(UTC)
+    assert published(kubectl, namespace) == done, "the kill came mid-reconcile"
+    kubectl("delete", "quota", "no-more-secrets", "-n", namespace)
+    operator_restarted(kubectl, pod)
+
+    wait_for(
+        lambda: published(kubectl, namespace) == done | pending,
+        timeout=240,
+        what="every gateway published after the restart",
+    )
+    for name in sorted(done | pending):  # each with the credentials its agent mounts
+        kubectl("get", "secret", f"{name}-edge-kafka", "-n", namespace)
+    again = writes(site, pod["metadata"]["name"], namespace, since=killed)
+    assert not [w for w in again if w.split()[-1].startswith("done-")], again
+
+    def audited() -> list[str]:
+        return [
+            r.details["gateway"]
+            for r in read_log(site.endpoints.kafka_bootstrap)
+            if r.kind == "edge-config" and r.details["gateway"].startswith(f"{namespace}/")
+        ]
+
+    wait_for(lambda: len(set(audited())) == len(manifests), what="every config audited")
+    assert sorted(audited()) == sorted(f"{namespace}/{n}" for n in manifests), "each once"
