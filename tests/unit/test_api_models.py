@@ -5,6 +5,7 @@ rejected here too (so a mistake is caught before any API server sees it)."""
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from aios.api import API_VERSION, KINDS, AutomationIntent, EdgeGateway, ModelDeployment, Policy
-from aios.api.base import Resource
+from aios.api.base import Resource, kube_time
 from aios.stack.platform import example_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,3 +281,8 @@ def test_a_reading_parses_from_the_wire_and_rejects_nonsense() -> None:
     ]:
         with pytest.raises(pydantic.ValidationError, match=field):
             Reading.model_validate({**wire, **broken})
+
+
+def test_times_are_written_as_kubernetes_writes_them_in_utc_whole_seconds() -> None:
+    paris = timezone(timedelta(hours=1))
+    assert kube_time(datetime(2026, 12, 1, 16, 30, 5, 999_999, paris)) == "2026-12-01T15:30:05Z"

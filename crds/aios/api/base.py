@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,6 +26,12 @@ decision and audit record of one installation, so a fleet of sites can be rolled
 SITE_ENV = "AIOS_SITE"
 """Where every aios process reads the name of its site."""
 DEFAULT_SITE = "default"
+
+
+def kube_time(moment: datetime) -> str:
+    """A time as Kubernetes writes one (``metav1.Time``): RFC 3339 in UTC, whole seconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 KAFKA_TOPIC = r"^[a-zA-Z0-9._-]+$"

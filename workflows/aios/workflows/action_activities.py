@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from aios.api.base import kube_time
 from aios.api.events import ActionRequest, Decision
 from aios.connectors import kafka
 from aios.connectors.audit import AuditWriter
@@ -330,7 +331,7 @@ def _quote(value: str) -> str:
 
 async def _count(client: Client, query: str) -> int:
     """Actions executed in the last hour that match ``query`` (Temporal visibility)."""
-    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = kube_time(datetime.now(UTC) - timedelta(hours=1))
     found = await client.count_workflows(f"{query} AND {EXECUTED_AT.name} > '{since}'")
     return int(found.count)
 

@@ -31,6 +31,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
+    from aios.api.base import kube_time
     from aios.workflows.analysis import Gates
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
@@ -288,7 +289,7 @@ class ModelRollout:
         self.phase = "Deploying" if number == 0 else "Progressing"
         self.weight = weight
         self.message = event.message
-        started = workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        started = kube_time(workflow.now())
         self.steps.append({"step": number, "weight": weight, "startedAt": started})
         await self._publish(event)
 

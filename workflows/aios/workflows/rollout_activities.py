@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
+from aios.api.base import kube_time
 from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client
@@ -137,7 +138,7 @@ class RolloutActivities:
         assert p.event is not None
         meta = md["metadata"]
         digest = hashlib.sha256(p.rollout["workflowId"].encode()).hexdigest()[:8]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = kube_time(datetime.now(UTC))
         event: Any = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from aios.api.base import kube_time
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -25,7 +27,7 @@ class ConditionUpdate:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return kube_time(datetime.now(UTC))
 
 
 def merge_conditions(

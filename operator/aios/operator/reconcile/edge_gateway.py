@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aios.api import EdgeGateway
+from aios.api.base import kube_time
 from aios.edge.protocol import (
     DEFAULT_HEARTBEAT_SECONDS,
     AgentConfig,
@@ -94,7 +95,7 @@ def heartbeat_status(
         ]
         return fields, [*conditions, gateway_ready(conditions)]
     fields |= {
-        "lastSeen": heartbeat.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastSeen": kube_time(heartbeat.time),
         "appliedGeneration": heartbeat.applied_generation,
         "bufferFillRatio": round(heartbeat.buffer_fill_ratio, 4),
         "forwarded": heartbeat.forwarded,

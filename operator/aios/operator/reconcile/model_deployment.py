@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from aios.api.base import kube_time
 from aios.api.model_deployment import (
     ModelCard,
     ModelDeployment,
@@ -581,7 +582,7 @@ def rollout_conditions(md: ModelDeployment) -> list[ConditionUpdate]:
                 "True" if approval.decision == "approved" else "False",
                 "Approved" if approval.decision == "approved" else "Rejected",
                 f"{approval.version} {approval.decision} by {approval.by} at "
-                f"{approval.at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+                f"{kube_time(approval.at)}",
             )
         )
     elif rollout.phase == "AwaitingApproval":
