@@ -30,6 +30,7 @@ from rich.progress import Progress
 
 from aios.api import API_VERSION, GROUP, KINDS, Policy
 from aios.cli.output import Output, emit
+from aios.connectors import opa
 from aios.operator.reconcile import policy as plan
 
 KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -274,14 +275,6 @@ def _dotted(path: Sequence[str | int]) -> str:
 # -- policies ----------------------------------------------------------------------------
 
 
-def library(directory: Path) -> dict[str, str]:
-    return {
-        p.stem: p.read_text()
-        for p in sorted(directory.glob("*.rego"))
-        if not p.stem.endswith("_test")
-    }
-
-
 def opa_binary() -> str:
     found = shutil.which("opa")
     if found:
@@ -295,7 +288,7 @@ def policy_problems(
     documents: list[Document], policies_dir: Path, base: Path, namespace: str
 ) -> list[Problem]:
     """Review every aios object with the build's Policies as the admission webhook would."""
-    modules = library(policies_dir)
+    modules = opa.library_modules(policies_dir)
     loaded: list[tuple[Document, plan.LoadPlan]] = []
     problems: list[Problem] = []
     for document in documents:
@@ -464,12 +457,6 @@ def validate_paths(
     return loaded, list(dict.fromkeys(problems))
 
 
-def default_policies() -> Path:
-    from aios.stack.components import REPO_ROOT
-
-    return Path(os.environ.get("AIOS_POLICY_LIBRARY") or REPO_ROOT / "policies")
-
-
 def report(targets: list[Target], problems: list[Problem], output: Format) -> None:
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
@@ -528,7 +515,7 @@ def validate(
     """Check manifests offline against the aios schemas and the Policies they ship with;
     exit 1 on any error (for a GitOps repository's CI)."""
     chosen = output or (Format.github if os.environ.get("GITHUB_ACTIONS") else Format.text)
-    library_dir = (policies or default_policies()).resolve()
+    library_dir = (policies or opa.library_dir()).resolve()
     if not (library_dir / "system" / "system.rego").is_file():
         err.print(f"[red]no Rego library in {library_dir}[/] (expected system/system.rego)")
         raise typer.Exit(2)

@@ -38,11 +38,13 @@ the caller must not act (fail closed).
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +59,8 @@ from opa_client.errors import (
 from prometheus_client import Counter
 
 OPA_URL_ENV = "AIOS_OPA_URL"
+LIBRARY_ENV = "AIOS_POLICY_LIBRARY"
+"""Where the Rego library is (the image sets it); ``policies/`` of this checkout if unset."""
 SYSTEM_PACKAGE = "aios/system"
 TIMEOUT_SECONDS = 5.0
 LOAD_TIMEOUT_SECONDS = 60.0
@@ -118,6 +122,21 @@ class PolicyDecision:
     warnings: list[str] = field(default_factory=list)
     dryrun: list[str] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
+
+
+def library_dir() -> Path:
+    """The Rego library: ``$AIOS_POLICY_LIBRARY`` or ``policies/`` of this checkout."""
+    checkout = Path(__file__).resolve().parents[3] / "policies"
+    return Path(os.environ.get(LIBRARY_ENV) or checkout)
+
+
+def library_modules(directory: Path) -> dict[str, str]:
+    """The library's modules by name (``<name>.rego``; its ``_test`` modules left out)."""
+    return {
+        path.stem: path.read_text()
+        for path in sorted(directory.glob("*.rego"))
+        if not path.stem.endswith("_test")
+    }
 
 
 UNAVAILABLE = (aiohttp.ClientError, TimeoutError, OSError)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -43,7 +42,6 @@ from aios.operator.runtime.runtime import Runtime
 from aios.operator.runtime.writer import Change
 from aios.operator.settings import OperatorSettings
 
-LIBRARY_ENV = "AIOS_POLICY_LIBRARY"
 SYSTEM_CHECK_SECONDS = 30.0
 
 
@@ -54,24 +52,14 @@ def opa_url(memo: kopf.Memo) -> str:
     return url
 
 
-def library_dir() -> Path:
-    """``policies/`` of this checkout, or ``$AIOS_POLICY_LIBRARY`` (e.g. a mounted ConfigMap)."""
-    return Path(os.environ.get(LIBRARY_ENV) or Path(__file__).resolve().parents[4] / "policies")
-
-
 @cache
 def library() -> dict[str, str]:
-    """Library modules by name (``policies/<name>.rego``, tests excluded)."""
-    return {
-        path.stem: path.read_text()
-        for path in sorted(library_dir().glob("*.rego"))
-        if not path.stem.endswith("_test")
-    }
+    return opa.library_modules(opa.library_dir())
 
 
 @cache
 def system_rego() -> str:
-    return (library_dir() / "system" / "system.rego").read_text()
+    return (opa.library_dir() / "system" / "system.rego").read_text()
 
 
 async def ensure_system(url: str) -> None:
