@@ -83,7 +83,7 @@ class Review:
 
 
 @dataclass
-class Step:
+class ActionStep:
     """One recorded step of an action (audit + lifecycle)."""
 
     request: dict[str, Any]
@@ -232,7 +232,7 @@ class ActionWorkflow:
         try:
             result = await workflow.execute_activity(
                 "aios.action.execute",
-                Step(payload, "execute", {}, approver, decision["decisionId"]),
+                ActionStep(payload, "execute", {}, approver, decision["decisionId"]),
                 **execute_options(action.type),
             )
         except ActivityError as error:
@@ -329,7 +329,7 @@ class ActionWorkflow:
     ) -> None:
         await workflow.execute_activity(
             "aios.action.record",
-            Step(payload, step, result, approver, policy),
+            ActionStep(payload, step, result, approver, policy),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
         )

@@ -28,9 +28,9 @@ from aios.workflows.action import (
     MQTT_CONNECT_SECONDS,
     SEARCH_ATTRIBUTES,
     TARGET,
+    ActionStep,
     ActionWorkflow,
     Authorize,
-    Step,
 )
 from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
 
@@ -114,7 +114,7 @@ def render_payload(request: ActionRequest, approver: str | None) -> bytes:
     ).encode()
 
 
-def step_details(request: ActionRequest, step: Step) -> dict[str, Any]:
+def step_details(request: ActionRequest, step: ActionStep) -> dict[str, Any]:
     """The ``details`` of an ``action-step`` audit record (what ``aiosctl audit trace`` reads)."""
     decision = request.decision
     summary = decision_summary(decision)
@@ -193,7 +193,7 @@ class ActionActivities:
         )
 
     @activity.defn(name="aios.action.execute")
-    async def execute(self, step: Step) -> dict[str, Any]:
+    async def execute(self, step: ActionStep) -> dict[str, Any]:
         request = ActionRequest.model_validate(step.request)
         body = render_payload(request, step.approver)
         action = request.action
@@ -305,7 +305,7 @@ class ActionActivities:
         return {"status": "executed", "kafkaTopic": topic}
 
     @activity.defn(name="aios.action.record")
-    async def record(self, step: Step) -> None:
+    async def record(self, step: ActionStep) -> None:
         request = ActionRequest.model_validate(step.request)
         details = step_details(request, step)
         await asyncio.to_thread(

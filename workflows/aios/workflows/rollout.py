@@ -52,7 +52,9 @@ ACTIVITY_RETRY = RetryPolicy(
 
 
 @dataclass(frozen=True)
-class Step:
+class RolloutStep:
+    """One step of a canary: the candidate's traffic weight, and the pause after it."""
+
     weight: int
     pause_seconds: int
 
@@ -67,7 +69,7 @@ class RolloutInput:
     strategy: str  # direct | canary | shadow
     source: dict[str, Any]  # the new version's ModelSource, wire form
     workflow_id: str
-    steps: list[Step] = field(default_factory=list)
+    steps: list[RolloutStep] = field(default_factory=list)
     shadow_seconds: int = 600
     gates: Gates = field(default_factory=Gates)
     approval_required: bool = False

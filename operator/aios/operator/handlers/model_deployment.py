@@ -33,7 +33,7 @@ from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
 from aios.operator.settings import task_queue
 from aios.workflows.analysis import Gates
-from aios.workflows.rollout import ModelRollout, RolloutInput, Step
+from aios.workflows.rollout import ModelRollout, RolloutInput, RolloutStep
 
 RETRY_SECONDS = 3.0
 
@@ -154,7 +154,7 @@ def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -
         strategy=rollout.strategy,
         source=rollout.source.model_dump(mode="json", by_alias=True),
         workflow_id=rollout.workflow_id,
-        steps=[Step(s.weight, s.pause_seconds) for s in spec.rollout.steps],
+        steps=[RolloutStep(s.weight, s.pause_seconds) for s in spec.rollout.steps],
         shadow_seconds=spec.rollout.shadow_seconds,
         gates=Gates(
             max_error_rate=analysis.max_error_rate,
