@@ -32,6 +32,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
     from aios.api.base import kube_time
+    from aios.api.model_deployment import Strategy
     from aios.workflows.analysis import Gates
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
@@ -66,7 +67,7 @@ class RolloutInput:
     namespace: str
     name: str
     version: str
-    strategy: str  # direct | canary | shadow
+    strategy: Strategy
     source: dict[str, Any]  # the new version's ModelSource, wire form
     workflow_id: str
     steps: list[RolloutStep] = field(default_factory=list)
