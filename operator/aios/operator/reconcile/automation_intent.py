@@ -14,7 +14,7 @@ from aios.api.base import DEFAULT_SITE
 from aios.api.events import IntentRef
 from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.connectors.topics import TopicSpec
-from aios.operator.reconcile.children import PART_OF, owned
+from aios.operator.reconcile.children import INSTANCE, NAME, app_labels, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.kafka_access import runner_principal
 from aios.operator.settings import OperatorSettings, task_queue
@@ -120,12 +120,7 @@ def render_runner(
     ServiceAccount, Role and binding (read ModelDeployments), ConfigMap, Deployment — in
     the order they must be applied."""
     name = f"{config.intent.name}-runner"
-    labels = {
-        "app.kubernetes.io/name": RUNNER,
-        "app.kubernetes.io/instance": config.intent.name,
-        "app.kubernetes.io/component": "intent-runner",
-        PART_OF: "aios",
-    }
+    labels = app_labels(RUNNER, "intent-runner", config.intent.name)
     principal = runner_principal(config)
     text = config.model_dump_json(by_alias=True, exclude_none=True, indent=2)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -187,12 +182,7 @@ def render_runner(
             "metadata": {"name": name, "labels": labels},
             "spec": {
                 "replicas": replicas,
-                "selector": {
-                    "matchLabels": {
-                        "app.kubernetes.io/name": RUNNER,
-                        "app.kubernetes.io/instance": config.intent.name,
-                    }
-                },
+                "selector": {"matchLabels": {NAME: RUNNER, INSTANCE: config.intent.name}},
                 # One runner at a time keeps one transactional producer per consumer group member.
                 "strategy": {"type": "Recreate"},
                 "template": {

@@ -12,10 +12,26 @@ from typing import Any
 from aios.api import API_VERSION
 from aios.api.base import SITE_LABEL
 
+NAME = "app.kubernetes.io/name"
+INSTANCE = "app.kubernetes.io/instance"
+VERSION = "app.kubernetes.io/version"
+COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "app.kubernetes.io/part-of"
 OWNER_UID = "aios.dev/owner-uid"
 OPERATOR = "aios-operator"
+
+
+def app_labels(
+    name: str, component: str, instance: str | None = None, version: str | None = None
+) -> dict[str, str]:
+    """Kubernetes' recommended labels of a workload aios runs (``app.kubernetes.io/*``)."""
+    labels = {NAME: name}
+    if instance is not None:
+        labels[INSTANCE] = instance
+    if version is not None:
+        labels[VERSION] = version
+    return {**labels, COMPONENT: component, PART_OF: "aios"}
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:

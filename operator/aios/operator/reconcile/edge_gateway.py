@@ -25,10 +25,9 @@ from aios.edge.protocol import (
     gateway_key,
     spec_digest,
 )
-from aios.operator.reconcile.children import PART_OF, owned
+from aios.operator.reconcile.children import NAME, app_labels, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.kafka_access import KafkaPrincipal, edge_principal
-from aios.operator.reconcile.worker import COMPONENT, NAME
 from aios.operator.settings import OperatorSettings
 
 CONNECTED_PERIODS = 3
@@ -203,12 +202,7 @@ def render_simulator(
     if not count:
         return []
     name = f"{meta['name']}-edge-sim"
-    labels = {
-        PART_OF: "aios",
-        NAME: "aios-edge",
-        COMPONENT: "edge-agent",
-        "aios.dev/edge-gateway": meta["name"],
-    }
+    labels = {**app_labels("aios-edge", "edge-agent"), "aios.dev/edge-gateway": meta["name"]}
     container = {
         "name": "agent",
         "image": settings.edge_image,

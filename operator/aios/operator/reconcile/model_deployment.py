@@ -29,7 +29,7 @@ from aios.api.model_deployment import (
     ModelSource,
     RolloutStatus,
 )
-from aios.operator.reconcile.children import PART_OF, owned
+from aios.operator.reconcile.children import PART_OF, app_labels, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.settings import OperatorSettings
 
@@ -251,11 +251,9 @@ def server_container(md: ModelDeployment, site: OperatorSettings) -> dict[str, A
 
 def _labels(md: ModelDeployment, source: ModelSource) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": source.name,
-        "app.kubernetes.io/instance": md.metadata["name"],
-        "app.kubernetes.io/version": version_slug(source.version),
-        "app.kubernetes.io/component": "model-server",
-        PART_OF: "aios",
+        **app_labels(
+            source.name, "model-server", md.metadata["name"], version_slug(source.version)
+        ),
         MODEL_DEPLOYMENT: md.metadata["name"],
         SERVED_VERSION: version_slug(source.version),
     }

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from aios.api import GROUP
-from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
+from aios.operator.reconcile.children import MANAGED_BY, NAME, OPERATOR, app_labels
 from aios.operator.reconcile.kafka_access import KafkaPrincipal
 from aios.operator.settings import OperatorSettings, task_queue
 
 WORKER = "aios-worker"
-COMPONENT = "app.kubernetes.io/component"
-NAME = "app.kubernetes.io/name"
 
 WORKER_RULES: list[dict[str, Any]] = [
     {
@@ -43,7 +41,7 @@ WORKER_RULES: list[dict[str, Any]] = [
 
 
 def worker_labels() -> dict[str, str]:
-    return {NAME: WORKER, COMPONENT: "worker", PART_OF: "aios", MANAGED_BY: OPERATOR}
+    return {**app_labels(WORKER, "worker"), MANAGED_BY: OPERATOR}
 
 
 def render_worker(
