@@ -1,0 +1,78 @@
+"""KServe mode: one InferenceService carries the newest version and its traffic share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aios.api.model_deployment import ModelDeployment, ModelSource
+from aios.operator.reconcile.children import PART_OF, owned
+from aios.operator.reconcile.model_deployment.names import service_name
+from aios.operator.reconcile.model_deployment.server import owner, resources, server_container
+from aios.operator.reconcile.model_deployment.serving import Serving
+from aios.operator.settings import OperatorSettings
+
+KSERVE_GROUP = "serving.kserve.io"
+KSERVE_VERSION = f"{KSERVE_GROUP}/v1beta1"
+INFERENCE_SERVICES_CRD = f"inferenceservices.{KSERVE_GROUP}"
+KSERVE_KINDS = ((KSERVE_VERSION, "InferenceService"),)
+
+
+def _predictor(md: ModelDeployment, source: ModelSource, site: OperatorSettings) -> dict[str, Any]:
+    """KServe's predictor spec, which takes the pod's placement fields inline."""
+    scaling = md.spec.autoscaling
+    predictor: dict[str, Any] = {
+        "minReplicas": scaling.min_replicas,
+        "maxReplicas": scaling.max_replicas,
+        "scaleMetric": "cpu",
+        "scaleTarget": scaling.target_utilization_percent,
+        **site.data_plane.model_server_placement().pod_fields(),
+    }
+    if md.spec.runtime == "triton":
+        predictor["model"] = {
+            "modelFormat": {"name": "triton"},
+            "storageUri": source.storage_uri,
+            "resources": resources(md),
+        }
+    else:  # a custom predictor: KServe's storage initializer fills STORAGE_URI's mount
+        container = server_container(md, site)
+        container["env"] = [*container["env"], {"name": "STORAGE_URI", "value": source.storage_uri}]
+        container.pop("livenessProbe")
+        predictor["containers"] = [container]
+    return predictor
+
+
+def render_kserve(
+    md: ModelDeployment, plan: Serving, site: OperatorSettings
+) -> list[dict[str, Any]]:
+    """KServe: the InferenceService carries the newest version; ``canaryTrafficPercent``
+    sends it its share while KServe keeps the previous revision for the rest. A shadow
+    gets its own InferenceService that callers mirror to."""
+    name = md.metadata["name"]
+    canary = plan.candidate if plan.candidate is not None and plan.track == "canary" else None
+    predictor = _predictor(md, canary or plan.stable, site)
+    if canary is not None:
+        predictor["canaryTrafficPercent"] = plan.weight
+    services = [_inference_service(name, predictor, canary or plan.stable)]
+    if plan.candidate is not None and plan.track == "shadow":
+        shadow = _predictor(md, plan.candidate, site)
+        services.append(_inference_service(service_name(name, "shadow"), shadow, plan.candidate))
+    return [owned(child, owner(md)) for child in services]
+
+
+def _inference_service(name: str, predictor: dict[str, Any], source: ModelSource) -> dict[str, Any]:
+    return {
+        "apiVersion": KSERVE_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "labels": {PART_OF: "aios"},
+            "annotations": {"aios.dev/model-version": source.version},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def kserve_endpoints(name: str, namespace: str) -> tuple[str, str]:
+    """KServe's predictor Service: HTTP on 80, gRPC on 8081 (its default ports)."""
+    host = f"{name}-predictor.{namespace}.svc"
+    return f"http://{host}:80", f"{host}:8081"

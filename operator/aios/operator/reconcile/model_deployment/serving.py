@@ -1,0 +1,96 @@
+"""What serves a ModelDeployment now, and what the operator does about its rollout workflow:
+decided from the spec and the recorded status only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aios.api.model_deployment import ModelDeployment, ModelSource, RolloutStatus
+
+ACTIVE: frozenset[str] = frozenset({"Deploying", "Progressing", "AwaitingApproval"})
+Track = Literal["stable", "canary", "shadow"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The versions to serve now: the stable one, and a candidate under rollout."""
+
+    stable: ModelSource
+    candidate: ModelSource | None = None
+    track: Literal["canary", "shadow"] = "canary"
+    weight: int = 0
+    first: bool = False  # the stable version has never answered yet
+
+
+def serving(md: ModelDeployment) -> Serving:
+    """What to serve, from the spec and what the status records."""
+    status = md.status
+    recorded = status.stable if status else None
+    rollout = status.rollout if status else None
+    if recorded is None:
+        # Nothing has ever answered: serve the spec's version directly, no rollout.
+        return Serving(stable=md.spec.model, first=True)
+    stable = ModelSource(
+        name=recorded.model,
+        version=recorded.version,
+        storage_uri=recorded.storage_uri,
+        format=recorded.format,
+    )
+    if rollout is None:
+        return Serving(stable)
+    if rollout.phase == "Promoted":
+        return Serving(rollout.source)
+    if rollout.phase in ACTIVE:
+        track: Literal["canary", "shadow"] = "shadow" if rollout.strategy == "shadow" else "canary"
+        weight = 0 if track == "shadow" else rollout.weight
+        return Serving(stable, rollout.source, track, weight)
+    return Serving(stable)
+
+
+@dataclass(frozen=True)
+class RolloutAction:
+    """What the operator must do about the rollout workflow this time."""
+
+    start: bool = False  # start (or make sure it runs) the workflow for spec.model
+    abort: str | None = None  # signal the running workflow to roll back, with this reason
+    record: bool = False  # write status.rollout for a new rollout before starting it
+
+
+def rollout_action(md: ModelDeployment) -> RolloutAction:
+    """Start or abort: decided from the spec and the recorded rollout only, so an operator
+    restart decides the same and never starts a rollout twice. (Approvals reach the
+    workflow from their own objects, see ``handlers.approval``.)"""
+    status = md.status
+    if status is None or status.stable is None:
+        return RolloutAction()
+    rollout = status.rollout
+    wanted = md.spec.model.version
+    active = rollout is not None and rollout.phase in ACTIVE
+    if rollout is not None and active:
+        if rollout.version != wanted:
+            return RolloutAction(abort=f"superseded: the spec now asks for version {wanted}")
+        return RolloutAction(start=True)
+    if wanted == status.stable.version:
+        return RolloutAction()
+    if rollout is not None and rollout.version == wanted:
+        return RolloutAction()  # this version's rollout already ended; bump the version to retry
+    return RolloutAction(start=True, record=True)
+
+
+def workflow_id(namespace: str, name: str, version: str) -> str:
+    """One workflow per version of a ModelDeployment: starting it twice is a no-op."""
+    return f"rollout/{namespace}/{name}/{version}"
+
+
+def new_rollout(md: ModelDeployment, namespace: str) -> RolloutStatus:
+    """The record written before the workflow starts (so a restart sees it)."""
+    spec = md.spec
+    return RolloutStatus(
+        version=spec.model.version,
+        strategy=spec.rollout.strategy,
+        source=spec.model,
+        workflow_id=workflow_id(namespace, md.metadata["name"], spec.model.version),
+        phase="Deploying",
+        message=f"rolling out {spec.model.version} ({spec.rollout.strategy})",
+    )
