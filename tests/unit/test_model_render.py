@@ -281,3 +281,28 @@ def test_history_keeps_the_model_card_and_the_approver() -> None:
     assert (
         md_plan.card_summary(md.spec.model_card) == "team-air-quality · auc=0.9 · no personal data"
     )
+
+
+def test_a_served_rollout_step_is_marked_once_and_a_finished_rollout_enters_the_history_once() -> (
+    None
+):
+    now = "2024-11-20T11:00:00Z"
+    stepping = deployment({"stable": STABLE, "rollout": rollout("Progressing", 20)})
+    assert md_plan.rollout_pending(stepping.model_dump(by_alias=True))
+    assert md_plan.observed_rollout(stepping, now) == {"observedRolloutRevision": 3}
+
+    served = deployment(
+        {"stable": STABLE, "rollout": rollout("Progressing", 20), "observedRolloutRevision": 3}
+    )
+    assert not md_plan.rollout_pending(served.model_dump(by_alias=True))
+    assert md_plan.observed_rollout(served, now) == {}
+
+    promoted = deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
+    fields = md_plan.observed_rollout(promoted, now)
+    assert [(h["version"], h["outcome"], h["promotedAt"]) for h in fields["history"]] == [
+        ("2024.11.3", "promoted", now)
+    ]
+    again = deployment(
+        {"stable": STABLE, "rollout": rollout("Promoted", 100), "history": fields["history"]}
+    )
+    assert "history" not in md_plan.observed_rollout(again, now), "not twice"

@@ -87,7 +87,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     ready, why = await stable_ready(md, serving, namespace, kserve, ctx)
     candidate = await candidate_ready(md, serving, namespace, kserve)
     ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready, candidate))
-    ctx.status.update(observed_rollout(md))
+    ctx.status.update(plan.observed_rollout(md, now_rfc3339()))
     return [
         *plan.serving_conditions(md, serving, ready, why),
         *plan.rollout_conditions(md),
@@ -203,24 +203,6 @@ async def candidate_ready(
         return await probe.ready(serving.candidate.name)
 
 
-def observed_rollout(md: ModelDeployment) -> dict[str, Any]:
-    """Mark the rollout's revision served; a finished rollout goes into the history once."""
-    status = md.status
-    rollout = status.rollout if status else None
-    if status is None or rollout is None or rollout.revision == status.observed_rollout_revision:
-        return {}
-    fields: dict[str, Any] = {"observedRolloutRevision": rollout.revision}
-    if rollout.phase not in plan.ACTIVE:
-        history = [
-            h.model_dump(mode="json", by_alias=True, exclude_none=True) for h in status.history
-        ]
-        entry = plan.history_entry(md, rollout, now_rfc3339())
-        last = history[-1] if history else {}
-        if (last.get("version"), last.get("outcome")) != (entry["version"], entry["outcome"]):
-            fields["history"] = plan.with_history(history, entry)
-    return fields
-
-
 async def finalize(md: ModelDeployment, ctx: Context) -> None:
     """A rollout in flight ends with its object: its workflow is terminated."""
     rollout = (ctx.body.get("status") or {}).get("rollout") or {}
@@ -233,21 +215,12 @@ async def finalize(md: ModelDeployment, ctx: Context) -> None:
         ctx.logger.info("rollout %s already ended: %s", rollout["workflowId"], error)
 
 
-def rollout_pending(body: Mapping[str, Any]) -> bool:
-    """A published step not yet served."""
-    status = body.get("status") or {}
-    rollout = status.get("rollout") or {}
-    return bool(rollout) and int(rollout.get("revision") or 0) != int(
-        status.get("observedRolloutRevision") or 0
-    )
-
-
 register(
     KindSpec(
         ModelDeployment,
         reconcile,
         finalize,
-        pending=rollout_pending,
+        pending=plan.rollout_pending,
         retry_interval=RETRY_SECONDS,
     )
 )

@@ -3,8 +3,9 @@ decided from the spec and the recorded status only."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aios.api.model_deployment import ModelDeployment, ModelSource, RolloutStatus
 
@@ -93,4 +94,13 @@ def new_rollout(md: ModelDeployment, namespace: str) -> RolloutStatus:
         workflow_id=workflow_id(namespace, md.metadata["name"], spec.model.version),
         phase="Deploying",
         message=f"rolling out {spec.model.version} ({spec.rollout.strategy})",
+    )
+
+
+def rollout_pending(body: Mapping[str, Any]) -> bool:
+    """A published step not yet served."""
+    status = body.get("status") or {}
+    rollout = status.get("rollout") or {}
+    return bool(rollout) and int(rollout.get("revision") or 0) != int(
+        status.get("observedRolloutRevision") or 0
     )

@@ -188,3 +188,21 @@ def serving_conditions(
             f"{plan.stable.version} keeps serving.",
         )
     return [ready, degraded]
+
+
+def observed_rollout(md: ModelDeployment, now: str) -> dict[str, Any]:
+    """Mark the rollout's revision served; a finished rollout goes into the history once."""
+    status = md.status
+    rollout = status.rollout if status else None
+    if status is None or rollout is None or rollout.revision == status.observed_rollout_revision:
+        return {}
+    fields: dict[str, Any] = {"observedRolloutRevision": rollout.revision}
+    if rollout.phase not in ACTIVE:
+        history = [
+            h.model_dump(mode="json", by_alias=True, exclude_none=True) for h in status.history
+        ]
+        entry = history_entry(md, rollout, now)
+        last = history[-1] if history else {}
+        if (last.get("version"), last.get("outcome")) != (entry["version"], entry["outcome"]):
+            fields["history"] = with_history(history, entry)
+    return fields
