@@ -17,10 +17,12 @@ from aios.operator.reconcile.automation_intent import (
     ready,
     render_runner,
     retention_ms,
+    retention_violation,
     runner_config,
     runtime_conditions,
     source_topics,
     topic_names,
+    workload_condition,
 )
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.settings import OperatorSettings
@@ -122,6 +124,29 @@ def test_deployment_readiness() -> None:
     assert deployment_ready(deployment)[0]
     stale = {**deployment, "status": {**deployment["status"], "observedGeneration": 1}}
     assert not deployment_ready(stale)[0]
+    assert workload_condition("RunnerReady", deployment) == ConditionUpdate(
+        "RunnerReady", "True", "Available", "1/1 replicas available"
+    )
+    waiting = workload_condition("WorkflowsReady", stale)
+    assert (waiting.status, waiting.reason) == ("False", "Progressing")
+
+
+def test_personal_data_kept_longer_than_a_policy_allows_is_named() -> None:
+    raw = {
+        **RAW,
+        "spec": {
+            **RAW["spec"],
+            "dataPolicy": {"personalData": True, "retentionDays": 30, "purpose": "alerts"},
+        },
+    }
+    personal = AutomationIntent.model_validate(raw)
+    assert retention_violation(personal, "city", None) is None, "no Policy caps it"
+    assert retention_violation(personal, "city", 30) is None
+    assert retention_violation(personal, "city", 7) == (
+        "dataPolicy.retentionDays 30 exceeds the 7 days a Policy allows for personal data in city"
+    )
+    raw["spec"]["dataPolicy"] = {"personalData": False, "retentionDays": 30}
+    assert retention_violation(AutomationIntent.model_validate(raw), "city", 7) is None
 
 
 def test_degraded_names_the_model_that_is_down() -> None:

@@ -22,17 +22,18 @@ from aios.operator.reconcile.automation_intent import (
     RUNNER_KINDS,
     Heartbeat,
     counts,
-    deployment_ready,
     live,
     owned_topics,
     ready,
     render_runner,
     retention_ms,
+    retention_violation,
     runner_config,
     runtime_conditions,
     source_topic_specs,
     source_topics,
     topic_names,
+    workload_condition,
 )
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.kafka_access import runner_principal
@@ -164,16 +165,12 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         return [*conditions, ready(conditions)]
 
     cap = None
-    policy = intent.spec.data_policy
-    if policy.personal_data:
+    if intent.spec.data_policy.personal_data:
         cap = await opa.max_retention_days(settings.opa_url, namespace)
-        if cap is not None and (policy.retention_days or 0) > cap:
-            message = (
-                f"dataPolicy.retentionDays {policy.retention_days} exceeds the "
-                f"{cap} days a Policy allows for personal data in {namespace}"
-            )
-            conditions.append(ConditionUpdate("TopicsReady", "False", "PolicyViolation", message))
-            return [*conditions, ConditionUpdate("Ready", "False", "PolicyViolation", message)]
+    violation = retention_violation(intent, namespace, cap)
+    if violation is not None:
+        conditions.append(ConditionUpdate("TopicsReady", "False", "PolicyViolation", violation))
+        return [*conditions, ConditionUpdate("Ready", "False", "PolicyViolation", violation)]
     retention = retention_ms(intent, cap)
     plan = await asyncio.to_thread(
         ensure_intent_topics,
@@ -197,28 +194,12 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     children_api = runtime(ctx.memo).children
     await children_api.apply([*render_worker(namespace, settings, worker), *children])
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
-    runner_ok, runner_message = deployment_ready(
-        await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)
-    )
-    conditions.append(
-        ConditionUpdate(
-            "RunnerReady",
-            "True" if runner_ok else "False",
-            "Available" if runner_ok else "Progressing",
-            runner_message,
-        )
-    )
-    worker_ok, worker_message = deployment_ready(
-        await children_api.get("apps/v1", "Deployment", WORKER, namespace)
-    )
-    conditions.append(
-        ConditionUpdate(
-            "WorkflowsReady",
-            "True" if worker_ok else "False",
-            "Available" if worker_ok else "Progressing",
-            worker_message,
-        )
-    )
+    runner = await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)
+    worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)
+    conditions += [
+        workload_condition("RunnerReady", runner),
+        workload_condition("WorkflowsReady", worker_deployment),
+    ]
     beats = heartbeats(ctx.memo, namespace, name)
     conditions += runtime_conditions(intent, beats)
     ctx.status["counts"] = counts(beats)

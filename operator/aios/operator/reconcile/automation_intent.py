@@ -215,6 +215,26 @@ RUNNER_KINDS = [
 name never changes and which go with the intent (the operator may not list Secrets)."""
 
 
+def retention_violation(intent: AutomationIntent, namespace: str, cap: int | None) -> str | None:
+    """Why the intent may not keep its personal data as long as it asks, if it may not
+    (``cap``: the days the namespace's Policies allow)."""
+    policy = intent.spec.data_policy
+    if not policy.personal_data or cap is None or (policy.retention_days or 0) <= cap:
+        return None
+    return (
+        f"dataPolicy.retentionDays {policy.retention_days} exceeds the "
+        f"{cap} days a Policy allows for personal data in {namespace}"
+    )
+
+
+def workload_condition(kind: str, deployment: Mapping[str, Any] | None) -> ConditionUpdate:
+    """``RunnerReady`` or ``WorkflowsReady``: whether the workload's Deployment serves."""
+    ok, message = deployment_ready(deployment)
+    return ConditionUpdate(
+        kind, "True" if ok else "False", "Available" if ok else "Progressing", message
+    )
+
+
 def deployment_ready(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
     """Whether a Deployment serves its desired replicas of the current template."""
     if deployment is None:
