@@ -1,0 +1,82 @@
+"""Reading the audit log back: from its topic, or from its file mirror."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from aios.connectors import kafka
+from aios.connectors.audit.records import AuditRecord
+from aios.connectors.audit.writer import LOG_TOPIC
+
+
+def _read(consumer: Consumer, partition: TopicPartition, timeout: float) -> Iterable[Message]:
+    """Every committed message of one partition from its assigned offset to the end."""
+    consumer.assign([partition])
+    deadline = time.monotonic() + timeout
+    while True:  # offsets are invalid (negative) until the client knows the partition's leader
+        low, high = consumer.get_watermark_offsets(partition, timeout=timeout, cached=False)
+        if low >= 0 and high >= 0:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no leader known for {partition.topic} within {timeout}s")
+        time.sleep(0.2)
+    if high <= low:
+        return
+    while True:
+        message = consumer.poll(timeout)
+        if message is None:
+            raise TimeoutError(f"no message from {partition.topic} within {timeout}s")
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            raise KafkaException(error)
+        yield message
+
+
+def open_reader(bootstrap: str | None) -> Consumer:
+    return kafka.consumer(
+        f"aios-audit-reader-{uuid.uuid4().hex[:8]}",
+        bootstrap,
+        **{"enable.partition.eof": True},
+    )
+
+
+def read_raw_log(
+    bootstrap: str | None = None,
+    topic: str = LOG_TOPIC,
+    start: int = OFFSET_BEGINNING,
+    timeout: float = 10.0,
+) -> list[str]:
+    """The stored text of every committed record, in log order. A transaction becomes
+    readable once Kafka has written its markers, a moment after its commit returned."""
+    reader = open_reader(bootstrap)
+    try:
+        return [
+            (m.value() or b"").decode("utf-8", errors="replace")
+            for m in _read(reader, TopicPartition(topic, 0, start), timeout)
+        ]
+    finally:
+        reader.close()
+
+
+def read_log(bootstrap: str | None = None, topic: str = LOG_TOPIC) -> list[AuditRecord]:
+    """Every record of the audit log, parsed (``verify`` the raw text to detect tampering)."""
+    return [AuditRecord.parse(raw) for raw in read_raw_log(bootstrap, topic)]
+
+
+def read_file(path: Path) -> list[str]:
+    """The records of a local audit file (one per line)."""
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
