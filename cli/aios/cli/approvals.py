@@ -49,7 +49,7 @@ class Refused(Exception):
 
 def api(kubeconfig: str | None, as_user: str | None, as_group: str | None) -> client.ApiClient:
     """The kubeconfig's client, impersonating ``as_user`` (in ``as_group``) when given."""
-    api_client = config.new_client_from_config(config_file=kubeconfig)
+    api_client: client.ApiClient = config.new_client_from_config(config_file=kubeconfig)
     if as_user:
         api_client.set_default_header("Impersonate-User", as_user)
         if as_group:

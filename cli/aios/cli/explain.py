@@ -9,7 +9,7 @@ findings come first, as sentences; the details after them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,7 +206,7 @@ def _children(
     """The owner's Deployments (and the namespace's worker), their pods and events;
     Services and ConfigMaps by name."""
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
-    sanitize = api_client.sanitize_for_serialization
+    sanitize: Callable[[Any], Any] = api_client.sanitize_for_serialization
     selector = f"{OWNER_UID}={uid}"
     deployments = sanitize(apps.list_namespaced_deployment(namespace, label_selector=selector))[
         "items"

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 Protocol_ = Literal["http", "grpc"]
@@ -93,10 +94,10 @@ class InferenceClient:
     async def infer(
         self,
         model: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, npt.NDArray[Any]],
         version: str = "",
         timeout: float = 1.0,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, npt.NDArray[Any]]:
         """Run ``model`` on named input tensors; every output comes back by name."""
         client = self._connect()
         tensors = [self._tensor(name, np.asarray(value)) for name, value in inputs.items()]
@@ -173,7 +174,7 @@ class InferenceClient:
     def _where(self, model: str) -> str:
         return f"{model} at {self.url}"
 
-    def _tensor(self, name: str, value: np.ndarray) -> Any:
+    def _tensor(self, name: str, value: npt.NDArray[Any]) -> Any:
         if self.protocol == "http":
             import tritonclient.http as http
 

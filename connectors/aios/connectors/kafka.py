@@ -36,7 +36,8 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
-from aios.connectors.topics import ExistingTopic, TopicPlan, TopicSpec, plan_topics
+from aios.connectors.topics import ExistingTopic, TopicPlan, plan_topics
+from aios.connectors.topics import TopicSpec as TopicSpec  # callers name it kafka.TopicSpec
 
 BOOTSTRAP_ENV = "AIOS_KAFKA_BOOTSTRAP"
 EXTRA_CONFIG_ENV = "AIOS_KAFKA_CONFIG"
@@ -298,5 +299,7 @@ def consumer_lag(client: AdminClient, group: str, timeout: float = 10) -> int | 
         {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in committed},
         request_timeout=timeout,
     )
-    ends = {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in latest.items()}
-    return sum(max(0, ends[(tp.topic, tp.partition)] - tp.offset) for tp in committed)
+    ends: dict[tuple[str, int], int] = {
+        (tp.topic, tp.partition): f.result(timeout).offset for tp, f in latest.items()
+    }
+    return sum(max(0, ends[(tp.topic, tp.partition)] - int(tp.offset)) for tp in committed)

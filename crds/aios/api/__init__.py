@@ -4,6 +4,8 @@ Each root model carries its CRD facts in `Model.crd` (kind, plural, short names,
 columns); `aios.api.crd.crd_for(Model)` renders the CustomResourceDefinition.
 """
 
+from typing import Any
+
 from aios.api.approval import Approval
 from aios.api.automation_intent import AutomationIntent
 from aios.api.base import API_VERSION, GROUP, VERSION, Resource
@@ -11,7 +13,7 @@ from aios.api.edge_gateway import EdgeGateway
 from aios.api.model_deployment import ModelDeployment
 from aios.api.policy import Policy
 
-KINDS: tuple[type[Resource], ...] = (
+KINDS: tuple[type[Resource[Any, Any]], ...] = (
     ModelDeployment,
     AutomationIntent,
     Policy,

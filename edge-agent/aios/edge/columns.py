@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field, replace
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -101,21 +101,21 @@ def new_trace_ids(n: int) -> npt.NDArray[np.void]:
     return np.frombuffer(os.urandom(16 * n), dtype="V16").copy()
 
 
-def group_starts(keys: npt.NDArray[np.integer]) -> npt.NDArray[np.intp]:
+def group_starts(keys: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
     """Start index of each run of equal values in sorted ``keys``."""
     if len(keys) == 0:
         return np.zeros(0, np.intp)
     return np.concatenate(([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1))
 
 
-def ranks(sorted_keys: npt.NDArray[np.integer]) -> npt.NDArray[np.intp]:
+def ranks(sorted_keys: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
     """Position of each row within its run of equal keys (0 for the first)."""
     starts = group_starts(sorted_keys)
     lengths = np.diff(np.append(starts, len(sorted_keys)))
     return np.arange(len(sorted_keys)) - np.repeat(starts, lengths)
 
 
-def grow(array: np.ndarray, size: int, fill: float | int | bool) -> np.ndarray:
+def grow(array: npt.NDArray[Any], size: int, fill: float | int | bool) -> npt.NDArray[Any]:
     """Per-sensor state extended to ``size`` sensors (new sensors start at ``fill``)."""
     if len(array) >= size:
         return array

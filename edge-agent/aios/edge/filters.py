@@ -55,7 +55,7 @@ METERS_PER_DEGREE = 111_320.0
 NO_CELL = np.iinfo(np.int64).min
 PHYSICAL_MIN = np.array([0.0, 0.0, 0.0, 0.0, -273.15, 0.0])  # METRICS order
 PHYSICAL_MAX = np.array([np.inf, np.inf, np.inf, np.inf, np.inf, 100.0])
-State = dict[str, np.ndarray]
+State = dict[str, npt.NDArray[Any]]
 
 
 @dataclass

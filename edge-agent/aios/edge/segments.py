@@ -54,7 +54,7 @@ def free_bytes(directory: Path) -> int:
 class Segment:
     base: int
     path: Path
-    offsets: array = field(default_factory=lambda: array("q"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
     size: int = 0
 
     @property

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from aios.api.automation_intent import ModelCall
 from aios.api.edge_gateway import Metric
@@ -37,7 +38,7 @@ FEATURE_ORDER: tuple[Metric, ...] = ("pm25", "pm10", "no2", "o3", "temperature",
 log = logging.getLogger(__name__)
 
 
-def features(readings: Sequence[Reading]) -> tuple[np.ndarray, list[int]]:
+def features(readings: Sequence[Reading]) -> tuple[npt.NDArray[Any], list[int]]:
     """The ``features`` matrix of the readings that have every metric, and their indices."""
     complete = [i for i, r in enumerate(readings) if all(m in r.metrics for m in FEATURE_ORDER)]
     rows = [[readings[i].metrics[m] for m in FEATURE_ORDER] for i in complete]
@@ -153,7 +154,7 @@ class ModelCaller:
             raise InferenceUnavailable(f"ModelDeployment {self.call.model_deployment} not found")
         return route(status, random.random())
 
-    def _mirror(self, target: Target, matrix: np.ndarray) -> None:
+    def _mirror(self, target: Target, matrix: npt.NDArray[Any]) -> None:
         """Send the shadow its copy without waiting for it; its answer never decides."""
 
         async def send() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 EPSILON = 1e-4
 
@@ -150,7 +151,7 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 def probe_inputs(
     metadata: Mapping[str, Any], count: int, seed: int = 7
-) -> list[dict[str, np.ndarray]]:
+) -> list[dict[str, npt.NDArray[Any]]]:
     """``count`` single-row requests shaped from the model's V2 metadata: the same,
     seeded, for both versions. Values are positive and spread over a few orders of
     magnitude, as physical readings are."""
@@ -172,7 +173,7 @@ def _dtype(datatype: str) -> Any:
     )
 
 
-def summarise(outputs: Mapping[str, np.ndarray]) -> tuple[float, float | None]:
+def summarise(outputs: Mapping[str, npt.NDArray[Any]]) -> tuple[float, float | None]:
     """A request's answer as (score, confidence): ``score`` if the model has one, else the
     mean of its first other output; ``confidence`` if present."""
     confidence = outputs.get("confidence")

@@ -93,7 +93,7 @@ async def load(url: str, load_plan: plan.LoadPlan) -> None:
 async def is_loaded(url: str, load_plan: plan.LoadPlan) -> bool:
     """Whether OPA holds this plan: its registry entry is written last, and OPA keeps
     everything in memory (a restart loses it all)."""
-    return await opa.get_data(url, load_plan.registry_path) == load_plan.registry
+    return bool(await opa.get_data(url, load_plan.registry_path) == load_plan.registry)
 
 
 def _identity(body: Mapping[str, Any]) -> tuple[str, str, int]:

@@ -71,7 +71,7 @@ Refresh = Callable[[Context], Awaitable[Change | None]]
 Pending = Callable[[Mapping[str, Any]], bool]
 
 
-class ObjectLogger(logging.LoggerAdapter):
+class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
     """Log lines prefixed with the object they are about, as kopf's are."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
