@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -58,14 +59,18 @@ def free_port() -> int:
                 return port
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor: int) -> None:
     """In the child: get SIGTERM when the supervisor dies, so nothing is left behind.
 
     The kernel sends it when the *thread* that forked the child exits, so every child is
-    forked by ``_SPAWNER``, one thread that lives as long as the supervisor.
+    forked by ``_SPAWNER``, one thread that lives as long as the supervisor. A supervisor
+    that died between the fork and this call sends nothing: the child sees it has been
+    handed to another parent, and goes at once.
     """
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:
+        os._exit(1)
 
 
 class ManagedProcess:
@@ -105,7 +110,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         return self
 
