@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
-#                               | kafka | benthos | mosquitto | coredns)
+#                               | kafka | benthos | mosquitto | coredns | temporal-test-server)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +10,7 @@ source "$here/versions.env"
 cache=${AIOS_CACHE:-$HOME/.cache/aios}
 name=${1:?component name}
 if [ "$name" = all ]; then
-  for c in node-packages etcd kubernetes containerd temporal opa helm kafka mosquitto coredns; do "$0" "$c"; done; exit 0
+  for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns; do "$0" "$c"; done; exit 0
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
@@ -104,5 +104,20 @@ POM
   mvn -q -B dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$log4j" -DoutputDirectory="$dest/libs"
   cd /; rm -rf "$work"; mark_done "$dest";;
 mosquitto) apt_install mosquitto;;
+temporal-test-server)  # Temporal's time-skipping test server (Java), for the workflow timer tests
+  dest=$cache/temporal-test-server/$TEMPORAL_TEST_SERVER_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/libs" "$dest/bin"; work=$(mktemp -d); cd "$work"
+  cat > pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+ <groupId>local</groupId><artifactId>temporal-test-server-runtime</artifactId><version>1</version><packaging>pom</packaging>
+ <dependencies>
+  <dependency><groupId>io.temporal</groupId><artifactId>temporal-test-server</artifactId><version>$TEMPORAL_TEST_SERVER_VERSION</version></dependency>
+ </dependencies></project>
+POM
+  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
+  # The SDK starts it as `EXE PORT [ARGS...]`, as it would the native build it downloads.
+  printf '#!/bin/sh\nexec java -cp "$(dirname "$0")/../libs/*" io.temporal.testserver.TestServer "$@"\n' > "$dest/bin/temporal-test-server"
+  chmod +x "$dest/bin/temporal-test-server"
+  cd /; rm -rf "$work"; mark_done "$dest";;
 *) echo "unknown component: $name" >&2; exit 2;;
 esac

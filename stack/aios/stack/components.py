@@ -78,6 +78,8 @@ KUBERNETES = Component("kubernetes", "KUBERNETES_VERSION")
 ETCD = Component("etcd", "ETCD_VERSION")
 CONTAINERD = Component("containerd", "CONTAINERD_VERSION")
 TEMPORAL = Component("temporal", "TEMPORAL_CLI_VERSION")
+TEMPORAL_TEST_SERVER = Component("temporal-test-server", "TEMPORAL_TEST_SERVER_VERSION")
+"""Temporal's time-skipping server (Java): the workflow timer tests run on it."""
 OPA = Component("opa", "OPA_VERSION")
 HELM = Component("helm", "HELM_VERSION")
 KAFKA = Component("kafka", "KAFKA_VERSION")

@@ -75,24 +75,30 @@ def registrations() -> list[Registration]:
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
     """Register the features' search attributes; already registered ones are kept."""
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import (
-        AddSearchAttributesRequest,
-        ListSearchAttributesRequest,
-    )
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
     wanted = {k.name: k for r in registrations() for k in r.search_attributes}
     listed = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
-    missing = {name: key for name, key in wanted.items() if name not in listed.custom_attributes}
-    if missing:
+    missing = [key for name, key in wanted.items() if name not in listed.custom_attributes]
+    await add_search_attributes(client, namespace, missing)
+
+
+async def add_search_attributes(
+    client: Client, namespace: str, keys: Sequence[SearchAttributeKey[Any]]
+) -> None:
+    """Register ``keys`` (which must not be registered yet)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    if keys:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
                 namespace=namespace,
                 search_attributes={
-                    name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                    for name, key in missing.items()
+                    key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                    for key in keys
                 },
             )
         )
