@@ -37,6 +37,7 @@ from aios.workflows.action import (
 from aios.workflows.analysis import Gates
 from aios.workflows.approval import READ_APPROVAL, ApprovalNotice, ApprovalRef, Decided
 from aios.workflows.rollout import (
+    SERVING_RECHECK,
     AnalysisRequest,
     ModelRollout,
     Publication,
@@ -73,10 +74,12 @@ class Call:
 @dataclass
 class Recorders:
     """Activities under the production names, noting each call; ``opa_answers_after`` is
-    how many attempts OPA fails before it answers (None: it never does)."""
+    how many attempts OPA fails before it answers, ``served_after`` how many serving checks
+    find the new version not ready yet (None: never)."""
 
     approvals: dict[str, Decided] = field(default_factory=dict)
     opa_answers_after: int | None = 0
+    served_after: int | None = 0
     calls: list[Call] = field(default_factory=list)
 
     def _note(self, name: str, argument: Any) -> None:
@@ -126,6 +129,9 @@ class Recorders:
     @activity.defn(name="await_serving")
     async def await_serving(self, check: ServingCheck) -> ServingResult:
         self._note("await_serving", check)
+        checks = len(self.at("await_serving"))
+        if self.served_after is None or checks <= self.served_after:
+            return ServingResult(False, f"revision {check.revision} is not served", waiting=True)
         return ServingResult(True)
 
     @activity.defn(name="analyse_rollout")
@@ -303,7 +309,7 @@ async def test_an_action_whose_opa_comes_back_before_the_wait_runs_out_acts_once
     assert recorders.steps() == ["requested", "authorized", "executed"]
 
 
-def canary(pauses: Sequence[int]) -> RolloutInput:
+def canary(pauses: Sequence[int], progress_deadline: int = 600) -> RolloutInput:
     version = f"v{uuid.uuid4().hex[:6]}"
     return RolloutInput(
         namespace="city",
@@ -314,6 +320,7 @@ def canary(pauses: Sequence[int]) -> RolloutInput:
         workflow_id=f"rollout/city/pm25-anomaly/{version}",
         steps=[RolloutStep(weight, pause) for weight, pause in zip((20, 50), pauses, strict=True)],
         gates=Gates(),
+        ready_timeout_seconds=progress_deadline,
     )
 
 
@@ -364,3 +371,35 @@ async def test_an_abort_during_a_canary_pause_ends_the_rollout_without_waiting_i
     (_, stepped), (reason, aborted) = recorders.events()[1], recorders.events()[-1]
     assert reason == "Aborted"
     assert 600 * SECOND <= aborted - stepped < 660 * SECOND
+
+
+async def test_a_version_never_ready_is_rolled_back_at_its_progress_deadline(env) -> None:
+    recorders = Recorders(served_after=None)
+    rollout = canary([60, 60], progress_deadline=300)
+    async with worker(env, recorders):
+        phase = await env.client.execute_workflow(
+            ModelRollout.run, rollout, id=rollout.workflow_id, task_queue=QUEUE
+        )
+    assert phase == "RolledBack"
+    (started, began), (reason, ended) = recorders.events()[0], recorders.events()[-1]
+    assert (started, reason) == ("RolloutStarted", "RolledBack")
+    assert 300 * SECOND - SERVING_RECHECK <= ended - began <= 300 * SECOND
+    checks = recorders.at("await_serving")
+    assert len(checks) > 10, "serving was checked again and again, in windows"
+    assert recorders.at("analyse_rollout") == []
+    assert recorders.calls[-1].argument.rollout["message"] == (
+        f"{rollout.version} did not become ready: not ready within 300s: revision 1 is not served"
+    )
+
+
+async def test_a_version_ready_before_its_progress_deadline_rolls_on(env) -> None:
+    recorders = Recorders(served_after=20)
+    rollout = canary([60, 60], progress_deadline=300)
+    async with worker(env, recorders):
+        phase = await env.client.execute_workflow(
+            ModelRollout.run, rollout, id=rollout.workflow_id, task_queue=QUEUE
+        )
+    assert phase == "Promoted"
+    checks = recorders.at("await_serving")
+    assert len(checks) == 21 + 3, "21 until ready, then one per step and at promotion"
+    assert SERVING_RECHECK * 20 <= checks[20] - checks[0] < 300 * SECOND

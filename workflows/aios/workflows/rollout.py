@@ -47,6 +47,12 @@ APPROVAL_REFUSED = "ApprovalRefused"
 """The Event (and audit record) of a decision the workflow did not take."""
 GATE_BEFORE_FULL_TRAFFIC = "approval-gate-before-full-traffic"
 """Rollouts started before this change may have moved all traffic before approving."""
+DEADLINE_IN_WORKFLOW = "progress-deadline-kept-by-the-workflow"
+"""Rollouts started before this change left the progress deadline to one activity attempt
+(which a retry restarted)."""
+SERVING_WINDOW = 60
+"""How long one ``await_serving`` attempt watches before the workflow asks again."""
+SERVING_RECHECK = timedelta(seconds=5)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
 )
@@ -119,12 +125,16 @@ class ServingCheck:
     revision: int
     candidate_ready: bool
     timeout_seconds: int
+    """How long this check watches (a window of the rollout's progress deadline)."""
 
 
 @dataclass(frozen=True)
 class ServingResult:
     ok: bool
     reason: str = ""
+    waiting: bool = False
+    """Not ready within the check's window (``reason`` says what is missing); asking again
+    may succeed. A result that is neither ok nor waiting is final."""
 
 
 @dataclass(frozen=True)
@@ -344,9 +354,26 @@ class ModelRollout:
 
     async def _serving(self, candidate_ready: bool) -> ServingResult:
         """Wait until the operator serves the latest revision (and, when asked, the new
-        version answers)."""
+        version answers), for at most the rollout's progress deadline, kept here (durable,
+        and not restarted by an activity's retry)."""
+        timeout = self._input().ready_timeout_seconds
+        if not workflow.patched(DEADLINE_IN_WORKFLOW):
+            result = await self._await_serving(candidate_ready, timeout)
+        else:
+            deadline = workflow.now() + timedelta(seconds=timeout)
+            while True:
+                remaining = (deadline - workflow.now()).total_seconds()
+                window = max(1, min(SERVING_WINDOW, round(remaining)))
+                result = await self._await_serving(candidate_ready, window)
+                if not result.waiting or workflow.now() + SERVING_RECHECK >= deadline:
+                    break
+                await workflow.sleep(SERVING_RECHECK)
+        if result.waiting:
+            return ServingResult(False, f"not ready within {timeout}s: {result.reason}")
+        return result
+
+    async def _await_serving(self, candidate_ready: bool, window: int) -> ServingResult:
         rollout = self._input()
-        timeout = rollout.ready_timeout_seconds
         result: ServingResult = await workflow.execute_activity(
             "await_serving",
             ServingCheck(
@@ -355,10 +382,10 @@ class ModelRollout:
                 rollout.workflow_id,
                 self.revision,
                 candidate_ready,
-                timeout,
+                window,
             ),
             result_type=ServingResult,
-            start_to_close_timeout=timedelta(seconds=timeout + 60),
+            start_to_close_timeout=timedelta(seconds=window + 60),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
         )

@@ -170,8 +170,9 @@ class RolloutActivities:
 
     @activity.defn(name="await_serving")
     async def await_serving(self, check: ServingCheck) -> ServingResult:
-        """Wait until the operator serves ``check.revision`` and, when asked, the new
-        version answers; a model that failed to load ends the wait at once."""
+        """Watch, for ``check.timeout_seconds``, until the operator serves ``check.revision``
+        and, when asked, the new version answers; a model that failed to load ends the
+        wait at once. The workflow asks again until its progress deadline."""
         deadline = time.monotonic() + check.timeout_seconds
         reason = "not checked yet"
         while True:
@@ -197,7 +198,7 @@ class RolloutActivities:
                 if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed
                     return ServingResult(False, reason)
             if time.monotonic() > deadline:
-                return ServingResult(False, f"not ready within {check.timeout_seconds}s: {reason}")
+                return ServingResult(False, reason, waiting=True)
             await asyncio.sleep(1.0)
 
     # -- analysis --------------------------------------------------------------------
