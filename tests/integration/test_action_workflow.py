@@ -28,7 +28,8 @@ from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess
 from aios.stack.site import Site, mqtt_ready
 from aios.workflows.action import Review
-from aios.workflows.worker import WorkerSettings, build_worker, ensure_search_attributes
+from aios.workflows.settings import WorkerSettings
+from aios.workflows.worker import build_worker, ensure_search_attributes
 
 NOW = datetime.now(UTC)
 APPROVERS = EXAMPLES / "approvers.yaml"

@@ -33,7 +33,7 @@ from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
 from aios.operator.reconcile.worker import WORKER
 from aios.stack.platform import EXAMPLES
-from aios.workflows.action import AUTHORIZE
+from aios.workflows.action_io import AUTHORIZE
 
 TIMEOUT = 180  # seconds: a site on a shared 2-core machine is slow
 SUPERVISOR = ("--as-group", "street-cleaning-supervisors")

@@ -28,8 +28,9 @@ from aios.stack.components import OPA
 from aios.stack.platform import site_environment
 from aios.stack.process import ManagedProcess, free_port
 from aios.stack.site import Site, http_ok
-from aios.workflows.action import AUTHORIZE
-from aios.workflows.worker import WorkerSettings, build_worker, ensure_search_attributes
+from aios.workflows.action_io import AUTHORIZE
+from aios.workflows.settings import WorkerSettings
+from aios.workflows.worker import build_worker, ensure_search_attributes
 
 TARGETS = """package targets
 

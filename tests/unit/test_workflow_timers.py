@@ -26,20 +26,14 @@ from temporalio.worker import Worker
 
 from aios.api.events import ActionRequest
 from aios.stack.components import TEMPORAL_TEST_SERVER
-from aios.workflows.action import (
-    AUTHORIZE,
-    POLICY_WAIT,
-    SEARCH_ATTRIBUTES,
-    ActionStep,
-    ActionWorkflow,
-    Authorize,
-)
+from aios.workflows.action import POLICY_WAIT, ActionWorkflow
+from aios.workflows.action_io import AUTHORIZE, SEARCH_ATTRIBUTES, ActionStep, Authorize
 from aios.workflows.analysis import Gates
-from aios.workflows.approval import READ_APPROVAL, ApprovalNotice, ApprovalRef, Decided
-from aios.workflows.rollout import (
-    SERVING_RECHECK,
+from aios.workflows.approval import ApprovalNotice
+from aios.workflows.approval_io import READ_APPROVAL, ApprovalRef, Decided
+from aios.workflows.rollout import SERVING_RECHECK, ModelRollout
+from aios.workflows.rollout_io import (
     AnalysisRequest,
-    ModelRollout,
     Publication,
     RolloutInput,
     RolloutStep,

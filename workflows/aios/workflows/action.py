@@ -16,15 +16,23 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import (
-    RetryPolicy,
-    SearchAttributeKey,
-)
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
     from aios.api.events import ActionRequest
+    from aios.workflows.action_activities import ActionActivities
+    from aios.workflows.action_io import (
+        ACTION,
+        EXECUTED_AT,
+        INTENT,
+        MQTT_CONNECT_SECONDS,
+        OUTCOME,
+        TARGET,
+        ActionStep,
+        Authorize,
+    )
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
         SIGNALLED_NAME,
@@ -33,21 +41,8 @@ with workflow.unsafe.imports_passed_through():
         refusal,
     )
 
-INTENT = SearchAttributeKey.for_keyword("AiosIntent")
-ACTION = SearchAttributeKey.for_keyword("AiosAction")
-TARGET = SearchAttributeKey.for_keyword("AiosTarget")
-OUTCOME = SearchAttributeKey.for_keyword("AiosOutcome")
-EXECUTED_AT = SearchAttributeKey.for_datetime("AiosExecutedAt")
-SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT)
-
 POLICY_WAIT = timedelta(minutes=10)
-AUTHORIZE = "aios.action.authorize"  # the activity asking OPA
 """How long an action waits for OPA to answer before it fails without acting."""
-
-
-MQTT_CONNECT_SECONDS = 120.0
-"""How long an MQTT command waits for its broker (inside its one attempt) before the action
-fails unsent."""
 
 
 def execute_options(action_type: str) -> dict[str, Any]:
@@ -80,23 +75,6 @@ class Review:
     approved: bool
     groups: list[str] = field(default_factory=list)
     reason: str = ""
-
-
-@dataclass
-class ActionStep:
-    """One recorded step of an action (audit + lifecycle)."""
-
-    request: dict[str, Any]
-    step: str
-    result: dict[str, Any]
-    approver: str | None = None
-    policy_decision_id: str | None = None
-
-
-@dataclass
-class Authorize:
-    request: dict[str, Any]
-    approver: str | None = None
 
 
 @workflow.defn(name="ActionWorkflow")
@@ -213,8 +191,8 @@ class ActionWorkflow:
                 )
 
         if action.rate_limit is not None:
-            recent = await workflow.execute_activity(
-                "aios.action.recent-executions",
+            recent = await workflow.execute_activity_method(
+                ActionActivities.recent_executions,
                 payload,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
@@ -230,8 +208,8 @@ class ActionWorkflow:
 
         self.phase = "executing"
         try:
-            result = await workflow.execute_activity(
-                "aios.action.execute",
+            result = await workflow.execute_activity_method(
+                ActionActivities.execute,
                 ActionStep(payload, "execute", {}, approver, decision["decisionId"]),
                 **execute_options(action.type),
             )
@@ -254,8 +232,8 @@ class ActionWorkflow:
         """OPA's decision, retried while OPA cannot answer; None after ``POLICY_WAIT``."""
         self.phase = "authorizing"
         try:
-            found: dict[str, Any] = await workflow.execute_activity(
-                AUTHORIZE,
+            found: dict[str, Any] = await workflow.execute_activity_method(
+                ActionActivities.authorize,
                 Authorize(payload, approver),
                 start_to_close_timeout=timedelta(seconds=15),
                 schedule_to_close_timeout=POLICY_WAIT,
@@ -327,8 +305,8 @@ class ActionWorkflow:
         approver: str | None = None,
         policy: str | None = None,
     ) -> None:
-        await workflow.execute_activity(
-            "aios.action.record",
+        await workflow.execute_activity_method(
+            ActionActivities.record,
             ActionStep(payload, step, result, approver, policy),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),

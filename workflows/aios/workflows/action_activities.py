@@ -6,6 +6,7 @@ import asyncio
 import json
 import string
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,19 +21,17 @@ from aios.api.events import ActionRequest, Decision
 from aios.connectors import kafka
 from aios.connectors.audit import AuditWriter
 from aios.connectors.opa import PolicyUnavailable, authorize_action
-from aios.workflows.action import (
+from aios.workflows.action_io import (
     ACTION,
     AUTHORIZE,
     EXECUTED_AT,
     INTENT,
     MQTT_CONNECT_SECONDS,
-    SEARCH_ATTRIBUTES,
     TARGET,
     ActionStep,
-    ActionWorkflow,
     Authorize,
 )
-from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
+from aios.workflows.settings import WorkerSettings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 KAFKA_DELIVERY_SECONDS = 15.0
@@ -160,6 +159,9 @@ class ActionActivities:
                 )
             )
         return self._producer
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.authorize, self.recent_executions, self.execute, self.record]
 
     @activity.defn(name=AUTHORIZE)
     async def authorize(self, ask: Authorize) -> dict[str, Any]:
@@ -334,21 +336,3 @@ async def _count(client: Client, query: str) -> int:
     since = kube_time(datetime.now(UTC) - timedelta(hours=1))
     found = await client.count_workflows(f"{query} AND {EXECUTED_AT.name} > '{since}'")
     return int(found.count)
-
-
-REGISTRATIONS.append(
-    Registration(
-        workflows=[ActionWorkflow],
-        activities=lambda settings: _bound(ActionActivities(settings)),
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-)
-
-
-def _bound(activities: ActionActivities) -> list[Any]:
-    return [
-        activities.authorize,
-        activities.recent_executions,
-        activities.execute,
-        activities.record,
-    ]

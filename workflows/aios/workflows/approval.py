@@ -9,15 +9,18 @@ against the user the API server authenticated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+with workflow.unsafe.imports_passed_through():
+    from aios.workflows.approval_activities import ApprovalActivities
+    from aios.workflows.approval_io import ApprovalRef, Decided
+
 APPROVALS_FROM_API = "approvals-read-from-the-api"
 """Workflows started before this change took the decision the signal carried."""
-READ_APPROVAL = "aios.approval.read"
 SIGNALLED_NAME = "a Temporal signal approves nothing; create an Approval (aiosctl approve)"
 
 
@@ -26,28 +29,6 @@ class ApprovalNotice:
     """An Approval exists in the target's namespace under this name (the operator's signal)."""
 
     approval: str
-
-
-@dataclass(frozen=True)
-class ApprovalRef:
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Decided:
-    """An Approval as stored: ``found`` is False when there is no such object."""
-
-    name: str
-    found: bool
-    kind: str = ""
-    target: str = ""
-    version: str | None = None
-    approved: bool = False
-    username: str = ""
-    groups: list[str] = field(default_factory=list)
-    reason: str = ""
-    at: str = ""  # creationTimestamp, RFC 3339
 
 
 def refusal(decided: Decided, kind: str, target: str, version: str | None = None) -> str | None:
@@ -62,11 +43,10 @@ def refusal(decided: Decided, kind: str, target: str, version: str | None = None
 
 
 async def read_approval(namespace: str, name: str) -> Decided:
-    """From a workflow: the Approval as stored, read by the ``READ_APPROVAL`` activity."""
-    decided: Decided = await workflow.execute_activity(
-        READ_APPROVAL,
+    """From a workflow: the Approval as stored, read by an activity."""
+    decided: Decided = await workflow.execute_activity_method(
+        ApprovalActivities.read_approval,
         ApprovalRef(namespace, name),
-        result_type=Decided,
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
     )

@@ -12,8 +12,8 @@ from temporalio import activity
 
 from aios.api import GROUP, VERSION, Approval
 from aios.connectors.kube import api_client
-from aios.workflows.approval import READ_APPROVAL, ApprovalRef, Decided
-from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
+from aios.workflows.approval_io import READ_APPROVAL, ApprovalRef, Decided
+from aios.workflows.settings import WorkerSettings
 
 
 class ApprovalActivities:
@@ -54,10 +54,3 @@ class ApprovalActivities:
             reason=spec.reason,
             at=raw["metadata"]["creationTimestamp"],
         )
-
-
-def _activities(settings: WorkerSettings) -> Sequence[Callable[..., Any]]:
-    return ApprovalActivities(settings).all()
-
-
-REGISTRATIONS.append(Registration(workflows=[], activities=_activities))

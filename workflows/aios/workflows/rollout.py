@@ -22,7 +22,7 @@ rebuilt from its history after a worker restart, so no step is repeated or skipp
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -32,8 +32,6 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
     from aios.api.base import kube_time
-    from aios.api.model_deployment import Strategy
-    from aios.workflows.analysis import Gates
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
         SIGNALLED_NAME,
@@ -41,10 +39,18 @@ with workflow.unsafe.imports_passed_through():
         read_approval,
         refusal,
     )
+    from aios.workflows.rollout_activities import RolloutActivities
+    from aios.workflows.rollout_io import (
+        APPROVAL_REFUSED,
+        AnalysisRequest,
+        Event,
+        Publication,
+        RolloutInput,
+        ServingCheck,
+        ServingResult,
+    )
 
 WORKFLOW_NAME = "ModelRollout"
-APPROVAL_REFUSED = "ApprovalRefused"
-"""The Event (and audit record) of a decision the workflow did not take."""
 GATE_BEFORE_FULL_TRAFFIC = "approval-gate-before-full-traffic"
 """Rollouts started before this change may have moved all traffic before approving."""
 DEADLINE_IN_WORKFLOW = "progress-deadline-kept-by-the-workflow"
@@ -59,33 +65,6 @@ ACTIVITY_RETRY = RetryPolicy(
 
 
 @dataclass(frozen=True)
-class RolloutStep:
-    """One step of a canary: the candidate's traffic weight, and the pause after it."""
-
-    weight: int
-    pause_seconds: int
-
-
-@dataclass(frozen=True)
-class RolloutInput:
-    """Everything the rollout needs, fixed when it starts."""
-
-    namespace: str
-    name: str
-    version: str
-    strategy: Strategy
-    source: dict[str, Any]  # the new version's ModelSource, wire form
-    workflow_id: str
-    steps: list[RolloutStep] = field(default_factory=list)
-    shadow_seconds: int = 600
-    gates: Gates = field(default_factory=Gates)
-    approval_required: bool = False
-    ready_timeout_seconds: int = 600
-    approvers: list[str] = field(default_factory=list)
-    """``spec.approval.approvers``, checked again on the Approval read (admission did first)."""
-
-
-@dataclass(frozen=True)
 class ApprovalDecision:
     """A decision on the version, as its Approval object records it. (Rollouts started
     before approvals were read through the API took it from a ``decide`` signal.)"""
@@ -95,54 +74,6 @@ class ApprovalDecision:
     by: str
     at: str  # RFC 3339
     name: str = ""  # the Approval object
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event about the ModelDeployment."""
-
-    reason: str
-    message: str
-    type: str = "Normal"
-
-
-@dataclass(frozen=True)
-class Publication:
-    """One change of ``status.rollout``, with the Event that tells it."""
-
-    namespace: str
-    name: str
-    rollout: dict[str, Any]  # RolloutStatus, wire form
-    event: Event | None
-    sequence: int  # numbers the Events, so a retried activity never posts one twice
-
-
-@dataclass(frozen=True)
-class ServingCheck:
-    namespace: str
-    name: str
-    workflow_id: str
-    revision: int
-    candidate_ready: bool
-    timeout_seconds: int
-    """How long this check watches (a window of the rollout's progress deadline)."""
-
-
-@dataclass(frozen=True)
-class ServingResult:
-    ok: bool
-    reason: str = ""
-    waiting: bool = False
-    """Not ready within the check's window (``reason`` says what is missing); asking again
-    may succeed. A result that is neither ok nor waiting is final."""
-
-
-@dataclass(frozen=True)
-class AnalysisRequest:
-    namespace: str
-    name: str
-    gates: Gates
-    shadow: bool
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -317,8 +248,8 @@ class ModelRollout:
 
     async def _analyse(self, number: int, shadow: bool) -> bool:
         rollout = self._input()
-        report: dict[str, Any] = await workflow.execute_activity(
-            "analyse_rollout",
+        report: dict[str, Any] = await workflow.execute_activity_method(
+            RolloutActivities.analyse_rollout,
             AnalysisRequest(rollout.namespace, rollout.name, rollout.gates, shadow),
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=60),
@@ -374,8 +305,8 @@ class ModelRollout:
 
     async def _await_serving(self, candidate_ready: bool, window: int) -> ServingResult:
         rollout = self._input()
-        result: ServingResult = await workflow.execute_activity(
-            "await_serving",
+        result: ServingResult = await workflow.execute_activity_method(
+            RolloutActivities.await_serving,
             ServingCheck(
                 rollout.namespace,
                 rollout.name,
@@ -384,7 +315,6 @@ class ModelRollout:
                 candidate_ready,
                 window,
             ),
-            result_type=ServingResult,
             start_to_close_timeout=timedelta(seconds=window + 60),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
@@ -395,8 +325,8 @@ class ModelRollout:
         rollout = self._input()
         self.revision += 1
         self.sequence += 1
-        await workflow.execute_activity(
-            "publish_rollout",
+        await workflow.execute_activity_method(
+            RolloutActivities.publish_rollout,
             Publication(rollout.namespace, rollout.name, self._record(), event, self.sequence),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=ACTIVITY_RETRY,

@@ -28,15 +28,13 @@ from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client
 from aios.connectors.serving import explain
 from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
-from aios.workflows.rollout import (
+from aios.workflows.rollout_io import (
     APPROVAL_REFUSED,
     AnalysisRequest,
-    ModelRollout,
     Publication,
     ServingCheck,
     ServingResult,
 )
-from aios.workflows.worker import REGISTRATIONS, Registration, WorkerSettings
 
 PLURAL = ModelDeployment.crd.plural
 COMPONENT = "aios-rollout"
@@ -256,10 +254,3 @@ async def _measure(
         return
     score, confidence = summarise(outputs)
     sample.add((time.perf_counter() - started) * 1000, score, confidence)
-
-
-def _activities(settings: WorkerSettings) -> Sequence[Callable[..., Any]]:
-    return RolloutActivities().all()
-
-
-REGISTRATIONS.append(Registration(workflows=[ModelRollout], activities=_activities))

@@ -41,7 +41,7 @@ from aios.operator.reconcile.worker import WORKER, render_worker
 from aios.operator.runtime.controller import Context, Controller, KindSpec, status_change
 from aios.operator.runtime.writer import Change
 from aios.operator.streams import Heartbeats
-from aios.workflows.action import INTENT, OUTCOME
+from aios.workflows.action_io import INTENT, OUTCOME
 
 HEARTBEAT_WINDOW_SECONDS = 30.0
 COUNTS_EVERY_SECONDS = 30.0

@@ -33,7 +33,8 @@ from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
 from aios.operator.settings import task_queue
 from aios.workflows.analysis import Gates
-from aios.workflows.rollout import ModelRollout, RolloutInput, RolloutStep
+from aios.workflows.rollout import ModelRollout
+from aios.workflows.rollout_io import RolloutInput, RolloutStep
 
 RETRY_SECONDS = 3.0
 

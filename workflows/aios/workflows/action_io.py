@@ -1,0 +1,39 @@
+"""What crosses the action workflow's boundary: its activities' inputs, the name of the
+one tests look for, and the search attributes the workflow sets and the activities query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.common import SearchAttributeKey
+
+INTENT = SearchAttributeKey.for_keyword("AiosIntent")
+ACTION = SearchAttributeKey.for_keyword("AiosAction")
+TARGET = SearchAttributeKey.for_keyword("AiosTarget")
+OUTCOME = SearchAttributeKey.for_keyword("AiosOutcome")
+EXECUTED_AT = SearchAttributeKey.for_datetime("AiosExecutedAt")
+SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT)
+
+AUTHORIZE = "aios.action.authorize"
+"""The activity asking OPA."""
+MQTT_CONNECT_SECONDS = 120.0
+"""How long an MQTT command waits for its broker (inside its one attempt) before the action
+fails unsent."""
+
+
+@dataclass
+class ActionStep:
+    """One recorded step of an action (audit + lifecycle)."""
+
+    request: dict[str, Any]
+    step: str
+    result: dict[str, Any]
+    approver: str | None = None
+    policy_decision_id: str | None = None
+
+
+@dataclass
+class Authorize:
+    request: dict[str, Any]
+    approver: str | None = None

@@ -1,0 +1,88 @@
+"""What crosses the rollout workflow's boundary: its input (the operator starts it with
+one), its activities' inputs and results, and the Event of a refused decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aios.api.model_deployment import Strategy
+from aios.workflows.analysis import Gates
+
+APPROVAL_REFUSED = "ApprovalRefused"
+"""The Event (and audit record) of a decision the workflow did not take."""
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    """One step of a canary: the candidate's traffic weight, and the pause after it."""
+
+    weight: int
+    pause_seconds: int
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    """Everything the rollout needs, fixed when it starts."""
+
+    namespace: str
+    name: str
+    version: str
+    strategy: Strategy
+    source: dict[str, Any]  # the new version's ModelSource, wire form
+    workflow_id: str
+    steps: list[RolloutStep] = field(default_factory=list)
+    shadow_seconds: int = 600
+    gates: Gates = field(default_factory=Gates)
+    approval_required: bool = False
+    ready_timeout_seconds: int = 600
+    approvers: list[str] = field(default_factory=list)
+    """``spec.approval.approvers``, checked again on the Approval read (admission did first)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event about the ModelDeployment."""
+
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One change of ``status.rollout``, with the Event that tells it."""
+
+    namespace: str
+    name: str
+    rollout: dict[str, Any]  # RolloutStatus, wire form
+    event: Event | None
+    sequence: int  # numbers the Events, so a retried activity never posts one twice
+
+
+@dataclass(frozen=True)
+class ServingCheck:
+    namespace: str
+    name: str
+    workflow_id: str
+    revision: int
+    candidate_ready: bool
+    timeout_seconds: int
+    """How long this check watches (a window of the rollout's progress deadline)."""
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    ok: bool
+    reason: str = ""
+    waiting: bool = False
+    """Not ready within the check's window (``reason`` says what is missing); asking again
+    may succeed. A result that is neither ok nor waiting is final."""
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    namespace: str
+    name: str
+    gates: Gates
+    shadow: bool
