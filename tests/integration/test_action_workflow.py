@@ -24,6 +24,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from aios.api.events import ActionRequest
 from aios.connectors import kafka
 from aios.connectors.audit import read_log
+from aios.connectors.temporal import connect as connect_temporal
 from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess
 from aios.stack.site import Site, mqtt_ready
@@ -76,7 +77,7 @@ def request(action: dict, sensor: str = "s-1", namespace: str = "city") -> dict:
 @pytest.fixture
 async def temporal(site, operator) -> AsyncIterator[tuple[Client, str]]:
     """A real worker for the action workflow on a fresh task queue."""
-    client = await Client.connect(site.endpoints.temporal_address)
+    client = await connect_temporal(site.endpoints.temporal_address)
     queue = f"test-actions-{uuid.uuid4().hex[:8]}"
     await ensure_search_attributes(client, "default")
     async with build_worker(client, worker_settings(site, queue, site.endpoints.mqtt_url)):
@@ -430,7 +431,7 @@ async def test_an_mqtt_command_waits_out_a_broker_outage_and_arrives_once(
         subscriber = await asyncio.to_thread(durable_subscriber, host, int(port), topic)
         process = broker.processes["mosquitto"]
         await asyncio.to_thread(process.stop)  # the session and its subscription are saved
-        client = await Client.connect(site.endpoints.temporal_address)
+        client = await connect_temporal(site.endpoints.temporal_address)
         queue = f"test-mqtt-{uuid.uuid4().hex[:8]}"
         payload = request({"name": "barrier", "type": "mqtt", "target": topic})
         async with build_worker(client, worker_settings(site, queue, broker.endpoints.mqtt_url)):

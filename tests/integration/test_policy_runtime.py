@@ -22,6 +22,7 @@ from test_policy_operator import conditions, policy
 from aios.api import Policy
 from aios.api.events import ActionRequest
 from aios.connectors import audit
+from aios.connectors.temporal import connect as connect_temporal
 from aios.operator.handlers.policy import library, load
 from aios.operator.reconcile.policy import load_plan
 from aios.stack.components import OPA
@@ -72,7 +73,7 @@ def action_request(namespace: str, target: str) -> dict[str, Any]:
 @asynccontextmanager
 async def worker_for(site: Site, opa_url: str) -> AsyncIterator[tuple[Client, str]]:
     """The real action workflow and activities on a fresh task queue, asking ``opa_url``."""
-    client = await Client.connect(site.endpoints.temporal_address)
+    client = await connect_temporal(site.endpoints.temporal_address)
     queue = f"test-policy-{uuid.uuid4().hex[:8]}"
     settings = WorkerSettings(
         site.endpoints.temporal_address,

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from support import wait_for
 
+from aios.connectors.temporal import connect as connect_temporal
 from aios.stack.components import cache_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,10 +76,9 @@ def shows(output: str, expected: str) -> bool:
 
 def waiting_action(env: dict[str, str]) -> str:
     """The id of an action waiting for approval, once the site has one."""
-    from temporalio.client import Client
 
     async def find() -> str | None:
-        client = await Client.connect(env["AIOS_TEMPORAL_ADDRESS"])
+        client = await connect_temporal(env["AIOS_TEMPORAL_ADDRESS"])
         query = "WorkflowType='ActionWorkflow' AND ExecutionStatus='Running'"
         async for execution in client.list_workflows(query):
             state = await client.get_workflow_handle(execution.id).query("state")

@@ -16,9 +16,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from temporalio import activity, workflow
-from temporalio.client import Client
 from temporalio.worker import Worker
 
+from aios.connectors.temporal import connect as connect_temporal
 from aios.stack.site import Site
 
 
@@ -85,7 +85,7 @@ class SiteCheck:
 
 def test_temporal_runs_a_workflow(site: Site) -> None:
     async def scenario() -> int:
-        client = await Client.connect(site.endpoints.temporal_address)
+        client = await connect_temporal(site.endpoints.temporal_address)
         queue = f"site-check-{uuid.uuid4().hex[:8]}"
         async with Worker(client, task_queue=queue, workflows=[SiteCheck], activities=[double]):
             return await client.execute_workflow(SiteCheck.run, 21, id=queue, task_queue=queue)

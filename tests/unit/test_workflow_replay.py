@@ -12,8 +12,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from aios.workflows.action import ActionWorkflow
-from aios.workflows.rollout import ModelRollout
+from aios.connectors.temporal import DATA_CONVERTER
+from aios.workflows.worker import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDED = sorted(HISTORIES.glob("*.json"))
@@ -29,6 +29,6 @@ def test_histories_of_both_workflows_are_recorded() -> None:
 async def test_the_workflow_code_replays_its_recorded_history(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     assert len(history.events) > 3, "a history of a workflow that did something"
-    replayer = Replayer(workflows=[ActionWorkflow, ModelRollout])
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

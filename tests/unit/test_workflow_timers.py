@@ -25,9 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from aios.api.events import ActionRequest
+from aios.connectors.temporal import DATA_CONVERTER
 from aios.stack.components import TEMPORAL_TEST_SERVER
 from aios.workflows.action import POLICY_WAIT, ActionWorkflow
-from aios.workflows.action_io import AUTHORIZE, SEARCH_ATTRIBUTES, ActionStep, Authorize
+from aios.workflows.action_io import AUTHORIZE, SEARCH_ATTRIBUTES, ActionStep, Authorize, Verdict
 from aios.workflows.analysis import Gates
 from aios.workflows.approval import ApprovalNotice
 from aios.workflows.approval_io import READ_APPROVAL, ApprovalRef, Decided
@@ -40,7 +41,7 @@ from aios.workflows.rollout_io import (
     ServingCheck,
     ServingResult,
 )
-from aios.workflows.worker import add_search_attributes
+from aios.workflows.worker import WORKFLOWS, add_search_attributes
 
 QUEUE = "timers"
 SECOND = timedelta(seconds=1)
@@ -50,7 +51,7 @@ SECOND = timedelta(seconds=1)
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     server = TEMPORAL_TEST_SERVER.binary()
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(server)
+        data_converter=DATA_CONVERTER, test_server_existing_path=str(server)
     ) as started:
         await add_search_attributes(started.client, "default", SEARCH_ATTRIBUTES)
         yield started
@@ -94,12 +95,12 @@ class Recorders:
         ]
 
     @activity.defn(name=AUTHORIZE)
-    async def authorize(self, ask: Authorize) -> dict[str, Any]:
+    async def authorize(self, ask: Authorize) -> Verdict:
         self._note("authorize", ask)
         attempt = activity.info().attempt
         if self.opa_answers_after is None or attempt <= self.opa_answers_after:
             raise ApplicationError("OPA cannot answer: refused", type="PolicyUnavailable")
-        return {"allowed": True, "decisionId": f"opa-{attempt}", "reasons": [], "warnings": []}
+        return Verdict(allowed=True, decision_id=f"opa-{attempt}")
 
     @activity.defn(name="aios.action.execute")
     async def execute(self, step: ActionStep) -> dict[str, Any]:
@@ -154,15 +155,11 @@ class Recorders:
 
 
 def worker(env: WorkflowEnvironment, recorders: Recorders) -> Worker:
-    return Worker(
-        env.client,
-        task_queue=QUEUE,
-        workflows=[ActionWorkflow, ModelRollout],
-        activities=recorders.all(),
-    )
+    activities = recorders.all()
+    return Worker(env.client, task_queue=QUEUE, workflows=list(WORKFLOWS), activities=activities)
 
 
-def action_request(approval: dict[str, Any]) -> dict[str, Any]:
+def action_request(approval: dict[str, Any]) -> ActionRequest:
     """A webhook action as the runner hands it to the workflow, with this ``approval``."""
     key = f"city.pm25.vent.{uuid.uuid4().hex[:12]}"
     now = datetime.now(UTC).isoformat()
@@ -191,18 +188,20 @@ def action_request(approval: dict[str, Any]) -> dict[str, Any]:
                 "lineage": {"topic": "readings", "partition": 0, "offset": 7},
             },
         }
-    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
 
 
-def approved_by(username: str, payload: dict[str, Any], name: str) -> Decided:
+def approved_by(username: str, request: ActionRequest, name: str) -> Decided:
     """An Approval of the action by ``username``, as the API would return it."""
-    target = payload["actionId"]
+    target = request.action_id
     return Decided(name, found=True, kind="Action", target=target, approved=True, username=username)
 
 
-async def start_action(env: WorkflowEnvironment, payload: dict[str, Any]) -> WorkflowHandle:
+async def start_action(
+    env: WorkflowEnvironment, request: ActionRequest
+) -> WorkflowHandle[ActionWorkflow, dict[str, Any]]:
     return await env.client.start_workflow(
-        "ActionWorkflow", payload, id=payload["actionId"], task_queue=QUEUE
+        ActionWorkflow.run, request, id=request.action_id, task_queue=QUEUE
     )
 
 
@@ -217,9 +216,9 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 async def test_an_approval_nobody_gives_expires_after_its_timeout_without_acting(env) -> None:
     recorders = Recorders()
-    payload = action_request({"required": True, "approvers": ["alice"], "timeoutSeconds": 3600})
+    request = action_request({"required": True, "approvers": ["alice"], "timeoutSeconds": 3600})
     async with worker(env, recorders):
-        handle = await start_action(env, payload)
+        handle = await start_action(env, request)
         result = await handle.result()
     assert result["status"] == "expired", result
     assert result["reason"] == "no approval within 3600s"
@@ -231,7 +230,7 @@ async def test_an_approval_nobody_gives_expires_after_its_timeout_without_acting
 
 
 async def test_an_approver_added_by_escalation_is_refused_before_it_and_heard_after(env) -> None:
-    payload = action_request(
+    request = action_request(
         {
             "required": True,
             "approvers": ["alice"],
@@ -241,12 +240,12 @@ async def test_an_approver_added_by_escalation_is_refused_before_it_and_heard_af
     )
     recorders = Recorders(
         approvals={
-            "bob-early": approved_by("bob", payload, "bob-early"),
-            "bob-late": approved_by("bob", payload, "bob-late"),
+            "bob-early": approved_by("bob", request, "bob-early"),
+            "bob-late": approved_by("bob", request, "bob-late"),
         }
     )
     async with worker(env, recorders):
-        handle = await start_action(env, payload)
+        handle = await start_action(env, request)
         await until(lambda: "authorized" in recorders.steps(), "the action was authorised")
         await handle.signal("approval", ApprovalNotice("bob-early"))
         await until(lambda: "approval-refused" in recorders.steps(), "bob was refused")
@@ -277,9 +276,9 @@ async def test_an_approver_added_by_escalation_is_refused_before_it_and_heard_af
 
 async def test_an_action_asks_opa_until_its_wait_runs_out_then_ends_without_acting(env) -> None:
     recorders = Recorders(opa_answers_after=None)
-    payload = action_request({"required": False})
+    request = action_request({"required": False})
     async with worker(env, recorders):
-        result = await (await start_action(env, payload)).result()
+        result = await (await start_action(env, request)).result()
     assert result["status"] == "policy-unavailable", result
     assert recorders.steps() == ["requested", "policy-unavailable"]
     assert recorders.at("execute") == []
@@ -294,9 +293,9 @@ async def test_an_action_asks_opa_until_its_wait_runs_out_then_ends_without_acti
 
 async def test_an_action_whose_opa_comes_back_before_the_wait_runs_out_acts_once(env) -> None:
     recorders = Recorders(opa_answers_after=20)
-    payload = action_request({"required": False})
+    request = action_request({"required": False})
     async with worker(env, recorders):
-        result = await (await start_action(env, payload)).result()
+        result = await (await start_action(env, request)).result()
     assert result["status"] == "executed", result
     assert len(recorders.at("authorize")) == 21
     assert len(recorders.at("execute")) == 1

@@ -217,7 +217,7 @@ class Runner:
         try:
             await self.temporal.start_workflow(
                 ACTION_WORKFLOW,
-                request.model_dump(mode="json", by_alias=True, exclude_none=True),
+                request,
                 id=request.action_id,
                 task_queue=self.config.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

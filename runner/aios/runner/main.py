@@ -15,9 +15,9 @@ import socket
 from pathlib import Path
 
 from prometheus_client import start_http_server
-from temporalio.client import Client
 
 from aios.api.runner import RunnerConfig
+from aios.connectors.temporal import connect
 from aios.runner.deployments import DeploymentStatuses
 from aios.runner.loop import Runner
 
@@ -32,9 +32,9 @@ def _required(name: str) -> str:
 async def serve(config: RunnerConfig) -> None:
     bootstrap = _required("AIOS_KAFKA_BOOTSTRAP")
     # Lazy: decisions start without Temporal; hand-offs wait (paused) until it answers.
-    temporal = await Client.connect(
+    temporal = await connect(
         _required("AIOS_TEMPORAL_ADDRESS"),
-        namespace=os.environ.get("AIOS_TEMPORAL_NAMESPACE", "default"),
+        os.environ.get("AIOS_TEMPORAL_NAMESPACE", "default"),
         lazy=True,
     )
     statuses = DeploymentStatuses(

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         TARGET,
         ActionStep,
         Authorize,
+        Verdict,
     )
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
@@ -80,9 +81,9 @@ class Review:
 @workflow.defn(name="ActionWorkflow")
 class ActionWorkflow:
     @workflow.init
-    def __init__(self, payload: dict[str, Any]) -> None:
+    def __init__(self, request: ActionRequest) -> None:
         # Reviews may arrive before ``run`` starts: the first approvers are known from here.
-        approval = ActionRequest.model_validate(payload).action.approval
+        approval = request.action.approval
         self.review: Review | None = None
         self.refused: list[str] = []
         self.allowed: set[str] = set(approval.approvers) if approval.required else set()
@@ -122,8 +123,7 @@ class ActionWorkflow:
         }
 
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = ActionRequest.model_validate(payload)
+    async def run(self, request: ActionRequest) -> dict[str, Any]:
         action = request.action
         workflow.upsert_search_attributes(
             [
@@ -132,119 +132,116 @@ class ActionWorkflow:
                 TARGET.value_set(action.target[:200]),
             ]
         )
-        await self._record(payload, "requested", {"status": "pending"})
+        await self._record(request, "requested", {"status": "pending"})
 
-        decision = await self._authorize(payload, None)
+        decision = await self._authorize(request, None)
         if decision is None:
             return await self._finish(
-                payload,
+                request,
                 "policy-unavailable",
                 {"reason": f"OPA did not answer within {POLICY_WAIT}; the action did not run"},
             )
-        if not decision["allowed"]:
+        if not decision.allowed:
             return await self._finish(
-                payload, "denied", {"reasons": decision["reasons"]}, policy=decision["decisionId"]
+                request, "denied", {"reasons": decision.reasons}, policy=decision.decision_id
             )
         await self._record(
-            payload,
+            request,
             "authorized",
-            {"status": "allowed", "warnings": decision["warnings"]},
-            policy=decision["decisionId"],
+            {"status": "allowed", "warnings": decision.warnings},
+            policy=decision.decision_id,
         )
 
         approver = None
         if action.approval.required:
             self.phase = "awaiting-approval"
-            review = await self._await_review(payload)
+            review = await self._await_review(request)
             if review is None:
                 return await self._finish(
-                    payload,
+                    request,
                     "expired",
                     {"reason": f"no approval within {action.approval.timeout_seconds}s"},
                 )
             approver = review.approver
             if not review.approved:
                 return await self._finish(
-                    payload, "rejected", {"reason": review.reason}, approver=approver
+                    request, "rejected", {"reason": review.reason}, approver=approver
                 )
             await self._record(
-                payload,
+                request,
                 "approved",
                 {"status": "approved", "reason": review.reason},
                 approver=approver,
             )
-            decision = await self._authorize(payload, approver)
+            decision = await self._authorize(request, approver)
             if decision is None:
                 return await self._finish(
-                    payload,
+                    request,
                     "policy-unavailable",
                     {"reason": "OPA did not answer after approval; the action did not run"},
                     approver=approver,
                 )
-            if not decision["allowed"]:
+            if not decision.allowed:
                 return await self._finish(
-                    payload,
+                    request,
                     "denied",
-                    {"reasons": decision["reasons"]},
+                    {"reasons": decision.reasons},
                     approver=approver,
-                    policy=decision["decisionId"],
+                    policy=decision.decision_id,
                 )
 
         if action.rate_limit is not None:
             recent = await workflow.execute_activity_method(
                 ActionActivities.recent_executions,
-                payload,
+                request,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
             )
             if recent >= action.rate_limit.per_hour:
                 return await self._finish(
-                    payload,
+                    request,
                     "rate-limited",
                     {"executedLastHour": recent, "perHour": action.rate_limit.per_hour},
                     approver=approver,
-                    policy=decision["decisionId"],
+                    policy=decision.decision_id,
                 )
 
         self.phase = "executing"
         try:
             result = await workflow.execute_activity_method(
                 ActionActivities.execute,
-                ActionStep(payload, "execute", {}, approver, decision["decisionId"]),
+                ActionStep(request, "execute", {}, approver, decision.decision_id),
                 **execute_options(action.type),
             )
         except ActivityError as error:
             return await self._finish(
-                payload,
+                request,
                 "failed",
                 {"error": str(error.cause or error)},
                 approver=approver,
-                policy=decision["decisionId"],
+                policy=decision.decision_id,
             )
         workflow.upsert_search_attributes([EXECUTED_AT.value_set(workflow.now())])
         return await self._finish(
-            payload, "executed", result, approver=approver, policy=decision["decisionId"]
+            request, "executed", result, approver=approver, policy=decision.decision_id
         )
 
-    async def _authorize(
-        self, payload: dict[str, Any], approver: str | None
-    ) -> dict[str, Any] | None:
+    async def _authorize(self, request: ActionRequest, approver: str | None) -> Verdict | None:
         """OPA's decision, retried while OPA cannot answer; None after ``POLICY_WAIT``."""
         self.phase = "authorizing"
         try:
-            found: dict[str, Any] = await workflow.execute_activity_method(
+            return await workflow.execute_activity_method(
                 ActionActivities.authorize,
-                Authorize(payload, approver),
+                Authorize(request, approver),
                 start_to_close_timeout=timedelta(seconds=15),
                 schedule_to_close_timeout=POLICY_WAIT,
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=15)),
             )
         except ActivityError:
             return None
-        return found
 
     async def _judge(
-        self, payload: dict[str, Any], request: ActionRequest, notice: ApprovalNotice | Review
+        self, request: ActionRequest, notice: ApprovalNotice | Review
     ) -> Review | None:
         """The decision an admitted Approval records, or None (audited as refused)."""
         if isinstance(notice, Review):
@@ -260,17 +257,16 @@ class ActionWorkflow:
             reason = found
         self.refused.append(claimed)
         await self._record(
-            payload,
+            request,
             "approval-refused",
             {"status": "pending", "reason": reason, "claimedBy": claimed},
         )
         return None
 
-    async def _await_review(self, payload: dict[str, Any]) -> Review | None:
+    async def _await_review(self, request: ActionRequest) -> Review | None:
         """Wait for an allowed approver's decision, judging each Approval signalled; widen
         the circle at each escalation. (A workflow started before ``APPROVALS_FROM_API``
         may also get its decision from a ``review`` signal, which sets ``self.review``.)"""
-        request = ActionRequest.model_validate(payload)
         approval = request.action.approval
         started = workflow.now()
         stages = sorted(approval.escalation, key=lambda e: e.after_seconds)
@@ -286,20 +282,20 @@ class ActionWorkflow:
                 except TimeoutError:
                     break
                 if self.review is None:
-                    self.review = await self._judge(payload, request, self.notices.pop(0))
+                    self.review = await self._judge(request, self.notices.pop(0))
                 if self.review is not None:
                     return self.review
             if stage is None:
                 return None
             self.allowed |= set(stage.approvers)
             await self._record(
-                payload, "escalated", {"status": "pending", "approvers": sorted(self.allowed)}
+                request, "escalated", {"status": "pending", "approvers": sorted(self.allowed)}
             )
         return None
 
     async def _record(
         self,
-        payload: dict[str, Any],
+        request: ActionRequest,
         step: str,
         result: dict[str, Any],
         approver: str | None = None,
@@ -307,14 +303,14 @@ class ActionWorkflow:
     ) -> None:
         await workflow.execute_activity_method(
             ActionActivities.record,
-            ActionStep(payload, step, result, approver, policy),
+            ActionStep(request, step, result, approver, policy),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
         )
 
     async def _finish(
         self,
-        payload: dict[str, Any],
+        request: ActionRequest,
         outcome: str,
         result: dict[str, Any],
         approver: str | None = None,
@@ -323,5 +319,5 @@ class ActionWorkflow:
         self.phase = outcome
         workflow.upsert_search_attributes([OUTCOME.value_set(outcome)])
         final = {"status": outcome, **result}
-        await self._record(payload, outcome, final, approver, policy)
+        await self._record(request, outcome, final, approver, policy)
         return final

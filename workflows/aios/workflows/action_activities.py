@@ -30,6 +30,7 @@ from aios.workflows.action_io import (
     TARGET,
     ActionStep,
     Authorize,
+    Verdict,
 )
 from aios.workflows.settings import WorkerSettings
 
@@ -164,8 +165,8 @@ class ActionActivities:
         return [self.authorize, self.recent_executions, self.execute, self.record]
 
     @activity.defn(name=AUTHORIZE)
-    async def authorize(self, ask: Authorize) -> dict[str, Any]:
-        request = ActionRequest.model_validate(ask.request)
+    async def authorize(self, ask: Authorize) -> Verdict:
+        request = ask.request
         recent = await _count(
             activity.client(), f"{TARGET.name} = {_quote(request.action.target[:200])}"
         )
@@ -178,16 +179,15 @@ class ActionActivities:
             raise ApplicationError(
                 f"OPA cannot answer: {error}", type="PolicyUnavailable"
             ) from error
-        return {
-            "allowed": decision.allowed,
-            "decisionId": decision.decision_id,
-            "reasons": list(decision.reasons),
-            "warnings": list(decision.warnings),
-        }
+        return Verdict(
+            allowed=decision.allowed,
+            decision_id=decision.decision_id,
+            reasons=decision.reasons,
+            warnings=decision.warnings,
+        )
 
     @activity.defn(name="aios.action.recent-executions")
-    async def recent_executions(self, payload: dict[str, Any]) -> int:
-        request = ActionRequest.model_validate(payload)
+    async def recent_executions(self, request: ActionRequest) -> int:
         intent = f"{request.intent.namespace}/{request.intent.name}"
         return await _count(
             activity.client(),
@@ -196,7 +196,7 @@ class ActionActivities:
 
     @activity.defn(name="aios.action.execute")
     async def execute(self, step: ActionStep) -> dict[str, Any]:
-        request = ActionRequest.model_validate(step.request)
+        request = step.request
         body = render_payload(request, step.approver)
         action = request.action
         if action.type == "webhook":
@@ -308,7 +308,7 @@ class ActionActivities:
 
     @activity.defn(name="aios.action.record")
     async def record(self, step: ActionStep) -> None:
-        request = ActionRequest.model_validate(step.request)
+        request = step.request
         details = step_details(request, step)
         await asyncio.to_thread(
             self.audit.record,

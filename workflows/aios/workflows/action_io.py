@@ -1,12 +1,17 @@
-"""What crosses the action workflow's boundary: its activities' inputs, the name of the
-one tests look for, and the search attributes the workflow sets and the activities query."""
+"""What crosses the action workflow's boundary: its activities' inputs and OPA's verdict,
+the name of the activity tests look for, and the search attributes the workflow sets and
+the activities query. (The workflow's own input is ``aios.api.events.ActionRequest``.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
 from temporalio.common import SearchAttributeKey
+
+from aios.api.base import ApiModel
+from aios.api.events import ActionRequest
 
 INTENT = SearchAttributeKey.for_keyword("AiosIntent")
 ACTION = SearchAttributeKey.for_keyword("AiosAction")
@@ -26,7 +31,7 @@ fails unsent."""
 class ActionStep:
     """One recorded step of an action (audit + lifecycle)."""
 
-    request: dict[str, Any]
+    request: ActionRequest
     step: str
     result: dict[str, Any]
     approver: str | None = None
@@ -35,5 +40,15 @@ class ActionStep:
 
 @dataclass
 class Authorize:
-    request: dict[str, Any]
+    request: ActionRequest
     approver: str | None = None
+
+
+class Verdict(ApiModel):
+    """OPA's answer on an action (``aios.connectors.opa.PolicyDecision``, as the workflow
+    keeps it)."""
+
+    allowed: bool
+    decision_id: str
+    reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.worker import Worker
 
+from aios.connectors import temporal
 from aios.workflows.action import ActionWorkflow
 from aios.workflows.action_activities import ActionActivities
 from aios.workflows.action_io import SEARCH_ATTRIBUTES
@@ -74,7 +75,7 @@ async def connect(settings: WorkerSettings) -> Client:
     delay = 1.0
     while True:
         try:
-            return await Client.connect(settings.temporal_address, namespace=settings.namespace)
+            return await temporal.connect(settings.temporal_address, settings.namespace)
         except RuntimeError as error:
             logging.getLogger(__name__).warning("Temporal unreachable, retrying: %s", error)
             await asyncio.sleep(delay)

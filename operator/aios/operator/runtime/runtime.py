@@ -14,7 +14,7 @@ from kubernetes import client
 from temporalio.client import Client
 
 from aios.api import AutomationIntent
-from aios.connectors import audit, kafka
+from aios.connectors import audit, kafka, temporal
 from aios.operator.reconcile.automation_intent import action_topics
 from aios.operator.reconcile.kafka_access import (
     KafkaPrincipal,
@@ -94,10 +94,8 @@ class Runtime:
         outage fails the calls that need it, not the operator)."""
         async with self._temporal_lock:
             if self._temporal is None:
-                self._temporal = await Client.connect(
-                    self.settings.temporal_address,
-                    namespace=self.settings.temporal_namespace,
-                    lazy=True,
+                self._temporal = await temporal.connect(
+                    self.settings.temporal_address, self.settings.temporal_namespace, lazy=True
                 )
         return self._temporal
 
