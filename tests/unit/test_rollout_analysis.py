@@ -39,24 +39,24 @@ def test_psi_is_zero_for_the_same_scores_and_large_for_a_shift() -> None:
 def test_a_version_like_the_stable_passes_every_gate() -> None:
     scores = [i / 100 for i in range(100)]
     report = judge(sample(scores), sample(scores, latency=6), Gates(min_decision_agreement=0.99))
-    assert report["passed"] and report["reasons"] == []
-    assert report["requests"] == 100 and report["errorRate"] == 0
-    assert report["agreement"] == 1.0 and report["driftPsi"] == pytest.approx(0)
-    assert report["p99LatencyMs"] == 6 and report["stableP99LatencyMs"] == 5
+    assert report.passed and report.reasons == []
+    assert report.requests == 100 and report.error_rate == 0
+    assert report.agreement == 1.0 and report.drift_psi == pytest.approx(0)
+    assert report.p99_latency_ms == 6 and report.stable_p99_latency_ms == 5
 
 
 def test_errors_latency_confidence_and_agreement_each_fail_with_a_reason() -> None:
     stable = sample([0.1] * 60)
     errors = judge(stable, sample([0.1] * 57 + [None] * 3), Gates(max_error_rate=0.01))
-    assert not errors["passed"] and errors["reasons"] == ["error rate 5.0% above 1.0%"]
+    assert not errors.passed and errors.reasons == ["error rate 5.0% above 1.0%"]
     slow = judge(stable, sample([0.1] * 60, latency=400), Gates())
-    assert slow["reasons"] == ["p99 latency 400 ms above 250 ms"]
+    assert slow.reasons == ["p99 latency 400 ms above 250 ms"]
     unsure = judge(stable, sample([0.1] * 60, confidence=0.3), Gates(min_confidence_mean=0.6))
-    assert unsure["reasons"] == ["mean confidence 0.30 below 0.6"]
+    assert unsure.reasons == ["mean confidence 0.30 below 0.6"]
     flipped = judge(stable, sample([0.9] * 60), Gates(min_decision_agreement=0.9, max_drift_psi=99))
-    assert flipped["reasons"] == ["agreement 0.0% below 90%"]
+    assert flipped.reasons == ["agreement 0.0% below 90%"]
     few = judge(sample([0.1] * 5), sample([0.1] * 5), Gates(min_requests=50))
-    assert few["reasons"] == ["only 5 requests, 50 needed"]
+    assert few.reasons == ["only 5 requests, 50 needed"]
 
 
 def test_a_hopeless_version_is_not_probed_to_the_end() -> None:

@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from aios.api.events import ActionRequest
+from aios.api.model_deployment import AnalysisReport
 from aios.connectors.temporal import DATA_CONVERTER
 from aios.stack.components import TEMPORAL_TEST_SERVER
 from aios.workflows.action import POLICY_WAIT, ActionWorkflow
@@ -130,9 +131,9 @@ class Recorders:
         return ServingResult(True)
 
     @activity.defn(name="analyse_rollout")
-    async def analyse_rollout(self, request: AnalysisRequest) -> dict[str, Any]:
+    async def analyse_rollout(self, request: AnalysisRequest) -> AnalysisReport:
         self._note("analyse_rollout", request)
-        return {"passed": True, "reasons": [], "requests": 20, "errorRate": 0.0}
+        return AnalysisReport(requests=50, error_rate=0.0, passed=True)
 
     def all(self) -> Sequence[Callable[..., Any]]:
         return [

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aios.api.model_deployment import AnalysisReport
+
 EPSILON = 1e-4
 
 
@@ -89,8 +91,8 @@ def decides_alike(a: float, b: float) -> bool:
     return abs(a - b) <= 0.05 * max(abs(a), abs(b), EPSILON)
 
 
-def judge(stable: Sample, candidate: Sample, gates: Gates) -> dict[str, Any]:
-    """The analysis report (``AnalysisReport``, wire form) of ``candidate`` vs ``stable``."""
+def judge(stable: Sample, candidate: Sample, gates: Gates) -> AnalysisReport:
+    """The analysis report of ``candidate`` vs ``stable``."""
     requests = len(candidate.scores)
     error_rate = candidate.errors / requests if requests else 1.0
     p99 = percentile(candidate.latencies_ms, 99)
@@ -124,18 +126,17 @@ def judge(stable: Sample, candidate: Sample, gates: Gates) -> dict[str, Any]:
         reasons.append(f"agreement {shown} below {gates.min_decision_agreement:.0%}")
     if not reasons and requests < gates.min_requests:
         reasons.append(f"only {requests} requests, {gates.min_requests} needed")
-    report: dict[str, Any] = {
-        "requests": requests,
-        "errorRate": round(error_rate, 4),
-        "p99LatencyMs": _round(p99),
-        "stableP99LatencyMs": _round(stable_p99),
-        "confidenceMean": _round(confidence_mean, 4),
-        "driftPsi": _round(drift, 4),
-        "agreement": _round(agreement, 4),
-        "passed": not reasons,
-        "reasons": reasons,
-    }
-    return {k: v for k, v in report.items() if v is not None}
+    return AnalysisReport(
+        requests=requests,
+        error_rate=round(error_rate, 4),
+        p99_latency_ms=_round(p99),
+        stable_p99_latency_ms=_round(stable_p99),
+        confidence_mean=_round(confidence_mean, 4),
+        drift_psi=_round(drift, 4),
+        agreement=_round(agreement, 4),
+        passed=not reasons,
+        reasons=reasons,
+    )
 
 
 def hopeless(candidate: Sample, gates: Gates, planned: int) -> bool:

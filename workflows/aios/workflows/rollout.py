@@ -32,6 +32,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
     from aios.api.base import kube_time
+    from aios.api.model_deployment import AnalysisReport
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
         SIGNALLED_NAME,
@@ -248,21 +249,23 @@ class ModelRollout:
 
     async def _analyse(self, number: int, shadow: bool) -> bool:
         rollout = self._input()
-        report: dict[str, Any] = await workflow.execute_activity_method(
+        report = await workflow.execute_activity_method(
             RolloutActivities.analyse_rollout,
             AnalysisRequest(rollout.namespace, rollout.name, rollout.gates, shadow),
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=ACTIVITY_RETRY,
         )
-        self.steps[-1]["analysis"] = report
+        self.steps[-1]["analysis"] = report.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
         summary = describe(report)
-        if report["passed"]:
+        if report.passed:
             self.message = f"{'shadow' if shadow else f'step {number}'} analysis passed: {summary}"
             await self._publish(Event("AnalysisPassed", self.message))
             return True
         self.message = f"{'shadow' if shadow else f'step {number}'} analysis failed: " + "; ".join(
-            report["reasons"]
+            report.reasons
         )
         await self._publish(Event("AnalysisFailed", f"{self.message} ({summary})", "Warning"))
         return False
@@ -360,19 +363,19 @@ class ModelRollout:
         return self.input
 
 
-def describe(report: dict[str, Any]) -> str:
+def describe(report: AnalysisReport) -> str:
     """``50 requests, 0.0% errors, p99 12 ms (stable 10 ms), PSI 0.03, agreement 98%``."""
-    parts = [f"{report['requests']} requests", f"{report['errorRate']:.1%} errors"]
-    if "p99LatencyMs" in report:
-        stable = report.get("stableP99LatencyMs")
+    parts = [f"{report.requests} requests", f"{report.error_rate:.1%} errors"]
+    if report.p99_latency_ms is not None:
+        stable = report.stable_p99_latency_ms
         parts.append(
-            f"p99 {report['p99LatencyMs']:.0f} ms"
+            f"p99 {report.p99_latency_ms:.0f} ms"
             + (f" (stable {stable:.0f} ms)" if stable is not None else "")
         )
-    if "confidenceMean" in report:
-        parts.append(f"confidence {report['confidenceMean']:.2f}")
-    if "driftPsi" in report:
-        parts.append(f"PSI {report['driftPsi']:.3f}")
-    if "agreement" in report:
-        parts.append(f"agreement {report['agreement']:.1%}")
+    if report.confidence_mean is not None:
+        parts.append(f"confidence {report.confidence_mean:.2f}")
+    if report.drift_psi is not None:
+        parts.append(f"PSI {report.drift_psi:.3f}")
+    if report.agreement is not None:
+        parts.append(f"agreement {report.agreement:.1%}")
     return ", ".join(parts)

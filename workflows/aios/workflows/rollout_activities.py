@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
 from aios.api.base import kube_time
+from aios.api.model_deployment import AnalysisReport
 from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client
@@ -202,7 +203,7 @@ class RolloutActivities:
     # -- analysis --------------------------------------------------------------------
 
     @activity.defn(name="analyse_rollout")
-    async def analyse_rollout(self, request: AnalysisRequest) -> dict[str, Any]:
+    async def analyse_rollout(self, request: AnalysisRequest) -> AnalysisReport:
         """Send both versions the same probe requests and judge the new one."""
         md = await asyncio.to_thread(self._get, request.namespace, request.name)
         status = md.get("status") or {}
