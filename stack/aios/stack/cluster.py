@@ -69,7 +69,7 @@ class Cluster:
     # -- the control plane ---------------------------------------------------------------
     def _start_control_plane(self, pki: SitePki) -> None:
         site, d = self.site, self.site.directory
-        etcd = site._run(
+        etcd = site.spawn(
             "etcd",
             [
                 str(components.ETCD.binary()),
@@ -90,7 +90,7 @@ class Cluster:
         kubeconfig = d / "kubeconfig"
         k8s = components.KUBERNETES
         common = [f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
-        site._run(
+        site.spawn(
             "kube-controller-manager",
             [
                 str(k8s.binary("kube-controller-manager")),
@@ -106,7 +106,7 @@ class Cluster:
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
             ],
         )
-        site._run(
+        site.spawn(
             "kube-scheduler",
             [
                 str(k8s.binary("kube-scheduler")),
@@ -126,7 +126,7 @@ class Cluster:
         site.admin_token = tokens.read_text().split(",", 1)[0]
         policy = self.pki_dir.parent / "audit-policy.json"
         policy.write_text(to_json(audit_policy(RELEASE_NAMESPACE)))
-        apiserver = site._run(
+        apiserver = site.spawn(
             "kube-apiserver",
             [
                 str(components.KUBERNETES.binary("kube-apiserver")),
@@ -188,7 +188,7 @@ class Cluster:
             containerd_config(node_dir / "containerd", cni, images["pause"].reference)
         )
         binaries = components.CONTAINERD.binary().parent
-        containerd = site._run(
+        containerd = site.spawn(
             "containerd",
             [str(binaries / "containerd"), f"--config={config}", "--log-level=warn"],
             env={"PATH": f"{binaries}:/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -228,7 +228,7 @@ class Cluster:
         proxy_file.write_text(to_json(kube_proxy_config(network, proxy_kubeconfig)))
         k8s = components.KUBERNETES
         path = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # iptables, mount, runc
-        site._run(
+        site.spawn(
             "kubelet",
             [
                 str(k8s.binary("kubelet")),
@@ -241,7 +241,9 @@ class Cluster:
             ],
             env=path,
         )
-        site._run("kube-proxy", [str(k8s.binary("kube-proxy")), f"--config={proxy_file}"], env=path)
+        site.spawn(
+            "kube-proxy", [str(k8s.binary("kube-proxy")), f"--config={proxy_file}"], env=path
+        )
 
     def _client(self, stem: str) -> dict[str, str]:
         return {

@@ -1,0 +1,33 @@
+"""Health probes: a component is up when it answers, not when its port opens."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import urllib.request
+from pathlib import Path
+
+
+def http_ok(url: str, token: str | None = None, ca: Path | None = None) -> bool:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(request, timeout=2, context=context) as response:
+        return bool(response.status == 200)
+
+
+def mqtt_ready(host: str, port: int) -> bool:
+    """A full MQTT CONNECT/CONNACK exchange, not just an open port."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"aios-probe-{os.getpid()}")
+    client.connect(host, port, keepalive=5)
+    try:
+        for _ in range(20):
+            client.loop(timeout=0.1)
+            if client.is_connected():
+                return True
+        return False
+    finally:
+        client.disconnect()
