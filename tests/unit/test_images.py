@@ -18,20 +18,20 @@ import grimp
 import pytest
 from packaging.utils import canonicalize_name
 
-from aios.stack import images
 from aios.stack.components import REPO_ROOT, versions
+from aios.stack.images import archive, ingredients, inputs, recipe
 
 
 def test_references_name_each_image_by_what_it_packages() -> None:
-    version = images.project_version()
-    assert images.reference("aios") == f"ghcr.io/aios-dev/aios:{version}"
-    assert images.reference("aios-edge") == f"ghcr.io/aios-dev/aios-edge:{version}"
-    assert images.reference("tritonserver") == "ghcr.io/aios-dev/tritonserver:2.51.0"
+    version = recipe.project_version()
+    assert recipe.reference("aios") == f"ghcr.io/aios-dev/aios:{version}"
+    assert recipe.reference("aios-edge") == f"ghcr.io/aios-dev/aios-edge:{version}"
+    assert recipe.reference("tritonserver") == "ghcr.io/aios-dev/tritonserver:2.51.0"
     coredns = versions()["COREDNS_VERSION"]
-    assert images.reference("coredns") == f"ghcr.io/aios-dev/coredns:{coredns.removeprefix('v')}"
-    assert images.reference("pause") == f"ghcr.io/aios-dev/pause:{images.PAUSE_VERSION}"
+    assert recipe.reference("coredns") == f"ghcr.io/aios-dev/coredns:{coredns.removeprefix('v')}"
+    assert recipe.reference("pause") == f"ghcr.io/aios-dev/pause:{recipe.PAUSE_VERSION}"
     with pytest.raises(ValueError, match="unknown image"):
-        images.reference("busybox")
+        recipe.reference("busybox")
 
 
 def containerfile_labels(name: str) -> dict[str, str]:
@@ -46,15 +46,15 @@ def containerfile_labels(name: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("name", images.NAMES)
+@pytest.mark.parametrize("name", recipe.NAMES)
 def test_every_image_carries_the_oci_labels(name: str) -> None:
-    found = {**containerfile_labels(name), **images.labels(name, "0123abc")}
+    found = {**containerfile_labels(name), **recipe.labels(name, "0123abc")}
     prefix = "org.opencontainers.image."
     assert found[prefix + "title"] == name
-    assert found[prefix + "version"] == images.version(name)
+    assert found[prefix + "version"] == recipe.version(name)
     assert found[prefix + "revision"] == "0123abc"
-    assert found[prefix + "source"] == images.SOURCE_URL
-    assert found[prefix + "created"] == images.CREATED == "1970-01-01T00:00:00Z"
+    assert found[prefix + "source"] == recipe.SOURCE_URL
+    assert found[prefix + "created"] == recipe.CREATED == "1970-01-01T00:00:00Z"
     assert "Apache-2.0" in found[prefix + "licenses"]
     # What changes from build to build is set by the build (--label), never baked into a
     # cached Containerfile step.
@@ -63,7 +63,7 @@ def test_every_image_carries_the_oci_labels(name: str) -> None:
     }
 
 
-@pytest.mark.parametrize("name", images.NAMES)
+@pytest.mark.parametrize("name", recipe.NAMES)
 def test_every_image_runs_as_the_non_root_user(name: str) -> None:
     text = (REPO_ROOT / "images" / name / "Containerfile").read_text()
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
@@ -82,7 +82,7 @@ def project_tree(root: Path) -> None:
 
 
 def project_digest(root: Path) -> str:
-    return images.digest_files(images.project_files(root), root)
+    return inputs.digest_files(inputs.project_files(root), root)
 
 
 def test_the_project_key_follows_what_goes_into_the_wheel_and_nothing_else(
@@ -136,54 +136,54 @@ def wheelhouse_tree(root: Path, dependencies: list[str], pins: list[str]) -> Non
 def test_the_wheelhouse_key_follows_the_requirements_and_their_pins(tmp_path: Path) -> None:
     wheelhouse_tree(tmp_path, ["numpy>=1.26"], ["numpy==1.26.4", "kserve==0.21.0"])
     aios, edge = (
-        images.wheelhouse_key("aios", tmp_path),
-        images.wheelhouse_key("aios-edge", tmp_path),
+        inputs.wheelhouse_key("aios", tmp_path),
+        inputs.wheelhouse_key("aios-edge", tmp_path),
     )
     assert aios != edge
 
     # The same pins written differently (order, comments, spelling of a name) are the same.
     wheelhouse_tree(tmp_path, ["numpy>=1.26"], ["# pins", "KServe==0.21.0", "numpy==1.26.4"])
-    assert images.wheelhouse_key("aios", tmp_path) == aios
+    assert inputs.wheelhouse_key("aios", tmp_path) == aios
 
     # A dependency of aios only: aios's wheelhouse changes, the edge agent's does not.
     wheelhouse_tree(tmp_path, ["numpy>=1.26", "rich>=13"], ["numpy==1.26.4", "kserve==0.21.0"])
-    assert images.wheelhouse_key("aios", tmp_path) != aios
-    assert images.wheelhouse_key("aios-edge", tmp_path) == edge
+    assert inputs.wheelhouse_key("aios", tmp_path) != aios
+    assert inputs.wheelhouse_key("aios-edge", tmp_path) == edge
 
     # A new pin changes both.
     wheelhouse_tree(tmp_path, ["numpy>=1.26"], ["numpy==1.26.5", "kserve==0.21.0"])
-    assert images.wheelhouse_key("aios", tmp_path) != aios
-    assert images.wheelhouse_key("aios-edge", tmp_path) != edge
+    assert inputs.wheelhouse_key("aios", tmp_path) != aios
+    assert inputs.wheelhouse_key("aios-edge", tmp_path) != edge
 
 
 def test_the_aios_image_gets_the_core_dependencies_and_kserve_only() -> None:
-    with_deps, alone = images.requirements("aios")
+    with_deps, alone = inputs.requirements("aios")
     names = {canonicalize_name(r.split(">")[0].split("=")[0].split("[")[0]) for r in with_deps}
     assert "kserve" in names
     assert not names & {"nvidia-pytriton", "scikit-learn", "pytest"}
-    assert alone == (images.PIP,)
+    assert alone == (recipe.PIP,)
 
 
 def test_the_base_key_follows_its_recipe(tmp_path: Path) -> None:
     shutil.copytree(REPO_ROOT / "images" / "base", tmp_path / "images" / "base")
-    python, embed = images.base_key("python", tmp_path), images.base_key("python-embed", tmp_path)
+    python, embed = inputs.base_key("python", tmp_path), inputs.base_key("python-embed", tmp_path)
     assert python != embed
     packages = tmp_path / "images" / "base" / "python.packages"
     packages.write_text(packages.read_text() + "tzdata\n")
-    assert images.base_key("python", tmp_path) != python
-    assert images.base_key("python-embed", tmp_path) == embed
+    assert inputs.base_key("python", tmp_path) != python
+    assert inputs.base_key("python-embed", tmp_path) == embed
     hook = tmp_path / "images" / "base" / "customize.sh"
     hook.write_text(hook.read_text() + "# changed\n")
-    assert images.base_key("python-embed", tmp_path) != embed
+    assert inputs.base_key("python-embed", tmp_path) != embed
 
 
 def test_the_image_key_changes_with_any_input_and_not_with_their_order() -> None:
-    inputs = {"recipe": "a", "project": "b", "revision": "c"}
-    key = images.input_key(inputs)
-    assert images.input_key(dict(reversed(inputs.items()))) == key
-    for name in inputs:
-        assert images.input_key({**inputs, name: "changed"}) != key
-    assert images.input_key({**inputs, "base": "d"}) != key
+    given = {"recipe": "a", "project": "b", "revision": "c"}
+    key = inputs.input_key(given)
+    assert inputs.input_key(dict(reversed(given.items()))) == key
+    for name in given:
+        assert inputs.input_key({**given, name: "changed"}) != key
+    assert inputs.input_key({**given, "base": "d"}) != key
 
 
 def test_the_edge_image_installs_exactly_what_the_edge_agent_imports() -> None:
@@ -195,7 +195,7 @@ def test_the_edge_image_installs_exactly_what_the_edge_agent_imports() -> None:
     } - set(sys.stdlib_module_names)
     distributions = packages_distributions()
     needed = {canonicalize_name(distributions[module][0]) for module in imported}
-    assert needed == {canonicalize_name(name) for name in images.EDGE_REQUIREMENTS}
+    assert needed == {canonicalize_name(name) for name in recipe.EDGE_REQUIREMENTS}
 
 
 def oci_layout(root: Path, layer: bytes) -> tuple[str, int]:
@@ -230,31 +230,31 @@ def oci_layout(root: Path, layer: bytes) -> tuple[str, int]:
 def test_the_archive_names_the_image_for_containerd(tmp_path: Path) -> None:
     layer = b"a layer" * 1000
     digest, size = oci_layout(tmp_path / "layout", layer)
-    built = images.write_archive("pause", tmp_path / "layout", tmp_path / "pause.tar")
+    built = archive.write_archive("pause", tmp_path / "layout", tmp_path / "pause.tar")
     assert (built.name, built.reference, built.digest) == (
         "pause",
-        images.reference("pause"),
+        recipe.reference("pause"),
         digest,
     )
     assert (built.size, built.unpacked_size) == (size, len(layer))
     assert built.pinned_reference == f"ghcr.io/aios-dev/pause@{digest}"
-    with tarfile.open(built.archive) as archive:
-        names = archive.getnames()
-        index = archive.extractfile("index.json")
+    with tarfile.open(built.archive) as tar:
+        names = tar.getnames()
+        index = tar.extractfile("index.json")
         assert index is not None
         [entry] = json.load(index)["manifests"]
-        assert all(member.mtime == 0 and member.uid == 0 for member in archive)
+        assert all(member.mtime == 0 and member.uid == 0 for member in tar)
     assert entry["digest"] == digest
     assert entry["annotations"] == {
-        "io.containerd.image.name": images.reference("pause"),
-        "org.opencontainers.image.ref.name": images.version("pause"),
+        "io.containerd.image.name": recipe.reference("pause"),
+        "org.opencontainers.image.ref.name": recipe.version("pause"),
     }
     assert entry["platform"] == {"architecture": "amd64", "os": "linux"}
     assert names[:2] == ["oci-layout", "index.json"]
     assert len([n for n in names if n.startswith("blobs/sha256/")]) == 3
 
     # Written again from the same layout: the same bytes.
-    again = images.write_archive("pause", tmp_path / "layout", tmp_path / "again.tar")
+    again = archive.write_archive("pause", tmp_path / "layout", tmp_path / "again.tar")
     assert again.archive.read_bytes() == built.archive.read_bytes()
 
 
@@ -277,7 +277,7 @@ def test_the_base_leaves_out_the_hosts_files_devices_and_apt(tmp_path: Path) -> 
             info = tarfile.TarInfo(name)
             info.type = kind
             tar.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
-    images._strip_rootfs(source, tmp_path / "rootfs.tar")
+    ingredients.strip_rootfs(source, tmp_path / "rootfs.tar")
     with tarfile.open(tmp_path / "rootfs.tar") as tar:
         kept = [name.removeprefix("./") for name in tar.getnames()]
     assert kept == ["dev", "etc", "etc/passwd", "var/lib/dpkg/status", "usr/bin/python3.11"]
