@@ -28,7 +28,7 @@ from aios.connectors.temporal import connect as connect_temporal
 from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess
 from aios.stack.site import Site, mqtt_ready
-from aios.workflows.action import Review
+from aios.workflows.action import ActionWorkflow, Review
 from aios.workflows.settings import WorkerSettings
 from aios.workflows.worker import build_worker, ensure_search_attributes
 
@@ -100,10 +100,11 @@ def worker_settings(site: Site, queue: str, mqtt_url: str) -> WorkerSettings:
 
 
 async def start(temporal: tuple[Client, str], payload: dict) -> WorkflowHandle:
+    """Start the action as the runner does: its ActionRequest, through the data converter."""
     client, queue = temporal
     return await client.start_workflow(
-        "ActionWorkflow",
-        payload,
+        ActionWorkflow.run,
+        ActionRequest.model_validate(payload),
         id=payload["actionId"],
         task_queue=queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
