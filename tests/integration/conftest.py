@@ -12,14 +12,15 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import faults
 import pytest
-from support import SESSION_SITE
+from model_support import STABLE, apply, ready
+from support import SESSION_SITE, wait_for
 
 from aios.connectors.kafka import EXTRA_CONFIG_ENV
 from aios.stack import release
@@ -150,6 +151,21 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def kubectl(site: Site) -> Kubectl:
     return Kubectl(site)
+
+
+@pytest.fixture
+def stable_served(
+    kubectl: Kubectl, operator: str, namespace: str
+) -> Callable[[Callable[[str], dict[str, Any]]], dict[str, Any]]:
+    """Where every rollout test starts: ``manifest(STABLE)`` applied in the test's namespace
+    and Ready (its status returned); the test then applies the next version."""
+
+    def serve(manifest: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        apply(kubectl, namespace, manifest(STABLE))
+        found: dict[str, Any] = wait_for(lambda: ready(kubectl, namespace), timeout=180)
+        return found
+
+    return serve
 
 
 @pytest.fixture(scope="session")

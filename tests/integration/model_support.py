@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,13 @@ import yaml
 from support import cluster_url, wait_for
 
 from aios.connectors.inference import InferenceClient, InferenceError, route
-from aios.stack.models import repository
+from aios.stack.models import repository, storage_uri
 from aios.stack.platform import EXAMPLES
+
+STABLE, NEXT = "2024.11.2", "2024.11.3"
+"""The versions a rollout test moves between: the example anomaly model's two buckets."""
+ENDED = ("Promoted", "RolledBack", "Aborted")
+"""The phases a rollout ends in."""
 
 FEATURES = np.array([[12, 20, 25, 45, 14, 65], [95, 60, 25, 45, 14, 65]], dtype=np.float32)
 
@@ -52,6 +57,24 @@ def anomaly(version: str, uri: str, **spec: Any) -> dict[str, Any]:
     manifest["spec"]["autoscaling"]["minReplicas"] = 1
     manifest["spec"].update(spec)
     return manifest
+
+
+def rolled_out(
+    version: str, rollout: dict[str, Any], approval: dict[str, Any] | None = None, uri: str = ""
+) -> dict[str, Any]:
+    """The anomaly model at ``version`` (from its bucket, or ``uri``) under ``rollout``,
+    promoted without a human unless ``approval`` asks for one."""
+    return anomaly(
+        version,
+        uri or storage_uri("pm25-anomaly", version),
+        rollout=rollout,
+        approval=approval or {"required": False},
+    )
+
+
+def canary_steps(steps: Sequence[tuple[int, int]]) -> list[dict[str, int]]:
+    """``[(weight, pauseSeconds), …]`` as ``spec.rollout.steps``."""
+    return [{"weight": weight, "pauseSeconds": pause} for weight, pause in steps]
 
 
 def apply(kubectl, namespace: str, manifest: dict[str, Any]) -> None:

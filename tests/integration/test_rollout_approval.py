@@ -10,25 +10,24 @@ import json
 
 import yaml
 from model_support import (
+    ENDED,
+    NEXT,
+    STABLE,
     aiosctl,
-    anomaly,
     apply,
+    canary_steps,
     condition,
     eventually,
     phase,
-    ready,
-    wait_for,
+    rolled_out,
 )
 from support import record_history
 from temporalio.client import Client
 
 from aios.connectors.audit import read_log
-from aios.stack.models import storage_uri
 from aios.workflows.rollout import ApprovalDecision
 
-STABLE, NEXT = "2024.11.2", "2024.11.3"
 TARGET = "modeldeployment/pm25-anomaly"
-ENDED = ("Promoted", "RolledBack", "Aborted")
 
 # Approvers need RBAC too: create Approvals. mallory may also patch status (a forger with
 # more RBAC than an approver needs).
@@ -52,28 +51,21 @@ subjects:
 
 
 def gated(version: str) -> dict:
-    return anomaly(
-        version,
-        storage_uri("pm25-anomaly", version),
-        rollout={
-            "strategy": "canary",
-            "steps": [{"weight": 50, "pauseSeconds": 1}, {"weight": 100, "pauseSeconds": 0}],
-            "analysis": {"minRequests": 20},
-        },
-        approval={"required": True, "approvers": ["user:alice", "group:air-quality-leads"]},
-    )
+    steps = canary_steps([(50, 1), (100, 0)])
+    rollout = {"strategy": "canary", "steps": steps, "analysis": {"minRequests": 20}}
+    approvers = ["user:alice", "group:air-quality-leads"]
+    return rolled_out(version, rollout, {"required": True, "approvers": approvers})
 
 
-async def awaiting_approval(kubectl, namespace: str) -> dict:
+async def awaiting_approval(kubectl, stable_served, namespace: str) -> dict:
     kubectl("apply", "-n", namespace, "-f", "-", stdin=APPROVER_RBAC)
-    apply(kubectl, namespace, gated(STABLE))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    stable_served(gated)
     apply(kubectl, namespace, gated(NEXT))
     return await eventually(lambda: phase(kubectl, namespace, "AwaitingApproval", *ENDED), 240)
 
 
-async def test_promotion_waits_for_an_approver(site, kubectl, operator, namespace):
-    found = await awaiting_approval(kubectl, namespace)
+async def test_promotion_waits_for_an_approver(site, kubectl, stable_served, namespace):
+    found = await awaiting_approval(kubectl, stable_served, namespace)
     assert found["rollout"]["phase"] == "AwaitingApproval", found["rollout"]["message"]
     assert found["canaryWeight"] == 50 and found["activeVersion"] == STABLE
     assert [s["weight"] for s in found["rollout"]["steps"]] == [0, 50], "held before 100 %"
@@ -160,8 +152,8 @@ def steps_told(kubectl, namespace: str) -> str:
     return "\n".join(e["message"] for e in events)
 
 
-async def test_a_rejection_rolls_back(site, kubectl, operator, namespace):
-    waiting = await awaiting_approval(kubectl, namespace)
+async def test_a_rejection_rolls_back(site, kubectl, stable_served, namespace):
+    waiting = await awaiting_approval(kubectl, stable_served, namespace)
     assert waiting["rollout"]["phase"] == "AwaitingApproval", waiting["rollout"]["message"]
     done = aiosctl(site, "reject", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
     assert done.returncode == 0, done.stderr

@@ -6,36 +6,27 @@ from __future__ import annotations
 
 import pytest
 from model_support import (
+    ENDED,
+    NEXT,
+    STABLE,
     Traffic,
-    anomaly,
     apply,
     broken_repository,
+    canary_steps,
     condition,
     eventually,
     phase,
-    ready,
+    rolled_out,
     wait_for,
 )
 from support import record_history
 
 from aios.connectors.audit import read_log
-from aios.stack.models import storage_uri
-
-STABLE, NEXT = "2024.11.2", "2024.11.3"
-ENDED = ("Promoted", "RolledBack", "Aborted")
 
 
-def canary(version: str, uri: str, steps: list[tuple[int, int]], **analysis) -> dict:
-    return anomaly(
-        version,
-        uri,
-        rollout={
-            "strategy": "canary",
-            "steps": [{"weight": w, "pauseSeconds": p} for w, p in steps],
-            "analysis": {"minRequests": 20, **analysis},
-        },
-        approval={"required": False},
-    )
+def canary(version: str, steps: list[tuple[int, int]], uri: str = "") -> dict:
+    rollout = {"strategy": "canary", "steps": canary_steps(steps), "analysis": {"minRequests": 20}}
+    return rolled_out(version, rollout, uri=uri)
 
 
 def audited(site, kind: str, subject: str):
@@ -53,13 +44,12 @@ def audited(site, kind: str, subject: str):
     )
 
 
-async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namespace, site):
+async def test_a_good_version_is_promoted_step_by_step(kubectl, stable_served, namespace, site):
     steps = [(25, 2), (50, 2), (100, 0)]
-    apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    stable_served(lambda version: canary(version, steps))
     traffic = Traffic(kubectl, namespace).start()
 
-    apply(kubectl, namespace, canary(NEXT, storage_uri("pm25-anomaly", NEXT), steps))
+    apply(kubectl, namespace, canary(NEXT, steps))
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
     await traffic.stop()
 
@@ -92,14 +82,13 @@ async def test_a_good_version_is_promoted_step_by_step(kubectl, operator, namesp
     ("fault", "why"), [("error", "error rate 100.0% above 1.0%"), ("slow", "p99 latency")]
 )
 async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
-    kubectl, operator, namespace, model_dir, fault, why, site
+    kubectl, stable_served, namespace, model_dir, fault, why, site
 ):
     steps = [(50, 2), (100, 2)]
-    apply(kubectl, namespace, canary(STABLE, storage_uri("pm25-anomaly", STABLE), steps))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    stable_served(lambda version: canary(version, steps))
     traffic = Traffic(kubectl, namespace).start()
 
-    apply(kubectl, namespace, canary("2024.12.0", broken_repository(model_dir, fault), steps))
+    apply(kubectl, namespace, canary("2024.12.0", steps, broken_repository(model_dir, fault)))
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
     await traffic.stop()
 

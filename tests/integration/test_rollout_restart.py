@@ -9,34 +9,25 @@ import json
 import pytest
 import yaml
 from model_support import (
-    anomaly,
+    NEXT,
     apply,
+    canary_steps,
     eventually,
     phase,
-    ready,
+    rolled_out,
     status,
     wait_for,
 )
 from support import crash_operator
 
 from aios.operator.reconcile.worker import WORKER
-from aios.stack.models import storage_uri
 
-STABLE, NEXT = "2024.11.2", "2024.11.3"
 STEPS = [(20, 8), (40, 8), (60, 0)]
 
 
 def canary(version: str) -> dict:
-    return anomaly(
-        version,
-        storage_uri("pm25-anomaly", version),
-        rollout={
-            "strategy": "canary",
-            "steps": [{"weight": w, "pauseSeconds": p} for w, p in STEPS],
-            "analysis": {"minRequests": 20},
-        },
-        approval={"required": False},
-    )
+    rollout = {"strategy": "canary", "steps": canary_steps(STEPS), "analysis": {"minRequests": 20}}
+    return rolled_out(version, rollout)
 
 
 def at_step(kubectl, namespace: str, weight: int) -> bool:
@@ -46,10 +37,9 @@ def at_step(kubectl, namespace: str, weight: int) -> bool:
 
 @pytest.mark.fault("operator killed mid-rollout")
 async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
-    site, kubectl, operator, namespace
+    site, kubectl, stable_served, namespace
 ):
-    apply(kubectl, namespace, canary(STABLE))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    stable_served(canary)
     apply(kubectl, namespace, canary(NEXT))
 
     await eventually(lambda: at_step(kubectl, namespace, 20), 120)
@@ -65,12 +55,11 @@ async def test_restarts_mid_rollout_neither_repeat_nor_skip_a_step(
 
 @pytest.mark.fault("API server restarted during a rollout")
 async def test_an_api_server_restart_mid_rollout_neither_repeats_nor_skips_a_step(
-    site, kubectl, operator, namespace
+    site, kubectl, stable_served, namespace
 ):
     """The operator's watches, the worker's status writes and the kubelet all lose the API
     server during a step's pause; the rollout resumes where it was."""
-    apply(kubectl, namespace, canary(STABLE))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    stable_served(canary)
     apply(kubectl, namespace, canary(NEXT))
 
     await eventually(lambda: at_step(kubectl, namespace, 20), 120)
@@ -114,11 +103,10 @@ async def promoted_taking_each_step_once(kubectl, namespace: str) -> None:
     assert found["activeVersion"] == NEXT
 
 
-async def test_deleting_it_mid_rollout_ends_the_workflow(site, kubectl, operator, namespace):
+async def test_deleting_it_mid_rollout_ends_the_workflow(site, kubectl, stable_served, namespace):
     from temporalio.client import Client, WorkflowExecutionStatus
 
-    apply(kubectl, namespace, canary(STABLE))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    stable_served(canary)
     apply(kubectl, namespace, canary(NEXT))
     await eventually(lambda: at_step(kubectl, namespace, 20), 120)
     workflow_id = status(kubectl, namespace)["rollout"]["workflowId"]

@@ -4,37 +4,25 @@ the stable's (agreement, score drift), and it never changes what the stable serv
 from __future__ import annotations
 
 from model_support import (
+    NEXT,
+    STABLE,
     Traffic,
     aiosctl,
-    anomaly,
     apply,
     eventually,
     phase,
-    ready,
+    rolled_out,
     wait_for,
 )
 
-from aios.stack.models import storage_uri
-
-STABLE, NEXT = "2024.11.2", "2024.11.3"
-
 
 def shadowed(version: str) -> dict:
-    return anomaly(
-        version,
-        storage_uri("pm25-anomaly", version),
-        rollout={
-            "strategy": "shadow",
-            "shadowSeconds": 4,
-            "analysis": {"minRequests": 30, "minDecisionAgreement": 0.9},
-        },
-        approval={"required": False},
-    )
+    analysis = {"minRequests": 30, "minDecisionAgreement": 0.9}
+    return rolled_out(version, {"strategy": "shadow", "shadowSeconds": 4, "analysis": analysis})
 
 
-async def test_a_shadow_reports_agreement_and_never_serves(site, kubectl, operator, namespace):
-    apply(kubectl, namespace, shadowed(STABLE))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+async def test_a_shadow_reports_agreement_and_never_serves(site, kubectl, stable_served, namespace):
+    stable_served(shadowed)
     traffic = Traffic(kubectl, namespace).start()
 
     apply(kubectl, namespace, shadowed(NEXT))
