@@ -306,3 +306,25 @@ def test_a_served_rollout_step_is_marked_once_and_a_finished_rollout_enters_the_
         {"stable": STABLE, "rollout": rollout("Promoted", 100), "history": fields["history"]}
     )
     assert "history" not in md_plan.observed_rollout(again, now), "not twice"
+
+
+def test_the_rollout_workflow_starts_with_the_spec_it_follows() -> None:
+    md = deployment(
+        {"stable": STABLE},
+        rollout={
+            "strategy": "canary",
+            "steps": [{"weight": 10, "pauseSeconds": 30}, {"weight": 100, "pauseSeconds": 0}],
+            "progressDeadlineSeconds": 120,
+            "analysis": {"maxErrorRate": 0.02, "minRequests": 40, "minDecisionAgreement": 0.9},
+        },
+        approval={"required": True, "approvers": ["user:alice"]},
+    )
+    started = md_plan.rollout_input(md, md_plan.new_rollout(md, NS), NS)
+    assert (started.namespace, started.name, started.version) == (NS, "pm25-anomaly", "2024.11.3")
+    assert started.workflow_id == "rollout/city/pm25-anomaly/2024.11.3"
+    assert [(s.weight, s.pause_seconds) for s in started.steps] == [(10, 30), (100, 0)]
+    assert started.ready_timeout_seconds == 120
+    assert (started.gates.max_error_rate, started.gates.min_requests) == (0.02, 40)
+    assert started.gates.min_decision_agreement == 0.9
+    assert started.approval_required and started.approvers == ["user:alice"]
+    assert started.source["storageUri"] == md.spec.model.storage_uri

@@ -23,7 +23,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from aios.api import ModelDeployment
-from aios.api.model_deployment import RolloutStatus
 from aios.connectors.inference import InferenceClient
 from aios.connectors.serving import explain as serving_explain
 from aios.operator.handlers.common import register, runtime
@@ -32,9 +31,7 @@ from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
 from aios.operator.settings import task_queue
-from aios.workflows.analysis import Gates
 from aios.workflows.rollout import ModelRollout
-from aios.workflows.rollout_io import RolloutInput, RolloutStep
 
 RETRY_SECONDS = 3.0
 
@@ -135,7 +132,7 @@ async def drive_rollout(
     try:
         await temporal_client.start_workflow(
             ModelRollout.run,
-            rollout_input(md, rollout, namespace),
+            plan.rollout_input(md, rollout, namespace),
             id=rollout.workflow_id,
             task_queue=task_queue(namespace),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -143,32 +140,6 @@ async def drive_rollout(
         ctx.logger.info("started rollout workflow %s", rollout.workflow_id)
     except WorkflowAlreadyStartedError:
         pass
-
-
-def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -> RolloutInput:
-    spec = md.spec
-    analysis = spec.rollout.analysis
-    return RolloutInput(
-        namespace=namespace,
-        name=md.metadata["name"],
-        version=rollout.version,
-        strategy=rollout.strategy,
-        source=rollout.source.model_dump(mode="json", by_alias=True),
-        workflow_id=rollout.workflow_id,
-        steps=[RolloutStep(s.weight, s.pause_seconds) for s in spec.rollout.steps],
-        shadow_seconds=spec.rollout.shadow_seconds,
-        gates=Gates(
-            max_error_rate=analysis.max_error_rate,
-            max_p99_latency_ms=analysis.max_p99_latency_ms,
-            max_drift_psi=analysis.max_drift_psi,
-            min_confidence_mean=analysis.min_confidence_mean,
-            min_decision_agreement=analysis.min_decision_agreement,
-            min_requests=analysis.min_requests,
-        ),
-        approval_required=spec.approval.required,
-        approvers=list(spec.approval.approvers),
-        ready_timeout_seconds=spec.rollout.progress_deadline_seconds,
-    )
 
 
 async def stable_ready(
