@@ -61,13 +61,12 @@ def rendered(settings: OperatorSettings) -> dict[str, list[dict[str, Any]]]:
     config = automation_intent.runner_config(intent, ["city.district-7.readings"])
     gateway = example("district-7.yaml")
     md = ModelDeployment.model_validate(example("pm25-anomaly.yaml"))
-    serving = model_deployment.serving(md)
     return {
         "runner": automation_intent.render_runner(example("pm25-alerting.yaml"), config, settings),
         "worker": render_worker("city", settings, WORKER_USER),
         "agent": render_simulator(gateway, settings),
-        "model": model_deployment.render_raw(md, serving, settings, None),
-        "kserve": model_deployment.render_kserve(md, serving, settings),
+        "model": model_deployment.render_raw(md, settings),
+        "kserve": model_deployment.render_kserve(md, settings),
     }
 
 

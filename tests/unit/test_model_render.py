@@ -73,7 +73,7 @@ def test_the_first_version_is_served_directly_with_everything_a_pod_needs() -> N
     md = deployment()
     plan = md_plan.serving(md)
     assert plan.first and plan.candidate is None
-    children = by_kind(md_plan.render_raw(md, plan, SITE, "/srv/mirror"))
+    children = by_kind(md_plan.render_raw(md, replace(SITE, model_mirror="/srv/mirror")))
     assert set(children) == {
         ("Deployment", "pm25-anomaly-2024-11-3"),
         ("Service", "pm25-anomaly"),
@@ -106,7 +106,7 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector()
     plan = md_plan.serving(progressing)
     assert plan.stable.version == "2024.11.2" and plan.candidate is not None
     assert (plan.track, plan.weight) == ("canary", 25)
-    children = by_kind(md_plan.render_raw(progressing, plan, SITE, None))
+    children = by_kind(md_plan.render_raw(progressing, SITE))
     stable_svc = children[("Service", "pm25-anomaly")]["spec"]["selector"]
     canary_svc = children[("Service", "pm25-anomaly-canary")]["spec"]["selector"]
     assert stable_svc["aios.dev/served-version"] == "2024-11-2"
@@ -114,7 +114,7 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector()
     assert children[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["replicas"] == 1
 
     promoted = deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
-    after = by_kind(md_plan.render_raw(promoted, md_plan.serving(promoted), SITE, None))
+    after = by_kind(md_plan.render_raw(promoted, SITE))
     assert ("Deployment", "pm25-anomaly-2024-11-2") not in after, "pruned"
     assert after[("Service", "pm25-anomaly")]["spec"]["selector"]["aios.dev/served-version"] == (
         "2024-11-3"
@@ -139,7 +139,7 @@ def test_a_shadow_gets_its_own_service_and_no_weight() -> None:
     md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 40, "shadow")})
     plan = md_plan.serving(md)
     assert (plan.track, plan.weight) == ("shadow", 0)
-    assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, plan, SITE, None))
+    assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, SITE))
     status = md_plan.serving_status(md, plan, NS, False, True, candidate_ready=True)
     assert status["shadow"]["http"] == "http://pm25-anomaly-shadow.city.svc:8000"
     assert status["shadow"]["ready"] is True
@@ -161,7 +161,7 @@ def test_triton_runs_the_sites_triton_image() -> None:
 
 def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
     md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 30)})
-    (isvc,) = md_plan.render_kserve(md, md_plan.serving(md), SITE)
+    (isvc,) = md_plan.render_kserve(md, SITE)
     predictor = isvc["spec"]["predictor"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert predictor["canaryTrafficPercent"] == 30
@@ -169,7 +169,7 @@ def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
     assert predictor["model"]["modelFormat"] == {"name": "triton"}
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
     stable_only = deployment({"stable": STABLE})
-    (isvc,) = md_plan.render_kserve(stable_only, md_plan.serving(stable_only), SITE)
+    (isvc,) = md_plan.render_kserve(stable_only, SITE)
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
 

@@ -218,7 +218,7 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     children = render_simulator(ctx.body, settings)
     meta = gateway.metadata
     await runtime(ctx.memo).kafka_user(gateway_principal(ctx.body))
-    secrets = render_agent_credentials(ctx.body, settings, simulated=bool(children))
+    secrets = render_agent_credentials(ctx.body, settings)
     children_api = runtime(ctx.memo).children
     await children_api.apply([*secrets, *children])
     await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)

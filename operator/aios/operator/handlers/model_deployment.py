@@ -67,10 +67,10 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     settings = runtime(ctx.memo).settings
     kinds: tuple[tuple[str, str], ...]
     if kserve:
-        children = plan.render_kserve(md, serving, settings)
+        children = plan.render_kserve(md, settings)
         kinds = (*plan.CHILD_KINDS, *plan.KSERVE_KINDS)  # raw children go when KServe comes
     else:
-        children = plan.render_raw(md, serving, settings, settings.model_mirror or None)
+        children = plan.render_raw(md, settings)
         kinds = plan.CHILD_KINDS
     workers = []
     if action.start:

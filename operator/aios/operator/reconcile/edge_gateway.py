@@ -179,7 +179,7 @@ def gateway_principal(gateway: Mapping[str, Any]) -> KafkaPrincipal:
 
 
 def render_agent_credentials(
-    gateway: Mapping[str, Any], settings: OperatorSettings, simulated: bool
+    gateway: Mapping[str, Any], settings: OperatorSettings
 ) -> list[dict[str, Any]]:
     """The Secret the gateway's agent takes its Kafka settings from: its own user's when
     workloads have users (owned by the gateway, whether the agent runs in the cluster or
@@ -189,6 +189,7 @@ def render_agent_credentials(
     if settings.kafka_principals:
         secrets = settings.component_secrets(namespace, gateway_principal(gateway))
         return [owned(s, gateway) for s in secrets]
+    simulated = bool((gateway["metadata"].get("annotations") or {}).get(SIMULATE_ANNOTATION))
     return settings.component_secrets(namespace) if simulated else []
 
 

@@ -8,7 +8,7 @@ from aios.api.model_deployment import ModelDeployment, ModelSource
 from aios.operator.reconcile.children import PART_OF, owned
 from aios.operator.reconcile.model_deployment.names import service_name
 from aios.operator.reconcile.model_deployment.server import owner, resources, server_container
-from aios.operator.reconcile.model_deployment.serving import Serving
+from aios.operator.reconcile.model_deployment.serving import serving
 from aios.operator.settings import OperatorSettings
 
 KSERVE_GROUP = "serving.kserve.io"
@@ -41,12 +41,11 @@ def _predictor(md: ModelDeployment, source: ModelSource, site: OperatorSettings)
     return predictor
 
 
-def render_kserve(
-    md: ModelDeployment, plan: Serving, site: OperatorSettings
-) -> list[dict[str, Any]]:
+def render_kserve(md: ModelDeployment, site: OperatorSettings) -> list[dict[str, Any]]:
     """KServe: the InferenceService carries the newest version; ``canaryTrafficPercent``
     sends it its share while KServe keeps the previous revision for the rest. A shadow
     gets its own InferenceService that callers mirror to."""
+    plan = serving(md)
     name = md.metadata["name"]
     canary = plan.candidate if plan.candidate is not None and plan.track == "canary" else None
     predictor = _predictor(md, canary or plan.stable, site)

@@ -21,7 +21,7 @@ from aios.operator.reconcile.model_deployment.names import (
     version_slug,
 )
 from aios.operator.reconcile.model_deployment.server import owner, server_container
-from aios.operator.reconcile.model_deployment.serving import Serving, Track
+from aios.operator.reconcile.model_deployment.serving import Track, serving
 from aios.operator.settings import OperatorSettings
 
 CHILD_KINDS = (
@@ -148,10 +148,10 @@ def autoscaler(md: ModelDeployment, source: ModelSource) -> dict[str, Any]:
     }
 
 
-def render_raw(
-    md: ModelDeployment, plan: Serving, site: OperatorSettings, mirror: str | None
-) -> list[dict[str, Any]]:
+def render_raw(md: ModelDeployment, site: OperatorSettings) -> list[dict[str, Any]]:
     """Raw mode: a Deployment per served version, the track Services, the stable's HPA."""
+    plan = serving(md)
+    mirror = site.model_mirror or None
     children = [
         version_deployment(md, plan.stable, True, site, mirror),
         track_service(md, plan.stable, "stable"),
