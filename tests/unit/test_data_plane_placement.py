@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from aios.api import AutomationIntent, ModelDeployment
@@ -19,7 +18,6 @@ from aios.operator.reconcile.kafka_access import worker_principal
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.settings import DataPlane, OperatorSettings
 
-EXAMPLES = Path(__file__).parents[2] / "examples" / "city-air-quality"
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 DATA_PLANE = {
     "nodeSelector": {"aios.dev/pool": "data"},
@@ -30,12 +28,6 @@ DATA_PLANE = {
 }
 
 WORKER_USER = worker_principal("city", [], EVENTS_TOPIC)
-
-
-def example(name: str, **meta: Any) -> dict[str, Any]:
-    body = yaml.safe_load((EXAMPLES / name).read_text())
-    body["metadata"].update(namespace="city", uid="u-1", generation=1, **meta)
-    return dict(body)
 
 
 def site(data_plane: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> OperatorSettings:
@@ -55,7 +47,9 @@ def pod_specs(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return specs
 
 
-def rendered(settings: OperatorSettings) -> dict[str, list[dict[str, Any]]]:
+def rendered(
+    settings: OperatorSettings, example: Callable[..., dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
     """Every kind of data-plane pod the operator renders, by component."""
     intent = AutomationIntent.model_validate(example("pm25-alerting.yaml"))
     config = automation_intent.runner_config(intent, ["city.district-7.readings"])
@@ -70,16 +64,20 @@ def rendered(settings: OperatorSettings) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def test_every_data_plane_pod_gets_the_sites_placement(monkeypatch: pytest.MonkeyPatch) -> None:
-    for component, children in rendered(site(DATA_PLANE, monkeypatch)).items():
+def test_every_data_plane_pod_gets_the_sites_placement(
+    monkeypatch: pytest.MonkeyPatch, example
+) -> None:
+    for component, children in rendered(site(DATA_PLANE, monkeypatch), example).items():
         for spec in pod_specs(children):
             assert spec["nodeSelector"]["aios.dev/pool"] == "data", component
             assert DATA_PLANE["tolerations"][0] in spec["tolerations"], component
             assert spec["priorityClassName"] == "city-critical", component
 
 
-def test_model_servers_add_their_own_nodes_and_taints(monkeypatch: pytest.MonkeyPatch) -> None:
-    children = rendered(site(DATA_PLANE, monkeypatch))
+def test_model_servers_add_their_own_nodes_and_taints(
+    monkeypatch: pytest.MonkeyPatch, example
+) -> None:
+    children = rendered(site(DATA_PLANE, monkeypatch), example)
     for spec in [*pod_specs(children["model"]), *pod_specs(children["kserve"])]:
         assert spec["nodeSelector"] == {"aios.dev/pool": "data", "accelerator": "l4"}
         assert GPU_TAINT in spec["tolerations"]
@@ -90,9 +88,9 @@ def test_model_servers_add_their_own_nodes_and_taints(monkeypatch: pytest.Monkey
 
 
 def test_resources_are_the_sites_where_set_and_the_defaults_elsewhere(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, example
 ) -> None:
-    children = rendered(site(DATA_PLANE, monkeypatch))
+    children = rendered(site(DATA_PLANE, monkeypatch), example)
     defaults = DataPlane().resources
 
     def resources(component: str) -> dict[str, Any]:
@@ -104,10 +102,10 @@ def test_resources_are_the_sites_where_set_and_the_defaults_elsewhere(
 
 
 def test_without_a_data_plane_setting_pods_carry_no_placement(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, example
 ) -> None:
     monkeypatch.delenv("AIOS_DATA_PLANE", raising=False)
-    for component, children in rendered(OperatorSettings.from_env()).items():
+    for component, children in rendered(OperatorSettings.from_env(), example).items():
         for spec in pod_specs(children):
             assert not {"nodeSelector", "tolerations", "affinity"} & set(spec), component
 

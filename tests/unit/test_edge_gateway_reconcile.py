@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import yaml
-
-from aios.api import EdgeGateway
 from aios.edge.protocol import AgentConfig, Heartbeat, config_partition, parse_config
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.edge_gateway import (
@@ -19,19 +15,7 @@ from aios.operator.reconcile.edge_gateway import (
 )
 from aios.operator.settings import OperatorSettings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "city-air-quality" / "district-7.yaml"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def gateway(generation: int = 3, **annotations: str) -> EdgeGateway:
-    body = yaml.safe_load(EXAMPLE.read_text())
-    body["metadata"] |= {
-        "namespace": "city",
-        "generation": generation,
-        "uid": "u-1",
-        "annotations": annotations,
-    }
-    return EdgeGateway.model_validate(body)
 
 
 def beat(**changes: object) -> Heartbeat:
@@ -56,16 +40,16 @@ def by_type(conditions: list[ConditionUpdate]) -> dict[str, ConditionUpdate]:
     return {c.type: c for c in conditions}
 
 
-def test_the_config_record_round_trips_and_its_digest_follows_the_spec() -> None:
-    config = compile_config(gateway())
+def test_the_config_record_round_trips_and_its_digest_follows_the_spec(edge_gateway) -> None:
+    config = compile_config(edge_gateway())
     assert config.gateway == "city/district-7" and config.generation == 3
     assert parse_config(config.to_bytes()) == config
-    same = compile_config(gateway(generation=4))
+    same = compile_config(edge_gateway(generation=4))
     assert same.digest == config.digest  # only the spec counts
-    changed = gateway()
+    changed = edge_gateway()
     changed.spec.sink.kafka_topic = "elsewhere"
     assert compile_config(changed).digest != config.digest
-    assert isinstance(config, AgentConfig) and config.filters == gateway().spec.filters
+    assert isinstance(config, AgentConfig) and config.filters == edge_gateway().spec.filters
 
 
 def test_the_config_partition_is_stable_and_in_range() -> None:
@@ -119,10 +103,10 @@ def test_counters_are_written_only_when_due_conditions_always() -> None:
     assert "appliedGeneration" in status_changes(current, fields, counters_due=False)
 
 
-def test_the_simulated_agent_runs_only_when_asked() -> None:
+def test_the_simulated_agent_runs_only_when_asked(edge_gateway) -> None:
     settings = OperatorSettings(kafka_bootstrap="kafka.aios.svc:9092", temporal_address="")
-    assert render_simulator(gateway().model_dump(by_alias=True), settings) == []
-    body = gateway(**{SIMULATE_ANNOTATION: "3"}).model_dump(by_alias=True)
+    assert render_simulator(edge_gateway().model_dump(by_alias=True), settings) == []
+    body = edge_gateway(**{SIMULATE_ANNOTATION: "3"}).model_dump(by_alias=True)
     (deployment,) = render_simulator(body, settings)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["aios-edge"]

@@ -4,15 +4,11 @@ password in a Secret only it mounts."""
 from __future__ import annotations
 
 import base64
-import copy
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-import yaml
 
-from aios.api import AutomationIntent
 from aios.api.runner import HEARTBEAT_TOPIC
 from aios.connectors.audit import EVENTS_TOPIC
 from aios.edge.protocol import CONFIG_TOPIC, STATUS_TOPIC
@@ -37,22 +33,6 @@ SITE = OperatorSettings(
 )
 
 
-EXAMPLE = yaml.safe_load(
-    (Path(__file__).parents[2] / "examples/city-air-quality/pm25-alerting.yaml").read_text()
-)
-
-
-def intent(name: str, actions: list[dict] | None = None) -> AutomationIntent:
-    """The example intent under another name (and with other actions)."""
-    raw = copy.deepcopy(EXAMPLE)
-    raw["metadata"] = {"name": name, "namespace": "city", "generation": 1, "uid": "u"}
-    if actions is not None:
-        raw["spec"]["actions"] = actions
-        for kind in ("rules", "fallback"):
-            raw["spec"][kind] = [{**raw["spec"][kind][0], "action": actions[0]["name"]}]
-    return AutomationIntent.model_validate(raw)
-
-
 OWNER = {
     "apiVersion": "aios.dev/v1alpha1",
     "kind": "AutomationIntent",
@@ -64,8 +44,8 @@ def granted(principal, resource: str, operation: str) -> set[str]:
     return {g.name for g in principal.grants if g.resource == resource and g.operation == operation}
 
 
-def test_a_runner_reads_only_its_sources_and_writes_only_its_own_topics() -> None:
-    config = runner_config(intent("pm25"), ["readings.pm25"])
+def test_a_runner_reads_only_its_sources_and_writes_only_its_own_topics(automation_intent) -> None:
+    config = runner_config(automation_intent("pm25"), ["readings.pm25"])
     runner = runner_principal(config)
     assert runner.user == "aios-runner.city.pm25"
     assert granted(runner, "topic", "read") == {"readings.pm25"}
@@ -77,7 +57,7 @@ def test_a_runner_reads_only_its_sources_and_writes_only_its_own_topics() -> Non
     assert granted(runner, "group", "read") == {config.consumer_group}
     (transactional,) = {g for g in runner.grants if g.resource == "transactional-id"}
     assert transactional == Grant("transactional-id", "aios-runner.city/pm25/", "write", True)
-    assert not runner_config(intent("pm25.b"), []).transactional_id_prefix.startswith(
+    assert not runner_config(automation_intent("pm25.b"), []).transactional_id_prefix.startswith(
         config.transactional_id_prefix
     ), "no intent's prefix covers another's ids"
 
@@ -89,10 +69,12 @@ def test_a_gateway_reads_its_config_and_writes_only_its_sink_and_heartbeats() ->
     assert gateway.secret == "gw-1-edge-kafka"
 
 
-def test_the_worker_writes_its_intents_action_topics_and_the_audit_events() -> None:
+def test_the_worker_writes_its_intents_action_topics_and_the_audit_events(
+    automation_intent,
+) -> None:
     bodies = [
-        intent("a").model_dump(by_alias=True),
-        intent("b", [{"name": "k", "type": "kafka", "target": "dispatch"}]).model_dump(
+        automation_intent("a").model_dump(by_alias=True),
+        automation_intent("b", [{"name": "k", "type": "kafka", "target": "dispatch"}]).model_dump(
             by_alias=True
         ),
     ]
@@ -119,8 +101,10 @@ def test_passwords_are_per_user_and_per_key_and_their_iterations_name_the_key() 
     assert all(4096 <= iterations(str(k)) < 8192 for k in range(100)), "Kafka's bounds"
 
 
-def test_a_runner_mounts_its_own_users_secret_and_rolls_when_the_key_changes() -> None:
-    config = runner_config(intent("pm25"), ["readings.pm25"])
+def test_a_runner_mounts_its_own_users_secret_and_rolls_when_the_key_changes(
+    automation_intent,
+) -> None:
+    config = runner_config(automation_intent("pm25"), ["readings.pm25"])
     children = render_runner(OWNER, config, SITE)
     secret = next(c for c in children if c["kind"] == "Secret")
     settings = json.loads(base64.b64decode(secret["data"]["config.json"]))

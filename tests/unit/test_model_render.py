@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from aios.api import ModelDeployment
 from aios.operator.reconcile import model_deployment as md_plan
 from aios.operator.reconcile.children import OWNER_UID
 from aios.operator.settings import OperatorSettings
@@ -17,25 +16,6 @@ from aios.operator.settings import OperatorSettings
 NS = "city"
 IMAGE = "ghcr.io/aios-dev/aios:test"
 SITE = OperatorSettings(kafka_bootstrap="k:9092", temporal_address="t:7233", image=IMAGE)
-
-
-def deployment(status: dict[str, Any] | None = None, **spec: Any) -> ModelDeployment:
-    body: dict[str, Any] = {
-        "metadata": {"name": "pm25-anomaly", "namespace": NS, "uid": "u-1", "generation": 1},
-        "spec": {
-            "model": {
-                "name": "pm25-anomaly",
-                "version": "2024.11.3",
-                "storageUri": "s3://city-models/air-quality/pm25-anomaly/2024.11.3",
-            },
-            "resources": {"cpu": "500m", "memory": "1Gi", "gpu": 1},
-            "autoscaling": {"minReplicas": 2, "maxReplicas": 5},
-            **spec,
-        },
-    }
-    if status is not None:
-        body["status"] = status
-    return ModelDeployment.model_validate(body)
 
 
 STABLE = {
@@ -69,8 +49,8 @@ def by_kind(children: list[dict]) -> dict[tuple[str, str], dict]:
     return {(c["kind"], c["metadata"]["name"]): c for c in children}
 
 
-def test_the_first_version_is_served_directly_with_everything_a_pod_needs() -> None:
-    md = deployment()
+def test_the_first_version_is_served_directly_with_everything_a_pod_needs(model_deployment) -> None:
+    md = model_deployment()
     plan = md_plan.serving(md)
     assert plan.first and plan.candidate is None
     children = by_kind(md_plan.render_raw(md, replace(SITE, model_mirror="/srv/mirror")))
@@ -101,8 +81,10 @@ def test_the_first_version_is_served_directly_with_everything_a_pod_needs() -> N
         assert child["metadata"]["labels"][OWNER_UID] == "u-1"
 
 
-def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector() -> None:
-    progressing = deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
+def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector(
+    model_deployment,
+) -> None:
+    progressing = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
     plan = md_plan.serving(progressing)
     assert plan.stable.version == "2024.11.2" and plan.candidate is not None
     assert (plan.track, plan.weight) == ("canary", 25)
@@ -113,7 +95,7 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector()
     assert canary_svc["aios.dev/served-version"] == "2024-11-3"
     assert children[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["replicas"] == 1
 
-    promoted = deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
+    promoted = model_deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
     after = by_kind(md_plan.render_raw(promoted, SITE))
     assert ("Deployment", "pm25-anomaly-2024-11-2") not in after, "pruned"
     assert after[("Service", "pm25-anomaly")]["spec"]["selector"]["aios.dev/served-version"] == (
@@ -126,8 +108,8 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector()
 
 
 @pytest.mark.parametrize("phase", ["RolledBack", "Aborted"])
-def test_after_a_rollback_only_the_stable_serves(phase: str) -> None:
-    md = deployment({"stable": STABLE, "rollout": rollout(phase)})
+def test_after_a_rollback_only_the_stable_serves(phase: str, model_deployment) -> None:
+    md = model_deployment({"stable": STABLE, "rollout": rollout(phase)})
     plan = md_plan.serving(md)
     assert plan.candidate is None and plan.stable.version == "2024.11.2"
     status = md_plan.serving_status(md, plan, NS, False, True)
@@ -135,8 +117,8 @@ def test_after_a_rollback_only_the_stable_serves(phase: str) -> None:
     assert status["activeVersion"] == "2024.11.2"
 
 
-def test_a_shadow_gets_its_own_service_and_no_weight() -> None:
-    md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 40, "shadow")})
+def test_a_shadow_gets_its_own_service_and_no_weight(model_deployment) -> None:
+    md = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 40, "shadow")})
     plan = md_plan.serving(md)
     assert (plan.track, plan.weight) == ("shadow", 0)
     assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, SITE))
@@ -146,21 +128,21 @@ def test_a_shadow_gets_its_own_service_and_no_weight() -> None:
     assert status["canary"] is None and status["canaryWeight"] == 0
 
 
-def test_the_kserve_runtime_runs_our_model_server_on_the_pod_address() -> None:
-    md = deployment(runtime="kserve")
+def test_the_kserve_runtime_runs_our_model_server_on_the_pod_address(model_deployment) -> None:
+    md = model_deployment(runtime="kserve")
     container = md_plan.server_container(md, SITE)
     assert container["command"] == ["python", "-m", "aios.connectors.model_server"]
     assert "--host=$(POD_IP)" in container["args"] and container["image"] == SITE.image
 
 
-def test_triton_runs_the_sites_triton_image() -> None:
+def test_triton_runs_the_sites_triton_image(model_deployment) -> None:
     site = replace(SITE, triton_image="registry.city.example/tritonserver@sha256:" + "0" * 64)
-    container = md_plan.server_container(deployment(runtime="triton"), site)
+    container = md_plan.server_container(model_deployment(runtime="triton"), site)
     assert container["image"] == site.triton_image and container["command"] == ["tritonserver"]
 
 
-def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
-    md = deployment({"stable": STABLE, "rollout": rollout("Progressing", 30)})
+def test_with_kserve_an_inference_service_carries_the_canary_percent(model_deployment) -> None:
+    md = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 30)})
     (isvc,) = md_plan.render_kserve(md, SITE)
     predictor = isvc["spec"]["predictor"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
@@ -168,7 +150,7 @@ def test_with_kserve_an_inference_service_carries_the_canary_percent() -> None:
     assert predictor["model"]["storageUri"].endswith("/2024.11.3")
     assert predictor["model"]["modelFormat"] == {"name": "triton"}
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
-    stable_only = deployment({"stable": STABLE})
+    stable_only = model_deployment({"stable": STABLE})
     (isvc,) = md_plan.render_kserve(stable_only, SITE)
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
@@ -208,12 +190,14 @@ def test_version_slugs_are_dns_labels_and_distinct() -> None:
     assert len(long) <= 20 and long.replace("-", "").isalnum()
 
 
-def test_the_operator_starts_a_rollout_once_and_leaves_decisions_to_approvals() -> None:
-    first = deployment()
+def test_the_operator_starts_a_rollout_once_and_leaves_decisions_to_approvals(
+    model_deployment,
+) -> None:
+    first = model_deployment()
     assert md_plan.rollout_action(first) == md_plan.RolloutAction(), "nothing to protect yet"
-    new_version = deployment({"stable": STABLE})
+    new_version = model_deployment({"stable": STABLE})
     assert md_plan.rollout_action(new_version) == md_plan.RolloutAction(start=True, record=True)
-    running = deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
+    running = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 25)})
     assert md_plan.rollout_action(running) == md_plan.RolloutAction(start=True)
     approval = {
         "name": "pm25-anomaly-x7",
@@ -222,15 +206,15 @@ def test_the_operator_starts_a_rollout_once_and_leaves_decisions_to_approvals() 
         "by": "alice",
         "at": "2024-11-20T10:00:00Z",
     }
-    waiting = deployment(
+    waiting = model_deployment(
         {"stable": STABLE, "rollout": rollout("AwaitingApproval", approval=approval)}
     )
     assert md_plan.rollout_action(waiting) == md_plan.RolloutAction(start=True), (
         "a recorded decision is the workflow's own: nothing to forward"
     )
-    ended = deployment({"stable": STABLE, "rollout": rollout("RolledBack")})
+    ended = model_deployment({"stable": STABLE, "rollout": rollout("RolledBack")})
     assert md_plan.rollout_action(ended) == md_plan.RolloutAction(), "no automatic retry"
-    superseded = deployment(
+    superseded = model_deployment(
         {"stable": STABLE, "rollout": rollout("Progressing", 25)},
         model={"name": "pm25-anomaly", "version": "2024.12.0", "storageUri": "s3://b/m/2024.12.0"},
     )
@@ -240,8 +224,8 @@ def test_the_operator_starts_a_rollout_once_and_leaves_decisions_to_approvals() 
     )
 
 
-def test_conditions_tell_what_serves_and_why() -> None:
-    rolled_back = deployment(
+def test_conditions_tell_what_serves_and_why(model_deployment) -> None:
+    rolled_back = model_deployment(
         {"stable": STABLE, "rollout": rollout("RolledBack", message="step 1 analysis failed")}
     )
     plan = md_plan.serving(rolled_back)
@@ -253,14 +237,14 @@ def test_conditions_tell_what_serves_and_why() -> None:
     assert conditions["RolledBack"].status == "True"
     assert conditions["Progressing"].status == "False"
 
-    broken = deployment()
+    broken = model_deployment()
     plan = md_plan.serving(broken)
     down = {c.type: c for c in md_plan.serving_conditions(broken, plan, False, "UNAVAILABLE: x")}
     assert down["Ready"].status == "False" and down["Degraded"].reason == "ModelNotLoaded"
     assert "UNAVAILABLE: x" in down["Degraded"].message
 
 
-def test_history_keeps_the_model_card_and_the_approver() -> None:
+def test_history_keeps_the_model_card_and_the_approver(model_deployment) -> None:
     card = {"owner": "team-air-quality", "intendedUse": "alerts", "metrics": {"auc": 0.9}}
     approval = {
         "version": "2024.11.3",
@@ -268,7 +252,7 @@ def test_history_keeps_the_model_card_and_the_approver() -> None:
         "by": "alice",
         "at": "2024-11-20T10:00:00Z",
     }
-    md = deployment(
+    md = model_deployment(
         {"stable": STABLE, "rollout": rollout("Promoted", 100, approval=approval)},
         modelCard=card,
     )
@@ -283,33 +267,33 @@ def test_history_keeps_the_model_card_and_the_approver() -> None:
     )
 
 
-def test_a_served_rollout_step_is_marked_once_and_a_finished_rollout_enters_the_history_once() -> (
-    None
-):
+def test_a_served_rollout_step_is_marked_once_and_a_finished_rollout_enters_the_history_once(
+    model_deployment,
+) -> None:
     now = "2024-11-20T11:00:00Z"
-    stepping = deployment({"stable": STABLE, "rollout": rollout("Progressing", 20)})
+    stepping = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 20)})
     assert md_plan.rollout_pending(stepping.model_dump(by_alias=True))
     assert md_plan.observed_rollout(stepping, now) == {"observedRolloutRevision": 3}
 
-    served = deployment(
+    served = model_deployment(
         {"stable": STABLE, "rollout": rollout("Progressing", 20), "observedRolloutRevision": 3}
     )
     assert not md_plan.rollout_pending(served.model_dump(by_alias=True))
     assert md_plan.observed_rollout(served, now) == {}
 
-    promoted = deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
+    promoted = model_deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
     fields = md_plan.observed_rollout(promoted, now)
     assert [(h["version"], h["outcome"], h["promotedAt"]) for h in fields["history"]] == [
         ("2024.11.3", "promoted", now)
     ]
-    again = deployment(
+    again = model_deployment(
         {"stable": STABLE, "rollout": rollout("Promoted", 100), "history": fields["history"]}
     )
     assert "history" not in md_plan.observed_rollout(again, now), "not twice"
 
 
-def test_the_rollout_workflow_starts_with_the_spec_it_follows() -> None:
-    md = deployment(
+def test_the_rollout_workflow_starts_with_the_spec_it_follows(model_deployment) -> None:
+    md = model_deployment(
         {"stable": STABLE},
         rollout={
             "strategy": "canary",

@@ -6,16 +6,11 @@ from typing import Any
 
 import pytest
 
-from aios.api import Policy
 from aios.operator.reconcile import policy as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
 
 
-def policy(**spec: Any) -> Policy:
-    return Policy.model_validate({"metadata": {"name": "p"}, "spec": spec})
-
-
-def test_inline_rego_gets_the_policy_package_in_place() -> None:
+def test_inline_rego_gets_the_policy_package_in_place(policy) -> None:
     rego = "# no GPUs\npackage whatever.they.wrote\n\nviolation contains msg if false\n"
     loaded = plan.load_plan("pilot", "no-gpu", policy(rego=rego), {})
     assert loaded.module_id == "aios/policies/pilot/no-gpu"
@@ -23,7 +18,7 @@ def test_inline_rego_gets_the_policy_package_in_place() -> None:
     assert loaded.line_offset == 0 and loaded.library is None and loaded.parameters == {}
 
 
-def test_rego_without_a_package_gets_one_and_lines_are_reported_as_written() -> None:
+def test_rego_without_a_package_gets_one_and_lines_are_reported_as_written(policy) -> None:
     loaded = plan.load_plan("a", "b", policy(rego="violation contains 1 if {\n"), {})
     assert loaded.rego.startswith('package aios.policies["a"]["b"]\nviolation')
     assert loaded.line_offset == 1
@@ -34,7 +29,7 @@ def test_rego_without_a_package_gets_one_and_lines_are_reported_as_written() -> 
     assert plan.user_lines("line 7: x", 0) == "line 7: x"
 
 
-def test_a_library_policy_is_data_only_naming_its_module_and_parameters() -> None:
+def test_a_library_policy_is_data_only_naming_its_module_and_parameters(policy) -> None:
     spec = {"module": {"name": "actuation-needs-approval", "parameters": {"actionTypes": ["mqtt"]}}}
     loaded = plan.load_plan("city", "ana", policy(**spec), {"actuation-needs-approval": "lib"})
     assert loaded.library == ("aios/library/actuation-needs-approval", "lib")
@@ -49,12 +44,12 @@ def test_a_library_policy_is_data_only_naming_its_module_and_parameters() -> Non
     assert "library" not in inline.registry and inline.decisions_path == "aios/policies/city/own"
 
 
-def test_an_unknown_module_names_the_known_ones() -> None:
+def test_an_unknown_module_names_the_known_ones(policy) -> None:
     with pytest.raises(plan.UnknownModule, match=r"no module 'nope'.*known: a, b"):
         plan.load_plan("n", "p", policy(module={"name": "nope"}), {"b": "", "a": ""})
 
 
-def test_registry_scope_defaults_to_the_policy_namespace() -> None:
+def test_registry_scope_defaults_to_the_policy_namespace(policy) -> None:
     entry = plan.registry_entry("city", policy(rego="package x", enforcement="warn"))
     assert entry == {
         "enforcement": "warn",
@@ -77,7 +72,7 @@ def test_registry_scope_defaults_to_the_policy_namespace() -> None:
     }
 
 
-def test_conditions_for_each_outcome() -> None:
+def test_conditions_for_each_outcome(policy) -> None:
     loaded = plan.load_plan("n", "p", policy(rego="package x"), {})
     assert {(u.type, u.status) for u in plan.loaded_conditions(loaded)} == {
         ("Compiled", "True"),
