@@ -311,4 +311,4 @@ def test_the_rollout_workflow_starts_with_the_spec_it_follows(model_deployment) 
     assert (started.gates.max_error_rate, started.gates.min_requests) == (0.02, 40)
     assert started.gates.min_decision_agreement == 0.9
     assert started.approval_required and started.approvers == ["user:alice"]
-    assert started.source["storageUri"] == md.spec.model.storage_uri
+    assert started.source == md.spec.model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aios.api.model_deployment import Analysis
 from aios.workflows.analysis import (
-    Gates,
     Sample,
     decides_alike,
     hopeless,
@@ -38,7 +38,7 @@ def test_psi_is_zero_for_the_same_scores_and_large_for_a_shift() -> None:
 
 def test_a_version_like_the_stable_passes_every_gate() -> None:
     scores = [i / 100 for i in range(100)]
-    report = judge(sample(scores), sample(scores, latency=6), Gates(min_decision_agreement=0.99))
+    report = judge(sample(scores), sample(scores, latency=6), Analysis(min_decision_agreement=0.99))
     assert report.passed and report.reasons == []
     assert report.requests == 100 and report.error_rate == 0
     assert report.agreement == 1.0 and report.drift_psi == pytest.approx(0)
@@ -47,23 +47,25 @@ def test_a_version_like_the_stable_passes_every_gate() -> None:
 
 def test_errors_latency_confidence_and_agreement_each_fail_with_a_reason() -> None:
     stable = sample([0.1] * 60)
-    errors = judge(stable, sample([0.1] * 57 + [None] * 3), Gates(max_error_rate=0.01))
+    errors = judge(stable, sample([0.1] * 57 + [None] * 3), Analysis(max_error_rate=0.01))
     assert not errors.passed and errors.reasons == ["error rate 5.0% above 1.0%"]
-    slow = judge(stable, sample([0.1] * 60, latency=400), Gates())
+    slow = judge(stable, sample([0.1] * 60, latency=400), Analysis())
     assert slow.reasons == ["p99 latency 400 ms above 250 ms"]
-    unsure = judge(stable, sample([0.1] * 60, confidence=0.3), Gates(min_confidence_mean=0.6))
+    unsure = judge(stable, sample([0.1] * 60, confidence=0.3), Analysis(min_confidence_mean=0.6))
     assert unsure.reasons == ["mean confidence 0.30 below 0.6"]
-    flipped = judge(stable, sample([0.9] * 60), Gates(min_decision_agreement=0.9, max_drift_psi=99))
+    flipped = judge(
+        stable, sample([0.9] * 60), Analysis(min_decision_agreement=0.9, max_drift_psi=99)
+    )
     assert flipped.reasons == ["agreement 0.0% below 90%"]
-    few = judge(sample([0.1] * 5), sample([0.1] * 5), Gates(min_requests=50))
+    few = judge(sample([0.1] * 5), sample([0.1] * 5), Analysis(min_requests=50))
     assert few.reasons == ["only 5 requests, 50 needed"]
 
 
 def test_a_hopeless_version_is_not_probed_to_the_end() -> None:
-    gates = Gates(max_error_rate=0.05)
+    gates = Analysis(max_error_rate=0.05)
     assert not hopeless(sample([0.1, None]), gates, planned=100)
     assert hopeless(sample([None] * 6), gates, planned=100)
-    assert hopeless(sample([0.1, 0.1], latency=900), Gates(), planned=100)
+    assert hopeless(sample([0.1, 0.1], latency=900), Analysis(), planned=100)
 
 
 def test_probes_follow_the_model_signature_and_are_the_same_for_both_versions() -> None:
@@ -88,7 +90,7 @@ def test_an_answer_is_summarised_as_score_and_confidence() -> None:
 
 
 def test_the_report_reads_as_one_line() -> None:
-    report = judge(sample([0.2] * 50), sample([0.2] * 50, latency=12), Gates())
+    report = judge(sample([0.2] * 50), sample([0.2] * 50, latency=12), Analysis())
     line = describe(report)
     assert line.startswith("50 requests, 0.0% errors, p99 12 ms (stable 5 ms)")
     assert "PSI 0.000" in line and "agreement 100.0%" in line

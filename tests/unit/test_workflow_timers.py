@@ -25,12 +25,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from aios.api.events import ActionRequest
-from aios.api.model_deployment import AnalysisReport
+from aios.api.model_deployment import Analysis, AnalysisReport, CanaryStep, ModelSource
 from aios.connectors.temporal import DATA_CONVERTER
 from aios.stack.components import TEMPORAL_TEST_SERVER
 from aios.workflows.action import POLICY_WAIT, ActionWorkflow
 from aios.workflows.action_io import AUTHORIZE, SEARCH_ATTRIBUTES, ActionStep, Authorize, Verdict
-from aios.workflows.analysis import Gates
 from aios.workflows.approval import ApprovalNotice
 from aios.workflows.approval_io import READ_APPROVAL, ApprovalRef, Decided
 from aios.workflows.rollout import SERVING_RECHECK, ModelRollout
@@ -38,7 +37,6 @@ from aios.workflows.rollout_io import (
     AnalysisRequest,
     Publication,
     RolloutInput,
-    RolloutStep,
     ServingCheck,
     ServingResult,
 )
@@ -310,10 +308,13 @@ def canary(pauses: Sequence[int], progress_deadline: int = 600) -> RolloutInput:
         name="pm25-anomaly",
         version=version,
         strategy="canary",
-        source={"uri": "file:///models/pm25", "format": "onnx"},
+        source=ModelSource(name="pm25-anomaly", version=version, storage_uri="s3://models/pm25"),
         workflow_id=f"rollout/city/pm25-anomaly/{version}",
-        steps=[RolloutStep(weight, pause) for weight, pause in zip((20, 50), pauses, strict=True)],
-        gates=Gates(),
+        steps=[
+            CanaryStep(weight=weight, pause_seconds=pause)
+            for weight, pause in zip((20, 50), pauses, strict=True)
+        ],
+        gates=Analysis(),
         ready_timeout_seconds=progress_deadline,
     )
 
@@ -381,7 +382,7 @@ async def test_a_version_never_ready_is_rolled_back_at_its_progress_deadline(env
     checks = recorders.at("await_serving")
     assert len(checks) > 10, "serving was checked again and again, in windows"
     assert recorders.at("analyse_rollout") == []
-    assert recorders.calls[-1].argument.rollout["message"] == (
+    assert recorders.calls[-1].argument.rollout.message == (
         f"{rollout.version} did not become ready: not ready within 300s: revision 1 is not served"
     )
 

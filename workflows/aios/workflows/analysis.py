@@ -15,21 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aios.api.model_deployment import AnalysisReport
+from aios.api.model_deployment import Analysis, AnalysisReport
 
 EPSILON = 1e-4
-
-
-@dataclass(frozen=True)
-class Gates:
-    """The analysis gates of a ModelDeployment (``spec.rollout.analysis``)."""
-
-    max_error_rate: float = 0.01
-    max_p99_latency_ms: float = 250.0
-    max_drift_psi: float = 0.2
-    min_confidence_mean: float | None = None
-    min_decision_agreement: float | None = None
-    min_requests: int = 50
 
 
 @dataclass
@@ -91,7 +79,7 @@ def decides_alike(a: float, b: float) -> bool:
     return abs(a - b) <= 0.05 * max(abs(a), abs(b), EPSILON)
 
 
-def judge(stable: Sample, candidate: Sample, gates: Gates) -> AnalysisReport:
+def judge(stable: Sample, candidate: Sample, gates: Analysis) -> AnalysisReport:
     """The analysis report of ``candidate`` vs ``stable``."""
     requests = len(candidate.scores)
     error_rate = candidate.errors / requests if requests else 1.0
@@ -139,7 +127,7 @@ def judge(stable: Sample, candidate: Sample, gates: Gates) -> AnalysisReport:
     )
 
 
-def hopeless(candidate: Sample, gates: Gates, planned: int) -> bool:
+def hopeless(candidate: Sample, gates: Analysis, planned: int) -> bool:
     """Whether the verdict is already a failure, however the remaining requests go (so a
     slow or failing version is not probed to the end)."""
     slow = sum(t > gates.max_p99_latency_ms for t in candidate.latencies_ms)

@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
-    from aios.api.base import kube_time
-    from aios.api.model_deployment import AnalysisReport
+    from aios.api.model_deployment import (
+        AnalysisReport,
+        ApprovalRecord,
+        RolloutPhase,
+        RolloutStatus,
+        RolloutStep,
+    )
     from aios.workflows.approval import (
         APPROVALS_FROM_API,
         SIGNALLED_NAME,
@@ -71,7 +76,7 @@ class ApprovalDecision:
     before approvals were read through the API took it from a ``decide`` signal.)"""
 
     version: str
-    decision: str  # approved | rejected
+    decision: Literal["approved", "rejected"]
     by: str
     at: str  # RFC 3339
     name: str = ""  # the Approval object
@@ -80,12 +85,12 @@ class ApprovalDecision:
 @workflow.defn(name=WORKFLOW_NAME)
 class ModelRollout:
     def __init__(self) -> None:
-        self.phase = "Deploying"
+        self.phase: RolloutPhase = "Deploying"
         self.weight = 0
         self.revision = 0
         self.sequence = 0
         self.message = ""
-        self.steps: list[dict[str, Any]] = []
+        self.steps: list[RolloutStep] = []
         self.decision: ApprovalDecision | None = None
         self.abort_reason: str | None = None
         self.input: RolloutInput | None = None
@@ -189,7 +194,7 @@ class ModelRollout:
 
     @workflow.query
     def state(self) -> dict[str, Any]:
-        return self._record()
+        return self._record().model_dump(mode="json", by_alias=True, exclude_none=True)
 
     # -- approval --------------------------------------------------------------------
 
@@ -234,8 +239,8 @@ class ModelRollout:
         self.phase = "Deploying" if number == 0 else "Progressing"
         self.weight = weight
         self.message = event.message
-        started = kube_time(workflow.now())
-        self.steps.append({"step": number, "weight": weight, "startedAt": started})
+        started = workflow.now().replace(microsecond=0)
+        self.steps.append(RolloutStep(step=number, weight=weight, started_at=started))
         await self._publish(event)
 
     async def _paused(self, seconds: int) -> bool:
@@ -256,9 +261,7 @@ class ModelRollout:
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=ACTIVITY_RETRY,
         )
-        self.steps[-1]["analysis"] = report.model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
+        self.steps[-1].analysis = report
         summary = describe(report)
         if report.passed:
             self.message = f"{'shadow' if shadow else f'step {number}'} analysis passed: {summary}"
@@ -275,7 +278,7 @@ class ModelRollout:
             "Aborted", f"{self._input().version} aborted: {self.abort_reason}", "Warning"
         )
 
-    async def _finish(self, phase: str, message: str, kind: str = "Normal") -> str:
+    async def _finish(self, phase: RolloutPhase, message: str, kind: str = "Normal") -> str:
         self.phase, self.message = phase, message
         if phase != "Promoted":
             self.weight = 0
@@ -335,28 +338,29 @@ class ModelRollout:
             retry_policy=ACTIVITY_RETRY,
         )
 
-    def _record(self) -> dict[str, Any]:
+    def _record(self) -> RolloutStatus:
         rollout = self._input()
-        record: dict[str, Any] = {
-            "version": rollout.version,
-            "strategy": rollout.strategy,
-            "source": rollout.source,
-            "workflowId": rollout.workflow_id,
-            "phase": self.phase,
-            "weight": self.weight,
-            "revision": self.revision,
-            "message": self.message,
-            "steps": list(self.steps),
-        }
-        if self.decision is not None and self.decision.name:
-            record["approval"] = {
-                "name": self.decision.name,
-                "version": self.decision.version,
-                "decision": self.decision.decision,
-                "by": self.decision.by,
-                "at": self.decision.at,
-            }
-        return record
+        decision = self.decision
+        return RolloutStatus(
+            version=rollout.version,
+            strategy=rollout.strategy,
+            source=rollout.source,
+            workflow_id=rollout.workflow_id,
+            phase=self.phase,
+            weight=self.weight,
+            revision=self.revision,
+            message=self.message,
+            steps=[step.model_copy(deep=True) for step in self.steps],
+            approval=ApprovalRecord(
+                name=decision.name,
+                version=decision.version,
+                decision=decision.decision,
+                by=decision.by,
+                at=datetime.fromisoformat(decision.at),
+            )
+            if decision is not None and decision.name
+            else None,
+        )
 
     def _input(self) -> RolloutInput:
         assert self.input is not None, "run() sets the input first"

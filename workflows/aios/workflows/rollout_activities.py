@@ -84,13 +84,15 @@ class RolloutActivities:
     def _publish(self, p: Publication) -> bool:
         md = self._get(p.namespace, p.name)
         current = (md.get("status") or {}).get("rollout") or {}
-        if current.get("workflowId") not in (None, p.rollout["workflowId"]):
+        if current.get("workflowId") not in (None, p.rollout.workflow_id):
             activity.logger.info("%s/%s: superseded, not publishing", p.namespace, p.name)
             return False
         body = {
             # Optimistic concurrency: a concurrent writer makes this fail and retry.
             "metadata": {"resourceVersion": md["metadata"]["resourceVersion"]},
-            "status": {"rollout": p.rollout},
+            "status": {
+                "rollout": p.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+            },
         }
         client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
             GROUP, VERSION, p.namespace, PLURAL, p.name, body
@@ -107,36 +109,37 @@ class RolloutActivities:
             self.audit.record(
                 "approval",
                 f"modeldeployment/{p.namespace}/{p.name}",
-                {"outcome": "refused", "version": p.rollout["version"], "reason": p.event.message},
-                event_id=f"{p.rollout['workflowId']}:{p.sequence}",
+                {"outcome": "refused", "version": p.rollout.version, "reason": p.event.message},
+                event_id=f"{p.rollout.workflow_id}:{p.sequence}",
             )
             return
-        kind = {"Promoted": "promotion", "RolledBack": "rollback"}.get(p.rollout["phase"])
+        kind = {"Promoted": "promotion", "RolledBack": "rollback"}.get(p.rollout.phase)
         if kind is None:
             return
         stored = ((md.get("status") or {}).get("rollout") or {}).get("approval")
-        approval = p.rollout.get("approval") or stored or {}
+        decided = p.rollout.approval
+        approval = decided.model_dump(mode="json") if decided is not None else stored or {}
         self.audit.record(
             kind,
             f"modeldeployment/{p.namespace}/{p.name}",
             {
                 "model": {
                     "name": p.name,
-                    "version": p.rollout["version"],
-                    "canary": p.rollout["strategy"] == "canary",
+                    "version": p.rollout.version,
+                    "canary": p.rollout.strategy == "canary",
                 },
                 "approver": approval.get("by"),
                 "approval": approval.get("name"),
-                "reason": p.rollout.get("message"),
+                "reason": p.rollout.message,
             },
             actor=approval.get("by"),
-            event_id=f"{p.rollout['workflowId']}:{kind}",
+            event_id=f"{p.rollout.workflow_id}:{kind}",
         )
 
     def _post_event(self, md: Mapping[str, Any], p: Publication) -> None:
         assert p.event is not None
         meta = md["metadata"]
-        digest = hashlib.sha256(p.rollout["workflowId"].encode()).hexdigest()[:8]
+        digest = hashlib.sha256(p.rollout.workflow_id.encode()).hexdigest()[:8]
         now = kube_time(datetime.now(UTC))
         event: Any = {
             "apiVersion": "v1",

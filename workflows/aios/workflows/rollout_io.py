@@ -4,21 +4,17 @@ one), its activities' inputs and results, and the Event of a refused decision.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from aios.api.model_deployment import Strategy
-from aios.workflows.analysis import Gates
+from aios.api.model_deployment import (
+    Analysis,
+    CanaryStep,
+    ModelSource,
+    RolloutStatus,
+    Strategy,
+)
 
 APPROVAL_REFUSED = "ApprovalRefused"
 """The Event (and audit record) of a decision the workflow did not take."""
-
-
-@dataclass(frozen=True)
-class RolloutStep:
-    """One step of a canary: the candidate's traffic weight, and the pause after it."""
-
-    weight: int
-    pause_seconds: int
 
 
 @dataclass(frozen=True)
@@ -29,11 +25,11 @@ class RolloutInput:
     name: str
     version: str
     strategy: Strategy
-    source: dict[str, Any]  # the new version's ModelSource, wire form
+    source: ModelSource
     workflow_id: str
-    steps: list[RolloutStep] = field(default_factory=list)
+    steps: list[CanaryStep] = field(default_factory=list)
     shadow_seconds: int = 600
-    gates: Gates = field(default_factory=Gates)
+    gates: Analysis = field(default_factory=Analysis)
     approval_required: bool = False
     ready_timeout_seconds: int = 600
     approvers: list[str] = field(default_factory=list)
@@ -55,7 +51,7 @@ class Publication:
 
     namespace: str
     name: str
-    rollout: dict[str, Any]  # RolloutStatus, wire form
+    rollout: RolloutStatus
     event: Event | None
     sequence: int  # numbers the Events, so a retried activity never posts one twice
 
@@ -84,5 +80,5 @@ class ServingResult:
 class AnalysisRequest:
     namespace: str
     name: str
-    gates: Gates
+    gates: Analysis
     shadow: bool

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aios.api.model_deployment import ModelDeployment, ModelSource, RolloutStatus
-from aios.workflows.analysis import Gates
-from aios.workflows.rollout_io import RolloutInput, RolloutStep
+from aios.workflows.rollout_io import RolloutInput
 
 ACTIVE: frozenset[str] = frozenset({"Deploying", "Progressing", "AwaitingApproval"})
 Track = Literal["stable", "canary", "shadow"]
@@ -112,24 +111,16 @@ def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -
     """What the rollout workflow is started with: the rollout and the spec it follows,
     fixed for the workflow's life."""
     spec = md.spec
-    analysis = spec.rollout.analysis
     return RolloutInput(
         namespace=namespace,
         name=md.metadata["name"],
         version=rollout.version,
         strategy=rollout.strategy,
-        source=rollout.source.model_dump(mode="json", by_alias=True),
+        source=rollout.source,
         workflow_id=rollout.workflow_id,
-        steps=[RolloutStep(s.weight, s.pause_seconds) for s in spec.rollout.steps],
+        steps=list(spec.rollout.steps),
         shadow_seconds=spec.rollout.shadow_seconds,
-        gates=Gates(
-            max_error_rate=analysis.max_error_rate,
-            max_p99_latency_ms=analysis.max_p99_latency_ms,
-            max_drift_psi=analysis.max_drift_psi,
-            min_confidence_mean=analysis.min_confidence_mean,
-            min_decision_agreement=analysis.min_decision_agreement,
-            min_requests=analysis.min_requests,
-        ),
+        gates=spec.rollout.analysis,
         approval_required=spec.approval.required,
         approvers=list(spec.approval.approvers),
         ready_timeout_seconds=spec.rollout.progress_deadline_seconds,
