@@ -178,6 +178,12 @@ def gateway_principal(gateway: Mapping[str, Any]) -> KafkaPrincipal:
     return edge_principal(meta["namespace"], meta["name"], gateway["spec"]["sink"]["kafkaTopic"])
 
 
+def simulated_sensors(gateway: Mapping[str, Any]) -> str | None:
+    """How many sensors a simulated agent plays for the gateway (its annotation), if any."""
+    annotations: Mapping[str, str] = gateway["metadata"].get("annotations") or {}
+    return annotations.get(SIMULATE_ANNOTATION)
+
+
 def render_agent_credentials(
     gateway: Mapping[str, Any], settings: OperatorSettings
 ) -> list[dict[str, Any]]:
@@ -189,8 +195,7 @@ def render_agent_credentials(
     if settings.kafka_principals:
         secrets = settings.component_secrets(namespace, gateway_principal(gateway))
         return [owned(s, gateway) for s in secrets]
-    simulated = bool((gateway["metadata"].get("annotations") or {}).get(SIMULATE_ANNOTATION))
-    return settings.component_secrets(namespace) if simulated else []
+    return settings.component_secrets(namespace) if simulated_sensors(gateway) else []
 
 
 def render_simulator(
@@ -199,7 +204,7 @@ def render_simulator(
     """A Deployment running ``aios-edge --simulate`` for the gateway, when annotated."""
     meta = gateway["metadata"]
     annotations = meta.get("annotations") or {}
-    count = annotations.get(SIMULATE_ANNOTATION)
+    count = simulated_sensors(gateway)
     if not count:
         return []
     name = f"{meta['name']}-edge-sim"
