@@ -21,14 +21,14 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from aios.api.events import ActionRequest
+from aios.api.events import ActionRequest, Review
 from aios.connectors import kafka
 from aios.connectors.audit import read_log
 from aios.connectors.temporal import connect as connect_temporal
 from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess
 from aios.stack.site import Site, mqtt_ready
-from aios.workflows.action import ActionWorkflow, Review
+from aios.workflows.action import ActionWorkflow
 from aios.workflows.settings import WorkerSettings
 from aios.workflows.worker import build_worker, ensure_search_attributes
 

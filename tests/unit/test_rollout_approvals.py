@@ -7,6 +7,7 @@ import pytest
 import typer
 
 from aios.api.approval import ApprovalSpec, permits
+from aios.api.events import ActionState
 from aios.cli.approvals import Identity, Refused, Request, approval_manifest, parse_target
 from aios.operator.reconcile.approval import (
     action_refusal,
@@ -102,12 +103,14 @@ def test_a_model_decision_that_cannot_count_is_refused(md, approval, message) ->
 
 def test_an_action_decision_is_checked_against_the_current_stage() -> None:
     target = {"kind": "Action", "name": ACTION_ID}
-    state = {"phase": "awaiting-approval", "allowedApprovers": ["group:street-cleaning"]}
+    state = ActionState(
+        phase="awaiting-approval", allowed_approvers=["group:street-cleaning"], refused=[]
+    )
     lead = spec(groups=["street-cleaning"], **target)
     assert action_refusal(lead, state, "city") is None
     outsider = action_refusal(spec(**target), state, "city")
     assert outsider is not None and "alice is not among the approvers" in outsider
-    done = action_refusal(lead, {"phase": "executed"}, "city")
+    done = action_refusal(lead, state.model_copy(update={"phase": "executed"}), "city")
     assert done is not None and "not waiting for approval (executed)" in done
     assert "no such action" in (action_refusal(lead, None, "city") or "")
     elsewhere = action_refusal(lead, state, "default")

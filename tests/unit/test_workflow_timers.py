@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from aios.api.events import ActionRequest
+from aios.api.events import ActionOutcome, ActionRequest
 from aios.api.model_deployment import Analysis, AnalysisReport, CanaryStep, ModelSource
 from aios.connectors.temporal import DATA_CONVERTER
 from aios.stack.components import TEMPORAL_TEST_SERVER
@@ -198,7 +198,7 @@ def approved_by(username: str, request: ActionRequest, name: str) -> Decided:
 
 async def start_action(
     env: WorkflowEnvironment, request: ActionRequest
-) -> WorkflowHandle[ActionWorkflow, dict[str, Any]]:
+) -> WorkflowHandle[ActionWorkflow, ActionOutcome]:
     return await env.client.start_workflow(
         ActionWorkflow.run, request, id=request.action_id, task_queue=QUEUE
     )
@@ -219,8 +219,8 @@ async def test_an_approval_nobody_gives_expires_after_its_timeout_without_acting
     async with worker(env, recorders):
         handle = await start_action(env, request)
         result = await handle.result()
-    assert result["status"] == "expired", result
-    assert result["reason"] == "no approval within 3600s"
+    assert result.status == "expired", result
+    assert (result.model_extra or {})["reason"] == "no approval within 3600s"
     assert recorders.steps() == ["requested", "authorized", "expired"]
     assert recorders.at("execute") == []
     [authorized] = recorders.at("record", "authorized")
@@ -255,7 +255,7 @@ async def test_an_approver_added_by_escalation_is_refused_before_it_and_heard_af
         await handle.signal("approval", ApprovalNotice("bob-late"))
         result = await handle.result()
 
-    assert result["status"] == "executed", result
+    assert result.status == "executed", result
     assert recorders.steps() == [
         "requested",
         "authorized",
@@ -278,7 +278,7 @@ async def test_an_action_asks_opa_until_its_wait_runs_out_then_ends_without_acti
     request = action_request({"required": False})
     async with worker(env, recorders):
         result = await (await start_action(env, request)).result()
-    assert result["status"] == "policy-unavailable", result
+    assert result.status == "policy-unavailable", result
     assert recorders.steps() == ["requested", "policy-unavailable"]
     assert recorders.at("execute") == []
     asked = recorders.at("authorize")
@@ -295,7 +295,7 @@ async def test_an_action_whose_opa_comes_back_before_the_wait_runs_out_acts_once
     request = action_request({"required": False})
     async with worker(env, recorders):
         result = await (await start_action(env, request)).result()
-    assert result["status"] == "executed", result
+    assert result.status == "executed", result
     assert len(recorders.at("authorize")) == 21
     assert len(recorders.at("execute")) == 1
     assert recorders.steps() == ["requested", "authorized", "executed"]

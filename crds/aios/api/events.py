@@ -4,7 +4,7 @@
 headers) and what an intent runner consumes; a record that does not parse goes to the
 intent's dead-letter topic with pydantic's message as the reason. ``Decision`` is what
 the runner publishes for every reading, and ``ActionRequest`` what it hands to the action
-workflow.
+workflow; ``ActionState`` and ``ActionOutcome`` are what that workflow tells its clients.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from aios.api.automation_intent import Action
 from aios.api.base import ApiModel
@@ -155,3 +155,40 @@ class ActionRequest(ApiModel):
     actions_topic: str | None = Field(
         default=None, description="Topic where the workflow records the action's lifecycle."
     )
+
+
+class Review(ApiModel):
+    """A human's answer to an approval request: read from an Approval object. (Workflows
+    started before approvals were read through the API took it from a ``review`` signal.)"""
+
+    approver: str
+    approved: bool
+    groups: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+Outcome = Literal[
+    "executed", "denied", "rejected", "expired", "policy-unavailable", "rate-limited", "failed"
+]
+"""How an action ended; also its ``AiosOutcome`` search attribute and last audit step."""
+
+
+class ActionState(ApiModel):
+    """The action workflow's ``state`` query: where the action is, and who may still decide
+    on it. (camelCase in JSON, as ``temporal workflow query`` shows it.)"""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    phase: str = Field(description="A step in progress, or the outcome once it ended.")
+    allowed_approvers: list[str]
+    refused: list[str] = Field(description="Who claimed a decision that was not theirs.")
+    review: Review | None = None
+
+
+class ActionOutcome(ApiModel):
+    """The action workflow's result: its outcome, and the fields its last audit step
+    recorded (which depend on the outcome: a denial's reasons, a webhook's HTTP status…)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Outcome

@@ -11,7 +11,6 @@ actions topic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from aios.api.approval import permits
-    from aios.api.events import ActionRequest
+    from aios.api.events import ActionOutcome, ActionRequest, ActionState, Outcome, Review
     from aios.workflows.action_activities import ActionActivities
     from aios.workflows.action_io import (
         ACTION,
@@ -67,17 +66,6 @@ def execute_options(action_type: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Review:
-    """A human's answer to an approval request: read from an Approval object. (Workflows
-    started before approvals were read through the API took it from a ``review`` signal.)"""
-
-    approver: str
-    approved: bool
-    groups: list[str] = field(default_factory=list)
-    reason: str = ""
-
-
 @workflow.defn(name="ActionWorkflow")
 class ActionWorkflow:
     @workflow.init
@@ -114,16 +102,16 @@ class ActionWorkflow:
             self.refused.append(review.approver)
 
     @workflow.query(name="state")
-    def state(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "allowedApprovers": sorted(self.allowed),
-            "refused": self.refused,
-            "review": None if self.review is None else self.review.__dict__,
-        }
+    def state(self) -> ActionState:
+        return ActionState(
+            phase=self.phase,
+            allowed_approvers=sorted(self.allowed),
+            refused=self.refused,
+            review=self.review,
+        )
 
     @workflow.run
-    async def run(self, request: ActionRequest) -> dict[str, Any]:
+    async def run(self, request: ActionRequest) -> ActionOutcome:
         action = request.action
         workflow.upsert_search_attributes(
             [
@@ -253,7 +241,12 @@ class ActionWorkflow:
             if found is None and not permits(self.allowed, decided.username, decided.groups):
                 found = f"{decided.username} is not an approver at this stage"
             if found is None:
-                return Review(decided.username, decided.approved, decided.groups, decided.reason)
+                return Review(
+                    approver=decided.username,
+                    approved=decided.approved,
+                    groups=decided.groups,
+                    reason=decided.reason,
+                )
             reason = found
         self.refused.append(claimed)
         await self._record(
@@ -311,13 +304,13 @@ class ActionWorkflow:
     async def _finish(
         self,
         request: ActionRequest,
-        outcome: str,
+        outcome: Outcome,
         result: dict[str, Any],
         approver: str | None = None,
         policy: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ActionOutcome:
         self.phase = outcome
         workflow.upsert_search_attributes([OUTCOME.value_set(outcome)])
         final = {"status": outcome, **result}
         await self._record(request, outcome, final, approver, policy)
-        return final
+        return ActionOutcome.model_validate(final)

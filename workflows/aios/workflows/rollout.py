@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -193,8 +193,8 @@ class ModelRollout:
             self.abort_reason = reason
 
     @workflow.query
-    def state(self) -> dict[str, Any]:
-        return self._record().model_dump(mode="json", by_alias=True, exclude_none=True)
+    def state(self) -> RolloutStatus:
+        return self._record()
 
     # -- approval --------------------------------------------------------------------
 

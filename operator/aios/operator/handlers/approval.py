@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from aios.api import API_VERSION, GROUP, VERSION, Approval, ModelDeployment
 from aios.api.approval import ApprovalSpec
+from aios.api.events import ActionState
 from aios.connectors.audit import AuditUnavailable
 from aios.operator.audit import record
 from aios.operator.handlers.common import register, runtime
@@ -30,6 +31,7 @@ from aios.operator.reconcile import approval as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.runtime.controller import RECONCILE_ERROR, Context, KindSpec
 from aios.operator.settings import WebhookSettings
+from aios.workflows.action import ActionWorkflow
 from aios.workflows.approval import ApprovalNotice
 
 
@@ -71,13 +73,12 @@ def delivery_failed(raw: Mapping[str, Any]) -> bool:
 register(KindSpec(Approval, deliver, retry_when=delivery_failed))
 
 
-async def action_state(action_id: str, memo: kopf.Memo) -> dict[str, Any] | None:
+async def action_state(action_id: str, memo: kopf.Memo) -> ActionState | None:
     handle = (await runtime(memo).temporal()).get_workflow_handle(action_id)
     try:
-        state: dict[str, Any] = await handle.query("state")
+        return await handle.query(ActionWorkflow.state)
     except RPCError:
         return None
-    return state
 
 
 async def admit_approval(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aios.api.approval import ApprovalSpec, permits
+from aios.api.events import ActionState
 
 
 def identity_refusal(spec: ApprovalSpec, userinfo: Mapping[str, Any]) -> str | None:
@@ -50,9 +51,7 @@ def model_deployment_refusal(
     return _approver_refusal(spec, approvers, label)
 
 
-def action_refusal(
-    spec: ApprovalSpec, state: Mapping[str, Any] | None, namespace: str
-) -> str | None:
+def action_refusal(spec: ApprovalSpec, state: ActionState | None, namespace: str) -> str | None:
     """Why the action (its workflow's ``state`` query, None when there is no such
     workflow) does not take this decision now, or None."""
     label = f"action/{spec.target.name}"
@@ -61,9 +60,9 @@ def action_refusal(
         return f"{label} belongs to namespace {owner}: create the Approval there"
     if state is None:
         return f"{label}: no such action"
-    if state.get("phase") != "awaiting-approval":
-        return f"{label} is not waiting for approval ({state.get('phase')})"
-    return _approver_refusal(spec, state.get("allowedApprovers") or [], label)
+    if state.phase != "awaiting-approval":
+        return f"{label} is not waiting for approval ({state.phase})"
+    return _approver_refusal(spec, state.allowed_approvers, label)
 
 
 def _approver_refusal(spec: ApprovalSpec, approvers: list[str], label: str) -> str | None:
