@@ -216,10 +216,7 @@ def test_the_operator_may_apply_and_prune_every_child_kind_it_renders(
         *model_deployment.CHILD_KINDS,
         *model_deployment.KSERVE_KINDS,
         *SIMULATOR_KINDS,
-        *{
-            (o["apiVersion"], o["kind"])
-            for o in worker.render_worker("ns", settings(), WORKER_USER)
-        },
+        *{(o["apiVersion"], o["kind"]) for o in worker.render_worker(WORKER_USER, settings())},
     }
     for api_version, kind in children:
         for verb in ("create", "patch", "list", "delete"):
@@ -277,8 +274,7 @@ def runner_inputs() -> tuple[Any, ...]:
     body = yaml.safe_load(path.read_text())
     body["metadata"].update(namespace="city", uid="0000")
     intent = AutomationIntent.model_validate(body)
-    config = automation_intent.runner_config(intent, ["aios.district-7.readings"])
-    return body, config, settings()
+    return intent, settings(), ["aios.district-7.readings"]
 
 
 def test_watching_listed_namespaces_binds_the_work_role_only_there() -> None:

@@ -52,12 +52,11 @@ def rendered(
 ) -> dict[str, list[dict[str, Any]]]:
     """Every kind of data-plane pod the operator renders, by component."""
     intent = AutomationIntent.model_validate(example("pm25-alerting.yaml"))
-    config = automation_intent.runner_config(intent, ["city.district-7.readings"])
     gateway = example("district-7.yaml")
     md = ModelDeployment.model_validate(example("pm25-anomaly.yaml"))
     return {
-        "runner": automation_intent.render_runner(example("pm25-alerting.yaml"), config, settings),
-        "worker": render_worker("city", settings, WORKER_USER),
+        "runner": automation_intent.render_runner(intent, settings, ["city.district-7.readings"]),
+        "worker": render_worker(WORKER_USER, settings),
         "agent": render_simulator(gateway, settings),
         "model": model_deployment.render_raw(md, settings),
         "kserve": model_deployment.render_kserve(md, settings),

@@ -73,7 +73,7 @@ def test_owned_topics_carry_partitions_and_retention() -> None:
 
 def test_the_runner_is_rendered_with_its_config_owner_and_least_privilege() -> None:
     config = runner_config(INTENT, ["city.district-7.readings"])
-    children = render_runner(RAW, config, SETTINGS)
+    children = render_runner(INTENT, SETTINGS, ["city.district-7.readings"])
     kinds = [c["kind"] for c in children]
     assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"]
     for child in children:
@@ -102,10 +102,10 @@ def test_the_runner_is_rendered_with_its_config_owner_and_least_privilege() -> N
 
 
 def test_a_changed_spec_rolls_the_runner_and_paused_scales_it_to_zero() -> None:
-    first = render_runner(RAW, runner_config(INTENT, ["s"]), SETTINGS)[4]
+    first = render_runner(INTENT, SETTINGS, ["s"])[4]
     paused = INTENT.model_copy(deep=True)
     paused.spec.mode = "paused"
-    second = render_runner(RAW, runner_config(paused, ["s"]), SETTINGS)[4]
+    second = render_runner(paused, SETTINGS, ["s"])[4]
     digest = "aios.dev/config-digest"
     assert (
         first["spec"]["template"]["metadata"]["annotations"][digest]

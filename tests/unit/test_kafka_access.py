@@ -33,13 +33,6 @@ SITE = OperatorSettings(
 )
 
 
-OWNER = {
-    "apiVersion": "aios.dev/v1alpha1",
-    "kind": "AutomationIntent",
-    "metadata": {"name": "pm25", "namespace": "city", "uid": "u"},
-}
-
-
 def granted(principal, resource: str, operation: str) -> set[str]:
     return {g.name for g in principal.grants if g.resource == resource and g.operation == operation}
 
@@ -104,17 +97,18 @@ def test_passwords_are_per_user_and_per_key_and_their_iterations_name_the_key() 
 def test_a_runner_mounts_its_own_users_secret_and_rolls_when_the_key_changes(
     automation_intent,
 ) -> None:
-    config = runner_config(automation_intent("pm25"), ["readings.pm25"])
-    children = render_runner(OWNER, config, SITE)
+    intent = automation_intent("pm25")
+    config = runner_config(intent, ["readings.pm25"])
+    children = render_runner(intent, SITE, ["readings.pm25"])
     secret = next(c for c in children if c["kind"] == "Secret")
     settings = json.loads(base64.b64decode(secret["data"]["config.json"]))
     assert settings["sasl.username"] == "aios-runner.city.pm25"
     assert settings["sasl.password"] == password("the-key", runner_principal(config))
     assert settings["sasl.mechanism"] == "SCRAM-SHA-512", "the site's settings are kept"
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u", "it goes with the intent"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-1", "it goes with the intent"
 
     def env(site: OperatorSettings) -> dict:
-        rendered = render_runner(OWNER, config, site)
+        rendered = render_runner(intent, site, ["readings.pm25"])
         deployment = next(c for c in rendered if c["kind"] == "Deployment")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}

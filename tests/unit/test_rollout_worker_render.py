@@ -19,7 +19,7 @@ WORKER_USER = worker_principal("city", [], EVENTS_TOPIC)
 
 
 def test_one_worker_per_namespace_on_its_task_queue_with_its_own_account() -> None:
-    account, role, binding, deployment = render_worker("city", SETTINGS, WORKER_USER)
+    account, role, binding, deployment = render_worker(WORKER_USER, SETTINGS)
     assert [o["kind"] for o in (account, role, binding, deployment)] == [
         "ServiceAccount",
         "Role",
@@ -40,13 +40,13 @@ def test_one_worker_per_namespace_on_its_task_queue_with_its_own_account() -> No
 
 
 def test_the_worker_is_shared_so_no_object_owns_it() -> None:
-    for obj in render_worker("city", SETTINGS, WORKER_USER):
+    for obj in render_worker(WORKER_USER, SETTINGS):
         assert "ownerReferences" not in obj["metadata"]
         assert OWNER_UID not in obj["metadata"]["labels"], "pruning one owner must not remove it"
 
 
 def test_its_role_can_write_rollout_status_and_events_only_in_the_namespace() -> None:
-    role = render_worker("city", SETTINGS, WORKER_USER)[1]
+    role = render_worker(WORKER_USER, SETTINGS)[1]
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert ("modeldeployments/status", "patch") in granted
     assert ("events", "create") in granted
@@ -56,7 +56,7 @@ def test_its_role_can_write_rollout_status_and_events_only_in_the_namespace() ->
 def test_kafka_client_settings_reach_the_worker_by_reference_from_a_namespace_secret() -> None:
     config = json.dumps({"security.protocol": "SASL_SSL", "sasl.password": "s3cret"})
     site = replace(SETTINGS, kafka_config=config)
-    secret, *_, deployment = render_worker("city", site, WORKER_USER)
+    secret, *_, deployment = render_worker(WORKER_USER, site)
     assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == "city"
     assert base64.b64decode(secret["data"][KAFKA_CLIENT_KEY]).decode() == config
     assert "ownerReferences" not in secret["metadata"], "shared by the namespace's components"
@@ -71,7 +71,7 @@ def test_kafka_client_settings_reach_the_worker_by_reference_from_a_namespace_se
 
 
 def test_without_kafka_client_settings_there_is_no_secret() -> None:
-    assert "Secret" not in {o["kind"] for o in render_worker("city", SETTINGS, WORKER_USER)}
+    assert "Secret" not in {o["kind"] for o in render_worker(WORKER_USER, SETTINGS)}
     names = {e["name"] for e in SETTINGS.component_env()}
     assert "AIOS_KAFKA_CONFIG" not in names
 
@@ -80,7 +80,7 @@ def test_every_child_and_the_pods_it_makes_carry_the_site() -> None:
     """The site label goes on the objects and on their pod templates (Prometheus's
     PodMonitor takes it onto every series), and the site reaches each container."""
     settings = replace(SETTINGS, site="city-b")
-    children = [sited(c, settings.site) for c in render_worker("city", settings, WORKER_USER)]
+    children = [sited(c, settings.site) for c in render_worker(WORKER_USER, settings)]
     assert {c["metadata"]["labels"][SITE_LABEL] for c in children} == {"city-b"}
     deployment = children[-1]
     assert deployment["spec"]["template"]["metadata"]["labels"][SITE_LABEL] == "city-b"

@@ -186,13 +186,14 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         )
     conditions.append(ConditionUpdate("TopicsReady", "True", "TopicsReconciled", topics_message))
 
-    config = runner_config(intent, sources, settings.site)
-    children = render_runner(ctx.body, config, settings)
+    children = render_runner(intent, settings, sources)
     worker = runtime(ctx.memo).worker_principal(namespace)
     await runtime(ctx.memo).kafka_user(worker)
-    await runtime(ctx.memo).kafka_user(runner_principal(config))
+    await runtime(ctx.memo).kafka_user(
+        runner_principal(runner_config(intent, sources, settings.site))
+    )
     children_api = runtime(ctx.memo).children
-    await children_api.apply([*render_worker(namespace, settings, worker), *children])
+    await children_api.apply([*render_worker(worker, settings), *children])
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
     runner = await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)
     worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)

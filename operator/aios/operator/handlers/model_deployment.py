@@ -76,7 +76,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     if action.start:
         worker = runtime(ctx.memo).worker_principal(namespace)
         await runtime(ctx.memo).kafka_user(worker)
-        workers = render_worker(namespace, settings, worker)
+        workers = render_worker(worker, settings)
     children_api = runtime(ctx.memo).children
     await children_api.apply([*workers, *children])
     await children_api.prune(namespace, meta["uid"], kinds, children)

@@ -14,7 +14,7 @@ from aios.api.base import DEFAULT_SITE
 from aios.api.events import IntentRef
 from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.connectors.topics import TopicSpec
-from aios.operator.reconcile.children import INSTANCE, NAME, app_labels, owned
+from aios.operator.reconcile.children import INSTANCE, NAME, app_labels, as_owner, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.kafka_access import runner_principal
 from aios.operator.settings import OperatorSettings, task_queue
@@ -114,11 +114,12 @@ def runner_config(
 
 
 def render_runner(
-    owner: Mapping[str, Any], config: RunnerConfig, settings: OperatorSettings
+    intent: AutomationIntent, settings: OperatorSettings, sources: list[str]
 ) -> list[dict[str, Any]]:
-    """The runner's Kafka credentials (its own user's, when workloads have users),
-    ServiceAccount, Role and binding (read ModelDeployments), ConfigMap, Deployment — in
-    the order they must be applied."""
+    """The runner of ``intent``, consuming ``sources``: its Kafka credentials (its own
+    user's, when workloads have users), ServiceAccount, Role and binding (read
+    ModelDeployments), ConfigMap, Deployment — in the order they must be applied."""
+    config = runner_config(intent, sources, settings.site)
     name = f"{config.intent.name}-runner"
     labels = app_labels(RUNNER, "intent-runner", config.intent.name)
     principal = runner_principal(config)
@@ -201,7 +202,7 @@ def render_runner(
             },
         },
     ]
-    return [owned(child, owner) for child in children]
+    return [owned(child, as_owner(intent)) for child in children]
 
 
 RUNNER_KINDS = [

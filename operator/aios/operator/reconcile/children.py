@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aios.api import API_VERSION
-from aios.api.base import SITE_LABEL
+from aios.api.base import SITE_LABEL, Resource
 
 NAME = "app.kubernetes.io/name"
 INSTANCE = "app.kubernetes.io/instance"
@@ -32,6 +32,11 @@ def app_labels(
     if version is not None:
         labels[VERSION] = version
     return {**labels, COMPONENT: component, PART_OF: "aios"}
+
+
+def as_owner(obj: Resource[Any, Any]) -> dict[str, Any]:
+    """The parts of a parsed object ``owned`` reads, as the stored object has them."""
+    return {"apiVersion": obj.api_version, "kind": obj.kind, "metadata": obj.metadata}
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:

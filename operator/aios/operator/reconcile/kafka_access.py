@@ -49,11 +49,13 @@ class Grant:
 
 @dataclass(frozen=True)
 class KafkaPrincipal:
-    """A workload's Kafka user, what it may do, and the Secret holding its settings."""
+    """A workload's Kafka user, what it may do, and the Secret holding its settings (in the
+    workload's namespace)."""
 
     user: str
     grants: frozenset[Grant]
     secret: str
+    namespace: str
 
     def digest(self) -> str:
         """Changes when its grants do."""
@@ -78,6 +80,7 @@ def runner_principal(config: RunnerConfig) -> KafkaPrincipal:
         f"aios-runner.{intent.namespace}.{intent.name}",
         frozenset(grants),
         f"{intent.name}-runner-kafka",
+        intent.namespace,
     )
 
 
@@ -87,7 +90,9 @@ def edge_principal(namespace: str, name: str, sink_topic: str) -> KafkaPrincipal
         "topic", [STATUS_TOPIC, sink_topic], WRITE
     )
     grants |= _grants("group", [f"aios-edge.{key}"], ("read",))
-    return KafkaPrincipal(f"aios-edge.{namespace}.{name}", frozenset(grants), f"{name}-edge-kafka")
+    return KafkaPrincipal(
+        f"aios-edge.{namespace}.{name}", frozenset(grants), f"{name}-edge-kafka", namespace
+    )
 
 
 def worker_principal(
@@ -98,7 +103,9 @@ def worker_principal(
     record)."""
     grants = _grants("topic", {audit_topic, *action_topics}, WRITE)
     grants.add(Grant("topic", audit_topic, "describe-configs"))
-    return KafkaPrincipal(f"aios-worker.{namespace}", frozenset(grants), "aios-worker-kafka")
+    return KafkaPrincipal(
+        f"aios-worker.{namespace}", frozenset(grants), "aios-worker-kafka", namespace
+    )
 
 
 def password(key: str, principal: KafkaPrincipal) -> str:

@@ -44,12 +44,11 @@ def worker_labels() -> dict[str, str]:
     return {**app_labels(WORKER, "worker"), MANAGED_BY: OPERATOR}
 
 
-def render_worker(
-    namespace: str, settings: OperatorSettings, principal: KafkaPrincipal
-) -> list[dict[str, Any]]:
-    """The Secret its environment refers to (its Kafka user's, ``principal``), then
-    ServiceAccount, Role, RoleBinding and Deployment of the namespace's worker, in the
-    order to apply them."""
+def render_worker(principal: KafkaPrincipal, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The worker of ``principal``'s namespace, run as that Kafka user: the Secret its
+    environment refers to, then its ServiceAccount, Role, RoleBinding and Deployment, in
+    the order to apply them."""
+    namespace = principal.namespace
     labels = worker_labels()
 
     def meta() -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aios.api.model_deployment import ModelDeployment, ModelSource
-from aios.operator.reconcile.children import PART_OF, owned
+from aios.operator.reconcile.children import PART_OF, as_owner, owned
 from aios.operator.reconcile.model_deployment.names import service_name
-from aios.operator.reconcile.model_deployment.server import owner, resources, server_container
+from aios.operator.reconcile.model_deployment.server import resources, server_container
 from aios.operator.reconcile.model_deployment.serving import serving
 from aios.operator.settings import OperatorSettings
 
@@ -55,7 +55,7 @@ def render_kserve(md: ModelDeployment, site: OperatorSettings) -> list[dict[str,
     if plan.candidate is not None and plan.track == "shadow":
         shadow = _predictor(md, plan.candidate, site)
         services.append(_inference_service(service_name(name, "shadow"), shadow, plan.candidate))
-    return [owned(child, owner(md)) for child in services]
+    return [owned(child, as_owner(md)) for child in services]
 
 
 def _inference_service(name: str, predictor: dict[str, Any], source: ModelSource) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aios.api.model_deployment import ModelDeployment, ModelSource
-from aios.operator.reconcile.children import PART_OF, app_labels, owned
+from aios.operator.reconcile.children import PART_OF, app_labels, as_owner, owned
 from aios.operator.reconcile.model_deployment.names import (
     GRPC_PORT,
     HTTP_PORT,
@@ -20,7 +20,7 @@ from aios.operator.reconcile.model_deployment.names import (
     storage,
     version_slug,
 )
-from aios.operator.reconcile.model_deployment.server import owner, server_container
+from aios.operator.reconcile.model_deployment.server import server_container
 from aios.operator.reconcile.model_deployment.serving import Track, serving
 from aios.operator.settings import OperatorSettings
 
@@ -162,4 +162,4 @@ def render_raw(md: ModelDeployment, site: OperatorSettings) -> list[dict[str, An
             version_deployment(md, plan.candidate, False, site, mirror),
             track_service(md, plan.candidate, plan.track),
         ]
-    return [owned(child, owner(md)) for child in children]
+    return [owned(child, as_owner(md)) for child in children]

@@ -68,7 +68,3 @@ def server_container(md: ModelDeployment, site: OperatorSettings) -> dict[str, A
         },
         "resources": resources(md),
     }
-
-
-def owner(md: ModelDeployment) -> dict[str, Any]:
-    return {"apiVersion": md.api_version, "kind": md.kind, "metadata": md.metadata}
