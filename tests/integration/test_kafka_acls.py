@@ -9,16 +9,12 @@ import json
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ScramMechanism
+from confluent_kafka import Consumer, KafkaError, Producer
 from support import wait_for
 from test_intent_e2e import intent
 
 from aios.connectors import kafka
 from aios.edge.protocol import CONFIG_TOPIC
-from aios.operator.reconcile.kafka_access import edge_principal
-from aios.operator.runtime.kafka_users import KafkaUsers
-from aios.stack.kafka_broker import MECHANISM, WORKLOAD_MECHANISM
 from aios.stack.site import Site
 
 DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
@@ -105,7 +101,6 @@ def test_each_workload_reaches_its_own_topics_and_no_other(
     edge = credentials(kubectl, namespace, "gw-a-edge-kafka")
     worker = credentials(kubectl, namespace, "aios-worker-kafka")
     assert runner["sasl.username"] == f"aios-runner.{namespace}.in-a"
-    assert runner["sasl.mechanism"] == WORKLOAD_MECHANISM != MECHANISM, "the site's choice"
     assert edge["sasl.username"] == f"aios-edge.{namespace}.gw-a"
     admin = kafka.producer(bootstrap)  # the site's admin (the session's AIOS_KAFKA_CONFIG)
     for sink in sinks.values():
@@ -148,43 +143,3 @@ def test_each_workload_reaches_its_own_topics_and_no_other(
             + kubectl("logs", "-n", operator, "deploy/aios", "-c", "operator", "--tail=40")
         ),
     )
-
-
-def mechanisms(admin: AdminClient, user: str) -> set[ScramMechanism]:
-    """The SCRAM mechanisms ``user`` has a credential of, as the broker lists them."""
-    try:
-        described = admin.describe_user_scram_credentials([user])[user].result(30)
-    except KafkaException as error:
-        assert "RESOURCE_NOT_FOUND" in str(error), error
-        return set()
-    return {info.mechanism for info in described.scram_credential_infos}
-
-
-def authenticates(bootstrap: str, user: str, password: str, mechanism: str) -> bool:
-    settings = {**kafka.client_config(bootstrap), "sasl.username": user}
-    settings.update({"sasl.password": password, "sasl.mechanism": mechanism, "log_level": 0})
-    try:
-        Producer(settings).list_topics(timeout=10)
-    except KafkaException:
-        return False
-    return True
-
-
-async def test_a_site_switching_mechanisms_keeps_old_credentials_until_the_user_goes(
-    site: Site,
-) -> None:
-    """A user made before the site chose another mechanism gets a credential of the new one
-    beside the old (pods not yet rolled keep working); removing the user removes both."""
-    bootstrap, admin = site.endpoints.kafka_bootstrap, kafka.admin(site.endpoints.kafka_bootstrap)
-    principal = edge_principal("mechanisms", uuid.uuid4().hex[:8], "mechanisms.readings")
-    await KafkaUsers(admin, MECHANISM, 4096).ensure(principal, "the-password")
-    switched = KafkaUsers(admin, WORKLOAD_MECHANISM, 4096)  # the operator, restarted
-    await switched.ensure(principal, "the-password")
-    both = {ScramMechanism[m.replace("-", "_")] for m in (MECHANISM, WORKLOAD_MECHANISM)}
-    assert mechanisms(admin, principal.user) == both
-    for mechanism in (MECHANISM, WORKLOAD_MECHANISM):
-        assert authenticates(bootstrap, principal.user, "the-password", mechanism), mechanism
-
-    await switched.remove(principal.user)
-    assert mechanisms(admin, principal.user) == set()
-    assert not authenticates(bootstrap, principal.user, "the-password", WORKLOAD_MECHANISM)

@@ -315,9 +315,6 @@ def test_kafka_security_settings_reach_the_operator_through_a_secret() -> None:
     mine = manifests(render("kafka.existingSecret=city-kafka"))
     assert not [d for d in mine if d["kind"] == "Secret" and d["metadata"]["name"] == "aios-kafka"]
     assert env(mine)["AIOS_KAFKA_CONFIG"]["secretKeyRef"]["name"] == "city-kafka"
-    assert "AIOS_KAFKA_USERS_MECHANISM" not in variables, "the operator's own by default"
-    cheaper = env(manifests(render("kafka.users.mechanism=SCRAM-SHA-256")))
-    assert cheaper["AIOS_KAFKA_USERS_MECHANISM"] == "SCRAM-SHA-256"
 
 
 def test_a_changed_kafka_configuration_rolls_the_operator() -> None:
@@ -340,7 +337,6 @@ def test_a_changed_kafka_configuration_rolls_the_operator() -> None:
         "operator.watchNamespaces={Not-A-Namespace}",
         "dataPlane.nodeselector.pool=gpu",  # a typo
         "dataPlane.modelServers.tolerations=none",
-        "kafka.users.mechanism=PLAIN",  # the operator makes SCRAM users only
     ],
 )
 def test_the_schema_rejects_bad_values(bad: str) -> None:

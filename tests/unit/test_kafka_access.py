@@ -121,17 +121,6 @@ def test_a_runner_mounts_its_own_users_secret_and_rolls_when_the_key_changes(
     assert rotated["AIOS_KAFKA_CONFIG_DIGEST"] != variables["AIOS_KAFKA_CONFIG_DIGEST"]
 
 
-def test_workload_users_may_use_another_scram_mechanism_than_the_operator() -> None:
-    principal = edge_principal("city", "gw", "t")
-    assert SITE.workload_mechanism == "SCRAM-SHA-512", "by default the operator's own"
-    site = replace(SITE, kafka_users_mechanism="SCRAM-SHA-256")
-    (secret,) = site.component_secrets("city", principal)
-    settings = json.loads(base64.b64decode(secret["data"]["config.json"]))
-    assert settings["sasl.mechanism"] == "SCRAM-SHA-256"
-    assert settings["sasl.password"] == password("the-key", principal), "the same password"
-    assert json.loads(site.kafka_config)["sasl.mechanism"] == "SCRAM-SHA-512", "its own kept"
-
-
 @pytest.mark.parametrize(
     ("config", "key", "own"),
     [

@@ -101,8 +101,6 @@ class OperatorSettings:
     kafka_principal_key: str = ""
     """The key each workload's Kafka password is derived from (``kafka_access``); set, and
     with a SCRAM site, every runner, worker and edge gateway gets its own Kafka user."""
-    kafka_users_mechanism: str = ""
-    """The SCRAM mechanism of those users; empty: the operator's own."""
     image: str = DEFAULT_IMAGE
     edge_image: str = DEFAULT_EDGE_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
@@ -136,7 +134,6 @@ class OperatorSettings:
             mqtt_url=env.get("AIOS_MQTT_URL", ""),
             kafka_config=env.get("AIOS_KAFKA_CONFIG", ""),
             kafka_principal_key=env.get("AIOS_KAFKA_PRINCIPAL_KEY", ""),
-            kafka_users_mechanism=env.get("AIOS_KAFKA_USERS_MECHANISM", ""),
             image=env.get("AIOS_IMAGE", DEFAULT_IMAGE),
             edge_image=env.get("AIOS_EDGE_IMAGE", DEFAULT_EDGE_IMAGE),
             triton_image=env.get("AIOS_TRITON_IMAGE", DEFAULT_TRITON_IMAGE),
@@ -156,17 +153,10 @@ class OperatorSettings:
         """Whether workloads get their own Kafka users (else they share the site's settings)."""
         return bool(self.kafka_principal_key) and uses_scram(json.loads(self.kafka_config or "{}"))
 
-    @cached_property
-    def workload_mechanism(self) -> str:
-        """The SCRAM mechanism the workloads' users authenticate with."""
-        own: str = json.loads(self.kafka_config or "{}").get("sasl.mechanism", "")
-        return self.kafka_users_mechanism or own
-
     def kafka_credentials(self, principal: KafkaPrincipal) -> dict[str, Any]:
         """The principal's librdkafka settings: the site's, as the principal."""
         secret = password(self.kafka_principal_key, principal)
-        site = {**json.loads(self.kafka_config), "sasl.mechanism": self.workload_mechanism}
-        return credentials(site, principal, secret)
+        return credentials(json.loads(self.kafka_config), principal, secret)
 
     def component_env(self, principal: KafkaPrincipal | None = None) -> list[dict[str, Any]]:
         """The environment every aios data-plane container gets: the site's addresses and

@@ -1,7 +1,6 @@
 """The site's Kafka broker, secured the way a production cluster is: every listener asks
-for a password (SASL/SCRAM for clients: SHA-512 for the site's own users, SHA-256 for the
-users the operator makes; SASL/PLAIN on the controller's loopback listener, where KRaft
-cannot use SCRAM) and KRaft's ``StandardAuthorizer`` allows only what
+for a password (SASL/SCRAM-SHA-512 for clients, SASL/PLAIN on the controller's loopback
+listener, where KRaft cannot use SCRAM) and KRaft's ``StandardAuthorizer`` allows only what
 an ACL grants. Two users exist from the start, both super users: ``admin`` (the person
 running the site: ``aiosctl env`` exports its settings) and ``aios-operator`` (the
 operator, which creates the other principals and their ACLs). Their passwords are made
@@ -18,10 +17,6 @@ from typing import Any
 
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 9092, 9093
 MECHANISM = "SCRAM-SHA-512"
-WORKLOAD_MECHANISM = "SCRAM-SHA-256"
-"""The mechanism of the workloads' users (the chart's ``kafka.users.mechanism``): on CPUs
-with SHA extensions its derivation, which the operator runs for each new user, costs a
-third of SHA-512's."""
 ADMIN, OPERATOR = "admin", "aios-operator"
 
 
@@ -78,11 +73,10 @@ def broker_properties(address: str, data: Path, users: SiteUsers) -> str:
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=SASL_PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-            f"sasl.enabled.mechanisms={MECHANISM},{WORKLOAD_MECHANISM}",
+            f"sasl.enabled.mechanisms={MECHANISM}",
             f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
             "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
             f"{scram} required {login};",
-            f"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram} required;",
             "sasl.mechanism.controller.protocol=PLAIN",
             "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
             f"listener.name.controller.plain.sasl.jaas.config={plain} required {login}"

@@ -20,7 +20,6 @@ import yaml
 from aios.api import API_VERSION, EdgeGateway
 from aios.stack.components import HELM, REPO_ROOT
 from aios.stack.images import BuiltImage
-from aios.stack.kafka_broker import WORKLOAD_MECHANISM
 from aios.stack.node import MODEL_MIRROR
 from aios.stack.process import ComponentFailed
 
@@ -51,7 +50,6 @@ def local_site_values(
         "kafka": {
             "bootstrap": endpoints.kafka_bootstrap,
             "config": json.loads(endpoints.kafka_operator_config or "{}"),
-            "users": {"mechanism": WORKLOAD_MECHANISM},
         },
         "temporal": {"address": endpoints.temporal_address},
         "opa": {"url": endpoints.opa_url},

@@ -104,9 +104,6 @@ class KafkaUsers:
         self._listed = False
         self._credentials: dict[str, int] = {}
         """Iterations of each user's credential of our mechanism, as the broker has it."""
-        self._other_mechanisms: dict[str, set[ScramMechanism]] = defaultdict(set)
-        """Credentials of users made with another mechanism (before the site changed it):
-        removed with the user."""
         self._acls: dict[str, set[AclBinding]] = defaultdict(set)
         """Bindings by principal (``User:…``), as the broker has them."""
         self._pending: list[tuple[Request, asyncio.Future[None]]] = []
@@ -153,8 +150,6 @@ class KafkaUsers:
                 for info in description.scram_credential_infos:
                     if info.mechanism == self._mechanism:
                         self._credentials[user] = info.iterations
-                    else:
-                        self._other_mechanisms[user].add(info.mechanism)
             for found in self._admin.describe_acls(every_binding()).result(TIMEOUT) or []:
                 self._acls[found.principal].add(found)
             self._listed = True
@@ -194,17 +189,15 @@ class KafkaUsers:
         with self._lock:
             self._acls.pop(f"User:{user}", None)
             known = self._credentials.pop(user, None)
-            mechanisms = self._other_mechanisms.pop(user, set())
-        if known is not None:
-            mechanisms.add(self._mechanism)
-        for mechanism in mechanisms:
-            deletion = UserScramCredentialDeletion(user, mechanism)
-            for future in self._admin.alter_user_scram_credentials([deletion]).values():
-                try:
-                    future.result(TIMEOUT)
-                except KafkaException as error:  # removed meanwhile: nothing to remove
-                    if "RESOURCE_NOT_FOUND" not in str(error):
-                        raise
+        if known is None:
+            return
+        deletion = UserScramCredentialDeletion(user, self._mechanism)
+        for future in self._admin.alter_user_scram_credentials([deletion]).values():
+            try:
+                future.result(TIMEOUT)
+            except KafkaException as error:  # removed meanwhile: nothing to remove
+                if "RESOURCE_NOT_FOUND" not in str(error):
+                    raise
 
     def _delete(self, filters: list[AclBindingFilter]) -> None:
         for future in self._admin.delete_acls(filters).values():

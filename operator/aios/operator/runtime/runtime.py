@@ -4,6 +4,7 @@ each kind's controller (whose stores other kinds read)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING
@@ -64,8 +65,8 @@ class Runtime:
     @property
     def kafka_users(self) -> KafkaUsers:
         if self._kafka_users is None:
+            mechanism = json.loads(self.settings.kafka_config)["sasl.mechanism"]
             rounds = iterations(self.settings.kafka_principal_key)
-            mechanism = self.settings.workload_mechanism
             self._kafka_users = KafkaUsers(self.kafka_admin, mechanism, rounds)
         return self._kafka_users
 
