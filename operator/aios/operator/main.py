@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +33,23 @@ from aios.operator.runtime.runtime import Runtime
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: the operator has only event handlers, which need none, yet kopf builds
+    one (a deep copy of the object) on every watch event unless its storage says there is
+    nothing to keep — measured, about a tenth of the operator's CPU under load."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Settings tuned for thousands of objects per operator (see DESIGN.md, Scale)."""
@@ -43,6 +61,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # the one earlier versions added.
     settings.persistence.finalizer = "aios.dev/operator"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.batching.batch_window = 0.01  # kopf's 100 ms default delays every event
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
