@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from aios.api.events import ActionRequest, Review
+from aios.api.events import ActionOutcome, ActionRequest, Review
 from aios.connectors import kafka
 from aios.connectors.audit import read_log
 from aios.connectors.temporal import connect as connect_temporal
@@ -99,6 +99,12 @@ def worker_settings(site: Site, queue: str, mqtt_url: str) -> WorkerSettings:
     )
 
 
+async def outcome(handle: WorkflowHandle) -> dict[str, Any]:
+    """The action's result as its last audit step recorded it: the outcome and its fields."""
+    result: ActionOutcome = await handle.result()
+    return result.model_dump()
+
+
 async def start(temporal: tuple[Client, str], payload: dict) -> WorkflowHandle:
     """Start the action as the runner does: its ActionRequest, through the data converter."""
     client, queue = temporal
@@ -116,7 +122,7 @@ async def test_a_webhook_action_runs_once_and_every_step_is_audited(
 ) -> None:
     payload = request({"name": "notify", "type": "webhook", "target": f"{receiver.url}/hooks/air"})
     handle = await start(temporal, payload)
-    result = await handle.result()
+    result = await outcome(handle)
     assert result["status"] == "executed" and result["httpStatus"] == 200
     assert receiver.idempotency_keys().count(payload["actionId"]) == 1
     with pytest.raises(WorkflowAlreadyStartedError):
@@ -195,7 +201,7 @@ async def test_approval_escalates_refuses_strangers_and_acts_once(
         aiosctl, site, "approve", target, "--as", "bob", "--as-group", SUPERVISORS
     )
     assert done.returncode == 0, done.stderr
-    result = await handle.result()
+    result = await outcome(handle)
     assert result["status"] == "executed"
     assert receiver.idempotency_keys().count(payload["actionId"]) == 1
     assert (await handle.query("state"))["review"]["approver"] == "bob"
@@ -231,7 +237,7 @@ async def test_a_rejected_action_never_runs(temporal, receiver, site, kubectl, n
         "not now",
     )
     assert done.returncode == 0, done.stderr
-    result = await handle.result()
+    result = await outcome(handle)
     assert result == {"status": "rejected", "reason": "not now"}
     assert payload["actionId"] not in receiver.idempotency_keys()
     await record_history(site.endpoints.temporal_address, handle.id, "action-rejected")
@@ -280,7 +286,7 @@ async def test_an_mqtt_command_carries_the_template_and_the_idempotency_key(temp
                 "payloadTemplate": '{"command": "dispatch", "sensor": "$sensorId"}',
             }
         )
-        result = await (await start(temporal, payload)).result()
+        result = await outcome(await start(temporal, payload))
         assert result["status"] == "executed"
         assert await asyncio.to_thread(arrived.wait, 10)
     finally:
@@ -296,11 +302,11 @@ async def test_the_rate_limit_holds_across_actions(temporal, receiver) -> None:
         "target": f"{receiver.url}/capped",
         "rateLimit": {"perHour": 1},
     }
-    first = await (await start(temporal, request(action, "s-1"))).result()
+    first = await outcome(await start(temporal, request(action, "s-1")))
     assert first["status"] == "executed"
     second = None
     for _ in range(20):  # visibility is eventually consistent
-        second = await (await start(temporal, request(action, "s-2"))).result()
+        second = await outcome(await start(temporal, request(action, "s-2")))
         if second["status"] == "rate-limited":
             break
         await asyncio.sleep(1)
@@ -312,7 +318,7 @@ async def test_a_webhook_that_fails_twice_takes_effect_once(temporal, receiver) 
     path = f"/flaky-{uuid.uuid4().hex[:6]}"
     receiver.failures[path] = 2
     payload = request({"name": "notify", "type": "webhook", "target": f"{receiver.url}{path}"})
-    result = await (await start(temporal, payload)).result()
+    result = await outcome(await start(temporal, payload))
     assert result["status"] == "executed" and result["httpStatus"] == 200
     keys = [headers.get("Idempotency-Key") for p, headers, _ in receiver.calls if p == path]
     assert keys == [payload["actionId"]] * 3, "retried with the same key"
@@ -362,7 +368,7 @@ async def test_a_kafka_action_whose_topic_is_missing_at_first_lands_once(tempora
     await asyncio.to_thread(
         kafka.ensure_topics, kafka.admin(bootstrap), [kafka.TopicSpec(topic, 1, {})]
     )
-    result = await handle.result()
+    result = await outcome(handle)
     assert result["status"] == "executed" and result["kafkaTopic"] == topic
     records = await asyncio.to_thread(records_with_key, bootstrap, topic, payload["actionId"])
     assert len(records) == 1, f"{len(records)} records for one action"
@@ -441,7 +447,7 @@ async def test_an_mqtt_command_waits_out_a_broker_outage_and_arrives_once(
             restarted = ManagedProcess("mosquitto", process.argv, process.log).start()
             broker.processes["mosquitto"] = restarted
             await asyncio.to_thread(restarted.wait_healthy, lambda: mqtt_ready(host, int(port)), 30)
-            result = await handle.result()
+            result = await outcome(handle)
         assert result["status"] == "executed"
         kept = await asyncio.to_thread(resume_and_drain, host, int(port), subscriber, topic)
         assert len(kept) == 1, f"{len(kept)} commands arrived for one action"
