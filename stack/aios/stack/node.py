@@ -29,7 +29,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -388,13 +387,16 @@ def hold(directory: Path, index: int, mirror: Path | None) -> None:
     """The holder (``python -m aios.stack.node hold DIR INDEX [MIRROR]``, started by
     ``unshare`` in the node's new namespaces): mount the node's directories, say so, then
     keep the namespaces until SIGTERM — which its parent's death sends too — and on the way
-    out stop everything left in them, so a killed supervisor leaves nothing behind."""
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
+    out stop everything left in them, so a killed supervisor leaves nothing behind.
+
+    The signals are blocked and taken with ``sigwait``, not by a handler: a second SIGTERM
+    (the parent's death and ``aiosctl down`` both send one) ran a handler inside the first
+    one's ``Event.set`` and deadlocked on its lock, and the node was never torn down."""
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # pending until sigwait, from here on
     subprocess.run(["sh", "-e", "-c", mount_script(directory, mirror)], check=True)
     (directory / "ready").touch()
-    done.wait()
+    signal.sigwait(stop)
     mine = namespace_id(os.getpid(), "mnt")
     teardown(NodeState(index, os.getpid(), mine, namespace_id(os.getpid(), "net")))
 
