@@ -1,8 +1,7 @@
 """What crosses the action workflow's boundary: its activities' inputs and OPA's verdict,
-the name of the activity tests look for, and the
-search attributes the workflow sets and the activities query. (The workflow's own input,
-``ActionRequest``, its ``state`` query and its result are in ``aios.api.events``: clients
-read them.)"""
+the name of the activity tests look for, and the search attributes the workflow sets and
+the activities query. (The workflow's own input, ``ActionRequest``, its ``state`` query
+and its result are in ``aios.api.events``: clients read them.)"""
 
 from __future__ import annotations
 
