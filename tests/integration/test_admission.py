@@ -165,10 +165,12 @@ def test_the_webhook_covers_aios_kinds_only_with_the_operators_certificate(
         "policy-edgegateway.aios.dev": ["edgegateways"],
         "validate-approval.aios.dev": ["approvals"],
         "validate-modeldeployment-status.aios.dev": ["modeldeployments/status"],
+        "validate-modelrollout-status.aios.dev": ["modelrollouts/status"],
     }
     operations = {"CREATE", "UPDATE"}
     approvals = {"validate-approval.aios.dev": {"CREATE"}}
     approvals["validate-modeldeployment-status.aios.dev"] = {"UPDATE"}
+    approvals["validate-modelrollout-status.aios.dev"] = {"UPDATE"}
     for webhook in webhooks:
         assert webhook["failurePolicy"] == "Fail"
         assert webhook["sideEffects"] == "NoneOnDryRun"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aios.api import KINDS
+from aios.api import CRD_KINDS
 from aios.stack.platform import example_files
 
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
@@ -22,7 +22,7 @@ def expected_fragment(path: Path) -> str:
 
 def test_every_kind_is_served_with_the_aios_category(kubectl, crds) -> None:
     served = kubectl("api-resources", "--api-group=aios.dev", "--categories=aios", "-o", "name")
-    for model in KINDS:
+    for model in CRD_KINDS:
         assert f"{model.crd.plural}.aios.dev" in served.split()
 
 

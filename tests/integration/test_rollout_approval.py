@@ -2,7 +2,8 @@
 the API server authenticated) promotes, ``aiosctl reject`` rolls back; who and when are
 recorded. The gate holds the traffic: the new version never serves all of it before the
 approval. Forgeries fail and are audited: an outsider's Approval, a status patch claiming
-an approval, a raw Temporal signal carrying an approver's name."""
+an approval (of the ModelDeployment, or of the ModelRollout its workflow publishes into), a
+raw Temporal signal carrying an approver's name."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ rules:
 - {apiGroups: [aios.dev], resources: [approvals], verbs: [create, get]}
 - {apiGroups: [aios.dev], resources: [modeldeployments], verbs: [get]}
 - {apiGroups: [aios.dev], resources: [modeldeployments/status], verbs: [get, patch]}
+- {apiGroups: [aios.dev], resources: [modelrollouts, modelrollouts/status], verbs: [get, patch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -121,6 +123,13 @@ async def forgeries_fail(site, kubectl, namespace: str, workflow_id: str) -> Non
         "--type=merge", "-p", patch, "--as", "mallory",
     )  # fmt: skip
     assert forged.returncode != 0, "a status patch cannot approve"
+    assert "only the rollout workflow records a decision" in forged.stderr, forged.stderr
+    (published,) = kubectl.json("get", "modelrollouts", "-n", namespace)["items"]
+    forged = kubectl.run(
+        "patch", "modelrollout", published["metadata"]["name"], "-n", namespace,
+        "--subresource=status", "--type=merge", "-p", patch, "--as", "mallory",
+    )  # fmt: skip
+    assert forged.returncode != 0, "nor can a patch of what the workflow published"
     assert "only the rollout workflow records a decision" in forged.stderr, forged.stderr
     subject = f"modeldeployment/{namespace}/pm25-anomaly"
     denied = await eventually(

@@ -76,6 +76,29 @@ async def test_a_good_version_is_promoted_step_by_step(kubectl, stable_served, n
     await record_history(
         site.endpoints.temporal_address, rollout["workflowId"], "rollout-canary-promoted"
     )
+    published_by_the_workflow_alone(kubectl, namespace, rollout)
+
+
+def published_by_the_workflow_alone(kubectl, namespace: str, rollout: dict) -> None:
+    """The workflow published into a ModelRollout (``kubectl get`` lists it), which the
+    ModelDeployment's status mirrors; its worker cannot write that status itself."""
+    md = kubectl.json("get", "md", "pm25-anomaly", "-n", namespace)
+    (published,) = kubectl.json("get", "modelrollouts", "-n", namespace)["items"]
+    assert published["spec"] == {
+        "modelDeployment": "pm25-anomaly",
+        "version": NEXT,
+        "workflowId": rollout["workflowId"],
+    }
+    assert published["status"]["rollout"] == rollout, "the status mirrors it, whole"
+    assert [o["uid"] for o in published["metadata"]["ownerReferences"]] == [md["metadata"]["uid"]]
+    listed = kubectl("get", "mro", "-n", namespace)
+    assert all(word in listed for word in ("pm25-anomaly", NEXT, "Promoted")), listed
+    worker = f"system:serviceaccount:{namespace}:aios-worker"
+    for verb in ("patch", "update"):
+        asked = kubectl.run(
+            "auth", "can-i", verb, "modeldeployments/status", "-n", namespace, "--as", worker
+        )
+        assert asked.stdout.strip() == "no", f"the worker may {verb} the status: {asked.stdout}"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from aios.api import KINDS
+from aios.api import CRD_KINDS
 from aios.connectors.audit import EVENTS_TOPIC
 from aios.connectors.audit_checkpoint import CONFIGMAP
 from aios.operator.certificates import WebhookCertificates, load_ca
@@ -473,7 +473,7 @@ def test_the_chart_ships_exactly_the_generated_crds() -> None:
     names = set()
     for path in (CHART / "crds").glob("*.yaml"):
         names |= {d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d}
-    assert names == {f"{model.crd.plural}.aios.dev" for model in KINDS}, (
+    assert names == {f"{model.crd.plural}.aios.dev" for model in CRD_KINDS}, (
         "no kopf peering CRDs: replicas elect their leader with a Lease"
     )
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from aios.api import KINDS, AutomationIntent, EdgeGateway, ModelDeployment, Policy
+from aios.api import CRD_KINDS, AutomationIntent, EdgeGateway, ModelDeployment, Policy
 from aios.api.base import Resource
 from aios.api.crd import crd_for, structural
 from aios.api.generate import REPO, render, stale
@@ -48,7 +48,7 @@ def node_at(schema: Schema, path: str) -> Schema:
     return node
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_the_crd_names_the_kind(model: type[Resource[Any, Any]]) -> None:
     crd = crd_for(model)
     assert crd["metadata"]["name"] == f"{model.crd.plural}.aios.dev"
@@ -63,11 +63,11 @@ def test_the_crd_names_the_kind(model: type[Resource[Any, Any]]) -> None:
 
 
 def test_short_names_are_unique() -> None:
-    names = [name for model in KINDS for name in model.crd.short_names]
+    names = [name for model in CRD_KINDS for name in model.crd.short_names]
     assert len(names) == len(set(names))
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_the_root_schema_has_type_meta_and_a_required_spec(
     model: type[Resource[Any, Any]],
 ) -> None:
@@ -96,7 +96,7 @@ def structural_problems(node: Schema) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_every_node_is_structural(model: type[Resource[Any, Any]]) -> None:
     problems = [
         f"{path}: {problem}"
@@ -106,7 +106,7 @@ def test_every_node_is_structural(model: type[Resource[Any, Any]]) -> None:
     assert problems == []
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_every_spec_field_is_described_for_kubectl_explain(
     model: type[Resource[Any, Any]],
 ) -> None:
@@ -120,7 +120,7 @@ def test_every_spec_field_is_described_for_kubectl_explain(
     assert undescribed == []
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_list_map_keys_are_required_in_the_items(model: type[Resource[Any, Any]]) -> None:
     for path, node in nodes(openapi(model)):
         if node.get("x-kubernetes-list-type") == "map":
@@ -181,7 +181,7 @@ def test_exactly_one_of_rules_are_cel(
         assert field not in node.get("required", []) and field in node["properties"]
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_cel_rules_have_a_message_and_a_real_field_path(model: type[Resource[Any, Any]]) -> None:
     for path, node in nodes(openapi(model)):
         for rule in node.get("x-kubernetes-validations", []):
@@ -190,7 +190,7 @@ def test_cel_rules_have_a_message_and_a_real_field_path(model: type[Resource[Any
                 assert node_at(node, rule["fieldPath"]), path
 
 
-@pytest.mark.parametrize("model", KINDS, ids=lambda m: m.crd.kind)
+@pytest.mark.parametrize("model", CRD_KINDS, ids=lambda m: m.crd.kind)
 def test_printer_columns_point_to_fields_of_the_schema(model: type[Resource[Any, Any]]) -> None:
     schema = openapi(model)
     columns = crd_for(model)["spec"]["versions"][0]["additionalPrinterColumns"]

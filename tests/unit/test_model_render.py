@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from aios.api.model_rollout import ModelRollout, rollout_name
 from aios.operator.reconcile import model_deployment as md_plan
 from aios.operator.reconcile.children import OWNER_UID
 from aios.operator.settings import OperatorSettings
@@ -290,6 +291,43 @@ def test_a_served_rollout_step_is_marked_once_and_a_finished_rollout_enters_the_
         {"stable": STABLE, "rollout": rollout("Promoted", 100), "history": fields["history"]}
     )
     assert "history" not in md_plan.observed_rollout(again, now), "not twice"
+
+
+def published(record: dict, owner_uid: str = "u-1", workflow_id: str | None = None) -> ModelRollout:
+    """The ModelRollout the rollout workflow wrote, holding ``record``."""
+    return ModelRollout.model_validate(
+        {
+            "metadata": {
+                "name": rollout_name("pm25-anomaly", record["version"]),
+                "namespace": NS,
+                "ownerReferences": [{"kind": "ModelDeployment", "uid": owner_uid}],
+            },
+            "spec": {
+                "modelDeployment": "pm25-anomaly",
+                "version": record["version"],
+                "workflowId": workflow_id or record["workflowId"],
+            },
+            "status": {"rollout": record, "sequence": 4},
+        }
+    )
+
+
+def test_the_status_mirrors_only_the_current_rollouts_latest_publication(model_deployment) -> None:
+    md = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 20)})
+    step = rollout("Progressing", 50, revision=4)
+    found = md_plan.published_rollout(md, published(step))
+    assert found is not None and (found.weight, found.revision) == (50, 4)
+    assert md_plan.published_rollout(md, None) is None, "nothing published yet"
+    same = rollout("Progressing", 20)
+    assert md_plan.published_rollout(md, published(same)) is None, "nothing new: no write"
+    assert md_plan.published_rollout(md, published(step, owner_uid="u-0")) is None, (
+        "a namesake's rollout, left from a deleted ModelDeployment"
+    )
+    older = {**step, "workflowId": "rollout/city/pm25-anomaly/2024.11.1"}
+    assert md_plan.published_rollout(md, published(older)) is None, "another rollout's"
+    assert md_plan.published_rollout(md, published(step, workflow_id="other")) is None
+    fresh = model_deployment({"stable": STABLE})
+    assert md_plan.published_rollout(fresh, published(step)) is None, "no rollout recorded"
 
 
 def test_the_rollout_workflow_starts_with_the_spec_it_follows(model_deployment) -> None:

@@ -45,12 +45,15 @@ def test_the_worker_is_shared_so_no_object_owns_it() -> None:
         assert OWNER_UID not in obj["metadata"]["labels"], "pruning one owner must not remove it"
 
 
-def test_its_role_can_write_rollout_status_and_events_only_in_the_namespace() -> None:
+def test_its_role_can_write_modelrollouts_and_events_only_in_the_namespace() -> None:
     role = render_worker(WORKER_USER, SETTINGS)[1]
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == "city"
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
-    assert ("modeldeployments/status", "patch") in granted
+    assert {("modelrollouts", "create"), ("modelrollouts/status", "patch")} <= granted
     assert ("events", "create") in granted
     assert ("modeldeployments", "patch") not in granted, "the spec belongs to the user"
+    written = {r for r, v in granted if v in ("patch", "update")}
+    assert "modeldeployments/status" not in written, "the operator alone writes it"
 
 
 def test_kafka_client_settings_reach_the_worker_by_reference_from_a_namespace_secret() -> None:

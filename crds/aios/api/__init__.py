@@ -11,6 +11,7 @@ from aios.api.automation_intent import AutomationIntent
 from aios.api.base import API_VERSION, GROUP, VERSION, Resource
 from aios.api.edge_gateway import EdgeGateway
 from aios.api.model_deployment import ModelDeployment
+from aios.api.model_rollout import ModelRollout
 from aios.api.policy import Policy
 
 KINDS: tuple[type[Resource[Any, Any]], ...] = (
@@ -20,17 +21,24 @@ KINDS: tuple[type[Resource[Any, Any]], ...] = (
     EdgeGateway,
     Approval,
 )
+"""Every kind users write, in the order the CRDs are generated."""
+RECORDS: tuple[type[Resource[Any, Any]], ...] = (ModelRollout,)
+"""Kinds only aios's own components write (users read them): nothing reconciles them."""
+CRD_KINDS: tuple[type[Resource[Any, Any]], ...] = (*KINDS, *RECORDS)
 """Every root model, in the order the CRDs are generated."""
 
 __all__ = [
     "API_VERSION",
+    "CRD_KINDS",
     "GROUP",
     "KINDS",
+    "RECORDS",
     "VERSION",
     "Approval",
     "AutomationIntent",
     "EdgeGateway",
     "ModelDeployment",
+    "ModelRollout",
     "Policy",
     "Resource",
 ]

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import Field
-from pydantic.config import JsonDict
 
 from aios.api.base import (
     AGE,
@@ -25,16 +24,11 @@ from aios.api.base import (
     Resource,
     ResourceStatus,
     condition_column,
+    immutable,
 )
 
 TargetKind = Literal["ModelDeployment", "Action"]
 Decision = Literal["approved", "rejected"]
-IMMUTABLE: JsonDict = {
-    "x-kubernetes-validations": [
-        {"rule": "self == oldSelf", "message": "an Approval cannot be changed; create another"}
-    ]
-}
-"""A transition rule: only the API server sees an update, so pydantic has nothing to check."""
 
 
 def permits(approvers: Iterable[str], username: str, groups: Iterable[str]) -> bool:
@@ -106,7 +100,9 @@ class ApprovalStatus(ResourceStatus):
 class Approval(Resource[ApprovalSpec, ApprovalStatus]):
     """A human decision on a model version or an action, vouched for by the API server."""
 
-    spec: ApprovalSpec = Field(json_schema_extra=IMMUTABLE)
+    spec: ApprovalSpec = Field(
+        json_schema_extra=immutable("an Approval cannot be changed; create another")
+    )
 
     crd = CrdInfo(
         kind="Approval",

@@ -127,6 +127,12 @@ def list_map(*keys: str) -> JsonDict:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
+def immutable(message: str) -> JsonDict:
+    """Schema extras refusing any change once created: a transition rule, which only the API
+    server can check (pydantic never sees an update)."""
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
+
+
 class LabelSelector(ApiModel):
     """Selects objects by their labels (all listed labels must match)."""
 

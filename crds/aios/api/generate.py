@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from aios.api import KINDS
+from aios.api import CRD_KINDS
 from aios.api.crd import crd_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,7 +24,7 @@ SUFFIX = ".aios.dev.yaml"
 def render() -> dict[Path, str]:
     """Every generated file (path relative to the repository) and its content."""
     files: dict[Path, str] = {}
-    for model in KINDS:
+    for model in CRD_KINDS:
         text = HEADER + yaml.safe_dump(
             crd_for(model), sort_keys=False, allow_unicode=True, width=100
         )

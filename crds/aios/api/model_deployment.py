@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import datetime
 from itertools import pairwise
 from typing import Literal
@@ -28,6 +30,14 @@ ModelFormat = Literal["onnx", "python", "pytorch", "tensorflow", "sklearn", "xgb
 Runtime = Literal["triton", "kserve"]
 Strategy = Literal["direct", "canary", "shadow"]
 Outcome = Literal["promoted", "rolledBack", "aborted"]
+
+
+def version_slug(version: str) -> str:
+    """A DNS label from a version: 2024.11.2 → 2024-11-2 (a digest keeps long ones unique)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-") or "v"
+    if len(slug) > 20 or slug != version.lower().replace(".", "-"):
+        slug = f"{slug[:13].strip('-')}-{hashlib.sha256(version.encode()).hexdigest()[:6]}"
+    return slug
 
 
 class ModelSource(ApiModel):

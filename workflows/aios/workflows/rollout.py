@@ -14,8 +14,9 @@ API: a signal never decides by itself); everything else happens here:
   back); then promote. The gate comes before all the traffic does: a canary holds at its
   last step below 100 % until a human approves.
 
-Each change is published to ``status.rollout`` (the operator serves what it says) and as
-a Kubernetes Event, by activities. The workflow's own state — step, weight, reports — is
+Each change is published, by activities, into the rollout's ModelRollout object (the
+operator mirrors it into ``status.rollout`` and serves what it says) and as a Kubernetes
+Event. The workflow's own state — step, weight, reports — is
 rebuilt from its history after a worker restart, so no step is repeated or skipped.
 """
 

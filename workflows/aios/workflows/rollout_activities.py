@@ -1,4 +1,4 @@
-"""The rollout workflow's side effects: ``status.rollout``, Events, serving checks, probes.
+"""The rollout workflow's side effects: its ModelRollout, Events, serving checks, probes.
 
 Every activity is safe to retry: a publication carries the workflow's whole rollout
 record (so writing it twice writes the same thing), is refused when another rollout has
@@ -21,9 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment
+from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment, ModelRollout
 from aios.api.base import kube_time
-from aios.api.model_deployment import AnalysisReport
+from aios.api.model_deployment import AnalysisReport, RolloutStatus
+from aios.api.model_rollout import ModelRolloutSpec, ModelRolloutStatus, rollout_name
 from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client
@@ -38,6 +39,7 @@ from aios.workflows.rollout_io import (
 )
 
 PLURAL = ModelDeployment.crd.plural
+ROLLOUTS = ModelRollout.crd.plural
 COMPONENT = "aios-rollout"
 PROBE_TIMEOUT = 5.0
 
@@ -87,22 +89,76 @@ class RolloutActivities:
         if current.get("workflowId") not in (None, p.rollout.workflow_id):
             activity.logger.info("%s/%s: superseded, not publishing", p.namespace, p.name)
             return False
-        body = {
-            # Optimistic concurrency: a concurrent writer makes this fail and retry.
-            "metadata": {"resourceVersion": md["metadata"]["resourceVersion"]},
-            "status": {
-                "rollout": p.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
-            },
-        }
-        client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
-            GROUP, VERSION, p.namespace, PLURAL, p.name, body
-        )
+        previous = self._record(md, p)
         if p.event is not None:
             self._post_event(md, p)
-        self._audit(md, p)
+        self._audit(previous, p)
         return True
 
-    def _audit(self, md: Mapping[str, Any], p: Publication) -> None:
+    def _record(self, md: Mapping[str, Any], p: Publication) -> RolloutStatus | None:
+        """Write the publication into the rollout's ModelRollout (made at the first one);
+        returns the record it replaces. An older publication, retried after a newer one
+        landed, changes nothing."""
+        objects = client.CustomObjectsApi(self.api)
+        record = self._model_rollout(md, p)
+        status = ModelRolloutStatus.model_validate(record.get("status") or {})
+        if status.sequence > p.sequence:
+            return status.rollout
+        body = {
+            # Optimistic concurrency: an earlier attempt of this activity still in flight
+            # makes this fail and retry, rather than land under it.
+            "metadata": {"resourceVersion": record["metadata"]["resourceVersion"]},
+            # The whole record, nulls included: a merge patch removes what became unset.
+            "status": {
+                "rollout": p.rollout.model_dump(mode="json", by_alias=True),
+                "sequence": p.sequence,
+            },
+        }
+        objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, p.namespace, ROLLOUTS, record["metadata"]["name"], body
+        )
+        return status.rollout
+
+    def _model_rollout(self, md: Mapping[str, Any], p: Publication) -> dict[str, Any]:
+        """The rollout's ModelRollout, owned by the ModelDeployment (it goes with it)."""
+        objects = client.CustomObjectsApi(self.api)
+        name = rollout_name(p.name, p.rollout.version)
+        try:
+            found: Any = objects.get_namespaced_custom_object(
+                GROUP, VERSION, p.namespace, ROLLOUTS, name
+            )
+            return dict(found)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        meta = md["metadata"]
+        owner = {
+            "apiVersion": API_VERSION,
+            "kind": ModelDeployment.crd.kind,
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+        }
+        created = ModelRollout(
+            metadata={"name": name, "namespace": p.namespace, "ownerReferences": [owner]},
+            spec=ModelRolloutSpec(
+                model_deployment=p.name,
+                version=p.rollout.version,
+                workflow_id=p.rollout.workflow_id,
+            ),
+        )
+        wire = created.model_dump(mode="json", by_alias=True, exclude_none=True)
+        try:
+            made: Any = objects.create_namespaced_custom_object(
+                GROUP, VERSION, p.namespace, ROLLOUTS, wire
+            )
+        except ApiException as error:
+            if error.status != 409:  # 409: made by an earlier attempt of this activity
+                raise
+            made = objects.get_namespaced_custom_object(GROUP, VERSION, p.namespace, ROLLOUTS, name)
+        return dict(made)
+
+    def _audit(self, previous: RolloutStatus | None, p: Publication) -> None:
         """Promotions, rollbacks and refused approvals go to the audit trail (once each: the
         event id is the workflow's, so a retried activity records nothing new)."""
         if p.event is not None and p.event.reason == APPROVAL_REFUSED:
@@ -116,9 +172,7 @@ class RolloutActivities:
         kind = {"Promoted": "promotion", "RolledBack": "rollback"}.get(p.rollout.phase)
         if kind is None:
             return
-        stored = ((md.get("status") or {}).get("rollout") or {}).get("approval")
-        decided = p.rollout.approval
-        approval = decided.model_dump(mode="json") if decided is not None else stored or {}
+        approval = p.rollout.approval or (previous.approval if previous is not None else None)
         self.audit.record(
             kind,
             f"modeldeployment/{p.namespace}/{p.name}",
@@ -128,11 +182,11 @@ class RolloutActivities:
                     "version": p.rollout.version,
                     "canary": p.rollout.strategy == "canary",
                 },
-                "approver": approval.get("by"),
-                "approval": approval.get("name"),
+                "approver": approval.by if approval is not None else None,
+                "approval": approval.name if approval is not None else None,
                 "reason": p.rollout.message,
             },
-            actor=approval.get("by"),
+            actor=approval.by if approval is not None else None,
             event_id=f"{p.rollout.workflow_id}:{kind}",
         )
 

@@ -47,13 +47,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Publication:
-    """One change of ``status.rollout``, with the Event that tells it."""
+    """One change of the rollout's record (its ModelRollout), with the Event that tells it."""
 
     namespace: str
     name: str
     rollout: RolloutStatus
     event: Event | None
-    sequence: int  # numbers the Events, so a retried activity never posts one twice
+    sequence: int
+    """Numbers the publications: a retried activity never posts an Event twice, nor writes
+    an older record over a newer one."""
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ target's workflow.
   waits for this decision and the user is among its approvers; every attempt, admitted or
   denied, is an ``approval`` audit record. Never ignored on failure: an Approval the
   webhook did not check is never stored.
-* admission (``validate-modeldeployment-status``): ``status.rollout.approval`` changes
-  only to what an Approval object vouches for (the rollout workflow's record), so patching
-  status cannot forge an approval; a refused attempt is audited.
+* admission (``validate-modeldeployment-status``, ``validate-modelrollout-status``):
+  ``status.rollout.approval`` changes only to what an Approval object vouches for (the
+  rollout workflow's record, and the operator's mirror of it), so patching status cannot
+  forge an approval; a refused attempt is audited.
 * reconcile: signal the target's workflow where to read the Approval (Ready: Delivered).
   The workflow reads it through the API itself: the signal carries no decision.
 """
@@ -21,7 +22,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from temporalio.service import RPCError
 
-from aios.api import API_VERSION, GROUP, VERSION, Approval, ModelDeployment
+from aios.api import API_VERSION, GROUP, VERSION, Approval, ModelDeployment, ModelRollout, Resource
 from aios.api.approval import ApprovalSpec
 from aios.api.events import ActionState
 from aios.connectors.audit import AuditUnavailable
@@ -101,7 +102,7 @@ async def admit_approval(
 async def admit_status(
     body: Mapping[str, Any], old: Mapping[str, Any] | None, memo: kopf.Memo
 ) -> str | None:
-    """Why a ModelDeployment status write is refused (a forged approval record), or None."""
+    """Why a status write is refused (a forged approval record), or None."""
     wanted = plan.recorded_approval(body.get("status"))
     if wanted is None or wanted == plan.recorded_approval((old or {}).get("status")):
         return None
@@ -111,7 +112,14 @@ async def admit_status(
         approval = await runtime(memo).children.get(
             API_VERSION, Approval.crd.kind, name, meta["namespace"]
         )
-    return plan.record_refusal(wanted, meta["name"], approval)
+    return plan.record_refusal(wanted, model_deployment_of(body), approval)
+
+
+def model_deployment_of(body: Mapping[str, Any]) -> str:
+    """The ModelDeployment a status is about: the object's own, or its ModelRollout's."""
+    if body.get("kind") == ModelRollout.crd.kind:
+        return str((body.get("spec") or {}).get("modelDeployment", ""))
+    return str(body["metadata"]["name"])
 
 
 async def audited(
@@ -156,11 +164,19 @@ def register_webhooks(settings: WebhookSettings) -> None:
             refused = f"the target could not be checked: {error}"
         await audited(subject, refused, userinfo, dryrun)
 
+    for model in (ModelDeployment, ModelRollout):
+        _register_status_webhook(model, persistent)
+
+
+def _register_status_webhook(model: type[Resource[Any, Any]], persistent: bool) -> None:
+    """A status write of ``model`` (a ModelDeployment, or the ModelRollout its workflow
+    publishes into) may record only an approval an Approval object vouches for."""
+
     @kopf.on.validate(
         GROUP,
         VERSION,
-        ModelDeployment.crd.plural,
-        id="validate-modeldeployment-status",
+        model.crd.plural,
+        id=f"validate-{model.crd.singular}-status",
         subresource="status",
         operations=["UPDATE"],
         side_effects=True,
@@ -171,5 +187,6 @@ def register_webhooks(settings: WebhookSettings) -> None:
     ) -> None:
         refused = await admit_status(body, kwargs.get("old"), memo)
         if refused is not None:
-            subject = f"modeldeployment/{body['metadata']['namespace']}/{body['metadata']['name']}"
+            namespace = body["metadata"]["namespace"]
+            subject = f"modeldeployment/{namespace}/{model_deployment_of(body)}"
             await audited(subject, refused, userinfo, dryrun)

@@ -5,8 +5,11 @@
   check that the stable version really answers V2 requests, and report status;
 * rollouts: a new version starts the ``ModelRollout`` Temporal workflow on the
   namespace's worker (applied here too); the operator only starts it, signals aborts, and
-  serves what the workflow publishes in ``status.rollout`` (approvals reach the workflow
-  from their Approval objects: ``handlers.approval``);
+  serves what the workflow publishes (approvals reach the workflow from their Approval
+  objects: ``handlers.approval``);
+* the workflow publishes into a ModelRollout object, which it alone writes; the operator
+  follows them (a watch) and mirrors the current one into ``status.rollout``, which it
+  alone writes: at once when one changes (a refresh), and at each reconcile;
 * a change of ``status.rollout`` (no new generation) is work pending for the controller
   (``rollout_pending``), so a step is served as soon as the workflow takes it.
 """
@@ -22,7 +25,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from aios.api import ModelDeployment
+from aios.api import GROUP, VERSION, ModelDeployment, ModelRollout
+from aios.api.model_rollout import rollout_name
 from aios.connectors.inference import InferenceClient
 from aios.connectors.serving import explain as serving_explain
 from aios.operator.handlers.common import register, runtime
@@ -30,8 +34,9 @@ from aios.operator.reconcile import model_deployment as plan
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
+from aios.operator.runtime.writer import Change
 from aios.operator.settings import task_queue
-from aios.workflows.rollout import ModelRollout
+from aios.workflows import rollout as rollout_workflow
 
 RETRY_SECONDS = 3.0
 
@@ -58,6 +63,8 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     before returning."""
     meta = md.metadata
     namespace = meta["namespace"]
+    await ctx.writer.patch(meta["uid"], mirror(ctx.memo), subresource="status")
+    md = stored(md, ctx)
     action = plan.rollout_action(md)
     if action.record:
         md = await record_rollout(md, ctx)
@@ -110,8 +117,53 @@ async def record_rollout(md: ModelDeployment, ctx: Context) -> ModelDeployment:
         return {"status": {"rollout": rollout, "observedRolloutRevision": 0}}
 
     await ctx.writer.patch(uid, change, subresource="status")
-    latest = ctx.writer.store.get(uid)
+    return stored(md, ctx)
+
+
+def stored(md: ModelDeployment, ctx: Context) -> ModelDeployment:
+    """The object as the store has it now (after a write of this reconcile's own)."""
+    latest = ctx.writer.store.get(md.metadata["uid"])
     return ModelDeployment.model_validate(latest) if latest is not None else md
+
+
+def mirror(memo: kopf.Memo) -> Change:
+    """``status.rollout`` as its workflow last published it in its ModelRollout (nothing
+    to write when it says that already)."""
+    rollouts = runtime(memo).rollouts
+
+    def change(current: Mapping[str, Any]) -> dict[str, Any] | None:
+        md = ModelDeployment.model_validate(dict(current))
+        rollout = md.status.rollout if md.status else None
+        if rollout is None:
+            return None
+        name = rollout_name(md.metadata["name"], rollout.version)
+        uid = rollouts.uid_of(md.metadata["namespace"], name)
+        found = rollouts.get(uid) if uid is not None else None
+        record = ModelRollout.model_validate(found) if found is not None else None
+        published = plan.published_rollout(md, record)
+        if published is None:
+            return None
+        return {"status": {"rollout": published.model_dump(mode="json", by_alias=True)}}
+
+    return change
+
+
+async def refresh(ctx: Context) -> Change | None:
+    return mirror(ctx.memo)
+
+
+@kopf.on.event(GROUP, VERSION, ModelRollout.crd.plural, id="watch-modelrollout")
+async def rollout_published(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A rollout workflow published: its ModelDeployment's status follows now."""
+    process = runtime(memo)
+    meta = body["metadata"]
+    if type == "DELETED":
+        process.rollouts.forget(meta["uid"])
+        return
+    process.rollouts.observe(dict(body))
+    controller = process.controllers.get(ModelDeployment.crd.plural)
+    if controller is not None:
+        controller.report(meta["namespace"], body["spec"]["modelDeployment"])
 
 
 async def drive_rollout(
@@ -125,13 +177,13 @@ async def drive_rollout(
     if action.abort:
         handle = temporal_client.get_workflow_handle(rollout.workflow_id)
         try:
-            await handle.signal(ModelRollout.abort, action.abort)
+            await handle.signal(rollout_workflow.ModelRollout.abort, action.abort)
         except RPCError as error:  # it ended meanwhile; its last publication says how
             ctx.logger.info("could not abort %s: %s", rollout.workflow_id, error)
         return
     try:
         await temporal_client.start_workflow(
-            ModelRollout.run,
+            rollout_workflow.ModelRollout.run,
             plan.rollout_input(md, rollout, namespace),
             id=rollout.workflow_id,
             task_queue=task_queue(namespace),
@@ -192,6 +244,7 @@ register(
         ModelDeployment,
         reconcile,
         finalize,
+        refresh=refresh,
         pending=plan.rollout_pending,
         retry_interval=RETRY_SECONDS,
     )

@@ -25,11 +25,10 @@ WORKER_RULES: list[dict[str, Any]] = [
         "resources": ["modeldeployments", "automationintents"],
         "verbs": ["get", "list", "watch"],
     },
-    {
-        "apiGroups": [GROUP],
-        "resources": ["modeldeployments/status", "automationintents/status"],
-        "verbs": ["get", "patch", "update"],
-    },
+    # A rollout publishes into its own ModelRollout; the operator alone writes the
+    # ModelDeployment's status (it mirrors the rollout there).
+    {"apiGroups": [GROUP], "resources": ["modelrollouts"], "verbs": ["get", "create"]},
+    {"apiGroups": [GROUP], "resources": ["modelrollouts/status"], "verbs": ["get", "patch"]},
     # A workflow takes a human decision only from the Approval object, read by itself.
     {"apiGroups": [GROUP], "resources": ["approvals"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},

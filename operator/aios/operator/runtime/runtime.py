@@ -26,11 +26,11 @@ from aios.operator.runtime.children import Children
 from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
+from aios.operator.runtime.store import Store
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
 if TYPE_CHECKING:
     from aios.operator.runtime.controller import Controller
-    from aios.operator.runtime.store import Store
 
 
 @dataclass
@@ -43,6 +43,9 @@ class Runtime:
     """Concurrent reconciles per kind."""
     controllers: dict[str, Controller] = field(default_factory=dict)
     """By plural."""
+    rollouts: Store = field(default_factory=Store)
+    """The ModelRollouts, as the watch has them: what the rollout workflows published,
+    which the ModelDeployments' status mirrors."""
     children: Children = field(init=False)
     """Server-side apply and prune of what the kinds render, through ``api``."""
     _kafka_admin: AdminClient | None = None

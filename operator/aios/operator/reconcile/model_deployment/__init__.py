@@ -17,6 +17,7 @@ ports, storage), ``server`` (the model server container), ``raw`` and ``kserve``
 children of each mode), ``status`` (what the operator writes back).
 """
 
+from aios.api.model_deployment import version_slug
 from aios.operator.reconcile.model_deployment.kserve import (
     INFERENCE_SERVICES_CRD,
     KSERVE_KINDS,
@@ -32,7 +33,6 @@ from aios.operator.reconcile.model_deployment.names import (
     mirrored,
     service_name,
     storage,
-    version_slug,
 )
 from aios.operator.reconcile.model_deployment.raw import CHILD_KINDS, render_raw
 from aios.operator.reconcile.model_deployment.server import server_container
@@ -42,6 +42,7 @@ from aios.operator.reconcile.model_deployment.serving import (
     Serving,
     Track,
     new_rollout,
+    published_rollout,
     rollout_action,
     rollout_input,
     rollout_pending,
@@ -77,6 +78,7 @@ __all__ = [
     "mirrored",
     "new_rollout",
     "observed_rollout",
+    "published_rollout",
     "render_kserve",
     "render_raw",
     "rollout_action",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from aios.api.model_deployment import version_slug
 from aios.operator.reconcile.model_deployment.serving import Track
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -15,14 +14,6 @@ STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.14.1"
 MODEL_DEPLOYMENT = "aios.dev/modeldeployment"
 SERVED_VERSION = "aios.dev/served-version"
 TRACK = "aios.dev/track"
-
-
-def version_slug(version: str) -> str:
-    """A DNS label from a version: 2024.11.2 → 2024-11-2 (a digest keeps long ones unique)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", version.lower()).strip("-") or "v"
-    if len(slug) > 20 or slug != version.lower().replace(".", "-"):
-        slug = f"{slug[:13].strip('-')}-{hashlib.sha256(version.encode()).hexdigest()[:6]}"
-    return slug
 
 
 def deployment_name(md_name: str, version: str) -> str:

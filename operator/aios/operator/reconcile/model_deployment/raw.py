@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aios.api.model_deployment import ModelDeployment, ModelSource
+from aios.api.model_deployment import ModelDeployment, ModelSource, version_slug
 from aios.operator.reconcile.children import PART_OF, app_labels, as_owner, owned
 from aios.operator.reconcile.model_deployment.names import (
     GRPC_PORT,
@@ -18,7 +18,6 @@ from aios.operator.reconcile.model_deployment.names import (
     mirrored,
     service_name,
     storage,
-    version_slug,
 )
 from aios.operator.reconcile.model_deployment.server import server_container
 from aios.operator.reconcile.model_deployment.serving import Track, serving

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aios.api.model_deployment import ModelDeployment, ModelSource, RolloutStatus
+from aios.api.model_rollout import ModelRollout
 from aios.workflows.rollout_io import RolloutInput
 
 ACTIVE: frozenset[str] = frozenset({"Deploying", "Progressing", "AwaitingApproval"})
@@ -105,6 +106,25 @@ def rollout_pending(body: Mapping[str, Any]) -> bool:
     return bool(rollout) and int(rollout.get("revision") or 0) != int(
         status.get("observedRolloutRevision") or 0
     )
+
+
+def published_rollout(md: ModelDeployment, record: ModelRollout | None) -> RolloutStatus | None:
+    """What the rollout workflow last published in ``record`` (its ModelRollout), when
+    ``status.rollout`` does not say it yet: only the current rollout's (same workflow id,
+    in a ModelRollout this object owns), so a finished or foreign one never comes back."""
+    current = md.status.rollout if md.status else None
+    if current is None or record is None or record.status is None:
+        return None
+    published = record.status.rollout
+    owners = record.metadata.get("ownerReferences") or []
+    if (
+        published is None
+        or published.workflow_id != current.workflow_id
+        or record.spec.workflow_id != current.workflow_id
+        or not any(o.get("uid") == md.metadata.get("uid") for o in owners)
+    ):
+        return None
+    return None if published == current else published
 
 
 def rollout_input(md: ModelDeployment, rollout: RolloutStatus, namespace: str) -> RolloutInput:
