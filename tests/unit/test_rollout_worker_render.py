@@ -50,6 +50,7 @@ def test_its_role_can_write_modelrollouts_and_events_only_in_the_namespace() -> 
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == "city"
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert {("modelrollouts", "create"), ("modelrollouts/status", "patch")} <= granted
+    assert ("modelrollouts", "delete") in granted, "the oldest beyond the history go"
     assert ("events", "create") in granted
     assert ("modeldeployments", "patch") not in granted, "the spec belongs to the user"
     written = {r for r, v in granted if v in ("patch", "update")}

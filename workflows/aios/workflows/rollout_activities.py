@@ -42,6 +42,18 @@ PLURAL = ModelDeployment.crd.plural
 ROLLOUTS = ModelRollout.crd.plural
 COMPONENT = "aios-rollout"
 PROBE_TIMEOUT = 5.0
+ROLLOUTS_KEPT = 20
+"""ModelRollouts kept per ModelDeployment, the newest: as many as its ``status.history``."""
+
+
+def expired(items: Sequence[Mapping[str, Any]], model_deployment: str) -> list[str]:
+    """The ModelRollouts of ``model_deployment`` beyond the newest ``ROLLOUTS_KEPT``."""
+    mine = [i for i in items if (i.get("spec") or {}).get("modelDeployment") == model_deployment]
+    mine.sort(
+        key=lambda i: (i["metadata"].get("creationTimestamp") or "", i["metadata"]["name"]),
+        reverse=True,
+    )
+    return [i["metadata"]["name"] for i in mine[ROLLOUTS_KEPT:]]
 
 
 class RolloutActivities:
@@ -156,7 +168,19 @@ class RolloutActivities:
             if error.status != 409:  # 409: made by an earlier attempt of this activity
                 raise
             made = objects.get_namespaced_custom_object(GROUP, VERSION, p.namespace, ROLLOUTS, name)
+        self._forget_old_rollouts(p.namespace, p.name)
         return dict(made)
+
+    def _forget_old_rollouts(self, namespace: str, model_deployment: str) -> None:
+        """A new rollout makes room: the oldest beyond ``ROLLOUTS_KEPT`` go."""
+        objects = client.CustomObjectsApi(self.api)
+        listed: Any = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, ROLLOUTS)
+        for name in expired(listed["items"], model_deployment):
+            try:
+                objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, ROLLOUTS, name)
+            except ApiException as error:
+                if error.status != 404:  # 404: gone already
+                    raise
 
     def _audit(self, previous: RolloutStatus | None, p: Publication) -> None:
         """Promotions, rollbacks and refused approvals go to the audit trail (once each: the

@@ -27,7 +27,12 @@ WORKER_RULES: list[dict[str, Any]] = [
     },
     # A rollout publishes into its own ModelRollout; the operator alone writes the
     # ModelDeployment's status (it mirrors the rollout there).
-    {"apiGroups": [GROUP], "resources": ["modelrollouts"], "verbs": ["get", "create"]},
+    # (it also removes the oldest of a ModelDeployment's beyond the history it keeps)
+    {
+        "apiGroups": [GROUP],
+        "resources": ["modelrollouts"],
+        "verbs": ["get", "list", "create", "delete"],
+    },
     {"apiGroups": [GROUP], "resources": ["modelrollouts/status"], "verbs": ["get", "patch"]},
     # A workflow takes a human decision only from the Approval object, read by itself.
     {"apiGroups": [GROUP], "resources": ["approvals"], "verbs": ["get"]},
