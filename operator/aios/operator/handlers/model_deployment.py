@@ -132,15 +132,17 @@ def mirror(memo: kopf.Memo) -> Change:
     rollouts = runtime(memo).rollouts
 
     def change(current: Mapping[str, Any]) -> dict[str, Any] | None:
-        md = ModelDeployment.model_validate(dict(current))
-        rollout = md.status.rollout if md.status else None
-        if rollout is None:
+        # Read raw first: this runs on every refresh tick, and mostly finds nothing new.
+        recorded = (current.get("status") or {}).get("rollout") or {}
+        if not recorded.get("version"):
             return None
-        name = rollout_name(md.metadata["name"], rollout.version)
-        uid = rollouts.uid_of(md.metadata["namespace"], name)
+        meta = current["metadata"]
+        uid = rollouts.uid_of(meta["namespace"], rollout_name(meta["name"], recorded["version"]))
         found = rollouts.get(uid) if uid is not None else None
-        record = ModelRollout.model_validate(found) if found is not None else None
-        published = plan.published_rollout(md, record)
+        if found is None or (found.get("status") or {}).get("rollout") == recorded:
+            return None
+        md = ModelDeployment.model_validate(dict(current))
+        published = plan.published_rollout(md, ModelRollout.model_validate(found))
         if published is None:
             return None
         return {"status": {"rollout": published.model_dump(mode="json", by_alias=True)}}
