@@ -222,7 +222,7 @@ def test_the_operator_runs_the_built_image_and_a_deleted_runner_resumes_where_it
     chart_site: ChartSite,
 ) -> None:
     """The chart's pods run exactly the image built here; a runner pod deleted mid-stream is
-    recreated by its Deployment and goes on from its committed offsets: every reading is
+    recreated by its StatefulSet and goes on from its committed offsets: every reading is
     decided once, none twice."""
     digest = chart_site.site.images["aios"].digest
     for pod in chart_site.operators().values():
@@ -253,7 +253,7 @@ def test_the_operator_runs_the_built_image_and_a_deleted_runner_resumes_where_it
             (p := running_pod(chart_site, CITY, selector)) is not None
             and p["metadata"]["uid"] != before["metadata"]["uid"]
         ),
-        what="the Deployment's new runner pod ready",
+        what="the StatefulSet's new runner pod ready",
     )
     ids = wait_for(lambda: len(found := decided()) >= 600 and found, what="every reading decided")
     assert len(ids) == len(set(ids)) == 600, "each reading decided once, none twice"
@@ -261,18 +261,18 @@ def test_the_operator_runs_the_built_image_and_a_deleted_runner_resumes_where_it
 
 def assert_kafka_users_by_reference(chart_site: ChartSite) -> None:
     """Each of the city's workloads is its own Kafka user, its settings in its own Secret
-    (written by the operator with the chart's RBAC); no Deployment spells them out."""
+    (written by the operator with the chart's RBAC); no workload spells them out."""
     users = {
         "aios-worker": ("aios-worker-kafka", f"aios-worker.{CITY}"),
         "pm25-alerting-runner": ("pm25-alerting-runner-kafka", f"aios-runner.{CITY}.pm25-alerting"),
     }
-    deployments = chart_site.json("get", "deployments", "-n", CITY)["items"]
-    for deployment in deployments:
-        name = deployment["metadata"]["name"]
+    workloads = chart_site.json("get", "deployments,statefulsets", "-n", CITY)["items"]
+    for workload in workloads:
+        name = workload["metadata"]["name"]
         if name not in users:
             continue
         secret, user = users.pop(name)
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
         (reference,) = [e for e in container["env"] if e["name"] == "AIOS_KAFKA_CONFIG"]
         assert reference["valueFrom"]["secretKeyRef"]["name"] == secret, name
         data = chart_site.json("get", "secret", secret, "-n", CITY)["data"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer
 from support import (
     SESSION_SITE,
     container_pids,
@@ -235,6 +235,11 @@ def test_malformed_readings_go_to_the_dead_letter_topic_with_the_reason(
     assert all(dict(m.headers())["aios-source"].decode().startswith(topic) for m in letters)
 
 
+def status_counts(kubectl, namespace: str, name: str) -> dict[str, Any]:
+    status = kubectl.json("get", "automationintent", name, "-n", namespace).get("status") or {}
+    return status.get("counts") or {}
+
+
 def runner_pod(kubectl, namespace: str, name: str) -> dict[str, Any] | None:
     selector = f"app.kubernetes.io/name={RUNNER},app.kubernetes.io/instance={name}"
     return running_pod(kubectl, namespace, selector)
@@ -278,6 +283,92 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
     assert len(keys) == 40
     acted_once(site, receiver, keys)
+    wait_for(
+        lambda: status_counts(kubectl, namespace, "crash").get("events") == len(records),
+        what="status counts of every reading, those from before the crash too",
+    )
+
+
+def committed_by(bootstrap: str, group: str, pod_ip: str) -> int:
+    """Readings committed on the partitions the group's member at ``pod_ip`` holds."""
+    admin = kafka.admin(bootstrap)
+    (described,) = admin.describe_consumer_groups([group]).values()
+    held = {
+        (tp.topic, tp.partition)
+        for member in described.result(10).members
+        if member.host.lstrip("/") == pod_ip
+        for tp in member.assignment.topic_partitions
+    }
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    offsets = listed[group].result(10).topic_partitions or []
+    return sum(tp.offset for tp in offsets if (tp.topic, tp.partition) in held and tp.offset > 0)
+
+
+def runner_pods(kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/name={RUNNER},app.kubernetes.io/instance={name}"
+    return kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"]
+
+
+@pytest.mark.fault("runner killed mid-batch")
+def test_three_runners_share_the_readings_and_one_killed_loses_nothing_and_counts_right(
+    kubectl, operator, namespace, receiver, site
+) -> None:
+    """Three replicas share six partitions; one is killed mid-stream. Its partitions go on
+    from their last commit (decisions, offsets and state in one transaction), so every
+    reading is decided once, no action repeats, and the status counts come out exact —
+    they live with the partitions, not with the replica that was killed."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    source = f"{namespace}.readings6"
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(source, 6)])
+    scaling = {"minReplicas": 3, "maxReplicas": 3}
+    obj = deploy(
+        kubectl, namespace, intent("trio", source, f"{receiver.url}/trio", scaling=scaling)
+    )
+    assert condition(obj, "ScalingActive")["reason"] == "FixedReplicas"
+    pods = runner_pods(kubectl, namespace, "trio")
+    assert sorted(p["metadata"]["name"] for p in pods) == [f"trio-runner-{i}" for i in range(3)]
+    sensors = [f"t-{i:03d}" for i in range(300)]
+    records = [
+        (s, reading(s, 90.0 if (seq == 5 and i % 10 == 0) else 15.0, seq))
+        for seq in range(20)
+        for i, s in enumerate(sensors)
+    ]
+    produce(bootstrap, source, records[:3000])
+    victim = next(p for p in pods if p["metadata"]["name"] == "trio-runner-1")
+    wait_for(
+        lambda: committed_by(bootstrap, f"aios.{namespace}.trio.runner", victim["status"]["podIP"]),
+        what="trio-runner-1 committed some of its partitions' readings",
+    )
+    for pid in container_pids(site, victim, "runner"):
+        os.kill(pid, signal.SIGKILL)
+    produce(bootstrap, source, records[3000:])
+
+    decisions = decisions_of(bootstrap, obj, len(records))
+    assert len(decisions) == len(records)
+    assert len({d["decisionId"] for d in decisions}) == len(records), "none decided twice"
+    assert {d["lineage"]["partition"] for d in decisions} == set(range(6))
+    keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
+    assert len(keys) == 30
+    acted_once(site, receiver, keys)
+
+    counts = wait_for(
+        lambda: (
+            (c := status_counts(kubectl, namespace, "trio")).get("events") == len(records) and c
+        ),
+        what="status counts of every reading, the killed runner's too",
+    )
+    assert counts["decisions"] == counts["fallbacks"] == len(records)
+    assert counts["deadLetters"] == 0
+    after = {
+        p["metadata"]["name"]: restarts(p, "runner")
+        for p in runner_pods(kubectl, namespace, "trio")
+    }
+    assert after["trio-runner-1"] > restarts(victim, "runner"), "it was killed and came back"
+    assert after["trio-runner-0"] == after["trio-runner-2"] == 0, (
+        "the others rode out the rebalances (a fenced transaction is aborted and rewound)"
+    )
+    logs = kubectl("logs", "-n", namespace, "trio-runner-1", "-c", "runner")
+    assert "no state of" not in logs, "each partition went on from the state of its commit"
 
 
 @pytest.mark.fault("worker killed mid-action")

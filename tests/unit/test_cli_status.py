@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import typer
 
-from aios.cli.explain import condition_findings, deployment_summary, parse_target, pod_findings
+from aios.cli.explain import condition_findings, parse_target, pod_findings, workload_summary
 from aios.cli.status import is_odd, ordered, row
 
 
@@ -39,6 +39,7 @@ def obj(name: str, conditions: list[dict[str, str]], generation: int = 1, observ
         ("Approved", "Unknown", False),  # nothing known yet is not trouble
         ("Progressing", "True", False),
         ("Progressing", "False", False),
+        ("ScalingActive", "False", False),  # runners not autoscaled: how it runs, not trouble
     ],
 )
 def test_which_conditions_are_odd(kind: str, status: str, odd: bool) -> None:
@@ -95,13 +96,13 @@ def test_a_deployment_short_of_replicas_says_why() -> None:
             ],
         },
     }
-    summary, findings = deployment_summary(deployment)
+    summary, findings = workload_summary(deployment)
     assert (summary["available"], summary["desired"]) == (1, 2)
     assert findings == [
         "Deployment pm25-anomaly-2024-11-2: 1/2 available (MinimumReplicasUnavailable: 1 of 2)"
     ]
     deployment["status"]["availableReplicas"] = 2
-    assert deployment_summary(deployment)[1] == []
+    assert workload_summary(deployment)[1] == []
 
 
 def test_pods_that_crash_or_cannot_start_are_named() -> None:

@@ -39,7 +39,7 @@ def site(data_plane: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Operato
 def pod_specs(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
     specs = []
     for child in children:
-        if child["kind"] == "Deployment":
+        if child["kind"] in ("Deployment", "StatefulSet"):
             specs.append(child["spec"]["template"]["spec"])
         elif child["kind"] == "InferenceService":
             specs.append(child["spec"]["predictor"])

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from aios.api import AutomationIntent
-from aios.api.runner import RunnerConfig
+from aios.api.runner import PartitionCounts, PartitionProgress, RunnerConfig
 from aios.operator.reconcile.automation_intent import (
     Heartbeat,
-    deployment_ready,
+    counts,
     live,
     owned_topics,
     ready,
@@ -20,9 +22,11 @@ from aios.operator.reconcile.automation_intent import (
     retention_violation,
     runner_config,
     runtime_conditions,
+    scaling_condition,
     source_topics,
     topic_names,
     workload_condition,
+    workload_ready,
 )
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.settings import OperatorSettings
@@ -67,15 +71,48 @@ def test_owned_topics_carry_partitions_and_retention() -> None:
         "aios.city.pm25-alerting.decisions",
         "aios.city.pm25-alerting.actions",
         "aios.city.pm25-alerting.dead-letters",
+        "aios.city.pm25-alerting.state",
     ]
-    assert all(s.partitions == 6 and s.config["retention.ms"] == "1000" for s in specs)
+    assert all(s.config["retention.ms"] == "1000" for s in specs)
+    assert all(s.partitions == 6 and s.config["cleanup.policy"] == "delete" for s in specs[:3])
+    state = specs[3]
+    assert state.partitions == 1 and state.config["cleanup.policy"] == "compact"
+    raw = {
+        **RAW,
+        "spec": {
+            **RAW["spec"],
+            "dataPolicy": {"personalData": True, "retentionDays": 7, "purpose": "alerts"},
+        },
+    }
+    personal = owned_topics(AutomationIntent.model_validate(raw), names, 1000)[3]
+    assert personal.config["cleanup.policy"] == "compact,delete", "latches name sensors"
+
+
+def test_counts_sum_the_newest_report_of_each_partition() -> None:
+    now = datetime.now(UTC)
+
+    def beat(pod: str, **partitions: tuple[int, int]) -> Heartbeat:
+        reported = {
+            key.replace("_", "/"): PartitionProgress(
+                offset=offset, counts=PartitionCounts(events=events, decisions=events)
+            )
+            for key, (offset, events) in partitions.items()
+        }
+        return Heartbeat(pod, 2, now, {}, reported, False)
+
+    # p-0 held t/0 until 40 and lost it to p-1, which has gone on to 55
+    old = beat("p-0", t_0=(40, 40), t_1=(10, 9))
+    new = beat("p-1", t_0=(55, 54), t_2=(3, 3))
+    assert counts([old, new]) == {"events": 66, "decisions": 66, "deadLetters": 0, "fallbacks": 0}
+    assert counts([new, old]) == counts([old, new])
+    assert counts([beat("p-2")]) == {}, "nothing reported leaves the status as it is"
 
 
 def test_the_runner_is_rendered_with_its_config_owner_and_least_privilege() -> None:
     config = runner_config(INTENT, ["city.district-7.readings"])
     children = render_runner(INTENT, SETTINGS, ["city.district-7.readings"])
     kinds = [c["kind"] for c in children]
-    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "StatefulSet"]
     for child in children:
         assert child["metadata"]["ownerReferences"][0]["uid"] == "u-1"
         assert child["metadata"]["namespace"] == "city"
@@ -114,16 +151,40 @@ def test_a_changed_spec_rolls_the_runner_and_paused_scales_it_to_zero() -> None:
     assert second["spec"]["replicas"] == 0
 
 
+def test_scaling_sets_the_replicas_and_restarts_no_runner() -> None:
+    raw = {**RAW, "spec": {**RAW["spec"], "scaling": {"minReplicas": 3, "maxReplicas": 3}}}
+    three = AutomationIntent.model_validate(raw)
+    one, scaled = (
+        render_runner(INTENT, SETTINGS, ["s"])[4],
+        render_runner(three, SETTINGS, ["s"])[4],
+    )
+    assert (one["spec"]["replicas"], scaled["spec"]["replicas"]) == (1, 3)
+    assert scaled["spec"]["podManagementPolicy"] == "Parallel", "replicas start together"
+    assert one["spec"]["template"] == scaled["spec"]["template"], "the runner does not read it"
+    assert scaling_condition(three) == ConditionUpdate(
+        "ScalingActive",
+        "False",
+        "FixedReplicas",
+        "3 runner(s): spec.scaling.minReplicas equals maxReplicas.",
+    )
+    raw["spec"]["scaling"] = {"minReplicas": 2, "maxReplicas": 6}
+    wanting = scaling_condition(AutomationIntent.model_validate(raw))
+    assert (wanting.reason, wanting.message.split(",")[0]) == ("NoAutoscaler", "2 runner(s)")
+    raw["spec"]["scaling"] = {"minReplicas": 4, "maxReplicas": 2}
+    with pytest.raises(ValidationError, match="maxReplicas must not be below minReplicas"):
+        AutomationIntent.model_validate(raw)
+
+
 def test_deployment_readiness() -> None:
-    assert deployment_ready(None) == (False, "the Deployment does not exist yet")
+    assert workload_ready(None) == (False, "not created yet")
     deployment = {
         "metadata": {"generation": 2},
         "spec": {"replicas": 1},
         "status": {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1},
     }
-    assert deployment_ready(deployment)[0]
+    assert workload_ready(deployment)[0]
     stale = {**deployment, "status": {**deployment["status"], "observedGeneration": 1}}
-    assert not deployment_ready(stale)[0]
+    assert not workload_ready(stale)[0]
     assert workload_condition("RunnerReady", deployment) == ConditionUpdate(
         "RunnerReady", "True", "Available", "1/1 replicas available"
     )
@@ -156,10 +217,10 @@ def test_degraded_names_the_model_that_is_down() -> None:
         2,
         now,
         {"anomaly": {"available": False, "error": "connection refused"}},
-        {"events": 5},
+        {},
         False,
     )
-    old = Heartbeat("q", 2, now - timedelta(minutes=5), {}, {"events": 7}, False)
+    old = Heartbeat("q", 2, now - timedelta(minutes=5), {}, {}, False)
     beats = live([down, old], now, 30)
     assert beats == [down]
     [degraded] = runtime_conditions(INTENT, beats)

@@ -41,10 +41,11 @@ def test_a_runner_reads_only_its_sources_and_writes_only_its_own_topics(automati
     config = runner_config(automation_intent("pm25"), ["readings.pm25"])
     runner = runner_principal(config)
     assert runner.user == "aios-runner.city.pm25"
-    assert granted(runner, "topic", "read") == {"readings.pm25"}
+    assert granted(runner, "topic", "read") == {"readings.pm25", "aios.city.pm25.state"}
     assert granted(runner, "topic", "write") == {
         "aios.city.pm25.decisions",
         "aios.city.pm25.dead-letters",
+        "aios.city.pm25.state",
         HEARTBEAT_TOPIC,
     }
     assert granted(runner, "group", "read") == {config.consumer_group}
@@ -109,8 +110,8 @@ def test_a_runner_mounts_its_own_users_secret_and_rolls_when_the_key_changes(
 
     def env(site: OperatorSettings) -> dict:
         rendered = render_runner(intent, site, ["readings.pm25"])
-        deployment = next(c for c in rendered if c["kind"] == "Deployment")
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        workload = next(c for c in rendered if c["kind"] == "StatefulSet")
+        container = workload["spec"]["template"]["spec"]["containers"][0]
         return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
     variables = env(SITE)

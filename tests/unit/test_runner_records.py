@@ -26,7 +26,7 @@ CONFIG = RunnerConfig(
     spec=INTENT.spec,
     consumer_group="g",
     task_queue="q",
-    topics=RunnerTopics(sources=["s"], decisions="d", actions="a", dead_letters="x"),
+    topics=RunnerTopics(sources=["s"], decisions="d", actions="a", dead_letters="x", state="t"),
 )
 NOW = datetime(2026, 11, 27, 10, tzinfo=UTC)
 READING = Reading.model_validate(

@@ -10,7 +10,9 @@ import yaml
 
 from aios.api import AutomationIntent
 from aios.api.events import Reading
+from aios.api.runner import PartitionCounts, PartitionState
 from aios.runner.rules import CallResult, Decider, RuleError, RuleSet
+from aios.runner.state import Partition
 
 EXAMPLE = AutomationIntent.model_validate(
     yaml.safe_load(
@@ -123,3 +125,18 @@ def test_the_reading_exposes_its_age() -> None:
     from aios.runner.rules import reading_context
 
     assert reading_context(reading(1), NOW + timedelta(seconds=90))["ageSeconds"] == 90
+
+
+def test_a_latch_restored_from_the_partition_state_keeps_firing_in_another_replica(
+    decider: Decider,
+) -> None:
+    assert decider.decide(reading(50), ok(0.85), NOW).rule == "pm25-spike"
+    saved = Partition(12, PartitionCounts(events=1), decider).state()
+    record = PartitionState.model_validate_json(saved.model_dump_json(by_alias=True))
+    assert record.latched == [("s1", "pm25-spike")] and record.offset == 12
+
+    taken_over = Partition.start(RuleSet.compile(EXAMPLE.spec), record)
+    assert taken_over.decider.decide(reading(50), ok(0.78), NOW).rule == "pm25-spike"
+    fresh = Decider(RuleSet.compile(EXAMPLE.spec))
+    assert fresh.decide(reading(50), ok(0.78), NOW).rule is None, "without it, the latch is lost"
+    assert taken_over.progress().counts.events == 1

@@ -105,15 +105,17 @@ def condition_findings(obj: Mapping[str, Any]) -> list[str]:
     return findings
 
 
-def deployment_summary(deployment: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A Deployment's availability, and a finding when it falls short."""
-    meta, spec = deployment["metadata"], deployment.get("spec") or {}
-    status = deployment.get("status") or {}
+def workload_summary(
+    workload: Mapping[str, Any], kind: str = "Deployment"
+) -> tuple[dict[str, Any], list[str]]:
+    """A Deployment's or StatefulSet's availability, and a finding when it falls short."""
+    meta, spec = workload["metadata"], workload.get("spec") or {}
+    status = workload.get("status") or {}
     desired = int(spec.get("replicas", 1))
     available = int(status.get("availableReplicas") or 0)
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     summary = {
-        "kind": "Deployment",
+        "kind": kind,
         "name": meta["name"],
         "available": available,
         "desired": desired,
@@ -133,7 +135,7 @@ def deployment_summary(deployment: Mapping[str, Any]) -> tuple[dict[str, Any], l
             "",
         )
         findings.append(
-            f"Deployment {meta['name']}: {available}/{desired} available"
+            f"{kind} {meta['name']}: {available}/{desired} available"
             + (f" ({reason})" if reason else "")
         )
     return summary, findings
@@ -203,26 +205,35 @@ def _events(core: client.CoreV1Api, namespace: str, uid: str) -> list[dict[str, 
 def _children(
     api_client: client.ApiClient, namespace: str, uid: str, kind: str
 ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
-    """The owner's Deployments (and the namespace's worker), their pods and events;
-    Services and ConfigMaps by name."""
+    """The owner's Deployments and StatefulSets (and the namespace's worker), their pods
+    and events; Services and ConfigMaps by name."""
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
     sanitize: Callable[[Any], Any] = api_client.sanitize_for_serialization
     selector = f"{OWNER_UID}={uid}"
-    deployments = sanitize(apps.list_namespaced_deployment(namespace, label_selector=selector))[
-        "items"
+    workloads = [
+        ("Deployment", d)
+        for d in sanitize(apps.list_namespaced_deployment(namespace, label_selector=selector))[
+            "items"
+        ]
+    ]
+    workloads += [
+        ("StatefulSet", s)
+        for s in sanitize(apps.list_namespaced_stateful_set(namespace, label_selector=selector))[
+            "items"
+        ]
     ]
     if kind in ("ModelDeployment", "AutomationIntent"):
         workers = sanitize(
             apps.list_namespaced_deployment(namespace, field_selector=f"metadata.name={WORKER}")
         )["items"]
-        deployments += workers
+        workloads += [("Deployment", w) for w in workers]
     children: list[dict[str, Any]] = []
     findings: list[str] = []
     events: list[dict[str, Any]] = []
-    for deployment in deployments:
-        summary, found = deployment_summary(deployment)
+    for workload_kind, workload in workloads:
+        summary, found = workload_summary(workload, workload_kind)
         findings += found
-        labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         pods = sanitize(
             core.list_namespaced_pod(
                 namespace, label_selector=",".join(f"{k}={v}" for k, v in labels.items())
@@ -235,7 +246,7 @@ def _children(
         for pod in pods:
             findings += pod_findings(pod)
             events += _events(core, namespace, pod["metadata"]["uid"])
-        events += _events(core, namespace, deployment["metadata"]["uid"])
+        events += _events(core, namespace, workload["metadata"]["uid"])
         children.append(summary)
     for other, lister in (
         ("Service", core.list_namespaced_service),

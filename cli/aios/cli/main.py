@@ -120,7 +120,7 @@ def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> N
 CITY_TIMEOUT = 600
 NEXT_STEPS = """[bold]Try next[/] (in another shell):
   eval "$(.venv/bin/aiosctl env)"
-  kubectl logs deploy/pm25-alerting-runner -f        # a line per batch of decisions
+  kubectl logs statefulset/pm25-alerting-runner -f   # a line per batch of decisions
   kubectl logs deploy/city-alerts -f                 # the alerts they send
   temporal workflow list --query "ExecutionStatus='Running'"   # actions awaiting approval
   .venv/bin/aiosctl approve action/<workflow id> \\

@@ -28,8 +28,8 @@ from aios.cli.output import Format, Output, emit
 
 ABNORMAL_WHEN_TRUE = frozenset({"Degraded", "BufferPressure", "RolledBack"})
 """Conditions whose True means trouble (Kubernetes' abnormal-true polarity)."""
-NEUTRAL = frozenset({"Progressing"})
-"""Conditions that only say something is under way."""
+NEUTRAL = frozenset({"Progressing", "ScalingActive"})
+"""Conditions that only say something is under way, or how it runs."""
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import (
@@ -22,6 +22,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicCollection,
     TopicPartition,
@@ -167,40 +168,46 @@ def consumer(group: str, bootstrap: str | None = None, **overrides: Any) -> Cons
     return Consumer(consumer_config(group, bootstrap, **overrides))
 
 
-def live_keys(bootstrap: str, topic: str, timeout: float = 60) -> set[str]:
-    """The keys of a compacted topic whose latest record is not a tombstone: the topic read
-    from its beginning up to the end it had when asked."""
+def read_to_end(bootstrap: str, topic: str, timeout: float = 60) -> Iterator[Message]:
+    """Every committed record of ``topic``, from its beginning up to the end it had when
+    asked (read by position, so transaction markers at the end do not hold it up)."""
     reader = Consumer(
         client_config(
-            bootstrap, **{"group.id": f"keys-{uuid.uuid4().hex}", "enable.auto.commit": False}
+            bootstrap, **{"group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False}
         )
     )
     try:
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {}
+        ends: dict[int, int] = {}
         for partition in partitions:
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = reader.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10, cached=False
+            )
             if high > low:
                 ends[partition] = high
         reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        live: set[str] = set()
         deadline = time.monotonic() + timeout
         while ends:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic} not read to its end within {timeout:.0f}s")
-            message = reader.poll(0.5)
-            if message is None or message.error() is not None:
-                continue
-            key = (message.key() or b"").decode()
-            if message.value() is None:
-                live.discard(key)
-            else:
-                live.add(key)
-            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
-                ends.pop(message.partition(), None)
-        return live
+            yield from (m for m in reader.consume(1000, 0.5) if m.error() is None)
+            for position in reader.position([TopicPartition(topic, p) for p in list(ends)]):
+                if position.offset >= ends[position.partition]:
+                    del ends[position.partition]
     finally:
         reader.close()
+
+
+def live_keys(bootstrap: str, topic: str, timeout: float = 60) -> set[str]:
+    """The keys of a compacted topic whose latest record is not a tombstone."""
+    live: set[str] = set()
+    for message in read_to_end(bootstrap, topic, timeout):
+        key = (message.key() or b"").decode()
+        if message.value() is None:
+            live.discard(key)
+        else:
+            live.add(key)
+    return live
 
 
 def admin(bootstrap: str | None = None) -> AdminClient:

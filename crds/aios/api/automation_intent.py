@@ -213,6 +213,33 @@ class DataPolicy(ApiModel):
     )
 
 
+class Scaling(ApiModel):
+    """How many runners share the intent's readings. Between ``minReplicas`` and
+    ``maxReplicas``, an autoscaler (KEDA, when the cluster has it) adds a runner for every
+    ``lagThreshold`` readings waiting on the sources. A runner beyond the sources'
+    partition count has nothing to read."""
+
+    min_replicas: int = Field(default=1, ge=1, le=100, description="Runners always running.")
+    max_replicas: int = Field(
+        default=1, ge=1, le=100, description="Most runners an autoscaler may run."
+    )
+    lag_threshold: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000_000,
+        description="Readings waiting per runner before another one is added.",
+    )
+
+    invariants = (
+        Invariant(
+            rule="self.maxReplicas >= self.minReplicas",
+            message="maxReplicas must not be below minReplicas",
+            check=lambda s: s.max_replicas >= s.min_replicas,
+            field_path=".maxReplicas",
+        ),
+    )
+
+
 def _actions_exist(rule_list: str) -> Invariant:
     """Every rule of the list field `rule_list` names an action declared in the same spec."""
     return Invariant(
@@ -259,6 +286,7 @@ class AutomationIntentSpec(ApiModel):
         json_schema_extra=list_map("name"),
     )
     sla: Sla = defaults_to(Sla, "Latency and batching objectives.")
+    scaling: Scaling = defaults_to(Scaling, "How many runners share the readings.")
     data_policy: DataPolicy = defaults_to(DataPolicy, "Personal data, retention and purpose.")
     mode: Mode = Field(
         default="active",
@@ -286,6 +314,10 @@ class TopicNames(ApiModel):
     decisions: str | None = Field(default=None, description="Topic of decisions.")
     actions: str | None = Field(default=None, description="Topic of actions handed to workflows.")
     dead_letters: str | None = Field(default=None, description="Topic of unprocessable records.")
+    state: str | None = Field(
+        default=None,
+        description="Compacted topic of each source partition's counts and hysteresis latches.",
+    )
 
 
 class AutomationIntentStatus(ResourceStatus):

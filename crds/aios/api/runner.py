@@ -21,6 +21,9 @@ class RunnerTopics(ApiModel):
     decisions: str
     actions: str
     dead_letters: str
+    state: str = Field(
+        description="Compacted: each source partition's counts and hysteresis latches."
+    )
 
 
 class RunnerConfig(ApiModel):
@@ -41,3 +44,31 @@ class RunnerConfig(ApiModel):
         """What each runner pod's transactional id starts with (its pod name follows): no
         other intent's does, since a name has no ``/``. Its Kafka ACL is on this prefix."""
         return f"aios-runner.{self.intent.namespace}/{self.intent.name}/"
+
+
+class PartitionCounts(ApiModel):
+    """What one source partition's readings have come to since the intent began."""
+
+    events: int = Field(default=0, ge=0, description="Readings read, good or not.")
+    decisions: int = Field(default=0, ge=0)
+    dead_letters: int = Field(default=0, ge=0)
+    fallbacks: int = Field(default=0, ge=0, description="Decisions by the fallback rules.")
+
+
+class PartitionProgress(ApiModel):
+    """A source partition's counts as of ``offset``, the next record to read (-1 before
+    the first commit). What a runner reports in its heartbeat for each partition it holds:
+    the operator sums the newest report of every partition."""
+
+    offset: int = Field(ge=-1)
+    counts: PartitionCounts = Field(default_factory=PartitionCounts)
+
+
+class PartitionState(PartitionProgress):
+    """A source partition's record in the intent's state topic (key ``<topic>/<partition>``),
+    written in the same Kafka transaction as its decisions and consumer offset: whichever
+    replica holds the partition next goes on from exactly the last commit."""
+
+    latched: list[tuple[str, str]] = Field(
+        default_factory=list, description="(sensor, rule) pairs a hysteresis keeps firing."
+    )

@@ -2,10 +2,12 @@
 decisions and dead letters and commit the offsets in one Kafka transaction.
 
 Exactly once, end to end: the hand-off is idempotent (the workflow id is the action's
-idempotency key), and decisions, dead letters and consumer offsets are committed
-atomically — a crash anywhere replays the batch, which starts no workflow twice and
-publishes each decision once. Backpressure: one batch in flight; while Temporal cannot
-take the hand-off the partitions are paused and the batch is retried, never dropped.
+idempotency key), and decisions, dead letters, each partition's state (``state``) and
+consumer offsets are committed atomically — a crash anywhere replays the batch, which
+starts no workflow twice and publishes each decision once; a transaction Kafka aborts (a
+rebalance fenced it) rewinds its partitions to their last commit. Backpressure: one batch
+in flight; while Temporal cannot take the hand-off the partitions are paused and the batch
+is retried, never dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -32,10 +41,23 @@ from aios.runner import metrics
 from aios.runner.calls import ModelCaller
 from aios.runner.deployments import DeploymentStatuses
 from aios.runner.records import DLQ_REASON, DLQ_SOURCE, Position, action_request, decide_record
-from aios.runner.rules import CallResult, Decider, RuleSet
+from aios.runner.rules import CallResult, RuleSet
+from aios.runner.state import (
+    Partition,
+    SourcePartition,
+    committed_offset,
+    restore,
+    source_of,
+    state_key,
+)
 
 ACTION_WORKFLOW = "ActionWorkflow"
 log = logging.getLogger(__name__)
+
+
+class BatchAborted(Exception):
+    """Kafka aborted the batch's transaction (a rebalance fenced its offsets): nothing of it
+    is visible, and its partitions go on from their last commit."""
 
 
 def dead_letter_reason(error: ValidationError | ValueError) -> str:
@@ -99,23 +121,20 @@ class Runner:
             },
         )
         self.heartbeats: Producer = kafka.producer(bootstrap)
+        self.bootstrap = bootstrap
         self.callers = {m.name: ModelCaller(m, statuses) for m in spec.models}
-        self.decider = Decider(RuleSet.compile(spec))
+        self.rules = RuleSet.compile(spec)
+        self.partitions: dict[SourcePartition, Partition] = {}
+        """The source partitions this replica holds, restored from the state topic."""
         self.batch_size = spec.sla.max_batch_size
         self.wait = min(0.1, spec.sla.max_latency_ms / 4000)
-        self.counts = {
-            "events": 0,
-            "decisions": 0,
-            "deadLetters": 0,
-            "fallbacks": 0,
-            "actions": 0,
-            "duplicates": 0,
-        }
         self.paused = False
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self.producer.init_transactions, 30)
-        self.consumer.subscribe(self.config.topics.sources)
+        self.consumer.subscribe(
+            self.config.topics.sources, on_revoke=self._released, on_lost=self._released
+        )
         beat = asyncio.create_task(self._heartbeat(stop))
         try:
             while not stop.is_set():
@@ -126,6 +145,7 @@ class Runner:
                 for m in messages:
                     if m.error() is not None:
                         log.warning("consume error: %s", m.error())
+                await self._take_over()
                 if batch:
                     await self.process(batch)
         finally:
@@ -134,10 +154,43 @@ class Runner:
             for caller in self.callers.values():
                 await caller.close()
 
+    def _released(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        """Revoked or lost: another replica goes on from the last commit (the consume thread
+        calls this between batches, never while one is being decided)."""
+        for released in partitions:
+            self.partitions.pop((released.topic, released.partition), None)
+
+    async def _take_over(self) -> None:
+        """Restore the state of partitions newly assigned, as of their committed offsets."""
+        assigned = self.consumer.assignment()
+        new = [tp for tp in assigned if (tp.topic, tp.partition) not in self.partitions]
+        if not new:
+            return
+        committed = await asyncio.to_thread(self.consumer.committed, new, 30)
+        restored = await asyncio.to_thread(
+            restore,
+            self.bootstrap,
+            self.config.topics.state,
+            {(tp.topic, tp.partition): committed_offset(tp) for tp in committed},
+        )
+        for source, state in restored.states.items():
+            self.partitions[source] = Partition.start(self.rules, state)
+            self.partitions[source].saved = source not in restored.unmatched
+        if restored.unmatched:
+            await self._commit([], [], [])
+
+    def _ours(self, message: Message) -> bool:
+        """Whether this replica decides ``message``: not if its partition was released
+        while the batch was fetched (the next holder decides it), nor if it lies before
+        the partition's committed offset (someone already did)."""
+        partition = self.partitions.get(source_of(message))
+        return partition is not None and (message.offset() or 0) >= partition.offset
+
     async def process(self, batch: list[Message]) -> None:
         now = datetime.now(UTC)
         parsed: list[tuple[Message, Reading]] = []
         dead: list[tuple[Message, str]] = []
+        batch = [m for m in batch if self._ours(m)]
         for message in batch:
             found = parse(message)
             if isinstance(found, str):
@@ -151,10 +204,11 @@ class Runner:
         for index, (message, reading) in enumerate(parsed):
             calls = {name: answer[0][index] for name, answer in answers.items()}
             targets = {name: answer[1] for name, answer in answers.items()}
-            verdict = self.decider.decide(reading, calls, now)
             position = Position(
                 message.topic() or "", message.partition() or 0, message.offset() or 0
             )
+            decider = self.partitions[(position.topic, position.partition)].decider
+            verdict = decider.decide(reading, calls, now)
             decision = decide_record(
                 self.config, position, reading, verdict, calls, targets, now, traceparent(message)
             )
@@ -163,9 +217,33 @@ class Runner:
             if request is not None:
                 requests.append(request)
         await self._hand_off_durably(requests)
-        await asyncio.to_thread(self._publish, batch, decisions, dead)
-        self._count(decisions, dead, now)
-        log.info("%s", batch_summary(decisions, len(dead)))
+        self._count(batch, decisions, dead, now)
+        if await self._commit(batch, decisions, dead):
+            log.info("%s", batch_summary(decisions, len(dead)))
+
+    async def _commit(
+        self, batch: list[Message], decisions: list[Decision], dead: list[tuple[Message, str]]
+    ) -> bool:
+        """Publish the batch in its transaction; if Kafka aborts it, rewind its partitions
+        to their last commit (they are decided again, their actions' hand-offs idempotent)."""
+        try:
+            await asyncio.to_thread(self._publish, batch, decisions, dead)
+            return True
+        except BatchAborted as error:
+            log.warning("batch of %d aborted, deciding it again: %s", len(batch), error)
+            await asyncio.to_thread(self._rewind, partitions_of(batch))
+            return False
+
+    def _rewind(self, sources: list[SourcePartition]) -> None:
+        """Back to the last commit: held partitions are sought to their committed offset,
+        and every one's state is read again from the state topic (``_take_over``)."""
+        held = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        mine = [TopicPartition(t, p) for t, p in sources if (t, p) in held]
+        for found in self.consumer.committed(mine, 30) if mine else []:
+            offset = found.offset if found.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(found.topic, found.partition, offset))
+        for source in sources:
+            self.partitions.pop(source, None)
 
     async def _infer(
         self, readings: list[Reading], now: datetime
@@ -223,16 +301,27 @@ class Runner:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
-            self.counts["duplicates"] += 1
             metrics.HANDOFFS.labels(self.intent, "duplicate").inc()
             return
-        self.counts["actions"] += 1
         metrics.HANDOFFS.labels(self.intent, "started").inc()
 
     def _publish(
         self, batch: list[Message], decisions: list[Decision], dead: list[tuple[Message, str]]
     ) -> None:
-        """Decisions, dead letters and the consumer's offsets, atomically."""
+        """The batch's transaction, committed — or aborted if Kafka says it must be."""
+        try:
+            self._transact(batch, decisions, dead)
+        except KafkaException as error:
+            if not error.args[0].txn_requires_abort():
+                raise
+            self.producer.abort_transaction(30)
+            raise BatchAborted(str(error)) from error
+
+    def _transact(
+        self, batch: list[Message], decisions: list[Decision], dead: list[tuple[Message, str]]
+    ) -> None:
+        """Decisions, dead letters, the partitions' new state and the consumer's offsets,
+        atomically."""
         topics = self.config.topics
         self.producer.begin_transaction()
         for message, reason in dead:
@@ -258,28 +347,49 @@ class Runner:
                 if decision.traceparent
                 else None,
             )
-        offsets: dict[tuple[str, int], int] = {}
-        for message in batch:
-            key = (message.topic() or "", message.partition() or 0)
-            offsets[key] = max(offsets.get(key, -1), (message.offset() or 0) + 1)
-        self.producer.send_offsets_to_transaction(
-            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            self.consumer.consumer_group_metadata(),
-            30,
-        )
+        unsaved = [(s, p) for s, p in self.partitions.items() if not p.saved]
+        for source, partition in unsaved:
+            self.producer.produce(
+                topics.state,
+                key=state_key(source).encode(),
+                value=partition.state().model_dump_json(by_alias=True).encode(),
+            )
+        if batch:
+            self.producer.send_offsets_to_transaction(
+                [
+                    TopicPartition(t, p, self.partitions[(t, p)].offset)
+                    for t, p in partitions_of(batch)
+                ],
+                self.consumer.consumer_group_metadata(),
+                30,
+            )
         self.producer.commit_transaction(30)
+        for _, partition in unsaved:
+            partition.saved = True
 
     def _count(
-        self, decisions: list[Decision], dead: list[tuple[Message, str]], now: datetime
+        self,
+        batch: list[Message],
+        decisions: list[Decision],
+        dead: list[tuple[Message, str]],
+        now: datetime,
     ) -> None:
-        self.counts["events"] += len(decisions) + len(dead)
-        self.counts["decisions"] += len(decisions)
-        self.counts["deadLetters"] += len(dead)
+        """The partitions' counts and next offsets (their state to save), and the metrics."""
+        for message in batch:
+            partition = self.partitions[source_of(message)]
+            partition.offset = max(partition.offset, (message.offset() or 0) + 1)
+            partition.counts.events += 1
+            partition.saved = False
+        for message, _ in dead:
+            self.partitions[source_of(message)].counts.dead_letters += 1
+        for decision in decisions:
+            counts = self.partitions[(decision.lineage.topic, decision.lineage.partition)].counts
+            counts.decisions += 1
+            counts.fallbacks += decision.fallback
         metrics.BATCH.labels(self.intent).observe(len(decisions) + len(dead))
         metrics.READINGS.labels(self.intent, "decided").inc(len(decisions))
         metrics.READINGS.labels(self.intent, "dead-letter").inc(len(dead))
         for decision in decisions:
-            self.counts["fallbacks"] += decision.fallback
             metrics.DECISIONS.labels(
                 self.intent,
                 decision.rule or "",
@@ -299,7 +409,10 @@ class Runner:
             "pod": self.pod,
             "time": datetime.now(UTC).isoformat(),
             "paused": self.paused,
-            "counts": dict(self.counts),
+            "partitions": {
+                state_key(source): partition.progress().model_dump(by_alias=True)
+                for source, partition in dict(self.partitions).items()
+            },
             "models": {
                 name: {
                     "available": not caller.breaker.open and caller.breaker.failures == 0,
@@ -317,6 +430,11 @@ class Runner:
             )
             self.heartbeats.poll(0)
             await asyncio.sleep(self.config.heartbeat_seconds)
+
+
+def partitions_of(batch: list[Message]) -> list[SourcePartition]:
+    """The source partitions a batch read from, in order of first appearance."""
+    return list(dict.fromkeys(source_of(m) for m in batch))
 
 
 def batch_summary(decisions: list[Decision], dead_letters: int) -> str:

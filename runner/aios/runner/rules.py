@@ -144,9 +144,9 @@ def _worst(states: list[CallState]) -> FallbackReason:
 class Decider:
     """Applies a rule set reading by reading, keeping the hysteresis latches."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, latched: set[tuple[str, str]] | None = None) -> None:
         self.rules = rules
-        self.latched: set[tuple[str, str]] = set()
+        self.latched: set[tuple[str, str]] = latched if latched is not None else set()
 
     def decide(self, reading: Reading, calls: Mapping[str, CallResult], now: datetime) -> Verdict:
         context: dict[str, Any] = {READING: reading_context(reading, now)}

@@ -11,10 +11,11 @@ from typing import Any
 
 import kopf
 from confluent_kafka.admin import AdminClient
+from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from aios.api import AutomationIntent, EdgeGateway
-from aios.api.runner import HEARTBEAT_TOPIC
+from aios.api.runner import HEARTBEAT_TOPIC, PartitionProgress
 from aios.connectors import kafka, opa
 from aios.connectors.topics import TopicPlan
 from aios.operator.handlers.common import register, runtime
@@ -30,6 +31,7 @@ from aios.operator.reconcile.automation_intent import (
     retention_violation,
     runner_config,
     runtime_conditions,
+    scaling_condition,
     source_topic_specs,
     source_topics,
     topic_names,
@@ -110,13 +112,23 @@ def heartbeats(memo: kopf.Memo, namespace: str, name: str) -> list[Heartbeat]:
             generation=int(v.get("generation", 0)),
             time=datetime.fromisoformat(v["time"]),
             models=v.get("models") or {},
-            counts=v.get("counts") or {},
+            partitions=progress(v.get("partitions")),
             paused=bool(v.get("paused")),
         )
         for v in found.values()
         if "time" in v
     ]
     return live(beats, datetime.now(UTC), HEARTBEAT_WINDOW_SECONDS)
+
+
+def progress(reported: Any) -> dict[str, PartitionProgress]:
+    """The partitions a heartbeat reports; what does not parse counts as not reported."""
+    if not isinstance(reported, dict):
+        return {}
+    try:
+        return {key: PartitionProgress.model_validate(value) for key, value in reported.items()}
+    except ValidationError:
+        return {}
 
 
 def gateways(memo: kopf.Memo, namespace: str) -> list[dict[str, Any]]:
@@ -151,6 +163,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         "decisions": names.decisions,
         "actions": names.actions,
         "deadLetters": names.dead_letters,
+        "state": names.state,
     }
     conditions: list[ConditionUpdate] = []
     if not sources:
@@ -195,15 +208,16 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     children_api = runtime(ctx.memo).children
     await children_api.apply([*render_worker(worker, settings), *children])
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
-    runner = await children_api.get("apps/v1", "Deployment", f"{name}-runner", namespace)
+    runner = await children_api.get("apps/v1", "StatefulSet", f"{name}-runner", namespace)
     worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)
     conditions += [
         workload_condition("RunnerReady", runner),
         workload_condition("WorkflowsReady", worker_deployment),
+        scaling_condition(intent),
     ]
     beats = heartbeats(ctx.memo, namespace, name)
     conditions += runtime_conditions(intent, beats)
-    ctx.status["counts"] = counts(beats)
+    ctx.status["counts"] = counts(beats)  # {} when none reports: the stored counts stay
     return [*conditions, ready(conditions)]
 
 
@@ -220,7 +234,7 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     await asyncio.to_thread(
         kafka.delete_topics,
         runtime(ctx.memo).kafka_admin,
-        [names.decisions, names.actions, names.dead_letters],
+        [names.decisions, names.actions, names.dead_letters, names.state],
     )
 
 

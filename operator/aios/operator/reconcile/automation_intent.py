@@ -12,7 +12,7 @@ from typing import Any
 from aios.api import AutomationIntent
 from aios.api.base import DEFAULT_SITE
 from aios.api.events import IntentRef
-from aios.api.runner import RunnerConfig, RunnerTopics
+from aios.api.runner import PartitionCounts, PartitionProgress, RunnerConfig, RunnerTopics
 from aios.connectors.topics import TopicSpec
 from aios.operator.reconcile.children import INSTANCE, NAME, app_labels, as_owner, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
@@ -23,6 +23,9 @@ RUNNER = "aios-intent-runner"
 CONFIG_PATH = "/etc/aios/runner"
 METRICS_PORT = 9102
 HOUR_MS = 3_600_000
+STATE_SEGMENT_MS = 600_000
+"""The state topic rolls a segment every 10 minutes, so compaction keeps what a replica
+taking partitions over reads to a few minutes of batches."""
 
 
 def topic_names(namespace: str, name: str, sources: list[str]) -> RunnerTopics:
@@ -33,6 +36,7 @@ def topic_names(namespace: str, name: str, sources: list[str]) -> RunnerTopics:
         decisions=f"{base}.decisions",
         actions=f"{base}.actions",
         dead_letters=f"{base}.dead-letters",
+        state=f"{base}.state",
     )
 
 
@@ -75,12 +79,23 @@ def retention_ms(intent: AutomationIntent, policy_cap_days: int | None = None) -
 
 
 def owned_topics(intent: AutomationIntent, names: RunnerTopics, retention: int) -> list[TopicSpec]:
-    """Decisions, actions and dead letters: created, grown and reconfigured by the operator."""
+    """Decisions, actions, dead letters and the runners' state: created, grown and
+    reconfigured by the operator. The state topic keeps the latest record per source
+    partition for as long as the intent lives, unless it holds personal data (its latches
+    name sensors): then it is also bound by the retention."""
     partitions = intent.spec.topics.partitions
     config = {"retention.ms": str(retention), "cleanup.policy": "delete"}
+    state = {
+        "retention.ms": str(retention),
+        "cleanup.policy": "compact,delete" if intent.spec.data_policy.personal_data else "compact",
+        "segment.ms": str(STATE_SEGMENT_MS),
+    }
     return [
-        TopicSpec(t, partitions, config)
-        for t in (names.decisions, names.actions, names.dead_letters)
+        *(
+            TopicSpec(t, partitions, config)
+            for t in (names.decisions, names.actions, names.dead_letters)
+        ),
+        TopicSpec(names.state, 1, state),
     ]
 
 
@@ -123,9 +138,12 @@ def render_runner(
     name = f"{config.intent.name}-runner"
     labels = app_labels(RUNNER, "intent-runner", config.intent.name)
     principal = runner_principal(config)
-    text = config.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+    # Without spec.scaling, which the runner does not read: scaling restarts no runner.
+    text = config.model_dump_json(
+        by_alias=True, exclude_none=True, exclude={"spec": {"scaling"}}, indent=2
+    )
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    replicas = 0 if config.spec.mode == "paused" else 1
+    replicas = 0 if config.spec.mode == "paused" else config.spec.scaling.min_replicas
     container = {
         "name": "runner",
         "image": settings.image,
@@ -179,13 +197,17 @@ def render_runner(
         },
         {
             "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            "kind": "StatefulSet",
             "metadata": {"name": name, "labels": labels},
             "spec": {
                 "replicas": replicas,
+                # A replica's name is its transactional id: one that comes back (restarted,
+                # rescheduled) fences its own unfinished transaction at once, instead of
+                # leaving it to hold its partitions' readers until it times out.
+                "serviceName": name,
+                "podManagementPolicy": "Parallel",
+                "updateStrategy": {"type": "RollingUpdate"},
                 "selector": {"matchLabels": {NAME: RUNNER, INSTANCE: config.intent.name}},
-                # One runner at a time keeps one transactional producer per consumer group member.
-                "strategy": {"type": "Recreate"},
                 "template": {
                     "metadata": {
                         "labels": labels,
@@ -210,10 +232,12 @@ RUNNER_KINDS = [
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("v1", "ConfigMap"),
+    ("apps/v1", "StatefulSet"),
     ("apps/v1", "Deployment"),
 ]
 """What ``render_runner`` produces and pruning looks at: not its Kafka credentials, whose
-name never changes and which go with the intent (the operator may not list Secrets)."""
+name never changes and which go with the intent (the operator may not list Secrets). The
+Deployment is what runners were before they were a StatefulSet: pruned on upgrade."""
 
 
 def retention_violation(intent: AutomationIntent, namespace: str, cap: int | None) -> str | None:
@@ -228,24 +252,48 @@ def retention_violation(intent: AutomationIntent, namespace: str, cap: int | Non
     )
 
 
-def workload_condition(kind: str, deployment: Mapping[str, Any] | None) -> ConditionUpdate:
-    """``RunnerReady`` or ``WorkflowsReady``: whether the workload's Deployment serves."""
-    ok, message = deployment_ready(deployment)
+def scaling_condition(intent: AutomationIntent) -> ConditionUpdate:
+    """``ScalingActive``, as an autoscaler reports it: why the runners stay as many as they
+    are. No autoscaler drives runners yet, so it is ``False`` until KEDA does."""
+    scaling = intent.spec.scaling
+    if scaling.min_replicas == scaling.max_replicas:
+        return ConditionUpdate(
+            "ScalingActive",
+            "False",
+            "FixedReplicas",
+            f"{scaling.min_replicas} runner(s): spec.scaling.minReplicas equals maxReplicas.",
+        )
+    return ConditionUpdate(
+        "ScalingActive",
+        "False",
+        "NoAutoscaler",
+        f"{scaling.min_replicas} runner(s), spec.scaling.minReplicas: runners are not "
+        "autoscaled on Kafka lag yet, so maxReplicas is never reached.",
+    )
+
+
+def workload_condition(kind: str, workload: Mapping[str, Any] | None) -> ConditionUpdate:
+    """``RunnerReady`` or ``WorkflowsReady``: whether the workload serves."""
+    ok, message = workload_ready(workload)
     return ConditionUpdate(
         kind, "True" if ok else "False", "Available" if ok else "Progressing", message
     )
 
 
-def deployment_ready(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
-    """Whether a Deployment serves its desired replicas of the current template."""
-    if deployment is None:
-        return False, "the Deployment does not exist yet"
-    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+def workload_ready(workload: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """Whether a Deployment or StatefulSet (their status has the same fields) serves its
+    desired replicas of the current template."""
+    if workload is None:
+        return False, "not created yet"
+    spec, status = workload.get("spec") or {}, workload.get("status") or {}
     desired = int(spec.get("replicas", 1))
     if int(status.get("observedGeneration") or 0) < int(
-        deployment["metadata"].get("generation") or 0
+        workload["metadata"].get("generation") or 0
     ):
-        return False, "the Deployment controller has not seen the latest template"
+        return (
+            False,
+            f"the {workload.get('kind', 'workload')} controller has not seen the latest template",
+        )
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     if desired == 0:
@@ -261,7 +309,7 @@ class Heartbeat:
     generation: int
     time: datetime
     models: Mapping[str, Mapping[str, Any]]
-    counts: Mapping[str, int]
+    partitions: Mapping[str, PartitionProgress]
     paused: bool
 
 
@@ -310,10 +358,23 @@ def runtime_conditions(intent: AutomationIntent, beats: list[Heartbeat]) -> list
 
 
 def counts(beats: list[Heartbeat]) -> dict[str, int]:
-    """Readings, decisions, fallbacks and dead letters reported by the live runners (since
-    each started); actions and overrides are counted from Temporal by the handler."""
-    keys = ("events", "decisions", "fallbacks", "deadLetters")
-    return {k: sum(int(b.counts.get(k, 0)) for b in beats) for k in keys}
+    """Readings, decisions, fallbacks and dead letters since the intent began: the sum over
+    its source partitions of the newest count any live runner reports (a partition that
+    moved is reported by its old holder until that one's heartbeat expires). Nothing while
+    no runner reports, so the status keeps what it had. Actions and overrides are counted
+    from Temporal by the handler."""
+    newest: dict[str, PartitionProgress] = {}
+    for beat in beats:
+        for key, progress in beat.partitions.items():
+            if key not in newest or progress.offset > newest[key].offset:
+                newest[key] = progress
+    if not newest:
+        return {}
+    totals = PartitionCounts()
+    for progress in newest.values():
+        for field in PartitionCounts.model_fields:
+            setattr(totals, field, getattr(totals, field) + getattr(progress.counts, field))
+    return totals.model_dump(by_alias=True)
 
 
 def ready(conditions: list[ConditionUpdate]) -> ConditionUpdate:

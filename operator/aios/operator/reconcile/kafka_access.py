@@ -73,6 +73,7 @@ def runner_principal(config: RunnerConfig) -> KafkaPrincipal:
     intent, topics = config.intent, config.topics
     written = [topics.decisions, topics.dead_letters, config.heartbeat_topic]
     grants = _grants("topic", topics.sources, READ) | _grants("topic", written, WRITE)
+    grants |= _grants("topic", [topics.state], (*READ, *WRITE))
     grants |= _grants("group", [config.consumer_group], ("read",))
     prefix = config.transactional_id_prefix
     grants |= {Grant("transactional-id", prefix, op, prefixed=True) for op in WRITE}
