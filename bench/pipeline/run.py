@@ -6,13 +6,17 @@
    * the runner deciding with its fallback rules only (parse, decide, publish decisions
      and offsets in a Kafka transaction);
    * the runner deciding with the anomaly model on Triton (plus batched V2 inference).
-2. Latency at a fixed offered load (half the runner's measured throughput): reading
-   produced → decision committed and visible to a read_committed consumer, p50 / p99.
+2. Latency at a fixed offered load (``--rate``, 2,000 readings/s), the model on Triton:
+   reading produced → decision committed and visible to a read_committed consumer,
+   p50 / p99 / p99.9.
+3. Scale-out: N runner replicas beside N bare loops sharing one consumer group on a topic of
+   six partitions, each in a process of its own as each pod is (``--replicas 1 2 3``).
 
 The runner runs in this process (shadow mode: decisions, no action hand-off; actions are
 measured by the tests). Kafka and Triton are the local site's, started here.
 
-    .venv/bin/python bench/pipeline/run.py [--readings 20000] [--seconds 10]
+    .venv/bin/python bench/pipeline/run.py [--readings 20000] [--rate 2000] [--seconds 10]
+                                           [--replicas 1 2 3]
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,7 @@ from aios.stack.site import Site
 
 MODEL, VERSION = "pm25-anomaly", "2024.11.2"
 PARTITIONS = 3
+SCALE_PARTITIONS = 6
 NORMAL = [12.0, 20.0, 25.0, 45.0, 14.0, 65.0]
 METRICS = ["pm25", "pm10", "no2", "o3", "temperature", "humidity"]
 
@@ -111,13 +119,7 @@ def bare_loop(bootstrap: str, source: str, sink: str, count: int, batch: int) ->
             producer.produce(sink, m.value(), key=m.key())
         producer.flush(30)
         if messages:
-            offsets: dict[tuple[str, int], int] = {}
-            for m in messages:
-                offsets[(m.topic(), m.partition())] = m.offset() + 1
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
-            )
+            consumer.commit(offsets=last_offsets(messages), asynchronous=False)
         done += len(messages)
     elapsed = time.perf_counter() - started
     consumer.close()
@@ -145,15 +147,8 @@ def spec(with_model: bool, batch: int) -> AutomationIntentSpec:
     return AutomationIntentSpec.model_validate(body)
 
 
-async def new_runner(
-    site: Site,
-    source: str,
-    with_model: bool,
-    batch: int,
-    statuses: Callable[[str], dict[str, Any] | None],
-) -> Runner:
-    """A runner in this process, in shadow mode (it never hands actions off)."""
-    bootstrap = site.endpoints.kafka_bootstrap
+def runner_config(bootstrap: str, source: str, with_model: bool, batch: int) -> RunnerConfig:
+    """An intent of its own, in shadow mode (it never hands actions off), its topics made."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
     config = RunnerConfig(
         intent=IntentRef(namespace="bench", name=name, generation=1),
@@ -163,14 +158,127 @@ async def new_runner(
             decisions=f"{name}.decisions",
             actions=f"{name}.actions",
             dead_letters=f"{name}.dlq",
+            state=f"{name}.state",
         ),
         consumer_group=f"{name}.runner",
         task_queue="bench",
         heartbeat_topic=f"{name}.status",
     )
     topics(bootstrap, config.topics.decisions, config.topics.dead_letters, config.heartbeat_topic)
+    compacted = kafka.TopicSpec(config.topics.state, 1, {"cleanup.policy": "compact"})
+    kafka.ensure_topics(kafka.admin(bootstrap), [compacted])
+    return config
+
+
+async def new_runner(
+    site: Site,
+    source: str,
+    with_model: bool,
+    batch: int,
+    statuses: Callable[[str], dict[str, Any] | None],
+) -> Runner:
+    """A runner in this process."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    config = runner_config(bootstrap, source, with_model, batch)
     temporal = await Client.connect("127.0.0.1:9", lazy=True)  # never connected in shadow mode
     return Runner(config, bootstrap, temporal, "bench", statuses)  # type: ignore[arg-type]
+
+
+def no_models(_name: str) -> None:
+    """The rollout status of a model, for a runner that calls none."""
+    return None
+
+
+def replica(config: str, bootstrap: str, pod: str, stop: EventType) -> None:
+    """One runner replica in a process of its own, as each pod is, until ``stop``."""
+
+    async def serve() -> None:
+        temporal = await Client.connect("127.0.0.1:9", lazy=True)
+        runner = Runner(
+            RunnerConfig.model_validate_json(config),
+            bootstrap,
+            temporal,
+            pod,
+            no_models,  # type: ignore[arg-type]
+        )
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopping.set)), daemon=True
+        ).start()
+        await runner.run(stopping)
+
+    asyncio.run(serve())
+
+
+def bare_member(
+    bootstrap: str, source: str, sink: str, batch: int, group: str, stop: EventType
+) -> None:
+    """A bare consume → produce → commit member of ``group`` in a process of its own."""
+    consumer = Consumer(
+        kafka.consumer_config(group, bootstrap, **{"isolation.level": "read_uncommitted"})
+    )
+    producer = Producer(kafka.producer_config(bootstrap))
+    consumer.subscribe([source])
+    while not stop.is_set():
+        messages = [m for m in consumer.consume(batch, 0.1) if m.error() is None]
+        for m in messages:
+            producer.produce(sink, m.value(), key=m.key())
+        producer.flush(30)
+        if messages:
+            consumer.commit(offsets=last_offsets(messages), asynchronous=False)
+    consumer.close()
+
+
+def last_offsets(messages: list[Any]) -> list[TopicPartition]:
+    """The next offset of each partition ``messages`` came from."""
+    offsets: dict[tuple[str, int], int] = {}
+    for m in messages:
+        offsets[(m.topic(), m.partition())] = m.offset() + 1
+    return [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+
+
+def scale_out(bootstrap: str, readings: int, batch: int, replicas: list[int]) -> list[str]:
+    """N runner processes beside N bare members, on a topic of ``SCALE_PARTITIONS``."""
+    source = f"bench.scale-{uuid.uuid4().hex[:6]}"
+    kafka.ensure_topics(
+        kafka.admin(bootstrap),
+        [
+            kafka.TopicSpec(source, SCALE_PARTITIONS),
+            kafka.TopicSpec(f"{source}.copy", SCALE_PARTITIONS),
+        ],
+    )
+    fill(bootstrap, source, readings)
+    spawn = multiprocessing.get_context("spawn")
+    lines = []
+    for n in replicas:
+        rates = []
+        for target in ("bare", "runner"):
+            stop = spawn.Event()
+            if target == "bare":
+                group = f"bench-bare-{uuid.uuid4().hex[:6]}"
+                args = [(bootstrap, source, f"{source}.copy", batch, group, stop)] * n
+                processes = [spawn.Process(target=bare_member, args=a) for a in args]
+            else:
+                config = runner_config(bootstrap, source, False, batch)
+                group = config.consumer_group
+                text = config.model_dump_json(by_alias=True)
+                processes = [
+                    spawn.Process(target=replica, args=(text, bootstrap, f"bench-{i}", stop))
+                    for i in range(n)
+                ]
+            for process in processes:
+                process.start()
+            rates.append(rate_after_start(bootstrap, group, readings))
+            stop.set()
+            for process in processes:
+                process.join(60)
+        bare, runner = rates
+        lines.append(
+            f"{n} replica(s) vs {n} bare member(s): {runner:8.0f} vs {bare:8.0f} readings/s,"
+            f" {runner / bare:.2f}"
+        )
+    return lines
 
 
 async def runner_rate(
@@ -198,8 +306,9 @@ async def latency(
     seconds: float,
     batch: int,
     statuses: Callable[[str], dict[str, Any] | None],
-) -> tuple[float, float, int]:
-    """Offer ``rate`` readings/s for ``seconds``; latency to the committed decision."""
+) -> tuple[list[float], int]:
+    """Offer ``rate`` readings/s for ``seconds``; latency to the committed decision (ms:
+    p50, p99, p99.9) and how many decisions were seen."""
     bootstrap = site.endpoints.kafka_bootstrap
     source = f"bench-live-{uuid.uuid4().hex[:6]}"
     topics(bootstrap, source)
@@ -249,7 +358,7 @@ async def latency(
     await task
     watcher.close()
     ms = np.array(latencies) * 1000
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(latencies)
+    return [float(np.percentile(ms, q)) for q in (50, 99, 99.9)], len(latencies)
 
 
 async def main() -> None:
@@ -258,7 +367,9 @@ async def main() -> None:
     )
     parser.add_argument("--readings", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=2000, help="Readings/s offered (latency).")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--replicas", type=int, nargs="*", default=[1, 2, 3])
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="aios-bench-pipeline-"))
     site = Site(directory)
@@ -290,7 +401,10 @@ async def main() -> None:
         )
         rules = await runner_rate(site, source, args.readings, False, args.batch, statuses)
         model = await runner_rate(site, source, args.readings, True, args.batch, statuses)
-        p50, p99, seen = await latency(site, model / 2, args.seconds, args.batch, statuses)
+        (p50, p99, p999), seen = await latency(site, args.rate, args.seconds, args.batch, statuses)
+        scaled = await asyncio.to_thread(
+            scale_out, bootstrap, args.readings, args.batch, args.replicas
+        )
     finally:
         site.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -307,9 +421,12 @@ async def main() -> None:
     ]:
         print(f"{label:58} {rate:12.0f} {rate / limit:9.2f}")
     print(
-        f"\nlatency at {model / 2:.0f} readings/s (half the runner's rate), {seen} decisions: "
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, p99/p50 {p99 / p50:.1f}"
+        f"\nlatency at {args.rate:.0f} readings/s, the model on Triton, {seen} decisions: "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, p99.9 {p999:.1f} ms"
     )
+    if scaled:
+        print(f"\nscale-out, rules only, {SCALE_PARTITIONS} partitions, one process each:")
+        print("\n".join(f"  {line}" for line in scaled))
 
 
 if __name__ == "__main__":
