@@ -50,6 +50,14 @@ def ready(kubectl, namespace: str, name: str = "pm25-anomaly") -> dict[str, Any]
     return found if condition(found, "Ready").get("status") == "True" else None
 
 
+def serve_example_model(kubectl, namespace: str) -> None:
+    """The example anomaly model (one replica), applied and waited for until Ready."""
+    manifest = example("pm25-anomaly")
+    manifest["spec"]["autoscaling"]["minReplicas"] = 1
+    kubectl("apply", "-n", namespace, "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
+    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+
+
 def anomaly(version: str, uri: str, **spec: Any) -> dict[str, Any]:
     """The example anomaly model at ``version``, one replica, with ``spec`` laid over."""
     manifest = example("pm25-anomaly")

@@ -411,10 +411,12 @@ def test_a_worker_killed_mid_action_runs_each_action_once(
 
 
 def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a shell that ran ``eval "$(aiosctl env)"``."""
     env = {
         **os.environ,
         "KUBECONFIG": site.endpoints.kubeconfig,
         "AIOS_TEMPORAL_ADDRESS": site.endpoints.temporal_address,
+        "AIOS_KAFKA_BOOTSTRAP": site.endpoints.kafka_bootstrap,
     }
     return subprocess.run(
         [sys.executable, "-m", "aios.cli.main", *args],

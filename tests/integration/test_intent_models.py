@@ -11,8 +11,7 @@ import signal
 import time
 
 import pytest
-import yaml
-from model_support import example, ready, wait_for
+from model_support import ready, serve_example_model, wait_for
 from support import container_pids, partitioned
 from test_intent_e2e import condition, decisions_of, deploy, produce, read_all, runner_pod
 
@@ -121,10 +120,7 @@ def deciding_with_the_model(kubectl, namespace: str, receiver, site) -> tuple[di
     """The example model served, an intent deciding with it (checked on 20 readings):
     the intent, and its source topic."""
     bootstrap = site.endpoints.kafka_bootstrap
-    manifest = example("pm25-anomaly")
-    manifest["spec"]["autoscaling"]["minReplicas"] = 1
-    kubectl("apply", "-n", namespace, "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
-    wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    serve_example_model(kubectl, namespace)
     source = f"{namespace}.readings"
     kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(source, 1)])
     obj = deploy(kubectl, namespace, model_intent(source, f"{receiver.url}/model"))

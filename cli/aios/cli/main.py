@@ -16,7 +16,7 @@ import yaml
 from kubernetes import config
 from rich.console import Console
 
-from aios.cli import approvals, audit, explain, status, validate
+from aios.cli import approvals, audit, explain, replay, status, validate
 from aios.cli.output import Format, Output, emit
 from aios.stack import release
 from aios.stack.components import HELM
@@ -36,6 +36,7 @@ app.add_typer(approvals.app)  # aiosctl approve|reject KIND/NAME
 app.command()(validate.validate)  # aiosctl validate PATH...
 app.command()(status.status)  # aiosctl status
 app.command()(explain.explain)  # aiosctl explain KIND/NAME
+app.command()(replay.replay)  # aiosctl replay intent/NAME --since 2h --rules FILE
 
 SiteDir = typer.Option(
     None,

@@ -13,11 +13,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -168,34 +168,107 @@ def consumer(group: str, bootstrap: str | None = None, **overrides: Any) -> Cons
     return Consumer(consumer_config(group, bootstrap, **overrides))
 
 
-def read_to_end(bootstrap: str, topic: str, timeout: float = 60) -> Iterator[Message]:
-    """Every committed record of ``topic``, from its beginning up to the end it had when
-    asked (read by position, so transaction markers at the end do not hold it up)."""
-    reader = Consumer(
+@dataclass(frozen=True)
+class Span:
+    """The records ``[start, end)`` of one partition; ``first`` is its oldest kept offset
+    (above 0 once retention or a deletion removed records)."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    first: int = 0
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def _reader(bootstrap: str) -> Consumer:
+    """A consumer of its own group that never commits: reading moves nobody's offsets."""
+    return Consumer(
         client_config(
-            bootstrap, **{"group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False}
+            bootstrap,
+            **{
+                "group.id": f"read-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            },
         )
     )
+
+
+def spans(
+    bootstrap: str,
+    topics: Iterable[str],
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    timeout: float = 10,
+) -> list[Span]:
+    """Each partition's records with a timestamp in ``[since_ms, until_ms)`` (None: from its
+    beginning, up to the end it has now), found by the broker's time index."""
+    reader = _reader(bootstrap)
     try:
-        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
-        ends: dict[int, int] = {}
-        for partition in partitions:
-            low, high = reader.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False
-            )
-            if high > low:
-                ends[partition] = high
-        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        found: list[Span] = []
+        for topic in topics:
+            described = reader.list_topics(topic, timeout=timeout).topics[topic]
+            if described.error is not None:
+                raise KafkaException(described.error)
+            for partition in sorted(described.partitions):
+                low, high = reader.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout, cached=False
+                )
+                start = low if since_ms is None else _offset_at(reader, topic, partition, since_ms)
+                end = high if until_ms is None else _offset_at(reader, topic, partition, until_ms)
+                found.append(Span(topic, partition, max(start, low), min(end, high), low))
+        return found
+    finally:
+        reader.close()
+
+
+def _offset_at(reader: Consumer, topic: str, partition: int, time_ms: int) -> int:
+    """The first offset whose timestamp is ``time_ms`` or later (the end if none is)."""
+    (found,) = reader.offsets_for_times([TopicPartition(topic, partition, time_ms)], timeout=10)
+    if found.offset >= 0:
+        return int(found.offset)
+    return int(reader.get_watermark_offsets(found, timeout=10, cached=False)[1])
+
+
+def read_spans(bootstrap: str, wanted: Sequence[Span], timeout: float = 60) -> Iterator[Message]:
+    """The committed records of each span, in offset order per partition (read by position,
+    so transaction markers at a span's end do not hold it up); ``TimeoutError`` when none
+    comes for ``timeout`` seconds."""
+    ends = {(s.topic, s.partition): s.end for s in wanted if s.size}
+    if not ends:
+        return
+    reader = _reader(bootstrap)
+    try:
+        reader.assign([TopicPartition(s.topic, s.partition, s.start) for s in wanted if s.size])
         deadline = time.monotonic() + timeout
         while ends:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its end within {timeout:.0f}s")
-            yield from (m for m in reader.consume(1000, 0.5) if m.error() is None)
-            for position in reader.position([TopicPartition(topic, p) for p in list(ends)]):
-                if position.offset >= ends[position.partition]:
-                    del ends[position.partition]
+                unread = ", ".join(sorted({t for t, _ in ends}))
+                raise TimeoutError(f"nothing read from {unread} for {timeout:.0f}s")
+            for message in reader.consume(1000, 0.5):
+                end = ends.get((message.topic() or "", message.partition() or 0), 0)
+                if message.error() is None and (message.offset() or 0) < end:
+                    deadline = time.monotonic() + timeout
+                    yield message
+            held = [TopicPartition(t, p) for t, p in ends]
+            for position in reader.position(held):
+                if position.offset >= ends[(position.topic, position.partition)]:
+                    del ends[(position.topic, position.partition)]
+                    reader.incremental_unassign(
+                        [TopicPartition(position.topic, position.partition)]
+                    )
     finally:
         reader.close()
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 60) -> Iterator[Message]:
+    """Every committed record of ``topic``, from its beginning up to the end it had when
+    asked."""
+    return read_spans(bootstrap, spans(bootstrap, [topic]), timeout)
 
 
 def live_keys(bootstrap: str, topic: str, timeout: float = 60) -> set[str]:

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -87,6 +94,15 @@ def _emit_invariants(schema: JsonDict, cls: type[Any]) -> None:
     """Attach a model's invariants to its JSON schema as CEL rules (pydantic calls this)."""
     if cls.invariants:
         schema["x-kubernetes-validations"] = [invariant.as_cel() for invariant in cls.invariants]
+
+
+def validation_message(error: ValidationError) -> str:
+    """``spec.rollout.steps: weights must strictly increase; …`` — every problem, field first."""
+    problems = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{path}: {item['msg']}" if path else item["msg"])
+    return "; ".join(problems)
 
 
 class ApiModel(BaseModel):

@@ -30,7 +30,7 @@ from aios.connectors.inference import (
     Target,
     route,
 )
-from aios.runner.rules import CallResult
+from aios.runner.rules import CallResult, CallState
 
 FEATURE_ORDER: tuple[Metric, ...] = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
 """Column order of the ``features`` input of the anomaly model (the model contract)."""
@@ -38,11 +38,21 @@ FEATURE_ORDER: tuple[Metric, ...] = ("pm25", "pm10", "no2", "o3", "temperature",
 log = logging.getLogger(__name__)
 
 
-def features(readings: Sequence[Reading]) -> tuple[npt.NDArray[Any], list[int]]:
-    """The ``features`` matrix of the readings that have every metric, and their indices."""
-    complete = [i for i, r in enumerate(readings) if all(m in r.metrics for m in FEATURE_ORDER)]
-    rows = [[readings[i].metrics[m] for m in FEATURE_ORDER] for i in complete]
-    return np.asarray(rows, dtype=np.float32).reshape(len(complete), len(FEATURE_ORDER)), complete
+def features(readings: Sequence[Reading]) -> npt.NDArray[Any]:
+    """The ``features`` matrix of readings that have every metric (see ``unfit``)."""
+    rows = [[r.metrics[m] for m in FEATURE_ORDER] for r in readings]
+    return np.asarray(rows, dtype=np.float32).reshape(len(readings), len(FEATURE_ORDER))
+
+
+def unfit(call: ModelCall, reading: Reading, now: datetime) -> CallState | None:
+    """Why ``reading`` cannot be sent to the call's model (``stale``: older than its
+    ``maxStalenessSeconds``; ``incomplete``: it lacks a feature), or None if it can. A replay
+    asks the same question of a recorded decision's time (``aios.runner.replay``)."""
+    if (now - reading.time).total_seconds() > call.max_staleness_seconds:
+        return "stale"
+    if not all(m in reading.metrics for m in FEATURE_ORDER):
+        return "incomplete"
+    return None
 
 
 class CircuitBreaker:
@@ -108,20 +118,11 @@ class ModelCaller:
         return self.clients[url]
 
     async def __call__(self, readings: Sequence[Reading], now: datetime) -> BatchAnswer:
-        results = [CallResult("unavailable") for _ in readings]
-        fresh = [
-            i
-            for i, r in enumerate(readings)
-            if (now - r.time).total_seconds() <= self.call.max_staleness_seconds
-        ]
-        for i in set(range(len(readings))) - set(fresh):
-            results[i] = CallResult("stale")
-        matrix, complete = features([readings[i] for i in fresh])
-        complete = [fresh[i] for i in complete]
-        for i in set(fresh) - set(complete):
-            results[i] = CallResult("incomplete")
+        results = [CallResult(unfit(self.call, r, now) or "unavailable") for r in readings]
+        complete = [i for i, r in enumerate(results) if r.state == "unavailable"]
         if not complete or not self.breaker.allow():
             return BatchAnswer(results)
+        matrix = features([readings[i] for i in complete])
         try:
             chosen = self._route()
             outputs = await self._client(chosen.primary).infer(

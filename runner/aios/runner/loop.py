@@ -78,9 +78,8 @@ def traceparent(message: Message) -> str | None:
     return None
 
 
-def parse(message: Message) -> Reading | str:
-    """The reading in a record, or why it is not one."""
-    value = message.value()
+def parse(value: bytes | None) -> Reading | str:
+    """The reading in a record's value, or why it is not one."""
     if not value:
         return "record: empty value"
     try:
@@ -192,7 +191,7 @@ class Runner:
         dead: list[tuple[Message, str]] = []
         batch = [m for m in batch if self._ours(m)]
         for message in batch:
-            found = parse(message)
+            found = parse(message.value())
             if isinstance(found, str):
                 dead.append((message, found))
             else:

@@ -30,6 +30,7 @@ from aios.operator.reconcile.automation_intent import (
     retention_ms,
     retention_violation,
     runner_config,
+    runner_name,
     runtime_conditions,
     scaling_condition,
     source_topic_specs,
@@ -208,7 +209,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     children_api = runtime(ctx.memo).children
     await children_api.apply([*render_worker(worker, settings), *children])
     await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
-    runner = await children_api.get("apps/v1", "StatefulSet", f"{name}-runner", namespace)
+    runner = await children_api.get("apps/v1", "StatefulSet", runner_name(name), namespace)
     worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)
     conditions += [
         workload_condition("RunnerReady", runner),

@@ -13,19 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from aios.api import Resource
+from aios.api.base import validation_message
 from aios.operator.reconcile.conditions import ConditionUpdate, condition, merge_conditions
 from aios.operator.reconcile.finalizers import is_deleting
 
 ACCEPTED = "Accepted"
-
-
-def validation_message(error: ValidationError) -> str:
-    """``spec.rollout.steps: weights must strictly increase; …`` — every problem, field first."""
-    problems = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"])
-        problems.append(f"{path}: {item['msg']}" if path else item["msg"])
-    return "; ".join(problems)
 
 
 def acceptance(model: type[Resource[Any, Any]], body: Mapping[str, Any]) -> ConditionUpdate:

@@ -28,6 +28,11 @@ STATE_SEGMENT_MS = 600_000
 taking partitions over reads to a few minutes of batches."""
 
 
+def runner_name(intent: str) -> str:
+    """The name of an intent's runner StatefulSet, its ConfigMap and ServiceAccount."""
+    return f"{intent}-runner"
+
+
 def topic_names(namespace: str, name: str, sources: list[str]) -> RunnerTopics:
     """The intent's own topics are ``aios.<namespace>.<intent>.<purpose>``."""
     base = f"aios.{namespace}.{name}"
@@ -135,7 +140,7 @@ def render_runner(
     user's, when workloads have users), ServiceAccount, Role and binding (read
     ModelDeployments), ConfigMap, Deployment — in the order they must be applied."""
     config = runner_config(intent, sources, settings.site)
-    name = f"{config.intent.name}-runner"
+    name = runner_name(config.intent.name)
     labels = app_labels(RUNNER, "intent-runner", config.intent.name)
     principal = runner_principal(config)
     # Without spec.scaling, which the runner does not read: scaling restarts no runner.

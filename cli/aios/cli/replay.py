@@ -1,0 +1,222 @@
+"""``aiosctl replay intent/NAME``: what a changed spec would have decided over a window of
+the readings the intent kept, against what was decided. It starts no action and writes
+nothing: the readings and decisions are read with consumers that never commit.
+
+Exit codes: 0 the replay ran (and stayed within ``--max-change``), 1 more decisions changed
+than ``--max-change`` allows (a GitOps repository's CI fails the change), 2 it could not
+run (the message names the problem).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from confluent_kafka import KafkaException
+from kubernetes import client
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from aios.api import GROUP, VERSION, AutomationIntent
+from aios.api.replay import ReplayReport
+from aios.api.runner import RunnerConfig
+from aios.cli.approvals import Kubeconfig, Namespace, api
+from aios.cli.audit import Bootstrap
+from aios.cli.explain import parse_target
+from aios.cli.output import Format, Output, emit
+from aios.operator.reconcile.automation_intent import runner_name
+from aios.runner import history
+from aios.runner.replay import Replay, ReplayError, candidate_spec
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True)
+DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def moment(text: str, now: datetime, option: str) -> datetime:
+    """A time as given on the command line: a duration back from now (``2h``, ``1d12h``,
+    ``90m``) or an RFC 3339 time (UTC when it names no zone)."""
+    matched = DURATION.match(text)
+    if matched and any(matched.groups()):
+        days, hours, minutes, seconds = (int(g or 0) for g in matched.groups())
+        return now - timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"{text!r} is neither a duration (2h, 90m, 1d) nor an RFC 3339 time",
+            param_hint=option,
+        ) from error
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def share(text: str) -> float:
+    """``5%`` or ``0.05``."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"{text!r} is not a share like 5%", param_hint="--max-change"
+        ) from error
+    if not 0 <= value <= 1:
+        raise typer.BadParameter(f"{text} is not between 0% and 100%", param_hint="--max-change")
+    return value
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]cannot replay[/]: {message}", soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _read(call: Callable[[], Any], missing: str) -> Any:
+    try:
+        return call()
+    except client.ApiException as error:
+        raise fail(missing if error.status == 404 else f"{error.status} {error.reason}") from error
+
+
+def live_config(api_client: client.ApiClient, namespace: str, name: str) -> RunnerConfig:
+    """The configuration the intent's runners decide with (their ConfigMap)."""
+    what = f"automationintent {namespace}/{name}"
+    _read(
+        lambda: client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, AutomationIntent.crd.plural, name
+        ),
+        f"{what} not found",
+    )
+    found = _read(
+        lambda: client.CoreV1Api(api_client).read_namespaced_config_map(
+            runner_name(name), namespace
+        ),
+        f"{what} has no runner (yet): see `aiosctl explain intent/{name} -n {namespace}`",
+    )
+    return RunnerConfig.model_validate_json((found.data or {})["config.json"])
+
+
+def candidate(live: RunnerConfig, rules: Path | None) -> tuple[Any, str]:
+    """The spec to decide with, and how the report names it."""
+    if rules is None:
+        return live.spec, "the live spec"
+    try:
+        document = yaml.safe_load(rules.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise fail(f"--rules {rules}: {error}") from error
+    if not isinstance(document, dict):
+        raise fail(f"--rules {rules}: expected a mapping (spec fields, or a manifest)")
+    try:
+        return candidate_spec(live.spec, document), f"--rules {rules}"
+    except ReplayError as error:
+        raise fail(f"--rules {rules}: {error}") from error
+
+
+def run(
+    bootstrap: str, live: RunnerConfig, replay: Replay, found: history.Window, label: str
+) -> ReplayReport:
+    made = history.decisions(bootstrap, live, found)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replaying", total=found.readings)
+        for position, value in history.readings(
+            bootstrap, found, lambda n: bar.update(task, completed=n)
+        ):
+            replay.add(position, value, made.get(position))
+    return replay.report(found.since, found.until, label)
+
+
+Rules = typer.Option(
+    None,
+    "--rules",
+    help="YAML: spec fields laid over the live spec (rules, fallback, models, actions, mode…), "
+    "or a whole AutomationIntent manifest. Default: the live spec.",
+)
+
+
+def replay(
+    target: str = typer.Argument(..., help="intent/NAME: the AutomationIntent to replay."),
+    namespace: str = Namespace,
+    since: str = typer.Option(
+        ..., "--since", help="Window start: a duration back from now (2h, 90m, 1d) or a time."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Window end (default: now)."),
+    rules: Path | None = Rules,
+    max_change: str | None = typer.Option(
+        None, "--max-change", help="Exit 1 when more than this share of decisions changes: 5%."
+    ),
+    bootstrap: str | None = Bootstrap,
+    kubeconfig: str | None = Kubeconfig,
+    output: Output = Format,
+) -> None:
+    """Decide a window of the intent's readings again with a changed spec and report what
+    would change: decisions per rule, actions that would (not) have run. Starts no action."""
+    kind, name = parse_target(target)
+    if kind != AutomationIntent.crd.kind:
+        raise typer.BadParameter("replay takes intent/NAME", param_hint="TARGET")
+    limit = None if max_change is None else share(max_change)
+    now = datetime.now(UTC)
+    start, end = moment(since, now, "--since"), moment(until, now, "--until") if until else now
+    if not bootstrap:
+        raise fail("no Kafka bootstrap servers: pass --bootstrap or set AIOS_KAFKA_BOOTSTRAP")
+    live = live_config(api(kubeconfig, None, None), namespace, name)
+    spec, label = candidate(live, rules)
+    try:
+        replayer = Replay(live, spec)
+        found = history.window(bootstrap, live, start, end)
+        report = run(bootstrap, live, replayer, found, label)
+    except (ReplayError, history.WindowError) as error:
+        raise fail(str(error)) from error
+    except (KafkaException, TimeoutError) as error:
+        raise fail(f"Kafka at {bootstrap}: {error}") from error
+    if output is Output.text:
+        render(report)
+    else:
+        emit(report.model_dump(mode="json", by_alias=True, exclude_none=True), output)
+    if limit is not None and report.change_ratio > limit:
+        err.print(
+            f"[red]{report.change_ratio:.1%} of decisions changed[/], "
+            f"more than --max-change {limit:.1%}"
+        )
+        raise typer.Exit(1)
+
+
+def render(report: ReplayReport) -> None:
+    window = f"{report.since:%Y-%m-%d %H:%M:%S}Z to {report.until:%Y-%m-%d %H:%M:%S}Z"
+    intent = f"{report.namespace}/{report.intent}"
+    out.print(f"Replayed [bold]{intent}[/] from {window} with {report.candidate}")
+    out.print(
+        f"  {report.readings} readings: {report.compared} compared, {report.undecided} not yet "
+        f"decided, {report.dead_letters} dead letters"
+    )
+    out.print(f"  {report.changed} decisions changed ({report.change_ratio:.1%})")
+    for change in report.changes:
+        out.print(f"  {change.count:>6}  {change.before}  ⇒  {change.after}")
+        for e in change.examples:
+            out.print(f"          e.g. {e.sensor_id} at {e.time:%Y-%m-%d %H:%M:%S}Z ({e.source})")
+    if report.rules:
+        rules = Table("rule", "decided", "with the candidate", box=None)
+        for tally in report.rules:
+            rules.add_row(tally.rule, str(tally.before), str(tally.after))
+        out.print(rules)
+    if report.actions:
+        actions = Table("action", "ran", "would run", "would start", "would not start", box=None)
+        for action in report.actions:
+            actions.add_row(
+                action.action,
+                str(action.before),
+                str(action.after),
+                str(action.added_count),
+                str(action.removed_count),
+            )
+        out.print(actions)
