@@ -157,6 +157,14 @@ def test_a_stricter_threshold_replayed_reports_exactly_the_changed_decisions_and
     assert "more than --max-change 1.0%" in gate.stderr
     assert "pm25-spike → notify-health-office" in gate.stdout
 
+    events = kubectl.json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}"
+    )["items"]
+    replayed = {e["reason"]: e for e in events if e["source"].get("component") == "aiosctl"}
+    assert set(replayed) == {"Replayed", "ReplayExceededMaxChange"}
+    assert f"{len(expected)} of {len(sent)} decisions" in replayed["Replayed"]["message"]
+    assert replayed["ReplayExceededMaxChange"]["type"] == "Warning"
+
     bad_inputs = {
         ("intent/nope", "--since", "1h"): f"automationintent {namespace}/nope not found",
         (f"intent/{NAME}", "--since", "2h", "--until", "90m"): "no readings on",

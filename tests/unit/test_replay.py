@@ -186,3 +186,13 @@ def test_a_model_the_live_intent_did_not_call_cannot_be_replayed_from_records() 
     models = [{"name": "forecast", "modelDeployment": "pm25-forecast"}]
     with pytest.raises(ReplayError, match=r"models\[forecast\].*no outputs of it were recorded"):
         Replay(LIVE, candidate_spec(LIVE.spec, {"models": models, "rules": [], "fallback": []}))
+
+
+def test_the_summary_an_event_carries_names_the_share_and_the_actions() -> None:
+    from aios.cli.replay import summary
+
+    report = replayed(STRICTER)
+    text = summary(report)
+    assert f": {report.changed} of 60 decisions ({report.change_ratio:.1%}) would change" in text
+    assert f"notify-health-office: 0 more, {report.changed} fewer" in text
+    assert "runs of" not in summary(replayed({}))

@@ -10,6 +10,8 @@ run (the message names the problem).
 from __future__ import annotations
 
 import re
+import socket
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +32,7 @@ from aios.cli.approvals import Kubeconfig, Namespace, api
 from aios.cli.audit import Bootstrap
 from aios.cli.explain import parse_target
 from aios.cli.output import Format, Output, emit
+from aios.connectors.kube import event
 from aios.operator.reconcile.automation_intent import runner_name
 from aios.runner import history
 from aios.runner.replay import Replay, ReplayError, candidate_spec
@@ -81,10 +84,12 @@ def _read(call: Callable[[], Any], missing: str) -> Any:
         raise fail(missing if error.status == 404 else f"{error.status} {error.reason}") from error
 
 
-def live_config(api_client: client.ApiClient, namespace: str, name: str) -> RunnerConfig:
-    """The configuration the intent's runners decide with (their ConfigMap)."""
+def live_config(
+    api_client: client.ApiClient, namespace: str, name: str
+) -> tuple[dict[str, Any], RunnerConfig]:
+    """The intent, and the configuration its runners decide with (their ConfigMap)."""
     what = f"automationintent {namespace}/{name}"
-    _read(
+    intent = _read(
         lambda: client.CustomObjectsApi(api_client).get_namespaced_custom_object(
             GROUP, VERSION, namespace, AutomationIntent.crd.plural, name
         ),
@@ -96,7 +101,45 @@ def live_config(api_client: client.ApiClient, namespace: str, name: str) -> Runn
         ),
         f"{what} has no runner (yet): see `aiosctl explain intent/{name} -n {namespace}`",
     )
-    return RunnerConfig.model_validate_json((found.data or {})["config.json"])
+    return intent, RunnerConfig.model_validate_json((found.data or {})["config.json"])
+
+
+def summary(report: ReplayReport) -> str:
+    """One sentence of the report, for the intent's Events."""
+    actions = "; ".join(
+        f"{a.action}: {a.added_count} more, {a.removed_count} fewer"
+        for a in report.actions
+        if a.added_count or a.removed_count
+    )
+    return (
+        f"Replayed {report.readings} readings from {report.since:%Y-%m-%d %H:%M:%S}Z to "
+        f"{report.until:%Y-%m-%d %H:%M:%S}Z with {report.candidate}: {report.changed} of "
+        f"{report.compared} decisions ({report.change_ratio:.1%}) would change"
+        + (f"; runs of {actions}" if actions else "")
+    )
+
+
+def publish(
+    api_client: client.ApiClient, intent: dict[str, Any], report: ReplayReport, over: bool
+) -> None:
+    """The report's summary as an Event on the intent (``kubectl describe`` shows it); a
+    user who may not create Events still gets the report."""
+    meta = intent["metadata"]
+    body: Any = event(
+        intent,
+        f"{meta['name']}.replay.{uuid.uuid4().hex[:10]}",
+        "ReplayExceededMaxChange" if over else "Replayed",
+        summary(report),
+        "aiosctl",
+        socket.gethostname(),
+        "Warning" if over else "Normal",
+    )
+    try:
+        client.CoreV1Api(api_client).create_namespaced_event(meta["namespace"], body)
+    except client.ApiException as error:
+        err.print(
+            f"[yellow]the report is not recorded as an Event[/]: {error.status} {error.reason}"
+        )
 
 
 def candidate(live: RunnerConfig, rules: Path | None) -> tuple[Any, str]:
@@ -169,7 +212,8 @@ def replay(
     start, end = moment(since, now, "--since"), moment(until, now, "--until") if until else now
     if not bootstrap:
         raise fail("no Kafka bootstrap servers: pass --bootstrap or set AIOS_KAFKA_BOOTSTRAP")
-    live = live_config(api(kubeconfig, None, None), namespace, name)
+    api_client = api(kubeconfig, None, None)
+    intent, live = live_config(api_client, namespace, name)
     spec, label = candidate(live, rules)
     try:
         replayer = Replay(live, spec)
@@ -183,10 +227,12 @@ def replay(
         render(report)
     else:
         emit(report.model_dump(mode="json", by_alias=True, exclude_none=True), output)
-    if limit is not None and report.change_ratio > limit:
+    over = limit is not None and report.change_ratio > limit
+    publish(api_client, intent, report, over)
+    if over:
         err.print(
             f"[red]{report.change_ratio:.1%} of decisions changed[/], "
-            f"more than --max-change {limit:.1%}"
+            f"more than --max-change {limit or 0:.1%}"
         )
         raise typer.Exit(1)
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes import client, config
+
+from aios.api import API_VERSION
+from aios.api.base import kube_time
 
 
 def api_client(connections: int | None = None, kubeconfig: str | None = None) -> client.ApiClient:
@@ -21,3 +27,39 @@ def api_client(connections: int | None = None, kubeconfig: str | None = None) ->
     if connections is not None:
         configuration.connection_pool_maxsize = connections
     return client.ApiClient(configuration)
+
+
+def event(
+    involved: Mapping[str, Any],
+    name: str,
+    reason: str,
+    message: str,
+    component: str,
+    instance: str,
+    kind: str = "Normal",
+) -> dict[str, Any]:
+    """A core/v1 Event about the aios object ``involved`` (its stored body), as ``kubectl
+    describe`` shows it: ``name`` is the Event's, unique per occurrence."""
+    meta = involved["metadata"]
+    now = kube_time(datetime.now(UTC))
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": involved["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": kind,
+        "source": {"component": component},
+        "reportingComponent": f"aios.dev/{component}",
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

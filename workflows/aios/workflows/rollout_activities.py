@@ -13,7 +13,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -22,12 +21,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment, ModelRollout
-from aios.api.base import kube_time
 from aios.api.model_deployment import AnalysisReport, RolloutStatus
 from aios.api.model_rollout import ModelRolloutSpec, ModelRolloutStatus, rollout_name
 from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
-from aios.connectors.kube import api_client
+from aios.connectors.kube import api_client, event
 from aios.connectors.serving import explain
 from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
 from aios.workflows.rollout_io import (
@@ -216,32 +214,18 @@ class RolloutActivities:
 
     def _post_event(self, md: Mapping[str, Any], p: Publication) -> None:
         assert p.event is not None
-        meta = md["metadata"]
         digest = hashlib.sha256(p.rollout.workflow_id.encode()).hexdigest()[:8]
-        now = kube_time(datetime.now(UTC))
-        event: Any = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{p.name}.{digest}.{p.sequence:04d}", "namespace": p.namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": ModelDeployment.crd.kind,
-                "name": p.name,
-                "namespace": p.namespace,
-                "uid": meta["uid"],
-            },
-            "reason": p.event.reason,
-            "message": p.event.message[:1024],
-            "type": p.event.type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": f"aios.dev/{COMPONENT}",
-            "reportingInstance": os.environ.get("POD_NAME", "aios-worker"),
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body: Any = event(
+            {**md, "kind": ModelDeployment.crd.kind},
+            f"{p.name}.{digest}.{p.sequence:04d}",
+            p.event.reason,
+            p.event.message,
+            COMPONENT,
+            os.environ.get("POD_NAME", "aios-worker"),
+            p.event.type,
+        )
         try:
-            client.CoreV1Api(self.api).create_namespaced_event(p.namespace, event)
+            client.CoreV1Api(self.api).create_namespaced_event(p.namespace, body)
         except ApiException as error:
             if error.status != 409:  # 409: posted by an earlier attempt of this activity
                 raise
