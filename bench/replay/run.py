@@ -50,16 +50,29 @@ def pipeline() -> ModuleType:
     return module
 
 
-def replay(bootstrap: str, config: RunnerConfig, since: datetime) -> tuple[float, ReplayReport]:
-    """What ``aiosctl replay`` does after it has read the intent: readings/s, and the report."""
+def resident() -> int:
+    """This process's resident memory now, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def replay(
+    bootstrap: str, config: RunnerConfig, since: datetime
+) -> tuple[float, int, ReplayReport]:
+    """What ``aiosctl replay`` does after it has read the intent: readings/s, the bytes the
+    decisions it holds take, and the report."""
     started = time.perf_counter()
     replayer = Replay(config, config.spec)
     found = history.window(bootstrap, config, since, datetime.now(UTC))
+    before = resident()
     made = history.decisions(bootstrap, config, found)
+    held = resident() - before
     for position, value in history.readings(bootstrap, found):
         replayer.add(position, value, made.get(position))
     report = replayer.report(found.since, found.until, "the live spec")
-    return report.readings / (time.perf_counter() - started), report
+    return report.readings / (time.perf_counter() - started), held, report
 
 
 async def main() -> None:
@@ -103,7 +116,7 @@ async def main() -> None:
         )
         stop.set()
         await task
-        rate, report = await asyncio.to_thread(replay, bootstrap, runner.config, since)
+        rate, held, report = await asyncio.to_thread(replay, bootstrap, runner.config, since)
     finally:
         site.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -114,10 +127,13 @@ async def main() -> None:
     print(
         f"{'replay with the live spec (read, decide, compare)':52} {rate:12.0f} {rate / live:10.2f}"
     )
+    each = held / max(1, report.compared)
     print(
         f"\n{report.compared} compared, {report.changed} changed (the live spec: expected 0); "
-        f"an hour of 1,000 sensors at 1/s ({HOUR_OF_A_CITY:,} readings) replays in "
-        f"{HOUR_OF_A_CITY / rate / 60:.0f} min at this rate"
+        f"the decisions held take {held / 2**20:.0f} MiB, about {each:.0f} bytes each.\n"
+        f"An hour of 1,000 sensors at 1/s ({HOUR_OF_A_CITY:,} readings) replays in "
+        f"{HOUR_OF_A_CITY / rate / 60:.0f} min at this rate, holding about "
+        f"{HOUR_OF_A_CITY * each / 2**30:.1f} GiB of decisions"
     )
 
 

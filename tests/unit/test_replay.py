@@ -15,7 +15,7 @@ from aios.api.events import Decision, IntentRef, Reading
 from aios.api.replay import Outcome
 from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.runner.records import Position, decide_record
-from aios.runner.replay import Replay, ReplayError, candidate_spec, recorded_calls
+from aios.runner.replay import Recorded, Replay, ReplayError, candidate_spec, recorded_calls
 from aios.runner.rules import CallResult, Decider, RuleSet
 
 EXAMPLE = Path(__file__).parents[2] / "examples/city-air-quality/pm25-alerting.yaml"
@@ -86,7 +86,8 @@ def replayed(spec: dict, records=None, made=None):
     made = made if made is not None else live_decisions(records)
     replay = Replay(LIVE, candidate_spec(LIVE.spec, spec))
     for position, raw, _, _ in records:
-        replay.add(position, raw, made.get(position))
+        decision = made.get(position)
+        replay.add(position, raw, None if decision is None else Recorded.of(decision))
     return replay.report(NOW - timedelta(hours=1), NOW, "test")
 
 
@@ -132,11 +133,12 @@ def test_readings_without_a_decision_and_records_that_are_no_reading_are_counted
 def test_calls_are_as_the_runner_had_them_when_it_decided() -> None:
     reading = Reading.model_validate_json(value("s1", 80.0))
     made = live_decisions([(Position("s", 0, 0), value("s1", 80.0), 0.95, 0.9)])
-    recorded = next(iter(made.values()))
+    decision = next(iter(made.values()))
+    recorded = Recorded.of(decision)
     assert recorded_calls(LIVE.spec, reading, recorded)["anomaly"].state == "ok"
-    late = recorded.model_copy(update={"decided_at": NOW + timedelta(seconds=601)})
+    late = Recorded.of(decision.model_copy(update={"decided_at": NOW + timedelta(seconds=601)}))
     assert recorded_calls(LIVE.spec, reading, late)["anomaly"].state == "stale"
-    unanswered = recorded.model_copy(update={"outputs": {}})
+    unanswered = Recorded.of(decision.model_copy(update={"outputs": {}}))
     assert recorded_calls(LIVE.spec, reading, unanswered)["anomaly"].state == "unavailable"
     bare = Reading.model_validate_json(
         json.dumps(

@@ -17,6 +17,7 @@ from aios.api.events import Decision
 from aios.api.runner import RunnerConfig
 from aios.connectors import kafka
 from aios.runner.records import Position
+from aios.runner.replay import Recorded
 
 READ_SECONDS = 120.0
 """How long reading a window may go without a record before it is given up."""
@@ -73,12 +74,12 @@ def window(bootstrap: str, config: RunnerConfig, since: datetime, until: datetim
     return result
 
 
-def decisions(bootstrap: str, config: RunnerConfig, found: Window) -> dict[Position, Decision]:
+def decisions(bootstrap: str, config: RunnerConfig, found: Window) -> dict[Position, Recorded]:
     """The decisions made on the window's readings, by the reading's source position. They
     were published after their readings, so reading from ``since`` finds them all; one
     made twice (it cannot be, short of a reset group) counts as the newest."""
     wanted = {(s.topic, s.partition): s for s in found.spans}
-    made: dict[Position, Decision] = {}
+    made: dict[Position, Recorded] = {}
     topic = config.topics.decisions
     for message in kafka.read_spans(
         bootstrap, kafka.spans(bootstrap, [topic], _ms(found.since)), READ_SECONDS
@@ -90,7 +91,7 @@ def decisions(bootstrap: str, config: RunnerConfig, found: Window) -> dict[Posit
         lineage = decision.lineage
         span = wanted.get((lineage.topic, lineage.partition))
         if span is not None and span.start <= lineage.offset < span.end:
-            made[Position(lineage.topic, lineage.partition, lineage.offset)] = decision
+            made[Position(lineage.topic, lineage.partition, lineage.offset)] = Recorded.of(decision)
     return made
 
 

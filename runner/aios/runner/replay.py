@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,12 +34,34 @@ LISTED_IDS = 5
 """Action ids listed per action and direction (all are counted)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a replay holds of a decision made: its outcome, and what it was made on. A
+    window's worth is held in memory, so no more than that."""
+
+    rule: str | None
+    action: str | None
+    action_id: str | None
+    decided_at: datetime
+    outputs: Mapping[str, Mapping[str, float]]
+
+    @classmethod
+    def of(cls, decision: Decision) -> Recorded:
+        return cls(
+            decision.rule,
+            decision.action,
+            decision.action_id,
+            decision.decided_at,
+            decision.outputs,
+        )
+
+
 class ReplayError(ValueError):
     """A candidate that cannot be replayed; the message says why."""
 
 
 def recorded_calls(
-    spec: AutomationIntentSpec, reading: Reading, recorded: Decision
+    spec: AutomationIntentSpec, reading: Reading, recorded: Recorded
 ) -> dict[str, CallResult]:
     """Each model call's result as the live runner had it when it made ``recorded``."""
     results: dict[str, CallResult] = {}
@@ -99,7 +122,7 @@ class Replay:
         self.ran: dict[str, set[str]] = defaultdict(set)
         self.would_run: dict[str, set[str]] = defaultdict(set)
 
-    def add(self, position: Position, value: bytes | None, recorded: Decision | None) -> None:
+    def add(self, position: Position, value: bytes | None, recorded: Recorded | None) -> None:
         """One record of a source topic, and the decision made on it (None: none found)."""
         self.readings += 1
         reading = parse(value)
@@ -134,7 +157,7 @@ class Replay:
                 )
             )
 
-    def _tally(self, recorded: Decision, again: Decision) -> None:
+    def _tally(self, recorded: Recorded, again: Decision) -> None:
         for decision, rules, actions in (
             (recorded, self.rules_before, self.ran),
             (again, self.rules_after, self.would_run),
