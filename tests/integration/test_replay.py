@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from confluent_kafka import TopicPartition
 from model_support import example, serve_example_model
-from support import intent_workflows, workflows_closed
+from support import intent_workflows, wait_for, workflows_closed
 from test_intent_e2e import aiosctl, decisions_of, deploy, produce
 
 from aios.connectors import kafka
@@ -97,8 +97,10 @@ def test_a_stricter_threshold_replayed_reports_exactly_the_changed_decisions_and
     made = decisions_of(bootstrap, obj, len(sent))
     assert len(made) == len(sent)
     assert any(not d["fallback"] for d in made), "the model decided"
-    live_actions = intent_workflows(site.endpoints.temporal_address, f"{namespace}/{NAME}")
-    workflows_closed(site.endpoints.temporal_address, set(live_actions))
+    temporal, ref = site.endpoints.temporal_address, f"{namespace}/{NAME}"
+    live_actions = {d["actionId"] for d in made if d.get("actionId")}
+    wait_for(lambda: set(intent_workflows(temporal, ref)) == live_actions, what="visibility")
+    workflows_closed(temporal, live_actions)
 
     pm25 = {json.loads(v)["sensorId"]: json.loads(v)["metrics"]["pm25"] for _, v in sent}
     changed = [d for d in made if by_hand(d, pm25[d["sensorId"]], 35) != d.get("rule")]
@@ -145,9 +147,7 @@ def test_a_stricter_threshold_replayed_reports_exactly_the_changed_decisions_and
     assert ends(bootstrap, own) == written, "the replay wrote nothing to the intent's topics"
     assert committed(bootstrap, group, source) == offsets, "nor moved its runners' offsets"
     assert len(receiver.calls) == calls, "no action ran"
-    assert sorted(intent_workflows(site.endpoints.temporal_address, f"{namespace}/{NAME}")) == (
-        sorted(live_actions)
-    ), "no action workflow started"
+    assert set(intent_workflows(temporal, ref)) == live_actions, "no action workflow started"
 
     gate = aiosctl(
         site, "replay", f"intent/{NAME}", "-n", namespace, "--since", since,
