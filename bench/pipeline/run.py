@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.http as triton_http
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from temporalio.client import Client
 
 from aios.api.automation_intent import AutomationIntentSpec
@@ -85,20 +85,25 @@ def topics(bootstrap: str, *names: str) -> None:
     kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(n, PARTITIONS) for n in names])
 
 
-def consumed(bootstrap: str, group: str) -> int:
-    admin = kafka.admin(bootstrap)
-    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-    return sum(max(tp.offset, 0) for tp in listed[group].result(10).topic_partitions or [])
-
-
-def rate_after_start(bootstrap: str, group: str, count: int) -> float:
+def rate_after_start(bootstrap: str, group: str, topic: str, count: int) -> float:
     """Readings/s from the first committed batch to the last: group join and start-up
-    are not the steady state being compared."""
-    while (first := consumed(bootstrap, group)) == 0:
+    are not the steady state being compared. The offsets are asked as a member would ask
+    (``kafka.committed_offsets``), by one consumer that never joins."""
+    member = Consumer(kafka.client_config(bootstrap, **{"group.id": group}))
+    partitions = [
+        TopicPartition(topic, p)
+        for p in member.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
+
+    def consumed() -> int:
+        return sum(max(tp.offset, 0) for tp in member.committed(partitions, timeout=10))
+
+    while (first := consumed()) == 0:
         time.sleep(0.02)
     started = time.perf_counter()
-    while (now := consumed(bootstrap, group)) < count:
+    while (now := consumed()) < count:
         time.sleep(0.05)
+    member.close()
     return (now - first) / (time.perf_counter() - started)
 
 
@@ -269,7 +274,7 @@ def scale_out(bootstrap: str, readings: int, batch: int, replicas: list[int]) ->
                 ]
             for process in processes:
                 process.start()
-            rates.append(rate_after_start(bootstrap, group, readings))
+            rates.append(rate_after_start(bootstrap, group, source, readings))
             stop.set()
             for process in processes:
                 process.join(60)
@@ -293,7 +298,11 @@ async def runner_rate(
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     rate = await asyncio.to_thread(
-        rate_after_start, site.endpoints.kafka_bootstrap, runner.config.consumer_group, count
+        rate_after_start,
+        site.endpoints.kafka_bootstrap,
+        runner.config.consumer_group,
+        source,
+        count,
     )
     stop.set()
     await task

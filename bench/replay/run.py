@@ -112,7 +112,7 @@ async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         live = await asyncio.to_thread(
-            bench.rate_after_start, bootstrap, runner.config.consumer_group, args.readings
+            bench.rate_after_start, bootstrap, runner.config.consumer_group, source, args.readings
         )
         stop.set()
         await task

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer
+from confluent_kafka import Consumer, Producer
 from support import (
     SESSION_SITE,
     container_pids,
@@ -261,7 +261,7 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     produce(bootstrap, topic, records[:3000])
     wait_for(
         lambda: (
-            kafka.consumer_lag(kafka.admin(bootstrap), f"aios.{namespace}.crash.runner") is not None
+            kafka.consumer_lag(bootstrap, f"aios.{namespace}.crash.runner", [topic]) is not None
         ),
         what="the runner committed something",
     )
@@ -299,8 +299,7 @@ def committed_by(bootstrap: str, group: str, pod_ip: str) -> int:
         if member.host.lstrip("/") == pod_ip
         for tp in member.assignment.topic_partitions
     }
-    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-    offsets = listed[group].result(10).topic_partitions or []
+    offsets = kafka.committed_offsets(bootstrap, group, {t for t, _ in held})
     return sum(tp.offset for tp in offsets if (tp.topic, tp.partition) in held and tp.offset > 0)
 
 

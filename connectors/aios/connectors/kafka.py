@@ -19,7 +19,6 @@ from typing import Any
 
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
@@ -34,7 +33,6 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewPartitions,
     NewTopic,
-    OffsetSpec,
 )
 
 from aios.connectors.topics import ExistingTopic, TopicPlan, plan_topics
@@ -367,19 +365,36 @@ def _result_allowing(future: Any, tolerated: str, name: str, timeout: float) -> 
             raise RuntimeError(f"Kafka admin operation on {name} failed: {error}") from error
 
 
-def consumer_lag(client: AdminClient, group: str, timeout: float = 10) -> int | None:
-    """Records the group has not consumed yet, summed over its partitions (None: no
-    committed offsets yet)."""
-    listed = client.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-    committed = listed[group].result(timeout).topic_partitions or []
-    committed = [tp for tp in committed if tp.offset >= 0]
+def committed_offsets(
+    bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10
+) -> list[TopicPartition]:
+    """The group's committed offset on each partition of ``topics`` (-1001: none), asked as a
+    member would ask (OffsetFetch from a consumer of the group that never joins it). Not the
+    admin API's ListConsumerGroupOffsets: librdkafka crashes the process when that finds the
+    group's coordinator still loading (confluentinc/librdkafka#5040)."""
+    member = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(
+                member.list_topics(topic, timeout=timeout).topics[topic].partitions
+            )
+        ]
+        return list(member.committed(partitions, timeout=timeout)) if partitions else []
+    finally:
+        member.close()
+
+
+def consumer_lag(
+    bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10
+) -> int | None:
+    """Records of ``topics`` the group has not consumed yet, summed over their partitions
+    (None: no committed offsets yet)."""
+    committed = [
+        tp for tp in committed_offsets(bootstrap, group, topics, timeout) if tp.offset >= 0
+    ]
     if not committed:
         return None
-    latest = client.list_offsets(
-        {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in committed},
-        request_timeout=timeout,
-    )
-    ends: dict[tuple[str, int], int] = {
-        (tp.topic, tp.partition): f.result(timeout).offset for tp, f in latest.items()
-    }
+    ends = {(s.topic, s.partition): s.end for s in spans(bootstrap, {tp.topic for tp in committed})}
     return sum(max(0, ends[(tp.topic, tp.partition)] - int(tp.offset)) for tp in committed)

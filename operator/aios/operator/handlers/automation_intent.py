@@ -268,7 +268,13 @@ async def refresh(ctx: Context) -> Change | None:
     intents: IntentState = ctx.memo.intents
     if intents.counts_due(body.metadata["uid"]):
         group = runner_config(intent, ["-"]).consumer_group
-        lag = await asyncio.to_thread(kafka.consumer_lag, runtime(ctx.memo).kafka_admin, group)
+        sources = (body.status["topics"].get("source") or "").split(", ")
+        lag = await asyncio.to_thread(
+            kafka.consumer_lag,
+            runtime(ctx.memo).settings.kafka_bootstrap,
+            group,
+            [s for s in sources if s],
+        )
         outcomes = await action_outcomes(ctx.memo, namespace, name)
         counted = {"counts": {**counts(beats), **outcomes}, "consumerLag": lag}
 
