@@ -157,12 +157,26 @@ def test_a_stricter_threshold_replayed_reports_exactly_the_changed_decisions_and
     assert "more than --max-change 1.0%" in gate.stderr
     assert "pm25-spike → notify-health-office" in gate.stdout
 
+    webhooks_approved = Path(__file__).parents[1] / "data" / "webhooks-need-approval.yaml"
+    judged = aiosctl(
+        site, "replay", f"intent/{NAME}", "-n", namespace, "--since", since,
+        "--policy", str(webhooks_approved), "-o", "json",
+    )  # fmt: skip
+    assert judged.returncode == 0, judged.stderr
+    verdict = json.loads(judged.stdout)
+    assert verdict["changed"] == 0, "the live spec decides as it did"
+    assert verdict["deniedCount"] == len(live_actions), "each of them: a webhook, no approval"
+
     events = kubectl.json(
         "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}"
     )["items"]
     replayed = {e["reason"]: e for e in events if e["source"].get("component") == "aiosctl"}
     assert set(replayed) == {"Replayed", "ReplayExceededMaxChange"}
-    assert f"{len(expected)} of {len(sent)} decisions" in replayed["Replayed"]["message"]
+    assert any(
+        f"{len(expected)} of {len(sent)} decisions" in e["message"]
+        for e in events
+        if e["reason"] == "Replayed"
+    )
     assert replayed["ReplayExceededMaxChange"]["type"] == "Warning"
 
     bad_inputs = {

@@ -26,16 +26,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from aios.api import GROUP, VERSION, AutomationIntent
-from aios.api.replay import ReplayReport
+from aios.api.replay import Denial, ReplayReport
 from aios.api.runner import RunnerConfig
 from aios.cli.approvals import Kubeconfig, Namespace, api
 from aios.cli.audit import Bootstrap
 from aios.cli.explain import parse_target
 from aios.cli.output import Format, Output, emit
+from aios.cli.validate.documents import read_documents
+from aios.cli.validate.policies import decide_offline
+from aios.connectors import opa
 from aios.connectors.kube import event
 from aios.operator.reconcile.automation_intent import runner_name
 from aios.runner import history
-from aios.runner.replay import Replay, ReplayError, candidate_spec
+from aios.runner.replay import LISTED_IDS, Replay, ReplayError, candidate_spec
+from aios.workflows.action_activities import policy_input
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True)
@@ -116,6 +120,7 @@ def summary(report: ReplayReport) -> str:
         f"{report.until:%Y-%m-%d %H:%M:%S}Z with {report.candidate}: {report.changed} of "
         f"{report.compared} decisions ({report.change_ratio:.1%}) would change"
         + (f"; runs of {actions}" if actions else "")
+        + (f"; {report.denied_count} denied by {report.policy}" if report.policy else "")
     )
 
 
@@ -187,6 +192,14 @@ Rules = typer.Option(
 )
 
 
+PolicyFile = typer.Option(
+    None,
+    "--policy",
+    help="A Policy manifest: report the actions the candidate would start that it denies "
+    "(whatever its enforcement; asked offline, in opa eval, as the site's OPA would).",
+)
+
+
 def replay(
     target: str = typer.Argument(..., help="intent/NAME: the AutomationIntent to replay."),
     namespace: str = Namespace,
@@ -195,6 +208,7 @@ def replay(
     ),
     until: str | None = typer.Option(None, "--until", help="Window end (default: now)."),
     rules: Path | None = Rules,
+    policy: Path | None = PolicyFile,
     max_change: str | None = typer.Option(
         None, "--max-change", help="Exit 1 when more than this share of decisions changes: 5%."
     ),
@@ -219,6 +233,8 @@ def replay(
         replayer = Replay(live, spec)
         found = history.window(bootstrap, live, start, end)
         report = run(bootstrap, live, replayer, found, label)
+        if policy is not None:
+            report = judged(report, replayer, policy, namespace)
     except (ReplayError, history.WindowError) as error:
         raise fail(str(error)) from error
     except (KafkaException, TimeoutError) as error:
@@ -237,6 +253,35 @@ def replay(
         raise typer.Exit(1)
 
 
+def judged(report: ReplayReport, replayer: Replay, path: Path, namespace: str) -> ReplayReport:
+    """``report`` with the candidate's actions the Policy in ``path`` denies."""
+    try:
+        documents = [d for d in read_documents(path, path.read_text()) if d.kind == "Policy"]
+    except (OSError, yaml.YAMLError) as error:
+        raise fail(f"--policy {path}: {error}") from error
+    if len(documents) != 1:
+        raise fail(f"--policy {path}: expected one Policy, found {len(documents)}")
+    requests = list(replayer.requests.values())
+    inputs = [policy_input(r, None, 0, r.decision.decided_at) for r in requests]
+    try:
+        decisions = decide_offline(documents[0], namespace, inputs, opa.library_dir())
+    except (ValueError, RuntimeError) as error:
+        raise fail(f"--policy {path}: {error}") from error
+    denied = [
+        Denial(
+            action_id=request.action_id,
+            action=request.action.name,
+            sensor_id=request.decision.sensor_id,
+            messages=messages,
+        )
+        for request, decision in zip(requests, decisions, strict=True)
+        if (messages := [*decision["denials"], *decision["warnings"], *decision["dryrun"]])
+    ]
+    return report.model_copy(
+        update={"policy": str(path), "denied_count": len(denied), "denied": denied[:LISTED_IDS]}
+    )
+
+
 def render(report: ReplayReport) -> None:
     window = f"{report.since:%Y-%m-%d %H:%M:%S}Z to {report.until:%Y-%m-%d %H:%M:%S}Z"
     intent = f"{report.namespace}/{report.intent}"
@@ -250,6 +295,12 @@ def render(report: ReplayReport) -> None:
         out.print(f"  {change.count:>6}  {change.before}  ⇒  {change.after}")
         for e in change.examples:
             out.print(f"          e.g. {e.sensor_id} at {e.time:%Y-%m-%d %H:%M:%S}Z ({e.source})")
+    if report.policy is not None:
+        out.print(
+            f"  {report.denied_count} of the actions it would start are denied by {report.policy}"
+        )
+        for denial in report.denied:
+            out.print(f"          e.g. {denial.action_id}: {'; '.join(denial.messages)}")
     if report.rules:
         rules = Table("rule", "decided", "with the candidate", box=None)
         for tally in report.rules:

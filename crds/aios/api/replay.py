@@ -68,6 +68,15 @@ class ActionTally(ApiModel):
     removed_count: int = Field(default=0, ge=0)
 
 
+class Denial(ApiModel):
+    """An action the candidate would start that the candidate Policy denies."""
+
+    action_id: str
+    action: str
+    sensor_id: str
+    messages: list[str] = Field(description="What the Policy objects to.")
+
+
 class ReplayReport(ApiModel):
     """The outcome of one replay of an intent's readings."""
 
@@ -86,6 +95,11 @@ class ReplayReport(ApiModel):
     changes: list[Change] = Field(default_factory=list, description="Most frequent first.")
     rules: list[RuleTally] = Field(default_factory=list)
     actions: list[ActionTally] = Field(default_factory=list)
+    policy: str | None = Field(
+        default=None, description="The candidate Policy the actions were asked of, if any."
+    )
+    denied_count: int = Field(default=0, ge=0, description="Actions it denies.")
+    denied: list[Denial] = Field(default_factory=list, description="The first few of them.")
 
     @property
     def change_ratio(self) -> float:

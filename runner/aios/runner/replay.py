@@ -21,12 +21,12 @@ from pydantic import ValidationError
 
 from aios.api.automation_intent import AutomationIntentSpec
 from aios.api.base import validation_message
-from aios.api.events import Decision, Reading
+from aios.api.events import ActionRequest, Decision, Reading
 from aios.api.replay import ActionTally, Change, Example, Outcome, ReplayReport, RuleTally
 from aios.api.runner import RunnerConfig
 from aios.runner.calls import unfit
 from aios.runner.loop import parse
-from aios.runner.records import Position, decide_record
+from aios.runner.records import Position, action_request, decide_record
 from aios.runner.rules import CallResult, Decider, RuleError, RuleSet
 from aios.runner.state import SourcePartition
 
@@ -121,6 +121,8 @@ class Replay:
         self.rules_after: Counter[str] = Counter()
         self.ran: dict[str, set[str]] = defaultdict(set)
         self.would_run: dict[str, set[str]] = defaultdict(set)
+        self.requests: dict[str, ActionRequest] = {}
+        """What the candidate would hand each action it starts (for a candidate Policy)."""
 
     def add(self, position: Position, value: bytes | None, recorded: Recorded | None) -> None:
         """One record of a source topic, and the decision made on it (None: none found)."""
@@ -142,6 +144,9 @@ class Replay:
         before = Outcome(rule=recorded.rule, action=recorded.action)
         after = Outcome(rule=again.rule, action=again.action)
         self._tally(recorded, again)
+        request = action_request(self.config, again)
+        if request is not None:
+            self.requests.setdefault(request.action_id, request)
         if before == after:
             return
         self.changes[(before, after)] += 1

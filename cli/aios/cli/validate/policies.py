@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aios.api import Policy
+from aios.api.base import validation_message
 from aios.cli.validate.documents import Document, Problem, display_path
 from aios.connectors import opa
 from aios.operator.reconcile import policy as plan
@@ -151,10 +152,11 @@ def _opa_errors(output: str) -> list[str]:
     ]
 
 
-def _decide(root: Path, compiled: list[plan.LoadPlan], reviews: list[dict[str, Any]]) -> list[Any]:
+def _decide(root: Path, compiled: list[plan.LoadPlan], inputs: list[dict[str, Any]]) -> list[Any]:
+    """``data.aios.system.decision`` of each input, with the compiled plans loaded."""
     (root / "data.json").write_text(json.dumps(plan.data_document(compiled)))
-    (root / "input.json").write_text(json.dumps({"reviews": reviews}))
-    query = "[d | some r in input.reviews; d := data.aios.system.decision with input as r]"
+    (root / "input.json").write_text(json.dumps({"inputs": inputs}))
+    query = "[d | some i in input.inputs; d := data.aios.system.decision with input as i]"
     result = subprocess.run(
         [
             opa_binary(),
@@ -173,3 +175,27 @@ def _decide(root: Path, compiled: list[plan.LoadPlan], reviews: list[dict[str, A
         raise RuntimeError(f"opa eval failed: {result.stderr.strip() or result.stdout.strip()}")
     answer = json.loads(result.stdout)
     return list(answer["result"][0]["expressions"][0]["value"])
+
+
+def decide_offline(
+    document: Document, namespace: str, inputs: list[dict[str, Any]], policies_dir: Path
+) -> list[dict[str, Any]]:
+    """What the Policy in ``document``, alone, decides of each input (an
+    ``aios.connectors.opa`` document), in ``opa eval`` as the site's OPA would; a
+    ``ValueError`` names the field when it is no valid Policy or its Rego does not compile."""
+    try:
+        policy = Policy.model_validate(document.body)
+        load_plan = plan.load_plan(
+            namespace, document.name, policy, opa.library_modules(policies_dir)
+        )
+    except ValidationError as error:
+        raise ValueError(validation_message(error)) from error
+    except plan.UnknownModule as error:
+        raise ValueError(f"spec.module: {error}") from error
+    problems: list[Problem] = []
+    with tempfile.TemporaryDirectory(prefix="aios-policy-") as tmp:
+        root = Path(tmp)
+        compiled = _compile(root, [(document, load_plan)], policies_dir, problems, root)
+        if problems:
+            raise ValueError(f"spec.rego: {problems[0].message}")
+        return _decide(root, compiled, inputs) if inputs else []

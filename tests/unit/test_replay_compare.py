@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 
 from aios.api import AutomationIntent
@@ -82,13 +83,17 @@ def by_hand(pm25: float, score: float, spike_above: float) -> str | None:
 
 
 def replayed(spec: dict, records=None, made=None):
+    return replaying(spec, records, made).report(NOW - timedelta(hours=1), NOW, "test")
+
+
+def replaying(spec: dict, records=None, made=None) -> Replay:
     records = records if records is not None else window()
     made = made if made is not None else live_decisions(records)
     replay = Replay(LIVE, candidate_spec(LIVE.spec, spec))
     for position, raw, _, _ in records:
         decision = made.get(position)
         replay.add(position, raw, None if decision is None else Recorded.of(decision))
-    return replay.report(NOW - timedelta(hours=1), NOW, "test")
+    return replay
 
 
 def test_the_live_spec_changes_nothing() -> None:
@@ -198,3 +203,26 @@ def test_the_summary_an_event_carries_names_the_share_and_the_actions() -> None:
     assert f": {report.changed} of 60 decisions ({report.change_ratio:.1%}) would change" in text
     assert f"notify-health-office: 0 more, {report.changed} fewer" in text
     assert "runs of" not in summary(replayed({}))
+
+
+POLICY = Path(__file__).parents[1] / "data" / "webhooks-need-approval.yaml"
+
+
+def test_a_candidate_policy_denies_exactly_the_actions_it_objects_to(tmp_path: Path) -> None:
+    from aios.cli.replay import judged
+
+    records = window()
+    made = live_decisions(records)
+    replay = replaying({}, records, made)
+    report = replay.report(NOW - timedelta(hours=1), NOW, "test")
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.read_text())
+    webhooks = {d.action_id for d in made.values() if d.action == "notify-health-office"}
+    assert webhooks and any(d.action == "dispatch-street-cleaning" for d in made.values())
+    found = judged(report, replay, path, "city")
+    assert found.denied_count == len(webhooks), "every webhook without approval; no MQTT one"
+    assert {d.action_id for d in found.denied} <= webhooks and len(found.denied) == 5
+    assert all("needs a human approval" in d.messages[0] for d in found.denied)
+    path.write_text(POLICY.read_text().replace("actuation-needs-approval", "no-such-module"))
+    with pytest.raises(typer.Exit):
+        judged(report, replay, path, "city")
