@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.worker import Worker
 
-from aios.connectors import temporal
+from aios.connectors import opa, temporal
 from aios.workflows.action import ActionWorkflow
 from aios.workflows.action_activities import ActionActivities
 from aios.workflows.action_io import SEARCH_ATTRIBUTES
@@ -99,9 +99,12 @@ async def serve(settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with worker:
-        logging.getLogger(__name__).info("worker on task queue %s", settings.task_queue)
-        await stop.wait()
+    try:
+        async with worker:
+            logging.getLogger(__name__).info("worker on task queue %s", settings.task_queue)
+            await stop.wait()
+    finally:
+        await opa.close_clients()  # the connections the authorize activity kept open
 
 
 def main(argv: list[str] | None = None) -> None:
