@@ -87,16 +87,11 @@ def topics(bootstrap: str, *names: str) -> None:
 
 def rate_after_start(bootstrap: str, group: str, topic: str, count: int) -> float:
     """Readings/s from the first committed batch to the last: group join and start-up
-    are not the steady state being compared. The offsets are asked as a member would ask
-    (``kafka.committed_offsets``), by one consumer that never joins."""
-    member = Consumer(kafka.client_config(bootstrap, **{"group.id": group}))
-    partitions = [
-        TopicPartition(topic, p)
-        for p in member.list_topics(topic, timeout=10).topics[topic].partitions
-    ]
+    are not the steady state being compared (asked by one ``kafka.member``)."""
+    member = kafka.member(bootstrap, group)
 
     def consumed() -> int:
-        return sum(max(tp.offset, 0) for tp in member.committed(partitions, timeout=10))
+        return sum(max(tp.offset, 0) for tp in kafka.committed_by(member, [topic]))
 
     while (first := consumed()) == 0:
         time.sleep(0.02)

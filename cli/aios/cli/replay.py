@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from aios.api import GROUP, VERSION, AutomationIntent
+from aios.api.automation_intent import AutomationIntentSpec
 from aios.api.replay import Denial, ReplayReport
 from aios.api.runner import RunnerConfig
 from aios.cli.approvals import Kubeconfig, Namespace, api
@@ -147,7 +148,7 @@ def publish(
         )
 
 
-def candidate(live: RunnerConfig, rules: Path | None) -> tuple[Any, str]:
+def candidate(live: RunnerConfig, rules: Path | None) -> tuple[AutomationIntentSpec, str]:
     """The spec to decide with, and how the report names it."""
     if rules is None:
         return live.spec, "the live spec"

@@ -365,36 +365,56 @@ def _result_allowing(future: Any, tolerated: str, name: str, timeout: float) -> 
             raise RuntimeError(f"Kafka admin operation on {name} failed: {error}") from error
 
 
+def member(bootstrap: str, group: str) -> Consumer:
+    """A consumer of ``group`` that never joins it: it asks what a member would ask
+    (OffsetFetch), not the admin API's ListConsumerGroupOffsets, with which librdkafka
+    crashes the process when the group's coordinator is still loading
+    (confluentinc/librdkafka#5040)."""
+    return Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+
+
+def committed_by(
+    client: Consumer, topics: Iterable[str], timeout: float = 10
+) -> list[TopicPartition]:
+    """The committed offset of ``client``'s group on each partition of ``topics`` (-1001:
+    none)."""
+    partitions = [
+        TopicPartition(topic, partition)
+        for topic in topics
+        for partition in sorted(client.list_topics(topic, timeout=timeout).topics[topic].partitions)
+    ]
+    return list(client.committed(partitions, timeout=timeout)) if partitions else []
+
+
 def committed_offsets(
     bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10
 ) -> list[TopicPartition]:
-    """The group's committed offset on each partition of ``topics`` (-1001: none), asked as a
-    member would ask (OffsetFetch from a consumer of the group that never joins it). Not the
-    admin API's ListConsumerGroupOffsets: librdkafka crashes the process when that finds the
-    group's coordinator still loading (confluentinc/librdkafka#5040)."""
-    member = Consumer(client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    """The group's committed offset on each partition of ``topics`` (-1001: none)."""
+    client = member(bootstrap, group)
     try:
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in sorted(
-                member.list_topics(topic, timeout=timeout).topics[topic].partitions
-            )
-        ]
-        return list(member.committed(partitions, timeout=timeout)) if partitions else []
+        return committed_by(client, topics, timeout)
     finally:
-        member.close()
+        client.close()
 
 
 def consumer_lag(
     bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10
 ) -> int | None:
     """Records of ``topics`` the group has not consumed yet, summed over their partitions
-    (None: no committed offsets yet)."""
-    committed = [
-        tp for tp in committed_offsets(bootstrap, group, topics, timeout) if tp.offset >= 0
-    ]
-    if not committed:
-        return None
-    ends = {(s.topic, s.partition): s.end for s in spans(bootstrap, {tp.topic for tp in committed})}
-    return sum(max(0, ends[(tp.topic, tp.partition)] - int(tp.offset)) for tp in committed)
+    (None: no committed offsets yet); one client asks both the offsets and the ends."""
+    client = member(bootstrap, group)
+    try:
+        committed = [tp for tp in committed_by(client, topics, timeout) if tp.offset >= 0]
+        return (
+            sum(
+                max(
+                    0,
+                    client.get_watermark_offsets(tp, timeout=timeout, cached=False)[1] - tp.offset,
+                )
+                for tp in committed
+            )
+            if committed
+            else None
+        )
+    finally:
+        client.close()

@@ -68,7 +68,7 @@ def window(bootstrap: str, config: RunnerConfig, since: datetime, until: datetim
     result = Window(since, until, found)
     if not result.readings:
         raise WindowError(
-            f"no readings on {', '.join(config.topics.sources)} between "
+            f"no readings on {', '.join(sources)} between "
             f"{since:%Y-%m-%d %H:%M:%S}Z and {until:%Y-%m-%d %H:%M:%S}Z"
         )
     return result
