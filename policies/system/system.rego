@@ -5,7 +5,8 @@
 # data.aios.policies[ns][name]; a Policy of the library names its module in the registry
 # (`library`) and has its parameters at data.aios.parameters[ns][name]: loading it writes
 # data only, which OPA does not recompile for. Callers only ever query
-# data.aios.system.decision (admission, runtime actions), .max_retention_days and .audit.
+# data.aios.system.decision (admission, runtime actions), .max_retention_days, .audit and
+# .look_back.
 #
 # A policy module exposes `violation` (a set of messages) and, optionally,
 # `max_retention_days` (a number); a library module reads its parameters at
@@ -101,4 +102,15 @@ audit contains [i, message] if {
 	some i, review in input.reviews
 	[ns, name] in applicable with input as review
 	some message in violations(ns, name) with input as review
+}
+
+# A dry-run policy's look back at past runtime actions (the documents OPA decided on then):
+# input {"policy": {"namespace", "name"}, "reviews": [Action inputs]} →
+# {"covered": indexes of the reviews in the policy's scope, "violations": audit's pairs}.
+look_back := {
+	"covered": [i |
+		some i, review in input.reviews
+		[input.policy.namespace, input.policy.name] in applicable with input as review
+	],
+	"violations": audit,
 }

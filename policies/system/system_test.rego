@@ -109,6 +109,22 @@ test_audit_reports_index_and_message_per_violation if {
 		with data.aios.policies as policies
 }
 
+test_look_back_names_the_covered_actions_and_the_findings_on_them if {
+	action(ns, target) := {"kind": "Action", "namespace": ns, "intent": {"labels": {}}, "action": {"target": target}}
+	found := look_back with input as {
+		"policy": {"namespace": "city", "name": "targets"},
+		"reviews": [action("city", "https://ok/"), action("other", "http://bad/"), action("city", "http://bad/")],
+	}
+		with data.aios.registry as {"city": {"targets": {"enforcement": "dryrun", "kinds": ["Action"], "namespaces": ["city"]}}}
+		with data.aios.scopes as {"Action": {"city": {"targets": {}}}}
+		with data.aios.policies as {"city": {"targets": {"violation": {msg |
+			not startswith(input.action.target, "https://")
+			msg := "not https"
+		}}}}
+	found.covered == [0, 2]
+	found.violations == {[2, "not https"]}
+}
+
 # A library Policy: no module of its own, its module named in the registry, its parameters
 # handed to that module.
 library_registry := {"city": {

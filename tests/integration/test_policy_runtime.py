@@ -1,6 +1,7 @@
 """Policy at run time, through the real action workflow (Temporal), OPA and the audit log:
 an action the policy forbids never runs and is audited as denied; with OPA stopped no
-action runs, and it runs once OPA answers again."""
+action runs, and it runs once OPA answers again; a dry-run Policy applied afterwards lists
+exactly the past actions it would have denied."""
 
 from __future__ import annotations
 
@@ -124,6 +125,50 @@ async def test_an_action_the_policy_forbids_never_runs_and_is_audited_as_denied(
     )
     assert recorded[0].policy_decision_id, "the denial names OPA's decision"
     assert "executed" not in [r.details["step"] for r in steps(site, payload["actionId"])]
+
+
+def look_back(kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Policy's ``status.lookBack`` once the operator has reported one."""
+    found = kubectl.json("get", "policy", name, "-n", namespace).get("status") or {}
+    return found.get("lookBack")
+
+
+async def test_a_dry_run_policy_lists_exactly_the_past_actions_it_would_have_denied(
+    site: Site, operator, kubectl, namespace: str, receiver
+) -> None:
+    city = [action_request(namespace, f"{receiver.url}/city/alerts") for _ in range(2)]
+    hooks = [action_request(namespace, f"{receiver.url}/hooks/air") for _ in range(3)]
+    elsewhere = action_request(f"{namespace}-elsewhere", f"{receiver.url}/hooks/air")
+    ran = [*city, *hooks, elsewhere]
+    async with worker_for(site, site.endpoints.opa_url) as worker:
+        handles = [await start(worker, payload) for payload in ran]
+        results = [await handle.result() for handle in handles]
+    assert [r["status"] for r in results] == ["executed"] * len(ran)
+    await asyncio.to_thread(
+        wait_for,
+        lambda: all(
+            "executed" in [r.details["step"] for r in steps(site, p["actionId"])] for p in ran
+        ),
+    )
+
+    rego = TARGETS.replace("https://alerts.city.example/", f"{receiver.url}/city/")
+    manifest = policy("city-targets", rego=rego, enforcement="dryrun", scope={"kinds": ["Action"]})
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
+    found = await asyncio.to_thread(
+        wait_for, lambda: look_back(kubectl, namespace, "city-targets"), 90
+    )
+    assert found["actions"] == len(city) + len(hooks), "the actions of its scope, no other"
+    assert found["wouldHaveDeniedCount"] == len(hooks)
+    denied = {d["actionId"]: d for d in found["wouldHaveDenied"]}
+    assert set(denied) == {p["actionId"] for p in hooks}
+    first = denied[hooks[0]["actionId"]]
+    assert first["messages"] == [f"{receiver.url}/hooks/air is not a city alert endpoint"]
+    assert (first["intent"], first["action"]) == (
+        f"{namespace}/pm25-alerting",
+        "notify-health-office",
+    )
+    listed = kubectl("get", "policy", "city-targets", "-n", namespace)
+    assert "WOULD-DENY" in listed and listed.split()[-2] == str(len(hooks)), listed
 
 
 @pytest.fixture

@@ -143,3 +143,60 @@ def test_violations_in_status_are_bounded_and_counted() -> None:
         "message": "too big",
     }
     assert plan.violations_status([], []) == {"violations": [], "violationCount": 0}
+
+
+def step(action_id: str, at: str, asked: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """``(time, details)`` of an ``action-step`` audit record."""
+    details: dict[str, Any] = {
+        "actionId": action_id,
+        "intent": {"namespace": "city", "name": "pm25"},
+        "action": {"name": "notify"},
+    }
+    if asked is not None:
+        details["policyInput"] = asked
+    return at, details
+
+
+def test_a_past_action_is_asked_about_the_last_document_opa_decided_on() -> None:
+    first = {"approver": None, "time": "2026-12-01T10:00:00+00:00"}
+    after_approval = {"approver": "ana", "time": "2026-12-01T10:05:00+00:00"}
+    actions = plan.past_actions(
+        [
+            step("a1", "t1", None),  # requested: OPA not asked yet
+            step("a1", "t2", first),
+            step("a2", "t3", {"approver": None}),
+            step("a1", "t4", after_approval),  # executed, after the approval
+        ]
+    )
+    assert [a.action_id for a in actions] == ["a2", "a1"], "ordered by their last decision"
+    assert actions[1].asked == after_approval
+    assert actions[1].decided_at == "2026-12-01T10:05:00+00:00", "OPA's time, not the record's"
+    assert actions[0].decided_at == "t3", "the record's time when the document has none"
+    assert (actions[1].intent, actions[1].action) == ("city/pm25", "notify")
+
+
+def test_the_look_back_reports_the_denials_among_the_latest_covered_actions() -> None:
+    actions = plan.past_actions(step(f"a{i}", f"t{i}", {}) for i in range(150))
+    covered = [i for i in range(150) if i % 3]  # the others are out of scope
+    findings = [(i, "not a city endpoint") for i in range(0, 150, 2)]
+    status = plan.look_back_status(actions, covered, findings, limit=5)
+    newest = covered[-plan.LOOK_BACK_ACTIONS :]
+    expected = [i for i in reversed(newest) if i % 2 == 0]
+    assert status["actions"] == plan.LOOK_BACK_ACTIONS
+    assert status["wouldHaveDeniedCount"] == len(expected)
+    assert [d["actionId"] for d in status["wouldHaveDenied"]] == [f"a{i}" for i in expected[:5]]
+    assert status["wouldHaveDenied"][0]["messages"] == ["not a city endpoint"]
+    assert plan.look_back_status([], [], []) == {
+        "actions": 0,
+        "wouldHaveDenied": [],
+        "wouldHaveDeniedCount": 0,
+    }
+
+
+def test_only_a_dry_run_policy_over_actions_looks_back(policy) -> None:
+    rego = "package p\nviolation contains 1 if false\n"
+    assert plan.looks_back(policy(rego=rego, enforcement="dryrun", scope={"kinds": ["Action"]}))
+    assert not plan.looks_back(policy(rego=rego, enforcement="deny", scope={"kinds": ["Action"]}))
+    assert not plan.looks_back(
+        policy(rego=rego, enforcement="dryrun", scope={"kinds": ["AutomationIntent"]})
+    )

@@ -347,3 +347,20 @@ async def audit_objects(
         {"policy": {"namespace": namespace, "name": name}, "reviews": list(reviews)},
     )
     return sorted((int(i), str(message)) for i, message in result or [])
+
+
+async def look_back(
+    opa_url: str, namespace: str, name: str, reviews: Sequence[Mapping[str, Any]]
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Ask one (dry-run) Policy about past runtime actions, in one request: the indexes
+    into ``reviews`` its scope covers, and (index, message) per violation."""
+    if not reviews:
+        return [], []
+    result, _ = await query(
+        opa_url,
+        "look_back",
+        {"policy": {"namespace": namespace, "name": name}, "reviews": list(reviews)},
+    )
+    found = result or {}
+    violations = sorted((int(i), str(message)) for i, message in found.get("violations") or [])
+    return [int(i) for i in found.get("covered") or []], violations

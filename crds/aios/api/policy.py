@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from pydantic import Field
@@ -77,14 +78,42 @@ class Violation(ApiModel):
     message: str = Field(description="What the policy objects to.")
 
 
+class PastDenial(ApiModel):
+    """A past action the Policy would have denied, asked about the document OPA decided on
+    when the action ran."""
+
+    action_id: str = Field(description="The action (its workflow id).")
+    intent: str = Field(description="The AutomationIntent that decided it, namespace/name.")
+    action: str = Field(description="The action's name in that intent.")
+    decided_at: datetime = Field(description="When OPA decided on it.")
+    messages: list[str] = Field(description="What this Policy objects to.")
+
+
+class LookBack(ApiModel):
+    """What a dry-run Policy would have done to the latest actions in its scope."""
+
+    actions: Count = Field(
+        description="How many of the latest audited actions in scope were asked about."
+    )
+    would_have_denied: list[PastDenial] = Field(
+        default_factory=list, max_length=50, description="The newest of those it would deny."
+    )
+    would_have_denied_count: Count = Field(default=0, description="How many it would deny.")
+
+
 class PolicyStatus(ResourceStatus):
-    """Where the policy is loaded and what violates it."""
+    """Where the policy is loaded, what violates it and, in dryrun, what it would have denied."""
 
     loaded_path: str | None = Field(default=None, description="OPA data path of the module.")
     violations: list[Violation] = Field(
         default_factory=list, max_length=50, description="A sample of current violations."
     )
     violation_count: Count = Field(default=0, description="Number of current violations.")
+    look_back: LookBack | None = Field(
+        default=None,
+        description="In dryrun, with Action in scope: the latest audited actions it would "
+        "have denied.",
+    )
 
 
 class Policy(Resource[PolicySpec, PolicyStatus]):
@@ -99,6 +128,7 @@ class Policy(Resource[PolicySpec, PolicyStatus]):
             condition_column("Compiled"),
             condition_column("Loaded"),
             PrinterColumn("Violations", ".status.violationCount", "integer"),
+            PrinterColumn("Would-Deny", ".status.lookBack.wouldHaveDeniedCount", "integer"),
             AGE,
         ),
     )

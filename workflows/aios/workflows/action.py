@@ -131,13 +131,13 @@ class ActionWorkflow:
             )
         if not decision.allowed:
             return await self._finish(
-                request, "denied", {"reasons": decision.reasons}, policy=decision.decision_id
+                request, "denied", {"reasons": decision.reasons}, policy=decision
             )
         await self._record(
             request,
             "authorized",
             {"status": "allowed", "warnings": decision.warnings},
-            policy=decision.decision_id,
+            policy=decision,
         )
 
         approver = None
@@ -175,7 +175,7 @@ class ActionWorkflow:
                     "denied",
                     {"reasons": decision.reasons},
                     approver=approver,
-                    policy=decision.decision_id,
+                    policy=decision,
                 )
 
         if action.rate_limit is not None:
@@ -191,7 +191,7 @@ class ActionWorkflow:
                     "rate-limited",
                     {"executedLastHour": recent, "perHour": action.rate_limit.per_hour},
                     approver=approver,
-                    policy=decision.decision_id,
+                    policy=decision,
                 )
 
         self.phase = "executing"
@@ -207,12 +207,10 @@ class ActionWorkflow:
                 "failed",
                 {"error": str(error.cause or error)},
                 approver=approver,
-                policy=decision.decision_id,
+                policy=decision,
             )
         workflow.upsert_search_attributes([EXECUTED_AT.value_set(workflow.now())])
-        return await self._finish(
-            request, "executed", result, approver=approver, policy=decision.decision_id
-        )
+        return await self._finish(request, "executed", result, approver=approver, policy=decision)
 
     async def _authorize(self, request: ActionRequest, approver: str | None) -> Verdict | None:
         """OPA's decision, retried while OPA cannot answer; None after ``POLICY_WAIT``."""
@@ -292,11 +290,19 @@ class ActionWorkflow:
         step: str,
         result: dict[str, Any],
         approver: str | None = None,
-        policy: str | None = None,
+        policy: Verdict | None = None,
     ) -> None:
+        """Audit one step; one OPA decided carries its id and the document it decided on."""
         await workflow.execute_activity_method(
             ActionActivities.record,
-            ActionStep(request, step, result, approver, policy),
+            ActionStep(
+                request,
+                step,
+                result,
+                approver,
+                policy.decision_id if policy else None,
+                policy.input if policy else None,
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
         )
@@ -307,7 +313,7 @@ class ActionWorkflow:
         outcome: Outcome,
         result: dict[str, Any],
         approver: str | None = None,
-        policy: str | None = None,
+        policy: Verdict | None = None,
     ) -> ActionOutcome:
         self.phase = outcome
         workflow.upsert_search_attributes([OUTCOME.value_set(outcome)])

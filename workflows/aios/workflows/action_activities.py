@@ -140,6 +140,7 @@ def step_details(request: ActionRequest, step: ActionStep) -> dict[str, Any]:
         "policyDecisionId": step.policy_decision_id,
         "approver": step.approver,
         "result": step.result,
+        **({"policyInput": step.policy_input} if step.policy_input is not None else {}),
     }
 
 
@@ -170,11 +171,9 @@ class ActionActivities:
         recent = await _count(
             activity.client(), f"{TARGET.name} = {_quote(request.action.target[:200])}"
         )
+        asked = policy_input(request, ask.approver, recent, datetime.now(UTC))
         try:
-            decision = await authorize_action(
-                self.env["AIOS_OPA_URL"],
-                policy_input(request, ask.approver, recent, datetime.now(UTC)),
-            )
+            decision = await authorize_action(self.env["AIOS_OPA_URL"], asked)
         except PolicyUnavailable as error:
             raise ApplicationError(
                 f"OPA cannot answer: {error}", type="PolicyUnavailable"
@@ -184,6 +183,7 @@ class ActionActivities:
             decision_id=decision.decision_id,
             reasons=decision.reasons,
             warnings=decision.warnings,
+            input=asked,
         )
 
     @activity.defn(name="aios.action.recent-executions")

@@ -37,6 +37,9 @@ class ActionStep:
     result: dict[str, Any]
     approver: str | None = None
     policy_decision_id: str | None = None
+    policy_input: dict[str, Any] | None = None
+    """The document OPA decided on (``policy_decision_id``): what a dry-run Policy is asked
+    about afterwards, to tell which past actions it would have denied."""
 
 
 @dataclass
@@ -53,3 +56,5 @@ class Verdict(ApiModel):
     decision_id: str
     reasons: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    input: dict[str, Any] = Field(default_factory=dict)
+    """The document OPA was asked about (recorded with the step it decided)."""

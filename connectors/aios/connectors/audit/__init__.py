@@ -39,8 +39,9 @@ Record kinds and their ``details``:
   "model": {"call", "deployment", "version", "canary"} (``aios.api.events.ModelRef``), "score",
   "confidence", "lineage": {"topic", "partition", "offset", "eventIds", "sensors",
   "gateway", "configGeneration", "filterChain"}},
-  "policyDecisionId", "approver", "result": {"status", ...}}`` — what ``aiosctl audit
-  trace`` follows.
+  "policyDecisionId", "approver", "result": {"status", ...}, "policyInput"}`` — what
+  ``aiosctl audit trace`` follows; ``policyInput`` (on a step OPA decided) is the document
+  it decided on, which a dry-run Policy is asked about afterwards.
 
 The parts: ``records`` (the record format, the chain, ``verify``), ``writer`` (the topics,
 ``AuditWriter``), ``log`` (reading the log back), ``appender`` (the chaining thread),
@@ -61,6 +62,7 @@ from aios.connectors.audit.log import (
     read_file,
     read_log,
     read_raw_log,
+    read_tail,
 )
 from aios.connectors.audit.records import (
     DEDUP_WINDOW,
@@ -111,6 +113,7 @@ __all__ = [
     "read_file",
     "read_log",
     "read_raw_log",
+    "read_tail",
     "trace",
     "verify",
 ]

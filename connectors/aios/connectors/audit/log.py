@@ -21,17 +21,23 @@ from aios.connectors.audit.records import AuditRecord
 from aios.connectors.audit.writer import LOG_TOPIC
 
 
-def _read(consumer: Consumer, partition: TopicPartition, timeout: float) -> Iterable[Message]:
-    """Every committed message of one partition from its assigned offset to the end."""
-    consumer.assign([partition])
+def _watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """The partition's first and next offsets, once the client knows its leader (they are
+    invalid, negative, until then)."""
     deadline = time.monotonic() + timeout
-    while True:  # offsets are invalid (negative) until the client knows the partition's leader
+    while True:
         low, high = consumer.get_watermark_offsets(partition, timeout=timeout, cached=False)
         if low >= 0 and high >= 0:
-            break
+            return low, high
         if time.monotonic() > deadline:
             raise TimeoutError(f"no leader known for {partition.topic} within {timeout}s")
         time.sleep(0.2)
+
+
+def _read(consumer: Consumer, partition: TopicPartition, timeout: float) -> Iterable[Message]:
+    """Every committed message of one partition from its assigned offset to the end."""
+    consumer.assign([partition])
+    low, high = _watermarks(consumer, partition, timeout)
     if high <= low:
         return
     while True:
@@ -75,6 +81,22 @@ def read_raw_log(
 def read_log(bootstrap: str | None = None, topic: str = LOG_TOPIC) -> list[AuditRecord]:
     """Every record of the audit log, parsed (``verify`` the raw text to detect tampering)."""
     return [AuditRecord.parse(raw) for raw in read_raw_log(bootstrap, topic)]
+
+
+def read_tail(
+    bootstrap: str | None, count: int, topic: str = LOG_TOPIC, timeout: float = 10.0
+) -> list[AuditRecord]:
+    """The last ``count`` records of the log (at most), parsed, in log order: what a look
+    back at recent activity reads, without the whole history."""
+    reader = open_reader(bootstrap)
+    try:
+        low, high = _watermarks(reader, TopicPartition(topic, 0), timeout)
+        start = TopicPartition(topic, 0, max(low, high - count))
+        return [
+            AuditRecord.parse((m.value() or b"").decode()) for m in _read(reader, start, timeout)
+        ]
+    finally:
+        reader.close()
 
 
 def read_file(path: Path) -> list[str]:

@@ -25,7 +25,7 @@ import kopf
 from aios.api import KINDS, Policy
 from aios.api.policy import ScopeKind
 from aios.connectors import opa
-from aios.connectors.audit import LOG_TOPIC, Appender
+from aios.connectors.audit import LOG_TOPIC, Appender, read_tail
 from aios.connectors.audit_checkpoint import (
     SIGNING_KEY_ENV,
     Checkpointer,
@@ -175,8 +175,9 @@ async def audit_existing(ctx: Context) -> Change | None:
     body = ctx.body
     namespace, name, _generation = _identity(body)
     url = opa_url(ctx.memo)
+    policy = Policy.model_validate(dict(body))
     try:
-        load_plan = plan.load_plan(namespace, name, Policy.model_validate(dict(body)), library())
+        load_plan = plan.load_plan(namespace, name, policy, library())
         if not await is_loaded(url, load_plan):
             await load(url, load_plan)
     except (plan.UnknownModule, opa.RegoError):
@@ -186,8 +187,23 @@ async def audit_existing(ctx: Context) -> Change | None:
     desired = {
         **plan.violations_status(reviews, findings),
         "loadedPath": load_plan.decisions_path,
+        "lookBack": await _look_back(ctx.memo, url, namespace, name)
+        if plan.looks_back(policy)
+        else None,
     }
     return lambda _: {"status": desired}
+
+
+async def _look_back(memo: kopf.Memo, url: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """What the dry-run Policy would have denied of the latest actions, asked about the
+    documents OPA decided on when they ran (their audit records keep them)."""
+    bootstrap = runtime(memo).settings.kafka_bootstrap
+    if not bootstrap:
+        return None  # no audit log to look back at
+    records = await asyncio.to_thread(read_tail, bootstrap, plan.LOOK_BACK_RECORDS)
+    actions = plan.past_actions((r.time, r.details) for r in records if r.kind == "action-step")
+    covered, findings = await opa.look_back(url, namespace, name, [a.asked for a in actions])
+    return plan.look_back_status(actions, covered, findings)
 
 
 def audit_interval(settings: OperatorSettings) -> float:

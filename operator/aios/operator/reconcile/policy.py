@@ -32,6 +32,10 @@ from aios.operator.reconcile.conditions import ConditionUpdate
 SYSTEM_MODULE_ID = "aios/system"
 MAX_VIOLATIONS = 50
 AUDITED_KINDS = ("ModelDeployment", "AutomationIntent", "EdgeGateway")
+LOOK_BACK_ACTIONS = 100
+"""How many of the latest audited actions in its scope a dry-run Policy is asked about."""
+LOOK_BACK_RECORDS = 2000
+"""How far back in the audit log a look back reads (an action leaves a few records)."""
 
 _PACKAGE = re.compile(r"^[ \t]*package[ \t]+[^\n#]*", re.MULTILINE)
 
@@ -299,3 +303,71 @@ def violations_status(
         )
     items.sort(key=lambda v: (v["kind"] or "", v["namespace"] or "", v["name"] or "", v["message"]))
     return {"violations": items[:limit], "violationCount": len(items)}
+
+
+def looks_back(policy: Policy) -> bool:
+    """A dry-run Policy over runtime actions reports what it would have denied."""
+    return policy.spec.enforcement == "dryrun" and "Action" in policy.spec.scope.kinds
+
+
+@dataclass(frozen=True)
+class PastAction:
+    """An audited action, with the document OPA last decided on for it."""
+
+    action_id: str
+    intent: str
+    action: str
+    decided_at: str
+    asked: dict[str, Any]
+
+
+def past_actions(steps: Iterable[tuple[str, Mapping[str, Any]]]) -> list[PastAction]:
+    """Each action's last decided document, oldest action first, from the ``(time,
+    details)`` of ``action-step`` records in log order (only the steps OPA decided carry
+    ``policyInput``)."""
+    latest: dict[str, PastAction] = {}
+    for at, details in steps:
+        asked = details.get("policyInput")
+        if not isinstance(asked, dict):
+            continue
+        action_id = str(details.get("actionId"))
+        intent = details.get("intent") or {}
+        latest.pop(action_id, None)  # insertion order follows each action's last decision
+        latest[action_id] = PastAction(
+            action_id,
+            f"{intent.get('namespace')}/{intent.get('name')}",
+            str((details.get("action") or {}).get("name") or ""),
+            str(asked.get("time") or at),
+            asked,
+        )
+    return list(latest.values())
+
+
+def look_back_status(
+    actions: Sequence[PastAction],
+    covered: Sequence[int],
+    findings: Sequence[tuple[int, str]],
+    limit: int = MAX_VIOLATIONS,
+) -> dict[str, Any]:
+    """``status.lookBack``: of the last ``LOOK_BACK_ACTIONS`` actions the scope covers
+    (``covered`` indexes ``actions``), those with findings, newest first and bounded."""
+    asked = list(covered)[-LOOK_BACK_ACTIONS:]
+    messages: dict[int, list[str]] = {}
+    for index, message in findings:
+        messages.setdefault(index, []).append(message)
+    denied = [
+        {
+            "actionId": actions[index].action_id,
+            "intent": actions[index].intent,
+            "action": actions[index].action,
+            "decidedAt": actions[index].decided_at,
+            "messages": messages[index],
+        }
+        for index in reversed(asked)
+        if index in messages
+    ]
+    return {
+        "actions": len(asked),
+        "wouldHaveDenied": denied[:limit],
+        "wouldHaveDeniedCount": len(denied),
+    }
