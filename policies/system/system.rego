@@ -109,8 +109,9 @@ audit contains [i, message] if {
 # {"covered": indexes of the reviews in the policy's scope, "violations": audit's pairs}.
 look_back := {
 	"covered": [i |
+		policy := [input.policy.namespace, input.policy.name]
 		some i, review in input.reviews
-		[input.policy.namespace, input.policy.name] in applicable with input as review
+		policy in applicable with input as review
 	],
 	"violations": audit,
 }

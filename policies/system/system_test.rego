@@ -109,20 +109,17 @@ test_audit_reports_index_and_message_per_violation if {
 		with data.aios.policies as policies
 }
 
+past_action(labels) := {"kind": "Action", "namespace": "x", "intent": {"labels": labels}}
+
 test_look_back_names_the_covered_actions_and_the_findings_on_them if {
-	action(ns, target) := {"kind": "Action", "namespace": ns, "intent": {"labels": {}}, "action": {"target": target}}
 	found := look_back with input as {
-		"policy": {"namespace": "city", "name": "targets"},
-		"reviews": [action("city", "https://ok/"), action("other", "http://bad/"), action("city", "http://bad/")],
+		"policy": {"namespace": "city", "name": "tagged"},
+		"reviews": [past_action({"tier": "critical"}), past_action({}), past_action({"tier": "critical"})],
 	}
-		with data.aios.registry as {"city": {"targets": {"enforcement": "dryrun", "kinds": ["Action"], "namespaces": ["city"]}}}
-		with data.aios.scopes as {"Action": {"city": {"targets": {}}}}
-		with data.aios.policies as {"city": {"targets": {"violation": {msg |
-			not startswith(input.action.target, "https://")
-			msg := "not https"
-		}}}}
+		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios.policies as policies
 	found.covered == [0, 2]
-	found.violations == {[2, "not https"]}
+	found.violations == {[0, "critical things are watched"], [2, "critical things are watched"]}
 }
 
 # A library Policy: no module of its own, its module named in the registry, its parameters
