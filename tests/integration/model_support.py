@@ -152,30 +152,30 @@ class Traffic:
         await self._task
 
 
+def edited_repository(directory: Path, label: str, edit: Callable[[str], str]) -> str:
+    """A copy of anomaly model 2024.11.2 with ``edit`` applied to its code."""
+    target = directory / label
+    shutil.copytree(repository("pm25-anomaly", "2024.11.2"), target)
+    model = target / "pm25-anomaly" / "1" / "model.py"
+    model.write_text(edit(model.read_text()))
+    return f"file://{target}"
+
+
 def broken_repository(directory: Path, fault: str) -> str:
     """A copy of anomaly model 2024.11.2 that fails: ``error`` (every request fails),
     ``slow`` (each request takes 400 ms) or ``load`` (it cannot even load)."""
-    source = repository("pm25-anomaly", "2024.11.2")
-    target = directory / f"broken-{fault}"
-    shutil.copytree(source, target)
-    model = target / "pm25-anomaly" / "1" / "model.py"
-    text = model.read_text()
-    if fault == "error":
-        text = text.replace(
-            "        responses = []\n",
-            '        raise RuntimeError("this version is broken")\n',
-            1,
-        )
-    elif fault == "slow":
-        text = text.replace(
+    faults = {
+        "error": lambda text: text.replace(
+            "        responses = []\n", '        raise RuntimeError("this version is broken")\n', 1
+        ),
+        "slow": lambda text: text.replace(
             "        responses = []\n",
             "        import time\n\n        time.sleep(0.4)\n        responses = []\n",
             1,
-        )
-    else:
-        text += '\nraise ImportError("weights and code do not match")\n'
-    model.write_text(text)
-    return f"file://{target}"
+        ),
+        "load": lambda text: text + '\nraise ImportError("weights and code do not match")\n',
+    }
+    return edited_repository(directory, f"broken-{fault}", faults[fault])
 
 
 def phase(kubectl, namespace: str, *wanted: str) -> dict[str, Any] | None:

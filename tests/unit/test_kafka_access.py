@@ -41,7 +41,12 @@ def test_a_runner_reads_only_its_sources_and_writes_only_its_own_topics(automati
     config = runner_config(automation_intent("pm25"), ["readings.pm25"])
     runner = runner_principal(config)
     assert runner.user == "aios-runner.city.pm25"
-    assert granted(runner, "topic", "read") == {"readings.pm25", "aios.city.pm25.state"}
+    assert granted(runner, "topic", "read") == {
+        "readings.pm25",
+        "aios.city.pm25.state",
+        "aios.city.pm25.decisions",  # read back by a replay
+    }
+    assert granted(runner, "topic", "describe-configs") == {"readings.pm25"}
     assert granted(runner, "topic", "write") == {
         "aios.city.pm25.decisions",
         "aios.city.pm25.dead-letters",

@@ -28,7 +28,7 @@ from rich.table import Table
 from aios.api import GROUP, VERSION, AutomationIntent
 from aios.api.automation_intent import AutomationIntentSpec
 from aios.api.replay import Denial, ReplayReport
-from aios.api.runner import RunnerConfig
+from aios.api.runner import RunnerConfig, runner_name
 from aios.cli.approvals import Kubeconfig, Namespace, api
 from aios.cli.audit import Bootstrap
 from aios.cli.explain import parse_target
@@ -37,7 +37,6 @@ from aios.cli.validate.documents import read_documents
 from aios.cli.validate.policies import decide_offline
 from aios.connectors import opa
 from aios.connectors.kube import event
-from aios.operator.reconcile.automation_intent import runner_name
 from aios.runner import history
 from aios.runner.replay import LISTED_IDS, Replay, ReplayError, candidate_spec
 from aios.workflows.action_activities import policy_input

@@ -15,6 +15,7 @@ from aios.api.base import (
     QUANTITY,
     ApiModel,
     ApprovalRule,
+    Count,
     CrdInfo,
     Fraction,
     Invariant,
@@ -129,6 +130,23 @@ class CanaryStep(ApiModel):
     )
 
 
+class ReplayGate(ApiModel):
+    """Before any live traffic moves: the readings the intents calling this model kept are
+    decided again with the new version's outputs, held against the decisions made."""
+
+    window_seconds: int = Field(
+        default=3600, ge=60, le=604800, description="How far back the replay reaches."
+    )
+    max_decision_change: Fraction = Field(
+        description="Highest share of the compared decisions the new version may change."
+    )
+    on_exceeded: Literal["rollback", "approval"] = Field(
+        default="rollback",
+        description="Over the limit: roll back, or wait for a human approval (which then "
+        "approves the version; a rejection rolls back).",
+    )
+
+
 class Analysis(ApiModel):
     """Gates the new version must pass at every step; failing any one rolls back."""
 
@@ -147,6 +165,10 @@ class Analysis(ApiModel):
     )
     min_requests: int = Field(
         default=50, ge=0, description="Requests needed before a step can be judged."
+    )
+    replay: ReplayGate | None = Field(
+        default=None,
+        description="Replay recent readings through the new version before it takes traffic.",
     )
 
 
@@ -264,6 +286,29 @@ class RolloutStep(ApiModel):
     analysis: AnalysisReport | None = Field(default=None, description="The step's analysis.")
 
 
+class IntentReplay(ApiModel):
+    """The replay of one intent's window with the new version."""
+
+    intent: str = Field(description="The AutomationIntent replayed.")
+    job: str = Field(description="The Job that replayed it (its log holds the whole report).")
+    compared: Count = Field(default=0, description="Decisions compared.")
+    changed: Count = Field(default=0, description="Decisions the new version would change.")
+    message: str | None = Field(
+        default=None, description="Why nothing was compared, or why the replay failed."
+    )
+    failed: bool = Field(default=False, description="Whether the replay could not be run.")
+
+
+class ReplayGateReport(ApiModel):
+    """What the replay gate found before any live traffic moved."""
+
+    intents: list[IntentReplay] = Field(default_factory=list, description="One per intent.")
+    compared: Count = Field(default=0, description="Decisions compared, over the intents.")
+    changed: Count = Field(default=0, description="Decisions changed, over the intents.")
+    passed: bool = Field(description="Whether the share changed stayed within the limit.")
+    message: str = Field(description="The finding, in words.")
+
+
 class ApprovalRecord(ApiModel):
     """A human decision on promoting one version, as the rollout workflow took it from its
     Approval object (``aiosctl approve|reject``)."""
@@ -304,6 +349,9 @@ class RolloutStatus(ApiModel):
     )
     approval: ApprovalRecord | None = Field(
         default=None, description="The approval or rejection, when one was given."
+    )
+    replay: ReplayGateReport | None = Field(
+        default=None, description="The replay gate's finding, when the rollout has one."
     )
 
 

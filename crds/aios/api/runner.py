@@ -13,6 +13,11 @@ HEARTBEAT_TOPIC = "aios.intents.status"
 """Runners report health here (key: ``<namespace>/<intent>/<pod>``); the operator reads it."""
 
 
+def runner_name(intent: str) -> str:
+    """The name of an intent's runner StatefulSet, its ConfigMap and ServiceAccount."""
+    return f"{intent}-runner"
+
+
 class RunnerTopics(ApiModel):
     """The topics of one intent. No source is a valid state (no gateway matches its
     selector yet): the operator then reports ``NoSource`` and renders no runner."""

@@ -44,6 +44,13 @@ def features(readings: Sequence[Reading]) -> npt.NDArray[Any]:
     return np.asarray(rows, dtype=np.float32).reshape(len(readings), len(FEATURE_ORDER))
 
 
+def rows(outputs: Mapping[str, npt.NDArray[Any]], count: int) -> list[dict[str, float]]:
+    """One ``{output: value}`` per row of a batch of ``count`` readings (outputs of another
+    shape say nothing per reading and are left out)."""
+    per_row = {name: np.ravel(v) for name, v in outputs.items() if np.ravel(v).shape[0] == count}
+    return [{name: float(v[row]) for name, v in per_row.items()} for row in range(count)]
+
+
 def unfit(call: ModelCall, reading: Reading, now: datetime) -> CallState | None:
     """Why ``reading`` cannot be sent to the call's model (``stale``: older than its
     ``maxStalenessSeconds``; ``incomplete``: it lacks a feature), or None if it can. A replay
@@ -138,15 +145,8 @@ class ModelCaller:
         if chosen.mirror is not None:
             self._mirror(chosen.mirror, matrix)
         # Each Deployment serves one version, so requests name the model only.
-        for row, i in enumerate(complete):
-            results[i] = CallResult(
-                "ok",
-                {
-                    name: float(np.ravel(v)[row])
-                    for name, v in outputs.items()
-                    if np.ravel(v).shape[0] == len(complete)
-                },
-            )
+        for i, answer in zip(complete, rows(outputs, len(complete)), strict=True):
+            results[i] = CallResult("ok", answer)
         return BatchAnswer(results, chosen.primary)
 
     def _route(self) -> Route:

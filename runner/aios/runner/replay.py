@@ -2,9 +2,10 @@
 decision against the one actually made (matched by the reading's source position).
 
 Pure: the caller reads the records. What the candidate is judged on is what the live
-runner saw: the model outputs its decision recorded, and the time it decided (so a
-reading's age, and so staleness, is what it was). A model call that had no answer then
-(unavailable, stale, incomplete) has none now. Hysteresis starts unlatched at the
+runner saw: the model outputs its decision recorded (or, for a new model version, that
+version's answers to the same calls: ``aios.runner.replay_job``), and the time it decided
+(so a reading's age, and so staleness, is what it was). A model call that had no answer
+then (unavailable, stale, incomplete) has none now. Hysteresis starts unlatched at the
 window's start, and each source partition keeps its own latches, as in the runner.
 Nothing here acts: action ids are computed, never handed off.
 """
@@ -124,8 +125,16 @@ class Replay:
         self.requests: dict[str, ActionRequest] = {}
         """What the candidate would hand each action it starts (for a candidate Policy)."""
 
-    def add(self, position: Position, value: bytes | None, recorded: Recorded | None) -> None:
-        """One record of a source topic, and the decision made on it (None: none found)."""
+    def add(
+        self,
+        position: Position,
+        value: bytes | None,
+        recorded: Recorded | None,
+        answers: Mapping[str, CallResult] | None = None,
+    ) -> None:
+        """One record of a source topic, and the decision made on it (None: none found);
+        ``answers``: model calls answered again, by a candidate model version, in place of
+        what was recorded."""
         self.readings += 1
         reading = parse(value)
         if isinstance(reading, str):
@@ -135,7 +144,7 @@ class Replay:
             self.undecided += 1
             return
         self.compared += 1
-        calls = recorded_calls(self.config.spec, reading, recorded)
+        calls = {**recorded_calls(self.config.spec, reading, recorded), **(answers or {})}
         source = (position.topic, position.partition)
         decider = self.deciders.setdefault(source, Decider(self.rules))
         verdict = decider.decide(reading, calls, recorded.decided_at)

@@ -35,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
     from aios.api.model_deployment import (
         AnalysisReport,
         ApprovalRecord,
+        ReplayGate,
+        ReplayGateReport,
         RolloutPhase,
         RolloutStatus,
         RolloutStep,
@@ -46,12 +48,14 @@ with workflow.unsafe.imports_passed_through():
         read_approval,
         refusal,
     )
+    from aios.workflows.replay_gate import DEADLINE_SECONDS, ReplayGateActivities
     from aios.workflows.rollout_activities import RolloutActivities
     from aios.workflows.rollout_io import (
         APPROVAL_REFUSED,
         AnalysisRequest,
         Event,
         Publication,
+        ReplayRequest,
         RolloutInput,
         ServingCheck,
         ServingResult,
@@ -97,6 +101,7 @@ class ModelRollout:
         self.input: RolloutInput | None = None
         self.notices: list[ApprovalNotice | ApprovalDecision] = []
         self.from_api: bool | None = None
+        self.replay: ReplayGateReport | None = None
 
     def _approvals_from_api(self) -> bool:
         if self.from_api is None:
@@ -115,6 +120,10 @@ class ModelRollout:
             return await self._finish(
                 "RolledBack", f"{rollout.version} did not become ready: {served.reason}", "Warning"
             )
+        if rollout.gates.replay is not None:
+            ended = await self._replay_gate(rollout.gates.replay)
+            if ended is not None:
+                return ended
         if rollout.strategy == "canary":
             for number, step in enumerate(rollout.steps, start=1):
                 if (
@@ -143,29 +152,20 @@ class ModelRollout:
             if not await self._analyse(0, shadow=True):
                 return await self._finish("RolledBack", self.message, "Warning")
         # A shadow never takes traffic by itself: a human promotes it on its report.
-        if rollout.approval_required or rollout.strategy == "shadow":
-            self.phase = "AwaitingApproval"
+        # (A version approved over its replay gate is approved already.)
+        if (rollout.approval_required or rollout.strategy == "shadow") and self.decision is None:
             self.message = (
                 f"{rollout.version} passed its gates and waits for approval"
                 f" ({self.weight}% of traffic until then)"
             )
-            await self._publish(
-                Event(
-                    "AwaitingApproval",
-                    f"{self.message}: aiosctl approve modeldeployment/{rollout.name} "
-                    f"--version {rollout.version}",
-                )
+            waiting = Event(
+                "AwaitingApproval",
+                f"{self.message}: aiosctl approve modeldeployment/{rollout.name} "
+                f"--version {rollout.version}",
             )
-            await self._await_approval()
-            if self.decision is None:
-                return await self._aborted()
-            if self.decision.decision != "approved":
-                return await self._finish(
-                    "RolledBack", f"{rollout.version} rejected by {self.decision.by}", "Warning"
-                )
-            await self._publish(
-                Event("Approved", f"{rollout.version} approved by {self.decision.by}")
-            )
+            ended = await self._decided(waiting)
+            if ended is not None:
+                return ended
         self.weight = 100
         return await self._finish("Promoted", f"{rollout.version} promoted to 100% of traffic")
 
@@ -233,6 +233,55 @@ class ModelRollout:
                     return
                 reason = found
             await self._publish(Event(APPROVAL_REFUSED, reason, "Warning"))
+
+    # -- replay gate -----------------------------------------------------------------
+
+    async def _replay_gate(self, gate: ReplayGate) -> str | None:
+        """Replay the intents' recent readings with the new version before any traffic
+        moves. None: go on; else how the rollout ended."""
+        rollout = self._input()
+        report: ReplayGateReport = await workflow.execute_activity_method(
+            ReplayGateActivities.replay_gate,
+            ReplayRequest(
+                rollout.namespace, rollout.name, rollout.version, rollout.workflow_id, gate
+            ),
+            start_to_close_timeout=timedelta(seconds=DEADLINE_SECONDS + 300),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        self.replay = report
+        if report.passed:
+            self.message = f"replay gate passed: {report.message}"
+            await self._publish(Event("ReplayPassed", self.message))
+            return None
+        self.message = f"replay gate failed: {report.message}"
+        if gate.on_exceeded == "rollback" or any(i.failed for i in report.intents):
+            return await self._finish("RolledBack", self.message, "Warning")
+        waiting = Event(
+            "ReplayExceeded",
+            f"{self.message}; {rollout.version} waits for approval: aiosctl approve "
+            f"modeldeployment/{rollout.name} --version {rollout.version}",
+            "Warning",
+        )
+        return await self._decided(waiting, " over its replay")
+
+    async def _decided(self, waiting: Event, over: str = "") -> str | None:
+        """Wait for a human decision on the version, having said why (``waiting``): None
+        once approved, else how the rollout ended (rejected, or aborted meanwhile)."""
+        rollout = self._input()
+        self.phase = "AwaitingApproval"
+        await self._publish(waiting)
+        await self._await_approval()
+        if self.decision is None:
+            return await self._aborted()
+        if self.decision.decision != "approved":
+            return await self._finish(
+                "RolledBack", f"{rollout.version} rejected by {self.decision.by}", "Warning"
+            )
+        await self._publish(
+            Event("Approved", f"{rollout.version} approved by {self.decision.by}{over}")
+        )
+        return None
 
     # -- steps -----------------------------------------------------------------------
 
@@ -361,6 +410,7 @@ class ModelRollout:
             )
             if decision is not None and decision.name
             else None,
+            replay=self.replay.model_copy(deep=True) if self.replay is not None else None,
         )
 
     def _input(self) -> RolloutInput:

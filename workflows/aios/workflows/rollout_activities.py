@@ -207,6 +207,11 @@ class RolloutActivities:
                 "approver": approval.by if approval is not None else None,
                 "approval": approval.name if approval is not None else None,
                 "reason": p.rollout.message,
+                **(
+                    {"replay": p.rollout.replay.model_dump(mode="json", by_alias=True)}
+                    if p.rollout.replay is not None
+                    else {}
+                ),
             },
             actor=approval.by if approval is not None else None,
             event_id=f"{p.rollout.workflow_id}:{kind}",

@@ -9,6 +9,7 @@ from aios.api.model_deployment import (
     Analysis,
     CanaryStep,
     ModelSource,
+    ReplayGate,
     RolloutStatus,
     Strategy,
 )
@@ -84,3 +85,14 @@ class AnalysisRequest:
     name: str
     gates: Analysis
     shadow: bool
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """The replay gate of one rollout: its new version against the intents calling it."""
+
+    namespace: str
+    name: str
+    version: str
+    workflow_id: str
+    gate: ReplayGate

@@ -28,6 +28,7 @@ from aios.workflows.action import ActionWorkflow
 from aios.workflows.action_activities import ActionActivities
 from aios.workflows.action_io import SEARCH_ATTRIBUTES
 from aios.workflows.approval_activities import ApprovalActivities
+from aios.workflows.replay_gate import ReplayGateActivities
 from aios.workflows.rollout import ModelRollout
 from aios.workflows.rollout_activities import RolloutActivities
 from aios.workflows.settings import WorkerSettings
@@ -41,6 +42,7 @@ def activities(settings: WorkerSettings) -> list[Callable[..., Any]]:
         *ActionActivities(settings).all(),
         *ApprovalActivities(settings).all(),
         *RolloutActivities().all(),
+        ReplayGateActivities().replay_gate,
     ]
 
 

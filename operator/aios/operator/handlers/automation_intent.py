@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from aios.api import AutomationIntent, EdgeGateway
-from aios.api.runner import HEARTBEAT_TOPIC, PartitionProgress
+from aios.api.runner import HEARTBEAT_TOPIC, PartitionProgress, runner_name
 from aios.connectors import kafka, opa
 from aios.connectors.topics import TopicPlan
 from aios.operator.handlers.common import register, runtime
@@ -30,7 +30,6 @@ from aios.operator.reconcile.automation_intent import (
     retention_ms,
     retention_violation,
     runner_config,
-    runner_name,
     runtime_conditions,
     scaling_condition,
     source_topic_specs,

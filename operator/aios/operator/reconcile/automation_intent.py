@@ -12,7 +12,13 @@ from typing import Any
 from aios.api import AutomationIntent
 from aios.api.base import DEFAULT_SITE
 from aios.api.events import IntentRef
-from aios.api.runner import PartitionCounts, PartitionProgress, RunnerConfig, RunnerTopics
+from aios.api.runner import (
+    PartitionCounts,
+    PartitionProgress,
+    RunnerConfig,
+    RunnerTopics,
+    runner_name,
+)
 from aios.connectors.topics import TopicSpec
 from aios.operator.reconcile.children import INSTANCE, NAME, app_labels, as_owner, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
@@ -26,11 +32,6 @@ HOUR_MS = 3_600_000
 STATE_SEGMENT_MS = 600_000
 """The state topic rolls a segment every 10 minutes, so compaction keeps what a replica
 taking partitions over reads to a few minutes of batches."""
-
-
-def runner_name(intent: str) -> str:
-    """The name of an intent's runner StatefulSet, its ConfigMap and ServiceAccount."""
-    return f"{intent}-runner"
 
 
 def topic_names(namespace: str, name: str, sources: list[str]) -> RunnerTopics:

@@ -1,8 +1,9 @@
 """Who may do what in Kafka, purely: one principal per workload, as Strimzi's KafkaUser
 gives one, with ACLs on exactly its topics, consumer group and transactional ids.
 
-- an intent's runner reads its sources and its consumer group, writes its decisions,
-  dead letters and heartbeats, and owns the transactional ids of its pods;
+- an intent's runner reads its sources and its consumer group, writes its decisions
+  (and reads them back, for a replay), dead letters and heartbeats, and owns the
+  transactional ids of its pods;
 - an edge gateway reads the config topic, writes its heartbeats and its own sink topic;
 - a namespace's workflow worker writes the audit events, the actions topics of the
   namespace's intents and the topics their Kafka actions name.
@@ -74,6 +75,10 @@ def runner_principal(config: RunnerConfig) -> KafkaPrincipal:
     written = [topics.decisions, topics.dead_letters, config.heartbeat_topic]
     grants = _grants("topic", topics.sources, READ) | _grants("topic", written, WRITE)
     grants |= _grants("topic", [topics.state], (*READ, *WRITE))
+    # a rollout's replay gate runs as the runner: it reads the decisions made back, and
+    # how long the sources keep their readings
+    grants |= _grants("topic", [topics.decisions], READ)
+    grants |= _grants("topic", topics.sources, ("describe-configs",))
     grants |= _grants("group", [config.consumer_group], ("read",))
     prefix = config.transactional_id_prefix
     grants |= {Grant("transactional-id", prefix, op, prefixed=True) for op in WRITE}

@@ -40,6 +40,11 @@ WORKER_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     # A candidate that does not answer: which pods are behind its Service, to ask them why.
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
+    # The replay gate: a Job per intent calling the model, made from its runners' pod (their
+    # StatefulSet), whose pod's termination message carries the counts.
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
 ]
 """What the worker's activities may do in their namespace."""
 
