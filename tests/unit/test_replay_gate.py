@@ -151,13 +151,19 @@ def report(passed: bool) -> ReplayGateReport:
     )
 
 
+async def rolled_out(env, recorders: Gated, rollout: RolloutInput) -> str:
+    """The rollout run to its end; how it ended."""
+    async with worker(env, recorders):
+        phase: str = await env.client.execute_workflow(
+            ModelRollout.run, rollout, id=rollout.workflow_id, task_queue=QUEUE
+        )
+    return phase
+
+
 async def test_a_version_within_the_gate_goes_on_to_its_canary_steps(env) -> None:
     recorders = Gated(found=report(passed=True))
     rollout = gated()
-    async with worker(env, recorders):
-        phase = await env.client.execute_workflow(
-            ModelRollout.run, rollout, id=rollout.workflow_id, task_queue=QUEUE
-        )
+    phase = await rolled_out(env, recorders, rollout)
     assert phase == "Promoted"
     reasons = [reason for reason, _ in recorders.events()]
     assert reasons[:3] == ["RolloutStarted", "ReplayPassed", "CanaryStep"]
@@ -170,10 +176,7 @@ async def test_a_version_within_the_gate_goes_on_to_its_canary_steps(env) -> Non
 async def test_a_version_beyond_the_gate_is_rolled_back_before_any_traffic(env) -> None:
     recorders = Gated(found=report(passed=False))
     rollout = gated()
-    async with worker(env, recorders):
-        phase = await env.client.execute_workflow(
-            ModelRollout.run, rollout, id=rollout.workflow_id, task_queue=QUEUE
-        )
+    phase = await rolled_out(env, recorders, rollout)
     assert phase == "RolledBack"
     assert [reason for reason, _ in recorders.events()] == ["RolloutStarted", "RolledBack"]
     last = recorders.calls[-1].argument.rollout
