@@ -179,9 +179,29 @@ def test_a_stricter_threshold_replayed_reports_exactly_the_changed_decisions_and
     )
     assert replayed["ReplayExceededMaxChange"]["type"] == "Warning"
 
+    stable = kubectl.json("get", "md", "pm25-anomaly", "-n", namespace)["status"]["stable"]
+    served = aiosctl(
+        site, "replay", f"intent/{NAME}", "-n", namespace, "--since", since,
+        "--model", f"md/pm25-anomaly@{stable['version']}", "-o", "json",
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    again = json.loads(served.stdout)
+    assert again["candidate"] == f"modeldeployment/pm25-anomaly@{stable['version']}"
+    assert (again["compared"], again["changed"]) == (len(sent), 0), "its answers, again"
+    jobs = kubectl.json("get", "jobs", "-n", namespace)["items"]
+    assert not [j for j in jobs if not j["metadata"].get("deletionTimestamp")], "removed after"
+    assert len(receiver.calls) == calls, "no action ran"
+
     bad_inputs = {
         ("intent/nope", "--since", "1h"): f"automationintent {namespace}/nope not found",
         (f"intent/{NAME}", "--since", "2h", "--until", "90m"): "no readings on",
+        (f"intent/{NAME}", "--since", "1h", "--model", "md/pm25-anomaly@9.9.9"): (
+            f"modeldeployment/pm25-anomaly serves no version 9.9.9 (it serves stable "
+            f"{stable['version']})"
+        ),
+        (f"intent/{NAME}", "--since", "1h", "--model", "md/pm25-forecast@1"): (
+            f"intent {NAME} calls no model of modeldeployment/pm25-forecast"
+        ),
     }
     for args, message in bad_inputs.items():
         refused = aiosctl(site, "replay", *args, "-n", namespace)

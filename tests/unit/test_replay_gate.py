@@ -38,7 +38,9 @@ def runners() -> dict[str, Any]:
 
 def test_the_replay_job_is_the_runners_pod_with_the_replay_command() -> None:
     found = runners()
-    job = gate.replay_job("pm25-alerting", found, "j", request(), TARGET, OWNER)
+    window = ("--since-seconds=7200",)
+    replayed = gate.Replayed("city", "pm25-anomaly", "2", TARGET, window)
+    job = gate.replay_job("pm25-alerting", found, "j", replayed, OWNER)
     pod = job["spec"]["template"]["spec"]
     runner_pod = found["spec"]["template"]["spec"]
     (container,), (runner,) = pod["containers"], runner_pod["containers"]
@@ -71,11 +73,13 @@ def test_a_replay_job_is_named_by_its_rollout_and_intent() -> None:
     assert name != gate.job_name("x" * 63, "rollout/city/m/2")
 
 
-def test_the_new_version_is_asked_where_its_rollout_serves_it() -> None:
-    status = {"stable": {**TARGET, "version": "1"}, "canary": TARGET}
-    assert gate.candidate_target(status, "2") == TARGET
-    assert gate.candidate_target({"shadow": TARGET}, "2") == TARGET
-    assert gate.candidate_target(status, "3") is None
+def test_a_version_is_asked_where_it_is_served() -> None:
+    stable = {**TARGET, "version": "1"}
+    status = {"stable": stable, "canary": TARGET}
+    assert gate.served_target(status, "2") == TARGET
+    assert gate.served_target({"shadow": TARGET}, "2") == TARGET
+    assert gate.served_target(status, "1") == stable
+    assert gate.served_target(status, "3") is None
 
 
 def test_a_replays_termination_message_becomes_its_result() -> None:

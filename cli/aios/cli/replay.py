@@ -1,6 +1,8 @@
-"""``aiosctl replay intent/NAME``: what a changed spec would have decided over a window of
-the readings the intent kept, against what was decided. It starts no action and writes
-nothing: the readings and decisions are read with consumers that never commit.
+"""``aiosctl replay intent/NAME``: what a changed spec, or another version of a model it
+calls, would have decided over a window of the readings the intent kept, against what was
+decided. It starts no action and writes nothing: the readings and decisions are read with
+consumers that never commit. A changed spec is replayed here; a model version where it is
+served, by a Job beside the intent's runners (``aios.workflows.replay_gate``).
 
 Exit codes: 0 the replay ran (and stayed within ``--max-change``), 1 more decisions changed
 than ``--max-change`` allows (a GitOps repository's CI fails the change), 2 it could not
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from aios.api import GROUP, VERSION, AutomationIntent
+from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, ModelDeployment
 from aios.api.automation_intent import AutomationIntentSpec
 from aios.api.replay import Denial, ReplayReport
 from aios.api.runner import RunnerConfig, runner_name
@@ -40,6 +43,13 @@ from aios.connectors.kube import event
 from aios.runner import history
 from aios.runner.replay import LISTED_IDS, Replay, ReplayError, candidate_spec
 from aios.workflows.action_activities import policy_input
+from aios.workflows.replay_gate import (
+    Replayed,
+    job_log,
+    job_result,
+    served_target,
+    start_job,
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True)
@@ -200,6 +210,15 @@ PolicyFile = typer.Option(
 )
 
 
+ModelVersion = typer.Option(
+    None,
+    "--model",
+    help="md/NAME@VERSION: decide with the answers of this version of a ModelDeployment the "
+    "intent calls, where it is served (stable, canary or shadow), by a Job beside the "
+    "intent's runners (removed afterwards). Not with --rules or --policy.",
+)
+
+
 def replay(
     target: str = typer.Argument(..., help="intent/NAME: the AutomationIntent to replay."),
     namespace: str = Namespace,
@@ -209,6 +228,7 @@ def replay(
     until: str | None = typer.Option(None, "--until", help="Window end (default: now)."),
     rules: Path | None = Rules,
     policy: Path | None = PolicyFile,
+    model: str | None = ModelVersion,
     max_change: str | None = typer.Option(
         None, "--max-change", help="Exit 1 when more than this share of decisions changes: 5%."
     ),
@@ -216,29 +236,26 @@ def replay(
     kubeconfig: str | None = Kubeconfig,
     output: Output = Format,
 ) -> None:
-    """Decide a window of the intent's readings again with a changed spec and report what
-    would change: decisions per rule, actions that would (not) have run. Starts no action."""
+    """Decide a window of the intent's readings again with a changed spec or a model version
+    and report what would change: decisions per rule, actions that would (not) have run.
+    Starts no action."""
     kind, name = parse_target(target)
     if kind != AutomationIntent.crd.kind:
         raise typer.BadParameter("replay takes intent/NAME", param_hint="TARGET")
     limit = None if max_change is None else share(max_change)
     now = datetime.now(UTC)
     start, end = moment(since, now, "--since"), moment(until, now, "--until") if until else now
-    if not bootstrap:
-        raise fail("no Kafka bootstrap servers: pass --bootstrap or set AIOS_KAFKA_BOOTSTRAP")
     api_client = api(kubeconfig, None, None)
     intent, live = live_config(api_client, namespace, name)
-    spec, label = candidate(live, rules)
-    try:
-        replayer = Replay(live, spec)
-        found = history.window(bootstrap, live, start, end)
-        report = run(bootstrap, live, replayer, found, label)
-        if policy is not None:
-            report = judged(report, replayer, policy, namespace)
-    except (ReplayError, history.WindowError) as error:
-        raise fail(str(error)) from error
-    except (KafkaException, TimeoutError) as error:
-        raise fail(f"Kafka at {bootstrap}: {error}") from error
+    if model is not None:
+        if rules is not None or policy is not None:
+            raise fail("--model replays one candidate, the model version: drop --rules, --policy")
+        replayed = served(api_client, live, model, start, end)
+        report = in_cluster(api_client, intent, replayed)
+    elif not bootstrap:
+        raise fail("no Kafka bootstrap servers: pass --bootstrap or set AIOS_KAFKA_BOOTSTRAP")
+    else:
+        report = locally(bootstrap, live, rules, policy, start, end)
     if output is Output.text:
         render(report)
     else:
@@ -251,6 +268,95 @@ def replay(
             f"more than --max-change {limit or 0:.1%}"
         )
         raise typer.Exit(1)
+
+
+def locally(
+    bootstrap: str,
+    live: RunnerConfig,
+    rules: Path | None,
+    policy: Path | None,
+    start: datetime,
+    end: datetime,
+) -> ReplayReport:
+    """The replay of a changed spec (and Policy), here: the readings and decisions are read
+    from Kafka and decided again by the runner's own rules."""
+    spec, label = candidate(live, rules)
+    try:
+        replayer = Replay(live, spec)
+        found = history.window(bootstrap, live, start, end)
+        report = run(bootstrap, live, replayer, found, label)
+        if policy is not None:
+            report = judged(report, replayer, policy, live.intent.namespace)
+    except (ReplayError, history.WindowError) as error:
+        raise fail(str(error)) from error
+    except (KafkaException, TimeoutError) as error:
+        raise fail(f"Kafka at {bootstrap}: {error}") from error
+    return report
+
+
+def served(
+    api_client: client.ApiClient, live: RunnerConfig, text: str, start: datetime, end: datetime
+) -> Replayed:
+    """``md/NAME@VERSION``: where the ModelDeployment serves that version, or why it cannot
+    be replayed."""
+    target, _, version = text.partition("@")
+    kind, name = parse_target(target)
+    if kind != ModelDeployment.crd.kind or not version:
+        raise typer.BadParameter(f"{text!r} is not md/NAME@VERSION", param_hint="--model")
+    namespace = live.intent.namespace
+    if all(call.model_deployment != name for call in live.spec.models):
+        raise fail(f"intent {live.intent.name} calls no model of modeldeployment/{name}")
+    md = _read(
+        lambda: client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, ModelDeployment.crd.plural, name
+        ),
+        f"modeldeployment {namespace}/{name} not found",
+    )
+    status = md.get("status") or {}
+    found = served_target(status, version)
+    if found is None:
+        serving = ", ".join(
+            f"{track} {status[track]['version']}"
+            for track in ("stable", "canary", "shadow")
+            if status.get(track)
+        )
+        raise fail(
+            f"modeldeployment/{name} serves no version {version} (it serves "
+            f"{serving or 'nothing yet'}): a version is replayed where it is served; roll it "
+            "out behind spec.rollout.analysis.replay to replay it before it takes traffic"
+        )
+    window = (f"--since={start.isoformat()}", f"--until={end.isoformat()}")
+    return Replayed(namespace, name, version, found, window)
+
+
+def in_cluster(
+    api_client: client.ApiClient, intent: dict[str, Any], replayed: Replayed
+) -> ReplayReport:
+    """The replay run by a Job beside the intent's runners, where the version answers; the
+    Job is removed once its report is read."""
+    meta = intent["metadata"]
+    job = f"{meta['name'][:40]}-replay-{uuid.uuid4().hex[:8]}"
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": AutomationIntent.crd.kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+    }
+    what = f"intent/{meta['name']}"
+    if not start_job(api_client, replayed, meta["name"], job, owner):
+        raise fail(f"{what} has no runner (yet): see `aiosctl explain {what}`")
+    try:
+        with err.status(f"replaying {what} with {replayed.deployment}@{replayed.version}"):
+            while (found := job_result(api_client, replayed.namespace, meta["name"], job)) is None:
+                time.sleep(1)
+        if found.failed or found.message:  # it failed, or the window holds no reading
+            raise fail(found.message or "the replay failed")
+        lines = job_log(api_client, replayed.namespace, job).strip().splitlines()
+        return ReplayReport.model_validate_json(lines[-1])
+    finally:
+        client.BatchV1Api(api_client).delete_namespaced_job(
+            job, replayed.namespace, propagation_policy="Background"
+        )
 
 
 def judged(report: ReplayReport, replayer: Replay, path: Path, namespace: str) -> ReplayReport:

@@ -129,7 +129,10 @@ def terminate(summary: dict[str, Any], path: Path = TERMINATION_LOG) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aios-intent-replay", description=__doc__)
     parser.add_argument("--config", required=True, type=Path, help="RunnerConfig JSON file.")
-    parser.add_argument("--since-seconds", required=True, type=int)
+    window = parser.add_mutually_exclusive_group(required=True)
+    window.add_argument("--since-seconds", type=int, help="The window: the last N seconds.")
+    window.add_argument("--since", type=datetime.fromisoformat, help="The window's start.")
+    parser.add_argument("--until", type=datetime.fromisoformat, help="Its end (default: now).")
     parser.add_argument("--deployment", required=True, help="The ModelDeployment rolled out.")
     parser.add_argument("--version", required=True, help="Its new version.")
     parser.add_argument("--url", required=True, help="The new version's V2 endpoint.")
@@ -139,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     bootstrap = os.environ.get("AIOS_KAFKA_BOOTSTRAP") or parser.error("set AIOS_KAFKA_BOOTSTRAP")
     config = RunnerConfig.model_validate_json(args.config.read_text())
     candidate = Candidate(args.deployment, args.version, args.url, args.model, args.protocol)
-    until = datetime.now(UTC)
-    since = until - timedelta(seconds=args.since_seconds)
+    until = args.until or datetime.now(UTC)
+    since = args.since or until - timedelta(seconds=args.since_seconds)
     try:
         report = asyncio.run(replay(bootstrap, config, candidate, since, until))
     except history.WindowError as error:  # nothing to compare: not the new version's fault

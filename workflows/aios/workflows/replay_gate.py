@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -52,22 +53,34 @@ def calls_model(intent: Mapping[str, Any], model_deployment: str) -> bool:
     return any(m.get("modelDeployment") == model_deployment for m in models)
 
 
-def candidate_target(status: Mapping[str, Any], version: str) -> dict[str, Any] | None:
-    """Where the rollout serves ``version`` beside the stable one: its canary (weight 0
-    until the first step) or its shadow."""
-    for track in ("canary", "shadow"):
+def served_target(status: Mapping[str, Any], version: str) -> dict[str, Any] | None:
+    """Where a ModelDeployment serves ``version``: a new version beside the stable one (its
+    canary, at weight 0 until the first step, or its shadow), or the stable one."""
+    for track in ("canary", "shadow", "stable"):
         target = status.get(track) or {}
         if target.get("version") == version and target.get("http"):
             return dict(target)
     return None
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """What a replay Job decides with: a version of a ModelDeployment, where it is served
+    (``target``, a ServingTarget as status holds it), over a window (the Job's
+    ``--since-seconds``, or ``--since`` and ``--until``)."""
+
+    namespace: str
+    deployment: str
+    version: str
+    target: Mapping[str, Any]
+    window: tuple[str, ...]
+
+
 def replay_job(
     intent: str,
     runners: Mapping[str, Any],
     name: str,
-    request: ReplayRequest,
-    target: Mapping[str, Any],
+    replayed: Replayed,
     owner: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The Job replaying ``intent``: its runners' pod (from their StatefulSet ``runners``),
@@ -79,11 +92,11 @@ def replay_job(
         command=[REPLAY],
         args=[
             config,
-            f"--since-seconds={request.gate.window_seconds}",
-            f"--deployment={request.name}",
-            f"--version={request.version}",
-            f"--url={target['http']}",
-            f"--model={target['model']}",
+            *replayed.window,
+            f"--deployment={replayed.deployment}",
+            f"--version={replayed.version}",
+            f"--url={replayed.target['http']}",
+            f"--model={replayed.target['model']}",
             "--protocol=http",
         ],
         terminationMessagePolicy="FallbackToLogsOnError",
@@ -95,14 +108,14 @@ def replay_job(
         "app.kubernetes.io/instance": intent,
         "app.kubernetes.io/component": "replay",
         "app.kubernetes.io/part-of": "aios",
-        "aios.dev/model-deployment": request.name,
+        "aios.dev/model-deployment": replayed.deployment,
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
-            "namespace": request.namespace,
+            "namespace": replayed.namespace,
             "labels": labels,
             "ownerReferences": [owner],
         },
@@ -175,6 +188,60 @@ def judge(results: Sequence[IntentReplay], gate: ReplayGate, model: str) -> Repl
     )
 
 
+def start_job(
+    api: client.ApiClient, replayed: Replayed, intent: str, name: str, owner: Mapping[str, Any]
+) -> bool:
+    """Make the Job replaying ``intent`` (one an earlier attempt made stays); False when the
+    intent has no runners (yet), so nothing it decided to replay."""
+    try:
+        runners: Any = client.AppsV1Api(api).read_namespaced_stateful_set(
+            runner_name(intent), replayed.namespace, _preload_content=False
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        return False
+    body: Any = replay_job(intent, json.loads(runners.data), name, replayed, owner)
+    try:
+        client.BatchV1Api(api).create_namespaced_job(replayed.namespace, body)
+    except ApiException as error:
+        if error.status != 409:  # 409: made by an earlier attempt
+            raise
+    return True
+
+
+def _pods(api: client.ApiClient, namespace: str, job: str) -> list[dict[str, Any]]:
+    found: Any = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"job-name={job}", _preload_content=False
+    )
+    return list(json.loads(found.data)["items"])
+
+
+def job_result(api: client.ApiClient, namespace: str, intent: str, job: str) -> IntentReplay | None:
+    """The replay's counts once its Job ended (its pod's termination message), else None."""
+    found: Any = client.BatchV1Api(api).read_namespaced_job(job, namespace, _preload_content=False)
+    succeeded = finished(json.loads(found.data))
+    if succeeded is None:
+        return None
+    message = ""
+    for pod in _pods(api, namespace, job):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message") or message
+    if not message and not succeeded:
+        message = "the Job failed before its pod reported (see kubectl describe job)"
+    return intent_result(intent, job, succeeded, message)
+
+
+def job_log(api: client.ApiClient, namespace: str, job: str) -> str:
+    """What the Job's pod printed: the whole report, as its last line."""
+    logs = [
+        client.CoreV1Api(api).read_namespaced_pod_log(pod["metadata"]["name"], namespace)
+        for pod in _pods(api, namespace, job)
+    ]
+    return "".join(str(log) for log in logs)
+
+
 class ReplayGateActivities:
     """The replay gate's activity, sharing one Kubernetes client per worker."""
 
@@ -196,7 +263,9 @@ class ReplayGateActivities:
             activity.heartbeat(sorted(results))
             for intent, job in jobs.items():
                 if intent not in results:
-                    found = await asyncio.to_thread(self._result, request.namespace, intent, job)
+                    found = await asyncio.to_thread(
+                        job_result, self.api, request.namespace, intent, job
+                    )
                     if found is not None:
                         results[intent] = found
             if len(results) < len(jobs):
@@ -210,7 +279,7 @@ class ReplayGateActivities:
         md: Any = objects.get_namespaced_custom_object(
             GROUP, VERSION, request.namespace, ModelDeployment.crd.plural, request.name
         )
-        target = candidate_target(md.get("status") or {}, request.version)
+        target = served_target(md.get("status") or {}, request.version)
         if target is None:
             raise ApplicationError(f"{request.version} is not served beside the stable version")
         record: Any = objects.get_namespaced_custom_object(
@@ -226,48 +295,22 @@ class ReplayGateActivities:
             "name": record["metadata"]["name"],
             "uid": record["metadata"]["uid"],
         }
+        replayed = Replayed(
+            request.namespace,
+            request.name,
+            request.version,
+            target,
+            (f"--since-seconds={request.gate.window_seconds}",),
+        )
         listed: Any = objects.list_namespaced_custom_object(
             GROUP, VERSION, request.namespace, AutomationIntent.crd.plural
         )
         jobs: dict[str, str] = {}
         for intent in listed["items"]:
             name = intent["metadata"]["name"]
-            if not calls_model(intent, request.name):
-                continue
-            try:
-                runners: Any = client.AppsV1Api(self.api).read_namespaced_stateful_set(
-                    runner_name(name), request.namespace, _preload_content=False
-                )
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                continue  # no runner (yet): it decided nothing to replay
             job = job_name(name, request.workflow_id)
-            body: Any = replay_job(name, json.loads(runners.data), job, request, target, owner)
-            try:
-                client.BatchV1Api(self.api).create_namespaced_job(request.namespace, body)
-            except ApiException as error:
-                if error.status != 409:  # 409: made by an earlier attempt
-                    raise
-            jobs[name] = job
+            if calls_model(intent, request.name) and start_job(
+                self.api, replayed, name, job, owner
+            ):
+                jobs[name] = job
         return jobs
-
-    def _result(self, namespace: str, intent: str, job: str) -> IntentReplay | None:
-        """The replay's result once its Job ended, else None."""
-        found: Any = client.BatchV1Api(self.api).read_namespaced_job(
-            job, namespace, _preload_content=False
-        )
-        succeeded = finished(json.loads(found.data))
-        if succeeded is None:
-            return None
-        pods: Any = client.CoreV1Api(self.api).list_namespaced_pod(
-            namespace, label_selector=f"job-name={job}", _preload_content=False
-        )
-        message = ""
-        for pod in json.loads(pods.data)["items"]:
-            for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                terminated = (status.get("state") or {}).get("terminated") or {}
-                message = terminated.get("message") or message
-        if not message and not succeeded:
-            message = "the Job failed before its pod reported (see kubectl describe job)"
-        return intent_result(intent, job, succeeded, message)
