@@ -105,7 +105,8 @@ async def test_a_version_that_flips_decisions_never_gets_traffic_and_one_that_ag
     assert replay["changed"] == len(flips) and not replay["passed"]
     assert rollout["message"].startswith("replay gate failed: "), rollout["message"]
     assert "replay gate failed" in events(kubectl, namespace)["RolledBack"]
-    report = json.loads(kubectl("logs", f"job/{intent['job']}", "-n", namespace))
+    logged = kubectl("logs", f"job/{intent['job']}", "-n", namespace).strip().splitlines()
+    report = json.loads(logged[-1])  # the report is the last line (a client may log before)
     assert report["candidate"] == f"modeldeployment/{MODEL}@{flipping}"
     assert (report["compared"], report["changed"]) == (intent["compared"], intent["changed"])
     subject = f"modeldeployment/{namespace}/{MODEL}"
