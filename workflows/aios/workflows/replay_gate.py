@@ -25,7 +25,6 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, ModelDeployment, ModelRollout
 from aios.api.model_deployment import IntentReplay, ReplayGate, ReplayGateReport
@@ -242,6 +241,10 @@ def job_log(api: client.ApiClient, namespace: str, job: str) -> str:
     return "".join(str(log) for log in logs)
 
 
+class NotServed(Exception):
+    """The new version cannot be asked on its own: nothing to replay it through."""
+
+
 class ReplayGateActivities:
     """The replay gate's activity, sharing one Kubernetes client per worker."""
 
@@ -257,7 +260,10 @@ class ReplayGateActivities:
     @activity.defn(name="replay_gate")
     async def replay_gate(self, request: ReplayRequest) -> ReplayGateReport:
         """Replay each intent calling the model with its new version, and judge."""
-        jobs = await asyncio.to_thread(self._start, request)
+        try:
+            jobs = await asyncio.to_thread(self._start, request)
+        except NotServed as error:
+            return ReplayGateReport(passed=False, message=str(error))
         results: dict[str, IntentReplay] = {}
         while len(results) < len(jobs):
             activity.heartbeat(sorted(results))
@@ -281,7 +287,10 @@ class ReplayGateActivities:
         )
         target = served_target(md.get("status") or {}, request.version)
         if target is None:
-            raise ApplicationError(f"{request.version} is not served beside the stable version")
+            raise NotServed(
+                f"{request.version} has no endpoint of its own to replay through (KServe "
+                "serves a canary behind the stable one)"
+            )
         record: Any = objects.get_namespaced_custom_object(
             GROUP,
             VERSION,
