@@ -4,7 +4,8 @@ status, the example Policy enforced before actions, unloading, periodic audit.""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import yaml
 from test_operator import wait_for
@@ -19,6 +20,21 @@ from aios.operator.reconcile.policy import (
 )
 from aios.stack.platform import EXAMPLES
 from aios.stack.site import Site
+
+T = TypeVar("T")
+
+
+def ask(call: Awaitable[T]) -> T:
+    """One call to OPA from a test, in an event loop of its own that closes the connection
+    it opened (``aios.connectors.opa`` keeps one per loop)."""
+
+    async def once() -> T:
+        try:
+            return await call
+        finally:
+            await opa.close_clients()
+
+    return asyncio.run(once())
 
 
 def apply(kubectl, namespace: str, manifest: dict[str, Any]) -> None:
@@ -100,7 +116,7 @@ def test_bad_rego_shows_opas_message_and_line_then_fixed_rego_loads(
         "Loaded": "True",
         "Ready": "True",
     }
-    source = asyncio.run(opa.get_module(site.endpoints.opa_url, module_id(namespace, "rules")))
+    source = ask(opa.get_module(site.endpoints.opa_url, module_id(namespace, "rules")))
     assert source is not None
     assert f'package aios.policies["{namespace}"]["rules"]' in source
     obj = wait_for(
@@ -141,18 +157,18 @@ def test_the_example_policy_guards_actions_until_it_is_deleted(
         )
     )
 
-    denied = asyncio.run(opa.authorize_action(url, action(namespace)))
+    denied = ask(opa.authorize_action(url, action(namespace)))
     assert not denied.allowed
     assert denied.reasons == [
         f'{namespace}/actuation-needs-approval: mqtt action "dispatch-street-cleaning" on '
         '"city/district-7/street-cleaning/dispatch" needs a human approval before it runs'
     ]
-    assert asyncio.run(opa.authorize_action(url, action(namespace, "supervisor-1"))).allowed
-    assert asyncio.run(opa.authorize_action(url, action(namespace, waits=True))).allowed
-    assert asyncio.run(opa.authorize_action(url, action(f"{namespace}-other"))).allowed
+    assert ask(opa.authorize_action(url, action(namespace, "supervisor-1"))).allowed
+    assert ask(opa.authorize_action(url, action(namespace, waits=True))).allowed
+    assert ask(opa.authorize_action(url, action(f"{namespace}-other"))).allowed
 
     indexed = scope_path("Action", namespace, "actuation-needs-approval")
-    assert asyncio.run(opa.get_data(url, indexed)) == {}  # found by its kind, not by a walk
+    assert ask(opa.get_data(url, indexed)) == {}  # found by its kind, not by a walk
 
     # a scope that changes kinds moves its index entry
     kubectl(
@@ -160,18 +176,18 @@ def test_the_example_policy_guards_actions_until_it_is_deleted(
         "-p", '{"spec": {"scope": {"kinds": ["ModelDeployment", "Action"]}}}',
     )  # fmt: skip
     moved = scope_path("ModelDeployment", namespace, "actuation-needs-approval")
-    wait_for(lambda: asyncio.run(opa.get_data(url, moved)) == {}, what="the index follows")
+    wait_for(lambda: ask(opa.get_data(url, moved)) == {}, what="the index follows")
     kubectl(
         "patch", "policy", "actuation-needs-approval", "-n", namespace, "--type=merge",
         "-p", '{"spec": {"scope": {"kinds": ["ModelDeployment"]}}}',
     )  # fmt: skip
-    wait_for(lambda: asyncio.run(opa.get_data(url, indexed)) is None, what="Action unindexed")
-    assert asyncio.run(opa.authorize_action(url, action(namespace))).allowed
+    wait_for(lambda: ask(opa.get_data(url, indexed)) is None, what="Action unindexed")
+    assert ask(opa.authorize_action(url, action(namespace))).allowed
 
     kubectl("delete", "policy", "actuation-needs-approval", "-n", namespace, "--timeout=30s")
     for path in (registry_path, parameters_path):
-        assert asyncio.run(opa.get_data(url, path(namespace, "actuation-needs-approval"))) is None
-    assert asyncio.run(opa.get_data(url, moved)) is None
+        assert ask(opa.get_data(url, path(namespace, "actuation-needs-approval"))) is None
+    assert ask(opa.get_data(url, moved)) is None
 
 
 def test_a_retention_policy_caps_personal_data_retention(
@@ -189,8 +205,8 @@ def test_a_retention_policy_caps_personal_data_retention(
     wait_for(
         lambda: conditions(kubectl, namespace, "retention").get("Ready", {}).get("status") == "True"
     )
-    assert asyncio.run(opa.max_retention_days(site.endpoints.opa_url, namespace)) == 14
-    assert asyncio.run(opa.max_retention_days(site.endpoints.opa_url, f"{namespace}-x")) is None
+    assert ask(opa.max_retention_days(site.endpoints.opa_url, namespace)) == 14
+    assert ask(opa.max_retention_days(site.endpoints.opa_url, f"{namespace}-x")) is None
 
 
 def violations(kubectl, namespace: str, name: str, count: int) -> dict | None:
@@ -274,9 +290,9 @@ def test_model_approval_at_admission_and_before_promotion(
 
     stored = kubectl.json("get", "modeldeployment", "pm25-anomaly", "-n", namespace)
     url = site.endpoints.opa_url
-    unapproved = asyncio.run(opa.evaluate(url, review(stored, "PROMOTE")))
+    unapproved = ask(opa.evaluate(url, review(stored, "PROMOTE")))
     assert unapproved.reasons == [
         f"{namespace}/models: model pm25-anomaly 2024.11.2 cannot be promoted: no approval recorded"
     ]
-    approved = asyncio.run(opa.evaluate(url, review(stored, "PROMOTE", approver="lead@city")))
+    approved = ask(opa.evaluate(url, review(stored, "PROMOTE", approver="lead@city")))
     assert approved.allowed
