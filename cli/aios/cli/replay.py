@@ -28,8 +28,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, ModelDeployment
+from aios.api import GROUP, VERSION, AutomationIntent, ModelDeployment
 from aios.api.automation_intent import AutomationIntentSpec
+from aios.api.base import owner_reference
 from aios.api.replay import Denial, ReplayReport
 from aios.api.runner import RunnerConfig, runner_name
 from aios.cli.approvals import Kubeconfig, Namespace, api
@@ -336,12 +337,7 @@ def in_cluster(
     Job is removed once its report is read."""
     meta = intent["metadata"]
     job = f"{meta['name'][:40]}-replay-{uuid.uuid4().hex[:8]}"
-    owner = {
-        "apiVersion": API_VERSION,
-        "kind": AutomationIntent.crd.kind,
-        "name": meta["name"],
-        "uid": meta["uid"],
-    }
+    owner = owner_reference({**intent, "kind": AutomationIntent.crd.kind})
     what = f"intent/{meta['name']}"
     if not start_job(api_client, replayed, meta["name"], job, owner):
         raise fail(f"{what} has no runner (yet): see `aiosctl explain {what}`")

@@ -8,7 +8,7 @@ CRD generator emits it as a CEL `x-kubernetes-validations` rule for the API serv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
@@ -30,6 +30,23 @@ API_VERSION = f"{GROUP}/{VERSION}"
 SITE_LABEL = f"{GROUP}/site"
 """The site (the chart's ``site.name``: a city, a campus) on every object, metric series,
 decision and audit record of one installation, so a fleet of sites can be rolled up."""
+
+
+def owner_reference(owner: Mapping[str, Any], block_deletion: bool = False) -> dict[str, Any]:
+    """The ``ownerReferences`` entry making ``owner`` (an object as stored) the controller
+    of what carries it; ``block_deletion`` only for a writer that may set the owner's
+    finalizers (the API server refuses it otherwise)."""
+    meta = owner["metadata"]
+    reference = {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+    return {**reference, "blockOwnerDeletion": True} if block_deletion else reference
+
+
 SITE_ENV = "AIOS_SITE"
 """Where every aios process reads the name of its site."""
 DEFAULT_SITE = "default"

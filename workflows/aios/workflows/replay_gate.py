@@ -26,7 +26,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, ModelDeployment, ModelRollout
+from aios.api import GROUP, VERSION, AutomationIntent, ModelDeployment, ModelRollout
+from aios.api.base import owner_reference
 from aios.api.model_deployment import IntentReplay, ReplayGate, ReplayGateReport
 from aios.api.model_rollout import rollout_name
 from aios.api.runner import runner_name
@@ -298,12 +299,7 @@ class ReplayGateActivities:
             ModelRollout.crd.plural,
             rollout_name(request.name, request.version),
         )
-        owner = {
-            "apiVersion": API_VERSION,
-            "kind": ModelRollout.crd.kind,
-            "name": record["metadata"]["name"],
-            "uid": record["metadata"]["uid"],
-        }
+        owner = owner_reference({**record, "kind": ModelRollout.crd.kind})
         replayed = Replayed(
             request.namespace,
             request.name,

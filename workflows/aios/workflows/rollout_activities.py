@@ -20,7 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from aios.api import API_VERSION, GROUP, VERSION, ModelDeployment, ModelRollout
+from aios.api import GROUP, VERSION, ModelDeployment, ModelRollout
+from aios.api.base import owner_reference
 from aios.api.model_deployment import AnalysisReport, RolloutStatus
 from aios.api.model_rollout import ModelRolloutSpec, ModelRolloutStatus, rollout_name
 from aios.connectors.audit import AuditWriter
@@ -141,14 +142,7 @@ class RolloutActivities:
         except ApiException as error:
             if error.status != 404:
                 raise
-        meta = md["metadata"]
-        owner = {
-            "apiVersion": API_VERSION,
-            "kind": ModelDeployment.crd.kind,
-            "name": meta["name"],
-            "uid": meta["uid"],
-            "controller": True,
-        }
+        owner = owner_reference({**md, "kind": ModelDeployment.crd.kind})
         created = ModelRollout(
             metadata={"name": name, "namespace": p.namespace, "ownerReferences": [owner]},
             spec=ModelRolloutSpec(

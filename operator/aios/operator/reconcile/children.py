@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aios.api import API_VERSION
-from aios.api.base import SITE_LABEL, Resource
+from aios.api.base import SITE_LABEL, Resource, owner_reference
 
 NAME = "app.kubernetes.io/name"
 INSTANCE = "app.kubernetes.io/instance"
@@ -39,23 +38,11 @@ def as_owner(obj: Resource[Any, Any]) -> dict[str, Any]:
     return {"apiVersion": obj.api_version, "kind": obj.kind, "metadata": obj.metadata}
 
 
-def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    meta = owner["metadata"]
-    return {
-        "apiVersion": owner.get("apiVersion", API_VERSION),
-        "kind": owner["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def owned(child: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     """``child`` with the owner's namespace, owner reference and ownership labels."""
     meta = child.setdefault("metadata", {})
     meta["namespace"] = owner["metadata"]["namespace"]
-    meta["ownerReferences"] = [owner_reference(owner)]
+    meta["ownerReferences"] = [owner_reference(owner, block_deletion=True)]
     labels = meta.setdefault("labels", {})
     labels[MANAGED_BY] = OPERATOR
     labels[OWNER_UID] = owner["metadata"]["uid"]
