@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
-#                               | kafka | benthos | mosquitto | coredns | temporal-test-server)
+#                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +10,7 @@ source "$here/versions.env"
 cache=${AIOS_CACHE:-$HOME/.cache/aios}
 name=${1:?component name}
 if [ "$name" = all ]; then
-  for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns; do "$0" "$c"; done; exit 0
+  for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns jaeger; do "$0" "$c"; done; exit 0
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
@@ -87,6 +87,14 @@ benthos)  # a wrapper module: `go install pkg@v` also asks the proxy for @v/list
   go mod init local/benthosbin >/dev/null 2>&1
   go get -tool "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$dest/bin/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos
+  cd /; rm -rf "$work"; mark_done "$dest";;
+jaeger)  # Jaeger v2 (module v1.x = v2.x), the site's trace backend; a wrapper module for its replace
+  dest=$cache/jaeger/$JAEGER_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin"; work=$(mktemp -d); cd "$work"
+  go mod init local/jaegerbin >/dev/null 2>&1
+  go mod edit -replace github.com/Shopify/sarama=github.com/Shopify/sarama@v1.33.0
+  go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$dest/bin/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
   cd /; rm -rf "$work"; mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0

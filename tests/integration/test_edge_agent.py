@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,11 +151,19 @@ class Agent:
     """``aios-edge`` as the test's own process: started, killed, restarted."""
 
     def __init__(
-        self, directory: Path, gateway: str, bootstrap: str, *extra: str, disk_bytes: int = 0
+        self,
+        directory: Path,
+        gateway: str,
+        bootstrap: str,
+        *extra: str,
+        disk_bytes: int = 0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``disk_bytes``: the data directory is a disk of that size (a tmpfs in a mount
-        namespace of the agent's own: the host's mounts stay as they are)."""
+        namespace of the agent's own: the host's mounts stay as they are); ``env``: laid
+        over the test's environment."""
         self.directory, self.data = directory, directory / "data"
+        self.env = env
         self.http_port, self.metrics_port = free_port(), free_port()
         self.argv = [
             str(AGENT),
@@ -181,7 +189,9 @@ class Agent:
         return Path(f"/proc/{self.process.pid}/root") / self.data.relative_to("/")
 
     def start(self) -> Agent:
-        self.process = ManagedProcess("aios-edge", self.argv, self.directory / "agent.log").start()
+        self.process = ManagedProcess(
+            "aios-edge", self.argv, self.directory / "agent.log", env=self.env
+        ).start()
         self.process.wait_healthy(lambda: http_ok(f"http://127.0.0.1:{self.http_port}/healthz"), 30)
         return self
 
@@ -194,13 +204,15 @@ class Agent:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.popen.wait(10)
 
-    def post(self, payload: bytes | list[dict] | dict) -> tuple[int, dict]:
+    def post(
+        self, payload: bytes | list[dict] | dict, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, dict]:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.http_port}/readings",
             data=data,
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -243,9 +255,15 @@ def unique() -> str:
 def agent_factory(tmp_path: Path) -> Iterator[Any]:
     agents: list[Agent] = []
 
-    def make(name: str, bootstrap: str, *extra: str, disk_bytes: int = 0) -> Agent:
+    def make(
+        name: str,
+        bootstrap: str,
+        *extra: str,
+        disk_bytes: int = 0,
+        env: Mapping[str, str] | None = None,
+    ) -> Agent:
         agent = Agent(
-            tmp_path / name, f"edge-test/{name}", bootstrap, *extra, disk_bytes=disk_bytes
+            tmp_path / name, f"edge-test/{name}", bootstrap, *extra, disk_bytes=disk_bytes, env=env
         )
         agents.append(agent)
         return agent

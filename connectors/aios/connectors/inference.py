@@ -57,7 +57,13 @@ class InferenceRejected(InferenceError):
 class _Client(Protocol):
     """What both tritonclient asyncio clients offer (tritonclient ships no type hints)."""
 
-    async def infer(self, model_name: str, inputs: list[Any], model_version: str = "") -> Any: ...
+    async def infer(
+        self,
+        model_name: str,
+        inputs: list[Any],
+        model_version: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> Any: ...
     async def is_model_ready(self, model_name: str, model_version: str = "") -> bool: ...
     async def get_model_metadata(self, model_name: str, model_version: str = "") -> Any: ...
     async def close(self) -> None: ...
@@ -97,12 +103,16 @@ class InferenceClient:
         inputs: Mapping[str, npt.NDArray[Any]],
         version: str = "",
         timeout: float = 1.0,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, npt.NDArray[Any]]:
-        """Run ``model`` on named input tensors; every output comes back by name."""
+        """Run ``model`` on named input tensors; every output comes back by name.
+        ``headers`` go with the request (HTTP headers, or gRPC metadata)."""
         client = self._connect()
         tensors = [self._tensor(name, np.asarray(value)) for name, value in inputs.items()]
         try:
-            result = await asyncio.wait_for(client.infer(model, tensors, version), timeout)
+            result = await asyncio.wait_for(
+                client.infer(model, tensors, version, headers=dict(headers or {})), timeout
+            )
         except InferenceServerException as error:
             raise await self._failed(classify(error, self.protocol, self._where(model))) from error
         except TimeoutError as error:

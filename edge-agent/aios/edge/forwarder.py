@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry.trace import Span, Status, StatusCode
 
+from aios.edge import spans
 from aios.edge.records import Record
 from aios.edge.segments import NO_SPACE, SegmentLog
 from aios.edge.telemetry import Counters
@@ -144,23 +146,30 @@ class Forwarder:
             sent = 0
             for seq, payload in enumerate(payloads, start=first):
                 record = Record.unframe(payload)
+                traceparent, span = spans.sending(record)
                 try:
                     self.producer.produce(
                         record.topic,
                         key=record.key,
                         value=record.value,
-                        headers=[("traceparent", record.traceparent)],
-                        on_delivery=self._delivered(seq),
+                        headers=[("traceparent", traceparent)],
+                        on_delivery=self._delivered(seq, span),
                     )
-                except BufferError:
+                except BufferError:  # not sent now; its span is never ended, so never exported
                     break
                 self.in_flight.append(seq)
                 self.next = seq + 1
                 sent += 1
             return sent
 
-    def _delivered(self, seq: int) -> Callable[[KafkaError | None, Message], None]:
+    def _delivered(
+        self, seq: int, span: Span | None
+    ) -> Callable[[KafkaError | None, Message], None]:
         def report(error: KafkaError | None, message: Message) -> None:
+            if span is not None:
+                if error is not None:
+                    span.set_status(Status(StatusCode.ERROR, error.str()))
+                span.end()
             if error is None:
                 self.delivered.add(seq)
                 self.counters.add("forwarded", 1)

@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from aios.api import tracing
+from aios.edge import spans
 from aios.edge.agent import Agent, Options
 from aios.edge.forwarder import Forwarder
 from aios.edge.ingest import HttpIngest, Inbox, MqttIngest
@@ -98,6 +100,7 @@ class SimulatedSensors:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    tracing.configure("aios-edge", {tracing.GATEWAY_ATTRIBUTE: args.gateway}, spans.IDS)
     options = Options(
         gateway=args.gateway,
         data_dir=args.data_dir,
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     agent.stop()
     forwarder.stop()
     heartbeats.stop()
+    tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, a
 KAFKA_CLIENT_SECRET = "aios-kafka-client"
 """The Secret in each data-plane namespace holding the site's Kafka client settings."""
 KAFKA_CLIENT_KEY = CREDENTIALS_KEY
+TRACING_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 
 
 class PodPlacement(ApiModel):
@@ -122,6 +123,9 @@ class OperatorSettings:
     model_mirror: str = ""
     """A directory on the nodes holding copies of the model buckets (an on-premises
     mirror): model servers read ``s3://bucket/key`` from ``<mirror>/bucket/key``."""
+    tracing: dict[str, str] = field(default_factory=dict)
+    """OpenTelemetry's own variables (the OTLP endpoint, the sampler), passed on as they
+    are to every data-plane container (``aios.api.tracing``)."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -146,6 +150,7 @@ class OperatorSettings:
             namespace=env.get("POD_NAMESPACE", "default"),
             site=env.get(SITE_ENV) or DEFAULT_SITE,
             model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
+            tracing={k: v for k, v in env.items() if k in TRACING_ENV and v},
         )
 
     @cached_property
@@ -172,6 +177,7 @@ class OperatorSettings:
             "AIOS_OPA_URL": self.opa_url,
             "AIOS_MQTT_URL": self.mqtt_url,
             SITE_ENV: self.site,
+            **self.tracing,
         }
         env: list[dict[str, Any]] = [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -124,7 +124,10 @@ class ModelCaller:
             self.clients[url] = InferenceClient(url, self.protocol)  # type: ignore[arg-type]
         return self.clients[url]
 
-    async def __call__(self, readings: Sequence[Reading], now: datetime) -> BatchAnswer:
+    async def __call__(
+        self, readings: Sequence[Reading], now: datetime, headers: Mapping[str, str] | None = None
+    ) -> BatchAnswer:
+        """Every reading's result; ``headers`` go with the request (its trace context)."""
         results = [CallResult(unfit(self.call, r, now) or "unavailable") for r in readings]
         complete = [i for i, r in enumerate(results) if r.state == "unavailable"]
         if not complete or not self.breaker.allow():
@@ -136,6 +139,7 @@ class ModelCaller:
                 chosen.primary.model,
                 {"features": matrix},
                 timeout=self.call.timeout_ms / 1000,
+                headers=headers,
             )
         except InferenceError as error:
             self.breaker.failed(str(error))

@@ -42,6 +42,7 @@ from aios.runner.calls import ModelCaller
 from aios.runner.deployments import DeploymentStatuses
 from aios.runner.records import DLQ_REASON, DLQ_SOURCE, Position, action_request, decide_record
 from aios.runner.rules import CallResult, RuleSet
+from aios.runner.spans import BatchSpans
 from aios.runner.state import (
     Partition,
     SourcePartition,
@@ -187,6 +188,7 @@ class Runner:
 
     async def process(self, batch: list[Message]) -> None:
         now = datetime.now(UTC)
+        spans = BatchSpans(self.intent, self.config.consumer_group)
         parsed: list[tuple[Message, Reading]] = []
         dead: list[tuple[Message, str]] = []
         batch = [m for m in batch if self._ours(m)]
@@ -196,8 +198,9 @@ class Runner:
                 dead.append((message, found))
             else:
                 parsed.append((message, found))
+                spans.consumed(message, traceparent(message))
         readings = [r for _, r in parsed]
-        answers = await self._infer(readings, now)
+        answers = await self._infer(readings, now, spans)
         decisions: list[Decision] = []
         requests: list[ActionRequest] = []
         for index, (message, reading) in enumerate(parsed):
@@ -207,17 +210,21 @@ class Runner:
                 message.topic() or "", message.partition() or 0, message.offset() or 0
             )
             decider = self.partitions[(position.topic, position.partition)].decider
-            verdict = decider.decide(reading, calls, now)
+            with spans.deciding(position):
+                verdict = decider.decide(reading, calls, now)
+            carried = spans.traceparent(position) or traceparent(message)
             decision = decide_record(
-                self.config, position, reading, verdict, calls, targets, now, traceparent(message)
+                self.config, position, reading, verdict, calls, targets, now, carried
             )
             decisions.append(decision)
             request = action_request(self.config, decision)
             if request is not None:
                 requests.append(request)
-        await self._hand_off_durably(requests)
+        await self._hand_off_durably(requests, spans)
         self._count(batch, decisions, dead, now)
-        if await self._commit(batch, decisions, dead):
+        committed = await self._commit(batch, decisions, dead)
+        spans.finish(committed)
+        if committed:
             log.info("%s", batch_summary(decisions, len(dead)))
 
     async def _commit(
@@ -245,13 +252,16 @@ class Runner:
             self.partitions.pop(source, None)
 
     async def _infer(
-        self, readings: list[Reading], now: datetime
+        self, readings: list[Reading], now: datetime, spans: BatchSpans
     ) -> dict[str, tuple[list[CallResult], Target | None]]:
         async def one(
             name: str, caller: ModelCaller
         ) -> tuple[str, tuple[list[CallResult], Target | None]]:
             started = time.perf_counter()
-            answer = await caller(readings, now)
+            async with spans.inference(name) as call:
+                answer = await caller(readings, now, call.headers())
+                call.target = answer.target
+                call.error = None if answer.target else caller.breaker.last_error or "no answer"
             role = answer.target.role if answer.target else "none"
             metrics.INFERENCE.labels(self.intent, name, role).observe(time.perf_counter() - started)
             metrics.MODEL_UP.labels(self.intent, name).set(0 if caller.breaker.failures else 1)
@@ -261,7 +271,7 @@ class Runner:
             return {}
         return dict(await asyncio.gather(*(one(n, c) for n, c in self.callers.items())))
 
-    async def _hand_off_durably(self, requests: list[ActionRequest]) -> None:
+    async def _hand_off_durably(self, requests: list[ActionRequest], spans: BatchSpans) -> None:
         """Start each action's workflow; on failure pause consumption and retry — the batch
         is neither dropped nor committed until every hand-off is durable."""
         unique = {r.action_id: r for r in requests}
@@ -269,7 +279,8 @@ class Runner:
         while True:
             try:
                 for request in list(unique.values()):
-                    await self._start(request)
+                    with spans.handing_off(request.decision):
+                        await self._start(request)
                     unique.pop(request.action_id)
                 break
             except Exception as error:  # Temporal unreachable or overloaded

@@ -1,7 +1,8 @@
 """``aios-intent-runner --config FILE``: decide one AutomationIntent's readings.
 
 Reads Kafka and Temporal addresses from ``AIOS_KAFKA_BOOTSTRAP``, ``AIOS_TEMPORAL_ADDRESS``
-(and ``AIOS_TEMPORAL_NAMESPACE``); serves Prometheus metrics on ``POD_IP:--metrics-port``.
+(and ``AIOS_TEMPORAL_NAMESPACE``); serves Prometheus metrics on ``POD_IP:--metrics-port``;
+exports spans where ``OTEL_EXPORTER_OTLP_ENDPOINT`` says (``aios.api.tracing``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
+from aios.api import tracing
 from aios.api.runner import RunnerConfig
 from aios.connectors.temporal import connect
 from aios.runner.deployments import DeploymentStatuses
@@ -51,6 +53,7 @@ async def serve(config: RunnerConfig) -> None:
         await runner.run(stop)
     finally:
         statuses.stop()
+        tracing.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         '"logger":"%(name)s","message":"%(message)s"}',
     )
     config = RunnerConfig.model_validate_json(args.config.read_text())
+    tracing.configure("aios-intent-runner")
     start_http_server(args.metrics_port, addr=os.environ.get("POD_IP", "127.0.0.1"))
     asyncio.run(serve(config))
 

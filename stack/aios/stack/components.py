@@ -84,6 +84,8 @@ OPA = Component("opa", "OPA_VERSION")
 HELM = Component("helm", "HELM_VERSION")
 KAFKA = Component("kafka", "KAFKA_VERSION")
 BENTHOS = Component("benthos", "BENTHOS_VERSION")
+JAEGER = Component("jaeger", "JAEGER_VERSION")
+"""Jaeger v2: the site's trace backend (OTLP in, its query API out)."""
 
 
 def mosquitto() -> Path:

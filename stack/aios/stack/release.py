@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 CHART = REPO_ROOT / "charts" / "aios"
 RELEASE, NAMESPACE = "aios", "aios-system"
+LOCAL_SAMPLER_RATIO = 0.05
+"""The share of readings the local site traces: every twentieth, enough to look at."""
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator,app.kubernetes.io/instance="
 
 
@@ -54,6 +56,7 @@ def local_site_values(
         "temporal": {"address": endpoints.temporal_address},
         "opa": {"url": endpoints.opa_url},
         "mqtt": {"url": endpoints.mqtt_url},
+        "tracing": {"otlpEndpoint": endpoints.otlp_url, "samplerRatio": LOCAL_SAMPLER_RATIO},
         "operator": {"extraEnv": [{"name": "AIOS_MODEL_MIRROR", "value": str(MODEL_MIRROR)}]},
     }
 

@@ -12,10 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from aios.api import tracing
 from aios.api.base import kube_time
 from aios.api.events import ActionRequest, Decision
 from aios.connectors import kafka
@@ -35,6 +38,7 @@ from aios.workflows.action_io import (
 from aios.workflows.settings import WorkerSettings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+TRACER = trace.get_tracer("aios.workflows.action")
 KAFKA_DELIVERY_SECONDS = 15.0
 """How long librdkafka tries to deliver an action's record before reporting it failed."""
 MQTT_RETRY_SECONDS = 2.0
@@ -223,12 +227,23 @@ class ActionActivities:
         return await asyncio.to_thread(self._produce, action.target, body, request.action_id)
 
     async def _post(self, url: str, body: bytes, key: str) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.post(
-                url,
-                content=body,
-                headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
-            )
+        """The action's HTTP call, as a client span whose context the receiver gets in
+        ``traceparent`` (an alert links back to the reading that caused it)."""
+        attributes = {"http.request.method": "POST", "url.full": url}
+        with TRACER.start_as_current_span(
+            "POST", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.post(
+                    url,
+                    content=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        IDEMPOTENCY_HEADER: key,
+                        **tracing.headers(span),
+                    },
+                )
+            span.set_attribute("http.response.status_code", response.status_code)
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise ApplicationError(f"{url} answered {response.status_code}")  # retried
         if response.status_code >= 400:

@@ -22,7 +22,9 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from aios.api import tracing
 from aios.connectors import opa, temporal
 from aios.workflows.action import ActionWorkflow
 from aios.workflows.action_activities import ActionActivities
@@ -90,6 +92,10 @@ def build_worker(client: Client, settings: WorkerSettings) -> Worker:
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=activities(settings),
+        # The tracing interceptor's spans are made inside workflows: one OpenTelemetry.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
+        ),
     )
 
 
@@ -107,6 +113,7 @@ async def serve(settings: WorkerSettings) -> None:
             await stop.wait()
     finally:
         await opa.close_clients()  # the connections the authorize activity kept open
+        tracing.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-queue", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tracing.configure("aios-worker")
     asyncio.run(serve(WorkerSettings.from_env(args.task_queue)))
 
 

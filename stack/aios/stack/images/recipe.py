@@ -36,7 +36,15 @@ PROJECT_ROOTS = (
     "stack",
 )
 # What the edge agent imports (tests/unit/test_images.py checks it against its imports).
-EDGE_REQUIREMENTS = ("confluent-kafka", "numpy", "paho-mqtt", "prometheus-client", "pydantic")
+EDGE_REQUIREMENTS = (
+    "confluent-kafka",
+    "numpy",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-sdk",
+    "paho-mqtt",
+    "prometheus-client",
+    "pydantic",
+)
 # The installer: its wheel is in every wheelhouse and is run from there, so it never lands
 # in an image.
 PIP = "pip==26.3"

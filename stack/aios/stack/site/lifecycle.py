@@ -59,6 +59,7 @@ class Site:
             "opa": lambda: services.start_opa(self),
             "triton": lambda: services.start_triton(self),
             "mosquitto": lambda: services.start_mosquitto(self),
+            "jaeger": lambda: services.start_jaeger(self),
         }
         unknown = set(only or ()) - set(every)
         if unknown:

@@ -1,5 +1,5 @@
 """The servers a site runs on its node beside Kubernetes, one start function each: Kafka
-(KRaft, SASL/SCRAM users), the Temporal dev server, OPA, Triton and Mosquitto. Each
+(KRaft, SASL/SCRAM users), the Temporal dev server, OPA, Triton, Mosquitto and Jaeger. Each
 listens on the node's address on its usual port, and a start returns once it answers."""
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ TEMPORAL_PORT = 7233
 OPA_PORT = 8181
 TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT = 8000, 8001, 8002
 MQTT_PORT = 1883
+OTLP_HTTP_PORT, JAEGER_QUERY_PORT, JAEGER_HEALTH_PORT = 4318, 16686, 13133
+JAEGER_MAX_TRACES = 100_000
 
 
 def start_kafka(site: Site) -> None:
@@ -195,3 +197,61 @@ def start_mosquitto(site: Site) -> None:
     mosquitto = site.spawn("mosquitto", [str(components.mosquitto()), "-c", str(config)])
     site.endpoints.mqtt_url = f"mqtt://{site.address}:{MQTT_PORT}"
     mosquitto.wait_healthy(lambda: mqtt_ready(site.address, MQTT_PORT), 30)
+
+
+def jaeger_config() -> str:
+    """Jaeger v2 as the site's trace backend: OTLP in (HTTP), kept in memory (the latest
+    ``JAEGER_MAX_TRACES``), its query API out; no metrics endpoint of its own, and it does
+    not trace itself (a self-traced query service slows its shutdown)."""
+    return f"""\
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 0.0.0.0:{JAEGER_HEALTH_PORT}
+  jaeger_query:
+    storage:
+      traces: memory
+    enable_tracing: false
+    http:
+      endpoint: 0.0.0.0:{JAEGER_QUERY_PORT}
+    grpc:
+      endpoint: 127.0.0.1:16685
+  jaeger_storage:
+    backends:
+      memory:
+        memory:
+          max_traces: {JAEGER_MAX_TRACES}
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 0.0.0.0:{OTLP_HTTP_PORT}
+processors:
+  batch: {{}}
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memory
+"""
+
+
+def start_jaeger(site: Site) -> None:
+    config = site.directory / "jaeger.yaml"
+    config.write_text(jaeger_config())
+    jaeger = site.spawn("jaeger", [str(components.JAEGER.binary()), f"--config={config}"])
+    site.endpoints.otlp_url = f"http://{site.address}:{OTLP_HTTP_PORT}"
+    site.endpoints.jaeger_url = f"http://{site.address}:{JAEGER_QUERY_PORT}"
+    health = f"http://{site.address}:{JAEGER_HEALTH_PORT}/status"
+    jaeger.wait_healthy(lambda: http_ok(health), 60)
