@@ -11,9 +11,12 @@
    p50 / p99 / p99.9.
 3. Scale-out: N runner replicas beside N bare loops sharing one consumer group on a topic of
    six partitions, each in a process of its own as each pod is (``--replicas 1 2 3``).
+4. The cost of tracing: the runner with the model again, its spans exported to the site's
+   Jaeger, for 1 % of readings traced (the chart's default) and for every one, against the
+   same runner untraced (every reading carries an edge agent's ``traceparent`` throughout).
 
 The runner runs in this process (shadow mode: decisions, no action hand-off; actions are
-measured by the tests). Kafka and Triton are the local site's, started here.
+measured by the tests). Kafka, Triton and Jaeger are the local site's, started here.
 
     .venv/bin/python bench/pipeline/run.py [--readings 20000] [--rate 2000] [--seconds 10]
                                            [--replicas 1 2 3]
@@ -26,6 +29,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -42,6 +46,7 @@ import tritonclient.http as triton_http
 from confluent_kafka import Consumer, Producer, TopicPartition
 from temporalio.client import Client
 
+from aios.api import tracing
 from aios.api.automation_intent import AutomationIntentSpec
 from aios.api.events import IntentRef
 from aios.api.runner import RunnerConfig, RunnerTopics
@@ -54,6 +59,8 @@ MODEL, VERSION = "pm25-anomaly", "2024.11.2"
 PARTITIONS = 3
 SCALE_PARTITIONS = 6
 NORMAL = [12.0, 20.0, 25.0, 45.0, 14.0, 65.0]
+TRACED = 0.01
+"""The share of readings the chart traces by default (``tracing.samplerRatio``)."""
 METRICS = ["pm25", "pm10", "no2", "o3", "temperature", "humidity"]
 
 
@@ -71,11 +78,21 @@ def reading(i: int, rng: np.random.Generator) -> bytes:
     ).encode()
 
 
-def fill(bootstrap: str, topic: str, count: int) -> None:
+def fill(bootstrap: str, topic: str, count: int, traced: float = TRACED) -> None:
+    """``count`` readings, each with the ``traceparent`` an edge agent gives it: sampled
+    for the share ``traced`` of trace ids, as its ratio sampler decides."""
     producer = Producer(kafka.producer_config(bootstrap, **{"linger.ms": 20}))
     rng = np.random.default_rng(7)
+    bound = int(traced * (1 << 64))
     for i in range(count):
-        producer.produce(topic, reading(i, rng), key=f"s-{i % 500}".encode())
+        trace_id, span_id = secrets.randbits(128), secrets.randbits(64)
+        flags = "01" if trace_id & ((1 << 64) - 1) < bound else "00"
+        producer.produce(
+            topic,
+            reading(i, rng),
+            key=f"s-{i % 500}".encode(),
+            headers=[("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{flags}".encode())],
+        )
         if i % 1000 == 0:
             producer.poll(0)
     producer.flush(120)
@@ -377,7 +394,7 @@ async def main() -> None:
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="aios-bench-pipeline-"))
     site = Site(directory)
-    site.start(only={"kafka", "triton"})
+    site.start(only={"kafka", "triton", "jaeger"})
     os.environ[kafka.EXTRA_CONFIG_ENV] = site.endpoints.kafka_config  # the site's admin
     try:
         shutil.copytree(repository(MODEL, VERSION) / MODEL, directory / "models" / MODEL)
@@ -409,6 +426,14 @@ async def main() -> None:
         scaled = await asyncio.to_thread(
             scale_out, bootstrap, args.readings, args.batch, args.replicas
         )
+        # Last: a tracer provider, once installed, stays for the process.
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = site.endpoints.otlp_url
+        tracing.configure("aios-intent-runner")
+        traced = await runner_rate(site, source, args.readings, True, args.batch, statuses)
+        topics(bootstrap, "bench.traced")
+        fill(bootstrap, "bench.traced", args.readings, traced=1.0)
+        every = await runner_rate(site, "bench.traced", args.readings, True, args.batch, statuses)
+        tracing.shutdown()
     finally:
         site.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -424,6 +449,12 @@ async def main() -> None:
         ("intent runner, anomaly model on Triton", model),
     ]:
         print(f"{label:58} {rate:12.0f} {rate / limit:9.2f}")
+    print(f"\ntracing, the model on Triton, spans to the site's Jaeger:  {'of untraced':>12}")
+    for label, rate in [
+        (f"{TRACED:.0%} of readings traced (the chart's default)", traced),
+        ("every reading traced", every),
+    ]:
+        print(f"  {label:56} {rate:12.0f} {rate / model:9.2f}")
     print(
         f"\nlatency at {args.rate:.0f} readings/s, the model on Triton, {seen} decisions: "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, p99.9 {p999:.1f} ms"

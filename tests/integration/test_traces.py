@@ -1,7 +1,8 @@
 """One trace per reading, in the site's Jaeger: a reading posted to an edge agent with its
 sender's trace context is decided by a model and acted on, and the spans of every step —
 the edge agent's send, the runner's processing and model call, the action workflow, its
-policy check and its webhook — are one trace with intact parent links."""
+policy check and its webhook — are one trace with intact parent links, which the action's
+audit trail names (``aiosctl audit trace``)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import Any
 
 from model_support import serve_example_model
 from support import wait_for
+from test_audit_log import aiosctl
 from test_edge_agent import PLAIN, agent_factory, configured, unique, wait_applied
 from test_intent_e2e import deploy
 from test_intent_models import SPIKE, model_intent
 
+from aios.stack.platform import site_environment
 from aios.stack.release import LOCAL_SAMPLER_RATIO
 from aios.workflows.action_io import AUTHORIZE
 
@@ -109,3 +112,9 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
     for span in found["spans"]:
         tags = {t["key"]: t["value"] for t in found["processes"][span["processID"]]["tags"]}
         assert tags.get("aios.site"), f"{span['operationName']} names no site"
+
+    action_id = headers["Idempotency-Key"]
+    traced = aiosctl("trace", action_id, "--bootstrap", bootstrap, env=site_environment(site))
+    assert traced.returncode == 0, traced.stderr
+    [line] = [x for x in traced.stdout.splitlines() if x.startswith("trace ")]
+    assert f"{site.endpoints.jaeger_url}/api/traces/{trace_id}" in line

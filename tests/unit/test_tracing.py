@@ -4,6 +4,8 @@ under it; an unsampled reading leaves with ``-00`` and costs no span downstream.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -150,3 +152,20 @@ async def test_an_aborted_batch_ends_its_spans_in_error() -> None:
     assert process.status.status_code is StatusCode.ERROR
     assert infer.status.status_code is StatusCode.ERROR
     assert infer.status.description == "anomaly: no answer within 0.5s"
+
+
+def test_without_a_provider_the_runner_records_nothing_and_decisions_keep_their_context() -> None:
+    """Tracing off (no endpoint): a sampled reading gets no span, and its decision carries
+    the edge's context on, not an invalid one (its own process: one provider per process)."""
+    script = f"""
+from confluent_kafka import Message
+from aios.runner.records import Position
+from aios.runner.spans import BatchSpans
+header = "00-{SAMPLED_TRACE}-1111111111111111-01"
+batch = BatchSpans("city/air", "aios.city.air")
+batch.consumed(Message(topic="t", partition=0, offset=1, headers=[("traceparent", header)]), header)
+assert batch.spans == {{}}, batch.spans
+assert batch.traceparent(Position("t", 0, 1)) is None
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

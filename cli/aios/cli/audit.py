@@ -9,6 +9,7 @@ catches what the chain alone cannot: records missing at the tail, a log chained 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,18 @@ def lines(lineage: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("policy decision", f"{item['decisionId']}  ({item['step']})"))
     rows.append(("approver", lineage["approver"] or "-"))
     rows.append(("result", json.dumps(lineage["result"])))
+    if lineage.get("traceId"):
+        rows.append(("trace", trace_link(lineage["traceId"])))
     return rows
+
+
+def trace_link(trace_id: str) -> str:
+    """The trace id, and where its spans are (the site's Jaeger, if ``AIOS_JAEGER_URL`` names
+    one; else whatever backend the chart's ``tracing.otlpEndpoint`` feeds)."""
+    jaeger = os.environ.get("AIOS_JAEGER_URL")
+    if jaeger:
+        return f"{trace_id}  {jaeger.rstrip('/')}/api/traces/{trace_id}"
+    return f"{trace_id}  (search your tracing backend for it)"
 
 
 def _seq(record: int | None) -> str:

@@ -37,11 +37,11 @@ class BatchSpans:
     spans: dict[tuple[str, int, int], Span] = field(default_factory=dict)
 
     def consumed(self, message: Message, traceparent: str | None) -> None:
-        """Open the reading's ``process`` span if its trace is sampled."""
+        """Open the reading's ``process`` span if its trace is sampled and recorded."""
         if not tracing.sampled(traceparent):
             return
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset()
-        self.spans[(topic, partition, offset or 0)] = TRACER.start_span(
+        span = TRACER.start_span(
             f"process {topic}",
             context=tracing.parent(traceparent),
             kind=SpanKind.CONSUMER,
@@ -56,6 +56,8 @@ class BatchSpans:
                 tracing.INTENT_ATTRIBUTE: self.intent,
             },
         )
+        if span.is_recording():  # not without a tracer provider: tracing is off
+            self.spans[(topic, partition, offset or 0)] = span
 
     def traceparent(self, position: Position) -> str | None:
         """The trace context a reading's decision carries on: its ``process`` span's."""

@@ -9,7 +9,7 @@ from aios.connectors.audit.records import AuditRecord
 
 
 def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
-    """The whole lineage of one action from the chain: sensor readings → gateway and
+    """The whole lineage of one action from the chain: its trace id, sensor readings → gateway and
     filter-chain version → Kafka offsets → model (version, score, confidence, canary or
     stable, and the promotion that put it there) → decision rule or fallback → policy
     decision ids → approver → result. Raises LookupError when the action is unknown."""
@@ -50,6 +50,7 @@ def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
     )
     return {
         "actionId": action_id,
+        "traceId": next((s.trace_id for s in steps if s.trace_id), None),
         "intent": first.details.get("intent"),
         "action": first.details.get("action"),
         "readings": {
