@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from aios.api import KINDS
+from aios.api import KINDS, tracing
 from aios.connectors.kube import api_client
 from aios.operator import metrics
 
@@ -168,7 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     if args.metrics_port is not None:
         metrics.serve(args.liveness_host, args.metrics_port)
-    sys.exit(asyncio.run(run(args)))
+    tracing.configure("aios-operator")
+    try:
+        code = asyncio.run(run(args))
+    finally:
+        tracing.shutdown()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from typing import Any
 
 import kopf
 from kubernetes import client
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from aios.api import Resource
 from aios.operator import metrics
@@ -46,6 +48,7 @@ from aios.operator.runtime.writer import Change, Writer
 from aios.operator.settings import OperatorSettings
 
 RECONCILE_ERROR = "ReconcileError"
+TRACER = trace.get_tracer("aios.operator")
 LOG = logging.getLogger("aios.operator")
 
 
@@ -328,20 +331,32 @@ class Controller:
         assert spec.reconcile is not None
         started = time.monotonic()
         updates: list[ConditionUpdate] = []
-        try:
-            if spec.finalize is not None and with_finalizer(finalizers, spec.finalizer):
-                # before anything external exists: a delete from now on waits for finalize
-                await self.writer.patch(uid, finalizer_change(spec.finalizer, add=True))
-            updates = await spec.reconcile(spec.model.model_validate(dict(raw)), context)
-        except kopf.PermanentError as error:
-            updates.append(ConditionUpdate("Ready", "False", "InvalidSpec", str(error)))
-        except Exception as error:  # retried by the tick; the reason says so
-            context.logger.exception("reconcile failed")
-            message = f"{type(error).__name__}: {error}"
-            updates.append(ConditionUpdate("Ready", "False", RECONCILE_ERROR, message))
-        metrics.RECONCILE.labels(
-            spec.model.crd.kind, metrics.outcome(updates, RECONCILE_ERROR)
-        ).observe(time.monotonic() - started)
+        kind, meta = spec.model.crd.kind, raw["metadata"]
+        with TRACER.start_as_current_span(
+            f"reconcile {kind}",
+            attributes={
+                "k8s.namespace.name": meta["namespace"],
+                "aios.resource.kind": kind,
+                "aios.resource.name": meta["name"],
+                "aios.resource.generation": meta.get("generation") or 0,
+            },
+        ) as span:
+            try:
+                if spec.finalize is not None and with_finalizer(finalizers, spec.finalizer):
+                    # before anything external exists: a delete from now on waits for finalize
+                    await self.writer.patch(uid, finalizer_change(spec.finalizer, add=True))
+                updates = await spec.reconcile(spec.model.model_validate(dict(raw)), context)
+            except kopf.PermanentError as error:
+                updates.append(ConditionUpdate("Ready", "False", "InvalidSpec", str(error)))
+            except Exception as error:  # retried by the tick; the reason says so
+                context.logger.exception("reconcile failed")
+                message = f"{type(error).__name__}: {error}"
+                updates.append(ConditionUpdate("Ready", "False", RECONCILE_ERROR, message))
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, message))
+            outcome = metrics.outcome(updates, RECONCILE_ERROR)
+            span.set_attribute("aios.outcome", outcome)
+        metrics.RECONCILE.labels(kind, outcome).observe(time.monotonic() - started)
         return updates
 
     async def _deleted(self, uid: str, raw: Mapping[str, Any]) -> None:
