@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.aios-installed
 ROOTS := crds:operator:workflows:connectors:runner:edge-agent:cli:stack
 
-.PHONY: run test unit crds lint components images down
+.PHONY: run test unit crds lint components images prepare down
 
 # Virtual environment with the pinned Python dependencies (hack/constraints.txt). The
 # editable install maps each package to its folder, so a new package re-runs it.
@@ -29,13 +29,18 @@ components: $(STAMP)
 images: $(STAMP)
 	$(BIN)/python -m aios.stack.images
 
-run: components images
+# Components, images and lint are independent: side by side, one downloads while another
+# compiles (hack/obtain.sh builds a component both need once, the other waits for it).
+prepare: $(STAMP)
+	$(MAKE) --jobs=3 --output-sync=target components images lint
+
+run: prepare
 	$(BIN)/aiosctl up
 
 down: $(STAMP)
 	$(BIN)/aiosctl down
 
-test: components images lint
+test: prepare
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

@@ -13,6 +13,11 @@ if [ "$name" = all ]; then
   for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns jaeger; do "$0" "$c"; done; exit 0
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# One build of a component at a time: `make` obtains components and images side by side,
+# and both may need the same one (CoreDNS); the second waits and finds it built.
+mkdir -p "$cache"
+exec 9>"$cache/.obtain-$name.lock"
+flock 9
 
 build_done() { [ -f "$1/.complete" ]; }
 # apt_install PACKAGE...: Debian packages the site runs (as root, or through sudo).
@@ -22,8 +27,9 @@ apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q "${missing[@]}" >/dev/null ||
-    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; }
+  local wait=(-o DPkg::Lock::Timeout=600)  # another install (the images' tools) may hold dpkg
+  $sudo apt-get install "${wait[@]}" -y -q "${missing[@]}" >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install "${wait[@]}" -y -q "${missing[@]}" >/dev/null; }
 }
 mark_done() { touch "$1/.complete"; }
 # go_install DEST PACKAGE@VERSION [LDFLAGS]: a module without replace directives.

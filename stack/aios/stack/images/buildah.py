@@ -32,7 +32,8 @@ def install_tools() -> None:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*sudo, "apt-get", "install", "-y", "-q", *missing]
+    # ``make`` builds components beside the images: wait for an install they have begun.
+    install = [*sudo, "apt-get", "install", "-o", "DPkg::Lock::Timeout=600", "-y", "-q", *missing]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         subprocess.run([*sudo, "apt-get", "update", "-q"], env=env, capture_output=True)
         result = subprocess.run(install, env=env, capture_output=True, text=True)
