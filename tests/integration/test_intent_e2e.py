@@ -10,13 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import yaml
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 from support import (
     SESSION_SITE,
     container_pids,
@@ -31,6 +34,7 @@ from support import (
 from aios.api.base import SITE_LABEL
 from aios.connectors import kafka
 from aios.operator.reconcile.automation_intent import RUNNER
+from aios.operator.reconcile.worker import METRICS_PORT as WORKER_METRICS_PORT
 from aios.operator.reconcile.worker import WORKER
 from aios.stack.platform import EXAMPLES
 from aios.workflows.action_io import AUTHORIZE
@@ -148,6 +152,20 @@ def audited_steps(site, action: str) -> list[str]:
     ]
 
 
+def worker_metrics(pod: dict[str, Any]) -> dict[str, Counter[tuple[str, str]]]:
+    """What a worker pod serves Prometheus: per sample name, its values summed by each
+    (label, value) it carries."""
+    url = f"http://{pod['status']['podIP']}:{WORKER_METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for label in sample.labels.items():
+                found[sample.name][label] += sample.value
+    return found
+
+
 @pytest.fixture
 def topic(site, namespace) -> str:
     name = f"{namespace}.readings"
@@ -188,6 +206,13 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
 
     keys = {d["actionId"] for d in acting}
     acted_once(site, receiver, keys)
+    worker = running_pod(kubectl, namespace, f"app.kubernetes.io/name={WORKER}")
+    assert worker is not None
+    served = worker_metrics(worker)
+    completed = served["temporal_workflow_completed_total"]
+    assert completed[("workflow_type", "ActionWorkflow")] == 40, "one per action, none twice"
+    executed = served["temporal_activity_execution_latency_seconds_count"]
+    assert executed[("activity_type", "aios.action.execute")] == 40
 
     def reported() -> dict[str, Any] | None:
         status = kubectl.json("get", "automationintent", "pm25", "-n", namespace)["status"]

@@ -30,7 +30,8 @@ def test_one_worker_per_namespace_on_its_task_queue_with_its_own_account() -> No
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["aios-worker"]
-    assert container["args"] == ["--task-queue=aios.city"]
+    assert container["args"] == ["--task-queue=aios.city", "--metrics-port=9103"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9103}]
     assert container["image"] == "img:1"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["AIOS_TEMPORAL_ADDRESS"] == "t:7233"

@@ -18,6 +18,9 @@ from aios.operator.reconcile.kafka_access import KafkaPrincipal
 from aios.operator.settings import OperatorSettings, task_queue
 
 WORKER = "aios-worker"
+METRICS_PORT = 9103
+"""Where the worker serves the Temporal SDK's metrics (workflows and activities by outcome,
+their latency) for Prometheus (the chart's PodMonitor)."""
 
 WORKER_RULES: list[dict[str, Any]] = [
     {
@@ -82,8 +85,9 @@ def render_worker(principal: KafkaPrincipal, settings: OperatorSettings) -> list
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["aios-worker"],
-        "args": [f"--task-queue={task_queue(namespace)}"],
+        "args": [f"--task-queue={task_queue(namespace)}", f"--metrics-port={METRICS_PORT}"],
         "env": settings.component_env(principal),
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": settings.data_plane.resources.worker,
     }
     deployment = {
