@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aios.api import tracing
+from aios.api.events import Decision
 from aios.connectors.inference import Target
 from aios.edge import spans as edge_spans
 from aios.edge.records import Record
@@ -169,3 +170,28 @@ assert batch.traceparent(Position("t", 0, 1)) is None
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_untraced_readings_action_is_not_traced_either() -> None:
+    """The hand-off of an unsampled reading runs in its context: the workflow's spans
+    follow its decision instead of starting a trace of their own."""
+    header, _ = edge_spans.sending(record(UNSAMPLED_TRACE))
+    batch = BatchSpans("city/air", "aios.city.air")
+    batch.consumed(message(3, header), header.decode())
+    decision = Decision.model_validate(
+        {
+            "decisionId": "city/air/e-1",
+            "intent": {"namespace": "city", "name": "air", "generation": 1},
+            "eventId": "e-1",
+            "sensorId": "s-1",
+            "time": "2026-12-02T10:00:00Z",
+            "decidedAt": "2026-12-02T10:00:01Z",
+            "outcome": "act",
+            "lineage": {"topic": "city.readings", "partition": 0, "offset": 3},
+            "traceparent": header.decode(),
+        }
+    )
+    with batch.handing_off(decision):
+        started = trace.get_tracer("t").start_span("StartWorkflow:ActionWorkflow")
+    assert not started.is_recording()
+    assert f"{started.get_span_context().trace_id:032x}" == UNSAMPLED_TRACE

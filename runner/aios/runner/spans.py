@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import astuple, dataclass, field
 
 from confluent_kafka import Message
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from aios.api import tracing
@@ -85,13 +85,21 @@ class BatchSpans:
 
     @contextmanager
     def handing_off(self, decision: Decision) -> Iterator[None]:
-        """The reading's span is current while its action's workflow is started."""
+        """The reading's span is current while its action's workflow is started; for an
+        untraced reading its context is, so the workflow is not traced either (rather
+        than sampled anew as a trace of its own)."""
         span = self.spans.get(_position(decision))
-        if span is None:
-            yield
+        if span is not None:
+            with trace.use_span(span, end_on_exit=False):
+                yield
             return
-        with trace.use_span(span, end_on_exit=False):
+        carried = tracing.parent(decision.traceparent)
+        token = context.attach(carried) if carried is not None else None
+        try:
             yield
+        finally:
+            if token is not None:
+                context.detach(token)
 
     def finish(self, committed: bool) -> None:
         """End every ``process`` span once its batch is committed (or aborted)."""
