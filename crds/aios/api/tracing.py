@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aios.api.base import DEFAULT_SITE, SITE_ENV
@@ -102,10 +102,3 @@ def headers(span: trace.Span) -> dict[str, str]:
     _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
     return carrier
 
-
-def remote(trace_id: int, span_id: int, sampled_: bool) -> Context:
-    """A context whose parent is a span of another process."""
-    flags = TraceFlags(TraceFlags.SAMPLED if sampled_ else TraceFlags.DEFAULT)
-    return trace.set_span_in_context(
-        NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags))
-    )
