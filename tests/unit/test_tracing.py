@@ -55,6 +55,23 @@ def test_no_endpoint_installs_no_provider() -> None:
     assert tracing.enabled({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://jaeger:4318"})
 
 
+def test_every_process_samples_a_trace_by_its_id_even_under_a_sampled_parent() -> None:
+    """The runner of an edge agent that does not trace (its records say sampled) traces its
+    readings at the ratio, not all; where the edge agent decided, the two agree."""
+    ratio = tracing.sampler(
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    )
+    assert ratio is not None
+    for trace_id, expected in ((SAMPLED_TRACE, True), (UNSAMPLED_TRACE, False)):
+        for flags in ("01", "00"):
+            parent = tracing.parent(f"00-{trace_id}-00f067aa0ba902b7-{flags}")
+            decided = ratio.should_sample(parent, int(trace_id, 16), "process").decision
+            assert decided.is_sampled() == (expected and flags == "01"), (trace_id, flags)
+        root = ratio.should_sample(None, int(trace_id, 16), "reconcile").decision
+        assert root.is_sampled() == expected
+    assert tracing.sampler({"OTEL_TRACES_SAMPLER": "always_on"}) is None
+
+
 def test_trace_context_is_read_as_w3c_says() -> None:
     assert tracing.parent(None) is None
     assert tracing.parent("00-not-a-trace-01") is None

@@ -3,9 +3,9 @@ the records, HTTP calls and workflows carry it.
 
 A process exports spans over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set — the OpenTelemetry SDK's own variables, as
-are ``OTEL_TRACES_SAMPLER`` and its argument. Without one no provider is installed, the
-API's tracers hand out non-recording spans, and tracing costs next to nothing. Every span
-carries the site (``aios.site``) and the service's name and instance.
+are ``OTEL_TRACES_SAMPLER`` and its argument (see ``sampler``). Without one no provider is
+installed, the API's tracers hand out non-recording spans, and tracing costs next to
+nothing. Every span carries the site (``aios.site``) and the service's name and instance.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -60,10 +61,26 @@ def configure(
             **(attributes or {}),
         }
     )
-    provider = TracerProvider(resource=resource, id_generator=ids or RandomIdGenerator())
+    provider = TracerProvider(
+        resource=resource, sampler=sampler(env), id_generator=ids or RandomIdGenerator()
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def sampler(env: Mapping[str, str] = os.environ) -> Sampler | None:
+    """For ``parentbased_traceidratio`` (the chart's), every process samples a trace by its
+    id at the same ratio, so they agree without asking each other: the edge agent decides,
+    the runner and the workers find the same. A parent that says "not sampled" is honoured,
+    but one that says "sampled" is checked too, so the readings of an edge agent that does
+    not trace (its records say sampled) are traced at the ratio, not all of them. Any other
+    sampler: the SDK's own reading of the variables (None)."""
+    name = env.get("OTEL_TRACES_SAMPLER") or "parentbased_traceidratio"
+    if name != "parentbased_traceidratio":
+        return None
+    by_id = TraceIdRatioBased(float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0))
+    return ParentBased(root=by_id, remote_parent_sampled=by_id)
 
 
 def shutdown() -> None:
@@ -101,4 +118,3 @@ def headers(span: trace.Span) -> dict[str, str]:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
     return carrier
-
