@@ -1,6 +1,6 @@
 """One trace per reading, in the site's Jaeger: a reading posted to an edge agent with its
 sender's trace context is decided by a model and acted on, and the spans of every step —
-the edge agent's send, the runner's processing and model call, the action workflow, its
+the edge agent's ingest, filter chain and send, the runner's processing and model call, the action workflow, its
 policy check and its webhook — are one trace with intact parent links, which the action's
 audit trail names (``aiosctl audit trace``)."""
 
@@ -92,7 +92,7 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
         what=f"trace {trace_id} complete in Jaeger",
     )
     services = spans_by_service(found)
-    assert services[EDGE] == [f"send {sink}"]
+    assert sorted(services[EDGE]) == sorted(["ingest", "filter chain", f"send {sink}"])
     assert {f"process {sink}", "infer anomaly", "decide", "StartWorkflow:ActionWorkflow"} <= set(
         services[RUNNER]
     )
@@ -104,7 +104,7 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
     } <= set(services[WORKER])
     ids = {span["spanID"] for span in found["spans"]}
     roots = [s for s in found["spans"] if not s["references"]]
-    assert [r["operationName"] for r in roots] == [f"send {sink}"], "one root: the edge's send"
+    assert [r["operationName"] for r in roots] == ["ingest"], "one root: the edge's ingest"
     for span in found["spans"]:
         for reference in span["references"]:
             assert reference["traceID"] == trace_id

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from confluent_kafka import Message
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aios.api import tracing
 from aios.api.events import Decision
 from aios.connectors.inference import Target
 from aios.edge import spans as edge_spans
+from aios.edge.columns import Batch, new_batch
 from aios.edge.records import Record
 from aios.runner.records import Position
 from aios.runner.spans import BatchSpans
@@ -34,7 +36,7 @@ UNSAMPLED_TRACE = "0" * 16 + "f" * 16  # low half over it
 def provider() -> Iterator[None]:
     """One provider for the process (OpenTelemetry allows one): half of new traces sampled,
     new trace ids as the edge agent gives them."""
-    sdk = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=edge_spans.IDS)
+    sdk = TracerProvider(sampler=tracing.RatioSampler(0.5), id_generator=edge_spans.IDS)
     sdk.add_span_processor(SimpleSpanProcessor(EXPORTED))
     trace.set_tracer_provider(sdk)
     yield
@@ -83,17 +85,43 @@ def test_trace_context_is_read_as_w3c_says() -> None:
     assert tracing.traceparent_of(context) == f"00-{SAMPLED_TRACE}-00f067aa0ba902b7-01"
 
 
-def record(trace_id: str) -> Record:
-    traceparent = f"00-{trace_id}-1111111111111111-01".encode()
+def batch_of(*trace_ids: str) -> Batch:
+    """Rows with these trace ids, received a second ago."""
+    n = len(trace_ids)
+    now = time.time()
+    batch = new_batch(
+        np.zeros(n, np.int32), np.full(n, now), np.full((n, 6), 10.0), recv=np.full(n, now - 1)
+    )
+    batch.trace[:] = np.frombuffer(b"".join(bytes.fromhex(t) for t in trace_ids), dtype="V16")
+    return batch
+
+
+def test_a_sampled_reading_is_ingested_then_filtered_under_its_own_trace_id() -> None:
+    batch = batch_of(UNSAMPLED_TRACE, SAMPLED_TRACE)
+    chain = (time.time_ns() - 2_000_000, time.time_ns() - 1_000_000)
+    traced = edge_spans.ingested(batch, chain, 3, "sha256:4be1")
+    [ingest] = exported("ingest")
+    [filtered] = exported("filter chain")
+    assert list(traced) == [1], "only the row the ratio keeps"
+    assert ingest.parent is None and ingest.context is not None
+    assert f"{ingest.context.trace_id:032x}" == SAMPLED_TRACE
+    assert ingest.start_time == int(batch.recv[1] * 1e9)
+    assert filtered.parent is not None and filtered.parent.span_id == ingest.context.span_id
+    assert (filtered.start_time, filtered.end_time) == chain
+    assert traced[1] == tracing.traceparent_of(ingest.context).encode()
+
+
+def record(trace_id: str, span_id: str = "1111111111111111") -> Record:
+    traceparent = f"00-{trace_id}-{span_id}-01".encode()
     return Record("city.readings", b"sensor-1", traceparent, b"{}")
 
 
-def test_a_sampled_record_leaves_with_its_send_span_as_the_root_of_its_own_trace() -> None:
-    header, span = edge_spans.sending(record(SAMPLED_TRACE))
+def test_a_sampled_record_is_sent_under_its_ingest_span() -> None:
+    header, span = edge_spans.sending(record(SAMPLED_TRACE, "2222222222222222"))
     assert span is not None
     span.end()
     [sent] = exported("send city.readings")
-    assert sent.parent is None
+    assert sent.parent is not None and sent.parent.span_id == int("2222222222222222", 16)
     assert sent.kind is SpanKind.PRODUCER
     assert sent.context is not None
     assert f"{sent.context.trace_id:032x}" == SAMPLED_TRACE
@@ -106,9 +134,9 @@ def test_a_sampled_record_leaves_with_its_send_span_as_the_root_of_its_own_trace
 def test_an_unsampled_record_keeps_its_trace_id_and_says_not_sampled() -> None:
     header, span = edge_spans.sending(record(UNSAMPLED_TRACE))
     assert span is None
-    assert header.decode().startswith(f"00-{UNSAMPLED_TRACE}-")
-    assert header.endswith(b"-00")
+    assert header == f"00-{UNSAMPLED_TRACE}-1111111111111111-00".encode()
     assert not tracing.sampled(header)
+    assert exported("send city.readings") == []
 
 
 def test_a_new_trace_elsewhere_gets_a_random_id() -> None:

@@ -69,6 +69,15 @@ def configure(
     return provider
 
 
+class RatioSampler(ParentBased):
+    """Parent-based, deciding by trace id at one ratio both where a trace starts and under a
+    parent of another process that says it is sampled (``sampler`` says why)."""
+
+    def __init__(self, ratio: float) -> None:
+        self.by_id = TraceIdRatioBased(ratio)
+        super().__init__(root=self.by_id, remote_parent_sampled=self.by_id)
+
+
 def sampler(env: Mapping[str, str] = os.environ) -> Sampler | None:
     """For ``parentbased_traceidratio`` (the chart's), every process samples a trace by its
     id at the same ratio, so they agree without asking each other: the edge agent decides,
@@ -79,14 +88,19 @@ def sampler(env: Mapping[str, str] = os.environ) -> Sampler | None:
     name = env.get("OTEL_TRACES_SAMPLER") or "parentbased_traceidratio"
     if name != "parentbased_traceidratio":
         return None
-    by_id = TraceIdRatioBased(float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0))
-    return ParentBased(root=by_id, remote_parent_sampled=by_id)
+    return RatioSampler(float(env.get("OTEL_TRACES_SAMPLER_ARG") or 1.0))
+
+
+def installed() -> TracerProvider | None:
+    """The provider ``configure`` installed, if it did (else tracing is off)."""
+    provider = trace.get_tracer_provider()
+    return provider if isinstance(provider, TracerProvider) else None
 
 
 def shutdown() -> None:
     """Send what is still batched (at the process's end)."""
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
+    provider = installed()
+    if provider is not None:
         provider.shutdown()
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aios.edge import spans
 from aios.edge.columns import METRICS, Batch, Chunk, SensorTable
 from aios.edge.filters import Chain, Context, PrivacyLedger
 from aios.edge.forwarder import Forwarder, write_atomic
@@ -176,7 +177,9 @@ class Processor:
             return
         previous = self.config
         if self.chain is not None and previous is not None:
-            self._emit(self.chain.drain(self._context()), previous)
+            started = time.time_ns()
+            drained = self.chain.drain(self._context())
+            self._emit(drained, previous, (started, time.time_ns()))
         write_atomic(self.config_path, config.to_bytes())
         self.config = config
         self._build_chain(self.chain)
@@ -224,9 +227,11 @@ class Processor:
         if rows and free_bytes(self.outbox.directory) < needed + MIB:
             return 0  # the disk is full: likewise, until delivery frees some
         batch = Batch.concat(batches) if batches else Batch.empty()
+        started = time.time_ns()
         out = self.chain.process(batch, ctx)
+        chain = (started, time.time_ns())
         try:
-            self._emit(out, self.config)
+            self._emit(out, self.config, chain)
         except DiskFull:  # more than the bound above foresaw: counted, never silent
             self.counters.add("dropped", len(out), "disk_full")
         except LogFull:
@@ -239,7 +244,8 @@ class Processor:
             self.checkpoint()
         return rows
 
-    def _emit(self, out: Batch, config: AgentConfig) -> None:
+    def _emit(self, out: Batch, config: AgentConfig, chain: tuple[int, int]) -> None:
+        """Buffer the chain's output (``chain``: when it ran, ns, for the spans)."""
         assert self.chain is not None
         lineage = Lineage(
             gateway=config.gateway.split("/")[-1],
@@ -248,7 +254,8 @@ class Processor:
             digest=config.digest,
             topic=config.sink.kafka_topic,
         )
-        records = encode(out, self.chain.presentation(), lineage)
+        traced = spans.ingested(out, chain, config.generation, config.digest)
+        records = encode(out, self.chain.presentation(), lineage, traced)
         if records:
             before = self.outbox.dropped
             self.outbox.append([r.frame() for r in records])

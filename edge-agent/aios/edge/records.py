@@ -9,6 +9,7 @@ chain per reading); a unit test parses every shape of output with ``Reading``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,9 +55,16 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def encode(batch: Batch, presentation: Presentation, lineage: Lineage) -> list[Record]:
+def encode(
+    batch: Batch,
+    presentation: Presentation,
+    lineage: Lineage,
+    traced: Mapping[int, bytes] | None = None,
+) -> list[Record]:
     """One ``Reading`` per output row. eventId: ``<sensor>:<epoch-ms>:<seq>`` for a reading,
-    ``<sensor>:<window-start-ms>:<aggregate>`` for a window aggregate (deterministic)."""
+    ``<sensor>:<window-start-ms>:<aggregate>`` for a window aggregate (deterministic).
+    ``traced``: the ``traceparent`` of rows whose spans were recorded (``aios.edge.spans``);
+    the others carry their trace id and a span id of their own."""
     if not len(batch):
         return []
     omit = presentation.omit
@@ -101,6 +109,8 @@ def encode(batch: Batch, presentation: Presentation, lineage: Lineage) -> list[R
             f'{{"eventId":"{event}","sensorId":"{name}","time":"{stamps[i]}Z",'
             f'"metrics":{{{metrics}}},{site}{place}"flags":[{",".join(flags)}],{lineage_json}}}'
         )
-        traceparent = f"00-{traces[32 * i : 32 * i + 32]}-{spans[16 * i : 16 * i + 16]}-01"
-        records.append(Record(topic, name.encode(), traceparent.encode(), value.encode()))
+        traceparent = (traced or {}).get(i) or (
+            f"00-{traces[32 * i : 32 * i + 32]}-{spans[16 * i : 16 * i + 16]}-01".encode()
+        )
+        records.append(Record(topic, name.encode(), traceparent, value.encode()))
     return records
