@@ -1,8 +1,8 @@
 """One trace per reading, in the site's Jaeger: a reading posted to an edge agent with its
 sender's trace context is decided by a model and acted on, and the spans of every step —
-the edge agent's ingest, filter chain and send, the runner's processing and model call, the action workflow, its
-policy check and its webhook — are one trace with intact parent links, which the action's
-audit trail names (``aiosctl audit trace``)."""
+the edge agent's ingest, filter chain and send, the runner's processing and model call,
+the action workflow, its policy check and its webhook — are one trace with intact parent
+links, which the action's audit trail names (``aiosctl audit trace``)."""
 
 from __future__ import annotations
 
