@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,12 +111,20 @@ class AcknowledgedProducer:
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
         self._stopping = threading.Event()
-        self._reports = threading.Thread(target=self._serve, name="kafka-reports", daemon=True)
+        self._reports = threading.Thread(
+            target=self._serve, args=(weakref.ref(self),), name="kafka-reports", daemon=True
+        )
         self._reports.start()
 
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            self.producer.poll(0.1)
+    @staticmethod
+    def _serve(owner: weakref.ref[AcknowledgedProducer]) -> None:
+        """Serve reports until closed, or until nothing else holds the owner: a forgotten
+        producer is then freed, not polled on until the interpreter's end (where a
+        librdkafka thread calling into a finalizing interpreter can crash it)."""
+        while (this := owner()) is not None and not this._stopping.is_set():
+            producer = this.producer
+            del this
+            producer.poll(0.1)
 
     def send(
         self,
