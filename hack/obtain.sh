@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
-#                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger)
+#                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger
+#                               | prometheus)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +11,7 @@ source "$here/versions.env"
 cache=${AIOS_CACHE:-$HOME/.cache/aios}
 name=${1:?component name}
 if [ "$name" = all ]; then
-  for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns jaeger; do "$0" "$c"; done; exit 0
+  for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns jaeger prometheus; do "$0" "$c"; done; exit 0
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # One build of a component at a time: `make` obtains components and images side by side,
@@ -102,6 +103,14 @@ jaeger)  # Jaeger v2 (module v1.x = v2.x), the site's trace backend; a wrapper m
   go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$dest/bin/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
   cd /; rm -rf "$work"; mark_done "$dest";;
+prometheus)  # Prometheus 3 (module v0.3xx = 3.x); of its service discoveries only Kubernetes'
+  dest=$cache/prometheus/$PROMETHEUS_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin"
+  release=3.${PROMETHEUS_VERSION#v0.3}  # v0.316.0 is Prometheus 3.16.0
+  GOBIN=$dest/bin go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+  mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0
   mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"

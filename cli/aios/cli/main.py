@@ -152,6 +152,7 @@ def _print_ready(state: SiteState) -> None:
         ("Triton", f"{e.triton_http} (gRPC {e.triton_grpc})"),
         ("MQTT", e.mqtt_url),
         ("Traces", f"{e.jaeger_url}/api/traces (Jaeger; OTLP in at {e.otlp_url})"),
+        ("Metrics", f"{e.prometheus_url}/api/v1/targets (Prometheus)"),
         ("Pods reach", f"this host at {e.host_address}"),
     ]:
         console.print(f"  {label:<11} {value}")

@@ -29,6 +29,14 @@ OBJECTS = Gauge(
     "Objects in the operator's watch-fed store, by kind.",
     ["kind"],
 )
+ACTION_OUTCOMES = ("executed", "overridden")
+INTENT_ACTIONS = Gauge(
+    "aios_intent_actions",
+    "An intent's finished actions by outcome: executed, or overridden (rejected by a human),"
+    " as Temporal's visibility counts them (durable across runner restarts); intent:"
+    " namespace/name, as the runners name it.",
+    ["intent", "outcome"],
+)
 TICKS = Counter(
     "aios_operator_ticks_total",
     "Periodic passes over every object of a kind (retries and status refreshes), by kind.",

@@ -159,6 +159,7 @@ class Runner:
         calls this between batches, never while one is being decided)."""
         for released in partitions:
             self.partitions.pop((released.topic, released.partition), None)
+            metrics.CONSUMER_LAG.remove(self.intent, released.topic, str(released.partition))
 
     async def _take_over(self) -> None:
         """Restore the state of partitions newly assigned, as of their committed offsets."""
@@ -262,8 +263,12 @@ class Runner:
                 answer = await caller(readings, now, call.headers())
                 call.target = answer.target
                 call.error = None if answer.target else caller.breaker.last_error or "no answer"
-            role = answer.target.role if answer.target else "none"
-            metrics.INFERENCE.labels(self.intent, name, role).observe(time.perf_counter() - started)
+            role, version = (
+                (answer.target.role, answer.target.version) if answer.target else ("none", "")
+            )
+            metrics.INFERENCE.labels(self.intent, name, version, role).observe(
+                time.perf_counter() - started
+            )
             metrics.MODEL_UP.labels(self.intent, name).set(0 if caller.breaker.failures else 1)
             return name, (answer.results, answer.target)
 
@@ -432,9 +437,21 @@ class Runner:
             },
         }
 
+    def _measure_lag(self) -> None:
+        """Each held partition's lag, from the high watermark its last fetch brought (no
+        request to the broker)."""
+        for (topic, partition), held in dict(self.partitions).items():
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high >= 0:
+                lag = max(0, high - held.offset)
+                metrics.CONSUMER_LAG.labels(self.intent, topic, str(partition)).set(lag)
+
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         key = f"{self.intent}/{self.pod}".encode()
         while not stop.is_set():
+            self._measure_lag()
             self.heartbeats.produce(
                 self.config.heartbeat_topic, key=key, value=json.dumps(self.health()).encode()
             )

@@ -19,8 +19,8 @@ HANDOFFS = Counter(
 )
 INFERENCE = Histogram(
     "aios_runner_inference_duration_seconds",
-    "Model call latency per batch.",
-    ["intent", "model", "role"],
+    "Model call latency per batch, by the version that answered (none: no answer).",
+    ["intent", "model", "version", "role"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
 )
 DECISION_LATENCY = Histogram(
@@ -40,4 +40,10 @@ MODEL_UP = Gauge(
 )
 PAUSED = Gauge(
     "aios_runner_paused", "1 while partitions are paused (hand-off retrying).", ["intent"]
+)
+CONSUMER_LAG = Gauge(
+    "aios_runner_consumer_lag_records",
+    "Records of a held source partition not yet decided: its high watermark less the next"
+    " offset to decide.",
+    ["intent", "topic", "partition"],
 )

@@ -86,6 +86,8 @@ KAFKA = Component("kafka", "KAFKA_VERSION")
 BENTHOS = Component("benthos", "BENTHOS_VERSION")
 JAEGER = Component("jaeger", "JAEGER_VERSION")
 """Jaeger v2: the site's trace backend (OTLP in, its query API out)."""
+PROMETHEUS = Component("prometheus", "PROMETHEUS_VERSION")
+"""Prometheus 3: scrapes the site the way the chart's monitors tell it to."""
 
 
 def mosquitto() -> Path:

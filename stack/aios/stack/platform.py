@@ -34,6 +34,7 @@ def site_environment(site: Site) -> dict[str, str]:
         "AIOS_TRITON_GRPC": e.triton_grpc,
         "AIOS_MQTT_URL": e.mqtt_url,
         "AIOS_JAEGER_URL": e.jaeger_url,
+        "AIOS_PROMETHEUS_URL": e.prometheus_url,
         "KUBECACHEDIR": str(site.directory / "kube-cache"),  # kubectl's cache, not in ~/.kube
         **mirror_environment(),  # the example models' buckets, served from a local mirror
     }

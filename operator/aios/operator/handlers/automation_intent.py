@@ -18,6 +18,7 @@ from aios.api import AutomationIntent, EdgeGateway
 from aios.api.runner import HEARTBEAT_TOPIC, PartitionProgress, runner_name
 from aios.connectors import kafka, opa
 from aios.connectors.topics import TopicPlan
+from aios.operator import metrics
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile.automation_intent import (
     RUNNER_KINDS,
@@ -225,6 +226,10 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     """Topics go only with ``deletePolicy: Delete`` (losing them by accident hurts)."""
     intents: IntentState = ctx.memo.intents
     intents.counted.pop(ctx.body.metadata["uid"], None)
+    for outcome in metrics.ACTION_OUTCOMES:
+        metrics.INTENT_ACTIONS.remove(
+            f"{ctx.body.metadata['namespace']}/{ctx.body.metadata['name']}", outcome
+        )
     stored = AutomationIntent.model_validate(dict(ctx.body))  # ``intent`` has no metadata
     site = runtime(ctx.memo).settings.site
     await runtime(ctx.memo).remove_kafka_user(runner_principal(runner_config(stored, [], site)))
@@ -248,6 +253,8 @@ async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[st
         rejected = await temporal.count_workflows(f"{intent} AND {OUTCOME.name} = 'rejected'")
     except (RPCError, RuntimeError):
         return {}
+    metrics.INTENT_ACTIONS.labels(f"{namespace}/{name}", "executed").set(executed.count)
+    metrics.INTENT_ACTIONS.labels(f"{namespace}/{name}", "overridden").set(rejected.count)
     return {"actions": executed.count, "overrides": rejected.count}
 
 

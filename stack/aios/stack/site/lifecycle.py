@@ -3,10 +3,11 @@
 ``Site.start()`` creates the site's node (its own network and mount namespace,
 ``aios.stack.node``), then brings up, inside it and in parallel, Kubernetes (etcd, the
 control plane, containerd, the kubelet, kube-proxy, CoreDNS: ``aios.stack.cluster``),
-Kafka (KRaft), the Temporal dev server, OPA, Triton and Mosquitto. Each listens on the
-node's address on its usual port; it waits for each one's real health and records the
-endpoints in ``site.json`` so ``aiosctl env`` and the test fixtures can find them. A
-component that fails raises ``ComponentFailed`` with its log tail; nothing is skipped.
+Kafka (KRaft), the Temporal dev server, OPA, Triton, Mosquitto, Jaeger and Prometheus.
+Each listens on the node's address on its usual port; it waits for each one's real health
+and records the endpoints in ``site.json`` so ``aiosctl env`` and the test fixtures can find
+them. A component that fails raises ``ComponentFailed`` with its log tail; nothing is
+skipped.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Site:
             "triton": lambda: services.start_triton(self),
             "mosquitto": lambda: services.start_mosquitto(self),
             "jaeger": lambda: services.start_jaeger(self),
+            "prometheus": lambda: services.start_prometheus(self),
         }
         unknown = set(only or ()) - set(every)
         if unknown:

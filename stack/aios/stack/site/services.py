@@ -1,14 +1,20 @@
 """The servers a site runs on its node beside Kubernetes, one start function each: Kafka
-(KRaft, SASL/SCRAM users), the Temporal dev server, OPA, Triton, Mosquitto and Jaeger. Each
+(KRaft, SASL/SCRAM users), the Temporal dev server, OPA, Triton, Mosquitto, Jaeger and
+Prometheus. Each
 listens on the node's address on its usual port, and a start returns once it answers."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from typing import TYPE_CHECKING
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from aios.stack import components
+import yaml
+
+from aios.stack import components, monitors
 from aios.stack.kafka_broker import (
     ADMIN,
     BROKER_LOG4J,
@@ -31,6 +37,9 @@ TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT = 8000, 8001, 8002
 MQTT_PORT = 1883
 OTLP_HTTP_PORT, JAEGER_QUERY_PORT, JAEGER_HEALTH_PORT = 4318, 16686, 13133
 JAEGER_MAX_TRACES = 100_000
+PROMETHEUS_PORT = 9090
+PROMETHEUS_INTERVAL = "5s"
+"""How often the site's Prometheus scrapes and evaluates rules, unless a monitor says."""
 
 
 def start_kafka(site: Site) -> None:
@@ -255,3 +264,65 @@ def start_jaeger(site: Site) -> None:
     site.endpoints.jaeger_url = f"http://{site.address}:{JAEGER_QUERY_PORT}"
     health = f"http://{site.address}:{JAEGER_HEALTH_PORT}/status"
     jaeger.wait_healthy(lambda: http_ok(health), 60)
+
+
+def prometheus_config() -> str:
+    """The site's Prometheus: itself, and whatever ``watch_monitors`` translated from the
+    monitors of the releases installed in the site (one scrape and one rule file each)."""
+    return yaml.safe_dump(
+        {
+            "global": {
+                "scrape_interval": PROMETHEUS_INTERVAL,
+                "evaluation_interval": PROMETHEUS_INTERVAL,
+            },
+            "scrape_config_files": ["scrape/*.yaml"],
+            "rule_files": ["rules/*.yaml"],
+            "scrape_configs": [
+                {
+                    "job_name": "prometheus",
+                    "static_configs": [{"targets": [f"127.0.0.1:{PROMETHEUS_PORT}"]}],
+                }
+            ],
+        },
+        sort_keys=False,
+    )
+
+
+def start_prometheus(site: Site) -> None:
+    home = site.directory / "prometheus"
+    for folder in ("scrape", "rules", "data"):
+        (home / folder).mkdir(parents=True, exist_ok=True)
+    config = home / "prometheus.yml"
+    config.write_text(prometheus_config())
+    prometheus = site.spawn(
+        "prometheus",
+        [
+            str(components.PROMETHEUS.binary()),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={home / 'data'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}",
+            "--web.enable-lifecycle",  # POST /-/reload: a release's monitors come and go
+        ],
+        cwd=home,
+    )
+    site.endpoints.prometheus_url = f"http://{site.address}:{PROMETHEUS_PORT}"
+    prometheus.wait_healthy(lambda: http_ok(f"{site.endpoints.prometheus_url}/-/ready"), 60)
+
+
+def watch_monitors(site: Site, name: str, objects: Iterable[Mapping[str, Any]]) -> None:
+    """Have the site's Prometheus scrape and evaluate what the monitoring ``objects`` of
+    release ``name`` ask for (their scrape jobs discover targets through the site's API
+    server), as the Prometheus Operator would; a configuration it refuses raises."""
+    items = list(objects)
+    home = site.directory / "prometheus"
+    jobs = monitors.scrape_configs(items, site.endpoints.kubeconfig)
+    (home / "scrape" / f"{name}.yaml").write_text(yaml.safe_dump({"scrape_configs": jobs}))
+    groups = monitors.rule_groups(items)
+    (home / "rules" / f"{name}.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    request = urllib.request.Request(f"{site.endpoints.prometheus_url}/-/reload", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=30).close()
+    except urllib.error.HTTPError as error:
+        reason = f"refused {name}'s monitors: {error.read().decode(errors='replace')}"
+        raise ComponentFailed("prometheus", reason, site.processes["prometheus"].log) from error

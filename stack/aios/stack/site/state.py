@@ -34,6 +34,8 @@ class Endpoints:
     """Where spans go: the site's Jaeger, OTLP over HTTP (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
     jaeger_url: str = ""
     """Jaeger's query API and UI."""
+    prometheus_url: str = ""
+    """The site's Prometheus: its query API, targets and rules."""
     tools_path: str = ""
     node_address: str = ""
     host_address: str = ""
