@@ -1,0 +1,123 @@
+"""The site's Prometheus watches aios the way a city's would: it finds the operator, the
+intent runners, the action workers and the edge agents through Kubernetes service
+discovery, as the chart's ServiceMonitor and PodMonitor describe them; every metric the
+chart's dashboards plot and its alerts evaluate is one those components expose, and
+every alert rule evaluates."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from model_support import serve_example_model
+from support import wait_for
+from test_intent_e2e import deploy, produce, reading
+from test_intent_models import model_intent
+
+from aios.stack.release import CHART, NAMESPACE, RELEASE
+
+REPO = Path(__file__).resolve().parents[2]
+SUFFIXES = re.compile(r"_(bucket|sum|count|total)$")
+
+
+def api(site: Any, path: str, **params: str) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    url = f"{site.endpoints.prometheus_url}/api/v1/{path}{query}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+def selectors(node: Any) -> set[str]:
+    """The metric names a parsed PromQL expression (Prometheus's own AST) selects."""
+    if isinstance(node, list):
+        return {n for item in node for n in selectors(item)}
+    if not isinstance(node, dict):
+        return set()
+    found = {node["name"]} if node.get("type") in ("vectorSelector", "matrixSelector") else set()
+    return found | {n for value in node.values() for n in selectors(value)}
+
+
+def queried(site: Any, expr: str) -> set[str]:
+    """What ``expr`` selects, with the dashboards' variables ($intent, …) matching all."""
+    return selectors(api(site, "parse_query", query=re.sub(r"\$\w+", ".*", expr)))
+
+
+def dashboard_queries() -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for path in sorted((CHART / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                queries[f"{path.stem}: {panel['title']}"] = target["expr"]
+    return queries
+
+
+def exposed(site: Any) -> set[str]:
+    """The metrics the scraped targets expose: series names, and the families they
+    describe (a labelled metric with no sample yet is described, not stored)."""
+    names = set(api(site, "label/__name__/values"))
+    return names | set(api(site, "metadata"))
+
+
+def missing(site: Any, names: set[str]) -> set[str]:
+    found = exposed(site)
+    return {n for n in names if n not in found and SUFFIXES.sub("", n) not in found}
+
+
+def up(site: Any, selector: str) -> list[dict[str, Any]]:
+    return [
+        r for r in api(site, "query", query=f"up{{{selector}}}")["result"] if r["value"][1] == "1"
+    ]
+
+
+def test_prometheus_scrapes_every_component_and_the_dashboards_and_alerts_use_what_exists(
+    site, operator, kubectl, namespace, receiver
+) -> None:
+    bootstrap = site.endpoints.kafka_bootstrap
+    serve_example_model(kubectl, namespace)
+    gateway = yaml.safe_load((REPO / "examples/city-air-quality/district-7.yaml").read_text())
+    topic = f"aios.{namespace}.readings"
+    gateway["spec"]["sink"]["kafkaTopic"] = topic
+    receiver.failures["/alert"] = 1  # the action's first call fails: a failed step is counted
+    deploy(kubectl, namespace, model_intent(topic, f"{receiver.url}/alert"))
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(gateway))
+    produce(bootstrap, topic, [("aq-prom", reading("aq-prom", 80.0, 1))])
+    wait_for(lambda: ("/alert", 200) in receiver.answered, what="the action done on its retry")
+
+    targets = {
+        "the operator": f'job="{RELEASE}",namespace="{NAMESPACE}"',
+        "the intent runner": f'namespace="{namespace}",pod=~"with-model-runner-.*"',
+        "the action worker": f'namespace="{namespace}",pod=~"aios-worker-.*"',
+        "the edge agent": f'namespace="{namespace}",pod=~"district-7-edge-sim-.*"',
+    }
+    for what, selector in targets.items():
+        found = wait_for(
+            lambda s=selector: up(site, s),
+            what=lambda w=what: f"{w} scraped: {api(site, 'targets', state='active')}",
+        )
+        assert all(r["metric"]["aios_dev_site"] for r in found), f"{what}'s series name the site"
+
+    groups = api(site, "rules")["groups"]
+    alerts = {r["name"]: r for g in groups for r in g["rules"]}
+    assert {"AiosOperatorDown", "AiosIntentPaused", "AiosEdgeDroppingReadings"} <= set(alerts)
+    uses = {f"alert {name}": rule["query"] for name, rule in alerts.items()}
+    uses |= dashboard_queries()
+    names = {use: queried(site, expr) for use, expr in uses.items()}
+    every = {n for found in names.values() for n in found} - {"up"}
+    assert "temporal_activity_execution_failed_total" in every, "the workers are watched"
+    wait_for(
+        lambda: not missing(site, every),
+        what=lambda: "; ".join(
+            f"{use} uses {sorted(missing(site, found))}"
+            for use, found in names.items()
+            if missing(site, found)
+        ),
+    )
+    wait_for(
+        lambda: all(r["health"] == "ok" for g in api(site, "rules")["groups"] for r in g["rules"]),
+        what=lambda: f"every rule evaluated: {api(site, 'rules')}",
+    )
