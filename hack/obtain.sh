@@ -11,7 +11,11 @@ source "$here/versions.env"
 cache=${AIOS_CACHE:-$HOME/.cache/aios}
 name=${1:?component name}
 if [ "$name" = all ]; then
-  for c in node-packages etcd kubernetes containerd temporal temporal-test-server opa helm kafka mosquitto coredns jaeger prometheus; do "$0" "$c"; done; exit 0
+  # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
+  # which keep the cores busy; one after another, so apt and Maven each run once at a time.
+  ( for c in node-packages mosquitto kafka temporal-test-server; do "$0" "$c"; done ) & fetched=$!
+  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus; do "$0" "$c"; done
+  wait "$fetched"; exit
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # One build of a component at a time: `make` obtains components and images side by side,
