@@ -88,7 +88,7 @@ def test_the_service_monitor_scrapes_the_operator_service_in_its_namespace(
         j for j in monitors.scrape_configs(objects, KUBECONFIG) if "serviceMonitor" in j["job_name"]
     ]
     assert job["kubernetes_sd_configs"][0]["namespaces"] == {"names": [NAMESPACE]}
-    assert job["kubernetes_sd_configs"][0]["role"] == "endpoints"
+    assert job["kubernetes_sd_configs"][0]["role"] == "endpointslice"
     service = "__meta_kubernetes_service"
     target = {
         "__meta_kubernetes_namespace": NAMESPACE,
@@ -97,13 +97,13 @@ def test_the_service_monitor_scrapes_the_operator_service_in_its_namespace(
         f"{service}_label_app_kubernetes_io_instance": "aios",
         f"{service}_label_app_kubernetes_io_component": "operator",
         f"{service}_label_aios_dev_site": "district-7",
-        "__meta_kubernetes_endpoint_port_name": "metrics",
+        "__meta_kubernetes_endpointslice_port_name": "metrics",
         "__meta_kubernetes_pod_name": "aios-0",
         "__meta_kubernetes_pod_container_name": "operator",
     }
     kept = relabel(job["relabel_configs"], target)
     assert kept is not None and kept["job"] == "aios" and kept["aios_dev_site"] == "district-7"
-    webhook = {**target, "__meta_kubernetes_endpoint_port_name": "webhook"}
+    webhook = {**target, "__meta_kubernetes_endpointslice_port_name": "webhook"}
     assert relabel(job["relabel_configs"], webhook) is None
     other = {**target, f"{service}_label_app_kubernetes_io_instance": "another"}
     assert relabel(job["relabel_configs"], other) is None, "another release's Service"

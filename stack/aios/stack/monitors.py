@@ -140,7 +140,8 @@ def pod_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[dict[s
 
 def service_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
     """One job per endpoint, its targets the named port of the selected Services'
-    endpoints; the job label is the Service's name (or its ``jobLabel`` label)."""
+    EndpointSlices (the Endpoints API is deprecated); the job label is the Service's name
+    (or its ``jobLabel`` label)."""
     namespace, name = monitor["metadata"]["namespace"], monitor["metadata"]["name"]
     spec = monitor["spec"]
     endpoints = spec["endpoints"]
@@ -156,13 +157,13 @@ def service_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[di
             "job_name": f"serviceMonitor/{namespace}/{name}/{i}",
             **_endpoint(endpoint),
             "kubernetes_sd_configs": [
-                discovery("endpoints", namespace, spec.get("namespaceSelector", {}), kubeconfig)
+                discovery("endpointslice", namespace, spec.get("namespaceSelector", {}), kubeconfig)
             ],
             "relabel_configs": [
                 *selector_rules(service, spec.get("selector", {})),
                 {
                     "action": "keep",
-                    "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                    "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
                     "regex": endpoint["port"],
                 },
                 _copy("__meta_kubernetes_namespace", "namespace"),
