@@ -2,23 +2,27 @@
 sender's trace context is decided by a model and acted on, and the spans of every step —
 the edge agent's ingest, filter chain and send, the runner's processing and model call,
 the action workflow, its policy check and its webhook — are one trace with intact parent
-links, which the action's audit trail names (``aiosctl audit trace``)."""
+links, which the action's audit trail names (``aiosctl audit trace``). A command sent to
+Kafka or MQTT carries its trace too."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+import paho.mqtt.client as mqtt
 from model_support import serve_example_model
 from support import wait_for
 from test_audit_log import aiosctl
-from test_edge_agent import PLAIN, agent_factory, configured, unique, wait_applied
+from test_edge_agent import PLAIN, agent_factory, configured, read_topic, unique, wait_applied
 from test_intent_e2e import deploy
 from test_intent_models import SPIKE, model_intent
 
+from aios.connectors import kafka
 from aios.stack.platform import site_environment
 from aios.stack.release import LOCAL_SAMPLER_RATIO
 from aios.workflows.action_io import AUTHORIZE
@@ -54,6 +58,60 @@ def spans_by_service(found: dict[str, Any]) -> dict[str, list[str]]:
     return services
 
 
+KAFKA_PM25, MQTT_PM25 = 800.0, 500.0
+
+
+def with_sinks(intent: dict[str, Any], commands: str, barriers: str) -> dict[str, Any]:
+    """``intent`` with a Kafka action for readings over ``KAFKA_PM25`` and an MQTT one over
+    ``MQTT_PM25``, decided before its own rules (and fallback)."""
+    spec = intent["spec"]
+    first = [
+        {"name": "to-kafka", "when": f"reading.pm25 >= {KAFKA_PM25}", "action": "command"},
+        {"name": "to-mqtt", "when": f"reading.pm25 >= {MQTT_PM25}", "action": "barrier"},
+    ]
+    spec["rules"][:0] = first
+    spec["fallback"][:0] = first
+    spec["actions"] += [
+        {"name": "command", "type": "kafka", "target": commands},
+        {"name": "barrier", "type": "mqtt", "target": barriers},
+    ]
+    return intent
+
+
+class MqttSubscriber:
+    """The messages published on ``topic`` (MQTT 5, so user properties arrive)."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.messages: list[mqtt.MQTTMessage] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, message: self.messages.append(message)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect(host, int(port))
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        assert subscribed.wait(10), "the broker acknowledged no subscription"
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def post(agent: Any, sensor: str, metrics: dict[str, float]) -> str:
+    """Post one reading to the edge agent under a new sampled trace; its trace id."""
+    trace_id = sampled_trace_id()
+    reading = {"sensorId": sensor, "time": datetime.now(UTC).isoformat(), "metrics": metrics}
+    status, _ = agent.post([reading], {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    assert status == 202
+    return trace_id
+
+
+def worker_spans(url: str, trace_id: str) -> list[str]:
+    found = jaeger_trace(url, trace_id)
+    return spans_by_service(found).get(WORKER, []) if found else []
+
+
 def expected_spans(sink: str) -> dict[str, set[str]]:
     """The spans each service adds to a reading's trace (those a test waits for)."""
     return {
@@ -82,7 +140,14 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
     bootstrap = site.endpoints.kafka_bootstrap
     serve_example_model(kubectl, namespace)
     name, sink = configured(bootstrap, "http", unique, PLAIN)
-    deploy(kubectl, namespace, model_intent(sink, f"{receiver.url}/traced"))
+    commands, barriers = f"city.commands.{unique}", f"city/barriers/{unique}"
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(commands, 1, {})])
+    deploy(
+        kubectl,
+        namespace,
+        with_sinks(model_intent(sink, f"{receiver.url}/traced"), commands, barriers),
+    )
+    subscriber = MqttSubscriber(site.endpoints.mqtt_url, barriers)
     agent = agent_factory(
         name,
         bootstrap,
@@ -93,10 +158,7 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
         },
     ).start()
     wait_applied(agent, 1)
-    trace_id = sampled_trace_id()
-    reading = {"sensorId": "aq-traced", "time": datetime.now(UTC).isoformat(), "metrics": SPIKE}
-    status, _ = agent.post([reading], {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
-    assert status == 202
+    trace_id = post(agent, "aq-traced", SPIKE)
 
     wait_for(lambda: any(p == "/traced" for p, _, _ in receiver.calls), what="the webhook")
     [(_, headers, _)] = [c for c in receiver.calls if c[0] == "/traced"]
@@ -129,3 +191,19 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
     assert traced.returncode == 0, traced.stderr
     [line] = [x for x in traced.stdout.splitlines() if x.startswith("trace ")]
     assert f"{site.endpoints.jaeger_url}/api/traces/{trace_id}" in line
+
+    # The Kafka and MQTT sinks: the message carries the trace, its send is a span of it.
+    to_kafka = post(agent, "aq-traced-k", {**SPIKE, "pm25": KAFKA_PM25})
+    to_mqtt = post(agent, "aq-traced-m", {**SPIKE, "pm25": MQTT_PM25})
+    [record] = read_topic(bootstrap, commands, 1, 120)
+    carried = dict(record.headers() or [])
+    assert carried["traceparent"].decode().split("-")[1] == to_kafka
+    message = wait_for(lambda: subscriber.messages, what="the MQTT command")[0]
+    properties = dict(message.properties.UserProperty)
+    assert properties["traceparent"].split("-")[1] == to_mqtt
+    subscriber.close()
+    for trace, span in ((to_kafka, f"send {commands}"), (to_mqtt, f"publish {barriers}")):
+        wait_for(
+            lambda t=trace, n=span: n in worker_spans(site.endpoints.jaeger_url, t),
+            what=f"{span} in trace {trace}",
+        )

@@ -6,7 +6,8 @@ import asyncio
 import json
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +40,24 @@ from aios.workflows.settings import WorkerSettings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TRACER = trace.get_tracer("aios.workflows.action")
+
+
+@contextmanager
+def sending(system: str, operation: str, destination: str) -> Iterator[list[tuple[str, str]]]:
+    """A producer span for the message an action sends; yields the trace context the
+    message carries (as headers or user properties), so its consumer links to the reading
+    that caused it."""
+    attributes = {
+        "messaging.system": system,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": "send",
+        "messaging.destination.name": destination,
+    }
+    name = f"{operation} {destination}"
+    with TRACER.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes) as span:
+        yield list(tracing.headers(span).items())
+
+
 KAFKA_DELIVERY_SECONDS = 15.0
 """How long librdkafka tries to deliver an action's record before reporting it failed."""
 MQTT_RETRY_SECONDS = 2.0
@@ -294,10 +313,11 @@ class ActionActivities:
 
         client.loop_start()
         try:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = [(IDEMPOTENCY_HEADER, key)]
-            info = client.publish(topic, body, qos=2, properties=properties)
-            info.wait_for_publish(timeout=MQTT_CONFIRM_SECONDS)
+            with sending("mqtt", "publish", topic) as context:
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.UserProperty = [(IDEMPOTENCY_HEADER, key), *context]
+                info = client.publish(topic, body, qos=2, properties=properties)
+                info.wait_for_publish(timeout=MQTT_CONFIRM_SECONDS)
             if not info.is_published():
                 raise ApplicationError(
                     f"the MQTT broker did not confirm the command on {topic}; it may have"
@@ -314,9 +334,12 @@ class ActionActivities:
         failure, and the key (also the ``Idempotency-Key`` header) lets a consumer drop the
         copy a lost acknowledgement can still cause."""
         try:
-            self._kafka().send(
-                topic, body, key.encode(), None, headers=[(IDEMPOTENCY_HEADER, key.encode())]
-            )
+            with sending("kafka", "send", topic) as context:
+                headers: list[tuple[str, str | bytes | None]] = [
+                    (IDEMPOTENCY_HEADER, key.encode()),
+                    *context,
+                ]
+                self._kafka().send(topic, body, key.encode(), None, headers=headers)
         except kafka.NotDelivered as error:
             raise ApplicationError(f"Kafka did not take the record on {topic}: {error}") from error
         return {"status": "executed", "kafkaTopic": topic}
