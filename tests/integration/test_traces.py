@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import yaml
 from model_support import serve_example_model
 from support import wait_for
 from test_audit_log import aiosctl
@@ -23,13 +25,13 @@ from test_intent_e2e import deploy
 from test_intent_models import SPIKE, model_intent
 
 from aios.connectors import kafka
-from aios.stack.platform import site_environment
+from aios.stack.platform import EXAMPLES, site_environment
 from aios.stack.release import LOCAL_SAMPLER_RATIO
 from aios.workflows.action_io import AUTHORIZE
 
 __all__ = ["agent_factory", "unique"]  # fixtures this module's tests use
 
-EDGE, RUNNER, WORKER = "aios-edge", "aios-intent-runner", "aios-worker"
+EDGE, RUNNER, WORKER, OPERATOR = "aios-edge", "aios-intent-runner", "aios-worker", "aios-operator"
 
 
 def sampled_trace_id() -> str:
@@ -207,3 +209,61 @@ def test_one_reading_is_one_trace_from_the_edge_to_the_webhook(
             lambda t=trace, n=span: n in worker_spans(site.endpoints.jaeger_url, t),
             what=f"{span} in trace {trace}",
         )
+
+
+def reconcile_spans(url: str, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The operator's ``reconcile <kind>`` spans of one object in the site's Jaeger."""
+    query = urllib.parse.urlencode(
+        {"service": OPERATOR, "operation": f"reconcile {kind}", "limit": 500, "lookback": "1h"}
+    )
+    try:
+        with urllib.request.urlopen(f"{url}/api/traces?{query}", timeout=10) as response:
+            traces = json.loads(response.read())["data"] or []
+    except urllib.error.HTTPError as error:
+        if error.code == 404:  # no such service yet
+            return []
+        raise
+    found = []
+    for trace in traces:
+        for span in trace["spans"]:
+            tags = {t["key"]: t["value"] for t in span["tags"]}
+            if (
+                tags.get("aios.resource.name") == name
+                and tags.get("k8s.namespace.name") == namespace
+            ):
+                found.append(span | {"attributes": tags})
+    return found
+
+
+def test_the_operator_traces_its_reconciles(site, operator, kubectl, namespace) -> None:
+    """Each reconcile is a span, sampled at the site's ratio: the gateway is changed until
+    one of its reconciles is kept, and that span names it, its generation and the outcome."""
+    gateway = yaml.safe_load((EXAMPLES / "district-7.yaml").read_text())
+    gateway["metadata"] = {"name": "traced-gateway"}  # no simulated agent
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(gateway))
+    changes = iter(range(1, 10_000))
+
+    def sampled() -> list[dict[str, Any]]:
+        found = reconcile_spans(
+            site.endpoints.jaeger_url, "EdgeGateway", namespace, "traced-gateway"
+        )
+        if not found:
+            change = {"spec": {"buffer": {"maxBytes": 268435456 + next(changes)}}}
+            kubectl(
+                "patch",
+                "edgegateway",
+                "traced-gateway",
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                json.dumps(change),
+            )
+        return found
+
+    [span, *_] = wait_for(
+        sampled, timeout=300, interval=0.2, what="a sampled reconcile of the gateway"
+    )
+    assert span["attributes"]["aios.outcome"] in ("ready", "not_ready")
+    assert span["attributes"]["aios.resource.generation"] >= 1
+    assert not span["references"], "a reconcile is the root of its trace"
