@@ -85,7 +85,9 @@ async def test_promotion_waits_for_an_approver(site, kubectl, stable_served, nam
     stranger = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "eve")
     assert stranger.returncode != 0, "no RBAC, no approval"
     await forgeries_fail(site, kubectl, namespace, found["rollout"]["workflowId"])
-    assert phase(kubectl, namespace, "AwaitingApproval"), "nothing was decided yet"
+    # Each refusal is published as a new revision: wait until the operator serves the last.
+    after = await eventually(lambda: phase(kubectl, namespace, "AwaitingApproval", *ENDED))
+    assert after["rollout"]["phase"] == "AwaitingApproval", "nothing was decided yet"
 
     done = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
     assert done.returncode == 0, done.stderr
