@@ -44,6 +44,12 @@ PROBE_TIMEOUT = 5.0
 ROLLOUTS_KEPT = 20
 """ModelRollouts kept per ModelDeployment, the newest: as many as its ``status.history``."""
 
+DRIFT_METRIC = "aios_rollout_drift_psi"
+DRIFT_HELP = (
+    "Score drift (PSI) of a rollout's new version against the stable one at its latest"
+    " analysis, by model (namespace/name) and version."
+)
+
 
 def expired(items: Sequence[Mapping[str, Any]], model_deployment: str) -> list[str]:
     """The ModelRollouts of ``model_deployment`` beyond the newest ``ROLLOUTS_KEPT``."""
@@ -292,7 +298,12 @@ class RolloutActivities:
                     await _measure(probe, target["model"], inputs, sample)
                 if hopeless(samples[1], gates, planned):
                     break
-        return judge(samples[0], samples[1], gates)
+        report = judge(samples[0], samples[1], gates)
+        if report.drift_psi is not None:
+            drift = activity.metric_meter().create_gauge_float(DRIFT_METRIC, DRIFT_HELP)
+            model = f"{request.namespace}/{request.name}"
+            drift.set(report.drift_psi, {"model": model, "version": str(candidate["version"])})
+        return report
 
     @staticmethod
     async def _metadata(
