@@ -97,40 +97,31 @@ def _endpoint(endpoint: Mapping[str, Any]) -> dict[str, Any]:
     return job
 
 
-def pod_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
-    """One job per metrics endpoint, its targets the selected pods' named container port."""
-    namespace, name = monitor["metadata"]["namespace"], monitor["metadata"]["name"]
-    spec = monitor["spec"]
-    endpoints = spec["podMetricsEndpoints"]
-    _checked(POD_MONITOR, spec, endpoints)
-    meta = "__meta_kubernetes_pod"
+def _jobs(
+    monitor: Mapping[str, Any],
+    endpoints: list[Mapping[str, Any]],
+    kubeconfig: str,
+    role: str,
+    selected: str,
+    port: str,
+    labels: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One scrape job per endpoint of a monitor: ``role`` discovery, its targets those whose
+    ``selected`` object's labels match the selector and whose ``port`` label names the
+    endpoint's port; ``labels``: the rules between the namespace and the job label."""
+    kind, meta = monitor["kind"], monitor["metadata"]
+    namespace, spec = meta["namespace"], monitor["spec"]
     return [
         {
-            "job_name": f"podMonitor/{namespace}/{name}/{i}",
+            "job_name": f"{kind[0].lower()}{kind[1:]}/{namespace}/{meta['name']}/{i}",
             **_endpoint(endpoint),
             "kubernetes_sd_configs": [
-                discovery("pod", namespace, spec.get("namespaceSelector", {}), kubeconfig)
+                discovery(role, namespace, spec.get("namespaceSelector", {}), kubeconfig)
             ],
             "relabel_configs": [
-                *selector_rules(meta, spec.get("selector", {})),
-                {
-                    "action": "keep",
-                    "source_labels": [f"{meta}_container_port_name"],
-                    "regex": endpoint["port"],
-                },
-                {
-                    "action": "drop",
-                    "source_labels": [f"{meta}_phase"],
-                    "regex": "(Failed|Succeeded)",
-                },
-                _copy("__meta_kubernetes_namespace", "namespace"),
-                _copy(f"{meta}_name", "pod"),
-                _copy(f"{meta}_container_name", "container"),
-                *[
-                    _copy(f"{meta}_label_{label_name(k)}", label_name(k))
-                    for k in spec.get("podTargetLabels", [])
-                ],
-                {"target_label": "job", "replacement": f"{namespace}/{name}"},
+                *selector_rules(selected, spec.get("selector", {})),
+                {"action": "keep", "source_labels": [port], "regex": endpoint["port"]},
+                *labels,
                 {"target_label": "endpoint", "replacement": endpoint["port"]},
             ],
         }
@@ -138,11 +129,33 @@ def pod_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[dict[s
     ]
 
 
+def _targeted(meta: str, keys: Iterable[str]) -> list[dict[str, Any]]:
+    """Copies of the object's labels ``keys`` onto its series (``targetLabels``)."""
+    return [_copy(f"{meta}_label_{label_name(k)}", label_name(k)) for k in keys]
+
+
+def pod_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
+    """One job per metrics endpoint, its targets the selected pods' named container port."""
+    spec, meta = monitor["spec"], monitor["metadata"]
+    endpoints = spec["podMetricsEndpoints"]
+    _checked(POD_MONITOR, spec, endpoints)
+    pod = "__meta_kubernetes_pod"
+    labels = [
+        {"action": "drop", "source_labels": [f"{pod}_phase"], "regex": "(Failed|Succeeded)"},
+        _copy("__meta_kubernetes_namespace", "namespace"),
+        _copy(f"{pod}_name", "pod"),
+        _copy(f"{pod}_container_name", "container"),
+        *_targeted(pod, spec.get("podTargetLabels", [])),
+        {"target_label": "job", "replacement": f"{meta['namespace']}/{meta['name']}"},
+    ]
+    port = f"{pod}_container_port_name"
+    return _jobs(monitor, endpoints, kubeconfig, "pod", pod, port, labels)
+
+
 def service_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
     """One job per endpoint, its targets the named port of the selected Services'
     EndpointSlices (the Endpoints API is deprecated); the job label is the Service's name
     (or its ``jobLabel`` label)."""
-    namespace, name = monitor["metadata"]["namespace"], monitor["metadata"]["name"]
     spec = monitor["spec"]
     endpoints = spec["endpoints"]
     _checked(SERVICE_MONITOR, spec, endpoints)
@@ -152,34 +165,16 @@ def service_monitor_jobs(monitor: Mapping[str, Any], kubeconfig: str) -> list[di
         if "jobLabel" in spec
         else f"{service}_name"
     )
-    return [
-        {
-            "job_name": f"serviceMonitor/{namespace}/{name}/{i}",
-            **_endpoint(endpoint),
-            "kubernetes_sd_configs": [
-                discovery("endpointslice", namespace, spec.get("namespaceSelector", {}), kubeconfig)
-            ],
-            "relabel_configs": [
-                *selector_rules(service, spec.get("selector", {})),
-                {
-                    "action": "keep",
-                    "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
-                    "regex": endpoint["port"],
-                },
-                _copy("__meta_kubernetes_namespace", "namespace"),
-                _copy(f"{service}_name", "service"),
-                _copy("__meta_kubernetes_pod_name", "pod"),
-                _copy("__meta_kubernetes_pod_container_name", "container"),
-                *[
-                    _copy(f"{service}_label_{label_name(k)}", label_name(k))
-                    for k in spec.get("targetLabels", [])
-                ],
-                _copy(job, "job"),
-                {"target_label": "endpoint", "replacement": endpoint["port"]},
-            ],
-        }
-        for i, endpoint in enumerate(endpoints)
+    labels = [
+        _copy("__meta_kubernetes_namespace", "namespace"),
+        _copy(f"{service}_name", "service"),
+        _copy("__meta_kubernetes_pod_name", "pod"),
+        _copy("__meta_kubernetes_pod_container_name", "container"),
+        *_targeted(service, spec.get("targetLabels", [])),
+        _copy(job, "job"),
     ]
+    port = "__meta_kubernetes_endpointslice_port_name"
+    return _jobs(monitor, endpoints, kubeconfig, "endpointslice", service, port, labels)
 
 
 def scrape_configs(objects: Iterable[Mapping[str, Any]], kubeconfig: str) -> list[dict[str, Any]]:
