@@ -127,6 +127,17 @@ def traceparent_of(context: SpanContext) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
+def messaging(system: str, operation: str, destination: str) -> dict[str, str]:
+    """OpenTelemetry's messaging attributes of a span that sends (``send``, ``publish``) or
+    processes (``process``) a message of ``destination``."""
+    return {
+        "messaging.system": system,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": "send" if operation == "publish" else operation,
+        "messaging.destination.name": destination,
+    }
+
+
 def headers(span: trace.Span) -> dict[str, str]:
     """The trace context headers of ``span`` for an outgoing call (none for an invalid one)."""
     carrier: dict[str, str] = {}

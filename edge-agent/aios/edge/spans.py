@@ -105,9 +105,7 @@ def sending(record: Record) -> tuple[bytes, Span | None]:
         context=parent,
         kind=SpanKind.PRODUCER,
         attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": record.topic,
+            **tracing.messaging("kafka", "send", record.topic),
             "messaging.kafka.message.key": record.key.decode(errors="replace"),
         },
     )

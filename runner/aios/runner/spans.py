@@ -47,9 +47,7 @@ class BatchSpans:
             kind=SpanKind.CONSUMER,
             start_time=self.started,
             attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": topic,
+                **tracing.messaging("kafka", "process", topic),
                 "messaging.destination.partition.id": str(partition),
                 "messaging.kafka.offset": offset or 0,
                 "messaging.consumer.group.name": self.group,

@@ -47,12 +47,7 @@ def sending(system: str, operation: str, destination: str) -> Iterator[list[tupl
     """A producer span for the message an action sends; yields the trace context the
     message carries (as headers or user properties), so its consumer links to the reading
     that caused it."""
-    attributes = {
-        "messaging.system": system,
-        "messaging.operation.name": operation,
-        "messaging.operation.type": "send",
-        "messaging.destination.name": destination,
-    }
+    attributes = tracing.messaging(system, operation, destination)
     name = f"{operation} {destination}"
     with TRACER.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes) as span:
         yield list(tracing.headers(span).items())
