@@ -55,7 +55,14 @@ def test_a_shadow_gets_a_mirror_and_never_answers() -> None:
         assert chosen.primary.version == "1"
         assert chosen.mirror is not None and chosen.mirror.version == "2"
         assert chosen.mirror.role == "shadow"
-    assert route(STATUS, 0.5).mirror is None
+        assert chosen.candidate == chosen.mirror
+    assert route(STATUS, 0.5).mirror is None and route(STATUS, 0.5).candidate is None
+
+
+def test_the_stable_version_gets_a_copy_of_what_the_canary_answers() -> None:
+    canary = route(STATUS, 0.0)
+    assert canary.primary.role == "canary" and canary.candidate == canary.primary
+    assert canary.mirror is not None and canary.mirror.version == "1"
 
 
 def test_nothing_serving_is_unavailable_so_callers_fall_back() -> None:

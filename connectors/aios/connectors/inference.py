@@ -10,6 +10,7 @@ retrying it elsewhere cannot help.
 ``route`` is the traffic split of a ModelDeployment in raw mode: the operator publishes
 the stable, canary and shadow endpoints in its status, and every caller draws where each
 request goes from ``canaryWeight``, so a rollout shifts traffic without a proxy in the path.
+``decides_alike`` is when two versions' answers to one request count as the same decision.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 Protocol_ = Literal["http", "grpc"]
 Role = Literal["stable", "canary", "shadow"]
+_EPSILON = 1e-4
 
 # Statuses after which another replica, version or the fallback may well succeed.
 _UNAVAILABLE_HTTP = {"404", "408", "429", "500", "502", "503", "504"}
@@ -266,6 +268,13 @@ class Route:
     """Where one request goes: ``primary`` answers; ``mirror``, if any, gets a copy whose
     answer is compared, never acted on."""
 
+    @property
+    def candidate(self) -> Target | None:
+        """The new version of the pair, if the request goes to two: the one not stable."""
+        if self.mirror is None:
+            return None
+        return self.mirror if self.primary.role == "stable" else self.primary
+
     primary: Target
     mirror: Target | None = None
 
@@ -282,11 +291,22 @@ def _target(status: Mapping[str, Any], role: Role) -> Target | None:
 def route(status: Mapping[str, Any], draw: float) -> Route:
     """Where a request goes, given a ModelDeployment's ``status`` and a uniform ``draw`` in
     [0, 1): the canary when ``draw`` falls under ``canaryWeight`` percent, else the stable
-    version; a shadow version, if any, gets a mirrored copy."""
+    version. A shadow version, if any, gets a mirrored copy; so does the stable version of
+    a request the canary answers, so both versions' decisions on the same live readings
+    can be compared (the canary's share of traffic, answered twice, while it lasts)."""
     stable = _target(status, "stable")
     if stable is None:
         raise InferenceUnavailable("the ModelDeployment serves no version yet")
     canary = _target(status, "canary")
     weight = int(status.get("canaryWeight") or 0)
-    primary = canary if canary is not None and draw * 100 < weight else stable
-    return Route(primary, _target(status, "shadow"))
+    if canary is not None and draw * 100 < weight:
+        return Route(canary, stable)
+    return Route(stable, _target(status, "shadow"))
+
+
+def decides_alike(a: float, b: float) -> bool:
+    """Scores in [0, 1] decide alike on the same side of 0.5; other outputs (a forecast)
+    agree within 5 %."""
+    if 0 <= a <= 1 and 0 <= b <= 1:
+        return (a >= 0.5) == (b >= 0.5)
+    return abs(a - b) <= 0.05 * max(abs(a), abs(b), _EPSILON)

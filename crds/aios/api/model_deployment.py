@@ -155,7 +155,10 @@ class Analysis(ApiModel):
         default=250, gt=0, description="Highest p99 inference latency in milliseconds."
     )
     max_drift_psi: float = Field(
-        default=0.2, ge=0, description="Highest population stability index of inputs vs training."
+        default=0.2,
+        ge=0,
+        description="Highest population stability index of the new version's scores against"
+        " the stable version's.",
     )
     min_confidence_mean: Fraction | None = Field(
         default=None, description="Lowest mean confidence of the new version's outputs."
@@ -164,7 +167,11 @@ class Analysis(ApiModel):
         default=None, description="Lowest share of decisions equal to the stable version's."
     )
     min_requests: int = Field(
-        default=50, ge=0, description="Requests needed before a step can be judged."
+        default=50,
+        ge=0,
+        description="Readings the new version must have served in the step to be judged on"
+        " live traffic (the runners' metrics, from the Prometheus the chart names); below it,"
+        " this many synthetic probe requests stand in, and the report says so.",
     )
     replay: ReplayGate | None = Field(
         default=None,
@@ -256,7 +263,18 @@ class ServingTarget(ApiModel):
 class AnalysisReport(ApiModel):
     """What one analysis measured on the new version, next to the stable version."""
 
-    requests: int = Field(ge=0, description="Requests sent to each version.")
+    traffic: Literal["live", "probes"] = Field(
+        default="probes",
+        description="What the version was judged on: the readings it served (live), or"
+        " synthetic probes when live traffic was below minRequests or no Prometheus was named.",
+    )
+    live_requests: int | None = Field(
+        default=None,
+        ge=0,
+        description="Readings the new version served in the step, from Prometheus (absent:"
+        " none was asked).",
+    )
+    requests: int = Field(ge=0, description="Requests the new version was judged on.")
     error_rate: float = Field(
         ge=0, le=1, description="Share of the new version's requests that failed."
     )

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from aios.api.base import DEFAULT_SITE, SITE_ENV, ApiModel
+from aios.connectors.prometheus import PROMETHEUS_URL_ENV
 from aios.operator.certificates import KeyPair, load_ca
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 from aios.operator.reconcile.kafka_access import (
@@ -123,6 +124,9 @@ class OperatorSettings:
     model_mirror: str = ""
     """A directory on the nodes holding copies of the model buckets (an on-premises
     mirror): model servers read ``s3://bucket/key`` from ``<mirror>/bucket/key``."""
+    prometheus_url: str = ""
+    """The Prometheus that scrapes the site (the chart's ``monitoring.prometheusUrl``):
+    rollout analyses ask it what each model version's live traffic measured."""
     tracing: dict[str, str] = field(default_factory=dict)
     """OpenTelemetry's own variables (the OTLP endpoint, the sampler), passed on as they
     are to every data-plane container (``aios.api.tracing``)."""
@@ -150,6 +154,7 @@ class OperatorSettings:
             namespace=env.get("POD_NAMESPACE", "default"),
             site=env.get(SITE_ENV) or DEFAULT_SITE,
             model_mirror=env.get("AIOS_MODEL_MIRROR", ""),
+            prometheus_url=env.get(PROMETHEUS_URL_ENV, ""),
             tracing={k: v for k, v in env.items() if k in TRACING_ENV and v},
         )
 
@@ -177,6 +182,7 @@ class OperatorSettings:
             "AIOS_OPA_URL": self.opa_url,
             "AIOS_MQTT_URL": self.mqtt_url,
             SITE_ENV: self.site,
+            PROMETHEUS_URL_ENV: self.prometheus_url,
             **self.tracing,
         }
         env: list[dict[str, Any]] = [

@@ -3,6 +3,8 @@ each ModelDeployment, a circuit breaker per call, and the shadow mirror.
 
 Every reading gets a ``CallResult`` per model call; anything short of an answer becomes a
 state the rules turn into a fallback decision, so inference trouble never stops decisions.
+What each version answered (or failed), and whether a mirrored pair decided alike, is
+counted per version: a rollout's analysis judges the new version on it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from aios.connectors.inference import (
     InferenceUnavailable,
     Route,
     Target,
+    decides_alike,
     route,
 )
+from aios.runner import metrics
 from aios.runner.rules import CallResult, CallState
 
 FEATURE_ORDER: tuple[Metric, ...] = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
@@ -107,11 +111,13 @@ class ModelCaller:
 
     def __init__(
         self,
+        intent: str,
         call: ModelCall,
         statuses: Callable[[str], Mapping[str, Any] | None],
         protocol: str = "grpc",
     ) -> None:
         self.call = call
+        self.intent = intent
         self.statuses = statuses
         self.protocol = protocol
         self.breaker = CircuitBreaker()
@@ -135,6 +141,9 @@ class ModelCaller:
         matrix = features([readings[i] for i in complete])
         try:
             chosen = self._route()
+        except InferenceUnavailable as error:
+            return self._failed(error, results)
+        try:
             outputs = await self._client(chosen.primary).infer(
                 chosen.primary.model,
                 {"features": matrix},
@@ -142,16 +151,36 @@ class ModelCaller:
                 headers=headers,
             )
         except InferenceError as error:
-            self.breaker.failed(str(error))
-            log.warning("model call %s failed: %s", self.call.name, error)
-            return BatchAnswer(results)
+            self._observe(chosen.primary, None, len(complete))
+            return self._failed(error, results)
         self.breaker.succeeded()
+        answers = rows(outputs, len(complete))
+        self._observe(chosen.primary, answers, len(complete))
         if chosen.mirror is not None:
-            self._mirror(chosen.mirror, matrix)
+            self._mirror(chosen, matrix, answers)
         # Each Deployment serves one version, so requests name the model only.
-        for i, answer in zip(complete, rows(outputs, len(complete)), strict=True):
+        for i, answer in zip(complete, answers, strict=True):
             results[i] = CallResult("ok", answer)
         return BatchAnswer(results, chosen.primary)
+
+    def _failed(self, error: InferenceError, results: list[CallResult]) -> BatchAnswer:
+        self.breaker.failed(str(error))
+        log.warning("model call %s failed: %s", self.call.name, error)
+        return BatchAnswer(results)
+
+    def _observe(self, target: Target, answers: list[dict[str, float]] | None, count: int) -> None:
+        """Count ``count`` readings ``target`` answered (``answers``, one each) or failed
+        (None). Both outcomes' series exist from the first, so a rate starts at zero."""
+        labels = (self.intent, self.call.model_deployment, target.version, target.role)
+        ok, failed = (metrics.MODEL_ANSWERS.labels(*labels, o) for o in ("ok", "error"))
+        (failed if answers is None else ok).inc(count)
+        scores, confidences = metrics.MODEL_SCORE.labels(*labels), None
+        for answer in answers or ():
+            if (score := answer.get("score")) is not None:
+                scores.observe(score)
+            if (confidence := answer.get("confidence")) is not None:
+                confidences = confidences or metrics.MODEL_CONFIDENCE.labels(*labels)
+                confidences.observe(confidence)
 
     def _route(self) -> Route:
         status = self.statuses(self.call.model_deployment)
@@ -159,18 +188,33 @@ class ModelCaller:
             raise InferenceUnavailable(f"ModelDeployment {self.call.model_deployment} not found")
         return route(status, random.random())
 
-    def _mirror(self, target: Target, matrix: npt.NDArray[Any]) -> None:
-        """Send the shadow its copy without waiting for it; its answer never decides."""
+    def _mirror(
+        self, chosen: Route, matrix: npt.NDArray[Any], answers: list[dict[str, float]]
+    ) -> None:
+        """Send the mirror its copy without waiting for it; its answer never decides, it
+        is only compared with ``answers``, the primary's (``aios.connectors.inference.route``)."""
+        assert chosen.mirror is not None and chosen.candidate is not None
+        target, candidate = chosen.mirror, chosen.candidate
 
         async def send() -> None:
             try:
-                await self._client(target).infer(
+                outputs = await self._client(target).infer(
                     target.model,
                     {"features": matrix},
                     timeout=self.call.timeout_ms / 1000,
                 )
             except InferenceError as error:
-                log.info("shadow %s of %s failed: %s", target.version, self.call.name, error)
+                self._observe(target, None, len(answers))
+                log.info("mirror %s of %s failed: %s", target.version, self.call.name, error)
+                return
+            copies = rows(outputs, len(answers))
+            self._observe(target, copies, len(answers))
+            pairs = metrics.MODEL_PAIRS
+            labels = (self.intent, self.call.model_deployment, candidate.version)
+            for answer, copy in zip(answers, copies, strict=True):
+                if "score" in answer and "score" in copy:
+                    alike = decides_alike(answer["score"], copy["score"])
+                    pairs.labels(*labels, "agree" if alike else "disagree").inc()
 
         task = asyncio.create_task(send())
         self.mirrors.add(task)

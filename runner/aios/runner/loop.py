@@ -122,7 +122,7 @@ class Runner:
         )
         self.heartbeats: Producer = kafka.producer(bootstrap)
         self.bootstrap = bootstrap
-        self.callers = {m.name: ModelCaller(m, statuses) for m in spec.models}
+        self.callers = {m.name: ModelCaller(self.intent, m, statuses) for m in spec.models}
         self.rules = RuleSet.compile(spec)
         self.partitions: dict[SourcePartition, Partition] = {}
         """The source partitions this replica holds, restored from the state topic."""
@@ -266,7 +266,8 @@ class Runner:
             role, version = (
                 (answer.target.role, answer.target.version) if answer.target else ("none", "")
             )
-            metrics.INFERENCE.labels(self.intent, name, version, role).observe(
+            deployment = caller.call.model_deployment
+            metrics.INFERENCE.labels(self.intent, name, deployment, version, role).observe(
                 time.perf_counter() - started
             )
             metrics.MODEL_UP.labels(self.intent, name).set(0 if caller.breaker.failures else 1)

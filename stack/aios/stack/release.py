@@ -59,6 +59,7 @@ def local_site_values(
         "mqtt": {"url": endpoints.mqtt_url},
         "tracing": {"otlpEndpoint": endpoints.otlp_url, "samplerRatio": LOCAL_SAMPLER_RATIO},
         "monitoring": {
+            "prometheusUrl": endpoints.prometheus_url,
             "serviceMonitor": {"interval": PROMETHEUS_INTERVAL},
             "podMonitor": {"interval": PROMETHEUS_INTERVAL},
         },

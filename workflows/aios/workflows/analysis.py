@@ -1,23 +1,26 @@
 """How a new model version is judged against the stable one. Pure: numbers in, verdict out.
 
-Both versions answer the same probe requests; the new version must keep its error rate,
-its p99 latency and its mean confidence within the gates, its score distribution must
-not drift from the stable one's (population stability index), and, where asked, it must
-decide as the stable version does. A shadow is judged the same way; it only never serves.
+The new version must keep its error rate, its p99 latency and its mean confidence within
+the gates, its score distribution must not drift from the stable one's (population
+stability index), and, where asked, it must decide as the stable version does. What is
+measured comes from the readings each version served (``aios.workflows.live_analysis``)
+or, below the live-traffic floor, from probe requests both versions answer here. A shadow
+is judged the same way; it only never serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from aios.api.model_deployment import Analysis, AnalysisReport
+from aios.connectors.inference import decides_alike
 
-EPSILON = 1e-4
+Traffic = Literal["live", "probes"]
 
 
 @dataclass
@@ -36,6 +39,19 @@ class Sample:
         self.latencies_ms.append(latency_ms)
         self.scores.append(score)
         self.confidences.append(confidence)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What an analysis measured of the new version, next to the stable one."""
+
+    requests: int
+    errors: int
+    p99_ms: float | None = None
+    stable_p99_ms: float | None = None
+    confidence_mean: float | None = None
+    drift_psi: float | None = None
+    agreement: float | None = None
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -65,63 +81,79 @@ def psi(expected: Sequence[float], actual: Sequence[float]) -> float | None:
         if len(edges) < 2:  # a constant reference: one bin at it, one around it
             edges = np.array([reference[0] - 1e-6, reference[0] + 1e-6])
     edges[0], edges[-1] = -np.inf, np.inf
+    return binned_psi(np.histogram(reference, edges)[0], np.histogram(observed, edges)[0])
+
+
+def binned_psi(
+    expected: Sequence[float] | npt.NDArray[Any], actual: Sequence[float] | npt.NDArray[Any]
+) -> float | None:
+    """The population stability index of two histograms on the same bins (None with
+    fewer than two observations on either side)."""
+    e, a = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if e.sum() < 2 or a.sum() < 2:
+        return None
     # Half a count in every bin (Laplace smoothing): an empty bin is "rare", not "never".
-    e = (np.histogram(reference, edges)[0] + 0.5) / (len(reference) + 0.5 * (len(edges) - 1))
-    a = (np.histogram(observed, edges)[0] + 0.5) / (len(observed) + 0.5 * (len(edges) - 1))
+    e = (e + 0.5) / (e.sum() + 0.5 * len(e))
+    a = (a + 0.5) / (a.sum() + 0.5 * len(a))
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def decides_alike(a: float, b: float) -> bool:
-    """Scores in [0, 1] decide alike on the same side of 0.5; other outputs (a forecast)
-    agree within 5 %."""
-    if 0 <= a <= 1 and 0 <= b <= 1:
-        return (a >= 0.5) == (b >= 0.5)
-    return abs(a - b) <= 0.05 * max(abs(a), abs(b), EPSILON)
-
-
-def judge(stable: Sample, candidate: Sample, gates: Analysis) -> AnalysisReport:
-    """The analysis report of ``candidate`` vs ``stable``."""
-    requests = len(candidate.scores)
-    error_rate = candidate.errors / requests if requests else 1.0
-    p99 = percentile(candidate.latencies_ms, 99)
-    stable_p99 = percentile(stable.latencies_ms, 99)
+def measured(stable: Sample, candidate: Sample) -> Measured:
+    """What the probe requests measured: both versions answered the same inputs, so their
+    scores pair up for drift and agreement."""
     confidences = [c for c in candidate.confidences if c is not None]
-    confidence_mean = float(np.mean(confidences)) if confidences else None
     paired = [
         (s, c)
         for s, c in zip(stable.scores, candidate.scores, strict=True)
         if s is not None and c is not None
     ]
-    drift = psi([s for s, _ in paired], [c for _, c in paired])
-    agreement = sum(decides_alike(s, c) for s, c in paired) / len(paired) if paired else None
+    return Measured(
+        requests=len(candidate.scores),
+        errors=candidate.errors,
+        p99_ms=percentile(candidate.latencies_ms, 99),
+        stable_p99_ms=percentile(stable.latencies_ms, 99),
+        confidence_mean=float(np.mean(confidences)) if confidences else None,
+        drift_psi=psi([s for s, _ in paired], [c for _, c in paired]),
+        agreement=sum(decides_alike(s, c) for s, c in paired) / len(paired) if paired else None,
+    )
 
+
+def judge(
+    found: Measured, gates: Analysis, traffic: Traffic, live_requests: int | None = None
+) -> AnalysisReport:
+    """The analysis report of what was ``found`` on ``traffic``; ``live_requests``, when
+    probes stood in, is the live traffic that was too little (None: none could be asked)."""
+    requests = found.requests
+    error_rate = found.errors / requests if requests else 1.0
     reasons = []
     if error_rate > gates.max_error_rate:
         reasons.append(f"error rate {error_rate:.1%} above {gates.max_error_rate:.1%}")
-    if p99 is not None and p99 > gates.max_p99_latency_ms:
-        reasons.append(f"p99 latency {p99:.0f} ms above {gates.max_p99_latency_ms:g} ms")
-    if drift is not None and drift > gates.max_drift_psi:
-        reasons.append(f"score drift PSI {drift:.2f} above {gates.max_drift_psi:g}")
+    if found.p99_ms is not None and found.p99_ms > gates.max_p99_latency_ms:
+        reasons.append(f"p99 latency {found.p99_ms:.0f} ms above {gates.max_p99_latency_ms:g} ms")
+    if found.drift_psi is not None and found.drift_psi > gates.max_drift_psi:
+        reasons.append(f"score drift PSI {found.drift_psi:.2f} above {gates.max_drift_psi:g}")
     if gates.min_confidence_mean is not None and (
-        confidence_mean is None or confidence_mean < gates.min_confidence_mean
+        found.confidence_mean is None or found.confidence_mean < gates.min_confidence_mean
     ):
-        shown = "none" if confidence_mean is None else f"{confidence_mean:.2f}"
+        shown = "none" if found.confidence_mean is None else f"{found.confidence_mean:.2f}"
         reasons.append(f"mean confidence {shown} below {gates.min_confidence_mean:g}")
     if gates.min_decision_agreement is not None and (
-        agreement is None or agreement < gates.min_decision_agreement
+        found.agreement is None or found.agreement < gates.min_decision_agreement
     ):
-        shown = "none" if agreement is None else f"{agreement:.1%}"
+        shown = "none" if found.agreement is None else f"{found.agreement:.1%}"
         reasons.append(f"agreement {shown} below {gates.min_decision_agreement:.0%}")
     if not reasons and requests < gates.min_requests:
         reasons.append(f"only {requests} requests, {gates.min_requests} needed")
     return AnalysisReport(
+        traffic=traffic,
+        live_requests=live_requests,
         requests=requests,
         error_rate=round(error_rate, 4),
-        p99_latency_ms=_round(p99),
-        stable_p99_latency_ms=_round(stable_p99),
-        confidence_mean=_round(confidence_mean, 4),
-        drift_psi=_round(drift, 4),
-        agreement=_round(agreement, 4),
+        p99_latency_ms=_round(found.p99_ms),
+        stable_p99_latency_ms=_round(found.stable_p99_ms),
+        confidence_mean=_round(found.confidence_mean, 4),
+        drift_psi=_round(found.drift_psi, 4),
+        agreement=_round(found.agreement, 4),
         passed=not reasons,
         reasons=reasons,
     )

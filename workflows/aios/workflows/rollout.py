@@ -304,22 +304,23 @@ class ModelRollout:
 
     async def _analyse(self, number: int, shadow: bool) -> bool:
         rollout = self._input()
+        window = int((workflow.now() - self.steps[-1].started_at).total_seconds())
         report = await workflow.execute_activity_method(
             RolloutActivities.analyse_rollout,
-            AnalysisRequest(rollout.namespace, rollout.name, rollout.gates, shadow),
+            AnalysisRequest(rollout.namespace, rollout.name, rollout.gates, shadow, window),
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=60),
             retry_policy=ACTIVITY_RETRY,
         )
         self.steps[-1].analysis = report
         summary = describe(report)
+        what = "shadow" if shadow else f"step {number}"
         if report.passed:
-            self.message = f"{'shadow' if shadow else f'step {number}'} analysis passed: {summary}"
+            self.message = f"{what} analysis passed: {summary}"
             await self._publish(Event("AnalysisPassed", self.message))
             return True
-        self.message = f"{'shadow' if shadow else f'step {number}'} analysis failed: " + "; ".join(
-            report.reasons
-        )
+        on = "live traffic" if report.traffic == "live" else "synthetic probes"
+        self.message = f"{what} analysis failed on {on}: " + "; ".join(report.reasons)
         await self._publish(Event("AnalysisFailed", f"{self.message} ({summary})", "Warning"))
         return False
 
@@ -419,8 +420,15 @@ class ModelRollout:
 
 
 def describe(report: AnalysisReport) -> str:
-    """``50 requests, 0.0% errors, p99 12 ms (stable 10 ms), PSI 0.03, agreement 98%``."""
-    parts = [f"{report.requests} requests", f"{report.error_rate:.1%} errors"]
+    """``live traffic: 150 readings, 0.0% errors, p99 12 ms (stable 10 ms), PSI 0.03,
+    agreement 98%``; on probes, ``50 synthetic probes (live traffic: 12 readings), ...``."""
+    if report.traffic == "live":
+        parts = [f"live traffic: {report.requests} readings"]
+    else:
+        live = report.live_requests
+        seen = "no live traffic measured" if live is None else f"live traffic: {live} readings"
+        parts = [f"{report.requests} synthetic probes ({seen})"]
+    parts.append(f"{report.error_rate:.1%} errors")
     if report.p99_latency_ms is not None:
         stable = report.stable_p99_latency_ms
         parts.append(

@@ -1,4 +1,4 @@
-"""The rollout workflow's side effects: its ModelRollout, Events, serving checks, probes.
+"""The rollout workflow's side effects: its ModelRollout, Events, serving checks, analyses.
 
 Every activity is safe to retry: a publication carries the workflow's whole rollout
 record (so writing it twice writes the same thing), is refused when another rollout has
@@ -22,13 +22,23 @@ from temporalio.exceptions import ApplicationError
 
 from aios.api import GROUP, VERSION, ModelDeployment, ModelRollout
 from aios.api.base import owner_reference
-from aios.api.model_deployment import AnalysisReport, RolloutStatus
+from aios.api.model_deployment import Analysis, AnalysisReport, RolloutStatus
 from aios.api.model_rollout import ModelRolloutSpec, ModelRolloutStatus, rollout_name
 from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client, event
+from aios.connectors.prometheus import PROMETHEUS_URL_ENV, Prometheus, PrometheusError
 from aios.connectors.serving import explain
-from aios.workflows.analysis import Sample, hopeless, judge, probe_inputs, summarise
+from aios.workflows.analysis import (
+    Measured,
+    Sample,
+    hopeless,
+    judge,
+    measured,
+    probe_inputs,
+    summarise,
+)
+from aios.workflows.live_analysis import measure_live
 from aios.workflows.rollout_io import (
     APPROVAL_REFUSED,
     AnalysisRequest,
@@ -64,9 +74,12 @@ def expired(items: Sequence[Mapping[str, Any]], model_deployment: str) -> list[s
 class RolloutActivities:
     """The activities, sharing one Kubernetes client per worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, prometheus_url: str | None = None) -> None:
         self._api: client.ApiClient | None = None
         self.audit = AuditWriter()
+        self.prometheus_url = (
+            os.environ.get(PROMETHEUS_URL_ENV, "") if prometheus_url is None else prometheus_url
+        )
 
     @property
     def api(self) -> client.ApiClient:
@@ -274,13 +287,49 @@ class RolloutActivities:
 
     @activity.defn(name="analyse_rollout")
     async def analyse_rollout(self, request: AnalysisRequest) -> AnalysisReport:
-        """Send both versions the same probe requests and judge the new one."""
+        """Judge the new version on the readings it served in the step's window; below
+        ``minRequests`` of them, on probe requests sent to both versions."""
         md = await asyncio.to_thread(self._get, request.namespace, request.name)
         status = md.get("status") or {}
         stable: dict[str, Any] = status["stable"]
         # KServe splits a canary's traffic itself, behind the one stable endpoint.
         candidate: dict[str, Any] = status.get("shadow" if request.shadow else "canary") or stable
         gates = request.gates
+        live = await self._live(request, str(stable["version"]), str(candidate["version"]))
+        if live is not None and live.requests >= max(gates.min_requests, 1):
+            report = judge(live, gates, "live", live.requests)
+        else:
+            probed = await self._probe(stable, candidate, gates)
+            report = judge(probed, gates, "probes", None if live is None else live.requests)
+        if report.drift_psi is not None:
+            drift = activity.metric_meter().create_gauge_float(DRIFT_METRIC, DRIFT_HELP)
+            model = f"{request.namespace}/{request.name}"
+            drift.set(report.drift_psi, {"model": model, "version": str(candidate["version"])})
+        return report
+
+    async def _live(self, request: AnalysisRequest, stable: str, candidate: str) -> Measured | None:
+        """What the runners measured in the window, or None with no Prometheus to ask (or
+        none answering: the probes stand in, and the report shows no live count)."""
+        if not self.prometheus_url or stable == candidate:
+            return None  # (KServe splits a canary behind one endpoint: runners see one version)
+        try:
+            async with Prometheus(self.prometheus_url) as prometheus:
+                return await measure_live(
+                    prometheus,
+                    request.namespace,
+                    request.name,
+                    stable,
+                    candidate,
+                    request.window_seconds,
+                )
+        except PrometheusError as error:
+            activity.logger.warning("live traffic not measured, probing instead: %s", error)
+            return None
+
+    async def _probe(
+        self, stable: Mapping[str, Any], candidate: Mapping[str, Any], gates: Analysis
+    ) -> Measured:
+        """Send both versions the same probe requests (a failing version not to the end)."""
         planned = max(gates.min_requests, 20)
         async with (
             InferenceClient(stable["grpc"]) as stable_client,
@@ -298,12 +347,7 @@ class RolloutActivities:
                     await _measure(probe, target["model"], inputs, sample)
                 if hopeless(samples[1], gates, planned):
                     break
-        report = judge(samples[0], samples[1], gates)
-        if report.drift_psi is not None:
-            drift = activity.metric_meter().create_gauge_float(DRIFT_METRIC, DRIFT_HELP)
-            model = f"{request.namespace}/{request.name}"
-            drift.set(report.drift_psi, {"model": model, "version": str(candidate["version"])})
-        return report
+        return measured(*samples)
 
     @staticmethod
     async def _metadata(

@@ -85,6 +85,8 @@ class AnalysisRequest:
     name: str
     gates: Analysis
     shadow: bool
+    window_seconds: int = 0
+    """How far back the live traffic counts: since the step (or the shadow) began."""
 
 
 @dataclass(frozen=True)
