@@ -2,7 +2,8 @@
 intent runners, the action workers and the edge agents through Kubernetes service
 discovery, as the chart's ServiceMonitor and PodMonitor describe them; every metric the
 chart's dashboards plot and its alerts evaluate is one those components expose, and
-every alert rule evaluates."""
+every alert rule evaluates. A gateway that stops reporting fires its alert, and the alert
+resolves when the gateway is back."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from support import wait_for
 from test_intent_e2e import deploy, produce, reading
 from test_intent_models import model_intent
 
+from aios.operator.reconcile.edge_gateway import SIMULATE_ANNOTATION
 from aios.stack.release import CHART, NAMESPACE, RELEASE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,14 +76,33 @@ def up(site: Any, selector: str) -> list[dict[str, Any]]:
     ]
 
 
+def example_gateway(namespace: str) -> dict[str, Any]:
+    """District 7 as the example declares it (three simulated sensors), sending to a topic
+    of the test's own."""
+    gateway = yaml.safe_load((REPO / "examples/city-air-quality/district-7.yaml").read_text())
+    gateway["spec"]["sink"]["kafkaTopic"] = f"aios.{namespace}.readings"
+    return gateway
+
+
+def alert(site: Any, name: str, **labels: str) -> dict[str, Any] | None:
+    """The active alert ``name`` whose labels include ``labels``, if any."""
+    return next(
+        (
+            a
+            for a in api(site, "alerts")["alerts"]
+            if a["labels"].get("alertname") == name and labels.items() <= a["labels"].items()
+        ),
+        None,
+    )
+
+
 def test_prometheus_scrapes_every_component_and_the_dashboards_and_alerts_use_what_exists(
     site, operator, kubectl, namespace, receiver
 ) -> None:
     bootstrap = site.endpoints.kafka_bootstrap
     serve_example_model(kubectl, namespace)
-    gateway = yaml.safe_load((REPO / "examples/city-air-quality/district-7.yaml").read_text())
-    topic = f"aios.{namespace}.readings"
-    gateway["spec"]["sink"]["kafkaTopic"] = topic
+    gateway = example_gateway(namespace)
+    topic = gateway["spec"]["sink"]["kafkaTopic"]
     receiver.failures["/alert"] = 1  # the action's first call fails: a failed step is counted
     deploy(kubectl, namespace, model_intent(topic, f"{receiver.url}/alert"))
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(gateway))
@@ -120,4 +141,35 @@ def test_prometheus_scrapes_every_component_and_the_dashboards_and_alerts_use_wh
     wait_for(
         lambda: all(r["health"] == "ok" for g in api(site, "rules")["groups"] for r in g["rules"]),
         what=lambda: f"every rule evaluated: {api(site, 'rules')}",
+    )
+
+
+def test_a_gateway_that_stops_reporting_fires_an_alert_that_resolves_when_it_is_back(
+    site, operator, kubectl, namespace
+) -> None:
+    gateway = example_gateway(namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(gateway))
+    heartbeats = f'aios_edge_gateway_heartbeat_timestamp_seconds{{namespace="{namespace}"}}'
+    wait_for(
+        lambda: api(site, "query", query=heartbeats)["result"],
+        what="the operator serves the gateway's heartbeats, scraped",
+    )
+    silent = {"namespace": namespace, "gateway": "district-7"}
+    assert alert(site, "AiosGatewaySilent", **silent) is None
+
+    count = gateway["metadata"]["annotations"][SIMULATE_ANNOTATION]
+    kubectl("annotate", "edgegateway", "district-7", "-n", namespace, f"{SIMULATE_ANNOTATION}-")
+    fired = wait_for(
+        lambda: (a := alert(site, "AiosGatewaySilent", **silent)) and a["state"] == "firing" and a,
+        what=lambda: f"the alert fires: {api(site, 'alerts')}",
+    )
+    assert "has not reported for" in fired["annotations"]["summary"]
+    assert fired["labels"]["severity"] == "warning"
+
+    kubectl(
+        "annotate", "edgegateway", "district-7", "-n", namespace, f"{SIMULATE_ANNOTATION}={count}"
+    )
+    wait_for(
+        lambda: alert(site, "AiosGatewaySilent", **silent) is None,
+        what=lambda: f"the alert resolves: {alert(site, 'AiosGatewaySilent', **silent)}",
     )

@@ -10,7 +10,9 @@ from aios.operator.reconcile.edge_gateway import (
     SIMULATE_ANNOTATION,
     compile_config,
     heartbeat_status,
+    privacy_budget_per_window,
     render_simulator,
+    simulation_changed,
     status_changes,
 )
 from aios.operator.settings import OperatorSettings
@@ -118,3 +120,23 @@ def test_the_simulated_agent_runs_only_when_asked(edge_gateway) -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/part-of"] == "aios"
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_setting_changing_or_removing_the_simulation_asks_for_a_reconcile(edge_gateway) -> None:
+    body = edge_gateway(**{SIMULATE_ANNOTATION: "3"}).model_dump(by_alias=True)
+    assert not simulation_changed(body), "never reconciled: the new generation asks already"
+    body["status"] = {"observedGeneration": 1, "simulatedSensors": "3"}
+    assert not simulation_changed(body)
+    body["metadata"]["annotations"] = {}
+    assert simulation_changed(body), "removed: the simulated agent goes"
+    body["status"].pop("simulatedSensors")
+    assert not simulation_changed(body)
+    body["metadata"]["annotations"] = {SIMULATE_ANNOTATION: "5"}
+    assert simulation_changed(body)
+
+
+def test_the_privacy_budget_per_window_is_the_chains_differential_privacy_steps() -> None:
+    step = {"epsilon": 0.5, "sensitivity": 1, "budgetPerWindow": 2.0}
+    gateway = {"spec": {"filters": [{"deadband": {}}, {"differentialPrivacy": step}]}}
+    assert privacy_budget_per_window(gateway) == 2.0
+    assert privacy_budget_per_window({"spec": {"filters": [{"deadband": {}}]}}) is None

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from test_chart import NAMESPACE, manifests, render
 
 from aios.stack import monitors
@@ -17,6 +18,7 @@ ENABLED = (
     "monitoring.serviceMonitor.enabled=true",
     "monitoring.podMonitor.enabled=true",
     "monitoring.prometheusRule.enabled=true",
+    "monitoring.alertRules.enabled=true",
     "site.name=district-7",
 )
 
@@ -115,6 +117,19 @@ def test_the_rules_are_the_prometheus_rule_groups(objects: list[dict[str, Any]])
     alerts = [r for g in groups for r in g["rules"]]
     assert all(r["labels"]["severity"] in ("warning", "critical") for r in alerts)
     assert all(r["annotations"]["summary"] and r["annotations"]["description"] for r in alerts)
+    named = {r["alert"] for r in alerts}
+    assert {"AiosGatewaySilent", "AiosPrivacyBudgetSpent", "AiosAuditChainStalled"} <= named
+
+
+def test_a_prometheus_without_the_operator_gets_the_same_rules_as_a_file(
+    objects: list[dict[str, Any]],
+) -> None:
+    (config_map,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-rules")
+    ]
+    (rule,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    plain = yaml.safe_load(config_map["data"]["aios-alerts.yaml"])
+    assert plain == {"groups": rule["spec"]["groups"]} and plain["groups"]
 
 
 @pytest.mark.parametrize(

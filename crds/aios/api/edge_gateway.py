@@ -261,6 +261,11 @@ class EdgeGatewayStatus(ResourceStatus):
     """What the gateway's agents last reported."""
 
     last_seen: datetime | None = Field(default=None, description="Time of the last heartbeat.")
+    simulated_sensors: str | None = Field(
+        default=None,
+        description="The aios.dev/simulate-sensors annotation the operator's simulated agent"
+        " last followed (absent: no simulated agent).",
+    )
     applied_generation: int | None = Field(
         default=None, ge=0, description="Config generation the agent runs."
     )

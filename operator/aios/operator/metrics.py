@@ -6,11 +6,14 @@ The policy decisions the admission webhook asks of OPA (``aios_policy_*``) are c
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from aios.edge.protocol import Heartbeat
 from aios.operator.reconcile.conditions import ConditionUpdate
+from aios.operator.reconcile.edge_gateway import CONNECTED_PERIODS
 
 RECONCILE = Histogram(
     "aios_operator_reconcile_duration_seconds",
@@ -42,6 +45,56 @@ TICKS = Counter(
     "Periodic passes over every object of a kind (retries and status refreshes), by kind.",
     ["kind"],
 )
+
+
+# The operator hears every gateway's heartbeats, wherever its agent runs (a lamp post that
+# no Prometheus scrapes), so the fleet's liveness and privacy budgets are served here.
+GATEWAY = ["namespace", "gateway"]
+GATEWAY_HEARTBEAT = Gauge(
+    "aios_edge_gateway_heartbeat_timestamp_seconds",
+    "When the gateway's agent last reported (Unix time).",
+    GATEWAY,
+)
+GATEWAY_SILENT_AFTER = Gauge(
+    "aios_edge_gateway_silent_after_seconds",
+    "How long after its last heartbeat the gateway counts as disconnected (three of its"
+    " heartbeat periods).",
+    GATEWAY,
+)
+GATEWAY_PRIVACY_REMAINING = Gauge(
+    "aios_edge_gateway_privacy_budget_remaining_ratio",
+    "Share of the gateway's differential-privacy budget per window still unspent.",
+    GATEWAY,
+)
+GATEWAY_PRIVACY_EXHAUSTED = Gauge(
+    "aios_edge_gateway_privacy_sensors_exhausted",
+    "Sensors whose lifetime privacy budget is spent for the period: their values are withheld.",
+    GATEWAY,
+)
+
+
+def observe_gateway(
+    namespace: str, gateway: str, heartbeat: Heartbeat, budget_per_window: float | None
+) -> None:
+    """The gateway's series, from its agent's latest heartbeat."""
+    labels = (namespace, gateway)
+    GATEWAY_HEARTBEAT.labels(*labels).set(heartbeat.time.timestamp())
+    GATEWAY_SILENT_AFTER.labels(*labels).set(CONNECTED_PERIODS * heartbeat.heartbeat_seconds)
+    GATEWAY_PRIVACY_EXHAUSTED.labels(*labels).set(heartbeat.privacy_sensors_exhausted)
+    remaining = heartbeat.privacy_budget_remaining
+    if remaining is not None and budget_per_window:
+        GATEWAY_PRIVACY_REMAINING.labels(*labels).set(remaining / budget_per_window)
+
+
+def forget_gateway(namespace: str, gateway: str) -> None:
+    for gauge in (
+        GATEWAY_HEARTBEAT,
+        GATEWAY_SILENT_AFTER,
+        GATEWAY_PRIVACY_REMAINING,
+        GATEWAY_PRIVACY_EXHAUSTED,
+    ):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, gateway)
 
 
 def outcome(updates: Sequence[ConditionUpdate], error_reason: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import Counter, Gauge
 
 from aios.connectors import kafka
 from aios.connectors.audit.log import open_reader, read_file, read_raw_log
@@ -30,6 +32,16 @@ from aios.connectors.audit.records import (
 from aios.connectors.audit.writer import EVENTS_TOPIC, LOG_TOPIC, events_topic_spec, log_topic_spec
 
 logger = logging.getLogger(__name__)
+
+APPENDED = Counter(
+    "aios_audit_records_appended", "Records the active appender chained onto the audit log."
+)
+PENDING = Gauge(
+    "aios_audit_events_pending",
+    "Audit events stored but not chained yet, as the active appender last measured (0 on a"
+    " standby): with none appended meanwhile, the chain is stalled.",
+)
+PENDING_EVERY_SECONDS = 5.0
 
 
 class Checkpoints(Protocol):
@@ -70,6 +82,7 @@ class Appender:
         self._recent_set: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending_measured = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
     def open(self) -> Appender:
@@ -104,6 +117,7 @@ class Appender:
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
             self._producer = None
+            PENDING.set(0)
 
     def _load_head(self) -> None:
         tail = read_raw_log(self.bootstrap, self.log_topic, self._tail_start())
@@ -199,7 +213,20 @@ class Appender:
         chained = self._append(messages) if messages else 0
         if self.checkpoints is not None:
             self.checkpoints.observe(self._seq, self._hash)
+        if time.monotonic() - self._pending_measured >= PENDING_EVERY_SECONDS:
+            self._pending_measured = time.monotonic()
+            PENDING.set(self._pending())
         return chained
+
+    def _pending(self) -> int:
+        """Events past the appender's position (the group's commit before its first read)."""
+        assert self._consumer is not None
+        events = TopicPartition(self.events_topic, 0)
+        low, high = self._consumer.get_watermark_offsets(events, timeout=5)
+        (at,) = self._consumer.position([events])
+        if at.offset < 0:
+            (at,) = self._consumer.committed([events], 5)
+        return max(high - (at.offset if at.offset >= 0 else low), 0)
 
     def _append(self, messages: list[Message]) -> int:
         assert self._producer is not None and self._consumer is not None
@@ -235,6 +262,7 @@ class Appender:
         for event_id in added:
             self._remember(event_id)
         self._write_file(lines)
+        APPENDED.inc(len(lines))
         return len(lines)
 
     @staticmethod

@@ -36,6 +36,7 @@ from aios.edge.protocol import (
     config_partition,
     split_gateway_key,
 )
+from aios.operator import metrics
 from aios.operator.audit import record
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile.acceptance import needs_reconcile
@@ -52,8 +53,11 @@ from aios.operator.reconcile.edge_gateway import (
     gateway_principal,
     heartbeat_status,
     key_of,
+    privacy_budget_per_window,
     render_agent_credentials,
     render_simulator,
+    simulated_sensors,
+    simulation_changed,
     status_changes,
 )
 from aios.operator.runtime.controller import (
@@ -222,16 +226,29 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     children_api = runtime(ctx.memo).children
     await children_api.apply([*secrets, *children])
     await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
+    heartbeat = edge.heartbeat(key)
+    observe(ctx.body, heartbeat)
     fields, conditions = heartbeat_status(
-        config.generation, config.generation, edge.heartbeat(key), datetime.now(UTC)
+        config.generation, config.generation, heartbeat, datetime.now(UTC)
     )
-    ctx.status.update(fields)
+    ctx.status.update(fields, simulatedSensors=simulated_sensors(ctx.body))
     edge.counters_written[key] = time.monotonic()
     return conditions
 
 
+def observe(gateway: Mapping[str, Any], heartbeat: Heartbeat | None) -> None:
+    """The gateway's metrics follow its agent's heartbeats."""
+    if heartbeat is not None:
+        meta = gateway["metadata"]
+        budget = privacy_budget_per_window(gateway)
+        metrics.observe_gateway(meta["namespace"], meta["name"], heartbeat, budget)
+
+
 async def deleted(ctx: Context) -> None:
-    """The gateway is gone: its config record gets a tombstone, its Kafka user goes."""
+    """The gateway is gone: its config record gets a tombstone, its Kafka user goes, and
+    so do its metrics."""
+    meta = ctx.body["metadata"]
+    metrics.forget_gateway(meta["namespace"], meta["name"])
     await asyncio.to_thread(withdraw, ctx.memo, key_of(ctx.body))
     await runtime(ctx.memo).remove_kafka_user(gateway_principal(ctx.body))
 
@@ -333,6 +350,7 @@ async def refresh(ctx: Context) -> Change | None:
     edge = state(ctx.memo)
     key = key_of(body)
     heartbeat = edge.heartbeat(key)
+    observe(body, heartbeat)
     due = time.monotonic() - edge.counters_written.get(key, 0.0) >= COUNTERS_EVERY_SECONDS
     if due:
         edge.counters_written[key] = time.monotonic()
@@ -369,6 +387,7 @@ register(
         reconcile,
         refresh=refresh,
         deleted=deleted,
+        pending=simulation_changed,
         retry_when=reconcile_unfinished,
         refresh_interval=lambda _: COUNTERS_EVERY_SECONDS,
     )

@@ -66,6 +66,14 @@ def compile_config(
     )
 
 
+def privacy_budget_per_window(gateway: Mapping[str, Any]) -> float | None:
+    """The epsilon the chain's differential-privacy step may spend per window, if it has one."""
+    for step in gateway["spec"].get("filters") or []:
+        if privacy := step.get("differentialPrivacy"):
+            return float(privacy["budgetPerWindow"])
+    return None
+
+
 def connected_until(heartbeat: Heartbeat) -> datetime:
     """When the agent counts as gone unless a newer heartbeat arrives first."""
     return heartbeat.time + timedelta(seconds=CONNECTED_PERIODS * heartbeat.heartbeat_seconds)
@@ -182,6 +190,14 @@ def simulated_sensors(gateway: Mapping[str, Any]) -> str | None:
     """How many sensors a simulated agent plays for the gateway (its annotation), if any."""
     annotations: Mapping[str, str] = gateway["metadata"].get("annotations") or {}
     return annotations.get(SIMULATE_ANNOTATION)
+
+
+def simulation_changed(body: Mapping[str, Any]) -> bool:
+    """The simulate annotation was set, changed or removed (no new generation): the
+    simulated agent follows it at once."""
+    reconciled = (body.get("status") or {}).get("observedGeneration") is not None
+    followed = (body.get("status") or {}).get("simulatedSensors")
+    return reconciled and followed != simulated_sensors(body)
 
 
 def render_agent_credentials(
