@@ -54,7 +54,7 @@ def dashboard_queries() -> dict[str, str]:
     for path in sorted((CHART / "dashboards").glob("*.json")):
         for panel in json.loads(path.read_text())["panels"]:
             for target in panel["targets"]:
-                queries[f"{path.stem}: {panel['title']}"] = target["expr"]
+                queries[f"{path.stem}: {panel['title']} ({target['refId']})"] = target["expr"]
     return queries
 
 

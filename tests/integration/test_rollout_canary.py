@@ -19,11 +19,10 @@ from model_support import (
     rolled_out,
     wait_for,
 )
-from support import record_history, running_pod
-from test_intent_e2e import worker_metrics
+from support import record_history
+from test_prometheus import api
 
 from aios.connectors.audit import read_log
-from aios.operator.reconcile.worker import WORKER
 from aios.workflows.rollout_activities import DRIFT_METRIC
 
 
@@ -80,22 +79,22 @@ async def test_a_good_version_is_promoted_step_by_step(kubectl, stable_served, n
         site.endpoints.temporal_address, rollout["workflowId"], "rollout-canary-promoted"
     )
     published_by_the_workflow_alone(kubectl, namespace, rollout)
-    drift_exported(kubectl, namespace, rollout)
+    drift_exported(site, namespace, rollout)
 
 
-def drift_exported(kubectl, namespace: str, rollout: dict) -> None:
-    """The namespace's worker, which ran the analyses, serves the last one's score drift."""
+def drift_exported(site, namespace: str, rollout: dict) -> None:
+    """The site's Prometheus has the last analysis's score drift, scraped from the
+    namespace's worker, which ran the analyses, with the site's label."""
     drifts = [
         s["analysis"]["driftPsi"]
         for s in rollout["steps"]
         if (s.get("analysis") or {}).get("driftPsi") is not None
     ]
     assert drifts, f"no analysis measured drift: {rollout['steps']}"
-    worker = running_pod(kubectl, namespace, f"app.kubernetes.io/name={WORKER}")
-    assert worker is not None
-    served = worker_metrics(worker)[DRIFT_METRIC]
-    assert served[("model", f"{namespace}/pm25-anomaly")] == pytest.approx(drifts[-1])
-    assert served[("version", NEXT)] == pytest.approx(drifts[-1])
+    query = f'{DRIFT_METRIC}{{model="{namespace}/pm25-anomaly",version="{NEXT}"}}'
+    (series,) = wait_for(lambda: api(site, "query", query=query)["result"], what=f"{query} scraped")
+    assert float(series["value"][1]) == pytest.approx(drifts[-1])
+    assert series["metric"]["aios_dev_site"] and series["metric"]["namespace"] == namespace
 
 
 def published_by_the_workflow_alone(kubectl, namespace: str, rollout: dict) -> None:
