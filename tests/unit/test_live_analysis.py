@@ -43,7 +43,7 @@ def test_the_queries_select_the_model_and_each_version_over_the_window() -> None
         "stable_scores",
         "pairs",
     }
-    new = 'namespace="city",deployment="pm25-anomaly",version="2024.12.0"'
+    new = 'namespace="city",model_deployment="pm25-anomaly",version="2024.12.0"'
     assert asked["requests"] == f"sum (increase(aios_runner_model_answers_total{{{new}}}[45s]))"
     assert f'{new},outcome="error"' in asked["errors"]
     assert 'version="2024.11.2"' in asked["stable_p99"] and "[45s]" in asked["stable_scores"]

@@ -21,11 +21,11 @@ INFERENCE = Histogram(
     "aios_runner_inference_duration_seconds",
     "Model call latency per batch, by the ModelDeployment and the version that answered"
     " (none: no answer).",
-    ["intent", "model", "deployment", "version", "role"],
+    ["intent", "model", "model_deployment", "version", "role"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
 )
 # What a rollout's analysis reads of each version's live traffic (aios.workflows.live_analysis).
-VERSION_LABELS = ["intent", "deployment", "version", "role"]
+VERSION_LABELS = ["intent", "model_deployment", "version", "role"]
 UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 MODEL_ANSWERS = Counter(
     "aios_runner_model_answers_total",
@@ -48,7 +48,7 @@ MODEL_PAIRS = Counter(
     "aios_runner_model_paired_answers_total",
     "Readings both the stable and a new version answered (a canary's, copied to the stable;"
     " a shadow's copy), by whether they decided alike (agree, disagree); version: the new one.",
-    ["intent", "deployment", "version", "agreement"],
+    ["intent", "model_deployment", "version", "agreement"],
 )
 DECISION_LATENCY = Histogram(
     "aios_runner_decision_latency_seconds",

@@ -27,7 +27,7 @@ def queries(
 ) -> dict[str, str]:
     """The PromQL of each measure over the last ``window_seconds``, by name."""
     window = f"[{max(window_seconds, 1)}s]"
-    model = f"namespace={_quoted(namespace)},deployment={_quoted(deployment)}"
+    model = f"namespace={_quoted(namespace)},model_deployment={_quoted(deployment)}"
     new, old = f"{model},version={_quoted(candidate)}", f"{model},version={_quoted(stable)}"
 
     def total(metric: str, labels: str, by: str = "") -> str:
