@@ -1,7 +1,8 @@
 """A canary judged on the readings it served. The new version rejects a zero pollutant
 reading (ozone at night), which no synthetic probe ever is: it answers every probe, but
 fails on the example intent's live night-time readings. The analysis asks the site's
-Prometheus what the runner measured of each version, and rolls the canary back on that."""
+Prometheus what the runner measured of each version, and rolls the canary back on that;
+meanwhile the stable version answers what the canary could not, so no reading falls back."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from model_support import (
 )
 from support import cluster_url
 from test_intent_e2e import deploy
+from test_prometheus import api
 from test_replay import WEATHER, the_example_intent
 
 from aios.connectors import kafka
@@ -140,3 +142,11 @@ async def test_a_canary_failing_only_on_real_readings_is_rolled_back_on_live_tra
     described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
     assert "failed on live traffic" in described and "live traffic: " in described
     assert not receiver.calls, "no night reading called for an action"
+    decided = f'aios_runner_decisions_total{{namespace="{namespace}"}}'
+    by_kind = {
+        r["metric"]["fallback"]: float(r["value"][1])
+        for r in api(site, "query", query=f"sum by (fallback) ({decided})")["result"]
+    }
+    assert by_kind.get("false", 0) > 0 and by_kind.get("true", 0) == 0, (
+        "what the canary could not answer the stable version did: no reading fell back"
+    )

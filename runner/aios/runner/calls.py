@@ -121,6 +121,8 @@ class ModelCaller:
         self.statuses = statuses
         self.protocol = protocol
         self.breaker = CircuitBreaker()
+        """The call's: the stable version's (a shadow's never opens it, a canary has its own)."""
+        self.canary_breakers: dict[str, CircuitBreaker] = {}
         self.clients: dict[str, InferenceClient] = {}
         self.mirrors: set[asyncio.Task[None]] = set()
 
@@ -133,40 +135,77 @@ class ModelCaller:
     async def __call__(
         self, readings: Sequence[Reading], now: datetime, headers: Mapping[str, str] | None = None
     ) -> BatchAnswer:
-        """Every reading's result; ``headers`` go with the request (its trace context)."""
+        """Every reading's result; ``headers`` go with the request (its trace context). What
+        a canary cannot answer (it fails, or its own breaker is open) the stable version
+        answers: a broken canary costs its readings a retry, never their model's answer."""
         results = [CallResult(unfit(self.call, r, now) or "unavailable") for r in readings]
         complete = [i for i, r in enumerate(results) if r.state == "unavailable"]
         if not complete or not self.breaker.allow():
             return BatchAnswer(results)
-        matrix = features([readings[i] for i in complete])
         try:
             chosen = self._route()
         except InferenceUnavailable as error:
-            return self._failed(error, results)
+            self.breaker.failed(str(error))
+            log.warning("model call %s failed: %s", self.call.name, error)
+            return BatchAnswer(results)
+        matrix = features([readings[i] for i in complete])
+        if chosen.primary.role == "canary" and chosen.mirror is not None:
+            canary = self._canary_breaker(chosen.primary)
+            if not canary.allow():
+                self._observe(chosen.primary, None, len(complete))  # routed there, unanswerable
+            elif (answers := await self._ask(chosen.primary, matrix, headers, canary)) is not None:
+                return self._answered(chosen, matrix, answers, results, complete)
+            chosen = Route(chosen.mirror)
+        answers = await self._ask(chosen.primary, matrix, headers, self.breaker)
+        if answers is None:
+            return BatchAnswer(results)
+        return self._answered(chosen, matrix, answers, results, complete)
+
+    async def _ask(
+        self,
+        target: Target,
+        matrix: npt.NDArray[Any],
+        headers: Mapping[str, str] | None,
+        breaker: CircuitBreaker,
+    ) -> list[dict[str, float]] | None:
+        """``target``'s answer for each row, or None when it failed (its breaker told)."""
         try:
-            outputs = await self._client(chosen.primary).infer(
-                chosen.primary.model,
+            # Each Deployment serves one version, so requests name the model only.
+            outputs = await self._client(target).infer(
+                target.model,
                 {"features": matrix},
                 timeout=self.call.timeout_ms / 1000,
                 headers=headers,
             )
         except InferenceError as error:
-            self._observe(chosen.primary, None, len(complete))
-            return self._failed(error, results)
-        self.breaker.succeeded()
-        answers = rows(outputs, len(complete))
-        self._observe(chosen.primary, answers, len(complete))
+            breaker.failed(str(error))
+            self._observe(target, None, len(matrix))
+            log.warning("model call %s to %s failed: %s", self.call.name, target.version, error)
+            return None
+        breaker.succeeded()
+        answers = rows(outputs, len(matrix))
+        self._observe(target, answers, len(matrix))
+        return answers
+
+    def _answered(
+        self,
+        chosen: Route,
+        matrix: npt.NDArray[Any],
+        answers: list[dict[str, float]],
+        results: list[CallResult],
+        complete: list[int],
+    ) -> BatchAnswer:
         if chosen.mirror is not None:
             self._mirror(chosen, matrix, answers)
-        # Each Deployment serves one version, so requests name the model only.
         for i, answer in zip(complete, answers, strict=True):
             results[i] = CallResult("ok", answer)
         return BatchAnswer(results, chosen.primary)
 
-    def _failed(self, error: InferenceError, results: list[CallResult]) -> BatchAnswer:
-        self.breaker.failed(str(error))
-        log.warning("model call %s failed: %s", self.call.name, error)
-        return BatchAnswer(results)
+    def _canary_breaker(self, canary: Target) -> CircuitBreaker:
+        """The canary's own breaker (a new canary version starts with a closed one)."""
+        if canary.version not in self.canary_breakers:
+            self.canary_breakers = {canary.version: CircuitBreaker()}
+        return self.canary_breakers[canary.version]
 
     def _observe(self, target: Target, answers: list[dict[str, float]] | None, count: int) -> None:
         """Count ``count`` readings ``target`` answered (``answers``, one each) or failed

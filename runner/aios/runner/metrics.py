@@ -29,7 +29,8 @@ VERSION_LABELS = ["intent", "model_deployment", "version", "role"]
 UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 MODEL_ANSWERS = Counter(
     "aios_runner_model_answers_total",
-    "Readings sent to a ModelDeployment's version (a mirrored copy too), by outcome (ok, error).",
+    "Readings routed to a ModelDeployment's version (a mirrored copy too), by outcome: ok, or"
+    " error (it failed, or its circuit breaker was open).",
     [*VERSION_LABELS, "outcome"],
 )
 MODEL_SCORE = Histogram(
