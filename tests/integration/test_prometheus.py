@@ -149,12 +149,13 @@ def test_a_gateway_that_stops_reporting_fires_an_alert_that_resolves_when_it_is_
 ) -> None:
     gateway = example_gateway(namespace)
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(gateway))
-    heartbeats = f'aios_edge_gateway_heartbeat_timestamp_seconds{{namespace="{namespace}"}}'
+    key = f"{namespace}/district-7"
+    heartbeats = f'aios_edge_gateway_heartbeat_timestamp_seconds{{gateway="{key}"}}'
     wait_for(
         lambda: api(site, "query", query=heartbeats)["result"],
         what="the operator serves the gateway's heartbeats, scraped",
     )
-    silent = {"namespace": namespace, "gateway": "district-7"}
+    silent = {"gateway": key}
     assert alert(site, "AiosGatewaySilent", **silent) is None
 
     count = gateway["metadata"]["annotations"][SIMULATE_ANNOTATION]

@@ -253,6 +253,8 @@ def test_differential_privacy_noises_aggregates_within_the_budget() -> None:
         table,
         b"k",
     )
+    assert chain.privacy is not None
+    assert chain.privacy.remaining == 1.0, "before any window, the whole budget is left"
     b = batch(table, ["a"] * 63, [T0 + i for i in range(63)], [20.0] * 63)
     out, ctx = run(chain, table, b, now=T0 + 63)
     # one metric per record costs 0.5: mean and max fit in the budget of 1, count does not

@@ -131,29 +131,29 @@ a PrometheusRule (monitoring.prometheusRule) and as a plain rules file
     - alert: AiosGatewaySilent
       # The condition already spans three heartbeat periods: no "for" on top of it.
       expr: |
-        time() - max by (namespace, gateway) (aios_edge_gateway_heartbeat_timestamp_seconds)
-          > max by (namespace, gateway) (aios_edge_gateway_silent_after_seconds)
+        time() - max by (gateway) (aios_edge_gateway_heartbeat_timestamp_seconds)
+          > max by (gateway) (aios_edge_gateway_silent_after_seconds)
       labels: {severity: warning}
       annotations:
         summary: >-
-          {{`Gateway {{ $labels.namespace }}/{{ $labels.gateway }} has not reported for {{ $value | humanizeDuration }}.`}}
+          {{`Gateway {{ $labels.gateway }} has not reported for {{ $value | humanizeDuration }}.`}}
         description: >-
-          {{`Its readings are not arriving, or not the agent's heartbeats. kubectl describe edgegateway {{ $labels.gateway }} -n {{ $labels.namespace }} shows when it was last seen.`}}
+          Its agent is down or cut off from Kafka: its readings wait in its buffer, or are lost when that fills. kubectl get edgegateways -A shows when each was last seen.
     - alert: AiosPrivacyBudgetNearlySpent
-      expr: min by (namespace, gateway) (aios_edge_gateway_privacy_budget_remaining_ratio) < 0.1
+      expr: min by (gateway) (aios_edge_gateway_privacy_budget_remaining_ratio) < 0.1
       for: 15m
       labels: {severity: warning}
       annotations:
         summary: >-
-          {{`Gateway {{ $labels.namespace }}/{{ $labels.gateway }} keeps spending its privacy budget per window: {{ $value | humanizePercentage }} left.`}}
+          {{`Gateway {{ $labels.gateway }} keeps spending its privacy budget per window: {{ $value | humanizePercentage }} left.`}}
         description: >-
           Aggregates past the budget are withheld. Fewer released values (a longer window) or a larger budgetPerWindow, if the data protection officer agrees.
     - alert: AiosPrivacyBudgetSpent
-      expr: max by (namespace, gateway) (aios_edge_gateway_privacy_sensors_exhausted) > 0
+      expr: max by (gateway) (aios_edge_gateway_privacy_sensors_exhausted) > 0
       labels: {severity: warning}
       annotations:
         summary: >-
-          {{`{{ $value }} sensors of gateway {{ $labels.namespace }}/{{ $labels.gateway }} spent their lifetime privacy budget.`}}
+          {{`{{ $value }} sensors of gateway {{ $labels.gateway }} spent their lifetime privacy budget.`}}
         description: >-
           Their values are withheld until the budget period renews (differentialPrivacy.budgetPeriodSeconds).
     - alert: AiosEdgeDroppingReadings

@@ -544,7 +544,8 @@ class DifferentialPrivacy:
         self.config = config
         self.ledger = ledger
         self.spent_total = 0.0
-        self.remaining: float | None = None
+        self.remaining = config.budget_per_window
+        """Epsilon left in the latest window seen (all of it before the first)."""
         self.exhausted = 0
         """Sensors that cannot release another value in the latest period seen."""
         if config.lifetime_budget is not None:  # a restart: the ledger knows
@@ -617,13 +618,13 @@ class DifferentialPrivacy:
         return within
 
     def state(self) -> State:
-        remaining = np.nan if self.remaining is None else self.remaining
-        return {"privacy": np.array([self.spent_total, remaining])}
+        return {"privacy": np.array([self.spent_total, self.remaining])}
 
     def load(self, state: State) -> None:
         spent, remaining = (float(x) for x in state["privacy"])
         self.spent_total = spent
-        self.remaining = None if math.isnan(remaining) else remaining
+        if not math.isnan(remaining):  # (a checkpoint written before any window was seen)
+            self.remaining = remaining
 
 
 @dataclass(frozen=True)

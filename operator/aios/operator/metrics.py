@@ -48,8 +48,9 @@ TICKS = Counter(
 
 
 # The operator hears every gateway's heartbeats, wherever its agent runs (a lamp post that
-# no Prometheus scrapes), so the fleet's liveness and privacy budgets are served here.
-GATEWAY = ["namespace", "gateway"]
+# no Prometheus scrapes), so the fleet's liveness and privacy budgets are served here; the
+# gateway is named namespace/name (a scrape sets "namespace" to the operator's own).
+GATEWAY = ["gateway"]
 GATEWAY_HEARTBEAT = Gauge(
     "aios_edge_gateway_heartbeat_timestamp_seconds",
     "When the gateway's agent last reported (Unix time).",
@@ -73,11 +74,9 @@ GATEWAY_PRIVACY_EXHAUSTED = Gauge(
 )
 
 
-def observe_gateway(
-    namespace: str, gateway: str, heartbeat: Heartbeat, budget_per_window: float | None
-) -> None:
-    """The gateway's series, from its agent's latest heartbeat."""
-    labels = (namespace, gateway)
+def observe_gateway(gateway: str, heartbeat: Heartbeat, budget_per_window: float | None) -> None:
+    """The series of ``gateway`` (namespace/name), from its agent's latest heartbeat."""
+    labels = (gateway,)
     GATEWAY_HEARTBEAT.labels(*labels).set(heartbeat.time.timestamp())
     GATEWAY_SILENT_AFTER.labels(*labels).set(CONNECTED_PERIODS * heartbeat.heartbeat_seconds)
     GATEWAY_PRIVACY_EXHAUSTED.labels(*labels).set(heartbeat.privacy_sensors_exhausted)
@@ -86,7 +85,7 @@ def observe_gateway(
         GATEWAY_PRIVACY_REMAINING.labels(*labels).set(remaining / budget_per_window)
 
 
-def forget_gateway(namespace: str, gateway: str) -> None:
+def forget_gateway(gateway: str) -> None:
     for gauge in (
         GATEWAY_HEARTBEAT,
         GATEWAY_SILENT_AFTER,
@@ -94,7 +93,7 @@ def forget_gateway(namespace: str, gateway: str) -> None:
         GATEWAY_PRIVACY_EXHAUSTED,
     ):
         with contextlib.suppress(KeyError):
-            gauge.remove(namespace, gateway)
+            gauge.remove(gateway)
 
 
 def outcome(updates: Sequence[ConditionUpdate], error_reason: str) -> str:

@@ -239,16 +239,14 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
 def observe(gateway: Mapping[str, Any], heartbeat: Heartbeat | None) -> None:
     """The gateway's metrics follow its agent's heartbeats."""
     if heartbeat is not None:
-        meta = gateway["metadata"]
         budget = privacy_budget_per_window(gateway)
-        metrics.observe_gateway(meta["namespace"], meta["name"], heartbeat, budget)
+        metrics.observe_gateway(key_of(gateway), heartbeat, budget)
 
 
 async def deleted(ctx: Context) -> None:
     """The gateway is gone: its config record gets a tombstone, its Kafka user goes, and
     so do its metrics."""
-    meta = ctx.body["metadata"]
-    metrics.forget_gateway(meta["namespace"], meta["name"])
+    metrics.forget_gateway(key_of(ctx.body))
     await asyncio.to_thread(withdraw, ctx.memo, key_of(ctx.body))
     await runtime(ctx.memo).remove_kafka_user(gateway_principal(ctx.body))
 
