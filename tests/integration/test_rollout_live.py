@@ -49,10 +49,20 @@ def rejects_zero_readings(text: str) -> str:
     return text.replace(GUARD, GUARD + refusal, 1)
 
 
+FAILED_READINGS = {
+    "name": "failed-readings",
+    "query": 'sum(increase(aios_runner_model_answers_total{namespace="$namespace",'
+    'model_deployment="$model",version="$version",outcome="error"}[$window]))',
+    "max": 0,
+}
+"""A gate of the team's own (the built-in error-rate gate says the same, as a share)."""
+
+
 def canary(version: str, uri: str = "") -> dict[str, Any]:
     steps = canary_steps([(50, STEP_SECONDS), (100, 0)])
+    analysis = {"minRequests": 20, "metrics": [FAILED_READINGS]}
     return rolled_out(
-        version, {"strategy": "canary", "steps": steps, "analysis": {"minRequests": 20}}, uri=uri
+        version, {"strategy": "canary", "steps": steps, "analysis": analysis}, uri=uri
     )
 
 
@@ -138,6 +148,11 @@ async def test_a_canary_failing_only_on_real_readings_is_rolled_back_on_live_tra
     assert analysis["errorRate"] == pytest.approx(1.0, abs=0.05), analysis
     assert analysis["stableP99LatencyMs"] is not None, "the stable version's live latency"
     assert rollout["message"].startswith("step 1 analysis failed on live traffic: error rate")
+    failed_readings = analysis["metrics"]["failed-readings"]
+    assert (
+        failed_readings > 0
+        and f"metric failed-readings {failed_readings:.4g} above 0" in (analysis["reasons"])
+    )
     assert found["activeVersion"] == STABLE and "canary" not in found
     described = kubectl("describe", "modeldeployment", "pm25-anomaly", "-n", namespace)
     assert "failed on live traffic" in described and "live traffic: " in described

@@ -147,6 +147,31 @@ class ReplayGate(ApiModel):
     )
 
 
+class MetricGate(ApiModel):
+    """A gate of the platform team's own, declared as Argo Rollouts declares an analysis
+    metric: a PromQL query asked of the site's Prometheus when the step ends, and the bounds
+    its value must keep. A query that returns nothing fails the gate."""
+
+    name: Name = Field(description="Names the gate in the report.")
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL giving one number. $namespace, $model, $version, $stable and"
+        " $window stand for the ModelDeployment's namespace and name, the new and the stable"
+        " version, and the step's window (e.g. 45s).",
+    )
+    max: float | None = Field(default=None, description="Highest value that passes.")
+    min: float | None = Field(default=None, description="Lowest value that passes.")
+
+    invariants = (
+        Invariant(
+            rule="has(self.max) || has(self.min)",
+            message="a metric gate needs max, min or both",
+            check=lambda g: g.max is not None or g.min is not None,
+        ),
+    )
+
+
 class Analysis(ApiModel):
     """Gates the new version must pass at every step; failing any one rolls back."""
 
@@ -176,6 +201,12 @@ class Analysis(ApiModel):
     replay: ReplayGate | None = Field(
         default=None,
         description="Replay recent readings through the new version before it takes traffic.",
+    )
+    metrics: list[MetricGate] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Gates of your own: PromQL queries over the step's window, each with its"
+        " bounds (needs the chart's monitoring.prometheusUrl).",
     )
 
 
@@ -290,6 +321,10 @@ class AnalysisReport(ApiModel):
     )
     agreement: float | None = Field(
         default=None, description="Share of requests both versions decided alike."
+    )
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Each metric gate's value (null: its query returned nothing).",
     )
     passed: bool = Field(description="Whether every gate held.")
     reasons: list[str] = Field(default_factory=list, description="Each gate that failed, and why.")

@@ -119,10 +119,16 @@ def measured(stable: Sample, candidate: Sample) -> Measured:
 
 
 def judge(
-    found: Measured, gates: Analysis, traffic: Traffic, live_requests: int | None = None
+    found: Measured,
+    gates: Analysis,
+    traffic: Traffic,
+    live_requests: int | None = None,
+    metrics: Mapping[str, float | None] | None = None,
 ) -> AnalysisReport:
     """The analysis report of what was ``found`` on ``traffic``; ``live_requests``, when
-    probes stood in, is the live traffic that was too little (None: none could be asked)."""
+    probes stood in, is the live traffic that was too little (None: none could be asked);
+    ``metrics``, the value of each of the gates' own queries (missing: not measured)."""
+    values = {gate.name: (metrics or {}).get(gate.name) for gate in gates.metrics}
     requests = found.requests
     error_rate = found.errors / requests if requests else 1.0
     reasons = []
@@ -142,6 +148,14 @@ def judge(
     ):
         shown = "none" if found.agreement is None else f"{found.agreement:.1%}"
         reasons.append(f"agreement {shown} below {gates.min_decision_agreement:.0%}")
+    for gate in gates.metrics:
+        value = values[gate.name]
+        if value is None:
+            reasons.append(f"metric {gate.name} not measured")
+        elif gate.max is not None and value > gate.max:
+            reasons.append(f"metric {gate.name} {value:.4g} above {gate.max:g}")
+        elif gate.min is not None and value < gate.min:
+            reasons.append(f"metric {gate.name} {value:.4g} below {gate.min:g}")
     if not reasons and requests < gates.min_requests:
         reasons.append(f"only {requests} requests, {gates.min_requests} needed")
     return AnalysisReport(
@@ -154,6 +168,7 @@ def judge(
         confidence_mean=_round(found.confidence_mean, 4),
         drift_psi=_round(found.drift_psi, 4),
         agreement=_round(found.agreement, 4),
+        metrics={name: _round(value, 6) for name, value in values.items()},
         passed=not reasons,
         reasons=reasons,
     )

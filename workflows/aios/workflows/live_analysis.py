@@ -4,34 +4,51 @@ Every intent runner counts what each ModelDeployment version answered (``aios_ru
 scraped from every runner pod): readings by outcome, scores and confidences, batch
 latency, and, for each reading both the stable and the new version answered (a canary's
 copied to the stable, a shadow's copy), whether they decided alike. Over the step's window
-these give the same ``Measured`` as the probes do (``aios.workflows.analysis``). Building
-the queries and reading their answers is pure; only ``measure_live`` asks.
+these give the same ``Measured`` as the probes do (``aios.workflows.analysis``). The
+gates' own queries (``analysis.metrics``) are asked over the same window. Building the
+queries and reading their answers is pure; only the ``measure_*`` functions ask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from string import Template
 
+from aios.api.model_deployment import MetricGate
 from aios.connectors.prometheus import Prometheus, Series
 from aios.workflows.analysis import Measured, binned_psi
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which versions of which ModelDeployment, over how many seconds up to now."""
+
+    namespace: str
+    deployment: str
+    stable: str
+    candidate: str
+    seconds: int
+
+    @property
+    def range(self) -> str:
+        return f"{max(self.seconds, 1)}s"
 
 
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def queries(
-    namespace: str, deployment: str, stable: str, candidate: str, window_seconds: int
-) -> dict[str, str]:
-    """The PromQL of each measure over the last ``window_seconds``, by name."""
-    window = f"[{max(window_seconds, 1)}s]"
-    model = f"namespace={_quoted(namespace)},model_deployment={_quoted(deployment)}"
-    new, old = f"{model},version={_quoted(candidate)}", f"{model},version={_quoted(stable)}"
+def queries(window: Window) -> dict[str, str]:
+    """The PromQL of each measure over the window, by name."""
+    model = f"namespace={_quoted(window.namespace)},model_deployment={_quoted(window.deployment)}"
+    new = f"{model},version={_quoted(window.candidate)}"
+    old = f"{model},version={_quoted(window.stable)}"
 
     def total(metric: str, labels: str, by: str = "") -> str:
-        return f"sum{f' by ({by})' if by else ''} (increase({metric}{{{labels}}}{window}))"
+        return f"sum{f' by ({by})' if by else ''} (increase({metric}{{{labels}}}[{window.range}]))"
 
     def p99(labels: str) -> str:
         buckets = total("aios_runner_inference_duration_seconds_bucket", labels, "le")
@@ -89,15 +106,33 @@ def measured_live(results: Mapping[str, list[Series]]) -> Measured:
     )
 
 
-async def measure_live(
-    prometheus: Prometheus,
-    namespace: str,
-    deployment: str,
-    stable: str,
-    candidate: str,
-    window_seconds: int,
-) -> Measured:
-    """What the runners measured of ``candidate`` next to ``stable`` in the window."""
-    asked = queries(namespace, deployment, stable, candidate, window_seconds)
+def gate_query(gate: MetricGate, window: Window) -> str:
+    """A metric gate's query with its variables ($namespace, $model, $version, $stable,
+    $window) filled in."""
+    return Template(gate.query).safe_substitute(
+        namespace=window.namespace,
+        model=window.deployment,
+        version=window.candidate,
+        stable=window.stable,
+        window=window.range,
+    )
+
+
+def single(found: list[Series]) -> float | None:
+    """A gate's value: its query's one number (none, or several, is no value)."""
+    return found[0][1] if len(found) == 1 else None
+
+
+async def measure_live(prometheus: Prometheus, window: Window) -> Measured:
+    """What the runners measured of the new version next to the stable one."""
+    asked = queries(window)
     answers = await asyncio.gather(*(prometheus.query(q) for q in asked.values()))
     return measured_live(dict(zip(asked, answers, strict=True)))
+
+
+async def measure_gates(
+    prometheus: Prometheus, gates: Sequence[MetricGate], window: Window
+) -> dict[str, float | None]:
+    """Each metric gate's value over the window."""
+    answers = await asyncio.gather(*(prometheus.query(gate_query(g, window)) for g in gates))
+    return {gate.name: single(found) for gate, found in zip(gates, answers, strict=True)}

@@ -38,7 +38,7 @@ from aios.workflows.analysis import (
     probe_inputs,
     summarise,
 )
-from aios.workflows.live_analysis import measure_live
+from aios.workflows.live_analysis import Window, measure_gates, measure_live
 from aios.workflows.rollout_io import (
     APPROVAL_REFUSED,
     AnalysisRequest,
@@ -295,36 +295,43 @@ class RolloutActivities:
         # KServe splits a canary's traffic itself, behind the one stable endpoint.
         candidate: dict[str, Any] = status.get("shadow" if request.shadow else "canary") or stable
         gates = request.gates
-        live = await self._live(request, str(stable["version"]), str(candidate["version"]))
+        window = Window(
+            request.namespace,
+            request.name,
+            str(stable["version"]),
+            str(candidate["version"]),
+            request.window_seconds,
+        )
+        live, values = await self._ask_prometheus(window, gates)
         if live is not None and live.requests >= max(gates.min_requests, 1):
-            report = judge(live, gates, "live", live.requests)
+            report = judge(live, gates, "live", live.requests, values)
         else:
             probed = await self._probe(stable, candidate, gates)
-            report = judge(probed, gates, "probes", None if live is None else live.requests)
+            seen = None if live is None else live.requests
+            report = judge(probed, gates, "probes", seen, values)
         if report.drift_psi is not None:
             drift = activity.metric_meter().create_gauge_float(DRIFT_METRIC, DRIFT_HELP)
             model = f"{request.namespace}/{request.name}"
             drift.set(report.drift_psi, {"model": model, "version": str(candidate["version"])})
         return report
 
-    async def _live(self, request: AnalysisRequest, stable: str, candidate: str) -> Measured | None:
-        """What the runners measured in the window, or None with no Prometheus to ask (or
-        none answering: the probes stand in, and the report shows no live count)."""
-        if not self.prometheus_url or stable == candidate:
-            return None  # (KServe splits a canary behind one endpoint: runners see one version)
+    async def _ask_prometheus(
+        self, window: Window, gates: Analysis
+    ) -> tuple[Measured | None, dict[str, float | None]]:
+        """What the runners measured in the window (None: no Prometheus to ask, none
+        answering, or a KServe canary, which splits its traffic behind one endpoint, so
+        the runners see one version), and each metric gate's value (absent: not asked)."""
+        if not self.prometheus_url:
+            return None, {}
         try:
             async with Prometheus(self.prometheus_url) as prometheus:
-                return await measure_live(
-                    prometheus,
-                    request.namespace,
-                    request.name,
-                    stable,
-                    candidate,
-                    request.window_seconds,
-                )
+                values = await measure_gates(prometheus, gates.metrics, window)
+                if window.stable == window.candidate:
+                    return None, values
+                return await measure_live(prometheus, window), values
         except PrometheusError as error:
-            activity.logger.warning("live traffic not measured, probing instead: %s", error)
-            return None
+            activity.logger.warning("Prometheus not asked, probing instead: %s", error)
+            return None, {}
 
     async def _probe(
         self, stable: Mapping[str, Any], candidate: Mapping[str, Any], gates: Analysis
