@@ -2,7 +2,7 @@
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
 #                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger
-#                               | prometheus)
+#                               | prometheus | prometheus-operator-crds)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +14,7 @@ if [ "$name" = all ]; then
   # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
   # which keep the cores busy; one after another, so apt and Maven each run once at a time.
   ( for c in node-packages mosquitto kafka temporal-test-server; do "$0" "$c"; done ) & fetched=$!
-  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus; do "$0" "$c"; done
+  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds; do "$0" "$c"; done
   wait "$fetched"; exit
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -114,6 +114,15 @@ prometheus)  # Prometheus 3 (module v0.3xx = 3.x); of its service discoveries on
   GOBIN=$dest/bin go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
     "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+  mark_done "$dest";;
+prometheus-operator-crds)  # the kinds a cluster's Prometheus Operator serves that the chart uses
+  dest=$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/crds"
+  module=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+    python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  for kind in servicemonitors podmonitors prometheusrules; do
+    install -m 0644 "$module/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dest/crds/"
+  done
   mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0

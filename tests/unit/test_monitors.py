@@ -5,13 +5,15 @@ for (checked by relabelling discovered targets as Prometheus does)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from test_chart import NAMESPACE, manifests, render
 
-from aios.stack import monitors
+from aios.stack import monitors, release
+from aios.stack.site import monitor_sync
 
 KUBECONFIG = "/site/kubeconfig"
 ENABLED = (
@@ -159,3 +161,50 @@ def test_a_monitor_field_not_translated_is_refused() -> None:
     }
     with pytest.raises(ValueError, match="tlsConfig"):
         monitors.scrape_configs([monitor], KUBECONFIG)
+
+
+def test_the_site_follows_every_monitor_and_leaves_out_one_it_cannot_translate(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """What the site's Prometheus is given for the monitoring objects in the site: every
+    monitor's jobs in one file, a rule file per PrometheusRule (two releases' groups may
+    share names), and a monitor it cannot read left out with the reason, the rest kept."""
+    chart = [o for o in objects if o["kind"] in monitor_sync.PLURALS]
+    other = [
+        {**o, "metadata": {**o["metadata"], "namespace": "district-8"}}
+        for o in chart
+        if o["kind"] == "PrometheusRule"
+    ]
+    broken = {
+        "kind": "PodMonitor",
+        "metadata": {"namespace": "team", "name": "tls"},
+        "spec": {"podMetricsEndpoints": [{"port": "metrics", "tlsConfig": {}}], "selector": {}},
+    }
+    files, refused = monitor_sync.prometheus_files([broken, *other, *chart], KUBECONFIG)
+    assert sorted(files) == [
+        f"rules/{NAMESPACE}_aios.yaml",
+        "rules/district-8_aios.yaml",
+        monitor_sync.SCRAPE_FILE,
+    ]
+    jobs = yaml.safe_load(files[monitor_sync.SCRAPE_FILE])["scrape_configs"]
+    by_name = sorted(monitors.scrape_configs(chart, KUBECONFIG), key=lambda j: j["job_name"])
+    assert sorted(jobs, key=lambda j: j["job_name"]) == by_name and jobs
+    assert yaml.safe_load(files[f"rules/{NAMESPACE}_aios.yaml"]) == {
+        "groups": monitors.rule_groups(chart)
+    }
+    assert len(refused) == 1 and "PodMonitor team/tls" in refused[0] and "tlsConfig" in refused[0]
+
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(text)
+    (tmp_path / "prometheus.yml").write_text("not a monitor's")
+    assert monitor_sync.written_files(tmp_path) == files
+
+
+def test_the_local_site_turns_the_monitors_on_only_with_its_prometheus() -> None:
+    def kinds(prometheus_url: str) -> set[str]:
+        values = {"monitoring": release.monitoring_values(prometheus_url)}
+        return {o["kind"] for o in manifests(render(values=values))} & set(monitor_sync.PLURALS)
+
+    assert kinds("http://10.251.1.2:9090") == set(monitor_sync.PLURALS)
+    assert kinds("") == set(), "a site without Prometheus may not serve the kinds"

@@ -88,6 +88,8 @@ JAEGER = Component("jaeger", "JAEGER_VERSION")
 """Jaeger v2: the site's trace backend (OTLP in, its query API out)."""
 PROMETHEUS = Component("prometheus", "PROMETHEUS_VERSION")
 """Prometheus 3: scrapes the site the way the chart's monitors tell it to."""
+PROMETHEUS_OPERATOR_CRDS = Component("prometheus-operator-crds", "PROMETHEUS_OPERATOR_VERSION")
+"""The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule kinds (``crds/``)."""
 
 
 def mosquitto() -> Path:

@@ -22,7 +22,7 @@ from aios.stack.components import HELM, REPO_ROOT
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
 from aios.stack.process import ComponentFailed
-from aios.stack.site.services import PROMETHEUS_INTERVAL, watch_monitors
+from aios.stack.site.services import PROMETHEUS_INTERVAL
 
 if TYPE_CHECKING:
     from aios.stack.site import Endpoints, Site
@@ -58,12 +58,22 @@ def local_site_values(
         "opa": {"url": endpoints.opa_url},
         "mqtt": {"url": endpoints.mqtt_url},
         "tracing": {"otlpEndpoint": endpoints.otlp_url, "samplerRatio": LOCAL_SAMPLER_RATIO},
-        "monitoring": {
-            "prometheusUrl": endpoints.prometheus_url,
-            "serviceMonitor": {"interval": PROMETHEUS_INTERVAL},
-            "podMonitor": {"interval": PROMETHEUS_INTERVAL},
-        },
+        "monitoring": monitoring_values(endpoints.prometheus_url),
         "operator": {"extraEnv": [{"name": "AIOS_MODEL_MIRROR", "value": str(MODEL_MIRROR)}]},
+    }
+
+
+def monitoring_values(prometheus_url: str) -> dict[str, Any]:
+    """With the site's Prometheus, the chart's monitors on (the site serves their kinds and
+    its Prometheus follows them, ``aios.stack.site.monitor_sync``), scraped every 5 s."""
+    if not prometheus_url:
+        return {}
+    every = {"enabled": True, "interval": PROMETHEUS_INTERVAL}
+    return {
+        "prometheusUrl": prometheus_url,
+        "serviceMonitor": every,
+        "podMonitor": every,
+        "prometheusRule": {"enabled": True},
     }
 
 
@@ -122,29 +132,10 @@ def install(
             timeout=timeout + 60,
         )
         wait_admitting(site, namespace, timeout)
-        if site.endpoints.prometheus_url:
-            objects = monitoring(helm, release, namespace, values)
-            watch_monitors(site, f"{namespace}-{release}", objects)
     except ComponentFailed as error:
         why = operator_report(site, release, namespace)
         raise ComponentFailed("aios", f"{error}\n{why}", None) from error
     return report
-
-
-MONITORING_TEMPLATES = ("templates/monitoring.yaml", "templates/prometheusrule.yaml")
-
-
-def monitoring(helm: Helm, release: str, namespace: str, values: Path) -> list[dict[str, Any]]:
-    """The release's ServiceMonitor, PodMonitor and PrometheusRule as its chart renders
-    them with monitoring on: what a cluster's Prometheus Operator would be given (the
-    site has no Prometheus Operator, so they are not applied; its Prometheus reads them)."""
-    enable = ("serviceMonitor", "podMonitor", "prometheusRule")
-    rendered = helm(
-        *("template", release, str(CHART), "--namespace", namespace, "--values", str(values)),
-        *(f"--set=monitoring.{m}.enabled=true" for m in enable),
-        *(f"--show-only={t}" for t in MONITORING_TEMPLATES),
-    )
-    return [d for d in yaml.safe_load_all(rendered) if d]
 
 
 UNREACHED_WEBHOOK = "failed calling webhook"

@@ -24,6 +24,7 @@ from aios.stack.models import example_models
 from aios.stack.node import Node
 from aios.stack.process import ManagedProcess
 from aios.stack.site import services
+from aios.stack.site.monitor_sync import MonitorSync
 from aios.stack.site.probes import http_ok
 from aios.stack.site.state import Endpoints, SiteState, default_site_dir
 
@@ -40,6 +41,7 @@ class Site:
         self.images: dict[str, BuiltImage] = {}
         """The images its node holds (``aios.stack.images``), once Kubernetes started."""
         self.admin_token = ""
+        self.monitor_sync: MonitorSync | None = None
         self.state = SiteState(directory=str(self.directory), supervisor_pid=os.getpid())
 
     @property
@@ -74,6 +76,9 @@ class Site:
             with ThreadPoolExecutor(max_workers=len(starters)) as pool:
                 for future in [pool.submit(s) for s in starters]:
                     future.result()
+            if only is None or {"kubernetes", "prometheus"} <= set(only):
+                self.monitor_sync = MonitorSync(self, services.PROMETHEUS_INTERVAL_SECONDS)
+                self.monitor_sync.start()
         except BaseException:
             self.stop()
             raise
@@ -101,6 +106,9 @@ class Site:
     def stop(self) -> None:
         """The node's agents first, so no pod restarts; then the servers, the API server
         before etcd (the other way round hangs it); then whatever is left of the node."""
+        if self.monitor_sync:
+            self.monitor_sync.stop()
+            self.monitor_sync = None
         order = ["kubelet", "kube-proxy"]
         order += [n for n in self.processes if n not in (*order, *CONTROL_PLANE)]
         for name in [*order, *CONTROL_PLANE]:

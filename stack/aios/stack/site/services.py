@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
-from aios.stack import components, monitors
+from aios.stack import components
 from aios.stack.kafka_broker import (
     ADMIN,
     BROKER_LOG4J,
@@ -38,7 +35,8 @@ MQTT_PORT = 1883
 OTLP_HTTP_PORT, JAEGER_QUERY_PORT, JAEGER_HEALTH_PORT = 4318, 16686, 13133
 JAEGER_MAX_TRACES = 100_000
 PROMETHEUS_PORT = 9090
-PROMETHEUS_INTERVAL = "5s"
+PROMETHEUS_INTERVAL_SECONDS = 5
+PROMETHEUS_INTERVAL = f"{PROMETHEUS_INTERVAL_SECONDS}s"
 """How often the site's Prometheus scrapes and evaluates rules, unless a monitor says."""
 
 
@@ -267,8 +265,8 @@ def start_jaeger(site: Site) -> None:
 
 
 def prometheus_config() -> str:
-    """The site's Prometheus: itself, and whatever ``watch_monitors`` translated from the
-    monitors of the releases installed in the site (one scrape and one rule file each)."""
+    """The site's Prometheus: itself, and whatever ``MonitorSync`` translated from the
+    monitoring objects in the site (``scrape/``, ``rules/``)."""
     return yaml.safe_dump(
         {
             "global": {
@@ -302,27 +300,9 @@ def start_prometheus(site: Site) -> None:
             f"--storage.tsdb.path={home / 'data'}",
             "--storage.tsdb.retention.time=2d",
             f"--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}",
-            "--web.enable-lifecycle",  # POST /-/reload: a release's monitors come and go
+            "--web.enable-lifecycle",  # POST /-/reload: the site's monitors come and go
         ],
         cwd=home,
     )
     site.endpoints.prometheus_url = f"http://{site.address}:{PROMETHEUS_PORT}"
     prometheus.wait_healthy(lambda: http_ok(f"{site.endpoints.prometheus_url}/-/ready"), 60)
-
-
-def watch_monitors(site: Site, name: str, objects: Iterable[Mapping[str, Any]]) -> None:
-    """Have the site's Prometheus scrape and evaluate what the monitoring ``objects`` of
-    release ``name`` ask for (their scrape jobs discover targets through the site's API
-    server), as the Prometheus Operator would; a configuration it refuses raises."""
-    items = list(objects)
-    home = site.directory / "prometheus"
-    jobs = monitors.scrape_configs(items, site.endpoints.kubeconfig)
-    (home / "scrape" / f"{name}.yaml").write_text(yaml.safe_dump({"scrape_configs": jobs}))
-    groups = monitors.rule_groups(items)
-    (home / "rules" / f"{name}.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    request = urllib.request.Request(f"{site.endpoints.prometheus_url}/-/reload", method="POST")
-    try:
-        urllib.request.urlopen(request, timeout=30).close()
-    except urllib.error.HTTPError as error:
-        reason = f"refused {name}'s monitors: {error.read().decode(errors='replace')}"
-        raise ComponentFailed("prometheus", reason, site.processes["prometheus"].log) from error
