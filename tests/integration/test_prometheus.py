@@ -22,6 +22,7 @@ from test_intent_models import model_intent
 
 from aios.operator.reconcile.edge_gateway import SIMULATE_ANNOTATION
 from aios.stack.release import CHART, NAMESPACE, RELEASE
+from aios.workflows.rollout_activities import DRIFT_METRIC
 
 REPO = Path(__file__).resolve().parents[2]
 SUFFIXES = re.compile(r"_(bucket|sum|count|total)$")
@@ -34,19 +35,47 @@ def api(site: Any, path: str, **params: str) -> Any:
         return json.loads(response.read())["data"]
 
 
-def selectors(node: Any) -> set[str]:
-    """The metric names a parsed PromQL expression (Prometheus's own AST) selects."""
+def selector_nodes(node: Any) -> list[dict[str, Any]]:
+    """The series selectors of a parsed PromQL expression (Prometheus's own AST)."""
     if isinstance(node, list):
-        return {n for item in node for n in selectors(item)}
+        return [n for item in node for n in selector_nodes(item)]
     if not isinstance(node, dict):
-        return set()
-    found = {node["name"]} if node.get("type") in ("vectorSelector", "matrixSelector") else set()
-    return found | {n for value in node.values() for n in selectors(value)}
+        return []
+    found = [node] if node.get("type") in ("vectorSelector", "matrixSelector") else []
+    return found + [n for value in node.values() for n in selector_nodes(value)]
+
+
+def every_value(expr: str) -> str:
+    """``expr`` with the dashboards' variables ($intent, …) matching all."""
+    return re.sub(r"\$\w+", ".*", expr)
 
 
 def queried(site: Any, expr: str) -> set[str]:
-    """What ``expr`` selects, with the dashboards' variables ($intent, …) matching all."""
-    return selectors(api(site, "parse_query", query=re.sub(r"\$\w+", ".*", expr)))
+    """The metric names ``expr`` selects."""
+    return {n["name"] for n in selector_nodes(api(site, "parse_query", query=every_value(expr)))}
+
+
+def answers(site: Any, expr: str) -> bool:
+    return bool(api(site, "query", query=every_value(expr))["result"])
+
+
+def blank_panels(site: Any, queries: dict[str, str]) -> tuple[set[str], set[str]]:
+    """The queries whose every series selector finds series, and those of them that still
+    answer nothing: a label, a grouping or a join that matches nothing."""
+    checked, blank = set(), set()
+    for use, expr in queries.items():
+        nodes = selector_nodes(api(site, "parse_query", query=every_value(expr)))
+        series = [
+            "{"
+            + ",".join(f"{m['name']}{m['type']}{json.dumps(m['value'])}" for m in n["matchers"])
+            + "}"
+            for n in nodes
+        ]
+        if all(answers(site, s) for s in series):
+            checked.add(use)
+            if not answers(site, expr):
+                blank.add(use)
+    return checked, blank
 
 
 def dashboard_queries() -> dict[str, str]:
@@ -128,7 +157,8 @@ def test_prometheus_scrapes_every_component_and_the_dashboards_and_alerts_use_wh
     uses = {f"alert {name}": rule["query"] for name, rule in alerts.items()}
     uses |= dashboard_queries()
     names = {use: queried(site, expr) for use, expr in uses.items()}
-    every = {n for found in names.values() for n in found} - {"up"}
+    # A rollout's analysis sets the drift gauge: test_rollout_canary reads it through its panel.
+    every = {n for found in names.values() for n in found} - {"up", DRIFT_METRIC}
     assert "temporal_activity_execution_failed_total" in every, "the workers are watched"
     wait_for(
         lambda: not missing(site, every),
@@ -138,6 +168,15 @@ def test_prometheus_scrapes_every_component_and_the_dashboards_and_alerts_use_wh
             if missing(site, found)
         ),
     )
+    # Every panel whose series exist draws them (a rate needs two scrapes: waited for).
+    checked = wait_for(
+        lambda: not (found := blank_panels(site, dashboard_queries()))[1] and found[0],
+        what=lambda: (
+            f"panels that draw nothing: {sorted(blank_panels(site, dashboard_queries())[1])}"
+        ),
+    )
+    assert "data-path: Readings per second by outcome (A)" in checked, sorted(checked)
+    assert "edge-fleet: Buffer fill per agent (A)" in checked, sorted(checked)
     wait_for(
         lambda: all(r["health"] == "ok" for g in api(site, "rules")["groups"] for r in g["rules"]),
         what=lambda: f"every rule evaluated: {api(site, 'rules')}",

@@ -20,7 +20,7 @@ from model_support import (
     wait_for,
 )
 from support import record_history
-from test_prometheus import api
+from test_prometheus import api, dashboard_queries
 
 from aios.connectors.audit import read_log
 from aios.workflows.rollout_activities import DRIFT_METRIC
@@ -95,6 +95,12 @@ def drift_exported(site, namespace: str, rollout: dict) -> None:
     (series,) = wait_for(lambda: api(site, "query", query=query)["result"], what=f"{query} scraped")
     assert float(series["value"][1]) == pytest.approx(drifts[-1])
     assert series["metric"]["aios_dev_site"] and series["metric"]["namespace"] == namespace
+    (panel,) = [expr for expr in dashboard_queries().values() if DRIFT_METRIC in expr]
+    plotted = {
+        (s["metric"]["model"], s["metric"]["version"]): float(s["value"][1])
+        for s in api(site, "query", query=panel)["result"]
+    }
+    assert plotted[(f"{namespace}/pm25-anomaly", NEXT)] == pytest.approx(drifts[-1]), plotted
 
 
 def published_by_the_workflow_alone(kubectl, namespace: str, rollout: dict) -> None:
