@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ import yaml
 from kubernetes import client, config
 
 from aios.stack import components, monitors
+from aios.stack.process import ComponentFailed
 
 if TYPE_CHECKING:
     from aios.stack.site import Site
@@ -83,9 +85,9 @@ class MonitorSync:
         """What Prometheus last loaded (or refused): a failed reload is retried next pass."""
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitor-sync", daemon=True)
-        self.api = client.CustomObjectsApi(
-            config.new_client_from_config(config_file=site.endpoints.kubeconfig)
-        )
+        api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
+        self.api = client.CustomObjectsApi(api_client)
+        self.extensions = client.ApiextensionsV1Api(api_client)
         self._logger = logging.getLogger(f"{__name__}.{site.directory}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
@@ -97,10 +99,24 @@ class MonitorSync:
         """Serve the Prometheus Operator's kinds in the site, then follow their objects."""
         crds = components.PROMETHEUS_OPERATOR_CRDS.ensure() / "crds"
         self.site.kubectl(["apply", "--server-side", "--force-conflicts", "-f", str(crds)])
-        names = [f"crd/{plural}.{GROUP}" for plural in PLURALS.values()]
-        self.site.kubectl(["wait", "--for=condition=Established", "--timeout=60s", *names])
+        self._wait_established(timeout=60)
         self.sync()
         self._thread.start()
+
+    def _wait_established(self, timeout: float) -> None:
+        """Until the API server serves the kinds (``kubectl wait`` fails outright on a
+        definition that has no conditions yet, which is how a new one starts)."""
+        deadline = time.monotonic() + timeout
+        waiting = [f"{plural}.{GROUP}" for plural in PLURALS.values()]
+        while waiting:
+            found = self.extensions.read_custom_resource_definition(waiting[0])
+            conditions = (found.status and found.status.conditions) or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                waiting.pop(0)
+            elif time.monotonic() > deadline:
+                raise ComponentFailed("kube-apiserver", f"{waiting[0]} not established", None)
+            else:
+                time.sleep(0.2)
 
     def stop(self) -> None:
         self._stopped.set()
