@@ -68,11 +68,10 @@ def monitoring_values(prometheus_url: str) -> dict[str, Any]:
     its Prometheus follows them, ``aios.stack.site.monitor_sync``), scraped every 5 s."""
     if not prometheus_url:
         return {}
-    every = {"enabled": True, "interval": PROMETHEUS_INTERVAL}
     return {
         "prometheusUrl": prometheus_url,
-        "serviceMonitor": every,
-        "podMonitor": every,
+        "serviceMonitor": {"enabled": True, "interval": PROMETHEUS_INTERVAL},
+        "podMonitor": {"enabled": True, "interval": PROMETHEUS_INTERVAL},
         "prometheusRule": {"enabled": True},
     }
 
