@@ -110,7 +110,7 @@ def reconciles(address: str) -> float:
 def test_the_rendered_chart_passes_the_api_servers_dry_run(chart_site: ChartSite) -> None:
     for path in sorted((CHART / "crds").glob("*.yaml")):
         chart_site.kubectl("apply", "--server-side", "-f", str(path))
-    chart_site.kubectl("wait", "--for=condition=Established", *[f"crd/{c}" for c in CRDS])
+    chart_site.site.wait_established(CRDS)
     chart_site.kubectl("create", "namespace", NAMESPACE)
     rendered = chart_site.helm(
         "template", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(chart_site.values)

@@ -34,7 +34,7 @@ spec:
 @pytest.fixture
 def kserve_api(kubectl):
     kubectl("apply", "-f", "-", stdin=ISVC_CRD)
-    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.kserve.io")
+    kubectl.site.wait_established(["inferenceservices.serving.kserve.io"])
     yield
     kubectl("delete", "crd", "inferenceservices.serving.kserve.io", "--wait=true")
 

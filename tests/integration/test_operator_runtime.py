@@ -52,23 +52,9 @@ def api(site: Site) -> Iterator[client.ApiClient]:
     definition["spec"]["names"]["categories"] = []  # not one of `kubectl get aios`
     extensions = client.ApiextensionsV1Api(api_client)
     extensions.create_custom_resource_definition(definition)
-
-    def established() -> bool:
-        found = extensions.read_custom_resource_definition(Probe.crd.name)
-        conditions = (found.status and found.status.conditions) or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_until(established)
+    site.wait_established([Probe.crd.name])
     yield api_client
     extensions.delete_custom_resource_definition(Probe.crd.name)
-
-
-def wait_until(condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{condition} not met in {timeout}s")
-        time.sleep(0.1)
 
 
 def create_probe(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -177,6 +177,7 @@ def test_prometheus_scrapes_every_component_and_the_dashboards_and_alerts_use_wh
     )
     assert "data-path: Readings per second by outcome (A)" in checked, sorted(checked)
     assert "edge-fleet: Buffer fill per agent (A)" in checked, sorted(checked)
+    assert "data-path: Models answering / runners paused (B)" in checked, sorted(checked)
     wait_for(
         lambda: all(r["health"] == "ok" for g in api(site, "rules")["groups"] for r in g["rules"]),
         what=lambda: f"every rule evaluated: {api(site, 'rules')}",

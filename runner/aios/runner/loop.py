@@ -129,6 +129,7 @@ class Runner:
         self.batch_size = spec.sla.max_batch_size
         self.wait = min(0.1, spec.sla.max_latency_ms / 4000)
         self.paused = False
+        metrics.PAUSED.labels(self.intent).set(0)  # a series from the start, not the first pause
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self.producer.init_transactions, 30)

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from kubernetes import client, config
 
 from aios.stack import components
 from aios.stack.images import BuiltImage
 from aios.stack.models import example_models
 from aios.stack.node import Node
-from aios.stack.process import ManagedProcess
+from aios.stack.process import ComponentFailed, ManagedProcess
 from aios.stack.site import services
 from aios.stack.site.monitor_sync import MonitorSync
 from aios.stack.site.probes import http_ok
@@ -161,6 +164,25 @@ class Site:
         if result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
+
+    def wait_established(self, definitions: Iterable[str], timeout: float = 60) -> None:
+        """Until the API server serves each named CustomResourceDefinition. ``kubectl wait
+        --for=condition=Established`` fails outright on a definition that has no conditions
+        yet, which is how a just-applied one starts, so this reads them itself."""
+        extensions = client.ApiextensionsV1Api(
+            config.new_client_from_config(config_file=self.endpoints.kubeconfig)
+        )
+        deadline = time.monotonic() + timeout
+        for name in definitions:
+            while not _established(extensions.read_custom_resource_definition(name)):
+                if time.monotonic() > deadline:
+                    raise ComponentFailed("kube-apiserver", f"{name} not established", None)
+                time.sleep(0.2)
+
+
+def _established(definition: client.V1CustomResourceDefinition) -> bool:
+    conditions = (definition.status and definition.status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 CONTROL_PLANE = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -25,7 +24,6 @@ import yaml
 from kubernetes import client, config
 
 from aios.stack import components, monitors
-from aios.stack.process import ComponentFailed
 
 if TYPE_CHECKING:
     from aios.stack.site import Site
@@ -87,7 +85,6 @@ class MonitorSync:
         self._thread = threading.Thread(target=self._run, name="monitor-sync", daemon=True)
         api_client = config.new_client_from_config(config_file=site.endpoints.kubeconfig)
         self.api = client.CustomObjectsApi(api_client)
-        self.extensions = client.ApiextensionsV1Api(api_client)
         self._logger = logging.getLogger(f"{__name__}.{site.directory}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
@@ -99,24 +96,9 @@ class MonitorSync:
         """Serve the Prometheus Operator's kinds in the site, then follow their objects."""
         crds = components.PROMETHEUS_OPERATOR_CRDS.ensure() / "crds"
         self.site.kubectl(["apply", "--server-side", "--force-conflicts", "-f", str(crds)])
-        self._wait_established(timeout=60)
+        self.site.wait_established(f"{plural}.{GROUP}" for plural in PLURALS.values())
         self.sync()
         self._thread.start()
-
-    def _wait_established(self, timeout: float) -> None:
-        """Until the API server serves the kinds (``kubectl wait`` fails outright on a
-        definition that has no conditions yet, which is how a new one starts)."""
-        deadline = time.monotonic() + timeout
-        waiting = [f"{plural}.{GROUP}" for plural in PLURALS.values()]
-        while waiting:
-            found = self.extensions.read_custom_resource_definition(waiting[0])
-            conditions = (found.status and found.status.conditions) or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                waiting.pop(0)
-            elif time.monotonic() > deadline:
-                raise ComponentFailed("kube-apiserver", f"{waiting[0]} not established", None)
-            else:
-                time.sleep(0.2)
 
     def stop(self) -> None:
         self._stopped.set()
