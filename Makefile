@@ -40,8 +40,10 @@ run: prepare
 down: $(STAMP)
 	$(BIN)/aiosctl down
 
+# Two workers: the tests on the session's site in one, everything else (unit tests, tests
+# that start a site of their own) beside it in the other (tests/integration/conftest.py).
 test: prepare
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses=2 --dist=loadgroup
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -30,39 +30,49 @@ from aios.stack.platform import site_environment
 from aios.stack.process import ComponentFailed
 from aios.stack.site import Site, kubectl_argv
 
-FAULTS: dict[str, list[list[str]]] = {}
-"""Per fault scenario, [test, outcome] of each test that causes it (``faults``)."""
+FAULTS: dict[str, dict[str, str]] = {}
+"""Per fault scenario, the outcome of each test that causes it (``faults``), by node id."""
+FAULT_PROPERTY = "aios-fault"
+"""How a test's fault scenario reaches the reports (and with ``-n``, the controller)."""
+SESSION_SITE_GROUP, OTHER_GROUP = "session-site", "own-site-or-none"
+"""``make test``'s two workers (``--dist loadgroup``): the tests on the session's site, and
+the rest (unit tests, and those that start their own site: the README's walkthroughs,
+``aiosctl up``, the chart's release), which run beside them on a site of their own."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fault(scenario): causes one of faults.SCENARIOS")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        group = SESSION_SITE_GROUP if "site" in getattr(item, "fixturenames", ()) else OTHER_GROUP
+        item.add_marker(pytest.mark.xdist_group(group))
         for mark in item.iter_markers("fault"):
             (scenario,) = mark.args
             if scenario not in faults.SCENARIOS:
                 raise pytest.UsageError(f"{item.nodeid}: unknown fault scenario {scenario!r}")
-            FAULTS.setdefault(scenario, []).append([item.nodeid, "not run"])
+            item.user_properties.append((FAULT_PROPERTY, scenario))
+            FAULTS.setdefault(scenario, {})[item.nodeid] = "not run"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """A test's outcome is its call's, or its setup's when that failed."""
     if report.when != "call" and report.passed:
         return
-    for found in FAULTS.values():
-        for entry in found:
-            if entry[0] == report.nodeid:
-                entry[1] = report.outcome
+    test = report.nodeid.removesuffix(f"@{SESSION_SITE_GROUP}").removesuffix(f"@{OTHER_GROUP}")
+    for name, scenario in report.user_properties:
+        if name == FAULT_PROPERTY:
+            FAULTS.setdefault(scenario, {})[test] = report.outcome
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if FAULTS:
         terminalreporter.section("fault suite")
-        results = {s: [(n, o) for n, o in found] for s, found in FAULTS.items()}
+        results = {s: list(found.items()) for s, found in FAULTS.items()}
         for row in faults.table(results):
             terminalreporter.write_line(row)
 
