@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import (
@@ -53,6 +53,10 @@ from aios.runner.state import (
 )
 
 ACTION_WORKFLOW = "ActionWorkflow"
+HANDOFF_TIMEOUT = timedelta(seconds=10)
+"""How long one workflow start may take before the hand-off counts as failed (consumption
+pauses and it is retried): a Temporal that hangs rather than refuses is found out as soon.
+A start that succeeded late is found by its id on the retry, never run twice."""
 log = logging.getLogger(__name__)
 
 
@@ -316,6 +320,7 @@ class Runner:
                 id=request.action_id,
                 task_queue=self.config.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=HANDOFF_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
             metrics.HANDOFFS.labels(self.intent, "duplicate").inc()
