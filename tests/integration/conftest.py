@@ -102,8 +102,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 SESSION_VALUES = {
     # One replica: two cores run the whole suite (the Helm test runs the default two).
-    # Policies audit existing objects every few seconds, not every minute.
-    "operator": {"replicas": 1, "policyAuditIntervalSeconds": 3},
+    # Policies audit existing objects, and statuses count, every few seconds, not every
+    # minute or half minute.
+    "operator": {"replicas": 1, "policyAuditIntervalSeconds": 3, "statusRefreshSeconds": 5},
     "site": {"name": SESSION_SITE},
 }
 

@@ -337,6 +337,7 @@ def test_a_changed_kafka_configuration_rolls_the_operator() -> None:
         "operator.watchNamespaces={Not-A-Namespace}",
         "dataPlane.nodeselector.pool=gpu",  # a typo
         "dataPlane.modelServers.tolerations=none",
+        "operator.statusRefreshSeconds=0",
     ],
 )
 def test_the_schema_rejects_bad_values(bad: str) -> None:
@@ -360,6 +361,23 @@ def test_data_plane_values_reach_the_operator_and_default_to_its_own_defaults(
         "priorityClassName": "city",
     }
     assert placed.resources == DataPlane().resources, "values merge with the chart's defaults"
+
+
+def test_the_operators_intervals_default_to_its_own_and_follow_the_values(
+    default: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aios.operator.settings import OperatorSettings
+
+    def read(docs: list[dict[str, Any]]) -> OperatorSettings:
+        for name, value in env(docs).items():
+            if isinstance(value, str):
+                monkeypatch.setenv(name, value)
+        return OperatorSettings.from_env()
+
+    chart, own = read(default), OperatorSettings(kafka_bootstrap="", temporal_address="")
+    assert chart.policy_audit_interval == own.policy_audit_interval
+    assert chart.status_refresh_interval == own.status_refresh_interval
+    assert read(manifests(render("operator.statusRefreshSeconds=5"))).status_refresh_interval == 5
 
 
 def built(name: str, repository: str, tag: str) -> BuiltImage:

@@ -110,6 +110,9 @@ class OperatorSettings:
     data_plane: DataPlane = field(default_factory=DataPlane)
     policy_audit_interval: float = 60.0
     """How often each Policy re-checks the existing objects in its scope (seconds)."""
+    status_refresh_interval: float = 30.0
+    """How often, at most, an intent's counts and consumer lag and a gateway's counters are
+    looked up and written (seconds); conditions follow heartbeats at once regardless."""
     audit_file: str = ""
     """Where the audit appender also writes the chain (a file a regulator can take away)."""
     audit_signing_key: str = ""
@@ -148,6 +151,7 @@ class OperatorSettings:
             image_pull_policy=env.get("AIOS_IMAGE_PULL_POLICY", "IfNotPresent"),
             data_plane=DataPlane.model_validate_json(env.get("AIOS_DATA_PLANE") or "{}"),
             policy_audit_interval=float(env.get("AIOS_POLICY_AUDIT_INTERVAL") or 60),
+            status_refresh_interval=float(env.get("AIOS_STATUS_REFRESH_SECONDS") or 30),
             audit_file=env.get("AIOS_AUDIT_FILE", ""),
             audit_signing_key=env.get("AIOS_AUDIT_SIGNING_KEY", ""),
             audit_checkpoint_interval=float(env.get("AIOS_AUDIT_CHECKPOINT_SECONDS") or 60),

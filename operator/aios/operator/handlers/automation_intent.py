@@ -47,18 +47,19 @@ from aios.operator.streams import Heartbeats
 from aios.workflows.action_io import INTENT, OUTCOME
 
 HEARTBEAT_WINDOW_SECONDS = 30.0
-COUNTS_EVERY_SECONDS = 30.0
-"""Counts, consumer lag and action outcomes (a Kafka admin request and two Temporal counts)
-are looked up and written at most this often per intent. Also the refresh interval: a
-heartbeat arriving, or missed, refreshes the conditions at once."""
 
 
 class IntentState:
     """Shared by every intent's handlers: the runners' heartbeats, and when each intent's
-    counts were last looked up."""
+    counts were last looked up. Counts, consumer lag and action outcomes (a Kafka admin
+    request and two Temporal counts) are looked up at most every ``count_interval``
+    seconds per intent; a heartbeat arriving, or missed, refreshes the conditions at once."""
 
-    def __init__(self, bootstrap: str, controllers: Mapping[str, Controller]) -> None:
+    def __init__(
+        self, bootstrap: str, controllers: Mapping[str, Controller], count_interval: float
+    ) -> None:
         self.counted: dict[str, float] = {}
+        self.count_interval = count_interval
         self._controllers = controllers
         self.heartbeats = Heartbeats(bootstrap, HEARTBEAT_TOPIC, self._report, self._expires)
 
@@ -80,7 +81,7 @@ class IntentState:
     def counts_due(self, uid: str) -> bool:
         """Whether the intent's counts are due a lookup (and if so, they count as looked up)."""
         now = time.monotonic()
-        if now - self.counted.get(uid, -COUNTS_EVERY_SECONDS) < COUNTS_EVERY_SECONDS:
+        if now - self.counted.get(uid, -self.count_interval) < self.count_interval:
             return False
         self.counted[uid] = now
         return True
@@ -94,7 +95,10 @@ async def follow_runners(memo: kopf.Memo, **_: Any) -> None:
         HEARTBEAT_TOPIC, 3, {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
     )
     await asyncio.to_thread(kafka.ensure_topics, process.kafka_admin, [spec])
-    memo.intents = IntentState(process.settings.kafka_bootstrap, process.controllers)
+    settings = process.settings
+    memo.intents = IntentState(
+        settings.kafka_bootstrap, process.controllers, settings.status_refresh_interval
+    )
 
 
 @kopf.on.cleanup()
@@ -260,7 +264,7 @@ async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[st
 
 async def refresh(ctx: Context) -> Change | None:
     """Between reconciles: Degraded as soon as the runners' heartbeats change it; counts,
-    consumer lag and action outcomes at most every ``COUNTS_EVERY_SECONDS``."""
+    consumer lag and action outcomes at most every ``status_refresh_interval``."""
     body = ctx.body
     if not (body.get("status") or {}).get("topics"):
         return None  # not reconciled yet
@@ -300,6 +304,6 @@ register(
         reconcile,
         finalize,
         refresh,
-        refresh_interval=lambda _: COUNTS_EVERY_SECONDS,
+        refresh_interval=lambda settings: settings.status_refresh_interval,
     )
 )

@@ -74,10 +74,6 @@ SINK_PARTITIONS = 6
 SINK_CHECK_SECONDS = 300.0
 """How long a sink topic found to exist is trusted before it is looked up again: a lookup
 costs a metadata and a config request, and a city has thousands of gateways."""
-COUNTERS_EVERY_SECONDS = 30.0
-"""Counters change with every heartbeat; they are written at most this often per gateway.
-Also the status refresh's interval: heartbeats (and their being missed) refresh it at once,
-so the tick only catches what no heartbeat reports (counters not yet written)."""
 SIMULATOR_KINDS = [("apps/v1", "Deployment")]
 SWEEP_RETRY_SECONDS = 10.0
 LIST_PAGE = 500
@@ -341,7 +337,10 @@ def gone(objects: client.CustomObjectsApi, key: str) -> bool:
 
 async def refresh(ctx: Context) -> Change | None:
     """Between reconciles, the agents' heartbeats move the status: conditions as soon as
-    they change, counters at most every ``COUNTERS_EVERY_SECONDS``; nothing when unchanged."""
+    they change, counters (which move with every heartbeat) at most every
+    ``status_refresh_interval``, also the refresh's tick: heartbeats, and their being missed,
+    refresh at once, so the tick only catches counters not yet written. Nothing when
+    unchanged."""
     body = ctx.body
     if (body.get("status") or {}).get("configGeneration") is None:
         return None  # not reconciled yet
@@ -349,7 +348,8 @@ async def refresh(ctx: Context) -> Change | None:
     key = key_of(body)
     heartbeat = edge.heartbeat(key)
     observe(body, heartbeat)
-    due = time.monotonic() - edge.counters_written.get(key, 0.0) >= COUNTERS_EVERY_SECONDS
+    every = runtime(ctx.memo).settings.status_refresh_interval
+    due = time.monotonic() - edge.counters_written.get(key, 0.0) >= every
     if due:
         edge.counters_written[key] = time.monotonic()
 
@@ -387,6 +387,6 @@ register(
         deleted=deleted,
         pending=simulation_changed,
         retry_when=reconcile_unfinished,
-        refresh_interval=lambda _: COUNTERS_EVERY_SECONDS,
+        refresh_interval=lambda settings: settings.status_refresh_interval,
     )
 )
