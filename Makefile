@@ -40,10 +40,10 @@ run: prepare
 down: $(STAMP)
 	$(BIN)/aiosctl down
 
-# Two workers: the tests on the session's site in one, everything else (unit tests, tests
-# that start a site of their own) beside it in the other (tests/integration/conftest.py).
+# Two workers: the tests on the session's site in one, the unit tests and the tests that
+# start a site of their own beside it in the other (tests/conftest.py).
 test: prepare
-	$(BIN)/python -m pytest --numprocesses=2 --dist=loadgroup
+	$(BIN)/python -m pytest --numprocesses=2
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

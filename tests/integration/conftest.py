@@ -34,23 +34,16 @@ FAULTS: dict[str, dict[str, str]] = {}
 """Per fault scenario, the outcome of each test that causes it (``faults``), by node id."""
 FAULT_PROPERTY = "aios-fault"
 """How a test's fault scenario reaches the reports (and with ``-n``, the controller)."""
-SESSION_SITE_GROUP, OTHER_GROUP = "session-site", "own-site-or-none"
-"""``make test``'s two workers (``--dist loadgroup``): the tests on the session's site, and
-the rest (unit tests, and those that start their own site: the README's walkthroughs,
-``aiosctl up``, the chart's release), which run beside them on a site of their own."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fault(scenario): causes one of faults.SCENARIOS")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-        group = SESSION_SITE_GROUP if "site" in getattr(item, "fixturenames", ()) else OTHER_GROUP
-        item.add_marker(pytest.mark.xdist_group(group))
         for mark in item.iter_markers("fault"):
             (scenario,) = mark.args
             if scenario not in faults.SCENARIOS:
@@ -63,10 +56,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """A test's outcome is its call's, or its setup's when that failed."""
     if report.when != "call" and report.passed:
         return
-    test = report.nodeid.removesuffix(f"@{SESSION_SITE_GROUP}").removesuffix(f"@{OTHER_GROUP}")
     for name, scenario in report.user_properties:
         if name == FAULT_PROPERTY:
-            FAULTS.setdefault(scenario, {})[test] = report.outcome
+            FAULTS.setdefault(scenario, {})[report.nodeid] = report.outcome
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

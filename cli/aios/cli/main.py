@@ -30,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a path in an error stays whole in a log
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app)  # aiosctl approve|reject KIND/NAME
 app.command()(validate.validate)  # aiosctl validate PATH...

@@ -401,6 +401,11 @@ def hold(directory: Path, index: int, mirror: Path | None) -> None:
     teardown(NodeState(index, os.getpid(), mine, namespace_id(os.getpid(), "net")))
 
 
+KILLED_EXIT_SECONDS = 60.0
+"""How long SIGKILLed processes may take to be gone: a JVM or a server with gigabytes to
+free takes seconds on a busy machine, and ``down`` must not return before they are."""
+
+
 def teardown(state: NodeState, grace: float = 10) -> None:
     """Stop what is left of a node (but the caller) and remove its cgroups; its namespaces,
     link and routes go with its last process. Pods first, so no container outlives its
@@ -415,12 +420,22 @@ def teardown(state: NodeState, grace: float = 10) -> None:
     kill_all(others(), signal.SIGTERM)
     if not wait_gone(others, grace):
         kill_all(others(), signal.SIGKILL)
-        wait_gone(others, grace)
+        wait_gone(others, KILLED_EXIT_SECONDS)
     for top in cgroup_dirs(network.cgroup):
         remove_cgroup(top)
+    left = [f"{pid} ({command_of(pid)})" for pid in others()]
+    if left:
+        raise NodeFailed(f"processes left in the node: {', '.join(left)}")
     stray = [str(p) for p in cgroup_dirs(network.cgroup) if p.exists()]
     if stray:
         raise NodeFailed(f"cgroups left behind: {', '.join(stray)}")
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return "gone"
 
 
 def remove_cgroup(path: Path, attempts: int = 50) -> None:

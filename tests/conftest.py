@@ -1,0 +1,47 @@
+"""How ``make test``'s two workers (``pytest --numprocesses=2``) share the suite.
+
+One worker runs the tests on the session's site (``integration/conftest.py``); the other,
+beside it, runs the unit tests and the modules whose tests start a site of their own, so
+neither worker starts the session's site twice. The split is by module, which the
+controller knows from a test's id alone (it collects nothing itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+OWN_SITE_MODULES = (
+    "tests/unit/",
+    "tests/integration/test_aiosctl_site.py",
+    "tests/integration/test_helm.py",
+    "tests/integration/test_readme.py",
+)
+"""Tests that never use the session's site: one that does is refused (it would start a
+second session site in the other worker)."""
+
+
+def beside_the_session_site(nodeid: str) -> bool:
+    return nodeid.startswith(OWN_SITE_MODULES)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SiteSharing(LoadScopeScheduling):
+        """Two work units, one per worker: the session site's tests, and the rest."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "beside" if beside_the_session_site(nodeid) else "session-site"
+
+    return SiteSharing(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if beside_the_session_site(item.nodeid) and "site" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the session's site: move it out of OWN_SITE_MODULES"
+            )
