@@ -307,19 +307,27 @@ def describe_topics(
     partitions: dict[str, int] = {}
     described = client.describe_topics(TopicCollection(wanted), request_timeout=timeout)
     for name, future in described.items():
-        try:
-            partitions[name] = len(future.result(timeout).partitions)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise
+        if (found := unless_unknown(future, timeout)) is not None:
+            partitions[name] = len(found.partitions)
     if not partitions:
         return {}
     resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in partitions]
-    configs = {
-        resource.name: {k: v.value for k, v in future.result(timeout).items()}
-        for resource, future in client.describe_configs(resources).items()
-    }
-    return {n: ExistingTopic(n, count, configs.get(n, {})) for n, count in partitions.items()}
+    configs = {}
+    for resource, future in client.describe_configs(resources).items():
+        # deleted since it was described: gone, like one never there
+        if (entries := unless_unknown(future, timeout)) is not None:
+            configs[resource.name] = {k: v.value for k, v in entries.items()}
+    return {n: ExistingTopic(n, partitions[n], config) for n, config in configs.items()}
+
+
+def unless_unknown(future: Any, timeout: float) -> Any:
+    """A per-topic admin answer; None when the broker does not know the topic."""
+    try:
+        return future.result(timeout)
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise
+        return None
 
 
 def apply_topic_plan(client: AdminClient, plan: TopicPlan, timeout: float = 30) -> None:
