@@ -130,7 +130,7 @@ def run(argv: list[str], what: str) -> str:
 
 @contextlib.contextmanager
 def allocation_lock() -> Iterator[None]:
-    """One site at a time picks its index and claims it by creating its link."""
+    """One site at a time picks its index and claims it (its claim file, then its link)."""
     path = cache_root() / "node-allocation.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -149,17 +149,59 @@ def index_taken(index: int, links: set[str], routes: str) -> bool:
     )
 
 
-def free_index(own: int | None) -> int:
+class IndexClaims:
+    """Which site directory holds which index, kept under the cache: a stopped site has no
+    link or route, yet its cluster keeps the addresses of its index, so no other site may
+    take that index while the stopped site's directory says it is its own."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def held_by_others(self, directory: Path) -> dict[int, Path]:
+        """Indexes claimed by another site directory that still records that index (a
+        claim whose directory was removed, or took another index, has lapsed)."""
+        claims = self.root.glob("[0-9]*") if self.root.is_dir() else ()
+        return {
+            int(claim.name): holder
+            for claim in claims
+            if (holder := Path(claim.read_text().strip())) != directory.resolve()
+            and recorded_index(holder) == int(claim.name)
+        }
+
+    def claim(self, index: int, directory: Path) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / str(index)).write_text(f"{directory.resolve()}\n")
+
+
+INDEX_FILE = "index"
+"""In a node directory: the site's index, kept across ``down`` and ``up`` (its cluster's
+addresses)."""
+
+
+def recorded_index(directory: Path) -> int | None:
+    """The index a node directory keeps, if it has one."""
+    try:
+        return int((directory / INDEX_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def free_index(own: int | None, held: dict[int, Path]) -> int:
     """``choose_index`` on this host's links and routes."""
     links = set(os.listdir("/sys/class/net"))
-    return choose_index(own, links, run(["ip", "-4", "route", "show"], "list routes"))
+    return choose_index(own, links, run(["ip", "-4", "route", "show"], "list routes"), held)
 
 
-def choose_index(own: int | None, links: set[str], routes: str) -> int:
+def choose_index(own: int | None, links: set[str], routes: str, held: dict[int, Path]) -> int:
     """The site's own index when it has one (its cluster stored the addresses derived from
     it: Service IPs cannot change), else the first index whose link and routes do not exist
-    on the host."""
+    on the host and that no other site directory holds (``held``: index → directory)."""
     if own is not None:
+        if own in held:
+            raise NodeFailed(
+                f"this site's index {own} is also recorded by the site in {held[own]}; "
+                "remove one of the two sites' directories"
+            )
         if index_taken(own, links, routes):
             raise NodeFailed(
                 f"this site's addresses (site index {own}: 10.251.{own}.0/24, Services "
@@ -168,7 +210,7 @@ def choose_index(own: int | None, links: set[str], routes: str) -> int:
             )
         return own
     for index in INDICES:
-        if not index_taken(index, links, routes):
+        if index not in held and not index_taken(index, links, routes):
             return index
     raise NodeFailed("no free site index: 249 sites on this machine?")
 
@@ -265,8 +307,6 @@ class Node:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.state_file = directory / "node.json"
-        self.index_file = directory / "index"
-        """The site's index, kept across ``down`` and ``up`` (its cluster's addresses)."""
         self.holder: ManagedProcess | None = None
         self.network = NodeNetwork(0)
         self.state: NodeState | None = None
@@ -279,12 +319,12 @@ class Node:
         if leftover is not None:
             teardown(leftover)  # a site that died without `aiosctl down`
         self._prepare_directories()
-        own = leftover.index if leftover else None
-        if own is None and self.index_file.exists():
-            own = int(self.index_file.read_text())
+        own = leftover.index if leftover else recorded_index(self.directory)
+        claims = IndexClaims(cache_root() / "site-indexes")
         with allocation_lock():
-            index = free_index(own)
-            self.index_file.write_text(f"{index}\n")
+            index = free_index(own, claims.held_by_others(self.directory))
+            (self.directory / INDEX_FILE).write_text(f"{index}\n")
+            claims.claim(index, self.directory)
             self.network = NodeNetwork(index)
             self.holder = self._start_holder(index, mirror)
             pid = self.holder.pid
