@@ -1,9 +1,9 @@
 """How ``make test``'s two workers (``pytest --numprocesses=2``) share the suite.
 
 One worker runs the tests on the session's site (``integration/conftest.py``); the other,
-beside it, runs the unit tests and the modules whose tests start a site of their own, so
-neither worker starts the session's site twice. The split is by module, which the
-controller knows from a test's id alone (it collects nothing itself).
+beside it, runs the unit tests and the tests that start a site or a server of their own, so
+neither worker starts the session's site twice and both finish at about the same time. The
+split is by test id prefix, which the controller knows alone (it collects nothing itself).
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 
-OWN_SITE_MODULES = (
+BESIDE_THE_SESSION_SITE = (
     "tests/unit/",
+    "tests/integration/test_admission_tls.py",
     "tests/integration/test_aiosctl_site.py",
+    "tests/integration/test_edge_agent.py::test_kafka_down_for_a_minute",
     "tests/integration/test_helm.py",
+    "tests/integration/test_policy_library.py",
+    "tests/integration/test_policy_opa.py",
     "tests/integration/test_readme.py",
 )
 """Tests that never use the session's site: one that does is refused (it would start a
@@ -23,7 +27,7 @@ second session site in the other worker)."""
 
 
 def beside_the_session_site(nodeid: str) -> bool:
-    return nodeid.startswith(OWN_SITE_MODULES)
+    return nodeid.startswith(BESIDE_THE_SESSION_SITE)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -43,5 +47,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if beside_the_session_site(item.nodeid) and "site" in getattr(item, "fixturenames", ()):
             raise pytest.UsageError(
-                f"{item.nodeid} uses the session's site: move it out of OWN_SITE_MODULES"
+                f"{item.nodeid} uses the session's site: move it out of BESIDE_THE_SESSION_SITE"
             )
