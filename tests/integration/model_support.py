@@ -188,12 +188,12 @@ def phase(kubectl, namespace: str, *wanted: str) -> dict[str, Any] | None:
     return found if rollout.get("phase") in wanted and served and told else None
 
 
-def aiosctl(site, *args: str) -> subprocess.CompletedProcess[str]:
+def aiosctl(site, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The real CLI, as a user runs it against the site."""
     return subprocess.run(
         [sys.executable, "-m", "aios.cli.main", *args],
         env={**os.environ, "KUBECONFIG": site.endpoints.kubeconfig},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )

@@ -78,10 +78,12 @@ def test_a_model_decision_names_its_version() -> None:
 
 def test_admission_checks_the_approver_is_the_requesting_user() -> None:
     user = {"username": "alice", "groups": ["air-quality-leads", "system:authenticated"]}
-    assert identity_refusal(spec(groups=["air-quality-leads"]), user) is None
-    forged = identity_refusal(spec(username="bob"), user)
+    assert (
+        identity_refusal(spec(groups=["air-quality-leads"]).approver, user, "spec.approver") is None
+    )
+    forged = identity_refusal(spec(username="bob").approver, user, "spec.approver")
     assert forged is not None and "authenticated as 'alice', not 'bob'" in forged
-    borrowed = identity_refusal(spec(groups=["city-council"]), user)
+    borrowed = identity_refusal(spec(groups=["city-council"]).approver, user, "spec.approver")
     assert borrowed is not None and "not a member of city-council" in borrowed
 
 

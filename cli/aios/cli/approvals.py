@@ -10,7 +10,8 @@ came. The target's workflow reads the Approval through the API before it acts.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +46,16 @@ class Request:
 
 class Refused(Exception):
     """The decision cannot be recorded; the message says why."""
+
+
+@contextmanager
+def refusals_exit() -> Iterator[None]:
+    """A refusal is printed on one line (for scripts too) and exits 1."""
+    try:
+        yield
+    except Refused as error:
+        console.print(f"[red]{error}[/]", soft_wrap=True)
+        raise typer.Exit(1) from error
 
 
 def api(kubeconfig: str | None, as_user: str | None, as_group: str | None) -> client.ApiClient:
@@ -108,13 +119,13 @@ def approval_manifest(request: Request, who: Identity) -> dict[str, Any]:
     }
 
 
-def refusal_message(error: client.ApiException) -> str:
-    """The API server's (or the webhook's) own words."""
+def refusal_message(error: client.ApiException, plural: str = Approval.crd.plural) -> str:
+    """The API server's (or the webhook's) own words on creating one of ``plural``."""
     try:
         message = str(json.loads(error.body or "{}").get("message") or "")
     except ValueError:
         message = ""
-    hint = " (you need RBAC: create approvals)" if error.status == 403 and not message else ""
+    hint = f" (you need RBAC: create {plural})" if error.status == 403 and not message else ""
     return (message or str(error.reason)) + hint
 
 
@@ -170,7 +181,7 @@ def command(decision: str, doc: str) -> Callable[..., None]:
     ) -> None:
         kind, name = parse_target(target)
         api_client = api(kubeconfig, as_user, as_group)
-        try:
+        with refusals_exit():
             who = whoami(api_client)
             request = Request(kind, name, namespace, decision, version, reason)
             result = create_approval(api_client, request, who)
@@ -178,9 +189,6 @@ def command(decision: str, doc: str) -> Callable[..., None]:
                 print(result)
             else:
                 emit({**asdict(request), "by": who.user, "result": result}, output)
-        except Refused as error:
-            console.print(f"[red]{error}[/]", soft_wrap=True)  # one line, for scripts too
-            raise typer.Exit(1) from error
 
     decide.__doc__ = doc
     return decide

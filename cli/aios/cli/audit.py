@@ -203,8 +203,6 @@ def trace(
 
 def lines(lineage: dict[str, Any]) -> list[tuple[str, str]]:
     """The lineage as labelled lines, in causal order."""
-    readings, edge, kafka = lineage["readings"], lineage["edge"], lineage["kafka"]
-    model, decision = lineage["model"], lineage["decision"]
     intent = lineage.get("intent") or {}
     action = lineage.get("action") or {}
     rows = [
@@ -213,6 +211,29 @@ def lines(lineage: dict[str, Any]) -> list[tuple[str, str]]:
             f"{lineage['actionId']}  {intent.get('namespace')}/{intent.get('name')} → "
             f"{action.get('name')} ({action.get('type')} {action.get('target')})",
         ),
+    ]
+    if lineage.get("requestedBy"):
+        rows.append(("requested by", f"{lineage['requestedBy']}: {lineage.get('reason')}"))
+        if lineage.get("reverts"):
+            rows.append(("reverts", lineage["reverts"]))
+    else:
+        rows += decided_lines(lineage)
+    for item in lineage["policyDecisions"]:
+        rows.append(("policy decision", f"{item['decisionId']}  ({item['step']})"))
+    rows.append(("approver", lineage["approver"] or "-"))
+    rows.append(("result", json.dumps(lineage["result"])))
+    if lineage.get("revertedBy"):
+        rows.append(("reverted by", lineage["revertedBy"]))
+    if lineage.get("traceId"):
+        rows.append(("trace", trace_link(lineage["traceId"])))
+    return rows
+
+
+def decided_lines(lineage: dict[str, Any]) -> list[tuple[str, str]]:
+    """What led a runner to act: readings, gateway, Kafka position, model, rule."""
+    readings, edge, kafka = lineage["readings"], lineage["edge"], lineage["kafka"]
+    model, decision = lineage["model"], lineage["decision"]
+    rows = [
         (
             "sensor readings",
             f"{', '.join(readings['eventIds']) or '-'}  "
@@ -252,12 +273,6 @@ def lines(lineage: dict[str, Any]) -> list[tuple[str, str]]:
             else f"rule {rule}",
         )
     )
-    for item in lineage["policyDecisions"]:
-        rows.append(("policy decision", f"{item['decisionId']}  ({item['step']})"))
-    rows.append(("approver", lineage["approver"] or "-"))
-    rows.append(("result", json.dumps(lineage["result"])))
-    if lineage.get("traceId"):
-        rows.append(("trace", trace_link(lineage["traceId"])))
     return rows
 
 

@@ -16,7 +16,7 @@ import yaml
 from kubernetes import config
 from rich.console import Console
 
-from aios.cli import approvals, audit, explain, replay, status, validate
+from aios.cli import approvals, audit, explain, manual_actions, replay, status, validate
 from aios.cli.output import Format, Output, emit
 from aios.stack import release
 from aios.stack.components import HELM
@@ -33,6 +33,7 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)  # a path in an error stays whole in a log
 app.add_typer(audit.app, name="audit")
 app.add_typer(approvals.app)  # aiosctl approve|reject KIND/NAME
+app.add_typer(manual_actions.app)  # aiosctl act intent/NAME ACTION, revert action/ID
 app.command()(validate.validate)  # aiosctl validate PATH...
 app.command()(status.status)  # aiosctl status
 app.command()(explain.explain)  # aiosctl explain KIND/NAME

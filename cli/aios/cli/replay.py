@@ -363,8 +363,8 @@ def judged(report: ReplayReport, replayer: Replay, path: Path, namespace: str) -
         raise fail(f"--policy {path}: {error}") from error
     if len(documents) != 1:
         raise fail(f"--policy {path}: expected one Policy, found {len(documents)}")
-    requests = list(replayer.requests.values())
-    inputs = [policy_input(r, None, 0, r.decision.decided_at) for r in requests]
+    decided = [(r, r.decision) for r in replayer.requests.values() if r.decision is not None]
+    inputs = [policy_input(r, None, 0, decision.decided_at) for r, decision in decided]
     try:
         decisions = decide_offline(documents[0], namespace, inputs, opa.library_dir())
     except (ValueError, RuntimeError) as error:
@@ -373,10 +373,10 @@ def judged(report: ReplayReport, replayer: Replay, path: Path, namespace: str) -
         Denial(
             action_id=request.action_id,
             action=request.action.name,
-            sensor_id=request.decision.sensor_id,
+            sensor_id=request.sensor_id,
             messages=messages,
         )
-        for request, decision in zip(requests, decisions, strict=True)
+        for (request, _), decision in zip(decided, decisions, strict=True)
         if (messages := [*decision["denials"], *decision["warnings"], *decision["dryrun"]])
     ]
     return report.model_copy(

@@ -26,7 +26,10 @@ Input documents (keep to them; the Rego library reads exactly these fields):
      "decision": {"rule": str, "fallback": bool,
                   "model": {"call": str, "deployment": str, "version": str,
                             "canary": bool} | None,
-                  "score": float | None, "confidence": float | None, "lineage": {...}},
+                  "score": float | None, "confidence": float | None, "lineage": {...}}
+                 | None,                  # None: a person asked (a ManualAction)
+     "requestedBy": str, "reason": str,   # only when a person asked: who and why
+     "manualAction": str, "reverts": str,  # its ManualAction; the action it undoes, if any
      "approver": str | None,
      "recentActuations": int,   # actuations of this target in the last hour
      "time": RFC 3339}

@@ -10,6 +10,7 @@ from aios.api.approval import Approval
 from aios.api.automation_intent import AutomationIntent
 from aios.api.base import API_VERSION, GROUP, VERSION, Resource
 from aios.api.edge_gateway import EdgeGateway
+from aios.api.manual_action import ManualAction
 from aios.api.model_deployment import ModelDeployment
 from aios.api.model_rollout import ModelRollout
 from aios.api.policy import Policy
@@ -20,6 +21,7 @@ KINDS: tuple[type[Resource[Any, Any]], ...] = (
     Policy,
     EdgeGateway,
     Approval,
+    ManualAction,
 )
 """Every kind users write, in the order the CRDs are generated."""
 RECORDS: tuple[type[Resource[Any, Any]], ...] = (ModelRollout,)
@@ -37,6 +39,7 @@ __all__ = [
     "Approval",
     "AutomationIntent",
     "EdgeGateway",
+    "ManualAction",
     "ModelDeployment",
     "ModelRollout",
     "Policy",

@@ -71,8 +71,9 @@ class Target(ApiModel):
     )
 
 
-class Approver(ApiModel):
-    """Who decided: the requesting user, as the API server authenticated them."""
+class User(ApiModel):
+    """A user as the API server authenticated them: the admission webhook admits the object
+    only when its creator is this user, in these groups."""
 
     username: str = Field(
         min_length=1, max_length=253, description="The user's name (checked at admission)."
@@ -80,7 +81,7 @@ class Approver(ApiModel):
     groups: list[Annotated[str, Field(max_length=253)]] = Field(
         default_factory=list,
         max_length=64,
-        description="Groups of the user that make them an approver (checked at admission).",
+        description="Groups of the user the object relies on (checked at admission).",
     )
 
 
@@ -89,7 +90,7 @@ class ApprovalSpec(ApiModel):
 
     target: Target = Field(description="What is decided on.")
     decision: Decision = Field(description="approved or rejected.")
-    approver: Approver = Field(description="Who decided.")
+    approver: User = Field(description="Who decided.")
     reason: str = Field(default="", max_length=1024, description="Why, in their words.")
 
 

@@ -168,8 +168,21 @@ class Action(ApiModel):
         le=2592000,
         description="A repeated decision within this window acts only once.",
     )
+    compensation: Name | None = Field(
+        default=None,
+        description=(
+            "The action of this intent that undoes this one (aiosctl revert runs it once, "
+            "through policy, approval and audit). Without it, the action cannot be reversed."
+        ),
+    )
 
     invariants = (
+        Invariant(
+            rule="!has(self.compensation) || self.compensation != self.name",
+            message="an action cannot be its own compensation",
+            check=lambda a: a.compensation != a.name,
+            field_path=".compensation",
+        ),
         Invariant(
             rule="self.type != 'webhook' || self.target.matches('^https?://')",
             message="a webhook target must be an http(s) URL",
@@ -293,7 +306,19 @@ class AutomationIntentSpec(ApiModel):
         description="active: act; shadow: decide and record, never act; paused: consume nothing.",
     )
 
-    invariants = (_actions_exist("rules"), _actions_exist("fallback"))
+    invariants = (
+        _actions_exist("rules"),
+        _actions_exist("fallback"),
+        Invariant(
+            rule="!has(self.actions) || self.actions.all(a, !has(a.compensation) || "
+            "self.actions.exists(c, c.name == a.compensation))",
+            message="every compensation must name an action of spec.actions",
+            check=lambda s: (
+                {a.compensation for a in s.actions if a.compensation} <= {a.name for a in s.actions}
+            ),
+            field_path=".actions",
+        ),
+    )
 
 
 class Counts(ApiModel):

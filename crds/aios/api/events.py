@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from aios.api.approval import User
 from aios.api.automation_intent import Action
-from aios.api.base import ApiModel
+from aios.api.base import ApiModel, exactly_one_of
 from aios.api.edge_gateway import Metric
 
 
@@ -141,8 +142,23 @@ class Decision(ApiModel):
         return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
+class ManualRequest(ApiModel):
+    """A person's request (a ManualAction, admitted for the user the API server
+    authenticated) that starts an action instead of a decision."""
+
+    manual_action: str = Field(description="The ManualAction's name (same namespace).")
+    requested_by: User
+    reason: str
+    requested_at: datetime = Field(description="When the ManualAction was created.")
+    sensor_id: str | None = Field(default=None, description="The sensor it is about.")
+    reverts: str | None = Field(
+        default=None, description="The action this one undoes (its compensation)."
+    )
+
+
 class ActionRequest(ApiModel):
-    """What an intent runner hands to the action workflow (its input, durable in Temporal)."""
+    """What an intent runner (or the operator, for a person) hands to the action workflow
+    (its input, durable in Temporal)."""
 
     action_id: str = Field(description="Idempotency key; also the workflow id.")
     intent: IntentRef
@@ -151,10 +167,24 @@ class ActionRequest(ApiModel):
         default_factory=dict, description="The intent's dataPolicy."
     )
     action: Action = Field(description="The action as declared in the intent.")
-    decision: Decision
+    decision: Decision | None = Field(default=None, description="The decision that acts.")
+    manual: ManualRequest | None = Field(default=None, description="The person who asks.")
     actions_topic: str | None = Field(
         default=None, description="Topic where the workflow records the action's lifecycle."
     )
+
+    invariants = (exactly_one_of("decision", "manual"),)
+
+    @property
+    def sensor_id(self) -> str:
+        """The sensor the action is about ('' when a person named none)."""
+        if self.decision is not None:
+            return self.decision.sensor_id
+        return (self.manual.sensor_id if self.manual else None) or ""
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.decision.trace_id if self.decision else None
 
 
 class Review(ApiModel):

@@ -24,6 +24,7 @@ from aios.operator.handlers import (  # noqa: F401
     approval,
     automation_intent,
     edge_gateway,
+    manual_action,
     model_deployment,
     policy,
 )
@@ -124,6 +125,7 @@ async def run(args: argparse.Namespace) -> int:
     webhook = WebhookSettings.from_env()
     admission.register(webhook)
     approval.register_webhooks(webhook)
+    manual_action.register_webhooks(webhook)
     settings = OperatorSettings.from_env()
     runtime = Runtime(
         settings, webhook, api, leadership(args.lease, settings.namespace, api), args.workers

@@ -290,6 +290,7 @@ class Runner:
         while True:
             try:
                 for request in list(unique.values()):
+                    assert request.decision is not None  # a runner's actions follow decisions
                     with spans.handing_off(request.decision):
                         await self._start(request)
                     unique.pop(request.action_id)

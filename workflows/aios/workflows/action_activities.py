@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from aios.api import tracing
 from aios.api.base import kube_time
-from aios.api.events import ActionRequest, Decision
+from aios.api.events import ActionRequest, Decision, ManualRequest
 from aios.connectors import kafka
 from aios.connectors.audit import AuditWriter
 from aios.connectors.opa import PolicyUnavailable, authorize_action
@@ -59,8 +59,11 @@ MQTT_RETRY_SECONDS = 2.0
 MQTT_CONFIRM_SECONDS = 10.0
 
 
-def decision_summary(decision: Decision) -> dict[str, Any]:
-    """The decision as policy and the audit trail see it: rule, model, scores, lineage."""
+def decision_summary(decision: Decision | None) -> dict[str, Any] | None:
+    """The decision as policy and the audit trail see it: rule, model, scores, lineage
+    (None for an action a person asked for)."""
+    if decision is None:
+        return None
     return {
         "rule": decision.rule,
         "fallback": decision.fallback,
@@ -68,6 +71,18 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
         "score": decision.score,
         "confidence": decision.confidence,
         "lineage": decision.lineage.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def manual_summary(manual: ManualRequest | None) -> dict[str, Any]:
+    """Who asked for an action and why, for policy, payloads and the audit trail."""
+    if manual is None:
+        return {}
+    return {
+        "requestedBy": manual.requested_by.username,
+        "reason": manual.reason,
+        "manualAction": manual.manual_action,
+        **({"reverts": manual.reverts} if manual.reverts else {}),
     }
 
 
@@ -91,6 +106,7 @@ def policy_input(
             "approvalRequired": request.action.approval.required,
         },
         "decision": decision_summary(request.decision),
+        **manual_summary(request.manual),
         "approver": approver,
         "recentActuations": recent,
         "time": now.isoformat(),
@@ -99,20 +115,38 @@ def policy_input(
 
 def payload_fields(request: ActionRequest, approver: str | None) -> dict[str, Any]:
     """What a ``payloadTemplate`` may use as ``$name``."""
-    decision = request.decision
-    return {
+    decision, manual = request.decision, request.manual
+    fields = {
         "actionId": request.action_id,
         "namespace": request.intent.namespace,
         "intent": request.intent.name,
         "action": request.action.name,
+        "sensorId": request.sensor_id,
+        "approver": approver or "",
+        "requestedBy": manual.requested_by.username if manual else "",
+        "reason": manual.reason if manual else "",
+        "reverts": (manual.reverts or "") if manual else "",
+    }
+    if decision is None:
+        assert manual is not None  # one of the two (ActionRequest's invariant)
+        time = manual.requested_at
+        return {
+            **fields,
+            "rule": "",
+            "fallback": "false",
+            "eventId": "",
+            "score": "",
+            "confidence": "",
+            "time": time.isoformat(),
+        }
+    return {
+        **fields,
         "rule": decision.rule or "",
         "fallback": str(decision.fallback).lower(),
-        "sensorId": decision.sensor_id,
         "eventId": decision.event_id,
         "score": "" if decision.score is None else f"{decision.score:.4f}",
         "confidence": "" if decision.confidence is None else f"{decision.confidence:.4f}",
         "time": decision.time.isoformat(),
-        "approver": approver or "",
     }
 
 
@@ -122,13 +156,9 @@ def render_payload(request: ActionRequest, approver: str | None) -> bytes:
     template = request.action.payload_template
     if template is not None:
         return string.Template(template).safe_substitute(fields).encode()
+    model = request.decision.model if request.decision else None
     return json.dumps(
-        {
-            **fields,
-            "model": request.decision.model.model_dump(by_alias=True)
-            if request.decision.model
-            else None,
-        }
+        {**fields, "model": model.model_dump(by_alias=True) if model else None}
     ).encode()
 
 
@@ -154,7 +184,10 @@ def step_details(request: ActionRequest, step: ActionStep) -> dict[str, Any]:
             "decisionId": decision.decision_id,
             "fallbackReason": decision.fallback_reason,
             "lineage": {**summary["lineage"], "sensors": [decision.sensor_id]},
-        },
+        }
+        if decision is not None and summary is not None
+        else None,
+        **manual_summary(request.manual),
         "policyDecisionId": step.policy_decision_id,
         "approver": step.approver,
         "result": step.result,
@@ -226,7 +259,7 @@ class ActionActivities:
                         "alertname": action.name,
                         "namespace": request.intent.namespace,
                         "intent": request.intent.name,
-                        "sensor": request.decision.sensor_id,
+                        "sensor": request.sensor_id,
                         "severity": "warning",
                     },
                     "annotations": {
@@ -348,9 +381,10 @@ class ActionActivities:
             "action-step",
             f"action/{request.action_id}",
             details,
-            actor=step.approver,
+            actor=step.approver
+            or (request.manual.requested_by.username if request.manual else None),
             policy_decision_id=step.policy_decision_id,
-            trace_id=request.decision.trace_id,
+            trace_id=request.trace_id,
             event_id=f"{request.action_id}:{step.step}",
         )
         if request.actions_topic:

@@ -89,6 +89,17 @@ def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
             for s in steps
             if s.policy_decision_id
         ],
+        "requestedBy": first.details.get("requestedBy"),
+        "reason": first.details.get("reason"),
+        "reverts": first.details.get("reverts"),
+        "revertedBy": next(
+            (
+                r.details.get("actionId")
+                for r in records
+                if r.kind == "action-step" and r.details.get("reverts") == action_id
+            ),
+            None,
+        ),
         "approver": next(
             (s.details.get("approver") for s in reversed(steps) if s.details.get("approver")), None
         ),

@@ -25,12 +25,10 @@ from temporalio.service import RPCError
 from aios.api import API_VERSION, GROUP, VERSION, Approval, ModelDeployment, ModelRollout, Resource
 from aios.api.approval import ApprovalSpec
 from aios.api.events import ActionState
-from aios.connectors.audit import AuditUnavailable
-from aios.operator.audit import record
-from aios.operator.handlers.common import register, runtime
+from aios.operator.handlers.common import audited, register, runtime
 from aios.operator.reconcile import approval as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
-from aios.operator.runtime.controller import RECONCILE_ERROR, Context, KindSpec
+from aios.operator.runtime.controller import Context, KindSpec, after_an_error
 from aios.operator.settings import WebhookSettings
 from aios.workflows.action import ActionWorkflow
 from aios.workflows.approval import ApprovalNotice
@@ -64,14 +62,7 @@ async def deliver(approval: Approval, ctx: Context) -> list[ConditionUpdate]:
     return [ConditionUpdate("Ready", "True", "Delivered", f"{workflow_id} was told to read it")]
 
 
-def delivery_failed(raw: Mapping[str, Any]) -> bool:
-    """Retry an error; a target that ended or moved on will not take the decision later."""
-    conditions = (raw.get("status") or {}).get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    return ready is None or ready.get("reason") == RECONCILE_ERROR
-
-
-register(KindSpec(Approval, deliver, retry_when=delivery_failed))
+register(KindSpec(Approval, deliver, retry_when=after_an_error))
 
 
 async def action_state(action_id: str, memo: kopf.Memo) -> ActionState | None:
@@ -88,7 +79,7 @@ async def admit_approval(
     """Why the Approval is refused, or None."""
     spec = Approval.model_validate(dict(body)).spec
     namespace = body["metadata"]["namespace"]
-    refused = plan.identity_refusal(spec, userinfo)
+    refused = plan.identity_refusal(spec.approver, userinfo, "spec.approver")
     if refused is not None:
         return refused
     if spec.target.kind == "Action":
@@ -122,20 +113,6 @@ def model_deployment_of(body: Mapping[str, Any]) -> str:
     return str(body["metadata"]["name"])
 
 
-async def audited(
-    subject: str, refused: str | None, userinfo: Mapping[str, Any], dryrun: bool
-) -> None:
-    """Record the attempt (not for a dry run: no side effects), then deny when refused."""
-    if not dryrun:
-        details = {"outcome": "denied" if refused else "admitted", "reason": refused or ""}
-        try:
-            await record("approval", subject, details, actor=userinfo.get("username"))
-        except AuditUnavailable as error:
-            raise kopf.AdmissionError(f"the attempt could not be audited: {error}", 503) from error
-    if refused is not None:
-        raise kopf.AdmissionError(refused, code=403)
-
-
 def register_webhooks(settings: WebhookSettings) -> None:
     """The approval webhooks, when the admission webhook is configured. Always failing
     closed, whatever ``AIOS_WEBHOOK_FAILURE_POLICY`` says for the policy webhooks."""
@@ -162,7 +139,7 @@ def register_webhooks(settings: WebhookSettings) -> None:
             refused = await admit_approval(body, userinfo, memo)
         except (ApiException, RPCError) as error:
             refused = f"the target could not be checked: {error}"
-        await audited(subject, refused, userinfo, dryrun)
+        await audited("approval", subject, refused, userinfo, dryrun)
 
     for model in (ModelDeployment, ModelRollout):
         _register_status_webhook(model, persistent)
@@ -189,4 +166,4 @@ def _register_status_webhook(model: type[Resource[Any, Any]], persistent: bool) 
         if refused is not None:
             namespace = body["metadata"]["namespace"]
             subject = f"modeldeployment/{namespace}/{model_deployment_of(body)}"
-            await audited(subject, refused, userinfo, dryrun)
+            await audited("approval", subject, refused, userinfo, dryrun)

@@ -9,11 +9,14 @@ kind's periodic work runs on its controller's one tick.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from aios.api import GROUP, VERSION
+from aios.connectors.audit import AuditUnavailable
+from aios.operator.audit import record
 from aios.operator.runtime.controller import Controller, KindSpec
 from aios.operator.runtime.runtime import Runtime
 
@@ -51,3 +54,18 @@ def register(spec: KindSpec) -> None:
     @kopf.on.event(GROUP, VERSION, plural, id=f"watch-{singular}")
     async def on_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime(memo).controllers[plural].observe(type, dict(body))
+
+
+async def audited(
+    kind: str, subject: str, refused: str | None, userinfo: Mapping[str, Any], dryrun: bool
+) -> None:
+    """An admission attempt of a person's object (an Approval, a ManualAction) recorded as a
+    ``kind`` audit event (not for a dry run: no side effects), then denied when refused."""
+    if not dryrun:
+        details = {"outcome": "denied" if refused else "admitted", "reason": refused or ""}
+        try:
+            await record(kind, subject, details, actor=userinfo.get("username"))
+        except AuditUnavailable as error:
+            raise kopf.AdmissionError(f"the attempt could not be audited: {error}", 503) from error
+    if refused is not None:
+        raise kopf.AdmissionError(refused, code=403)

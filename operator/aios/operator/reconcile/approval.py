@@ -12,21 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aios.api.approval import ApprovalSpec, permits
+from aios.api.approval import ApprovalSpec, User, permits
 from aios.api.events import ActionState
 
 
-def identity_refusal(spec: ApprovalSpec, userinfo: Mapping[str, Any]) -> str | None:
-    """Why ``spec.approver`` is not the requesting user, or None."""
+def identity_refusal(claimed: User, userinfo: Mapping[str, Any], field: str) -> str | None:
+    """Why the user ``claimed`` at ``field`` (``spec.approver``) is not the requesting
+    user, or None."""
     username = userinfo.get("username") or ""
-    if spec.approver.username != username:
-        return (
-            f"spec.approver.username: you are authenticated as {username!r}, "
-            f"not {spec.approver.username!r}"
-        )
-    foreign = sorted(set(spec.approver.groups) - set(userinfo.get("groups") or []))
+    if claimed.username != username:
+        return f"{field}.username: you are authenticated as {username!r}, not {claimed.username!r}"
+    foreign = sorted(set(claimed.groups) - set(userinfo.get("groups") or []))
     if foreign:
-        return f"spec.approver.groups: {username} is not a member of {', '.join(foreign)}"
+        return f"{field}.groups: {username} is not a member of {', '.join(foreign)}"
     return None
 
 

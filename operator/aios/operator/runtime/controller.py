@@ -90,6 +90,14 @@ def nothing_pending(_: Mapping[str, Any]) -> bool:
     return False
 
 
+def after_an_error(raw: Mapping[str, Any]) -> bool:
+    """``retry_when`` of a kind whose reconcile gives a final answer (done, or refused for
+    good: an Approval's target ended, a reversal already started): retry only an error."""
+    conditions = (raw.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is None or ready.get("reason") == RECONCILE_ERROR
+
+
 @dataclass(frozen=True)
 class KindSpec:
     """How one kind is reconciled."""
