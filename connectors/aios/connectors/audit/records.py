@@ -16,6 +16,7 @@ KINDS = (
     "reconcile",
     "admission",
     "approval",
+    "manual-action",
     "promotion",
     "rollback",
     "edge-config",
