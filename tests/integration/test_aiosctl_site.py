@@ -236,6 +236,7 @@ def test_up_detach_fails_at_once_when_its_supervisor_dies(tmp_path: Path) -> Non
     _, stderr = command.communicate(timeout=60)
     assert command.returncode != 0
     assert "did not start" in stderr, stderr
+    assert stderr.split("did not start:", 1)[1].strip(), "its log's end, or why there is none"
     wait_for(lambda: not processes_in(node.mount_namespace), 60, what="the node's processes gone")
     wait_for(
         lambda: not [p for p in cgroup_dirs(f"aios-site-{node.index}") if p.exists()],

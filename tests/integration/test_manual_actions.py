@@ -42,7 +42,8 @@ def officers(kubectl, namespace: str) -> None:
 
 
 def smoke_intent(url: str) -> dict[str, Any]:
-    """A paused intent (its worker runs; no runner reads) declaring what officers may run."""
+    """A paused intent (its worker runs; no runner reads) declaring what officers may run:
+    an alert (Alertmanager's API), and a dispatch whose compensation is a recall."""
     hook = {"type": "webhook", "idempotencyWindowSeconds": 3600}
     return {
         "apiVersion": "aios.dev/v1alpha1",
@@ -52,7 +53,7 @@ def smoke_intent(url: str) -> dict[str, Any]:
             "sources": [{"name": "readings", "kafkaTopic": f"smoke-{uuid.uuid4().hex[:8]}"}],
             "topics": {"partitions": 1, "deletePolicy": "Delete"},
             "actions": [
-                {**hook, "name": "notify", "target": f"{url}/notify"},
+                {**hook, "name": "notify", "type": "alert", "target": f"{url}/notify"},
                 {**hook, "name": "dispatch", "target": f"{url}/dispatch", "compensation": "recall"},
                 {**hook, "name": "recall", "target": f"{url}/recall"},
             ],
@@ -90,8 +91,10 @@ def test_a_person_runs_a_declared_action_through_policy_and_audit_once(
     )
     assert action_id.startswith(f"{namespace}.smoke.notify.")
     taken(receiver, "/notify", action_id)
-    body = next(b for _, h, b in receiver.calls if h.get("Idempotency-Key") == action_id)
-    assert (body["requestedBy"], body["reason"], body["sensorId"]) == ("alice", REASON, "aq-d7-001")
+    alerts = next(b for _, h, b in receiver.calls if h.get("Idempotency-Key") == action_id)
+    assert alerts[0]["labels"]["sensor"] == "aq-d7-001"
+    summary = json.loads(alerts[0]["annotations"]["summary"])
+    assert (summary["requestedBy"], summary["reason"]) == ("alice", REASON)
     wait_for(lambda: audited_steps(site, action_id) == ["requested", "authorized", "executed"])
     records = [
         r for r in read_log(site.endpoints.kafka_bootstrap) if r.subject == f"action/{action_id}"

@@ -178,6 +178,14 @@ def test_a_stricter_threshold_replayed_reports_exactly_the_changed_decisions_and
         if e["reason"] == "Replayed"
     )
     assert replayed["ReplayExceededMaxChange"]["type"] == "Warning"
+    kept = kubectl.json("get", "intentreplays", "-n", namespace, "-l", f"aios.dev/intent={NAME}")
+    specs = sorted(
+        (r["spec"]["changed"], r["spec"]["exceeded"], r["spec"].get("maxChange"))
+        for r in kept["items"]
+    )
+    assert specs == [(0, False, None), (len(expected), False, None), (len(expected), True, 0.01)]
+    owner = kubectl.json("get", "automationintent", NAME, "-n", namespace)["metadata"]["uid"]
+    assert {r["metadata"]["ownerReferences"][0]["uid"] for r in kept["items"]} == {owner}
 
     stable = kubectl.json("get", "md", "pm25-anomaly", "-n", namespace)["status"]["stable"]
     served = aiosctl(

@@ -197,7 +197,12 @@ def test_printer_columns_point_to_fields_of_the_schema(model: type[Resource[Any,
     assert columns[-1] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     for column in columns[:-1]:
         node = node_at(schema, column["jsonPath"])
-        expected = {"string": {"string"}, "integer": {"integer"}, "number": {"number", "integer"}}
+        expected = {
+            "string": {"string"},
+            "integer": {"integer"},
+            "number": {"number", "integer"},
+            "boolean": {"boolean"},
+        }
         assert node["type"] in expected[column["type"]], column
 
 

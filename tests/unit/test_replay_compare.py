@@ -226,3 +226,32 @@ def test_a_candidate_policy_denies_exactly_the_actions_it_objects_to(tmp_path: P
     path.write_text(POLICY.read_text().replace("actuation-needs-approval", "no-such-module"))
     with pytest.raises(typer.Exit):
         judged(report, replay, path, "city")
+
+
+def test_a_replay_is_kept_with_its_intent_and_only_the_newest_are() -> None:
+    from aios.api import IntentReplay
+    from aios.api.replay import ReplayReport
+    from aios.cli.replay import replay_record, superseded
+
+    now = datetime(2026, 12, 3, 17, tzinfo=UTC)
+    report = ReplayReport(
+        namespace="city", intent="pm25-alerting", since=now - timedelta(hours=1), until=now,
+        candidate="--rules stricter.yaml", readings=10, dead_letters=0, undecided=0,
+        compared=10, changed=2,
+    )  # fmt: skip
+    intent = {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "AutomationIntent",
+        "metadata": {"name": "pm25-alerting", "namespace": "city", "uid": "u-1"},
+    }
+    record = replay_record(intent, report, 0.05, True)
+    kept = IntentReplay.model_validate({**record, "metadata": {"name": "x"}}).spec
+    assert (kept.changed, kept.max_change, kept.exceeded) == (2, 0.05, True)
+    assert record["metadata"]["ownerReferences"][0]["uid"] == "u-1", "it goes with the intent"
+    assert record["metadata"]["labels"] == {"aios.dev/intent": "pm25-alerting"}
+    records = [
+        {"metadata": {"name": f"r{i}", "creationTimestamp": f"2026-12-03T17:{i:02d}:00Z"}}
+        for i in range(5)
+    ]
+    assert superseded(records, kept=3) == ["r1", "r0"], "all but the newest three"
+    assert superseded(records[:2], kept=3) == []

@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from aios.api import GROUP, VERSION, AutomationIntent, ModelDeployment
+from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, IntentReplay, ModelDeployment
 from aios.api.automation_intent import AutomationIntentSpec
 from aios.api.base import owner_reference
-from aios.api.replay import Denial, ReplayReport
+from aios.api.replay import Denial, IntentReplaySpec, ReplayReport
 from aios.api.runner import RunnerConfig, runner_name
 from aios.cli.approvals import Kubeconfig, Namespace, api
 from aios.cli.audit import Bootstrap
@@ -135,11 +135,50 @@ def summary(report: ReplayReport) -> str:
     )
 
 
+KEPT_REPLAYS = 20
+"""IntentReplays kept per intent: the newest; ``aiosctl replay`` removes older ones."""
+INTENT_LABEL = "aios.dev/intent"
+
+
+def replay_record(
+    intent: dict[str, Any], report: ReplayReport, limit: float | None, over: bool
+) -> dict[str, Any]:
+    """The IntentReplay keeping ``report`` with the intent (its owner: it goes with it)."""
+    meta = intent["metadata"]
+    spec = IntentReplaySpec(**dict(report), max_change=limit, exceeded=over)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": IntentReplay.crd.kind,
+        "metadata": {
+            "generateName": f"{meta['name'][:200]}-",
+            "namespace": meta["namespace"],
+            "labels": {INTENT_LABEL: meta["name"]},
+            "ownerReferences": [owner_reference(intent)],
+        },
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def superseded(records: list[dict[str, Any]], kept: int = KEPT_REPLAYS) -> list[str]:
+    """The names of all but the ``kept`` newest records."""
+    newest = sorted(
+        records,
+        key=lambda r: (r["metadata"]["creationTimestamp"], r["metadata"]["name"]),
+        reverse=True,
+    )
+    return [r["metadata"]["name"] for r in newest[kept:]]
+
+
 def publish(
-    api_client: client.ApiClient, intent: dict[str, Any], report: ReplayReport, over: bool
+    api_client: client.ApiClient,
+    intent: dict[str, Any],
+    report: ReplayReport,
+    limit: float | None,
+    over: bool,
 ) -> None:
-    """The report's summary as an Event on the intent (``kubectl describe`` shows it); a
-    user who may not create Events still gets the report."""
+    """The report kept as an IntentReplay (``kubectl get intentreplays``; the newest
+    ``KEPT_REPLAYS`` per intent), and its summary as an Event on the intent (``kubectl
+    describe``). A user who may create neither still gets the report."""
     meta = intent["metadata"]
     body: Any = event(
         intent,
@@ -155,6 +194,22 @@ def publish(
     except client.ApiException as error:
         err.print(
             f"[yellow]the report is not recorded as an Event[/]: {error.status} {error.reason}"
+        )
+    objects, plural = client.CustomObjectsApi(api_client), IntentReplay.crd.plural
+    try:
+        created: Any = objects.create_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], plural, replay_record(intent, report, limit, over)
+        )
+        err.print(f"kept as intentreplay/{created['metadata']['name']}")
+        listed: Any = objects.list_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], plural,
+            label_selector=f"{INTENT_LABEL}={meta['name']}",
+        )  # fmt: skip
+        for name in superseded(listed["items"]):
+            objects.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, name)
+    except client.ApiException as error:
+        err.print(
+            f"[yellow]the report is not kept as an IntentReplay[/]: {error.status} {error.reason}"
         )
 
 
@@ -262,7 +317,7 @@ def replay(
     else:
         emit(report.model_dump(mode="json", by_alias=True, exclude_none=True), output)
     over = limit is not None and report.change_ratio > limit
-    publish(api_client, intent, report, over)
+    publish(api_client, intent, report, limit, over)
     if over:
         err.print(
             f"[red]{report.change_ratio:.1%} of decisions changed[/], "

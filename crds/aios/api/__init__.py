@@ -14,6 +14,7 @@ from aios.api.manual_action import ManualAction
 from aios.api.model_deployment import ModelDeployment
 from aios.api.model_rollout import ModelRollout
 from aios.api.policy import Policy
+from aios.api.replay import IntentReplay
 
 KINDS: tuple[type[Resource[Any, Any]], ...] = (
     ModelDeployment,
@@ -24,8 +25,9 @@ KINDS: tuple[type[Resource[Any, Any]], ...] = (
     ManualAction,
 )
 """Every kind users write, in the order the CRDs are generated."""
-RECORDS: tuple[type[Resource[Any, Any]], ...] = (ModelRollout,)
-"""Kinds only aios's own components write (users read them): nothing reconciles them."""
+RECORDS: tuple[type[Resource[Any, Any]], ...] = (ModelRollout, IntentReplay)
+"""Kinds only aios's own components and aiosctl write (users read them): nothing reconciles
+them."""
 CRD_KINDS: tuple[type[Resource[Any, Any]], ...] = (*KINDS, *RECORDS)
 """Every root model, in the order the CRDs are generated."""
 
@@ -39,6 +41,7 @@ __all__ = [
     "Approval",
     "AutomationIntent",
     "EdgeGateway",
+    "IntentReplay",
     "ManualAction",
     "ModelDeployment",
     "ModelRollout",

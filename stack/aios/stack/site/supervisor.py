@@ -40,7 +40,10 @@ def wait_for_site(directory: Path, timeout: float) -> SiteState:
             if state.ready:
                 return state
             if state.supervisor_pid and not process_alive(state.supervisor_pid):
-                tail = log_tail(directory / "supervisor.log", 30)
+                tail = log_tail(directory / "supervisor.log", 30) or (
+                    f"(its log is empty: supervisor {state.supervisor_pid} died before it "
+                    "logged anything, as when it is killed)"
+                )
                 raise RuntimeError(f"the site in {directory} did not start:\n{tail}")
         except (FileNotFoundError, json.JSONDecodeError):
             pass
