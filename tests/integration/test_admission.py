@@ -164,11 +164,13 @@ def test_the_webhook_covers_aios_kinds_only_with_the_operators_certificate(
         "policy-automationintent.aios.dev": ["automationintents"],
         "policy-edgegateway.aios.dev": ["edgegateways"],
         "validate-approval.aios.dev": ["approvals"],
+        "validate-manualaction.aios.dev": ["manualactions"],
         "validate-modeldeployment-status.aios.dev": ["modeldeployments/status"],
         "validate-modelrollout-status.aios.dev": ["modelrollouts/status"],
     }
     operations = {"CREATE", "UPDATE"}
     approvals = {"validate-approval.aios.dev": {"CREATE"}}
+    approvals["validate-manualaction.aios.dev"] = {"CREATE"}
     approvals["validate-modeldeployment-status.aios.dev"] = {"UPDATE"}
     approvals["validate-modelrollout-status.aios.dev"] = {"UPDATE"}
     for webhook in webhooks:
