@@ -21,7 +21,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, ManualAction
+from aios.api import GROUP, VERSION, AutomationIntent, ManualAction
 from aios.api.events import ActionRequest
 from aios.operator.handlers.common import audited, register, runtime
 from aios.operator.reconcile import manual_action as plan
@@ -62,13 +62,13 @@ async def original(action_id: str, memo: kopf.Memo) -> plan.Original:
     return plan.Original(request, phase, reverted=reversal is not None)
 
 
-async def intent_of(intent: str | None, namespace: str, memo: kopf.Memo) -> dict[str, Any] | None:
-    """The AutomationIntent as the API server has it now (None: no such)."""
+def intent_of(intent: str | None, namespace: str, memo: kopf.Memo) -> dict[str, Any] | None:
+    """The AutomationIntent as the watch has it (the operator's store: no GET)."""
     if intent is None:
         return None
-    return await runtime(memo).children.get(
-        API_VERSION, AutomationIntent.crd.kind, intent, namespace
-    )
+    store = runtime(memo).store(AutomationIntent.crd.plural)
+    uid = store.uid_of(namespace, intent)
+    return store.get(uid) if uid else None
 
 
 async def refusal(
@@ -81,10 +81,10 @@ async def refusal(
     if refused is not None:
         return refused
     if spec.reverts is None:
-        return plan.act_refusal(spec, await intent_of(spec.intent, namespace, memo), namespace)
+        return plan.act_refusal(spec, intent_of(spec.intent, namespace, memo), namespace)
     found = await original(spec.reverts, memo)
     name = found.request.intent.name if found.request else None
-    intent = await intent_of(name, namespace, memo)
+    intent = intent_of(name, namespace, memo)
     return plan.revert_refusal(spec, found, intent, namespace)
 
 
@@ -97,7 +97,7 @@ async def start(manual: ManualAction, ctx: Context) -> list[ConditionUpdate]:
     temporal = await runtime(ctx.memo).temporal()
     reverted = await started_request(temporal, spec.reverts) if spec.reverts else None
     intent_name = reverted.intent.name if reverted else spec.intent
-    raw = await intent_of(intent_name, namespace, ctx.memo)
+    raw = intent_of(intent_name, namespace, ctx.memo)
     if raw is None or (spec.reverts and reverted is None):
         gone = f"automationintent/{intent_name}" if raw is None else f"action/{spec.reverts}"
         return [ConditionUpdate("Ready", "False", "TargetGone", f"{gone} no longer exists")]
