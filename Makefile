@@ -4,13 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.aios-installed
-ROOTS := crds:operator:workflows:connectors:runner:edge-agent:cli:stack
+ROOTS := crds:operator:workflows:connectors:runner:edge-agent:cli:stack:console
 
 .PHONY: run test unit crds lint components images prepare down
 
 # Virtual environment with the pinned Python dependencies (hack/constraints.txt). The
 # editable install maps each package to its folder, so a new package re-runs it.
-PACKAGES := $(shell find crds operator workflows connectors runner edge-agent cli stack -name __init__.py 2>/dev/null)
+PACKAGES := $(shell find crds operator workflows connectors runner edge-agent cli stack console -name __init__.py 2>/dev/null)
 $(STAMP): pyproject.toml hack/constraints.txt $(PACKAGES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

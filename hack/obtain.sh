@@ -2,7 +2,7 @@
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
 #                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger
-#                               | prometheus | prometheus-operator-crds)
+#                               | prometheus | prometheus-operator-crds | browser)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,7 +13,7 @@ name=${1:?component name}
 if [ "$name" = all ]; then
   # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
   # which keep the cores busy; one after another, so apt and Maven each run once at a time.
-  ( for c in node-packages mosquitto kafka temporal-test-server; do "$0" "$c"; done ) & fetched=$!
+  ( for c in node-packages mosquitto kafka temporal-test-server browser; do "$0" "$c"; done ) & fetched=$!
   for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds; do "$0" "$c"; done
   wait "$fetched"; exit
 fi
@@ -81,6 +81,8 @@ containerd)  # the node's container runtime: daemon, runc shim and ctr, without 
     "$m/cmd/containerd@$CONTAINERD_VERSION" "$m/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
     "$m/cmd/ctr@$CONTAINERD_VERSION"
   mark_done "$dest";;
+browser)  # the console's browser test: Debian's Chromium and its WebDriver
+  apt_install chromium chromium-driver;;
 node-packages)  # what the real node runs from Debian: runc, the CNI plugins, iptables for kube-proxy
   apt_install runc containernetworking-plugins iptables conntrack curl;;
 temporal) go_install "$cache/temporal/$TEMPORAL_CLI_VERSION" "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION";;

@@ -76,7 +76,7 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return find(docs, "Deployment", "aios")["spec"]["template"]["spec"]["containers"][0]
 
 
 def env(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def test_the_default_render_has_every_piece_of_a_site(default: list[dict[str, An
 def test_the_operator_runs_two_replicas_electing_a_leader_with_explicit_commands(
     default: list[dict[str, Any]],
 ) -> None:
-    deployment = find(default, "Deployment")
+    deployment = find(default, "Deployment", "aios")
     assert deployment["spec"]["replicas"] == 2
     template = deployment["spec"]["template"]
     assert template["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aios"
@@ -282,10 +282,18 @@ def test_watching_listed_namespaces_binds_the_work_role_only_there() -> None:
     bindings = [
         d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"
     ]
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["city-a", "city-b"]
-    assert {b["roleRef"]["name"] for b in bindings} == {"aios"}
+    for role in ("aios", "aios-console-read"):
+        bound = [b["metadata"]["namespace"] for b in bindings if b["roleRef"]["name"] == role]
+        assert sorted(bound) == ["city-a", "city-b"], role
+    assert {b["roleRef"]["name"] for b in bindings} == {"aios", "aios-console-read"}
     cluster_bindings = [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"]
-    assert cluster_bindings == ["aios-cluster"], "cluster-wide only what exists cluster-wide"
+    assert sorted(cluster_bindings) == ["aios-cluster", "aios-console"], (
+        "cluster-wide only what exists cluster-wide (the console: token and access reviews)"
+    )
+    console = find(docs, "Deployment", "aios-console")["spec"]["template"]["spec"]
+    assert {"name": "AIOS_CONSOLE_NAMESPACES", "value": "city-a,city-b"} in (
+        console["containers"][0]["env"]
+    )
     leases = [d for d in docs if d["kind"] == "Role" and "leader" in d["metadata"]["name"]]
     assert [r["metadata"]["namespace"] for r in leases] == [NAMESPACE], "one Lease per release"
     args = container(docs)["args"]
@@ -319,7 +327,7 @@ def test_kafka_security_settings_reach_the_operator_through_a_secret() -> None:
 
 def test_a_changed_kafka_configuration_rolls_the_operator() -> None:
     def checksum(text: str) -> str:
-        annotations = find(manifests(text), "Deployment")["spec"]["template"]["metadata"]
+        annotations = find(manifests(text), "Deployment", "aios")["spec"]["template"]["metadata"]
         return str(annotations["annotations"]["checksum/kafka"])
 
     assert checksum(render()) == checksum(render())
@@ -504,7 +512,7 @@ def test_only_the_operator_mounts_the_audit_signing_key_and_checkpoints_one_conf
     secret = find(default, "Secret", "aios-audit-signing")
     pem = base64.b64decode(secret["data"]["private.pem"])
     assert isinstance(serialization.load_pem_private_key(pem, None), Ed25519PrivateKey)
-    pod = find(default, "Deployment")["spec"]["template"]["spec"]
+    pod = find(default, "Deployment", "aios")["spec"]["template"]["spec"]
     (volume,) = [
         v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "aios-audit-signing"
     ]
@@ -523,7 +531,7 @@ def test_only_the_operator_mounts_the_audit_signing_key_and_checkpoints_one_conf
 
     mine = manifests(render("audit.signingKey.existingSecret=city-audit-key"))
     assert not [d for d in mine if d["kind"] == "Secret" and "audit" in d["metadata"]["name"]]
-    volumes = find(mine, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volumes = find(mine, "Deployment", "aios")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "audit-signing", "secret": {"secretName": "city-audit-key"}} in volumes
 
 
@@ -538,4 +546,4 @@ def test_the_site_name_reaches_the_operator_and_labels_every_scraped_series() ->
     assert env(docs)["AIOS_SITE"] == "city-b"
     assert find(docs, "ServiceMonitor")["spec"]["targetLabels"] == ["aios.dev/site"]
     assert find(docs, "PodMonitor")["spec"]["podTargetLabels"] == ["aios.dev/site"]
-    assert find(docs, "Deployment")["metadata"]["labels"]["aios.dev/site"] == "city-b"
+    assert find(docs, "Deployment", "aios")["metadata"]["labels"]["aios.dev/site"] == "city-b"

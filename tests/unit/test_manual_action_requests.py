@@ -11,10 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from aios.api import AutomationIntent, ManualAction
+from aios.api.approval import User
 from aios.api.events import ActionRequest
-from aios.cli.approvals import Identity
+from aios.api.manual_action import manual_action_manifest
 from aios.cli.audit import lines
-from aios.cli.manual_actions import manual_manifest, started
+from aios.cli.manual_actions import started
 from aios.connectors.audit import AuditRecord
 from aios.connectors.audit.lineage import trace
 from aios.operator.reconcile.manual_action import (
@@ -229,8 +230,8 @@ def test_the_audit_trail_links_a_reversal_and_the_action_it_undoes() -> None:
 
 
 def test_the_cli_asks_as_the_authenticated_user_and_waits_for_the_start() -> None:
-    who = Identity("alice", ("duty-officers", "system:authenticated"))
-    body = manual_manifest("city", who, "smoke", "smoke", "notify", sensor="aq-1")
+    who = User.authenticated("alice", ("duty-officers", "system:authenticated"))
+    body = manual_action_manifest("city", who, "smoke", "smoke", "notify", sensor="aq-1")
     spec = ManualAction.model_validate({**body, "metadata": {"name": "x"}}).spec
     assert spec.requested_by.groups == ["duty-officers"] and spec.sensor_id == "aq-1"
     assert body["metadata"]["generateName"] == "smoke-notify-"

@@ -78,3 +78,14 @@ pins it, else repository:tag (tag default: the chart's appVersion). Call with (l
 {{- define "aios.webhookConfigurationName" -}}
 aios.dev
 {{- end }}
+
+{{/* The console's own labels: it is a component of the release, never one of the operator's pods. */}}
+{{- define "aios.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aios.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end }}
+
+{{- define "aios.consoleSessionSecretName" -}}
+{{- default (printf "%s-console-session" (include "aios.fullname" .)) .Values.console.sessionKey.existingSecret }}
+{{- end }}

@@ -9,7 +9,6 @@ came. The target's workflow reads the Approval through the API before it acts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,8 +18,11 @@ import typer
 from kubernetes import client, config
 from rich.console import Console
 
-from aios.api import API_VERSION, GROUP, VERSION, Approval
+from aios.api import GROUP, VERSION, Approval
+from aios.api.approval import User
+from aios.api.approval import approval_manifest as approval_record
 from aios.cli.output import Format, Output, emit
+from aios.connectors.kube import refusal_message
 
 app = typer.Typer()
 console = Console(stderr=True)
@@ -90,7 +92,6 @@ TARGET_KINDS: dict[str, str] = {
     "actions": "Action",
 }
 """Kind as typed (singular, plural or short name) → the Approval's target kind."""
-MAX_GROUPS = 64
 
 
 def approval_manifest(request: Request, who: Identity) -> dict[str, Any]:
@@ -105,28 +106,8 @@ def approval_manifest(request: Request, who: Identity) -> dict[str, Any]:
         target["version"] = request.version
     else:
         namespace = request.name.partition(".")[0]
-    groups = [g for g in who.groups if not g.startswith("system:")][:MAX_GROUPS]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": Approval.crd.kind,
-        "metadata": {"generateName": f"{request.name[:200]}-", "namespace": namespace},
-        "spec": {
-            "target": target,
-            "decision": request.decision,
-            "approver": {"username": who.user, "groups": groups},
-            "reason": request.reason,
-        },
-    }
-
-
-def refusal_message(error: client.ApiException, plural: str = Approval.crd.plural) -> str:
-    """The API server's (or the webhook's) own words on creating one of ``plural``."""
-    try:
-        message = str(json.loads(error.body or "{}").get("message") or "")
-    except ValueError:
-        message = ""
-    hint = f" (you need RBAC: create {plural})" if error.status == 403 and not message else ""
-    return (message or str(error.reason)) + hint
+    approver = User.authenticated(who.user, who.groups)
+    return approval_record(namespace, target, request.decision, approver, request.reason)
 
 
 def create_approval(api_client: client.ApiClient, request: Request, who: Identity) -> str:
@@ -137,7 +118,7 @@ def create_approval(api_client: client.ApiClient, request: Request, who: Identit
             GROUP, VERSION, namespace, Approval.crd.plural, manifest
         )
     except client.ApiException as error:
-        raise Refused(refusal_message(error)) from error
+        raise Refused(refusal_message(error, Approval.crd.plural)) from error
     version = f" version {request.version}" if request.version else ""
     name = created["metadata"]["name"]
     return (

@@ -108,6 +108,8 @@ def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> N
         _print_ready(site.state)
         if not operator:
             _print_chart_hint()
+        elif url := release.console_url(site):
+            console.print(f"  {'Console':<11} {url} (sign in with: kubectl create token NAME)")
         if examples:
             print(site.kubectl(["get", "aios"]), flush=True)
             print("\n".join(wait_serving(site, timeout=0)), flush=True)

@@ -18,9 +18,10 @@ from typing import Any
 import typer
 from kubernetes import client
 
-from aios.api import API_VERSION, GROUP, VERSION, AutomationIntent, ManualAction
+from aios.api import GROUP, VERSION, AutomationIntent, ManualAction
+from aios.api.approval import User
+from aios.api.manual_action import manual_action_manifest
 from aios.cli.approvals import (
-    MAX_GROUPS,
     As,
     AsGroup,
     Identity,
@@ -28,45 +29,16 @@ from aios.cli.approvals import (
     Namespace,
     Refused,
     api,
-    refusal_message,
     refusals_exit,
     whoami,
 )
 from aios.cli.explain import parse_target
 from aios.cli.output import Format, Output, emit
+from aios.connectors.kube import refusal_message
 
 app = typer.Typer()
 START_SECONDS = 60.0
 """How long the command waits for the operator to start the action."""
-
-
-def manual_manifest(
-    namespace: str,
-    who: Identity,
-    reason: str,
-    intent: str | None = None,
-    action: str | None = None,
-    reverts: str | None = None,
-    sensor: str | None = None,
-) -> dict[str, Any]:
-    """The ManualAction asking for ``action`` of ``intent``, or the reversal of ``reverts``."""
-    groups = [g for g in who.groups if not g.startswith("system:")][:MAX_GROUPS]
-    spec: dict[str, Any] = {
-        "reason": reason,
-        "requestedBy": {"username": who.user, "groups": groups},
-    }
-    for field, value in (("intent", intent), ("action", action), ("reverts", reverts)):
-        if value is not None:
-            spec[field] = value
-    if sensor is not None:
-        spec["sensorId"] = sensor
-    prefix = f"{intent}-{action}" if action else "revert"
-    return {
-        "apiVersion": API_VERSION,
-        "kind": ManualAction.crd.kind,
-        "metadata": {"generateName": f"{prefix[:200]}-", "namespace": namespace},
-        "spec": spec,
-    }
 
 
 def started(manual: dict[str, Any]) -> tuple[str, str] | None:
@@ -140,7 +112,8 @@ def act(
     api_client = api(kubeconfig, as_user, as_group)
     with refusals_exit():
         who = whoami(api_client)
-        manifest = manual_manifest(namespace, who, reason, name, action, sensor=sensor)
+        requester = User.authenticated(who.user, who.groups)
+        manifest = manual_action_manifest(namespace, requester, reason, name, action, sensor=sensor)
         report(request_action(api_client, manifest), who, output)
 
 
@@ -162,5 +135,6 @@ def revert(
     with refusals_exit():
         who = whoami(api_client)
         namespace = action_id.partition(".")[0]
-        manifest = manual_manifest(namespace, who, reason, reverts=action_id)
+        requester = User.authenticated(who.user, who.groups)
+        manifest = manual_action_manifest(namespace, requester, reason, reverts=action_id)
         report(request_action(api_client, manifest), who, output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,6 +28,16 @@ def api_client(connections: int | None = None, kubeconfig: str | None = None) ->
     if connections is not None:
         configuration.connection_pool_maxsize = connections
     return client.ApiClient(configuration)
+
+
+def refusal_message(error: client.ApiException, plural: str) -> str:
+    """The API server's (or an admission webhook's) own words on creating one of ``plural``."""
+    try:
+        message = str(json.loads(error.body or "{}").get("message") or "")
+    except ValueError:
+        message = ""
+    hint = f" (you need RBAC: create {plural})" if error.status == 403 and not message else ""
+    return (message or str(error.reason)) + hint
 
 
 def event(

@@ -7,9 +7,14 @@ activities included, in the worker that runs it (spans are exported where
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+Input = TypeVar("Input")
 
 DATA_CONVERTER = pydantic_data_converter
 
@@ -23,3 +28,18 @@ async def connect(address: str, namespace: str = "default", lazy: bool = False) 
         data_converter=DATA_CONVERTER,
         interceptors=[TracingInterceptor()],
     )
+
+
+async def started_input(client: Client, workflow_id: str, kind: type[Input]) -> Input | None:
+    """The input the workflow ``workflow_id`` was started with, as ``kind`` (None: no
+    such workflow)."""
+    try:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    started = history.events[0].workflow_execution_started_event_attributes
+    decoded = await client.data_converter.decode(started.input.payloads, [kind])
+    found: Input = decoded[0]
+    return found

@@ -10,13 +10,14 @@ act: a Temporal signal only tells them where to look.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Annotated, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from aios.api.base import (
     AGE,
+    API_VERSION,
     ApiModel,
     CrdInfo,
     Invariant,
@@ -29,6 +30,9 @@ from aios.api.base import (
 
 TargetKind = Literal["ModelDeployment", "Action"]
 Decision = Literal["approved", "rejected"]
+
+
+MAX_RECORDED_GROUPS = 64
 
 
 def permits(approvers: Iterable[str], username: str, groups: Iterable[str]) -> bool:
@@ -80,9 +84,16 @@ class User(ApiModel):
     )
     groups: list[Annotated[str, Field(max_length=253)]] = Field(
         default_factory=list,
-        max_length=64,
+        max_length=MAX_RECORDED_GROUPS,
         description="Groups of the user the object relies on (checked at admission).",
     )
+
+    @classmethod
+    def authenticated(cls, username: str, groups: Iterable[str]) -> User:
+        """The user as an object records them: the cluster's own ``system:`` groups left
+        out (no approver list names them), at most as many groups as the field holds."""
+        kept = [g for g in groups if not g.startswith("system:")][:MAX_RECORDED_GROUPS]
+        return cls(username=username, groups=kept)
 
 
 class ApprovalSpec(ApiModel):
@@ -119,3 +130,21 @@ class Approval(Resource[ApprovalSpec, ApprovalStatus]):
             AGE,
         ),
     )
+
+
+def approval_manifest(
+    namespace: str, target: Mapping[str, Any], decision: str, approver: User, reason: str
+) -> dict[str, Any]:
+    """The Approval object recording ``approver``'s ``decision`` on ``target`` (what
+    ``aiosctl approve|reject`` and the console create with the approver's own token)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": Approval.crd.kind,
+        "metadata": {"generateName": f"{str(target['name'])[:200]}-", "namespace": namespace},
+        "spec": {
+            "target": dict(target),
+            "decision": decision,
+            "approver": approver.model_dump(by_alias=True),
+            "reason": reason,
+        },
+    }

@@ -213,6 +213,12 @@ class ActionState(ApiModel):
     allowed_approvers: list[str]
     refused: list[str] = Field(description="Who claimed a decision that was not theirs.")
     review: Review | None = None
+    policy_decision_id: str | None = Field(
+        default=None, description="OPA's latest decision on the action (its decision id)."
+    )
+    policy_warnings: list[str] = Field(
+        default_factory=list, description="What that decision warned of (allowed, with a note)."
+    )
 
 
 class ActionOutcome(ApiModel):

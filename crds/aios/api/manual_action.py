@@ -11,11 +11,14 @@ stays the record of who asked.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from aios.api.approval import User
 from aios.api.base import (
     AGE,
+    API_VERSION,
     ApiModel,
     CrdInfo,
     Invariant,
@@ -95,3 +98,32 @@ class ManualAction(Resource[ManualActionSpec, ManualActionStatus]):
             AGE,
         ),
     )
+
+
+def manual_action_manifest(
+    namespace: str,
+    requested_by: User,
+    reason: str,
+    intent: str | None = None,
+    action: str | None = None,
+    reverts: str | None = None,
+    sensor: str | None = None,
+) -> dict[str, Any]:
+    """The ManualAction asking for ``action`` of ``intent``, or the reversal of ``reverts``
+    (what ``aiosctl act|revert`` and the console create with the requester's own token)."""
+    spec: dict[str, Any] = {
+        "reason": reason,
+        "requestedBy": requested_by.model_dump(by_alias=True),
+    }
+    for field, value in (("intent", intent), ("action", action), ("reverts", reverts)):
+        if value is not None:
+            spec[field] = value
+    if sensor:
+        spec["sensorId"] = sensor
+    prefix = f"{intent}-{action}" if action else "revert"
+    return {
+        "apiVersion": API_VERSION,
+        "kind": ManualAction.crd.kind,
+        "metadata": {"generateName": f"{prefix[:200]}-", "namespace": namespace},
+        "spec": spec,
+    }

@@ -60,6 +60,8 @@ def local_site_values(
         "tracing": {"otlpEndpoint": endpoints.otlp_url, "samplerRatio": LOCAL_SAMPLER_RATIO},
         "monitoring": monitoring_values(endpoints.prometheus_url),
         "operator": {"extraEnv": [{"name": "AIOS_MODEL_MIRROR", "value": str(MODEL_MIRROR)}]},
+        # The host's browser reaches the console's ClusterIP over plain HTTP.
+        "console": {"secureCookie": False},
     }
 
 
@@ -139,6 +141,19 @@ def install(
 
 UNREACHED_WEBHOOK = "failed calling webhook"
 POLICY_DENIAL = "denied the request"
+
+
+def console_url(site: Site, namespace: str = NAMESPACE, name: str = RELEASE) -> str | None:
+    """The release's web console, at its Service's ClusterIP (which the host reaches);
+    None when the release serves none."""
+    try:
+        found = json.loads(
+            site.kubectl(["get", "service", f"{name}-console", "-n", namespace, "-o", "json"])
+        )
+    except RuntimeError:
+        return None
+    spec = found["spec"]
+    return f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
 
 
 def wait_admitting(site: Site, namespace: str, timeout: float) -> None:

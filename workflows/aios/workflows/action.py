@@ -78,6 +78,7 @@ class ActionWorkflow:
         self.phase = "started"
         self.notices: list[ApprovalNotice | Review] = []
         self.from_api: bool | None = None
+        self.policy: Verdict | None = None
 
     def _approvals_from_api(self) -> bool:
         if self.from_api is None:
@@ -108,6 +109,8 @@ class ActionWorkflow:
             allowed_approvers=sorted(self.allowed),
             refused=self.refused,
             review=self.review,
+            policy_decision_id=self.policy.decision_id if self.policy else None,
+            policy_warnings=self.policy.warnings if self.policy else [],
         )
 
     @workflow.run
@@ -216,7 +219,7 @@ class ActionWorkflow:
         """OPA's decision, retried while OPA cannot answer; None after ``POLICY_WAIT``."""
         self.phase = "authorizing"
         try:
-            return await workflow.execute_activity_method(
+            self.policy = await workflow.execute_activity_method(
                 ActionActivities.authorize,
                 Authorize(request, approver),
                 start_to_close_timeout=timedelta(seconds=15),
@@ -225,6 +228,7 @@ class ActionWorkflow:
             )
         except ActivityError:
             return None
+        return self.policy
 
     async def _judge(
         self, request: ActionRequest, notice: ApprovalNotice | Review

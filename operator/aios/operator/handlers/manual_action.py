@@ -19,10 +19,11 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from aios.api import GROUP, VERSION, AutomationIntent, ManualAction
 from aios.api.events import ActionRequest
+from aios.connectors.temporal import started_input
 from aios.operator.handlers.common import audited, register, runtime
 from aios.operator.reconcile import manual_action as plan
 from aios.operator.reconcile.approval import identity_refusal
@@ -35,17 +36,7 @@ from aios.workflows.action_io import OUTCOME
 
 async def started_request(temporal: Client, workflow_id: str) -> ActionRequest | None:
     """The input the action workflow ``workflow_id`` was started with (None: no such)."""
-    handle = temporal.get_workflow_handle(workflow_id)
-    try:
-        history = await handle.fetch_history()
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    started = history.events[0].workflow_execution_started_event_attributes
-    decoded = await temporal.data_converter.decode(started.input.payloads, [ActionRequest])
-    request: ActionRequest = decoded[0]
-    return request
+    return await started_input(temporal, workflow_id, ActionRequest)
 
 
 async def original(action_id: str, memo: kopf.Memo) -> plan.Original:

@@ -1,0 +1,109 @@
+"""What the console reads, with its own identity: the action workflows from Temporal (a
+workflow's input never changes and an ended one's state neither, so both are kept once
+read) and aios's objects from the API server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from aios.api import GROUP, VERSION
+from aios.api.events import ActionRequest, ActionState
+from aios.connectors.temporal import started_input
+from aios.workflows.action_io import OUTCOME
+
+ACTIONS = "WorkflowType = 'ActionWorkflow'"
+KEPT = 5_000
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class ActionRun:
+    """One action workflow as the console shows it."""
+
+    request: ActionRequest
+    state: ActionState | None  # None: the worker did not answer
+    outcome: str | None  # None while it runs
+    started: datetime
+
+
+class Bounded(OrderedDict[str, Any]):
+    """The newest ``KEPT`` entries."""
+
+    def keep(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > KEPT:
+            self.popitem(last=False)
+
+
+class Actions:
+    def __init__(self, temporal: Client) -> None:
+        self.temporal = temporal
+        self._inputs = Bounded()
+        self._ended = Bounded()  # ended workflows' states
+
+    async def pending(self) -> list[ActionRun]:
+        """Running actions that wait for a human, oldest first."""
+        running = [
+            e
+            async for e in self.temporal.list_workflows(
+                f"{ACTIONS} AND ExecutionStatus = 'Running'", limit=500
+            )
+        ]
+        runs = await asyncio.gather(*(self._run(e) for e in running))
+        waiting = [r for r in runs if r and r.state and r.state.phase == "awaiting-approval"]
+        return sorted(waiting, key=lambda r: r.started)
+
+    async def recent(self, limit: int = 100) -> list[ActionRun]:
+        """The latest actions, newest first."""
+        listed = [e async for e in self.temporal.list_workflows(ACTIONS, limit=limit)]
+        runs = await asyncio.gather(*(self._run(e) for e in listed))
+        return sorted((r for r in runs if r), key=lambda r: r.started, reverse=True)
+
+    async def _run(self, execution: WorkflowExecution) -> ActionRun | None:
+        request = self._inputs.get(execution.id)
+        if request is None:
+            request = await started_input(self.temporal, execution.id, ActionRequest)
+            if request is None:
+                return None
+            self._inputs.keep(execution.id, request)
+        ended = execution.status != WorkflowExecutionStatus.RUNNING
+        state = self._ended.get(execution.id) if ended else None
+        if state is None:
+            state = await self._state(execution.id)
+            if ended and state is not None:
+                self._ended.keep(execution.id, state)
+        outcome = execution.typed_search_attributes.get(OUTCOME)
+        if ended and outcome is None and execution.status is not None:
+            outcome = execution.status.name.lower()  # terminated, timed out…
+        return ActionRun(request, state, outcome, execution.start_time)
+
+    async def _state(self, workflow_id: str) -> ActionState | None:
+        try:
+            state: ActionState = await self.temporal.get_workflow_handle(workflow_id).query(
+                "state", result_type=ActionState, rpc_timeout=QUERY_TIMEOUT
+            )
+        except RPCError:
+            return None
+        return state
+
+
+def listed(api_client: client.ApiClient, plural: str, namespaces: tuple[str, ...]) -> list[Any]:
+    """Every object of one aios kind, in ``namespaces`` (empty: every namespace)."""
+    objects = client.CustomObjectsApi(api_client)
+    if not namespaces:
+        found: Any = objects.list_cluster_custom_object(GROUP, VERSION, plural)
+        return list(found.get("items", []))
+    items: list[Any] = []
+    for namespace in namespaces:
+        page: Any = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        items += page.get("items", [])
+    return items
