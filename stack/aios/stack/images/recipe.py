@@ -34,6 +34,7 @@ PROJECT_ROOTS = (
     "edge-agent",
     "cli",
     "stack",
+    "console",
 )
 # What the edge agent imports (tests/unit/test_images.py checks it against its imports).
 EDGE_REQUIREMENTS = (
