@@ -1,0 +1,257 @@
+"""The console as a supervisor uses it, in a real headless browser (Debian's Chromium through
+Selenium): the chart's console pod on the real node, signed in with a token the cluster
+accepts. A street-cleaning dispatch waits for approval with its lineage; someone outside
+its approvers sees no Approve button and a forged decision is refused; the supervisor
+approves it and the command reaches the street once. The test also takes the README's
+screenshots (copied where ``AIOS_SCREENSHOTS`` points)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from support import wait_for
+from test_audit_trace import dispatch_request
+from test_intent_e2e import audited_steps, deploy
+
+from aios.api.events import ActionRequest
+from aios.connectors.temporal import connect
+from aios.operator.settings import task_queue
+from aios.stack import release
+from aios.stack.platform import EXAMPLES
+from aios.workflows.action import ActionWorkflow
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+TRACE = uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium from Debian's packages (``hack/obtain.sh browser``)."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(f"no browser: {', '.join(missing)} missing (hack/obtain.sh browser)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000", "--disable-gpu"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options, webdriver.ChromeService(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def console_url(kubectl) -> str:
+    """The chart's console Service, reached as the cluster's network routes it; once it serves."""
+    service = kubectl.json("get", "service", f"{release.RELEASE}-console", "-n", release.NAMESPACE)
+    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
+    def serving() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    logs = ("logs", "-n", release.NAMESPACE, f"deployment/{release.RELEASE}-console", "--tail=30")
+    wait_for(serving, what=lambda: kubectl(*logs))
+    return url
+
+
+def person(kubectl, namespace: str, name: str) -> str:
+    """A ServiceAccount bound to the chart's approver role here; its token."""
+    kubectl("create", "serviceaccount", name, "-n", namespace)
+    role = f"--clusterrole={release.RELEASE}-approver"
+    kubectl(
+        "create", "rolebinding", name, "-n", namespace, role, f"--serviceaccount={namespace}:{name}"
+    )
+    return kubectl("create", "token", name, "-n", namespace).strip()
+
+
+def street_intent(namespace: str, topic: str, supervisor: str) -> dict[str, Any]:
+    """The example's street-cleaning dispatch, on its own topic, approved by ``supervisor``;
+    paused (its worker runs, no runner reads)."""
+    example = yaml.safe_load((EXAMPLES / "pm25-alerting.yaml").read_text())
+    action = next(a for a in example["spec"]["actions"] if a["name"] == "dispatch-street-cleaning")
+    action["target"] = topic
+    action["approval"]["approvers"].append(f"user:{supervisor}")
+    return {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "AutomationIntent",
+        "metadata": {"name": "pm25-alerting"},
+        "spec": {
+            "sources": [{"name": "readings", "kafkaTopic": f"street-{uuid.uuid4().hex[:8]}"}],
+            "topics": {"partitions": 1, "deletePolicy": "Delete"},
+            "actions": [action],
+            "mode": "paused",
+        },
+    }
+
+
+def sign_in(driver: WebDriver, url: str, token: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{url}/inbox")
+    assert driver.current_url.endswith("/signin"), "pages need a session"
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form.signin button").click()
+
+
+def card(driver: WebDriver, url: str, action_id: str) -> WebElement:
+    """The inbox's card of ``action_id``, once the action waits (the page is read on load)."""
+
+    def shown() -> WebElement | None:
+        driver.get(f"{url}/inbox")
+        found = driver.find_elements(By.CSS_SELECTOR, f'article[data-action-id="{action_id}"]')
+        return found[0] if found else None
+
+    found: WebElement = wait_for(shown, what=lambda: driver.page_source[-2000:])
+    return found
+
+
+def labelled(driver: WebDriver) -> list[str]:
+    """The visible controls of the page without a label naming them."""
+    unlabelled = []
+    for control in driver.find_elements(
+        By.CSS_SELECTOR, "input:not([type=hidden]), select, textarea"
+    ):
+        ident = control.get_attribute("id")
+        if not ident or not driver.find_elements(By.CSS_SELECTOR, f'label[for="{ident}"]'):
+            unlabelled.append(control.get_attribute("name") or "?")
+    return unlabelled
+
+
+def screenshot(driver: WebDriver, directory: Path, name: str) -> None:
+    path = directory / f"console-{name}.png"
+    assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000, path
+    wanted = os.environ.get("AIOS_SCREENSHOTS")
+    if wanted:
+        shutil.copy(path, Path(wanted) / path.name)
+
+
+def forged_decision(driver: WebDriver, action_id: str) -> str:
+    """An approval posted with this session's own form token, past the missing button."""
+    script = """
+      const done = arguments[arguments.length - 1];
+      const body = new URLSearchParams({
+        csrf: document.querySelector('input[name=csrf]').value,
+        kind: 'action', name: arguments[0], decision: 'approved', reason: 'forged'});
+      fetch('/decide', {method: 'POST', body, credentials: 'same-origin'})
+        .then(r => done(r.url), e => done(String(e)));
+    """
+    landed: str = driver.execute_async_script(script, action_id)
+    return urllib.parse.parse_qs(urllib.parse.urlparse(landed).query).get("refused", [""])[0]
+
+
+async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
+    site, operator, kubectl, namespace: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    url = await asyncio.to_thread(console_url, kubectl)
+    supervisor = f"system:serviceaccount:{namespace}:supervisor"
+    supervisor_token = person(kubectl, namespace, "supervisor")
+    visitor_token = person(kubectl, namespace, "visitor")
+    topic = f"city/district-7/street-cleaning/{uuid.uuid4().hex[:6]}/dispatch"
+    await asyncio.to_thread(deploy, kubectl, namespace, street_intent(namespace, topic, supervisor))
+
+    host, port = site.endpoints.mqtt_url.removeprefix("mqtt://").split(":")
+    arrived: list[bytes] = []
+    subscribed = threading.Event()
+    street = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    street.on_message = lambda _c, _u, message: arrived.append(message.payload)
+    street.on_subscribe = lambda *_: subscribed.set()
+    street.connect(host, int(port))
+    street.subscribe(topic, qos=2)
+    street.loop_start()
+    try:
+        assert await asyncio.to_thread(subscribed.wait, 30), "subscribed to the street's topic"
+        reading = f"r-{uuid.uuid4().hex[:8]}"
+        lineage = {"topic": "aios.district-7.readings", "partition": 0, "offset": 42,
+                   "eventIds": [reading], "gateway": "district-7"}  # fmt: skip
+        payload = dispatch_request(namespace, topic, reading, lineage)
+        payload["action"]["approval"]["approvers"].append(f"user:{supervisor}")
+        payload["decision"]["traceparent"] = f"00-{TRACE}-{'1' * 16}-01"
+        payload["decision"]["site"] = "local"
+        request = ActionRequest.model_validate(payload)
+        temporal = await connect(site.endpoints.temporal_address)
+        handle = await temporal.start_workflow(
+            ActionWorkflow.run, request, id=request.action_id, task_queue=task_queue(namespace)
+        )
+
+        # Someone outside the approvers sees the dispatch, and no button to decide it.
+        await asyncio.to_thread(sign_in, browser, url, visitor_token)
+        seen = await asyncio.to_thread(card, browser, url, request.action_id)
+        assert not seen.find_elements(By.CSS_SELECTOR, "button.approve")
+        assert "not among its approvers" in seen.text
+        refused = await asyncio.to_thread(forged_decision, browser, request.action_id)
+        assert f"is not among the approvers of action/{request.action_id}" in refused, refused
+        assert (await handle.query("state"))["phase"] == "awaiting-approval"
+
+        # The supervisor sees it with its lineage, and approves it.
+        await asyncio.to_thread(sign_in, browser, url, supervisor_token)
+        mine = await asyncio.to_thread(card, browser, url, request.action_id)
+        text = mine.text
+        for shown in (
+            f"{reading} from sensor aq-d7-001 via gateway district-7",
+            "pm25-anomaly@2024.11.2 (canary): score 0.94, confidence 0.88",
+            *("pm25-sustained", TRACE, "allowed (OPA decision", "escalates in"),
+        ):
+            assert shown in text, f"{shown!r} not in the card:\n{text}"
+        assert labelled(browser) == [], "every control of the inbox has a label"
+        await asyncio.to_thread(screenshot, browser, tmp_path, "inbox")
+        mine.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("crew available")
+        mine.find_element(By.CSS_SELECTOR, "button.approve").click()
+        done = browser.find_element(By.CSS_SELECTOR, "p.done").text
+        assert done == f"approved action/{request.action_id} as {supervisor}"
+
+        result = await handle.result()
+        assert result.status == "executed", result
+        await asyncio.to_thread(wait_for, lambda: arrived, what="the command reached the street")
+        assert len(arrived) == 1, arrived
+    finally:
+        street.loop_stop()
+        street.disconnect()
+    steps = await asyncio.to_thread(audited_steps, site, request.action_id)
+    assert steps == ["requested", "authorized", "approved", "executed"], steps
+
+    # The timeline shows it executed, with its approver and trace id.
+    def executed_row() -> WebElement | None:
+        browser.get(f"{url}/actions?intent={namespace}/pm25-alerting")
+        rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-action-id="{request.action_id}"]')
+        return rows[0] if rows and "executed" in rows[0].text else None
+
+    row = await asyncio.to_thread(wait_for, executed_row)
+    assert supervisor in row.text and TRACE in row.text
+
+    # The overview lists the intent and refreshes without a reload.
+    browser.get(f"{url}/overview")
+    intent_row = browser.find_element(
+        By.CSS_SELECTOR, f'tr[data-intent="{namespace}/pm25-alerting"]'
+    )
+    assert "paused" in intent_row.text
+    first = browser.find_element(By.CSS_SELECTOR, "#live p.note time").text
+
+    def refreshed() -> bool:
+        try:
+            return browser.find_element(By.CSS_SELECTOR, "#live p.note time").text != first
+        except WebDriverException:  # swapped while read
+            return False
+
+    await asyncio.to_thread(wait_for, refreshed, 60, 1.0, "the overview refreshed in place")
+    await asyncio.to_thread(screenshot, browser, tmp_path, "overview")
