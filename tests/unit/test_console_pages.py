@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from aios.api.events import ActionRequest, ActionState, Review
 from aios.console import pages, views
 from aios.console.server import CONSOLE, Console, ConsoleSettings, application
 from aios.console.sessions import COOKIE, Sealer, Session, new_session
+from aios.stack.platform import EXAMPLES
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -172,3 +174,55 @@ async def test_without_a_session_pages_send_to_sign_in_and_forged_forms_are_refu
         page = await http.get("/signin")
         assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
         assert (await http.get("/assets/console.js")).status == 200
+
+
+def example(name: str, namespace: str = "city") -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+    body["metadata"]["namespace"] = namespace
+    return body
+
+
+def test_a_model_version_waits_in_the_inbox_only_while_its_rollout_awaits_approval() -> None:
+    model = example("pm25-anomaly")
+    assert views.pending_version(model) is None
+    model["status"] = {
+        "rollout": {
+            "version": "2024.11.3",
+            "strategy": "canary",
+            "source": model["spec"]["model"],
+            "workflowId": "rollout-1",
+            "phase": "AwaitingApproval",
+            "weight": 50,
+            "message": "all analyses passed",
+            "steps": [{"step": 2, "weight": 50, "startedAt": NOW.isoformat()}],
+        }
+    }
+    waiting = views.pending_version(model)
+    assert waiting is not None
+    assert (waiting.version, waiting.weight) == ("2024.11.3", 50)
+    assert waiting.approvers == tuple(model["spec"]["approval"]["approvers"])
+    assert waiting.waits_for("lee", [model["spec"]["approval"]["approvers"][0].partition(":")[2]])
+    assert views.model_row(model).rollout == "2024.11.3 AwaitingApproval, step 2 at 50%"
+    model["status"]["rollout"]["phase"] = "Promoted"
+    assert views.pending_version(model) is None
+
+
+def test_overview_rows_read_ready_counts_last_seen_and_buffer() -> None:
+    intent = example("pm25-alerting")
+    ready = {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "",
+             "lastTransitionTime": NOW.isoformat()}  # fmt: skip
+    intent["status"] = {"conditions": [ready], "counts": {"decisions": 12, "actions": 2}}
+    row = views.intent_row(intent)
+    assert (row.ready, row.decisions, row.actions) == ("True (Reconciled)", 12, 2)
+    assert "dispatch-street-cleaning" in row.actions_declared
+    gateway = example("district-7")
+    assert views.gateway_row(gateway).last_seen is None
+    gateway["status"] = {"lastSeen": (NOW - timedelta(seconds=75)).isoformat(),
+                         "bufferFillRatio": 0.25}  # fmt: skip
+    seen = views.gateway_row(gateway)
+    assert (views.ago(seen.last_seen, NOW), seen.buffer_fill) == ("1m 15s ago", 0.25)
+    html = pages.overview_body(pages.Frame("sam", "t"), [(row, True)], [], [seen], NOW)
+    assert "Run now" in html and "25%" in html and "1m 15s ago" in html
+    assert "Run now" not in pages.overview_body(
+        pages.Frame("sam", "t"), [(row, False)], [], [], NOW
+    )
