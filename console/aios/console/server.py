@@ -169,10 +169,9 @@ async def visible(
     console: Console, session: Session, resource: str, namespaces: set[str]
 ) -> set[str]:
     """The namespaces among ``namespaces`` where the user may read ``resource``."""
-    allowed = await asyncio.gather(
-        *(console.may(session, "get", resource, ns) for ns in namespaces)
-    )
-    return {ns for ns, ok in zip(sorted(namespaces), allowed, strict=True) if ok}
+    ordered = sorted(namespaces)
+    allowed = await asyncio.gather(*(console.may(session, "get", resource, ns) for ns in ordered))
+    return {ns for ns, ok in zip(ordered, allowed, strict=True) if ok}
 
 
 @signed_in

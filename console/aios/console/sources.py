@@ -76,10 +76,11 @@ class Actions:
                 return None
             self._inputs.keep(execution.id, request)
         ended = execution.status != WorkflowExecutionStatus.RUNNING
-        state = self._ended.get(execution.id) if ended else None
-        if state is None:
+        if ended and execution.id in self._ended:
+            state = self._ended[execution.id]
+        else:
             state = await self._state(execution.id)
-            if ended and state is not None:
+            if ended:  # kept even unanswered: its worker may be gone for good
                 self._ended.keep(execution.id, state)
         outcome = execution.typed_search_attributes.get(OUTCOME)
         if ended and outcome is None and execution.status is not None:
