@@ -26,9 +26,11 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
 from support import wait_for
 from test_audit_trace import dispatch_request
 from test_intent_e2e import audited_steps, deploy
+from test_manual_actions import smoke_intent, taken
 
 from aios.api.events import ActionRequest
 from aios.connectors.temporal import connect
@@ -76,10 +78,10 @@ def console_url(kubectl) -> str:
     return url
 
 
-def person(kubectl, namespace: str, name: str) -> str:
-    """A ServiceAccount bound to the chart's approver role here; its token."""
+def person(kubectl, namespace: str, name: str, role_name: str = "approver") -> str:
+    """A ServiceAccount bound to one of the chart's roles for people here; its token."""
     kubectl("create", "serviceaccount", name, "-n", namespace)
-    role = f"--clusterrole={release.RELEASE}-approver"
+    role = f"--clusterrole={release.RELEASE}-{role_name}"
     kubectl(
         "create", "rolebinding", name, "-n", namespace, role, f"--serviceaccount={namespace}:{name}"
     )
@@ -144,6 +146,12 @@ def screenshot(driver: WebDriver, directory: Path, name: str) -> None:
     wanted = os.environ.get("AIOS_SCREENSHOTS")
     if wanted:
         shutil.copy(path, Path(wanted) / path.name)
+
+
+def result_of(driver: WebDriver) -> str:
+    """What the page says happened (or was refused) after a form was sent."""
+    shown = driver.find_elements(By.CSS_SELECTOR, "p.done, p.refused")
+    return shown[0].text if shown else ""
 
 
 def forged_decision(driver: WebDriver, action_id: str) -> str:
@@ -255,3 +263,46 @@ async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
 
     await asyncio.to_thread(wait_for, refreshed, 60, 1.0, "the overview refreshed in place")
     await asyncio.to_thread(screenshot, browser, tmp_path, "overview")
+
+
+def test_a_duty_officer_runs_an_action_and_reverts_it_once_from_the_console(
+    site, operator, kubectl, namespace: str, browser: WebDriver, receiver
+) -> None:
+    url = console_url(kubectl)
+    officer = f"system:serviceaccount:{namespace}:officer"
+    token = person(kubectl, namespace, "officer", "actor")
+    deploy(kubectl, namespace, smoke_intent(receiver.url))
+    sign_in(browser, url, token)
+
+    browser.get(f"{url}/overview")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-intent="{namespace}/smoke"]')
+    Select(row.find_element(By.TAG_NAME, "select")).select_by_value("dispatch")
+    row.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("smoke on Elm Street")
+    row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert result_of(browser).endswith(f"created as {officer}"), result_of(browser)
+
+    def dispatched() -> str | None:
+        return next((k for path, k in receiver.taken if path == "/dispatch"), None)
+
+    action_id: str = wait_for(dispatched, what="the dispatch reached its target")
+    assert action_id.startswith(f"{namespace}.smoke.dispatch.")
+
+    def revertible() -> WebElement | None:
+        browser.get(f"{url}/actions?intent={namespace}/smoke&outcome=executed")
+        rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-action-id="{action_id}"]')
+        return rows[0] if rows and rows[0].find_elements(By.TAG_NAME, "button") else None
+
+    def revert() -> str:
+        found: WebElement = wait_for(revertible, what=lambda: browser.page_source[-2000:])
+        assert officer in found.text, "asked by the officer"
+        found.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("false alarm")
+        found.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        return result_of(browser)
+
+    assert revert().endswith(f"created as {officer}")
+    taken(receiver, "/recall", f"{action_id}.revert")
+    wait_for(lambda: "executed" in audited_steps(site, f"{action_id}.revert"))
+    again = revert()
+    assert f"action/{action_id} was already reverted" in again, again
+    assert [k for _, k in receiver.taken].count(f"{action_id}.revert") == 1, "reverted once"
+    assert [k for _, k in receiver.taken].count(action_id) == 1, "dispatched once"

@@ -113,6 +113,16 @@ def test_filters_keep_by_intent_site_and_outcome() -> None:
     assert not views.Filters(outcome="denied").keep(row)
 
 
+def test_filters_go_to_temporal_where_they_are_search_attributes_and_never_unquoted() -> None:
+    assert views.Filters().visibility_query() == ""
+    query = views.Filters(intent="city/pm25-alerting", site="city-a", outcome="executed")
+    assert query.visibility_query() == (
+        "AiosIntent = 'city/pm25-alerting' AND AiosOutcome = 'executed'"
+    )
+    assert views.Filters(outcome="running").visibility_query() == "ExecutionStatus = 'Running'"
+    assert views.Filters(intent="x' OR 1=1 --", outcome="e'").visibility_query() == ""
+
+
 def test_rates_are_per_minute_between_reads_and_none_after_a_reset() -> None:
     assert views.per_minute(None, views.Counted(10, NOW)) is None
     before = views.Counted(10, NOW)

@@ -209,7 +209,7 @@ async def actions(request: web.Request, session: Session) -> web.StreamResponse:
         site=request.query.get("site", ""),
         outcome=request.query.get("outcome", ""),
     )
-    runs = await console.actions.recent()
+    runs = await console.actions.recent(filters.visibility_query())
     rows = [views.action_row(r.request, r.state, r.outcome, r.started) for r in runs]
     seen = await visible(console, session, "automationintents", {r.namespace for r in rows})
     rows = [r for r in rows if r.namespace in seen]

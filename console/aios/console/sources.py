@@ -62,9 +62,11 @@ class Actions:
         waiting = [r for r in runs if r and r.state and r.state.phase == "awaiting-approval"]
         return sorted(waiting, key=lambda r: r.started)
 
-    async def recent(self, limit: int = 100) -> list[ActionRun]:
-        """The latest actions, newest first."""
-        listed = [e async for e in self.temporal.list_workflows(ACTIONS, limit=limit)]
+    async def recent(self, narrowed: str = "", limit: int = 100) -> list[ActionRun]:
+        """The latest actions (``narrowed``: a visibility query they also match), newest
+        first."""
+        query = f"{ACTIONS} AND {narrowed}" if narrowed else ACTIONS
+        listed = [e async for e in self.temporal.list_workflows(query, limit=limit)]
         runs = await asyncio.gather(*(self._run(e) for e in listed))
         return sorted((r for r in runs if r), key=lambda r: r.started, reverse=True)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +14,8 @@ from aios.api.approval import permits
 from aios.api.events import ActionRequest, ActionState
 
 RUNNING = "running"
+NAMESPACED_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+SIMPLE = re.compile(r"[a-z][-a-z]*")
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,19 @@ class Filters:
     intent: str = ""
     site: str = ""
     outcome: str = ""
+
+    def visibility_query(self) -> str:
+        """The part Temporal's visibility can filter (so the newest N are of this intent or
+        outcome, not the newest N overall): the intent (``namespace/name``) and the
+        outcome are search attributes; the site is filtered here."""
+        terms = []
+        if NAMESPACED_NAME.fullmatch(self.intent):
+            terms.append(f"AiosIntent = '{self.intent}'")
+        if self.outcome == RUNNING:
+            terms.append("ExecutionStatus = 'Running'")
+        elif SIMPLE.fullmatch(self.outcome):
+            terms.append(f"AiosOutcome = '{self.outcome}'")
+        return " AND ".join(terms)
 
     def keep(self, row: ActionRow) -> bool:
         return (
