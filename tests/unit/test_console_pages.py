@@ -3,6 +3,7 @@ pages: who is asked and by when, what a row shows, what a forged cookie or form 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aios.api.events import ActionRequest, ActionState, Review
 from aios.console import pages, views
 from aios.console.server import CONSOLE, Console, ConsoleSettings, application
-from aios.console.sessions import COOKIE, Sealer, Session, new_session
+from aios.console.sessions import COOKIE, REVIEW_SECONDS, Sealer, Session, new_session
 from aios.stack.platform import EXAMPLES
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -143,11 +144,20 @@ def test_a_sealed_session_opens_only_with_its_key_untouched_and_unexpired() -> N
     assert sealer.open(sealed) == session
     assert Sealer(b"x" * 32).open(sealed) is None
     assert sealer.open(sealed[:-4] + "AAAA") is None
-    expired = Session("token-1", "sam", (), NOW.timestamp())
+    expired = Session("token-1", "sam", (), NOW.timestamp(), NOW.timestamp())
     assert sealer.open(sealer.seal(expired)) is None
     other = new_session("token-2", "sam", [])
     assert sealer.form_token_valid(session, sealer.form_token(session))
     assert not sealer.form_token_valid(session, sealer.form_token(other))
+
+
+def test_the_clusters_word_on_a_token_is_asked_again_after_a_few_minutes() -> None:
+    session = new_session("token-1", "sam", ["street-cleaning"])
+    assert not session.stale
+    old = replace(session, reviewed=session.reviewed - REVIEW_SECONDS)
+    assert old.stale
+    again = old.reviewed_again(("duty",))
+    assert (again.groups, again.stale, again.expires) == (("duty",), False, session.expires)
 
 
 def test_pages_escape_what_they_show_and_offer_buttons_only_to_approvers() -> None:

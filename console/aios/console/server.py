@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from aios.connectors.temporal import connect
 from aios.console import pages, sources, views
 from aios.console.access import Access, Ask, Identity
 from aios.console.assets import CSS, JS
-from aios.console.sessions import COOKIE, LIFETIME_SECONDS, Sealer, Session, new_session
+from aios.console.sessions import COOKIE, Sealer, Session, new_session
 
 log = logging.getLogger("aios.console")
 
@@ -75,6 +76,14 @@ class Console:
     def identity(self, session: Session) -> Identity:
         return Identity(session.user, session.groups)
 
+    async def reviewed_again(self, session: Session) -> Session | None:
+        """The session with the groups the cluster gives its token now; None once the
+        cluster no longer accepts the token (revoked, expired, deleted account)."""
+        who = await asyncio.to_thread(self.access.review, session.token)
+        if who is None or who.user != session.user:
+            return None
+        return session.reviewed_again(who.groups)
+
     async def may(self, session: Session, verb: str, resource: str, namespace: str) -> bool:
         ask = Ask(verb, resource, namespace)
         return await asyncio.to_thread(self.access.allowed, self.identity(session), ask)
@@ -89,22 +98,52 @@ Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
 def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Pages for a signed-in user; a form post must carry the session's form token."""
+    """Pages for a signed-in user whose token the cluster still accepts (reviewed again
+    every few minutes); a form post must carry the session's form token."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         console = request.app[CONSOLE]
         session = console.sealer.open(request.cookies.get(COOKIE))
+        if session is not None and session.stale:
+            session = await console.reviewed_again(session)
+            renewed = session
+        else:
+            renewed = None
         if session is None:
-            if request.method == "GET":
-                raise web.HTTPSeeOther("/signin")
-            raise web.HTTPUnauthorized(text="sign in first")
+            refused: web.HTTPException = (
+                web.HTTPSeeOther("/signin")
+                if request.method == "GET"
+                else web.HTTPUnauthorized(text="sign in first")
+            )
+            refused.del_cookie(COOKIE, path="/")
+            raise refused
         if request.method == "POST":
             form = await request.post()
             if not console.sealer.form_token_valid(session, str(form.get("csrf", ""))):
                 raise web.HTTPForbidden(text="this form did not come from your console session")
-        return await handler(request, session)
+        try:
+            response = await handler(request, session)
+        except web.HTTPException as answered:  # a redirect after a form: keeps the renewal
+            if renewed is not None:
+                keep_session(answered, console, renewed)
+            raise
+        if renewed is not None:
+            keep_session(response, console, renewed)
+        return response
 
     return wrapped
+
+
+def keep_session(response: web.StreamResponse, console: Console, session: Session) -> None:
+    response.set_cookie(
+        COOKIE,
+        console.sealer.seal(session),
+        max_age=max(int(session.expires - time.time()), 0),
+        httponly=True,
+        samesite="Strict",
+        secure=console.settings.secure_cookie,
+        path="/",
+    )
 
 
 def frame(request: web.Request, session: Session) -> pages.Frame:
@@ -146,15 +185,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
         )
     log.info("signed in: %s", who.user)
     response = web.HTTPSeeOther("/inbox")
-    response.set_cookie(
-        COOKIE,
-        console.sealer.seal(new_session(token, who.user, list(who.groups))),
-        max_age=LIFETIME_SECONDS,
-        httponly=True,
-        samesite="Strict",
-        secure=console.settings.secure_cookie,
-        path="/",
-    )
+    keep_session(response, console, new_session(token, who.user, list(who.groups)))
     return response
 
 

@@ -9,12 +9,15 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from cryptography.fernet import Fernet, InvalidToken
 
 COOKIE = "aios-console"
 LIFETIME_SECONDS = 8 * 3600
+REVIEW_SECONDS = 300
+"""How long the cluster's word on a token stands: after that the next request reviews it
+again, so a revoked token or a changed group counts within minutes, not at sign-out."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,18 @@ class Session:
     user: str
     groups: tuple[str, ...]
     expires: float
+    reviewed: float
 
     @property
     def expired(self) -> bool:
         return time.time() >= self.expires
+
+    @property
+    def stale(self) -> bool:
+        return time.time() >= self.reviewed + REVIEW_SECONDS
+
+    def reviewed_again(self, groups: tuple[str, ...]) -> Session:
+        return replace(self, groups=groups, reviewed=time.time())
 
 
 class Sealer:
@@ -48,7 +59,9 @@ class Sealer:
             return None
         try:
             raw = json.loads(self._fernet.decrypt(sealed.encode(), ttl=LIFETIME_SECONDS))
-            session = Session(raw["token"], raw["user"], tuple(raw["groups"]), raw["expires"])
+            session = Session(
+                raw["token"], raw["user"], tuple(raw["groups"]), raw["expires"], raw["reviewed"]
+            )
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None
         return None if session.expired else session
@@ -62,4 +75,5 @@ class Sealer:
 
 
 def new_session(token: str, user: str, groups: list[str]) -> Session:
-    return Session(token, user, tuple(groups), time.time() + LIFETIME_SECONDS)
+    now = time.time()
+    return Session(token, user, tuple(groups), now + LIFETIME_SECONDS, now)
