@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -148,6 +148,20 @@ def screenshot(driver: WebDriver, directory: Path, name: str) -> None:
         shutil.copy(path, Path(wanted) / path.name)
 
 
+def live_text(driver: WebDriver, selector: str) -> str:
+    """The text of an element in the overview's live part, read again when a refresh
+    swapped it between finding and reading."""
+
+    def read() -> str | None:
+        try:
+            return driver.find_element(By.CSS_SELECTOR, selector).text or None
+        except StaleElementReferenceException:
+            return None
+
+    text: str = wait_for(read, 30, 0.2, f"{selector} in the overview")
+    return text
+
+
 def result_of(driver: WebDriver) -> str:
     """What the page says happened (or was refused) after a form was sent."""
     shown = driver.find_elements(By.CSS_SELECTOR, "p.done, p.refused")
@@ -249,17 +263,14 @@ async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
 
     # The overview lists the intent and refreshes without a reload.
     browser.get(f"{url}/overview")
-    intent_row = browser.find_element(
-        By.CSS_SELECTOR, f'tr[data-intent="{namespace}/pm25-alerting"]'
+    intent_row = await asyncio.to_thread(
+        live_text, browser, f'tr[data-intent="{namespace}/pm25-alerting"]'
     )
-    assert "paused" in intent_row.text
-    first = browser.find_element(By.CSS_SELECTOR, "#live p.note time").text
+    assert "paused" in intent_row
+    first = await asyncio.to_thread(live_text, browser, "#live p.note time")
 
     def refreshed() -> bool:
-        try:
-            return browser.find_element(By.CSS_SELECTOR, "#live p.note time").text != first
-        except WebDriverException:  # swapped while read
-            return False
+        return live_text(browser, "#live p.note time") != first
 
     await asyncio.to_thread(wait_for, refreshed, 60, 1.0, "the overview refreshed in place")
     await asyncio.to_thread(screenshot, browser, tmp_path, "overview")
@@ -274,12 +285,20 @@ def test_a_duty_officer_runs_an_action_and_reverts_it_once_from_the_console(
     deploy(kubectl, namespace, smoke_intent(receiver.url))
     sign_in(browser, url, token)
 
-    browser.get(f"{url}/overview")
-    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-intent="{namespace}/smoke"]')
-    Select(row.find_element(By.TAG_NAME, "select")).select_by_value("dispatch")
-    row.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("smoke on Elm Street")
-    row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert result_of(browser).endswith(f"created as {officer}"), result_of(browser)
+    def run_now() -> str | None:
+        """Dispatch from the overview's form; a refresh that swaps the row before the form
+        is sent (it pauses once a control there has focus) means starting again."""
+        browser.get(f"{url}/overview")
+        try:
+            row = browser.find_element(By.CSS_SELECTOR, f'tr[data-intent="{namespace}/smoke"]')
+            Select(row.find_element(By.TAG_NAME, "select")).select_by_value("dispatch")
+            row.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("smoke")
+            row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        except StaleElementReferenceException:
+            return None
+        return result_of(browser)
+
+    assert wait_for(run_now).endswith(f"created as {officer}"), result_of(browser)
 
     def dispatched() -> str | None:
         return next((k for path, k in receiver.taken if path == "/dispatch"), None)
