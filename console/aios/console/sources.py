@@ -11,7 +11,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes import client
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError
 
 from aios.api import GROUP, VERSION
@@ -94,8 +100,8 @@ class Actions:
             state: ActionState = await self.temporal.get_workflow_handle(workflow_id).query(
                 "state", result_type=ActionState, rpc_timeout=QUERY_TIMEOUT
             )
-        except RPCError:
-            return None
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+            return None  # no worker answers (its namespace is gone), or it could not
         return state
 
 
