@@ -114,6 +114,8 @@ def sign_in(driver: WebDriver, url: str, token: str) -> None:
     assert driver.current_url.endswith("/signin"), "pages need a session"
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.signin button").click()
+    # Signed in once the console sent us on to the inbox (the click returns before that).
+    wait_for(lambda: driver.current_url.endswith("/inbox"), 30, 0.2, "signed in")
 
 
 def card(driver: WebDriver, url: str, action_id: str) -> WebElement:
@@ -163,9 +165,18 @@ def live_text(driver: WebDriver, selector: str) -> str:
 
 
 def result_of(driver: WebDriver) -> str:
-    """What the page says happened (or was refused) after a form was sent."""
-    shown = driver.find_elements(By.CSS_SELECTOR, "p.done, p.refused")
-    return shown[0].text if shown else ""
+    """What the page says happened (or was refused) once the form it sent was answered
+    (a click returns before the next page has loaded)."""
+
+    def shown() -> str | None:
+        try:
+            found = driver.find_elements(By.CSS_SELECTOR, "p.done, p.refused")
+            return found[0].text if found else None
+        except StaleElementReferenceException:  # the page changed while read
+            return None
+
+    text: str = wait_for(shown, 30, 0.2, lambda: driver.page_source[-2000:])
+    return text
 
 
 def forged_decision(driver: WebDriver, action_id: str) -> str:
@@ -239,7 +250,7 @@ async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
         await asyncio.to_thread(screenshot, browser, tmp_path, "inbox")
         mine.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("crew available")
         mine.find_element(By.CSS_SELECTOR, "button.approve").click()
-        done = browser.find_element(By.CSS_SELECTOR, "p.done").text
+        done = await asyncio.to_thread(result_of, browser)
         assert done == f"approved action/{request.action_id} as {supervisor}"
 
         result = await handle.result()
@@ -285,9 +296,9 @@ def test_a_duty_officer_runs_an_action_and_reverts_it_once_from_the_console(
     deploy(kubectl, namespace, smoke_intent(receiver.url))
     sign_in(browser, url, token)
 
-    def run_now() -> str | None:
-        """Dispatch from the overview's form; a refresh that swaps the row before the form
-        is sent (it pauses once a control there has focus) means starting again."""
+    def run_now() -> bool:
+        """Fill in the overview's form and send it; a refresh that swaps the row before the
+        form is sent (it pauses once a control there has focus) means starting again."""
         browser.get(f"{url}/overview")
         try:
             row = browser.find_element(By.CSS_SELECTOR, f'tr[data-intent="{namespace}/smoke"]')
@@ -295,10 +306,12 @@ def test_a_duty_officer_runs_an_action_and_reverts_it_once_from_the_console(
             row.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("smoke")
             row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         except StaleElementReferenceException:
-            return None
-        return result_of(browser)
+            return False
+        return True
 
-    assert wait_for(run_now).endswith(f"created as {officer}"), result_of(browser)
+    wait_for(run_now)
+    sent = result_of(browser)
+    assert sent.endswith(f"created as {officer}"), sent
 
     def dispatched() -> str | None:
         return next((k for path, k in receiver.taken if path == "/dispatch"), None)

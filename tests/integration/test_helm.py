@@ -407,8 +407,10 @@ def test_a_release_for_one_namespace_reconciles_it_with_bindings_there_only(
     try:
         shard = "app.kubernetes.io/instance=shard"
         bindings = chart_site.json("get", "rolebindings", "-n", CITY, "-l", shard)
-        assert [b["roleRef"]["name"] for b in bindings["items"]] == ["shard-aios"]
+        names = sorted(b["roleRef"]["name"] for b in bindings["items"])
+        assert names == ["shard-aios", "shard-aios-console-read"], "the operator's, the console's"
         assert chart_site.run("get", "clusterrolebinding", "shard-aios").returncode != 0
+        assert chart_site.run("get", "clusterrolebinding", "shard-aios-console-read").returncode
         chart_site.kubectl(
             "patch", "policy", "actuation-needs-approval", "-n", CITY, "--type=merge",
             "-p", '{"spec": {"enforcement": "warn"}}',
