@@ -142,6 +142,8 @@ def test_up_env_get_down(tmp_path: Path) -> None:
             "AIOS_OPA_URL",
             "AIOS_TRITON_URL",
             "AIOS_MQTT_URL",
+            "AIOS_CONSOLE_URL",
+            "AIOS_SITE_DIR",
             "PATH",
         ]:
             assert variables.get(name), f"aiosctl env lacks {name}"
@@ -205,12 +207,14 @@ def test_up_env_get_down(tmp_path: Path) -> None:
         # A user edits the example, stops the site and starts it again: the edit stays.
         steps = '{"spec": {"rollout": {"steps": [{"weight": 50, "pauseSeconds": 5}]}}}'
         run(["kubectl", "patch", "md", "pm25-anomaly", "--type=merge", "-p", steps], env=env)
+        alice = (site_dir / "people" / "alice.token").read_text()
         run([*AIOSCTL, "down", "--site-dir", str(site_dir)], timeout=180)
         run([*AIOSCTL, "up", "--detach", "--site-dir", str(site_dir)])
         node = NodeState.load(site_dir / "node" / "node.json") or node
         env = {**os.environ, **exported(run([*AIOSCTL, "env", "--site-dir", str(site_dir)]))}
         kept = json.loads(run(["kubectl", "get", "md", "pm25-anomaly", "-o", "json"], env=env))
         assert kept["spec"]["rollout"]["steps"] == [{"weight": 50, "pauseSeconds": 5}]
+        assert (site_dir / "people" / "alice.token").read_text() == alice, "her token stays"
     finally:
         run([*AIOSCTL, "down", "--site-dir", str(site_dir)], timeout=180)
     assert not processes_in(node.mount_namespace), "processes of the site left behind"

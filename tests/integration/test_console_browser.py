@@ -2,26 +2,23 @@
 Selenium): the chart's console pod on the real node, signed in with a token the cluster
 accepts. A street-cleaning dispatch waits for approval with its lineage; someone outside
 its approvers sees no Approve button and a forged decision is refused; the supervisor
-approves it and the command reaches the street once. The test also takes the README's
-screenshots (copied where ``AIOS_SCREENSHOTS`` points)."""
+approves it and the command reaches the street once. (The README's screenshots are taken in
+the running example city, by its walkthrough: ``test_readme``.)"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import threading
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from selenium import webdriver
+from console_support import card, headless_chromium, live_text, sign_in
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -39,26 +36,13 @@ from aios.stack import release
 from aios.stack.platform import EXAMPLES
 from aios.workflows.action import ActionWorkflow
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 TRACE = uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    """Headless Chromium from Debian's packages (``hack/obtain.sh browser``)."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"no browser: {', '.join(missing)} missing (hack/obtain.sh browser)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000", "--disable-gpu"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options, webdriver.ChromeService(str(CHROMEDRIVER)))
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def console_url(kubectl) -> str:
@@ -108,28 +92,6 @@ def street_intent(namespace: str, topic: str, supervisor: str) -> dict[str, Any]
     }
 
 
-def sign_in(driver: WebDriver, url: str, token: str) -> None:
-    driver.delete_all_cookies()
-    driver.get(f"{url}/inbox")
-    assert driver.current_url.endswith("/signin"), "pages need a session"
-    driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "form.signin button").click()
-    # Signed in once the console sent us on to the inbox (the click returns before that).
-    wait_for(lambda: driver.current_url.endswith("/inbox"), 30, 0.2, "signed in")
-
-
-def card(driver: WebDriver, url: str, action_id: str) -> WebElement:
-    """The inbox's card of ``action_id``, once the action waits (the page is read on load)."""
-
-    def shown() -> WebElement | None:
-        driver.get(f"{url}/inbox")
-        found = driver.find_elements(By.CSS_SELECTOR, f'article[data-action-id="{action_id}"]')
-        return found[0] if found else None
-
-    found: WebElement = wait_for(shown, what=lambda: driver.page_source[-2000:])
-    return found
-
-
 def labelled(driver: WebDriver) -> list[str]:
     """The visible controls of the page without a label naming them."""
     unlabelled = []
@@ -140,28 +102,6 @@ def labelled(driver: WebDriver) -> list[str]:
         if not ident or not driver.find_elements(By.CSS_SELECTOR, f'label[for="{ident}"]'):
             unlabelled.append(control.get_attribute("name") or "?")
     return unlabelled
-
-
-def screenshot(driver: WebDriver, directory: Path, name: str) -> None:
-    path = directory / f"console-{name}.png"
-    assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000, path
-    wanted = os.environ.get("AIOS_SCREENSHOTS")
-    if wanted:
-        shutil.copy(path, Path(wanted) / path.name)
-
-
-def live_text(driver: WebDriver, selector: str) -> str:
-    """The text of an element in the overview's live part, read again when a refresh
-    swapped it between finding and reading."""
-
-    def read() -> str | None:
-        try:
-            return driver.find_element(By.CSS_SELECTOR, selector).text or None
-        except StaleElementReferenceException:
-            return None
-
-    text: str = wait_for(read, 30, 0.2, f"{selector} in the overview")
-    return text
 
 
 def result_of(driver: WebDriver) -> str:
@@ -194,7 +134,7 @@ def forged_decision(driver: WebDriver, action_id: str) -> str:
 
 
 async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
-    site, operator, kubectl, namespace: str, browser: WebDriver, tmp_path: Path
+    site, operator, kubectl, namespace: str, browser: WebDriver
 ) -> None:
     url = await asyncio.to_thread(console_url, kubectl)
     supervisor = f"system:serviceaccount:{namespace}:supervisor"
@@ -247,7 +187,6 @@ async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
         ):
             assert shown in text, f"{shown!r} not in the card:\n{text}"
         assert labelled(browser) == [], "every control of the inbox has a label"
-        await asyncio.to_thread(screenshot, browser, tmp_path, "inbox")
         mine.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("crew available")
         mine.find_element(By.CSS_SELECTOR, "button.approve").click()
         done = await asyncio.to_thread(result_of, browser)
@@ -284,7 +223,6 @@ async def test_a_supervisor_approves_a_dispatch_in_the_browser_and_it_runs_once(
         return live_text(browser, "#live p.note time") != first
 
     await asyncio.to_thread(wait_for, refreshed, 60, 1.0, "the overview refreshed in place")
-    await asyncio.to_thread(screenshot, browser, tmp_path, "overview")
 
 
 def test_a_duty_officer_runs_an_action_and_reverts_it_once_from_the_console(

@@ -7,7 +7,9 @@ repository's root, with a home and a site directory of its own, so what one bloc
 (``eval "$(aiosctl env)"``) the next one has. A block marked ``teardown`` runs last, even
 after a failure. A ``text output`` block right after a test block lists lines its output
 must show (whitespace collapsed; ``…`` stands for anything). Placeholders such as
-``<workflow id>`` are filled from the site's state when the block runs.
+``<workflow id>`` are filled from the site's state when the block runs. A block marked
+``browser=STEP`` is followed by what the reader does next in a browser (``BROWSER_STEPS``),
+done in headless Chromium: the README's screenshots of the console come from there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from console_support import card, headless_chromium, live_text, screenshot, sign_in
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 from support import wait_for
 
 from aios.connectors.temporal import connect as connect_temporal
@@ -39,6 +44,7 @@ class Block:
     body: str
     line: int
     teardown: bool
+    browser: str = ""
     output: list[str] = field(default_factory=list)
 
 
@@ -51,7 +57,15 @@ def readme_blocks(text: str) -> list[Block]:
         options = dict(w.split("=", 1) if "=" in w else (w, "") for w in words[1:])
         line = text.count("\n", 0, match.start()) + 1
         if words[:1] == ["bash"] and "test" in options:
-            found.append(Block(options["test"], match.group("body"), line, "teardown" in options))
+            found.append(
+                Block(
+                    options["test"],
+                    match.group("body"),
+                    line,
+                    "teardown" in options,
+                    options.get("browser", ""),
+                )
+            )
         elif words[:1] == ["text"] and "output" in options and found:
             between = text[previous_end : match.start()]
             assert not between.strip(), f"README line {line}: an output block follows its block"
@@ -95,11 +109,37 @@ def waiting_action(env: dict[str, str]) -> str:
 PLACEHOLDERS: dict[str, Callable[[dict[str, str]], str]] = {"<workflow id>": waiting_action}
 
 
+def supervisor_in_the_console(
+    driver: WebDriver, env: dict[str, str], output: str, directory: Path
+) -> None:
+    """Alice signs in with the token the block printed: the street-cleaning dispatch the city
+    asked waits for her with its lineage and her Approve button, and the overview shows the
+    city's intent, model and gateway. The README's screenshots."""
+    url, token = env["AIOS_CONSOLE_URL"], output.split()[-1]
+    sign_in(driver, url, token)
+    waiting = card(driver, url, timeout=BLOCK_TIMEOUT)
+    for shown in ("dispatch-street-cleaning", "via gateway district-7", "pm25-anomaly@"):
+        assert shown in waiting.text, f"{shown!r} not in the card:\n{waiting.text}"
+    assert waiting.find_elements(By.CSS_SELECTOR, "button.approve"), "she may approve it"
+    screenshot(driver, directory, "inbox")
+    driver.get(f"{url}/overview")
+    for row in ("intent", "model", "gateway"):
+        name = {"intent": "pm25-alerting", "model": "pm25-anomaly", "gateway": "district-7"}[row]
+        assert "True" in live_text(driver, f'tr[data-{row}="default/{name}"]'), f"{name} Ready"
+    screenshot(driver, directory, "overview")
+
+
+BROWSER_STEPS: dict[str, Callable[[WebDriver, dict[str, str], str, Path], None]] = {
+    "console": supervisor_in_the_console
+}
+
+
 class Shell:
     """One user's shell: each block runs in bash and leaves its environment to the next."""
 
     def __init__(self, env: dict[str, str], state: Path) -> None:
         self.env, self.state = env, state
+        self.browser: WebDriver | None = None
 
     def run(self, block: Block) -> str:
         body = block.body
@@ -125,11 +165,14 @@ class Shell:
         assert not missing, (
             f"README line {block.line}: the output lacks {missing}:\n{result.stdout[-4000:]}"
         )
+        if block.browser:
+            assert self.browser is not None, f"README line {block.line}: no browser"
+            BROWSER_STEPS[block.browser](self.browser, self.env, result.stdout, self.state.parent)
         return result.stdout
 
 
 @pytest.fixture
-def shell(tmp_path: Path) -> Iterator[Shell]:
+def shell(tmp_path: Path, flow: str) -> Iterator[Shell]:
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -139,7 +182,12 @@ def shell(tmp_path: Path) -> Iterator[Shell]:
         "AIOS_SITE_DIR": str(tmp_path / "site"),
         "AIOS_CACHE": str(cache_root()),
     }
-    yield Shell(env, tmp_path / "env")
+    shell = Shell(env, tmp_path / "env")
+    if not any(b.browser for b in flows()[flow]):
+        yield shell
+        return
+    with headless_chromium() as shell.browser:
+        yield shell
 
 
 @pytest.mark.parametrize("flow", sorted(flows()))
@@ -159,5 +207,6 @@ def test_the_readme_marks_its_walkthroughs() -> None:
     """The walkthroughs are there, and each ends by taking its site down again."""
     found = flows()
     assert {"city", "chart"} <= set(found)
+    assert {b.browser for bs in found.values() for b in bs if b.browser} <= set(BROWSER_STEPS)
     for flow, blocks in found.items():
         assert any("aiosctl down" in b.body for b in blocks if b.teardown or b is blocks[-1]), flow

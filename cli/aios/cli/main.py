@@ -19,6 +19,7 @@ from rich.console import Console
 from aios.cli import approvals, audit, explain, manual_actions, replay, status, validate
 from aios.cli.output import Format, Output, emit
 from aios.stack import release
+from aios.stack.cluster import LOCAL_PEOPLE
 from aios.stack.components import HELM
 from aios.stack.images import ensure_images
 from aios.stack.models import wait_serving
@@ -82,10 +83,12 @@ def up(
             except (TimeoutError, RuntimeError) as error:
                 console.print(f"[red]{error}[/]; see {directory / 'supervisor.log'}")
                 raise typer.Exit(1) from error
-        _print_ready(SiteState.load(directory))
+        state = SiteState.load(directory)
+        _print_ready(state)
         if not operator:
             _print_chart_hint()
-        emit(asdict(SiteState.load(directory).endpoints), output)
+        _print_console(_attached(state))
+        emit(asdict(state.endpoints), output)
         return
     _run_foreground(directory, examples and operator, operator)
 
@@ -108,8 +111,7 @@ def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> N
         _print_ready(site.state)
         if not operator:
             _print_chart_hint()
-        elif url := release.console_url(site):
-            console.print(f"  {'Console':<11} {url} (sign in with: kubectl create token NAME)")
+        _print_console(site)
         if examples:
             print(site.kubectl(["get", "aios"]), flush=True)
             print("\n".join(wait_serving(site, timeout=0)), flush=True)
@@ -162,6 +164,25 @@ def _print_ready(state: SiteState) -> None:
     console.print('Point your shell at it:  [bold]eval "$(aiosctl env)"[/]  then  kubectl get aios')
 
 
+def _print_console(site: Site) -> None:
+    """The console's address and who may sign in, once the release serves one."""
+    url = release.console_url(site)
+    if url is None:
+        return
+    people = ", ".join(f"{name} ({', '.join(groups)})" for name, groups in LOCAL_PEOPLE.items())
+    console.print(
+        f"  {'Console':<11} {url} (sign in with a token: {site.directory / 'people'}/NAME.token "
+        f"for {people}, or kubectl create token SERVICEACCOUNT)"
+    )
+
+
+def _attached(state: SiteState) -> Site:
+    """A handle on the running site ``state`` describes, for reading it (not for starting)."""
+    site = Site(Path(state.directory))
+    site.endpoints = state.endpoints
+    return site
+
+
 def _print_chart_hint() -> None:
     console.print(
         "No operator runs: install it with the chart, e.g.\n  [bold]helm install aios "
@@ -209,15 +230,16 @@ def env(
     except FileNotFoundError as error:
         console.print(f"[red]no site in {directory}[/]: start one with `aiosctl up --detach`")
         raise typer.Exit(1) from error
-    site = Site(directory)
-    site.endpoints = state.endpoints
-    variables = site_environment(site)
-    tools = [state.endpoints.tools_path, *_helm_path()]
-    variables["PATH"] = ":".join([*tools, os.environ.get("PATH", "")])
     if helm_values:
         values = release.local_site_values(state.endpoints, ensure_images())
         print(yaml.safe_dump(values, sort_keys=False), end="")
         return
+    site = _attached(state)
+    variables = {**site_environment(site), "AIOS_SITE_DIR": str(directory)}
+    if console_url := release.console_url(site):
+        variables["AIOS_CONSOLE_URL"] = console_url
+    tools = [state.endpoints.tools_path, *_helm_path()]
+    variables["PATH"] = ":".join([*tools, os.environ.get("PATH", "")])
     if output is not Output.text:
         emit(variables, output)
         return

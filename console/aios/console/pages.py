@@ -244,12 +244,14 @@ def overview_body(
             f"<td>{rate(row.actions_per_minute)}</td><td>{act}</td></tr>"
         )
     model_rows = "".join(
-        f"<tr><td>{escape(m.namespace)}/{escape(m.name)}</td><td>{escape(m.ready)}</td>"
+        f'<tr data-model="{escape(m.namespace)}/{escape(m.name)}">'
+        f"<td>{escape(m.namespace)}/{escape(m.name)}</td><td>{escape(m.ready)}</td>"
         f"<td>{escape(m.active)}</td><td>{escape(m.rollout)}</td></tr>"
         for m in models
     )
     gateway_rows = "".join(
-        f"<tr><td>{escape(g.namespace)}/{escape(g.name)}</td><td>{escape(g.ready)}</td>"
+        f'<tr data-gateway="{escape(g.namespace)}/{escape(g.name)}">'
+        f"<td>{escape(g.namespace)}/{escape(g.name)}</td><td>{escape(g.ready)}</td>"
         f"<td>{ago(g.last_seen, now)}</td>"
         f"<td>{'—' if g.buffer_fill is None else f'{g.buffer_fill:.0%}'}</td></tr>"
         for g in gateways

@@ -10,6 +10,8 @@ containerd from the archives ``aios.stack.images`` builds; no registry is involv
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import os
 import subprocess
@@ -38,6 +40,12 @@ if TYPE_CHECKING:
     from aios.stack.site import Site
 
 ADMIN_TOKEN_USER = "aios-admin"
+LOCAL_PEOPLE: dict[str, tuple[str, ...]] = {
+    "alice": ("street-cleaning-supervisors", "air-quality-leads"),
+}
+"""People the local site knows by a static token, standing in for a city's identity
+provider: the groups the example city asks to approve (``examples/city-air-quality``).
+Their tokens are in the site's ``people/`` directory, to sign in to the console."""
 AUDIT_LOG = "kube-apiserver-audit.log"
 """In the site's ``logs/``: what aios's own components wrote (``node_config.audit_policy``)."""
 API_PORT = 6443
@@ -118,12 +126,8 @@ class Cluster:
 
     def _start_apiserver(self, pki: SitePki) -> None:
         site, network = self.site, self.network
-        tokens = self.pki_dir / "tokens.csv"
-        if not tokens.exists():  # the admin's token survives a restart, as the kubeconfig
-            token = os.urandom(16).hex()
-            tokens.write_text(f"{token},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},system:masters\n")
-            tokens.chmod(0o600)
-        site.admin_token = tokens.read_text().split(",", 1)[0]
+        tokens = static_tokens(self.pki_dir / "tokens.csv", site.directory / "people")
+        site.admin_token = tokens[ADMIN_TOKEN_USER]
         policy = self.pki_dir.parent / "audit-policy.json"
         policy.write_text(to_json(audit_policy(RELEASE_NAMESPACE)))
         apiserver = site.spawn(
@@ -137,7 +141,7 @@ class Cluster:
                 f"--tls-cert-file={self.pki_dir / 'apiserver.crt'}",
                 f"--tls-private-key-file={self.pki_dir / 'apiserver.key'}",
                 f"--client-ca-file={pki.ca_cert}",
-                f"--token-auth-file={tokens}",
+                f"--token-auth-file={self.pki_dir / 'tokens.csv'}",
                 "--authorization-mode=Node,RBAC",
                 f"--service-cluster-ip-range={network.service_cidr}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -305,3 +309,24 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) ->
         )
     )
     path.chmod(0o600)
+
+
+def static_tokens(path: Path, people: Path) -> dict[str, str]:
+    """The API server's token file (``--token-auth-file``): the admin's (system:masters) and
+    one per local person, each kept across restarts as the kubeconfig is; a person's token
+    is also written to ``people/NAME.token``. Returns each user's token."""
+    groups = {ADMIN_TOKEN_USER: ("system:masters",), **LOCAL_PEOPLE}
+    lines = path.read_text().splitlines() if path.exists() else []
+    known = {row[1]: row[0] for row in csv.reader(lines)}
+    tokens = {user: known.get(user) or os.urandom(16).hex() for user in groups}
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    for user, token in tokens.items():
+        writer.writerow([token, user, user, ",".join(groups[user])])
+    path.write_text(text.getvalue())
+    path.chmod(0o600)
+    people.mkdir(exist_ok=True)
+    for user in LOCAL_PEOPLE:
+        (people / f"{user}.token").write_text(tokens[user] + "\n")
+        (people / f"{user}.token").chmod(0o600)
+    return tokens
