@@ -222,6 +222,8 @@ def test_up_env_get_down(tmp_path: Path) -> None:
     after = without_other_sites(host_state(), node.index)
     for key, value in without_other_sites(before, node.index).items():
         assert after[key] == value, f"aiosctl down left the host's {key} changed"
+    stopped = exported(run([*AIOSCTL, "env", "--site-dir", str(site_dir)]))
+    assert "AIOS_CONSOLE_URL" not in stopped, "a stopped site serves no console (nor is asked)"
 
 
 def test_up_detach_fails_at_once_when_its_supervisor_dies(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def env(
         return
     site = _attached(state)
     variables = {**site_environment(site), "AIOS_SITE_DIR": str(directory)}
-    if console_url := release.console_url(site):
+    if state.ready and (console_url := release.console_url(site)):  # a stopped site: no call
         variables["AIOS_CONSOLE_URL"] = console_url
     tools = [state.endpoints.tools_path, *_helm_path()]
     variables["PATH"] = ":".join([*tools, os.environ.get("PATH", "")])

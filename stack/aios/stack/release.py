@@ -147,9 +147,9 @@ def console_url(site: Site, namespace: str = NAMESPACE, name: str = RELEASE) -> 
     """The release's web console, at its Service's ClusterIP (which the host reaches);
     None when the release serves none."""
     try:
-        found = json.loads(
-            site.kubectl(["get", "service", f"{name}-console", "-n", namespace, "-o", "json"])
-        )
+        service = f"{name}-console"
+        asked = ["get", "service", service, "-n", namespace, "-o", "json", "--request-timeout=10s"]
+        found = json.loads(site.kubectl(asked))
     except RuntimeError:
         return None
     spec = found["spec"]
