@@ -274,9 +274,12 @@ def test_a_reading_parses_from_the_wire_and_rejects_nonsense() -> None:
     }
     reading = Reading.model_validate(wire)
     assert reading.metrics == {"pm25": 12.5} and reading.lineage.config_generation == 3
+    raw = Reading.model_validate({**wire, "metrics": {"pt08_s4_no2": 1692.0, "abs_humidity": 0.8}})
+    assert raw.metrics["pt08_s4_no2"] == 1692.0, "any named quantity, not only the six"
     for broken, field in [
         ({"metrics": {"pm25": float("nan")}}, "metrics"),
-        ({"metrics": {"radon": 1.0}}, "metrics"),
+        ({"metrics": {"site": 1.0}}, "reading's own fields"),
+        ({"metrics": {"PM25": 1.0}}, "metrics"),
         ({"time": "2026-11-27T10:00:00"}, "time"),
         ({"eventId": ""}, "eventId"),
     ]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aios.api.base import (
     AGE,
+    IDENTIFIER,
+    RESERVED_METRIC_NAMES,
     ApiModel,
     ApprovalRule,
     Count,
@@ -16,6 +18,7 @@ from aios.api.base import (
     Invariant,
     KafkaTopic,
     LabelSelector,
+    MetricName,
     Name,
     PrinterColumn,
     Resource,
@@ -30,8 +33,9 @@ ActionType = Literal["alert", "webhook", "mqtt", "kafka"]
 DeletePolicy = Literal["Retain", "Delete"]
 Mode = Literal["active", "shadow", "paused"]
 
-# Model call names appear in `when` expressions, so they must be identifiers.
-IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+ANOMALY_FEATURES = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
+"""The metrics a model call sends unless it names its own: the example anomaly model's
+``features`` columns."""
 
 
 class Source(ApiModel):
@@ -80,6 +84,33 @@ class ModelCall(ApiModel):
         le=86400,
         description="Outputs older than this count as missing and the fallback decides.",
     )
+    features: list[MetricName] = Field(
+        default_factory=lambda: list(ANOMALY_FEATURES),
+        min_length=1,
+        max_length=64,
+        description="The reading's metrics sent as the model's features input, one column "
+        "each, in this order; a reading lacking one is not sent (the fallback decides).",
+        json_schema_extra={"default": list(ANOMALY_FEATURES), "x-kubernetes-list-type": "set"},
+    )
+
+    invariants: ClassVar[tuple[Invariant, ...]] = (
+        Invariant(
+            rule=f"self.features.all(f, !(f in {list(RESERVED_METRIC_NAMES)}))",
+            message=f"features cannot be {', '.join(RESERVED_METRIC_NAMES)}: "
+            "the reading's own fields",
+            check=lambda c: not set(c.features) & set(RESERVED_METRIC_NAMES),
+            field_path=".features",
+        ),
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _once_each(cls, names: list[str]) -> list[str]:
+        """As the API server checks a ``set`` list."""
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"repeats {', '.join(repeated)}")
+        return names
 
 
 class FallbackRule(ApiModel):

@@ -65,6 +65,13 @@ QUANTITY = rf"^{NUMBER}([KMGTPE]i|[numkMGTPE]|[eE][+-]?{NUMBER})?$"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 """A DNS-1123 label: usable as a Kubernetes object name, a label value and a list-map key."""
+IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+"""A name an expression reads (``anomaly.score``, ``reading.pm25``)."""
+MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=IDENTIFIER)]
+"""What a reading measured (``pm25``, ``no2_raw``): lower case, digits and ``_``; rules read
+it as ``reading.<name>``."""
+RESERVED_METRIC_NAMES = ("site", "cell", "flags")
+"""Names the ``reading`` variable of a rule already gives to the reading's own fields."""
 KafkaTopic = Annotated[str, Field(min_length=1, max_length=249, pattern=KAFKA_TOPIC)]
 Count = Annotated[int, Field(ge=0, json_schema_extra={"format": "int64"})]
 """A monotonic counter; int64 so it never wraps in practice."""

@@ -17,8 +17,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from aios.api.approval import User
 from aios.api.automation_intent import Action
-from aios.api.base import ApiModel, exactly_one_of
-from aios.api.edge_gateway import Metric
+from aios.api.base import RESERVED_METRIC_NAMES, ApiModel, MetricName, exactly_one_of
 
 
 class ReadingLineage(ApiModel):
@@ -41,7 +40,7 @@ class Reading(ApiModel):
         min_length=1, max_length=128, description="Device id, or its keyed hash if anonymised."
     )
     time: datetime = Field(description="When it was measured (RFC 3339, with offset).")
-    metrics: dict[Metric, float] = Field(
+    metrics: dict[MetricName, float] = Field(
         min_length=1, description="Measured values by metric (µg/m³, °C, %)."
     )
     site: str | None = Field(default=None, description="Site (city district) of the gateway.")
@@ -63,6 +62,9 @@ class Reading(ApiModel):
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise ValueError(f"non-finite values for {', '.join(sorted(bad))}")
+        reserved = sorted(set(values) & set(RESERVED_METRIC_NAMES))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: the reading's own fields, not metrics")
         return values
 
     @field_validator("time")

@@ -22,7 +22,6 @@ import numpy as np
 import numpy.typing as npt
 
 from aios.api.automation_intent import ModelCall
-from aios.api.edge_gateway import Metric
 from aios.api.events import Reading
 from aios.connectors.inference import (
     InferenceClient,
@@ -36,16 +35,14 @@ from aios.connectors.inference import (
 from aios.runner import metrics
 from aios.runner.rules import CallResult, CallState
 
-FEATURE_ORDER: tuple[Metric, ...] = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
-"""Column order of the ``features`` input of the anomaly model (the model contract)."""
-
 log = logging.getLogger(__name__)
 
 
-def features(readings: Sequence[Reading]) -> npt.NDArray[Any]:
-    """The ``features`` matrix of readings that have every metric (see ``unfit``)."""
-    rows = [[r.metrics[m] for m in FEATURE_ORDER] for r in readings]
-    return np.asarray(rows, dtype=np.float32).reshape(len(readings), len(FEATURE_ORDER))
+def features(readings: Sequence[Reading], names: Sequence[str]) -> npt.NDArray[Any]:
+    """The ``features`` matrix: a column per metric of ``names``, in that order, a row per
+    reading (each has every one: see ``unfit``)."""
+    rows = [[r.metrics[m] for m in names] for r in readings]
+    return np.asarray(rows, dtype=np.float32).reshape(len(readings), len(names))
 
 
 def rows(outputs: Mapping[str, npt.NDArray[Any]], count: int) -> list[dict[str, float]]:
@@ -61,7 +58,7 @@ def unfit(call: ModelCall, reading: Reading, now: datetime) -> CallState | None:
     asks the same question of a recorded decision's time (``aios.runner.replay``)."""
     if (now - reading.time).total_seconds() > call.max_staleness_seconds:
         return "stale"
-    if not all(m in reading.metrics for m in FEATURE_ORDER):
+    if not all(m in reading.metrics for m in call.features):
         return "incomplete"
     return None
 
@@ -148,7 +145,7 @@ class ModelCaller:
             self.breaker.failed(str(error))
             log.warning("model call %s failed: %s", self.call.name, error)
             return BatchAnswer(results)
-        matrix = features([readings[i] for i in complete])
+        matrix = features([readings[i] for i in complete], self.call.features)
         if chosen.primary.role == "canary" and chosen.mirror is not None:
             canary = self._canary_breaker(chosen.primary)
             if not canary.allow():

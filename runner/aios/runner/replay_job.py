@@ -78,7 +78,7 @@ async def answers(
             continue
         outputs = await client.infer(
             candidate.model,
-            {"features": features([reading for _, reading in sent])},
+            {"features": features([reading for _, reading in sent], call.features)},
             timeout=max(call.timeout_ms / 1000, 10.0),
         )
         for (i, _), answer in zip(sent, rows(outputs, len(sent)), strict=True):
