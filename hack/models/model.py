@@ -10,6 +10,7 @@ both runtimes load the same artefact.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,15 @@ SIGNATURES = {
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 6]}],
         "outputs": [
             {"name": "score", "datatype": "FP32", "shape": [-1]},
+            {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+        ],
+    },
+    "calibration": {
+        # A low-cost device's raw channels (five metal-oxide sensors, temperature, relative
+        # and absolute humidity) → the NO2 a reference analyzer would measure.
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 8]}],
+        "outputs": [
+            {"name": "no2", "datatype": "FP32", "shape": [-1]},
             {"name": "confidence", "datatype": "FP32", "shape": [-1]},
         ],
     },
@@ -51,8 +61,32 @@ def anomaly_features(x: np.ndarray) -> np.ndarray:
     return np.column_stack([pollutants, x[:, 4:6], ratio])
 
 
+def calibration_features(x: np.ndarray) -> np.ndarray:
+    """The device's channels and the five sensors' logarithms (a metal-oxide sensor answers
+    roughly as a power of the gas's concentration)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.hstack([x, np.log(np.clip(x[:, :5], 1.0, None))])
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def calibrate(weights: dict[str, np.ndarray], x: np.ndarray) -> dict[str, np.ndarray]:
+    """NO2 in µg/m³, and the probability that it is on the side of the limit it says,
+    were the error normal with the spread seen in training."""
+    z = (calibration_features(x) - weights["mean"]) / weights["scale"]
+    no2 = z @ weights["coef"] + weights["bias"]
+    margin = np.abs(no2 - weights["limit"]) / (weights["spread"] * math.sqrt(2.0))
+    return {
+        "no2": no2.astype(np.float32),
+        "confidence": (0.5 * (1.0 + _ERF(margin).astype(np.float64))).astype(np.float32),
+    }
+
+
 def predict(weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One batch in, every output out (float32)."""
+    if kind(weights) == "calibration":
+        return calibrate(weights, inputs["features"])
     if kind(weights) == "anomaly":
         z = (anomaly_features(inputs["features"]) - weights["mean"]) / weights["std"]
         layers = int(weights["layers"])

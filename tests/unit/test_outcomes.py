@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from outcomes import baselines
-from outcomes.calibration import Calibration
+from outcomes.calibration import RUNTIME, Calibration, channels
 from outcomes.scoring import YEAR, score
 from outcomes.year import DEVICE, LABEL_DELAY, NO2_LIMIT, REFERENCE, Hour, load, published_by
 
@@ -97,3 +98,21 @@ def test_no_baseline_reads_a_reference_value_before_it_is_published() -> None:
     ]
     for approach in (baselines.static_threshold, baselines.calibrated_once):
         assert approach(rewritten) == approach(hours), approach.__name__
+
+
+def test_the_served_calibration_answers_as_trained_with_its_confidence(tmp_path: Path) -> None:
+    """Saved as the serving code loads it (weights.npz), the model says the same NO2; its
+    confidence is a coin toss at the limit and near certainty far from it."""
+    rng = np.random.default_rng(3)
+    hours = []
+    for h in range(300):
+        raw = float(rng.uniform(500, 2500))
+        hours.append(hour(h, 0.1 * raw + 5 + float(rng.normal(0, 10)), PT08_S4_NO2=raw))
+    model = Calibration.train(hours)
+    np.savez(tmp_path / "weights.npz", **model.weights())
+    served = RUNTIME.load(tmp_path)
+    probe = [hour(0, None, PT08_S4_NO2=raw) for raw in (500.0, 1950.0, 2500.0)]
+    outputs = RUNTIME.predict(served, {"features": channels(probe)})
+    np.testing.assert_allclose(outputs["no2"], model.predict(probe), rtol=1e-5)
+    assert outputs["no2"][1] == pytest.approx(NO2_LIMIT, abs=3.0)
+    assert outputs["confidence"][1] < 0.7 < 0.99 < min(outputs["confidence"][[0, 2]])

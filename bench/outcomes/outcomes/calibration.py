@@ -1,37 +1,50 @@
-"""A calibration model: the device's readings → the reference NO2, with how far off it
-tends to be. Metal-oxide sensors answer roughly as a power of the gas's concentration and
-cross-react with temperature and humidity, so it is a ridge regression on the readings and
-the sensors' logarithms; its spread is the residuals' standard deviation on what it was
+"""The calibration model: the device's readings → the reference NO2, with a confidence. A
+ridge regression on what ``calibration_features`` of the serving code (``hack/models/
+model.py``, which Triton runs) makes of the readings, so the model trained here and the one
+served answer alike; its spread is the residuals' standard deviation on what it was
 trained on. Trained only on hours whose reference values were published."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from outcomes.year import DEVICE, Hour
+from outcomes.year import DEVICE, NO2_LIMIT, Hour
 
-SENSORS = DEVICE[:5]
+SERVING_CODE = Path(__file__).resolve().parents[3] / "hack" / "models" / "model.py"
 RIDGE = 1.0
 """L2 penalty on the standardised features."""
 
 
-def features(hours: Sequence[Hour]) -> npt.NDArray[Any]:
-    """One row per hour: the device's readings and the sensors' logarithms."""
-    raw = np.array([[h.device[name] for name in DEVICE] for h in hours], dtype=float)
-    sensors = raw[:, : len(SENSORS)]
-    return np.hstack([raw, np.log(np.clip(sensors, 1.0, None))])
+def serving() -> ModuleType:
+    """The serving code, as Triton's Python backend loads it."""
+    spec = importlib.util.spec_from_file_location("aios_model_runtime", SERVING_CODE)
+    assert spec is not None and spec.loader is not None, SERVING_CODE
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RUNTIME = serving()
+
+
+def channels(hours: Sequence[Hour]) -> npt.NDArray[Any]:
+    """The device's readings, one row per hour, in ``DEVICE`` order (the model's input)."""
+    return np.array([[h.device[name] for name in DEVICE] for h in hours], dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class Calibration:
     mean: npt.NDArray[Any]
     scale: npt.NDArray[Any]
-    weights: npt.NDArray[Any]
+    coef: npt.NDArray[Any]
     bias: float
     spread: float
     """µg/m³: the residuals' standard deviation where it was trained."""
@@ -42,19 +55,35 @@ class Calibration:
         usable = [h for h in hours if h.complete and h.no2 is not None]
         if len(usable) < 2 * len(DEVICE):
             raise ValueError(f"{len(usable)} usable hours are too few to calibrate on")
-        x = features(usable)
+        x = RUNTIME.calibration_features(channels(usable))
         y = np.array([h.no2 for h in usable], dtype=float)
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale == 0] = 1.0
         z = (x - mean) / scale
         centred = y - y.mean()
-        weights = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ centred)
-        residuals = centred - z @ weights
-        return cls(mean, scale, weights, float(y.mean()), float(residuals.std()), len(usable))
+        coef = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ centred)
+        residuals = centred - z @ coef
+        return cls(mean, scale, coef, float(y.mean()), float(residuals.std()), len(usable))
+
+    def weights(self) -> dict[str, npt.NDArray[Any]]:
+        """What the serving code loads (``weights.npz``)."""
+        return {
+            "kind": np.array("calibration"),
+            "mean": self.mean,
+            "scale": self.scale,
+            "coef": self.coef,
+            "bias": np.array(self.bias),
+            "spread": np.array(max(self.spread, 1e-6)),
+            "limit": np.array(NO2_LIMIT),
+        }
+
+    def answer(self, hours: Sequence[Hour]) -> dict[str, npt.NDArray[Any]]:
+        """The served model's outputs for each hour (the device must have measured all)."""
+        answers: dict[str, npt.NDArray[Any]] = RUNTIME.predict(
+            self.weights(), {"features": channels(hours)}
+        )
+        return answers
 
     def predict(self, hours: Sequence[Hour]) -> npt.NDArray[Any]:
-        """NO2 in µg/m³ for each hour (the device must have measured everything)."""
-        estimates: npt.NDArray[Any] = (
-            (features(hours) - self.mean) / self.scale
-        ) @ self.weights + self.bias
-        return estimates
+        """NO2 in µg/m³ for each hour."""
+        return self.answer(hours)["no2"]
