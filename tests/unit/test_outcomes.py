@@ -26,6 +26,17 @@ def hour(offset: int, no2: float | None, **device: float) -> Hour:
     return Hour(START + timedelta(hours=offset), readings, reference)
 
 
+def linear_sensor(count: int, noise: float) -> list[Hour]:
+    """Hours whose NO2 is 0.1 of the NO2 sensor's response plus 5, with normal noise."""
+    rng = np.random.default_rng(7)
+    raws = rng.uniform(500, 2500, count)
+    errors = rng.normal(0, noise, count)
+    return [
+        hour(h, 0.1 * r + 5 + e, PT08_S4_NO2=r)
+        for h, (r, e) in enumerate(zip(raws, errors, strict=True))
+    ]
+
+
 def test_the_year_loads_as_its_readme_describes() -> None:
     hours = load()
     assert len(hours) == 9357
@@ -77,12 +88,7 @@ def test_the_static_threshold_is_where_the_first_months_line_reaches_the_limit()
 
 
 def test_a_calibration_learns_a_linear_sensor_and_its_spread() -> None:
-    rng = np.random.default_rng(7)
-    hours = []
-    for h in range(400):
-        raw = float(rng.uniform(500, 2500))
-        hours.append(hour(h, 0.1 * raw + 5 + float(rng.normal(0, 2)), PT08_S4_NO2=raw))
-    model = Calibration.train(hours)
+    model = Calibration.train(linear_sensor(400, noise=2.0))
     probe = [hour(0, None, PT08_S4_NO2=1000.0), hour(1, None, PT08_S4_NO2=2000.0)]
     assert model.predict(probe) == pytest.approx([105.0, 205.0], abs=2.0)
     assert 1.5 < model.spread < 2.5 and model.trained_on == 400
@@ -103,12 +109,7 @@ def test_no_baseline_reads_a_reference_value_before_it_is_published() -> None:
 def test_the_served_calibration_answers_as_trained_with_its_confidence(tmp_path: Path) -> None:
     """Saved as the serving code loads it (weights.npz), the model says the same NO2; its
     confidence is a coin toss at the limit and near certainty far from it."""
-    rng = np.random.default_rng(3)
-    hours = []
-    for h in range(300):
-        raw = float(rng.uniform(500, 2500))
-        hours.append(hour(h, 0.1 * raw + 5 + float(rng.normal(0, 10)), PT08_S4_NO2=raw))
-    model = Calibration.train(hours)
+    model = Calibration.train(linear_sensor(300, noise=10.0))
     np.savez(tmp_path / "weights.npz", **model.weights())
     served = RUNTIME.load(tmp_path)
     probe = [hour(0, None, PT08_S4_NO2=raw) for raw in (500.0, 1950.0, 2500.0)]
