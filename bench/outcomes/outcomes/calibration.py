@@ -6,33 +6,21 @@ trained on. Trained only on hours whose reference values were published."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from aios.connectors.model_server import load_module
+from aios.stack.models import SOURCES
 from outcomes.year import DEVICE, NO2_LIMIT, Hour
 
-SERVING_CODE = Path(__file__).resolve().parents[3] / "hack" / "models" / "model.py"
 RIDGE = 1.0
 """L2 penalty on the standardised features."""
-
-
-def serving() -> ModuleType:
-    """The serving code, as Triton's Python backend loads it."""
-    spec = importlib.util.spec_from_file_location("aios_model_runtime", SERVING_CODE)
-    assert spec is not None and spec.loader is not None, SERVING_CODE
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-RUNTIME = serving()
+RUNTIME = load_module(SOURCES / "model.py", "aios_model_runtime")
+"""The serving code, loaded as the model servers load it."""
 
 
 def channels(hours: Sequence[Hour]) -> npt.NDArray[Any]:

@@ -62,6 +62,11 @@ class Reading(ApiModel):
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise ValueError(f"non-finite values for {', '.join(sorted(bad))}")
+        return values
+
+    @field_validator("metrics")
+    @classmethod
+    def _not_reserved(cls, values: dict[str, float]) -> dict[str, float]:
         reserved = sorted(set(values) & set(RESERVED_METRIC_NAMES))
         if reserved:
             raise ValueError(f"{', '.join(reserved)}: the reading's own fields, not metrics")
