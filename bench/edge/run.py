@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from aios.api.edge_gateway import FilterStep
-from aios.edge.columns import Chunk, SensorTable
+from aios.edge.columns import Chunk, NameTable
 from aios.edge.filters import Chain, Context
 from aios.edge.parse import parse_payload
 from aios.edge.records import Lineage, encode
@@ -82,7 +82,7 @@ def run_chain(path: Path, filters: list[dict]) -> tuple[int, int, float]:
     """Lines → parse → chain → encoded records, on one core: (readings, records, seconds)."""
     pin()
     lines = path.read_bytes().splitlines()
-    table = SensorTable()
+    table = NameTable()
     chain = Chain([FilterStep.model_validate(f) for f in filters], [], table, HASH_KEY.encode())
     lineage = Lineage("bench", "bench", 1, "sha256:bench", "bench")
     records = 0
@@ -90,7 +90,7 @@ def run_chain(path: Path, filters: list[dict]) -> tuple[int, int, float]:
     for first in range(0, len(lines), 4096):
         chunks = [parse_payload(line, time.time())[0] for line in lines[first : first + 4096]]
         merged = Chunk.concat(chunks)
-        batch = merged.to_batch(table, first)
+        batch = merged.to_batch(table, chain.metrics, first)
         out = chain.process(batch, Context(now=float(batch.recv.max()), table=table))
         records += len(encode(out, chain.presentation(), lineage))
     drained = chain.drain(Context(now=time.time(), table=table))

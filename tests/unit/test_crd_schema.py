@@ -215,7 +215,7 @@ def test_real_unions_are_refused() -> None:
         structural(schema, schema.get("$defs", {}))
 
 
-def test_free_form_maps_keep_unknown_fields_and_enum_keys_become_cel() -> None:
+def test_free_form_maps_keep_unknown_fields_and_constrained_keys_become_cel() -> None:
     spec = dict(nodes(openapi(Policy)))[".spec.module.parameters"]
     assert spec == {
         "description": spec["description"],
@@ -223,8 +223,12 @@ def test_free_form_maps_keep_unknown_fields_and_enum_keys_become_cel() -> None:
         "x-kubernetes-preserve-unknown-fields": True,
     }
     ranges = dict(nodes(openapi(EdgeGateway)))[".spec.filters[].validate.ranges"]
-    assert ranges["x-kubernetes-validations"][0]["rule"].startswith("self.all(k, k in ['pm25'")
-    assert ranges["maxProperties"] == 6
+    (keys,) = ranges["x-kubernetes-validations"]
+    assert keys["rule"] == (
+        "self.all(k, size(k) >= 1 && size(k) <= 63 && k.matches('^[a-z][a-z0-9_]*$'))"
+    )
+    assert ranges["maxProperties"] == 64
+    assert ranges["additionalProperties"]["required"] == ["min", "max"]
 
 
 def test_sub_objects_default_to_their_complete_defaults() -> None:

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from aios.api.edge_gateway import FilterStep, Sensor
+from aios.api.edge_gateway import KNOWN_METRICS, FilterStep, Sensor
 from aios.api.events import Reading
-from aios.edge.columns import AGGREGATES, ANOMALY, METRICS, Batch, SensorTable, new_batch
+from aios.edge.columns import AGGREGATES, ANOMALY, Batch, NameTable, metric_table, new_batch, widen
 from aios.edge.filters import (
     WINDOW_GRACE_SECONDS,
     Chain,
@@ -22,7 +22,7 @@ from aios.edge.filters import (
 from aios.edge.records import Lineage, Record, encode
 
 T0 = 1_780_000_020.0  # a multiple of 60
-PM25 = METRICS.index("pm25")
+PM25 = KNOWN_METRICS.index("pm25")
 
 
 def steps(*raw: dict) -> list[FilterStep]:
@@ -38,8 +38,8 @@ def sensors(*ids: str, lat: float = 52.5163, lon: float = 13.3777) -> list[Senso
     ]
 
 
-def batch(table: SensorTable, ids: list[str], times: list[float], pm25: list[float]) -> Batch:
-    values = np.full((len(ids), len(METRICS)), np.nan)
+def batch(table: NameTable, ids: list[str], times: list[float], pm25: list[float]) -> Batch:
+    values = np.full((len(ids), len(KNOWN_METRICS)), np.nan)
     values[:, PM25] = pm25
     b = new_batch(table.lookup(ids), np.array(times, float), values)
     b.recv[:] = max(times) if times else T0
@@ -47,14 +47,14 @@ def batch(table: SensorTable, ids: list[str], times: list[float], pm25: list[flo
 
 
 def run(
-    chain: Chain, table: SensorTable, b: Batch, now: float | None = None
+    chain: Chain, table: NameTable, b: Batch, now: float | None = None
 ) -> tuple[Batch, Context]:
     ctx = Context(now=now if now is not None else float(b.recv.max()), table=table)
     return chain.process(b, ctx), ctx
 
 
 def test_validate_quarantines_and_drops_with_reasons() -> None:
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(
         steps({"validate": {"ranges": {"pm25": {"min": 0, "max": 500}}, "maxAgeSeconds": 600}}),
         sensors("a", "b"),
@@ -68,7 +68,7 @@ def test_validate_quarantines_and_drops_with_reasons() -> None:
         [10, 10, 11, 900, 5, 7, 7],
     )
     b.recv[:] = T0 + 5
-    b.values[1, METRICS.index("o3")] = 3.0  # 'a' does not measure o3
+    b.values[1, KNOWN_METRICS.index("o3")] = 3.0  # 'a' does not measure o3
     out, ctx = run(chain, table, b)
     assert ctx.quarantined == {
         "undeclared_metric": 1,
@@ -100,7 +100,7 @@ def test_deadband_matches_the_sequential_definition(mode: str) -> None:
     rng = np.random.default_rng(1)
     series = {s: list(np.round(rng.normal(20, 2, 40), 1)) for s in ("a", "b", "c")}
     threshold = 1.0 if mode == "absolute" else 0.05
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(steps({"deadband": {"mode": mode, "threshold": threshold}}), [], table, b"k")
     ids = [s for s in series for _ in range(40)]
     times = [T0 + i for _ in series for i in range(40)]
@@ -113,7 +113,7 @@ def test_deadband_matches_the_sequential_definition(mode: str) -> None:
 
 
 def test_rate_limit_per_sensor_and_anomalies_pass() -> None:
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(
         steps(
             {"anomaly": {"alpha": 0.2, "zThreshold": 3}},
@@ -159,7 +159,7 @@ def test_aggregate_matches_numpy() -> None:
 
 
 def test_tumbling_windows_per_sensor_with_a_lagging_clock_and_late_readings() -> None:
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(
         steps({"window": {"kind": "tumbling", "sizeSeconds": 60, "aggregates": ["mean", "count"]}}),
         [],
@@ -187,7 +187,7 @@ def test_tumbling_windows_per_sensor_with_a_lagging_clock_and_late_readings() ->
 
 
 def test_hopping_windows_cover_each_reading_size_over_hop_times() -> None:
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(
         steps(
             {
@@ -214,7 +214,7 @@ def test_hopping_windows_cover_each_reading_size_over_hop_times() -> None:
 
 
 def test_anonymise_hashes_generalises_and_holds_groups_until_k() -> None:
-    table = SensorTable()
+    table = NameTable()
     registry = sensors("s1", "s2", "s3")
     chain = Chain(
         steps(
@@ -243,7 +243,7 @@ def test_anonymise_hashes_generalises_and_holds_groups_until_k() -> None:
 
 
 def test_differential_privacy_noises_aggregates_within_the_budget() -> None:
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(
         steps(
             {"window": {"sizeSeconds": 60, "aggregates": ["mean", "max", "count"]}},
@@ -266,7 +266,7 @@ def test_differential_privacy_noises_aggregates_within_the_budget() -> None:
     assert chain.privacy.spent_total == pytest.approx(1.0)
 
 
-def lifetime_chain(table: SensorTable, ledger: PrivacyLedger, size: int = 60) -> Chain:
+def lifetime_chain(table: NameTable, ledger: PrivacyLedger, size: int = 60) -> Chain:
     """Each window may release one pm25 aggregate (epsilon 0.5 of 0.5); a sensor's
     lifetime budget of 1.0 per hour is two windows' worth."""
     return Chain(
@@ -289,7 +289,7 @@ def lifetime_chain(table: SensorTable, ledger: PrivacyLedger, size: int = 60) ->
     )
 
 
-def pm25_only(table: SensorTable, ids: list[str], times: list[float]) -> Batch:
+def pm25_only(table: NameTable, ids: list[str], times: list[float]) -> Batch:
     return batch(table, ids, times, [20.0] * len(ids))
 
 
@@ -306,7 +306,7 @@ def windows_of(sensor: str, start: float, count: int) -> tuple[list[str], list[f
 
 
 def test_a_spent_lifetime_budget_withholds_until_the_period_renews() -> None:
-    table, ledger = SensorTable(), PrivacyLedger()
+    table, ledger = NameTable(), PrivacyLedger()
     chain = lifetime_chain(table, ledger)
     ids, times = windows_of("a", P0, 4)
     other_ids, other_times = windows_of("b", P0, 1)
@@ -332,7 +332,7 @@ def test_a_spent_lifetime_budget_withholds_until_the_period_renews() -> None:
 
 
 def test_the_ledger_outlives_the_chain_a_config_change_and_a_restart() -> None:
-    table, ledger = SensorTable(), PrivacyLedger()
+    table, ledger = NameTable(), PrivacyLedger()
     run(lifetime_chain(table, ledger), table, pm25_only(table, *windows_of("a", P0, 2)))
     # another window size is another step: a ledger inside the step would start afresh
     reconfigured = lifetime_chain(table, ledger, size=120)
@@ -369,18 +369,18 @@ def test_state_round_trip_continues_exactly() -> None:
     rng = np.random.default_rng(5)
     values = list(np.round(rng.normal(20, 3, 200), 1))
     times = [T0 + i for i in range(200)]
-    table_a = SensorTable()
+    table_a = NameTable()
     straight = Chain(filters, [], table_a, b"k")
     first = batch(table_a, ["a"] * 100, times[:100], values[:100])
     second = batch(table_a, ["a"] * 100, times[100:], values[100:])
     run(straight, table_a, first)
     expected, _ = run(straight, table_a, second)
-    table_b = SensorTable()
+    table_b = NameTable()
     table_b.lookup(["a"])
     before = Chain(filters, [], table_b, b"k")
     run(before, table_b, first)
     saved = before.state()
-    table_c = SensorTable()
+    table_c = NameTable()
     table_c.lookup(table_b.ids)
     after = Chain(filters, [], table_c, b"k")
     after.load(saved)
@@ -390,7 +390,7 @@ def test_state_round_trip_continues_exactly() -> None:
 
 
 def test_records_follow_the_reading_contract_and_leak_nothing() -> None:
-    table = SensorTable()
+    table = NameTable()
     chain = Chain(
         steps(
             {"anomaly": {"alpha": 0.3, "zThreshold": 2}},
@@ -422,3 +422,34 @@ def test_records_follow_the_reading_contract_and_leak_nothing() -> None:
         assert (version, len(trace), len(span), flags) == ("00", 32, 16, "01")
         assert Record.unframe(record.frame()) == record
     assert json.loads(records[0].value)["lineage"]["filterChain"] == "sha256:abc"
+
+
+def test_a_declared_metric_goes_through_the_chain_with_its_own_state_and_range() -> None:
+    """A device's raw sensor channel (``no2_raw``) is validated, deadbanded and windowed
+    like a known metric, and a config that declares it later widens the kept state."""
+    table, metrics = NameTable(), metric_table()
+    filters = steps(
+        {"validate": {"ranges": {"no2_raw": {"min": 0, "max": 3000}}}},
+        {"deadband": {"threshold": 1.0}},
+        {"window": {"sizeSeconds": 60, "aggregates": ["mean", "count"]}},
+    )
+    before = Chain(filters, sensors("a"), table, b"k", metrics=metrics)
+    run(before, table, batch(table, ["a"] * 3, [T0, T0 + 1, T0 + 2], [10.0, 10.5, 12.0]))
+    device = Sensor.model_validate({"id": "dev", "metrics": ["no2_raw", "pm25"]})
+    after = Chain(filters, [*sensors("a"), device], table, b"k", before, metrics=metrics)
+    raw = metrics.index["no2_raw"]
+    assert raw == len(KNOWN_METRICS)  # after the known ones, whose bounds filters know
+    ids = ["a", "dev", "dev", "dev", "dev"]
+    b = batch(table, ids, [T0 + 3, T0, T0 + 1, T0 + 2, T0 + 3], [12.2, 5.0, 5.0, 5.0, 5.0])
+    b.values = widen(b.values, len(metrics), np.nan)
+    b.values[1:, raw] = [1400.0, 1400.5, 9000.0, 1402.0]
+    b.values[0, raw] = 1.0  # 'a' does not declare no2_raw
+    out, ctx = run(after, table, b, now=T0 + 200)
+    assert ctx.quarantined == {"undeclared_metric": 1, "out_of_range": 1}
+    assert ctx.dropped == {"deadband": 1}  # 1400.5: neither no2_raw nor pm25 moved by 1
+    records = encode(out, after.presentation(), Lineage("g", "s", 2, "sha256:x", "t"))
+    readings = [Reading.model_validate_json(r.value) for r in records]
+    by_sensor = {(r.sensor_id, r.flags[-2]): r.metrics for r in readings}
+    assert by_sensor[("dev", "agg:mean")] == pytest.approx({"no2_raw": 1401.0, "pm25": 5.0})
+    assert by_sensor[("dev", "agg:count")] == {"no2_raw": 2.0, "pm25": 2.0}
+    assert by_sensor[("a", "agg:count")] == {"pm25": 2.0}  # its window outlived the change

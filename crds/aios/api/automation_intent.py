@@ -9,7 +9,6 @@ from pydantic import Field, field_validator
 from aios.api.base import (
     AGE,
     IDENTIFIER,
-    RESERVED_METRIC_NAMES,
     ApiModel,
     ApprovalRule,
     Count,
@@ -27,6 +26,8 @@ from aios.api.base import (
     defaults_to,
     exactly_one_of,
     list_map,
+    metrics_not_reserved,
+    once_each,
 )
 
 ActionType = Literal["alert", "webhook", "mqtt", "kafka"]
@@ -93,24 +94,9 @@ class ModelCall(ApiModel):
         json_schema_extra={"default": list(ANOMALY_FEATURES), "x-kubernetes-list-type": "set"},
     )
 
-    invariants: ClassVar[tuple[Invariant, ...]] = (
-        Invariant(
-            rule=f"self.features.all(f, !(f in {list(RESERVED_METRIC_NAMES)}))",
-            message=f"features cannot be {', '.join(RESERVED_METRIC_NAMES)}: "
-            "the reading's own fields",
-            check=lambda c: not set(c.features) & set(RESERVED_METRIC_NAMES),
-            field_path=".features",
-        ),
-    )
+    invariants: ClassVar[tuple[Invariant, ...]] = (metrics_not_reserved("features"),)
 
-    @field_validator("features")
-    @classmethod
-    def _once_each(cls, names: list[str]) -> list[str]:
-        """As the API server checks a ``set`` list."""
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"repeats {', '.join(repeated)}")
-        return names
+    _once_each = field_validator("features")(once_each)
 
 
 class FallbackRule(ApiModel):

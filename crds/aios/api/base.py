@@ -114,6 +114,26 @@ def exactly_one_of(*wire_names: str) -> Invariant:
     )
 
 
+def metrics_not_reserved(wire_name: str) -> Invariant:
+    """Metric names in the list or map ``wire_name`` are none of ``RESERVED_METRIC_NAMES``
+    (a rule's ``reading`` already gives those names to the reading's own fields)."""
+    return Invariant(
+        rule=f"self.{wire_name}.all(m, !(m in {list(RESERVED_METRIC_NAMES)}))",
+        message=f"{wire_name} cannot name {', '.join(RESERVED_METRIC_NAMES)}: "
+        "the reading's own fields",
+        check=lambda obj: not set(getattr(obj, wire_name)) & set(RESERVED_METRIC_NAMES),
+        field_path=f".{wire_name}",
+    )
+
+
+def once_each(names: list[str]) -> list[str]:
+    """A list of names as the API server checks a ``set`` list (for a field validator)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"repeats {', '.join(repeated)}")
+    return names
+
+
 def _emit_invariants(schema: JsonDict, cls: type[Any]) -> None:
     """Attach a model's invariants to its JSON schema as CEL rules (pydantic calls this)."""
     if cls.invariants:

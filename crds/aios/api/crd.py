@@ -123,8 +123,14 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 out["x-kubernetes-preserve-unknown-fields"] = True
             elif value is not False:  # false (extra="forbid") is what pruning does anyway
                 out[key] = structural(value, defs)
+        elif key == "patternProperties":  # dict[constrained str, X]
+            ((pattern, values),) = value.items()
+            out["additionalProperties"] = structural(values, defs)
+            keys = {**node.get("propertyNames", {}), "pattern": pattern}
+            out[_VALIDATIONS] = [*out.get(_VALIDATIONS, []), _keys_rule(keys)]
         elif key == "propertyNames":
-            out[_VALIDATIONS] = [*out.get(_VALIDATIONS, []), _keys_rule(value["enum"])]
+            if "patternProperties" not in node:  # (or the rule above has it)
+                out[_VALIDATIONS] = [*out.get(_VALIDATIONS, []), _keys_rule(value)]
         elif key == _VALIDATIONS:
             out[key] = [*out.get(key, []), *copy.deepcopy(value)]
         elif key in _ORDER or key.startswith("x-kubernetes-"):
@@ -164,12 +170,24 @@ def _without(node: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in node.items() if k != key}
 
 
-def _keys_rule(allowed: list[str]) -> dict[str, str]:
-    """CEL for `dict[Literal[...], X]`: structural schemas cannot constrain map keys."""
-    quoted = ", ".join(f"'{key}'" for key in allowed)
+def _keys_rule(keys: dict[str, Any]) -> dict[str, str]:
+    """CEL for the keys of `dict[Literal[...], X]` or `dict[constrained str, X]`:
+    structural schemas cannot constrain map keys."""
+    if "enum" in keys:
+        quoted = ", ".join(f"'{key}'" for key in keys["enum"])
+        return {
+            "message": f"keys must be among {', '.join(keys['enum'])}",
+            "rule": f"self.all(k, k in [{quoted}])",
+        }
+    checks = {
+        "minLength": ("size(k) >= {}", "be at least {} long"),
+        "maxLength": ("size(k) <= {}", "be at most {} long"),
+        "pattern": ("k.matches('{}')", "match {}"),
+    }
+    rules = [(checks[name], keys[name]) for name in checks if name in keys]
     return {
-        "message": f"keys must be among {', '.join(allowed)}",
-        "rule": f"self.all(k, k in [{quoted}])",
+        "message": f"keys must {', '.join(text.format(v) for (_, text), v in rules)}",
+        "rule": f"self.all(k, {' && '.join(rule.format(v) for (rule, _), v in rules)})",
     }
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aios.api.base import (
     AGE,
@@ -16,6 +16,7 @@ from aios.api.base import (
     Fraction,
     Invariant,
     KafkaTopic,
+    MetricName,
     PrinterColumn,
     Resource,
     ResourceStatus,
@@ -23,9 +24,14 @@ from aios.api.base import (
     defaults_to,
     exactly_one_of,
     list_map,
+    metrics_not_reserved,
+    once_each,
 )
 
-Metric = Literal["pm25", "pm10", "no2", "o3", "temperature", "humidity"]
+KNOWN_METRICS = ("pm25", "pm10", "no2", "o3", "temperature", "humidity")
+"""Metrics whose units the edge agent converts (µg/m³, °C, %) and whose physical bounds it
+knows; a sensor may declare any other metric, forwarded in the unit it is sent in."""
+MAX_METRICS = 64
 Aggregate = Literal["mean", "min", "max", "p95", "count"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 MIB = 1 << 20
@@ -47,10 +53,19 @@ class Sensor(ApiModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
         description="Device id as the sensor reports it (hashed downstream if anonymised).",
     )
-    metrics: list[Metric] = Field(
-        min_length=1, max_length=6, description="Quantities the sensor measures."
+    metrics: list[MetricName] = Field(
+        min_length=1,
+        max_length=MAX_METRICS,
+        description="Quantities the sensor measures: pm25, pm10, no2, o3 (µg/m³), "
+        "temperature (°C), humidity (%), converted from the units a reading gives; or any "
+        "other name (no2_raw, co_sensor), forwarded in the unit it is sent in.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     location: Location | None = Field(default=None, description="Where the sensor is.")
+
+    invariants: ClassVar[tuple[Invariant, ...]] = (metrics_not_reserved("metrics"),)
+
+    _once_each = field_validator("metrics")(once_each)
 
 
 class Range(ApiModel):
@@ -71,8 +86,10 @@ class Range(ApiModel):
 class ValidateFilter(ApiModel):
     """Quarantines implausible, future-dated or stale readings."""
 
-    ranges: dict[Metric, Range] = Field(
-        default_factory=dict, max_length=6, description="Plausible range per metric."
+    ranges: dict[MetricName, Range] = Field(
+        default_factory=dict,
+        max_length=MAX_METRICS,
+        description="Plausible range per metric (in the unit the metric is forwarded in).",
     )
     max_future_skew_seconds: int = Field(
         default=30,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from aios.edge import spans
-from aios.edge.columns import METRICS, Batch, Chunk, SensorTable
+from aios.edge.columns import Batch, Chunk, NameTable, metric_table
 from aios.edge.filters import Chain, Context, PrivacyLedger
 from aios.edge.forwarder import Forwarder, write_atomic
 from aios.edge.protocol import AgentConfig, Heartbeat, parse_config
@@ -87,7 +87,9 @@ class Processor:
         self.config_path = root / "config.json"
         self.checkpoint_path = root / "checkpoint.npz"
         self.hash_key = load_key(root / "hash.key")
-        self.table = SensorTable()
+        self.table = NameTable()
+        self.metrics = metric_table()
+        """Only grows (state and journaled chunks are indexed by it); ingest reads it."""
         self.ledger = PrivacyLedger()
         self.config: AgentConfig | None = None
         self.chain: Chain | None = None
@@ -124,8 +126,9 @@ class Processor:
         with np.load(self.checkpoint_path) as saved:
             meta = json.loads(bytes(saved["meta"]).decode())
             state = {k: saved[k] for k in saved.files if k != "meta"}
-        self.table = SensorTable()
+        self.table = NameTable()
         self.table.lookup(meta["sensors"])
+        self.metrics.lookup(meta.get("metrics", []))
         self.counters.restore(meta["counters"])
         self.ledger = PrivacyLedger.restore(meta.get("privacyLedger") or {})
         self.position = max(int(meta["journal"]), self.journal.start)
@@ -156,6 +159,7 @@ class Processor:
             self.hash_key,
             previous,
             self.ledger,
+            self.metrics,
         )
 
     # -- configuration -----------------------------------------------------------------
@@ -213,7 +217,8 @@ class Processor:
             if rows >= BATCH_ROWS:
                 break
         batches = [
-            chunk.to_batch(self.table, (first + i) << SEQ_SHIFT) for i, chunk in enumerate(chunks)
+            chunk.to_batch(self.table, self.metrics, (first + i) << SEQ_SHIFT)
+            for i, chunk in enumerate(chunks)
         ]
         ctx = self._context()
         if batches:
@@ -267,9 +272,9 @@ class Processor:
         for reason, rows in ctx.quarantine:
             for i in range(len(rows)):
                 metrics = {
-                    m: float(rows.values[i, c])
-                    for c, m in enumerate(METRICS)
-                    if not math.isnan(rows.values[i, c])
+                    self.metrics.ids[c]: float(value)
+                    for c, value in enumerate(rows.values[i])
+                    if not math.isnan(value)
                 }
                 entry = {
                     "time": ctx.now,
@@ -291,6 +296,7 @@ class Processor:
             "digest": self.config.digest if self.config else None,
             "generation": self.config.generation if self.config else None,
             "sensors": self.table.ids,
+            "metrics": self.metrics.ids,
             "counters": self.counters.snapshot(),
             "privacyLedger": self.ledger.snapshot(),
         }

@@ -38,13 +38,14 @@ from aios.edge.columns import (
     AGGREGATE,
     AGGREGATES,
     ANOMALY,
-    METRICS,
     Batch,
-    SensorTable,
+    NameTable,
     group_starts,
     grow,
+    metric_table,
     new_batch,
     ranks,
+    widen,
 )
 
 WINDOW_GRACE_SECONDS = 2.0
@@ -53,8 +54,8 @@ ANOMALY_WARMUP = 5
 """Readings of a sensor's metric before its EWMA is trusted to flag anything."""
 METERS_PER_DEGREE = 111_320.0
 NO_CELL = np.iinfo(np.int64).min
-PHYSICAL_MIN = np.array([0.0, 0.0, 0.0, 0.0, -273.15, 0.0])  # METRICS order
-PHYSICAL_MAX = np.array([np.inf, np.inf, np.inf, np.inf, np.inf, 100.0])
+PHYSICAL_MIN = np.array([[0.0, 0.0, 0.0, 0.0, -273.15, 0.0]])  # KNOWN_METRICS order
+PHYSICAL_MAX = np.array([[np.inf, np.inf, np.inf, np.inf, np.inf, 100.0]])
 State = dict[str, npt.NDArray[Any]]
 
 
@@ -63,7 +64,7 @@ class Context:
     """What one pass of the chain needs besides the batch, and what it reports back."""
 
     now: float
-    table: SensorTable
+    table: NameTable
     dropped: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     quarantine: list[tuple[str, Batch]] = field(default_factory=list)
@@ -90,25 +91,27 @@ class Step(Protocol):
 class Registry:
     """What the config says about each sensor, as arrays indexed by the sensor table."""
 
-    def __init__(self, sensors: list[Sensor], table: SensorTable) -> None:
+    def __init__(self, sensors: list[Sensor], table: NameTable, metrics: NameTable) -> None:
         self.open = not sensors  # no sensor list: any well-formed sensor id is accepted
-        self.table = table
+        self.table, self.metrics = table, metrics
         sids = table.lookup([s.id for s in sensors])
         n = len(table)
         self.known = np.zeros(n, bool)
         self.known[sids] = True
-        self.declared = np.zeros((n, len(METRICS)), bool)
+        columns = [metrics.lookup(sensor.metrics) for sensor in sensors]
+        self.declared = np.zeros((n, len(metrics)), bool)
         self.lat, self.lon = np.full(n, np.nan), np.full(n, np.nan)
-        for sid, sensor in zip(sids, sensors, strict=True):
-            self.declared[sid, [METRICS.index(m) for m in sensor.metrics]] = True
+        for sid, sensor, declared in zip(sids, sensors, columns, strict=True):
+            self.declared[sid, declared] = True
             if sensor.location is not None:
                 self.lat[sid], self.lon[sid] = sensor.location.lat, sensor.location.lon
 
     def fit(self) -> None:
-        """Extend the arrays to sensors the table learnt since (all of them unknown)."""
+        """Extend the arrays to sensors and metrics the tables learnt since (all of them
+        unknown, undeclared)."""
         n = len(self.table)
         self.known = grow(self.known, n, False)
-        self.declared = grow(self.declared, n, False)
+        self.declared = grow(self.declared, n, False, len(self.metrics))
         self.lat, self.lon = grow(self.lat, n, np.nan), grow(self.lon, n, np.nan)
 
 
@@ -118,24 +121,25 @@ class Validate:
 
     def __init__(self, config: ValidateFilter, registry: Registry) -> None:
         self.config, self.registry = config, registry
-        self.low = np.full(len(METRICS), -np.inf)
-        self.high = np.full(len(METRICS), np.inf)
-        for metric, bounds in config.ranges.items():
-            self.low[METRICS.index(metric)] = bounds.min
-            self.high[METRICS.index(metric)] = bounds.max
         self.last = np.zeros(0)
 
     def apply(self, batch: Batch, ctx: Context) -> Batch:
         registry = self.registry
         registry.fit()
         self.last = grow(self.last, len(ctx.table), -np.inf)
+        width = batch.values.shape[1]
         present = ~np.isnan(batch.values)
         verdicts: list[tuple[str, npt.NDArray[np.bool_]]] = []
         if not registry.open:
             verdicts.append(("unknown_sensor", ~registry.known[batch.sid]))
-            undeclared = (present & ~registry.declared[batch.sid]).any(axis=1)
-            verdicts.append(("undeclared_metric", undeclared))
-        outside = present & ((batch.values < self.low) | (batch.values > self.high))
+            declared = registry.declared[batch.sid][:, :width]
+            verdicts.append(("undeclared_metric", (present & ~declared).any(axis=1)))
+        low, high = np.full(width, -np.inf), np.full(width, np.inf)
+        for metric, bounds in self.config.ranges.items():
+            column = registry.metrics.index.get(metric, width)
+            if column < width:
+                low[column], high[column] = bounds.min, bounds.max
+        outside = present & ((batch.values < low) | (batch.values > high))
         verdicts.append(("out_of_range", outside.any(axis=1)))
         skew, age = self.config.max_future_skew_seconds, self.config.max_age_seconds
         verdicts.append(("future_timestamp", batch.time > batch.recv + skew))
@@ -181,14 +185,15 @@ class Deadband:
     def __init__(self, config: DeadbandFilter) -> None:
         self.relative = config.mode == "relative"
         self.threshold = config.threshold
-        self.last = np.zeros((0, len(METRICS)))
+        self.last = np.zeros((0, 0))
 
     def apply(self, batch: Batch, ctx: Context) -> Batch:
-        self.last = grow(self.last, len(ctx.table), np.nan)
+        self.last = grow(self.last, len(ctx.table), np.nan, batch.values.shape[1])
         keep = np.zeros(len(batch), bool)
         flagged = (batch.flags & ANOMALY) != 0
         for rows in _rank_loop(batch):
             values, sid = batch.values[rows], batch.sid[rows]
+            values = widen(values, self.last.shape[1], np.nan)
             previous = self.last[sid]
             change = np.abs(values - previous)
             limit = self.threshold * np.abs(previous) if self.relative else self.threshold
@@ -239,17 +244,18 @@ class Anomaly:
 
     def __init__(self, config: AnomalyFilter) -> None:
         self.alpha, self.z = config.alpha, config.z_threshold
-        self.mean = np.zeros((0, len(METRICS)))
-        self.var = np.zeros((0, len(METRICS)))
-        self.count = np.zeros((0, len(METRICS)), np.int64)
+        self.mean = np.zeros((0, 0))
+        self.var = np.zeros((0, 0))
+        self.count = np.zeros((0, 0), np.int64)
 
     def apply(self, batch: Batch, ctx: Context) -> Batch:
-        n = len(ctx.table)
-        self.mean, self.var = grow(self.mean, n, 0.0), grow(self.var, n, 0.0)
-        self.count = grow(self.count, n, 0)
+        n, width = len(ctx.table), batch.values.shape[1]
+        self.mean, self.var = grow(self.mean, n, 0.0, width), grow(self.var, n, 0.0, width)
+        self.count = grow(self.count, n, 0, width)
         flags = batch.flags.copy()
         for rows in _rank_loop(batch):
-            sid, values = batch.sid[rows], batch.values[rows]
+            sid = batch.sid[rows]
+            values = widen(batch.values[rows], self.mean.shape[1], np.nan)
             present = ~np.isnan(values)
             mean, var, count = self.mean[sid], self.var[sid], self.count[sid]
             std = np.sqrt(var) + 1e-9
@@ -410,7 +416,7 @@ class Anonymise:
         self.held = Batch.empty()
         self.satisfied: dict[tuple[int, int, float], float] = {}  # group → until when
 
-    def pseudonyms(self, table: SensorTable) -> npt.NDArray[np.object_]:
+    def pseudonyms(self, table: NameTable) -> npt.NDArray[np.object_]:
         for sensor in table.ids[len(self.names) :]:
             self.names.append(pseudonym(self.key, sensor))
         return np.array(self.names, dtype=object)
@@ -581,7 +587,9 @@ class DifferentialPrivacy:
         noisy = b.values + noise
         # post-processing cannot weaken the guarantee: keep values physically possible
         is_count = b.agg == AGGREGATES.index("count")
-        noisy = np.clip(noisy, PHYSICAL_MIN, PHYSICAL_MAX)
+        width = noisy.shape[1]
+        low, high = widen(PHYSICAL_MIN, width, -np.inf), widen(PHYSICAL_MAX, width, np.inf)
+        noisy = np.clip(noisy, low[:, :width], high[:, :width])
         noisy[is_count] = np.maximum(noisy[is_count], 0.0)
         released = replace(b, values=np.where(present, noisy, np.nan)).take(allowed)
         self.spent_total += float(cost[allowed].sum())
@@ -629,9 +637,11 @@ class DifferentialPrivacy:
 
 @dataclass(frozen=True)
 class Presentation:
-    """How the chain's output is written: names (hashed or not), fields left out, cells."""
+    """How the chain's output is written: names (hashed or not), the metric of each column,
+    fields left out, cells."""
 
     names: npt.NDArray[np.object_]
+    metrics: list[str]
     omit: frozenset[str]
     grid_meters: int | None
 
@@ -643,14 +653,16 @@ class Chain:
         self,
         filters: list[FilterStep],
         sensors: list[Sensor],
-        table: SensorTable,
+        table: NameTable,
         hash_key: bytes,
         previous: Chain | None = None,
         ledger: PrivacyLedger | None = None,
+        metrics: NameTable | None = None,
     ) -> None:
         self.filters, self.table = filters, table
+        self.metrics = metrics if metrics is not None else metric_table()
         self.ledger = ledger if ledger is not None else PrivacyLedger()
-        self.registry = Registry(sensors, table)
+        self.registry = Registry(sensors, table, self.metrics)
         reusable = (
             dict(zip(_keys(previous.filters), previous.steps, strict=True)) if previous else {}
         )
@@ -713,6 +725,7 @@ class Chain:
             names=names
             if names is not None and config and config.hash_device_ids
             else self.table.names(),
+            metrics=self.metrics.ids,
             omit=frozenset(config.drop_fields) if config else frozenset(),
             grid_meters=config.grid_cell_meters if config else None,
         )

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from aios.edge.columns import Chunk
+from aios.edge.columns import Chunk, NameTable
 from aios.edge.parse import MAX_PAYLOAD_BYTES, Rejected, parse_payload
 from aios.edge.segments import DiskFull, LogFull, SegmentLog
 from aios.edge.telemetry import Counters
@@ -45,8 +45,12 @@ class Ticket:
 class Inbox:
     """The front door: quarantines what does not parse, journals the rest, acknowledges."""
 
-    def __init__(self, journal: SegmentLog, quarantine: SegmentLog, counters: Counters) -> None:
+    def __init__(
+        self, journal: SegmentLog, quarantine: SegmentLog, counters: Counters, metrics: NameTable
+    ) -> None:
         self.journal, self.quarantine_log, self.counters = journal, quarantine, counters
+        self.metrics = metrics
+        """The processor's metric table: a reading naming any other metric is rejected."""
         self.max_payload = MAX_PAYLOAD_BYTES
         self._pending: list[Ticket] = []
         self._cond = threading.Condition()
@@ -70,7 +74,7 @@ class Inbox:
         callback: Callable[[bool], None] | None = None,
     ) -> tuple[Ticket, list[Rejected]]:
         """Parse a payload; quarantine what is bad; queue the rest for the journal."""
-        chunk, rejected = parse_payload(payload, time.time(), self.max_payload)
+        chunk, rejected = parse_payload(payload, time.time(), self.max_payload, self.metrics)
         if trace_id is not None and len(chunk):
             chunk.trace[:] = np.frombuffer(trace_id, dtype="V16")[0]
         self.counters.add("received", len(chunk) + len(rejected))

@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
             forwarder.renew_producer()
 
     processor.on_config.append(on_config)
-    inbox = Inbox(processor.journal, processor.quarantine, agent.counters).start()
+    inbox = Inbox(
+        processor.journal, processor.quarantine, agent.counters, processor.metrics
+    ).start()
     parts: list[object] = [inbox]
     if args.simulate:
         simulated = SimulatedSensors(

@@ -6,10 +6,12 @@ A payload is one JSON reading or a JSON array of them::
      "metrics": {"pm25": 12.5, "temperature": 61.2}, "units": {"temperature": "F"},
      "lat": 52.5163, "lon": 13.3777}
 
-``time`` is RFC 3339 (with an offset) or epoch seconds or milliseconds. Values are
-converted to the units the ``Reading`` contract uses (µg/m³, °C, %); a unit that cannot
-be converted is a ``wrong_unit``. Any other field is ignored and never forwarded. One bad
-reading never takes its neighbours down: each gets its own verdict.
+``time`` is RFC 3339 (with an offset) or epoch seconds or milliseconds. A metric is
+accepted when the gateway knows its name (``accepted``: the known metrics and those its
+sensors declare). The known metrics' values are converted to the units the ``Reading``
+contract uses (µg/m³, °C, %); a unit that cannot be converted, or a unit given for another
+metric (forwarded as sent), is a ``wrong_unit``. Any other field is ignored and never
+forwarded. One bad reading never takes its neighbours down: each gets its own verdict.
 """
 
 from __future__ import annotations
@@ -17,18 +19,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from aios.edge.columns import METRICS, Chunk, new_trace_ids
+from aios.api.edge_gateway import KNOWN_METRICS
+from aios.edge.columns import Chunk, new_trace_ids
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 SENSOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_COLUMN = {name: i for i, name in enumerate(METRICS)}
 _CONCENTRATION = ("ug/m3", "µg/m3", "µg/m³", "ug/m^3", "ugm3")
 _IDENTITY: Callable[[float], float] = lambda v: v  # noqa: E731
 
@@ -91,8 +93,11 @@ def parse_time(value: Any) -> float:
     return parsed.timestamp()
 
 
-def parse_reading(item: Any) -> tuple[str, float, list[float], float, float]:
-    """One JSON object → (sensor id, time, values in METRICS order, lat, lon)."""
+Row = tuple[str, float, dict[str, float], float, float]
+
+
+def parse_reading(item: Any, accepted: Container[str] = KNOWN_METRICS) -> Row:
+    """One JSON object → (sensor id, time, value per metric, lat, lon)."""
     if not isinstance(item, Mapping):
         raise ReadingError("not_an_object", "a reading must be a JSON object")
     sensor = item.get("sensorId")
@@ -107,10 +112,9 @@ def parse_reading(item: Any) -> tuple[str, float, list[float], float, float]:
     units = item.get("units") or {}
     if not isinstance(units, Mapping):
         raise ReadingError("wrong_unit", "units must be an object")
-    values = [math.nan] * len(METRICS)
+    values = {}
     for name, value in metrics.items():
-        column = _COLUMN.get(name)
-        if column is None:
+        if name not in accepted:
             raise ReadingError("unknown_metric", f"unknown metric {str(name)[:40]!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ReadingError("invalid_metrics", f"{name} is not a number")
@@ -118,11 +122,11 @@ def parse_reading(item: Any) -> tuple[str, float, list[float], float, float]:
             raise ReadingError("non_finite", f"{name} is {value}")
         unit = units.get(name)
         if unit is not None:
-            convert = UNITS[name].get(str(unit).strip().lower())
+            convert = UNITS.get(name, {}).get(str(unit).strip().lower())
             if convert is None:
                 raise ReadingError("wrong_unit", f"{name} cannot be given in {str(unit)[:20]!r}")
             value = convert(float(value))
-        values[column] = float(value)
+        values[name] = float(value)
     lat, lon = _coordinate(item, "lat", 90.0), _coordinate(item, "lon", 180.0)
     return sensor, time, values, lat, lon
 
@@ -141,9 +145,13 @@ def _coordinate(item: Mapping[str, Any], name: str, bound: float) -> float:
 
 
 def parse_payload(
-    payload: bytes, received: float, max_bytes: int = MAX_PAYLOAD_BYTES
+    payload: bytes,
+    received: float,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    accepted: Container[str] = KNOWN_METRICS,
 ) -> tuple[Chunk, list[Rejected]]:
-    """A payload → the readings accepted, as a chunk, and the rejected ones with reasons."""
+    """A payload → the readings accepted, as a chunk, and the rejected ones with reasons;
+    ``accepted``: the metric names the gateway knows."""
     if len(payload) > max_bytes:
         return _chunk([], received), [
             Rejected("oversized", f"{len(payload)} bytes > {max_bytes}", _snippet(payload))
@@ -158,18 +166,27 @@ def parse_payload(
     rows, rejected = [], []
     for item in items:
         try:
-            rows.append(parse_reading(item))
+            rows.append(parse_reading(item, accepted))
         except ReadingError as error:
             rejected.append(Rejected(error.reason, str(error), _snippet(item)))
     return _chunk(rows, received), rejected
 
 
-def _chunk(rows: list[tuple[str, float, list[float], float, float]], received: float) -> Chunk:
+def _chunk(rows: list[Row], received: float) -> Chunk:
     n = len(rows)
+    columns: dict[str, int] = {}
+    for row in rows:
+        for name in row[2]:
+            columns.setdefault(name, len(columns))
+    values = np.full((n, len(columns)), np.nan)
+    for i, row in enumerate(rows):
+        for name, value in row[2].items():
+            values[i, columns[name]] = value
     return Chunk(
         ids=[r[0] for r in rows],
+        columns=tuple(columns),
         time=np.fromiter((r[1] for r in rows), np.float64, n),
-        values=np.array([r[2] for r in rows], np.float64).reshape(n, len(METRICS)),
+        values=values,
         lat=np.fromiter((r[3] for r in rows), np.float64, n),
         lon=np.fromiter((r[4] for r in rows), np.float64, n),
         recv=np.full(n, received),

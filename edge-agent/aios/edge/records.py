@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aios.edge.columns import AGGREGATE, AGGREGATES, ANOMALY, METRICS, Batch
+from aios.edge.columns import AGGREGATE, AGGREGATES, ANOMALY, Batch
 from aios.edge.filters import NO_CELL, Presentation
 
 _FRAME = struct.Struct("<BHB")
@@ -72,8 +72,10 @@ def encode(
     stamps = np.datetime_as_string((batch.time * 1000).astype("datetime64[ms]"), unit="ms")
     millis = np.floor(batch.time * 1000).astype(np.int64)
     present = ~np.isnan(batch.values)
-    for metric in omit & set(METRICS):
-        present[:, METRICS.index(metric)] = False
+    metric_names = presentation.metrics
+    for column, metric in enumerate(metric_names[: present.shape[1]]):
+        if metric in omit:
+            present[:, column] = False
     lineage_json = (
         f'"lineage":{{"gateway":"{lineage.gateway}","configGeneration":{lineage.generation},'
         f'"filterChain":"{lineage.digest}"}}'
@@ -90,7 +92,7 @@ def encode(
         if not len(columns):
             continue
         name = names[i]
-        metrics = ",".join(f'"{METRICS[c]}":{_number(batch.values[i, c])}' for c in columns)
+        metrics = ",".join(f'"{metric_names[c]}":{_number(batch.values[i, c])}' for c in columns)
         flags = []
         if batch.flags[i] & ANOMALY:
             flags.append('"anomaly"')

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from aios.api.edge_gateway import Sensor
-from aios.edge.columns import METRICS, Chunk, new_trace_ids
+from aios.api.edge_gateway import KNOWN_METRICS, Sensor
+from aios.edge.columns import Chunk, new_trace_ids
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -66,10 +66,11 @@ class Simulator:
         self.last_tick: float | None = None
         self.rng = np.random.default_rng(seed)
         n = len(sensors)
-        self.declared = np.zeros((n, len(METRICS)), bool)
-        for i, sensor in enumerate(sensors):
-            self.declared[i, [METRICS.index(m) for m in sensor.metrics]] = True
-        self.offset = self.rng.normal(0, 1, (n, len(METRICS)))  # each sensor's own bias
+        self.declared = np.zeros((n, len(KNOWN_METRICS)), bool)
+        for i, sensor in enumerate(sensors):  # it simulates the known metrics only
+            known = [KNOWN_METRICS.index(m) for m in sensor.metrics if m in KNOWN_METRICS]
+            self.declared[i, known] = True
+        self.offset = self.rng.normal(0, 1, (n, len(KNOWN_METRICS)))  # each sensor's own bias
         self.stuck = self.rng.random(n) < self.faults.stuck
         self.stuck_values: npt.NDArray[np.float64] | None = None
         skewed = self.rng.random(n) < self.faults.skewed
@@ -110,7 +111,7 @@ class Simulator:
     def tick(self, t: float) -> Chunk:
         """One reading per sensor at ``t`` (minus dropouts), faults included."""
         n = len(self.sensors)
-        values = self.truth(t) + self.rng.normal(0, 1, (n, len(METRICS))) * [
+        values = self.truth(t) + self.rng.normal(0, 1, (n, len(KNOWN_METRICS))) * [
             1.0,
             1.5,
             2.0,
@@ -131,6 +132,7 @@ class Simulator:
         index = np.flatnonzero(keep)
         return Chunk(
             ids=[self.sensors[i].id for i in index],
+            columns=KNOWN_METRICS,
             time=t + self.skew[index],
             values=values[index],
             lat=self.lat[index],
@@ -150,7 +152,7 @@ def city_sensors(
         Sensor.model_validate(
             {
                 "id": f"{site}-{i:05d}",
-                "metrics": list(METRICS),
+                "metrics": list(KNOWN_METRICS),
                 "location": {"lat": lat + spread[i, 0], "lon": lon + spread[i, 1]},
             }
         )
@@ -164,7 +166,7 @@ def payload_lines(chunk: Chunk) -> list[bytes]:
     for i, sensor in enumerate(chunk.ids):
         metrics = {
             m: float(chunk.values[i, c])
-            for c, m in enumerate(METRICS)
+            for c, m in enumerate(chunk.columns)
             if not np.isnan(chunk.values[i, c])
         }
         stamp = np.datetime_as_string(np.datetime64(int(chunk.time[i] * 1000), "ms"), unit="ms")
