@@ -24,7 +24,7 @@ async def test_the_example_anomaly_model_serves_on_triton(kubectl, operator, nam
     found = wait_for(lambda: ready(kubectl, namespace), timeout=180)
 
     assert found["activeVersion"] == "2024.11.2"
-    assert found["stable"]["http"] == f"http://pm25-anomaly.{namespace}.svc:8000"
+    assert found["stable"]["http"] == f"http://pm25-anomaly-2024-11-2.{namespace}.svc:8000"
     assert found["endpoints"]["grpc"] == f"pm25-anomaly.{namespace}.svc:8001"
     assert "team-air-quality" in found["modelCardSummary"]
     version, outputs = await infer(kubectl, found, protocol)

@@ -57,6 +57,7 @@ def test_the_first_version_is_served_directly_with_everything_a_pod_needs(model_
     children = by_kind(md_plan.render_raw(md, replace(SITE, model_mirror="/srv/mirror")))
     assert set(children) == {
         ("Deployment", "pm25-anomaly-2024-11-3"),
+        ("Service", "pm25-anomaly-2024-11-3"),
         ("Service", "pm25-anomaly"),
         ("HorizontalPodAutoscaler", "pm25-anomaly"),
     }
@@ -68,6 +69,7 @@ def test_the_first_version_is_served_directly_with_everything_a_pod_needs(model_
     assert "--grpc-address=$(POD_IP)" in container["args"]
     assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0, "drains before it stops"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["requests"]["cpu"] == "500m"
     assert pod["volumes"][0]["hostPath"]["path"] == (
@@ -95,10 +97,17 @@ def test_a_canary_runs_beside_the_stable_and_promotion_only_moves_the_selector(
     assert stable_svc["aios.dev/served-version"] == "2024-11-2"
     assert canary_svc["aios.dev/served-version"] == "2024-11-3"
     assert children[("Deployment", "pm25-anomaly-2024-11-3")]["spec"]["replicas"] == 1
+    status = md_plan.serving_status(progressing, plan, NS, False, True, candidate_ready=True)
+    assert status["stable"]["http"] == "http://pm25-anomaly-2024-11-2.city.svc:8000"
+    assert status["canary"]["grpc"] == "pm25-anomaly-2024-11-3.city.svc:8001"
+    assert status["endpoints"]["http"] == "http://pm25-anomaly.city.svc:8000", "users' track"
+    own = children[("Service", "pm25-anomaly-2024-11-3")]["spec"]["selector"]
+    assert own == canary_svc, "a caller following the split reaches exactly that version"
 
     promoted = model_deployment({"stable": STABLE, "rollout": rollout("Promoted", 100)})
     after = by_kind(md_plan.render_raw(promoted, SITE))
     assert ("Deployment", "pm25-anomaly-2024-11-2") not in after, "pruned"
+    assert ("Service", "pm25-anomaly-2024-11-2") not in after
     assert after[("Service", "pm25-anomaly")]["spec"]["selector"]["aios.dev/served-version"] == (
         "2024-11-3"
     )
@@ -124,7 +133,7 @@ def test_a_shadow_gets_its_own_service_and_no_weight(model_deployment) -> None:
     assert (plan.track, plan.weight) == ("shadow", 0)
     assert ("Service", "pm25-anomaly-shadow") in by_kind(md_plan.render_raw(md, SITE))
     status = md_plan.serving_status(md, plan, NS, False, True, candidate_ready=True)
-    assert status["shadow"]["http"] == "http://pm25-anomaly-shadow.city.svc:8000"
+    assert status["shadow"]["http"] == "http://pm25-anomaly-2024-11-3.city.svc:8000"
     assert status["shadow"]["ready"] is True
     assert status["canary"] is None and status["canaryWeight"] == 0
 

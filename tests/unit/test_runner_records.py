@@ -68,6 +68,8 @@ def test_no_action_no_request_and_shadow_mode_never_acts() -> None:
         CONFIG, Position("s", 0, 0), READING, Verdict(None, None, False, None), CALLS, {}, NOW
     )
     assert none.outcome == "none" and action_request(CONFIG, none) is None
+    assert none.model is not None and none.model.deployment == "pm25-anomaly"
+    assert none.score == 0.93, "which model saw the reading, and what it said, even so"
     shadow = CONFIG.model_copy(update={"spec": INTENT.spec.model_copy(update={"mode": "shadow"})})
     verdict = Verdict("pm25-static-threshold", "notify-health-office", True, "unavailable")
     decision = decide_record(shadow, Position("s", 0, 0), READING, verdict, {}, {}, NOW)

@@ -127,7 +127,11 @@ class Decision(ApiModel):
     )
     fallback: bool = Field(default=False, description="Whether the fallback rules decided.")
     fallback_reason: FallbackReason | None = None
-    model: ModelRef | None = Field(default=None, description="Model whose outputs decided.")
+    model: ModelRef | None = Field(
+        default=None,
+        description="Model whose outputs decided: the deciding rule's, or the first that "
+        "answered when no rule reading a model decided (which version saw the reading).",
+    )
     score: float | None = None
     confidence: float | None = None
     outputs: dict[str, dict[str, float]] = Field(

@@ -123,6 +123,36 @@ class ModelCaller:
         self.clients: dict[str, InferenceClient] = {}
         self.mirrors: set[asyncio.Task[None]] = set()
 
+    async def _infer(
+        self, target: Target, matrix: npt.NDArray[Any], headers: Mapping[str, str] | None
+    ) -> Mapping[str, npt.NDArray[Any]]:
+        """One request, sent once more on a fresh connection if it failed fast: a connection
+        outlives the version it reached (a Service's pods replaced at promotion, the old
+        one unloading its model), and a new one reaches the version now serving. A timeout
+        has spent the budget and is not retried."""
+        budget = self.call.timeout_ms / 1000
+        started = time.monotonic()
+        # Each Deployment serves one version, so requests name the model only.
+        inputs = {"features": matrix}
+        try:
+            return await self._client(target).infer(
+                target.model, inputs, timeout=budget, headers=headers
+            )
+        except InferenceUnavailable:
+            await self._reconnect(target)
+            spent = time.monotonic() - started
+            if spent > budget / 2:
+                raise
+        return await self._client(target).infer(
+            target.model, inputs, timeout=budget - spent, headers=headers
+        )
+
+    async def _reconnect(self, target: Target) -> None:
+        """The next request to ``target`` opens a new connection."""
+        client = self.clients.pop(target.url(self.protocol), None)  # type: ignore[arg-type]
+        if client is not None:
+            await client.close()
+
     def _client(self, target: Target) -> InferenceClient:
         url = target.url(self.protocol)  # type: ignore[arg-type]
         if url not in self.clients:
@@ -167,13 +197,7 @@ class ModelCaller:
     ) -> list[dict[str, float]] | None:
         """``target``'s answer for each row, or None when it failed (its breaker told)."""
         try:
-            # Each Deployment serves one version, so requests name the model only.
-            outputs = await self._client(target).infer(
-                target.model,
-                {"features": matrix},
-                timeout=self.call.timeout_ms / 1000,
-                headers=headers,
-            )
+            outputs = await self._infer(target, matrix, headers)
         except InferenceError as error:
             breaker.failed(str(error))
             self._observe(target, None, len(matrix))

@@ -58,7 +58,8 @@ def decide_record(
     spec = config.spec
     act = verdict.action is not None and spec.mode == "active"
     action = next((a for a in spec.actions if a.name == verdict.action), None)
-    used = sorted(verdict.calls)
+    # the rule's models; or, for a decision no model-reading rule made, those that answered
+    used = sorted(verdict.calls) or sorted(n for n, r in calls.items() if r.state == "ok")
     model = None
     score = confidence = None
     if used:

@@ -26,7 +26,15 @@ def service_name(md_name: str, track: Track) -> str:
 
 def endpoints(md_name: str, namespace: str, track: Track) -> tuple[str, str]:
     """(HTTP base URL, gRPC host:port) of a track's Service."""
-    host = f"{service_name(md_name, track)}.{namespace}.svc"
+    return _urls(f"{service_name(md_name, track)}.{namespace}.svc")
+
+
+def version_endpoints(md_name: str, namespace: str, version: str) -> tuple[str, str]:
+    """(HTTP base URL, gRPC host:port) of one version's own Service."""
+    return _urls(f"{deployment_name(md_name, version)}.{namespace}.svc")
+
+
+def _urls(host: str) -> tuple[str, str]:
     return f"http://{host}:{HTTP_PORT}", f"{host}:{GRPC_PORT}"
 
 

@@ -114,6 +114,31 @@ def track_service(md: ModelDeployment, source: ModelSource, track: Track) -> dic
     }
 
 
+def version_service(md: ModelDeployment, source: ModelSource) -> dict[str, Any]:
+    """The Service of one version's pods alone, which callers that follow the traffic
+    split (the intent runner, the rollout's analysis) reach through ``status``: the
+    version they record is the version that answered, even on a connection opened before
+    a promotion moved the track Services to other pods."""
+    labels = _labels(md, source)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": deployment_name(md.metadata["name"], source.version),
+            "labels": {k: labels[k] for k in (MODEL_DEPLOYMENT, SERVED_VERSION)}
+            | {PART_OF: "aios"},
+            "annotations": {"aios.dev/model-version": source.version},
+        },
+        "spec": {
+            "selector": {k: labels[k] for k in (MODEL_DEPLOYMENT, SERVED_VERSION)},
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
+            ],
+        },
+    }
+
+
 def autoscaler(md: ModelDeployment, source: ModelSource) -> dict[str, Any]:
     scaling = md.spec.autoscaling
     return {
@@ -153,12 +178,14 @@ def render_raw(md: ModelDeployment, site: OperatorSettings) -> list[dict[str, An
     mirror = site.model_mirror or None
     children = [
         version_deployment(md, plan.stable, True, site, mirror),
+        version_service(md, plan.stable),
         track_service(md, plan.stable, "stable"),
         autoscaler(md, plan.stable),
     ]
     if plan.candidate is not None and plan.candidate.version != plan.stable.version:
         children += [
             version_deployment(md, plan.candidate, False, site, mirror),
+            version_service(md, plan.candidate),
             track_service(md, plan.candidate, plan.track),
         ]
     return [owned(child, as_owner(md)) for child in children]

@@ -23,6 +23,12 @@ def resources(md: ModelDeployment) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+DRAIN_SECONDS = 5
+"""How long a model server taken out of service (a version pruned at promotion, a pod
+scaled in) keeps answering before it is told to stop: its endpoints are removed
+meanwhile, so callers' new connections reach the version now serving."""
+
+
 def server_container(md: ModelDeployment, site: OperatorSettings) -> dict[str, Any]:
     """Triton, or aios's KServe ModelServer, on the pod's own address (``$(POD_IP)``)."""
     if md.spec.runtime == "triton":
@@ -61,6 +67,7 @@ def server_container(md: ModelDeployment, site: OperatorSettings) -> dict[str, A
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
         "readinessProbe": {"httpGet": probe, "periodSeconds": 5, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "livenessProbe": {
             "httpGet": {**probe, "path": "/v2/health/live"},
             "initialDelaySeconds": 30,

@@ -9,21 +9,26 @@ from aios.api.base import kube_time
 from aios.api.model_deployment import ModelCard, ModelDeployment, ModelSource, RolloutStatus
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.model_deployment.kserve import kserve_endpoints
-from aios.operator.reconcile.model_deployment.names import endpoints, service_name
+from aios.operator.reconcile.model_deployment.names import (
+    endpoints,
+    service_name,
+    version_endpoints,
+)
 from aios.operator.reconcile.model_deployment.serving import ACTIVE, Serving, Track
 
 
 def target(
     md: ModelDeployment, source: ModelSource, track: Track, namespace: str, kserve: bool
 ) -> dict[str, Any]:
-    """A ``ServingTarget`` (wire form) for ``status``: what ``route`` reads."""
+    """A ``ServingTarget`` (wire form) for ``status``: what ``route`` reads (in raw mode,
+    the version's own Service; KServe splits traffic behind one endpoint itself)."""
     name = md.metadata["name"]
     if kserve:
         http, grpc = kserve_endpoints(
             service_name(name, "shadow") if track == "shadow" else name, namespace
         )
     else:
-        http, grpc = endpoints(name, namespace, track)
+        http, grpc = version_endpoints(name, namespace, source.version)
     return {
         "version": source.version,
         "model": source.name,
@@ -49,6 +54,12 @@ def serving_status(
     canary = candidate is not None and plan.track == "canary" and not kserve
     shadow = candidate is not None and plan.track == "shadow"
     served = stable if stable_ready or not plan.first else None
+    # users call the stable track, which follows promotions (KServe's one endpoint alike)
+    public = (
+        (stable["http"], stable["grpc"])
+        if kserve
+        else endpoints(md.metadata["name"], namespace, "stable")
+    )
 
     def candidate_target(track: Track) -> dict[str, Any] | None:
         if candidate is None:
@@ -58,7 +69,7 @@ def serving_status(
     return {
         "stable": served,
         "activeVersion": plan.stable.version if served else None,
-        "endpoints": {"http": stable["http"], "grpc": stable["grpc"]} if served else None,
+        "endpoints": {"http": public[0], "grpc": public[1]} if served else None,
         "canary": candidate_target("canary") if canary else None,
         "shadow": candidate_target("shadow") if shadow else None,
         "canaryVersion": candidate.version if candidate else None,
