@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outcomes import baselines
+from outcomes import baselines, drift, live, plot
 from outcomes.calibration import RUNTIME, Calibration, channels
 from outcomes.scoring import YEAR, score
 from outcomes.year import DEVICE, LABEL_DELAY, NO2_LIMIT, REFERENCE, Hour, load, published_by
+
+from aios.api import AutomationIntent, EdgeGateway, ModelDeployment
 
 START = datetime(2004, 3, 10, 18)
 
@@ -117,3 +119,47 @@ def test_the_served_calibration_answers_as_trained_with_its_confidence(tmp_path:
     np.testing.assert_allclose(outputs["no2"], model.predict(probe), rtol=1e-5)
     assert outputs["no2"][1] == pytest.approx(NO2_LIMIT, abs=3.0)
     assert outputs["confidence"][1] < 0.7 < 0.99 < min(outputs["confidence"][[0, 2]])
+
+
+def test_drift_is_an_error_past_the_tolerance_on_enough_labelled_hours() -> None:
+    now = START + timedelta(days=20)
+    labels = {START + timedelta(hours=h): 100.0 for h in range(480)}
+    off_by = {t: 100.0 + 16.0 for t in labels}  # RMSE 16 against a spread of 10
+    assert drift.check(now, off_by, labels, spread=10.0).drifted
+    assert not drift.check(now, off_by, labels, spread=11.0).drifted  # 16 <= 1.5 * 11
+    recent = {t: v for t, v in off_by.items() if t >= now - drift.ERROR_WINDOW}
+    assert drift.check(now, recent, labels, 10.0).judged == 7 * 24, "only the last week"
+    few = dict(list(recent.items())[: drift.MIN_LABELLED - 1])
+    assert not drift.check(now, few, labels, 10.0).drifted, "too few hours to judge"
+
+
+def test_a_retrained_version_knows_only_the_last_month_published() -> None:
+    hours = linear_sensor(24 * 70, noise=2.0)
+    now = hours[-1].time
+    model = drift.retrain(hours, now)
+    known = [h for h in hours if h.published <= now and h.time >= now - drift.TRAINING_WINDOW]
+    assert model.trained_on == len(known) == 30 * 24 - 23
+
+
+def test_the_city_the_replay_applies_is_valid_and_never_reads_a_reference_value() -> None:
+    hours = linear_sensor(24 * 40, noise=2.0)
+    gateway = EdgeGateway.model_validate(live.gateway("readings"))
+    (sensor,) = gateway.spec.sensors
+    assert sensor.metrics == live.FEATURES
+    model = ModelDeployment.model_validate(live.model_deployment("2004.03.10", "file:///m"))
+    assert model.spec.model.version == "2004.03.10"
+    intent = AutomationIntent.model_validate(live.intent(hours, "http://alerts:8080/alerts"))
+    (call,) = intent.spec.models
+    assert call.features == live.FEATURES and call.model_deployment == model.metadata["name"]
+    (fallback,) = intent.spec.fallback
+    threshold = baselines.first_month_threshold(hours)  # the static baseline's, ~1,950
+    assert fallback.when == f"reading.pt08_s4_no2 > {threshold:.1f}"
+    references = {name.lower() for name in REFERENCE}
+    assert not references & set(live.FEATURES), "the device's channels only"
+
+
+def test_the_figure_is_rendered_to_a_png(tmp_path: Path) -> None:
+    hours = linear_sensor(24 * 40, noise=2.0)
+    tallies = score(hours, {hours[3].time: False})
+    plot.render({"one": tallies}, [hours[24 * 35].time], tmp_path / "outcomes.png")
+    assert (tmp_path / "outcomes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -340,6 +340,7 @@ class Replay:
         self.gateway = Gateway(site, namespace, work / "gateway")
         self.stamps: dict[int, datetime] = {}
         """Reading time (epoch ms) → the hour it carries."""
+        self.last_stamp = 0
 
     # kubectl --------------------------------------------------------------------------
     def apply(self, manifest: dict[str, Any]) -> None:
@@ -433,10 +434,9 @@ class Replay:
         metrics = {METRICS[n]: v for n, v in hour.device.items() if v is not None}
         if not metrics:
             return None
-        stamp = int(time.time() * 1000)
-        while stamp in self.stamps:  # two hours sent in one millisecond
-            stamp += 1
-        self.stamps[stamp] = hour.time
+        # strictly increasing, as a sensor's clock is (the gateway drops what goes back)
+        stamp = max(int(time.time() * 1000), self.last_stamp + 1)
+        self.stamps[stamp], self.last_stamp = hour.time, stamp
         return {"sensorId": SENSOR, "time": stamp, "metrics": metrics}
 
     def _send(self, reading: dict[str, Any]) -> None:
@@ -496,7 +496,7 @@ class Decisions:
         self.consumer.subscribe([topic])
 
     def poll(self) -> list[Decision]:
-        messages = self.consumer.consume(1000, 0.5)
+        messages = self.consumer.consume(1000, 0.1)
         return [
             Decision.model_validate_json(m.value() or b"") for m in messages if m.error() is None
         ]
@@ -535,7 +535,7 @@ class Labels:
         """Every label published so far, as the city's consumer received it."""
 
         def caught_up() -> bool:
-            for message in self.consumer.consume(1000, 0.5):
+            for message in self.consumer.consume(1000, 0.1):
                 if message.error() is None:
                     label = json.loads(message.value() or b"")
                     self.labels[datetime.fromisoformat(label["time"])] = float(label["no2"])
