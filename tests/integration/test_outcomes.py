@@ -54,7 +54,16 @@ def test_a_fortnight_of_real_readings_alerts_as_scored_and_rolls_out_on_drift(
         )
         expected = served_by[decision.model.version].answer([by_time[hour]])["no2"][0]
         assert np.isclose(decision.outputs[CALL]["no2"], expected, rtol=1e-4), hour
-        assert (decision.model.version == rollout.version) == (hour >= rollout.at), hour
+    # The new version answers from its promotion on: none before, and once it has
+    # answered, the old one never again (right after the promotion the old version may
+    # still answer a reading or two while the runner learns of it, named as such above).
+    answered = [d.model.version for _, d in sorted(outcome.decisions.items()) if d.model]
+    switched = answered.index(rollout.version)
+    assert set(answered[switched:]) == {rollout.version}
+    first_new = min(
+        t for t, d in outcome.decisions.items() if d.model and d.model.version == rollout.version
+    )
+    assert first_new >= rollout.at
 
     # Scoring against the reference analyzer is exact: each judged hour counted once.
     tally = score(hours, outcome.alerts)[YEAR]

@@ -17,6 +17,9 @@ RECENT: deque[dict[str, Any]] = deque(maxlen=200)
 
 
 class Handler(BaseHTTPRequestHandler):
+    echo = True
+    """Print each request as a JSON line (the sink's log)."""
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         try:
@@ -30,7 +33,8 @@ class Handler(BaseHTTPRequestHandler):
             "payload": payload,
         }
         RECENT.append(entry)
-        print(json.dumps(entry), flush=True)
+        if self.echo:
+            print(json.dumps(entry), flush=True)
         self.send_response(200)
         self.end_headers()
 
