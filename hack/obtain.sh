@@ -2,7 +2,7 @@
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
 #                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger
-#                               | prometheus | prometheus-operator-crds | browser)
+#                               | prometheus | prometheus-operator-crds | keda | browser)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +14,7 @@ if [ "$name" = all ]; then
   # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
   # which keep the cores busy; one after another, so apt and Maven each run once at a time.
   ( for c in node-packages mosquitto kafka temporal-test-server browser; do "$0" "$c"; done ) & fetched=$!
-  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds; do "$0" "$c"; done
+  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds keda; do "$0" "$c"; done
   wait "$fetched"; exit
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -126,6 +126,20 @@ prometheus-operator-crds)  # the kinds a cluster's Prometheus Operator serves th
     install -m 0644 "$module/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dest/crds/"
   done
   mark_done "$dest";;
+keda)  # KEDA's operator and metrics adapter (runners scaled on Kafka lag) in one build, and its CRDs
+  dest=$cache/keda/$KEDA_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin" "$dest/crds"; work=$(mktemp -d); cd "$work"
+  go mod init local/kedabins >/dev/null 2>&1
+  # KEDA's own go.mod lines, which a dependent module does not inherit
+  go mod edit -replace github.com/nexus-rpc/nexus-proto-annotations@v0.1.0=github.com/nexus-rpc/nexus-proto-annotations@v0.1.1-0.20260629224316-835bd8d49cb4
+  go mod edit -exclude github.com/go-chi/chi/v5@v5.2.3
+  m=github.com/kedacore/keda/v2
+  go get -tool "$m/cmd/operator@$KEDA_VERSION" "$m/cmd/adapter@$KEDA_VERSION"
+  go build -trimpath -ldflags "-s -w -X $m/version.Version=${KEDA_VERSION#v}" -o "$work/out/" "$m/cmd/operator" "$m/cmd/adapter"
+  mv "$work/out/operator" "$dest/bin/keda-operator"; mv "$work/out/adapter" "$dest/bin/keda-adapter"
+  module=$(go mod download -json "$m@$KEDA_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  install -m 0644 "$module"/config/crd/bases/*.yaml "$dest/crds/"
+  cd /; rm -rf "$work"; mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0
   mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"

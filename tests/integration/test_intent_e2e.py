@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -393,6 +394,122 @@ def test_three_runners_share_the_readings_and_one_killed_loses_nothing_and_count
     )
     logs = kubectl("logs", "-n", namespace, "trio-runner-1", "-c", "runner")
     assert "no state of" not in logs, "each partition went on from the state of its commit"
+
+
+class Feed(threading.Thread):
+    """Readings at a steady pace until stopped, so some always wait on the source: a
+    hundred sensors, ten times a second, and every two seconds one reading that acts."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.stopped = threading.Event()
+        self.sent = 0
+        self.acting = 0
+
+    def run(self) -> None:
+        producer = Producer(kafka.producer_config(self.bootstrap))
+        tick = 0
+        while not self.stopped.wait(0.1):
+            for i in range(100):
+                hot = i == 0 and tick % 20 == 0
+                sensor = f"hot-{tick}" if hot else f"f-{i:03d}"
+                producer.produce(
+                    self.topic, reading(sensor, 90.0 if hot else 15.0, tick), key=sensor.encode()
+                )
+                self.acting += hot
+            self.sent += 100
+            producer.poll(0)
+            tick += 1
+        assert producer.flush(60) == 0
+
+    def stop(self) -> int:
+        """Stop, once every reading sent is acknowledged; how many were sent."""
+        self.stopped.set()
+        self.join(90)
+        return self.sent
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    (described,) = kafka.admin(bootstrap).describe_consumer_groups([group]).values()
+    return len(described.result(10).members)
+
+
+def statefulset_replicas(kubectl, namespace: str, name: str) -> int:
+    runners = kubectl.json("get", "statefulset", f"{name}-runner", "-n", namespace)
+    return int(runners["spec"]["replicas"])
+
+
+def test_a_backlog_scales_the_runners_up_through_keda_and_back_down_when_it_is_gone(
+    kubectl, operator, namespace, receiver, site
+) -> None:
+    """KEDA, in the site, reads the runners' consumer group lag as the runners' own Kafka
+    user. While readings wait on the source, the HorizontalPodAutoscaler it made adds
+    runners up to maxReplicas (the source's partitions); once the lag is gone it takes them
+    away after the stabilization window. Across those rebalances every reading is decided
+    once and no action repeats."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    source = f"{namespace}.surge"
+    kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(source, 3)])
+    scaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "lagThreshold": 10,
+        "scaleDownStabilizationSeconds": 20,
+    }
+    obj = deploy(
+        kubectl, namespace, intent("surge", source, f"{receiver.url}/surge", scaling=scaling)
+    )
+    group = f"aios.{namespace}.surge.runner"
+
+    def scaling_active() -> dict[str, Any] | None:
+        found = kubectl.json("get", "automationintent", "surge", "-n", namespace)
+        active = condition(found, "ScalingActive")
+        return found if active.get("reason") == "ScaledByKeda" else None
+
+    taken = wait_for(scaling_active, what="KEDA took the runners' ScaledObject")
+    assert condition(taken, "ScalingActive")["status"] == "True"
+    assert statefulset_replicas(kubectl, namespace, "surge") == 1
+
+    feed = Feed(bootstrap, source)
+    feed.start()
+    try:
+        wait_for(
+            lambda: statefulset_replicas(kubectl, namespace, "surge") == 3,
+            what="KEDA's autoscaler asked for three runners",
+        )
+        wait_for(lambda: group_members(bootstrap, group) == 3, what="three runners in the group")
+        wait_for(
+            lambda: (
+                (
+                    kubectl.json("get", "automationintent", "surge", "-n", namespace).get("status")
+                    or {}
+                ).get("runners")
+                == 3
+            ),
+            what="status.runners follows the autoscaler",
+        )
+    finally:
+        sent = feed.stop()
+    wait_for(
+        lambda: kafka.consumer_lag(bootstrap, group, [source]) == 0,
+        what="the runners caught up",
+    )
+    wait_for(
+        lambda: statefulset_replicas(kubectl, namespace, "surge") == 1,
+        what="back to minReplicas once the lag was gone",
+    )
+
+    decisions = decisions_of(bootstrap, obj, sent)
+    assert len(decisions) == sent, "every reading decided, through the scaling both ways"
+    assert len({d["decisionId"] for d in decisions}) == sent, "none twice"
+    keys = {d["actionId"] for d in decisions if d["outcome"] == "act"}
+    assert len(keys) == feed.acting
+    acted_once(site, receiver, keys)
+    wait_for(
+        lambda: status_counts(kubectl, namespace, "surge").get("events") == sent,
+        what="status counts of every reading, whichever runner decided it",
+    )
 
 
 @pytest.mark.fault("worker killed mid-action")

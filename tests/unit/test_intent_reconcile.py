@@ -22,12 +22,12 @@ from aios.operator.reconcile.automation_intent import (
     retention_violation,
     runner_config,
     runtime_conditions,
-    scaling_condition,
     source_topics,
     topic_names,
     workload_condition,
     workload_ready,
 )
+from aios.operator.reconcile.autoscaling import scaling_condition
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.settings import OperatorSettings
 
@@ -161,15 +161,12 @@ def test_scaling_sets_the_replicas_and_restarts_no_runner() -> None:
     assert (one["spec"]["replicas"], scaled["spec"]["replicas"]) == (1, 3)
     assert scaled["spec"]["podManagementPolicy"] == "Parallel", "replicas start together"
     assert one["spec"]["template"] == scaled["spec"]["template"], "the runner does not read it"
-    assert scaling_condition(three) == ConditionUpdate(
+    assert scaling_condition(three, True, None, 3) == ConditionUpdate(
         "ScalingActive",
         "False",
         "FixedReplicas",
         "3 runner(s): spec.scaling.minReplicas equals maxReplicas.",
     )
-    raw["spec"]["scaling"] = {"minReplicas": 2, "maxReplicas": 6}
-    wanting = scaling_condition(AutomationIntent.model_validate(raw))
-    assert (wanting.reason, wanting.message.split(",")[0]) == ("NoAutoscaler", "2 runner(s)")
     raw["spec"]["scaling"] = {"minReplicas": 4, "maxReplicas": 2}
     with pytest.raises(ValidationError, match="maxReplicas must not be below minReplicas"):
         AutomationIntent.model_validate(raw)

@@ -259,6 +259,16 @@ class Scaling(ApiModel):
         le=10_000_000,
         description="Readings waiting per runner before another one is added.",
     )
+    scale_down_stabilization_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description=(
+            "How long the lag must have asked for fewer runners before one is removed (the"
+            " HorizontalPodAutoscaler's scale-down stabilization window): a short lull"
+            " costs no rebalance."
+        ),
+    )
 
     invariants = (
         Invariant(
@@ -370,6 +380,10 @@ class AutomationIntentStatus(ResourceStatus):
         default=None, description="Records not yet consumed, summed over partitions."
     )
     topics: TopicNames | None = Field(default=None, description="Kafka topics in use.")
+    runners: Count | None = Field(
+        default=None,
+        description="Runners the intent's StatefulSet asks for: what the autoscaler set, if any.",
+    )
 
 
 class AutomationIntent(Resource[AutomationIntentSpec, AutomationIntentStatus]):
@@ -382,6 +396,7 @@ class AutomationIntent(Resource[AutomationIntentSpec, AutomationIntentStatus]):
         printer_columns=(
             PrinterColumn("Mode", ".spec.mode"),
             condition_column("Ready"),
+            PrinterColumn("Runners", ".status.runners", "integer"),
             PrinterColumn("Lag", ".status.consumerLag", "integer"),
             AGE,
         ),

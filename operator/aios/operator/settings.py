@@ -8,7 +8,6 @@ Rendering functions take it as an argument, so they stay pure.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -27,9 +26,11 @@ from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, PART_OF
 from aios.operator.reconcile.kafka_access import (
     CREDENTIALS_KEY,
     KafkaPrincipal,
+    autoscaler_keys,
     credentials,
     credentials_secret,
     password,
+    secret_data,
     uses_scram,
 )
 
@@ -229,9 +230,19 @@ class OperatorSettings:
                     "labels": {PART_OF: "aios", MANAGED_BY: OPERATOR},
                 },
                 "type": "Opaque",
-                "data": {KAFKA_CLIENT_KEY: base64.b64encode(self.kafka_config.encode()).decode()},
+                "data": secret_data(self.kafka_config),
             }
         ]
+
+    def autoscaler_credentials(self, principal: KafkaPrincipal) -> tuple[str, list[str]] | None:
+        """The Secret a workload's Kafka credentials come from and the keys in it that
+        KEDA's Kafka scaler reads (``autoscaler_keys``); None when Kafka asks for none."""
+        client = self._kafka_client(principal)
+        if client is None:
+            return None
+        name, text = client
+        keys = sorted(autoscaler_keys(json.loads(text)))
+        return (name, keys) if keys else None
 
     def _kafka_client(self, principal: KafkaPrincipal | None) -> tuple[str, str] | None:
         """The Secret a workload's Kafka settings come from, and those settings."""

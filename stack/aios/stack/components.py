@@ -90,6 +90,9 @@ PROMETHEUS = Component("prometheus", "PROMETHEUS_VERSION")
 """Prometheus 3: scrapes the site the way the chart's monitors tell it to."""
 PROMETHEUS_OPERATOR_CRDS = Component("prometheus-operator-crds", "PROMETHEUS_OPERATOR_VERSION")
 """The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule kinds (``crds/``)."""
+KEDA = Component("keda", "KEDA_VERSION")
+"""KEDA's operator and metrics adapter (``bin/keda-operator``, ``bin/keda-adapter``) and its
+kinds (``crds/``): runners scaled on their consumer group's lag."""
 
 
 def mosquitto() -> Path:

@@ -52,10 +52,10 @@ def issue_certificate(
     dns_names: list[str],
     ips: list[str],
     days: int = 365,
-    usage: x509.ObjectIdentifier = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+    usages: tuple[x509.ObjectIdentifier, ...] = (x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,),
     organization: str = "",
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate signed by the site CA: serving (also for webhooks) or client."""
+    """A certificate signed by the site CA: serving (also for webhooks), client, or both."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
@@ -69,7 +69,7 @@ def issue_certificate(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -121,7 +121,7 @@ def ensure_site_pki(directory: Path) -> SitePki:
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
     proxy_cert, proxy_key = issue_certificate(
-        ca_cert, ca_key, "front-proxy-client", [], [], usage=CLIENT
+        ca_cert, ca_key, "front-proxy-client", [], [], usages=(CLIENT,)
     )
     _write_pair(directory / "front-proxy-client", proxy_cert, proxy_key)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -135,6 +135,7 @@ def ensure_site_pki(directory: Path) -> SitePki:
 
 
 CLIENT = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+SERVER = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
 
 
 def _write_pair(stem: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
@@ -149,9 +150,7 @@ def issue_node_certificates(
     runs: the API server's serving certificate, the kubelet's serving and client
     certificates, kube-proxy's, and the API server's client certificate for the kubelet
     (logs, exec)."""
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert, ca_key = _site_ca(pki)
     directory = pki.ca_cert.parent
     issued = {
         "apiserver": issue_certificate(
@@ -174,19 +173,44 @@ def issue_node_certificates(
             f"system:node:{node_name}",
             [],
             [],
-            usage=CLIENT,
+            usages=(CLIENT,),
             organization="system:nodes",
         ),
-        "kube-proxy": issue_certificate(ca_cert, ca_key, "system:kube-proxy", [], [], usage=CLIENT),
+        "kube-proxy": issue_certificate(
+            ca_cert, ca_key, "system:kube-proxy", [], [], usages=(CLIENT,)
+        ),
         "apiserver-kubelet-client": issue_certificate(
             ca_cert,
             ca_key,
             "kube-apiserver-kubelet-client",
             [],
             [],
-            usage=CLIENT,
+            usages=(CLIENT,),
             organization="system:masters",
         ),
     }
     for stem, (cert, key) in issued.items():
         _write_pair(directory / stem, cert, key)
+
+
+def _site_ca(pki: SitePki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    return ca_cert, ca_key
+
+
+def issue_tls_directory(
+    pki: SitePki, directory: Path, common_name: str, dns_names: list[str], ips: list[str]
+) -> None:
+    """``ca.crt``, ``tls.crt`` and ``tls.key`` in ``directory``, laid out as a mounted TLS
+    Secret is: one certificate that both serves and is a client, for servers that talk
+    mutual TLS with each other (KEDA's operator and its metrics adapter)."""
+    ca_cert, ca_key = _site_ca(pki)
+    cert, key = issue_certificate(
+        ca_cert, ca_key, common_name, dns_names, ips, usages=(SERVER, CLIENT)
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_bytes(pki.ca_cert.read_bytes())
+    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(directory / "tls.key", key)

@@ -32,11 +32,18 @@ from aios.operator.reconcile.automation_intent import (
     retention_violation,
     runner_config,
     runtime_conditions,
-    scaling_condition,
     source_topic_specs,
     source_topics,
     topic_names,
     workload_condition,
+)
+from aios.operator.reconcile.autoscaling import (
+    KEDA_API,
+    SCALED_OBJECTS_CRD,
+    SCALER_KINDS,
+    may_have_scaler,
+    scaling_condition,
+    wants_autoscaler,
 )
 from aios.operator.reconcile.conditions import ConditionUpdate, merge_conditions, now_rfc3339
 from aios.operator.reconcile.kafka_access import runner_principal
@@ -204,26 +211,53 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
         )
     conditions.append(ConditionUpdate("TopicsReady", "True", "TopicsReconciled", topics_message))
 
-    children = render_runner(intent, settings, sources)
+    children_api = runtime(ctx.memo).children
+    keda = may_have_scaler(intent, ctx.body.get("status") or {}) and await children_api.served(
+        SCALED_OBJECTS_CRD
+    )
+    children = render_runner(intent, settings, sources, keda)
     worker = runtime(ctx.memo).worker_principal(namespace)
     await runtime(ctx.memo).kafka_user(worker)
     await runtime(ctx.memo).kafka_user(
         runner_principal(runner_config(intent, sources, settings.site))
     )
-    children_api = runtime(ctx.memo).children
+    # Pruned first: a ScaledObject no longer rendered (paused, fixed replicas) must not
+    # scale the runners again after they are applied.
+    kinds = [*RUNNER_KINDS, *SCALER_KINDS] if keda else RUNNER_KINDS
+    await children_api.prune(namespace, meta["uid"], kinds, children)
     await children_api.apply([*render_worker(worker, settings), *children])
-    await children_api.prune(namespace, meta["uid"], RUNNER_KINDS, children)
-    runner = await children_api.get("apps/v1", "StatefulSet", runner_name(name), namespace)
+    runner, scaled = await scaling_state(ctx.memo, intent, keda)
     worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)
     conditions += [
         workload_condition("RunnerReady", runner),
         workload_condition("WorkflowsReady", worker_deployment),
-        scaling_condition(intent),
+        scaling_condition(intent, keda, scaled, replicas(runner)),
     ]
+    ctx.status["runners"] = replicas(runner)
     beats = heartbeats(ctx.memo, namespace, name)
     conditions += runtime_conditions(intent, beats)
     ctx.status["counts"] = counts(beats)  # {} when none reports: the stored counts stay
     return [*conditions, ready(conditions)]
+
+
+async def scaling_state(
+    memo: kopf.Memo, intent: AutomationIntent, keda: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The runners' StatefulSet, and KEDA's ScaledObject of it when one is rendered."""
+    namespace, name = intent.metadata["namespace"], intent.metadata["name"]
+    children_api = runtime(memo).children
+    runner = await children_api.get("apps/v1", "StatefulSet", runner_name(name), namespace)
+    scaled = None
+    if keda and wants_autoscaler(intent):
+        scaled = await children_api.get(KEDA_API, "ScaledObject", runner_name(name), namespace)
+    return runner, scaled
+
+
+def replicas(workload: Mapping[str, Any] | None) -> int | None:
+    """The replicas a StatefulSet asks for (what its autoscaler set, if any)."""
+    if workload is None:
+        return None
+    return int((workload.get("spec") or {}).get("replicas") or 0)
 
 
 async def finalize(intent: AutomationIntent, ctx: Context) -> None:
@@ -287,6 +321,11 @@ async def refresh(ctx: Context) -> Change | None:
         )
         outcomes = await action_outcomes(ctx.memo, namespace, name)
         counted = {"counts": {**counts(beats), **outcomes}, "consumerLag": lag}
+        if wants_autoscaler(intent):  # the autoscaler moves the runners between reconciles
+            keda = await runtime(ctx.memo).children.served(SCALED_OBJECTS_CRD)
+            runner, scaled = await scaling_state(ctx.memo, intent, keda)
+            runtime_updates.append(scaling_condition(intent, keda, scaled, replicas(runner)))
+            counted["runners"] = replicas(runner)
 
     def status(current: Mapping[str, Any]) -> dict[str, Any]:
         stored = current.get("status") or {}

@@ -49,15 +49,6 @@ async def temporal(memo: kopf.Memo) -> Client:
     return await process.temporal()
 
 
-async def kserve_installed(ctx: Context) -> bool:
-    """Whether the cluster serves KServe's InferenceService: asked at every reconcile (one
-    GET), so installing or removing KServe changes the rendering at the next one."""
-    crd = await runtime(ctx.memo).children.get(
-        "apiextensions.k8s.io/v1", "CustomResourceDefinition", plan.INFERENCE_SERVICES_CRD, ""
-    )
-    return crd is not None
-
-
 async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     """From the object as stored now (``register`` reads it), with its status written
     before returning."""
@@ -69,7 +60,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     if action.record:
         md = await record_rollout(md, ctx)
         action = plan.rollout_action(md)
-    kserve = await kserve_installed(ctx)
+    kserve = await runtime(ctx.memo).children.served(plan.INFERENCE_SERVICES_CRD)
     serving = plan.serving(md)
     settings = runtime(ctx.memo).settings
     kinds: tuple[tuple[str, str], ...]

@@ -1,5 +1,5 @@
-"""AutomationIntent, purely: its Kafka topics, its runner's config and Deployment, and its
-status from what the cluster and the runners report."""
+"""AutomationIntent, purely: its Kafka topics, its runner's config and StatefulSet (scaled by
+``autoscaling``), and its status from what the cluster and the runners report."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from aios.api.runner import (
     runner_name,
 )
 from aios.connectors.topics import TopicSpec
+from aios.operator.reconcile.autoscaling import render_scaler, wants_autoscaler
 from aios.operator.reconcile.children import INSTANCE, NAME, app_labels, as_owner, owned
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.kafka_access import runner_principal
@@ -135,11 +136,13 @@ def runner_config(
 
 
 def render_runner(
-    intent: AutomationIntent, settings: OperatorSettings, sources: list[str]
+    intent: AutomationIntent, settings: OperatorSettings, sources: list[str], keda: bool = False
 ) -> list[dict[str, Any]]:
     """The runner of ``intent``, consuming ``sources``: its Kafka credentials (its own
     user's, when workloads have users), ServiceAccount, Role and binding (read
-    ModelDeployments), ConfigMap, Deployment — in the order they must be applied."""
+    ModelDeployments), ConfigMap, StatefulSet — in the order they must be applied — and,
+    when the cluster serves ``keda`` and the intent wants an autoscaler, KEDA's
+    ScaledObject, which then sets the StatefulSet's replicas (so they are not applied)."""
     config = runner_config(intent, sources, settings.site)
     name = runner_name(config.intent.name)
     labels = app_labels(RUNNER, "intent-runner", config.intent.name)
@@ -149,6 +152,13 @@ def render_runner(
         by_alias=True, exclude_none=True, exclude={"spec": {"scaling"}}, indent=2
     )
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    scaler = (
+        render_scaler(
+            config, labels, settings.kafka_bootstrap, settings.autoscaler_credentials(principal)
+        )
+        if keda and wants_autoscaler(intent)
+        else []
+    )
     replicas = 0 if config.spec.mode == "paused" else config.spec.scaling.min_replicas
     container = {
         "name": "runner",
@@ -206,7 +216,7 @@ def render_runner(
             "kind": "StatefulSet",
             "metadata": {"name": name, "labels": labels},
             "spec": {
-                "replicas": replicas,
+                **({} if scaler else {"replicas": replicas}),
                 # A replica's name is its transactional id: one that comes back (restarted,
                 # rescheduled) fences its own unfinished transaction at once, instead of
                 # leaving it to hold its partitions' readers until it times out.
@@ -229,6 +239,7 @@ def render_runner(
                 },
             },
         },
+        *scaler,
     ]
     return [owned(child, as_owner(intent)) for child in children]
 
@@ -255,26 +266,6 @@ def retention_violation(intent: AutomationIntent, namespace: str, cap: int | Non
     return (
         f"dataPolicy.retentionDays {policy.retention_days} exceeds the "
         f"{cap} days a Policy allows for personal data in {namespace}"
-    )
-
-
-def scaling_condition(intent: AutomationIntent) -> ConditionUpdate:
-    """``ScalingActive``, as an autoscaler reports it: why the runners stay as many as they
-    are. No autoscaler drives runners yet, so it is ``False`` until KEDA does."""
-    scaling = intent.spec.scaling
-    if scaling.min_replicas == scaling.max_replicas:
-        return ConditionUpdate(
-            "ScalingActive",
-            "False",
-            "FixedReplicas",
-            f"{scaling.min_replicas} runner(s): spec.scaling.minReplicas equals maxReplicas.",
-        )
-    return ConditionUpdate(
-        "ScalingActive",
-        "False",
-        "NoAutoscaler",
-        f"{scaling.min_replicas} runner(s), spec.scaling.minReplicas: runners are not "
-        "autoscaled on Kafka lag yet, so maxReplicas is never reached.",
     )
 
 

@@ -152,5 +152,38 @@ def credentials_secret(
             "annotations": {"aios.dev/kafka-user": principal.user},
         },
         "type": "Opaque",
-        "data": {CREDENTIALS_KEY: base64.b64encode(text.encode()).decode()},
+        "data": secret_data(text),
     }
+
+
+AUTOSCALER_SASL = {
+    "PLAIN": "plaintext",
+    "SCRAM-SHA-256": "scram_sha256",
+    "SCRAM-SHA-512": "scram_sha512",
+}
+"""librdkafka's SASL mechanisms as KEDA's Kafka scaler names them."""
+
+
+def autoscaler_keys(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Kafka client settings as the parameters of KEDA's Kafka scaler (``sasl``,
+    ``username``, ``password``, ``tls``, ``ca``): a Secret holds each under its own key
+    beside the settings, so a TriggerAuthentication can refer to them. Empty for a Kafka
+    that asks for neither SASL nor TLS."""
+    keys: dict[str, str] = {}
+    mechanism = str(settings.get("sasl.mechanism", "")).upper()
+    if mechanism in AUTOSCALER_SASL:
+        keys["sasl"] = AUTOSCALER_SASL[mechanism]
+        keys["username"] = str(settings.get("sasl.username", ""))
+        keys["password"] = str(settings.get("sasl.password", ""))
+    if str(settings.get("security.protocol", "")).upper() in ("SSL", "SASL_SSL"):
+        keys["tls"] = "enable"
+        if settings.get("ssl.ca.pem"):
+            keys["ca"] = str(settings["ssl.ca.pem"])
+    return keys
+
+
+def secret_data(text: str) -> dict[str, str]:
+    """A Kafka client Secret's data: the librdkafka settings ``text`` (``CREDENTIALS_KEY``)
+    and, each under its own key, what KEDA's Kafka scaler reads of them."""
+    values = {CREDENTIALS_KEY: text, **autoscaler_keys(json.loads(text))}
+    return {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}

@@ -146,3 +146,10 @@ class Children:
             return dict(found.to_dict())
 
         return await asyncio.to_thread(read)
+
+    async def served(self, definition: str) -> bool:
+        """Whether the cluster serves the CustomResourceDefinition ``definition`` (an
+        add-on's kind: KServe's, KEDA's). Asked each time (one GET), so installing or
+        removing the add-on counts at the next reconcile."""
+        crd = await self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", definition, "")
+        return crd is not None

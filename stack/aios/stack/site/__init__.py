@@ -2,7 +2,8 @@
 
 The parts: ``lifecycle`` (``Site``: start, stop, restart, kubectl), ``services`` (Kafka,
 Temporal, OPA, Triton, Mosquitto, one start function each; Kubernetes is
-``aios.stack.cluster``), ``state`` (``site.json``: endpoints and processes), ``probes``
+``aios.stack.cluster``), ``keda`` (KEDA's operator and metrics adapter, once the cluster
+is up), ``state`` (``site.json``: endpoints and processes), ``probes``
 (health checks) and ``supervisor`` (a site run by another process: wait for it, stop it).
 """
 

@@ -3,11 +3,11 @@
 ``Site.start()`` creates the site's node (its own network and mount namespace,
 ``aios.stack.node``), then brings up, inside it and in parallel, Kubernetes (etcd, the
 control plane, containerd, the kubelet, kube-proxy, CoreDNS: ``aios.stack.cluster``),
-Kafka (KRaft), the Temporal dev server, OPA, Triton, Mosquitto, Jaeger and Prometheus.
-Each listens on the node's address on its usual port; it waits for each one's real health
-and records the endpoints in ``site.json`` so ``aiosctl env`` and the test fixtures can find
-them. A component that fails raises ``ComponentFailed`` with its log tail; nothing is
-skipped.
+Kafka (KRaft), the Temporal dev server, OPA, Triton, Mosquitto, Jaeger and Prometheus;
+then KEDA (``aios.stack.site.keda``), which needs the cluster. Each listens on the node's
+address on its usual port; it waits for each one's real health and records the endpoints
+in ``site.json`` so ``aiosctl env`` and the test fixtures can find them. A component that
+fails raises ``ComponentFailed`` with its log tail; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from aios.stack.images import BuiltImage
 from aios.stack.models import example_models
 from aios.stack.node import Node
 from aios.stack.process import ComponentFailed, ManagedProcess
-from aios.stack.site import services
+from aios.stack.site import keda, services
 from aios.stack.site.monitor_sync import MonitorSync
 from aios.stack.site.probes import http_ok
 from aios.stack.site.state import Endpoints, SiteState, default_site_dir
@@ -68,7 +68,9 @@ class Site:
             "jaeger": lambda: services.start_jaeger(self),
             "prometheus": lambda: services.start_prometheus(self),
         }
-        unknown = set(only or ()) - set(every)
+        # Add-ons of the cluster, started once Kubernetes and Kafka are up.
+        addons: dict[str, Callable[[], None]] = {"keda": lambda: keda.start_keda(self)}
+        unknown = set(only or ()) - set(every) - set(addons)
         if unknown:
             raise ValueError(f"unknown components: {', '.join(sorted(unknown))}")
         starters = [start for name, start in every.items() if only is None or name in only]
@@ -82,6 +84,9 @@ class Site:
             if only is None or {"kubernetes", "prometheus"} <= set(only):
                 self.monitor_sync = MonitorSync(self, services.PROMETHEUS_INTERVAL_SECONDS)
                 self.monitor_sync.start()
+            for name, start in addons.items():
+                if only is None or {"kubernetes", name} <= set(only):
+                    start()
         except BaseException:
             self.stop()
             raise
