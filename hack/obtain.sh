@@ -141,7 +141,11 @@ keda)  # KEDA's operator and metrics adapter (runners scaled on Kafka lag) in on
   install -m 0644 "$module"/config/crd/bases/*.yaml "$dest/crds/"
   cd /; rm -rf "$work"; mark_done "$dest";;
 kafka)
-  dest=$cache/kafka/$KAFKA_VERSION; build_done "$dest" && exit 0
+  dest=$cache/kafka/$KAFKA_VERSION
+  # Kafka's own perf tools (ProducerPerformance, EndToEndLatency: bench/pipeline's independent
+  # load generator and latency reference), one jar beside the broker's; added to an older cache.
+  tools=(dependency:copy -Dartifact="org.apache.kafka:kafka-tools:$KAFKA_VERSION" -DoutputDirectory="$dest/libs")
+  if build_done "$dest"; then [ -f "$dest/libs/kafka-tools-$KAFKA_VERSION.jar" ] || mvn -q -B "${tools[@]}"; exit 0; fi
   mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"
   cat > pom.xml <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
@@ -154,6 +158,7 @@ POM
   # The release tarball ships the SLF4J 1.x binding for log4j2; the pom does not pull it.
   log4j=$(ls "$dest/libs" | sed -nE 's/^log4j-core-(.*)\.jar$/\1/p')
   mvn -q -B dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$log4j" -DoutputDirectory="$dest/libs"
+  mvn -q -B "${tools[@]}"
   cd /; rm -rf "$work"; mark_done "$dest";;
 mosquitto) apt_install mosquitto;;
 temporal-test-server)  # Temporal's time-skipping test server (Java), for the workflow timer tests

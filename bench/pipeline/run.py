@@ -14,6 +14,10 @@
 4. The cost of tracing: the runner with the model again, its spans exported to the site's
    Jaeger, for 1 % of readings traced (the chart's default) and for every one, against the
    same runner untraced (every reading carries an edge agent's ``traceparent`` throughout).
+5. Kafka's own tools beside the bench's (``org.apache.kafka:kafka-tools``): the readings
+   sent by ProducerPerformance, an independent load generator, then consumed by the bare
+   loop and the runner; EndToEndLatency's produce → consume latency as the floor under the
+   runner's.
 
 The runner runs in this process (shadow mode: decisions, no action hand-off; actions are
 measured by the tests). Kafka, Triton and Jaeger are the local site's, started here.
@@ -29,13 +33,16 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -52,6 +59,7 @@ from aios.api.events import IntentRef
 from aios.api.runner import RunnerConfig, RunnerTopics
 from aios.connectors import kafka
 from aios.runner.loop import Runner
+from aios.stack.kafka_broker import java_client_properties, tool_command
 from aios.stack.models import repository
 from aios.stack.site import Site
 
@@ -321,6 +329,69 @@ async def runner_rate(
     return rate
 
 
+@dataclass(frozen=True)
+class KafkaReference:
+    """What Kafka's own tools measured on the site's broker, and the loops on their load."""
+
+    produced: str
+    """ProducerPerformance's summary: records/s, MB/s, latency percentiles."""
+    bare: float
+    runner: float
+    end_to_end: tuple[float, float, float]
+    """EndToEndLatency's p50, p99 and p99.9 (ms)."""
+
+
+async def kafka_tools(
+    site: Site, count: int, batch: int, statuses: Callable[[str], dict[str, Any] | None]
+) -> KafkaReference:
+    """Kafka's own tools (``kafka-tools``) beside the bench's: ProducerPerformance as an
+    independent load generator (the same readings, sent from a payload file) that the bare
+    loop and the runner then consume; EndToEndLatency (produce → consume, acks=all, one
+    record at a time) as the floor under the runner's latency."""
+    bootstrap = site.endpoints.kafka_bootstrap
+    work = Path(tempfile.mkdtemp(prefix="aios-kafka-tools-"))
+    try:
+        client = work / "client.properties"
+        client.write_text(java_client_properties(json.loads(site.endpoints.kafka_config)))
+        payloads = work / "readings.txt"
+        rng = np.random.default_rng(11)
+        payloads.write_bytes(b"\n".join(reading(i, rng) for i in range(count)))
+        source = "bench.kafka-tools"
+        topics(bootstrap, source, f"{source}.passthrough")
+        produced = tool(
+            "org.apache.kafka.tools.ProducerPerformance",
+            *("--topic", source, "--num-records", str(count), "--throughput", "-1"),
+            *("--payload-file", str(payloads), "--producer.config", str(client)),
+        )
+        bare = await asyncio.to_thread(
+            bare_loop, bootstrap, source, f"{source}.passthrough", count, batch
+        )
+        runner = await runner_rate(site, source, count, False, batch, statuses)
+        single = "bench.end-to-end"
+        kafka.ensure_topics(kafka.admin(bootstrap), [kafka.TopicSpec(single, 1)])
+        measured = tool(
+            "org.apache.kafka.tools.EndToEndLatency",
+            *(bootstrap, single, "2000", "all", str(len(reading(0, rng))), str(client)),
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    found = re.search(r"50th = ([\d.]+), 99th = ([\d.]+), 99\.9th = ([\d.]+)", measured)
+    if found is None:
+        raise RuntimeError(f"EndToEndLatency printed no percentiles:\n{measured}")
+    p50, p99, p999 = (float(v) for v in found.groups())
+    return KafkaReference(produced.strip().splitlines()[-1], bare, runner, (p50, p99, p999))
+
+
+def tool(main_class: str, *args: str) -> str:
+    """Run one of Kafka's tools to its end; what it printed."""
+    done = subprocess.run(
+        tool_command(main_class, *args), capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{main_class} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
 async def latency(
     site: Site,
     rate: float,
@@ -426,6 +497,7 @@ async def main() -> None:
         scaled = await asyncio.to_thread(
             scale_out, bootstrap, args.readings, args.batch, args.replicas
         )
+        reference = await kafka_tools(site, args.readings, args.batch, statuses)
         # Last: a tracer provider, once installed, stays for the process.
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = site.endpoints.otlp_url
         tracing.configure("aios-intent-runner")
@@ -462,6 +534,18 @@ async def main() -> None:
     if scaled:
         print(f"\nscale-out, rules only, {SCALE_PARTITIONS} partitions, one process each:")
         print("\n".join(f"  {line}" for line in scaled))
+    print("\nKafka's own tools (kafka-tools), the same broker:")
+    print(f"  ProducerPerformance, {args.readings} readings: {reference.produced}")
+    for label, rate in [
+        ("on its load: bare loop", reference.bare),
+        ("on its load: intent runner, fallback rules only", reference.runner),
+    ]:
+        print(f"  {label:56} {rate:12.0f} {rate / reference.bare:9.2f}")
+    low, high, highest = reference.end_to_end
+    print(
+        f"  EndToEndLatency, 2,000 readings one at a time, acks=all: p50 {low:.1f} ms, "
+        f"p99 {high:.1f} ms, p99.9 {highest:.1f} ms (the runner's above: the floor under it)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
     SESSION_SITE,
@@ -431,8 +431,33 @@ class Feed(threading.Thread):
 
 
 def group_members(bootstrap: str, group: str) -> int:
-    (described,) = kafka.admin(bootstrap).describe_consumer_groups([group]).values()
-    return len(described.result(10).members)
+    """Members of ``group`` now; 0 while the coordinator, busy with a rebalance on a loaded
+    broker, does not answer in time (the caller asks again)."""
+    admin = kafka.admin(bootstrap)  # held: a client collected while asking never answers
+    (described,) = admin.describe_consumer_groups([group]).values()
+    try:
+        return len(described.result(10).members)
+    except (TimeoutError, KafkaException):
+        return 0
+
+
+def autoscaling_state(kubectl, namespace: str, name: str, bootstrap: str) -> str:
+    """What a failed wait on the autoscaler reports: the runner pods, the autoscaler KEDA
+    made, and the consumer group."""
+    pods = [
+        (p["metadata"]["name"], p["status"].get("phase"), restarts(p, "runner"))
+        for p in runner_pods(kubectl, namespace, name)
+    ]
+    hpa = kubectl.json("get", "hpa", "-n", namespace).get("items") or [{}]
+    group = f"aios.{namespace}.{name}.runner"
+    admin = kafka.admin(bootstrap)
+    (described,) = admin.describe_consumer_groups([group]).values()
+    try:
+        found = described.result(10)
+        members = f"{found.state}, {len(found.members)} member(s)"
+    except (TimeoutError, KafkaException) as error:
+        members = f"not described: {error!r}"
+    return f"pods {pods}; autoscaler status {hpa[0].get('status')}; group {members}"
 
 
 def statefulset_replicas(kubectl, namespace: str, name: str) -> int:
@@ -478,7 +503,13 @@ def test_a_backlog_scales_the_runners_up_through_keda_and_back_down_when_it_is_g
             lambda: statefulset_replicas(kubectl, namespace, "surge") == 3,
             what="KEDA's autoscaler asked for three runners",
         )
-        wait_for(lambda: group_members(bootstrap, group) == 3, what="three runners in the group")
+        wait_for(
+            lambda: group_members(bootstrap, group) == 3,
+            what=lambda: (
+                "three runners in the group: "
+                + autoscaling_state(kubectl, namespace, "surge", bootstrap)
+            ),
+        )
         wait_for(
             lambda: (
                 (

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from aios.stack import components
 
 KAFKA_PORT, KAFKA_CONTROLLER_PORT = 9092, 9093
 MECHANISM = "SCRAM-SHA-512"
@@ -54,6 +57,34 @@ def client_settings(username: str, password: str) -> dict[str, Any]:
         "sasl.username": username,
         "sasl.password": password,
     }
+
+
+def java_client_properties(settings: Mapping[str, Any]) -> str:
+    """The Java client's properties for one of the site's users, given its librdkafka
+    ``settings``: what Kafka's own tools read (``--producer.config``, a properties file)."""
+    login = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{settings["sasl.username"]}" password="{settings["sasl.password"]}";'
+    )
+    return "\n".join(
+        [
+            f"security.protocol={settings['security.protocol']}",
+            f"sasl.mechanism={settings['sasl.mechanism']}",
+            f"sasl.jaas.config={login}",
+            "",
+        ]
+    )
+
+
+def tool_command(main_class: str, *args: str) -> list[str]:
+    """Kafka's own tool ``main_class`` (``org.apache.kafka.tools.ProducerPerformance``,
+    ``EndToEndLatency``…) on the classpath of the site's Kafka, which holds its tools."""
+    libs = components.KAFKA.ensure() / "libs"
+    if not list(libs.glob("kafka-tools-*.jar")):
+        raise components.ComponentUnavailable(
+            f"{libs} lacks Kafka's tools: run hack/obtain.sh kafka (make components does)"
+        )
+    return ["java", "-Xmx512m", "-cp", f"{libs}/*", main_class, *args]
 
 
 def broker_properties(address: str, data: Path, users: SiteUsers) -> str:
