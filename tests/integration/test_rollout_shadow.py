@@ -29,6 +29,11 @@ async def test_a_shadow_reports_agreement_and_never_serves(site, kubectl, stable
     found = await eventually(
         lambda: phase(kubectl, namespace, "AwaitingApproval", "RolledBack", "Aborted"), 240
     )
+    if found["rollout"]["phase"] == "AwaitingApproval":
+        # The shadow keeps its copies while the approval waits; the caller reads the status
+        # each second, so it may learn of the shadow only now (ci42: the analysis window
+        # closed before its first read showed it).
+        await eventually(lambda: traffic.answers.get(f"shadow:{NEXT}"), 60)
     await traffic.stop()
 
     rollout = found["rollout"]
