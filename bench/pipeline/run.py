@@ -352,7 +352,8 @@ async def kafka_tools(
     work = Path(tempfile.mkdtemp(prefix="aios-kafka-tools-"))
     try:
         client = work / "client.properties"
-        client.write_text(java_client_properties(json.loads(site.endpoints.kafka_config)))
+        settings = java_client_properties(json.loads(site.endpoints.kafka_config))
+        client.write_text(f"{settings}bootstrap.servers={bootstrap}\n")
         payloads = work / "readings.txt"
         rng = np.random.default_rng(11)
         payloads.write_bytes(b"\n".join(reading(i, rng) for i in range(count)))
