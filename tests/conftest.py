@@ -8,6 +8,7 @@ split is by test id prefix, which the controller knows alone (it collects nothin
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -49,3 +50,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(
                 f"{item.nodeid} uses the session's site: move it out of BESIDE_THE_SESSION_SITE"
             )
+
+
+STARTED = pytest.StashKey[float]()
+SHARES = pytest.StashKey[set[str]]()
+WORKER_TIMES: dict[str, tuple[str, float]] = {}
+"""What each worker ran and for how long (seconds), as the controller heard: the slower one
+is ``make test``'s share of the 60-minute budget."""
+
+
+def share(nodeid: str) -> str:
+    return "beside the session's site" if beside_the_session_site(nodeid) else "the session's site"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[STARTED] = time.monotonic()
+    session.config.stash[SHARES] = set()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[SHARES].add(share(item.nodeid))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # a worker: tell the controller
+        output["seconds"] = time.monotonic() - session.config.stash[STARTED]
+        output["share"] = ", ".join(sorted(session.config.stash[SHARES]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    output = getattr(node, "workeroutput", None) or {}
+    if "seconds" in output:
+        WORKER_TIMES[node.gateway.id] = (output["share"], output["seconds"])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for worker, (ran, seconds) in sorted(WORKER_TIMES.items()):
+        terminalreporter.write_line(f"worker {worker} ({ran or 'nothing'}): {seconds / 60:.1f} min")
