@@ -315,13 +315,20 @@ def test_a_killed_runner_loses_no_decision_and_repeats_no_action(
     )
 
 
+def described_group(bootstrap: str, group: str) -> Any:
+    """``group`` as its coordinator describes it now; raises ``TimeoutError`` or
+    ``KafkaException`` while the coordinator, busy with a rebalance on a loaded broker, does
+    not answer in time."""
+    admin = kafka.admin(bootstrap)  # held: a client collected while asking never answers
+    (described,) = admin.describe_consumer_groups([group]).values()
+    return described.result(10)
+
+
 def committed_by(bootstrap: str, group: str, pod_ip: str) -> int:
     """Readings committed on the partitions the group's member at ``pod_ip`` holds."""
-    admin = kafka.admin(bootstrap)
-    (described,) = admin.describe_consumer_groups([group]).values()
     held = {
         (tp.topic, tp.partition)
-        for member in described.result(10).members
+        for member in described_group(bootstrap, group).members
         if member.host.lstrip("/") == pod_ip
         for tp in member.assignment.topic_partitions
     }
@@ -431,12 +438,10 @@ class Feed(threading.Thread):
 
 
 def group_members(bootstrap: str, group: str) -> int:
-    """Members of ``group`` now; 0 while the coordinator, busy with a rebalance on a loaded
-    broker, does not answer in time (the caller asks again)."""
-    admin = kafka.admin(bootstrap)  # held: a client collected while asking never answers
-    (described,) = admin.describe_consumer_groups([group]).values()
+    """Members of ``group`` now; 0 while its coordinator does not answer (the caller asks
+    again)."""
     try:
-        return len(described.result(10).members)
+        return len(described_group(bootstrap, group).members)
     except (TimeoutError, KafkaException):
         return 0
 
@@ -450,10 +455,8 @@ def autoscaling_state(kubectl, namespace: str, name: str, bootstrap: str) -> str
     ]
     hpa = kubectl.json("get", "hpa", "-n", namespace).get("items") or [{}]
     group = f"aios.{namespace}.{name}.runner"
-    admin = kafka.admin(bootstrap)
-    (described,) = admin.describe_consumer_groups([group]).values()
     try:
-        found = described.result(10)
+        found = described_group(bootstrap, group)
         members = f"{found.state}, {len(found.members)} member(s)"
     except (TimeoutError, KafkaException) as error:
         members = f"not described: {error!r}"

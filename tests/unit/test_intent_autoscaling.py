@@ -13,6 +13,7 @@ from aios.operator.reconcile.automation_intent import render_runner, runner_conf
 from aios.operator.reconcile.autoscaling import (
     KAFKA_PROTOCOL_VERSION,
     may_have_scaler,
+    replicas,
     scaling_condition,
     wants_autoscaler,
 )
@@ -171,3 +172,9 @@ def test_kafka_settings_as_keda_names_them() -> None:
     assert autoscaler_keys({**OPERATOR, "sasl.mechanism": "PLAIN"})["sasl"] == "plaintext"
     tls = autoscaler_keys({"security.protocol": "SSL", "ssl.ca.pem": "-----BEGIN…"})
     assert tls == {"tls": "enable", "ca": "-----BEGIN…"}
+
+
+def test_the_runners_counted_are_what_the_statefulset_asks_for() -> None:
+    assert replicas(None) is None  # no StatefulSet yet: nothing to report
+    assert replicas({"spec": {}}) == 0
+    assert replicas({"spec": {"replicas": 3}, "status": {"replicas": 1}}) == 3

@@ -42,6 +42,7 @@ from aios.operator.reconcile.autoscaling import (
     SCALED_OBJECTS_CRD,
     SCALER_KINDS,
     may_have_scaler,
+    replicas,
     scaling_condition,
     wants_autoscaler,
 )
@@ -251,13 +252,6 @@ async def scaling_state(
     if keda and wants_autoscaler(intent):
         scaled = await children_api.get(KEDA_API, "ScaledObject", runner_name(name), namespace)
     return runner, scaled
-
-
-def replicas(workload: Mapping[str, Any] | None) -> int | None:
-    """The replicas a StatefulSet asks for (what its autoscaler set, if any)."""
-    if workload is None:
-        return None
-    return int((workload.get("spec") or {}).get("replicas") or 0)
 
 
 async def finalize(intent: AutomationIntent, ctx: Context) -> None:

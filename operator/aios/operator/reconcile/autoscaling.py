@@ -99,6 +99,13 @@ def render_scaler(
     return children
 
 
+def replicas(workload: Mapping[str, Any] | None) -> int | None:
+    """The replicas a StatefulSet asks for (what its autoscaler set, if any)."""
+    if workload is None:
+        return None
+    return int((workload.get("spec") or {}).get("replicas") or 0)
+
+
 def scaling_condition(
     intent: AutomationIntent,
     keda: bool,
