@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from aios.api import AutomationIntent
+from aios.api.automation_intent import Scaling
 from aios.api.runner import PartitionCounts, PartitionProgress, RunnerConfig
 from aios.operator.reconcile.automation_intent import (
     Heartbeat,
@@ -125,7 +126,10 @@ def test_the_runner_is_rendered_with_its_config_owner_and_least_privilege() -> N
         }
     ]
     stored = RunnerConfig.model_validate_json(children[3]["data"]["config.json"])
-    assert stored == config and stored.task_queue == "aios.city"
+    without_scaling = {"spec": {"scaling"}}  # which the runner does not read
+    assert stored.model_dump(exclude=without_scaling) == config.model_dump(exclude=without_scaling)
+    assert stored.task_queue == "aios.city"
+    assert INTENT.spec.scaling.max_replicas == 3 and stored.spec.scaling == Scaling()
     deployment = children[4]
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
