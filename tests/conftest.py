@@ -1,9 +1,10 @@
 """How ``make test``'s two workers (``pytest --numprocesses=2``) share the suite.
 
 One worker runs the tests on the session's site (``integration/conftest.py``); the other,
-beside it, runs the unit tests and the tests that start a site or a server of their own, so
-neither worker starts the session's site twice and both finish at about the same time. The
-split is by test id prefix, which the controller knows alone (it collects nothing itself).
+beside it, runs the unit tests and the tests that start a site or a server of their own, then
+a few of the session site's modules on a session site of its own, so that both finish at
+about the same time. The split is by test id prefix, which the controller knows alone (it
+collects nothing itself).
 """
 
 from __future__ import annotations
@@ -27,8 +28,37 @@ BESIDE_THE_SESSION_SITE = (
 second session site in the other worker)."""
 
 
+ON_A_SECOND_SITE = (
+    "tests/integration/test_operator_restart.py",
+    "tests/integration/test_outcomes_replay.py",
+    "tests/integration/test_replay.py",
+    "tests/integration/test_rollout_replay.py",
+    "tests/integration/test_rollout_restart.py",
+)
+"""Session-site modules, about seven minutes of them, that the worker beside the session's
+site runs once its own tests are done, on a session site of its own (its start and the
+chart's install cost about a minute and a half): without them the session site's worker
+runs twice as long as the other. Modules that restart or replay whole components, so they
+disturb no other test's site either."""
+
+BESIDE, SECOND_SITE, SESSION_SITE = "beside", "second-site", "session-site"
+SHARE_NAMES = {
+    BESIDE: "beside the session's site",
+    SECOND_SITE: "on a second session site",
+    SESSION_SITE: "the session's site",
+}
+
+
 def beside_the_session_site(nodeid: str) -> bool:
     return nodeid.startswith(BESIDE_THE_SESSION_SITE)
+
+
+def work_unit(nodeid: str) -> str:
+    """Which of the three work units a test is in. The scheduler gives each worker one, and
+    the third to the worker whose unit runs out first: the one beside the session's site."""
+    if beside_the_session_site(nodeid):
+        return BESIDE
+    return SECOND_SITE if nodeid.startswith(ON_A_SECOND_SITE) else SESSION_SITE
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -36,10 +66,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class SiteSharing(LoadScopeScheduling):
-        """Two work units, one per worker: the session site's tests, and the rest."""
+        """Work units by site: the session site's tests, the rest, and those moved to a
+        second session site."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return "beside" if beside_the_session_site(nodeid) else "session-site"
+            return work_unit(nodeid)
 
     return SiteSharing(config, log)
 
@@ -59,17 +90,13 @@ WORKER_TIMES: dict[str, tuple[str, float]] = {}
 is ``make test``'s share of the 60-minute budget."""
 
 
-def share(nodeid: str) -> str:
-    return "beside the session's site" if beside_the_session_site(nodeid) else "the session's site"
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[STARTED] = time.monotonic()
     session.config.stash[SHARES] = set()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.config.stash[SHARES].add(share(item.nodeid))
+    item.config.stash[SHARES].add(SHARE_NAMES[work_unit(item.nodeid)])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
