@@ -302,6 +302,28 @@ def test_a_served_rollout_step_is_marked_once_and_a_finished_rollout_enters_the_
     assert "history" not in md_plan.observed_rollout(again, now), "not twice"
 
 
+def test_a_new_version_not_yet_answering_is_probed_again_until_it_answers() -> None:
+    """The tick reconciles a Ready ModelDeployment again while its canary or shadow has not
+    answered the operator's probe (a Service routes to a ready pod a moment later), and
+    leaves it alone once it has, or when there is none."""
+    ready = {"type": "Ready", "status": "True"}
+    meta = {"generation": 2}
+
+    def body(**status: Any) -> dict[str, Any]:
+        return {
+            "metadata": meta,
+            "status": {"observedGeneration": 2, "conditions": [ready], **status},
+        }
+
+    assert md_plan.reconcile_unconverged(body(canary={"version": "2", "ready": False}))
+    assert md_plan.reconcile_unconverged(body(shadow={"version": "2", "ready": False}))
+    assert not md_plan.reconcile_unconverged(body(canary={"version": "2", "ready": True}))
+    assert not md_plan.reconcile_unconverged(body(canary=None, shadow=None))
+    failing = body(canary=None)
+    failing["status"]["conditions"] = [{**ready, "status": "False"}]
+    assert md_plan.reconcile_unconverged(failing), "not Ready: as every kind"
+
+
 def published(record: dict, owner_uid: str = "u-1", workflow_id: str | None = None) -> ModelRollout:
     """The ModelRollout the rollout workflow wrote, holding ``record``."""
     return ModelRollout.model_validate(

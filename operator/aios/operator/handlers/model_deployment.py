@@ -239,6 +239,7 @@ register(
         finalize,
         refresh=refresh,
         pending=plan.rollout_pending,
+        retry_when=plan.reconcile_unconverged,
         retry_interval=RETRY_SECONDS,
     )
 )

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from aios.api.model_deployment import ModelDeployment, ModelSource, RolloutStatus
 from aios.api.model_rollout import ModelRollout
+from aios.operator.reconcile.acceptance import needs_retry
 from aios.workflows.rollout_io import RolloutInput
 
 ACTIVE: frozenset[str] = frozenset({"Deploying", "Progressing", "AwaitingApproval"})
@@ -106,6 +107,17 @@ def rollout_pending(body: Mapping[str, Any]) -> bool:
     return bool(rollout) and int(rollout.get("revision") or 0) != int(
         status.get("observedRolloutRevision") or 0
     )
+
+
+def reconcile_unconverged(body: Mapping[str, Any]) -> bool:
+    """Reconciling again helps while the object is not Ready (the default) and while a new
+    version takes traffic or a mirror without answering, as far as the last reconcile's
+    probe saw: its Service may not have routed to its ready pod yet, and nothing else would
+    probe it again before the rollout's next step."""
+    if needs_retry(body):
+        return True
+    status = body.get("status") or {}
+    return any((status.get(track) or {}).get("ready") is False for track in ("canary", "shadow"))
 
 
 def published_rollout(md: ModelDeployment, record: ModelRollout | None) -> RolloutStatus | None:
