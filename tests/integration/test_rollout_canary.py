@@ -4,6 +4,8 @@ keeps answering; ``kubectl describe`` tells the story."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from model_support import (
     ENDED,
@@ -26,8 +28,9 @@ from aios.connectors.audit import read_log
 from aios.workflows.rollout_activities import DRIFT_METRIC
 
 
-def canary(version: str, steps: list[tuple[int, int]], uri: str = "") -> dict:
-    rollout = {"strategy": "canary", "steps": canary_steps(steps), "analysis": {"minRequests": 20}}
+def canary(version: str, steps: list[tuple[int, int]], uri: str = "", **gates: Any) -> dict:
+    analysis = {"minRequests": 20, **gates}
+    rollout = {"strategy": "canary", "steps": canary_steps(steps), "analysis": analysis}
     return rolled_out(version, rollout, uri=uri)
 
 
@@ -135,7 +138,9 @@ async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
     stable_served(lambda version: canary(version, steps))
     traffic = Traffic(kubectl, namespace).start()
 
-    apply(kubectl, namespace, canary("2024.12.0", steps, broken_repository(model_dir, fault)))
+    broken = broken_repository(model_dir, fault)
+    # the product's default latency gate: the slow version's 400 ms per request fail it
+    apply(kubectl, namespace, canary("2024.12.0", steps, broken, maxP99LatencyMs=250))
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
     await traffic.stop()
 
