@@ -24,6 +24,7 @@ from model_support import (
 from support import record_history
 from test_prometheus import api, dashboard_queries
 
+from aios.api.model_deployment import Analysis
 from aios.connectors.audit import read_log
 from aios.workflows.rollout_activities import DRIFT_METRIC
 
@@ -140,7 +141,8 @@ async def test_a_broken_canary_is_rolled_back_while_the_stable_answers(
 
     broken = broken_repository(model_dir, fault)
     # the product's default latency gate: the slow version's 400 ms per request fail it
-    apply(kubectl, namespace, canary("2024.12.0", steps, broken, maxP99LatencyMs=250))
+    default_gate = Analysis.model_fields["max_p99_latency_ms"].default
+    apply(kubectl, namespace, canary("2024.12.0", steps, broken, maxP99LatencyMs=default_gate))
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=240)
     await traffic.stop()
 

@@ -229,12 +229,13 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     await children_api.apply([*render_worker(worker, settings), *children])
     runner, scaled = await scaling_state(ctx.memo, intent, keda)
     worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)
+    runners = replicas(runner)
     conditions += [
         workload_condition("RunnerReady", runner),
         workload_condition("WorkflowsReady", worker_deployment),
-        scaling_condition(intent, keda, scaled, replicas(runner)),
+        scaling_condition(intent, keda, scaled, runners),
     ]
-    ctx.status["runners"] = replicas(runner)
+    ctx.status["runners"] = runners
     beats = heartbeats(ctx.memo, namespace, name)
     conditions += runtime_conditions(intent, beats)
     ctx.status["counts"] = counts(beats)  # {} when none reports: the stored counts stay
@@ -318,8 +319,9 @@ async def refresh(ctx: Context) -> Change | None:
         if wants_autoscaler(intent):  # the autoscaler moves the runners between reconciles
             keda = await runtime(ctx.memo).children.served(SCALED_OBJECTS_CRD)
             runner, scaled = await scaling_state(ctx.memo, intent, keda)
-            runtime_updates.append(scaling_condition(intent, keda, scaled, replicas(runner)))
-            counted["runners"] = replicas(runner)
+            runners = replicas(runner)
+            runtime_updates.append(scaling_condition(intent, keda, scaled, runners))
+            counted["runners"] = runners
 
     def status(current: Mapping[str, Any]) -> dict[str, Any]:
         stored = current.get("status") or {}
