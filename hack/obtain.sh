@@ -2,7 +2,7 @@
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
 #                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger
-#                               | prometheus | prometheus-operator-crds | keda | browser)
+#                               | prometheus | prometheus-operator-crds | keda | kserve | browser)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +14,7 @@ if [ "$name" = all ]; then
   # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
   # which keep the cores busy; one after another, so apt and Maven each run once at a time.
   ( for c in node-packages mosquitto kafka temporal-test-server browser; do "$0" "$c"; done ) & fetched=$!
-  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds keda; do "$0" "$c"; done
+  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds keda kserve; do "$0" "$c"; done
   wait "$fetched"; exit
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -139,6 +139,20 @@ keda)  # KEDA's operator and metrics adapter (runners scaled on Kafka lag) in on
   mv "$work/out/operator" "$dest/bin/keda-operator"; mv "$work/out/adapter" "$dest/bin/keda-adapter"
   module=$(go mod download -json "$m@$KEDA_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
   install -m 0644 "$module"/config/crd/bases/*.yaml "$dest/crds/"
+  cd /; rm -rf "$work"; mark_done "$dest";;
+kserve)  # the KServe controller (RawDeployment: no Knative, no Istio), its kinds, webhooks and config
+  dest=$cache/kserve/$KSERVE_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/bin" "$dest/crds" "$dest/config"; work=$(mktemp -d); cd "$work"
+  go mod init local/kservebin >/dev/null 2>&1
+  # KServe's own go.mod lines, which a dependent module does not inherit
+  go mod edit -replace sigs.k8s.io/controller-runtime=sigs.k8s.io/controller-runtime@v0.19.7
+  go mod edit -exclude google.golang.org/grpc/stats/opentelemetry@v0.0.0-00010101000000-000000000000
+  m=github.com/kserve/kserve
+  go get -tool "$m/cmd/manager@$KSERVE_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$dest/bin/kserve-controller" "$m/cmd/manager"
+  module=$(go mod download -json "$m@$KSERVE_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  install -m 0644 "$module"/config/crd/full/serving.kserve.io_*.yaml "$dest/crds/"
+  install -m 0644 "$module/config/webhook/manifests.yaml" "$module/config/configmap/inferenceservice.yaml" "$dest/config/"
   cd /; rm -rf "$work"; mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION

@@ -20,7 +20,7 @@ from typing import Any
 import faults
 import pytest
 from model_support import STABLE, apply, ready
-from support import SESSION_SITE, wait_for
+from support import SESSION_VALUES, wait_for
 
 from aios.connectors import opa
 from aios.connectors.kafka import EXTRA_CONFIG_ENV
@@ -90,15 +90,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         environment.setenv(EXTRA_CONFIG_ENV, local.endpoints.kafka_config)
         yield local
     local.stop()
-
-
-SESSION_VALUES = {
-    # One replica: two cores run the whole suite (the Helm test runs the default two).
-    # Policies audit existing objects, and statuses count, every few seconds, not every
-    # minute or half minute.
-    "operator": {"replicas": 1, "policyAuditIntervalSeconds": 3, "statusRefreshSeconds": 5},
-    "site": {"name": SESSION_SITE},
-}
 
 
 @pytest.fixture(scope="session")

@@ -178,6 +178,15 @@ def operator_restarted(kubectl: Any, pod: dict[str, Any], namespace: str = "aios
 SESSION_SITE = "suite"
 """The test session's ``site.name`` (not the default: a test sees it reach decisions and pods)."""
 
+SESSION_VALUES = {
+    # One replica: two cores run the whole suite (the Helm test runs the default two).
+    # Policies audit existing objects, and statuses count, every few seconds, not every
+    # minute or half minute.
+    "operator": {"replicas": 1, "policyAuditIntervalSeconds": 3, "statusRefreshSeconds": 5},
+    "site": {"name": SESSION_SITE},
+}
+
+
 HISTORIES = Path(__file__).resolve().parents[1] / "unit" / "histories"
 RECORD_ENV = "AIOS_RECORD_HISTORIES"
 

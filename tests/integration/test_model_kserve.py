@@ -1,73 +1,153 @@
-"""With KServe's InferenceService API in the cluster, a ModelDeployment becomes an
-InferenceService instead of raw Deployments. (The local site runs no KServe controller:
-the API is installed as KServe publishes it, so what the operator writes is checked by the
-real API server; serving through KServe's ModelServer is covered in raw mode.)"""
+"""With KServe in the cluster (its controller v0.16 in RawDeployment mode, its kinds and
+admission webhooks as KServe publishes them), a ModelDeployment becomes an
+InferenceService that KServe admits and turns into a serving pod on the real node, through
+the ClusterServingRuntimes the chart installs. Removing KServe brings the operator back to
+raw mode.
+
+The model comes from a claim on the site's model mirror (``pvc://``), which KServe mounts
+at ``/mnt/models`` itself."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
-from model_support import anomaly, apply, condition, ready, status, wait_for
+from model_support import anomaly, apply, infer, ready, status, wait_for
+from support import SESSION_VALUES
 
-from aios.stack.models import storage_uri
+from aios.stack import release
+from aios.stack.models import BUCKET, storage_uri
+from aios.stack.node import MODEL_MIRROR
+from aios.stack.release import merge
+from aios.stack.site import Site, kserve
 
-ISVC_CRD = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: inferenceservices.serving.kserve.io}
-spec:
-  group: serving.kserve.io
-  names: {kind: InferenceService, listKind: InferenceServiceList, plural: inferenceservices,
-          singular: inferenceservice, shortNames: [isvc]}
-  scope: Namespaced
-  versions:
-  - name: v1beta1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"""
+VERSION = "2024.11.2"
+CLAIM = "model-mirror"
+
+
+class KServeSite:
+    """The session site with KServe started, and the chart upgraded so that its
+    ClusterServingRuntimes exist; ``remove`` takes both away again."""
+
+    def __init__(self, site: Site) -> None:
+        self.site, self.installed = site, False
+
+    def install(self) -> None:
+        kserve.start_kserve(self.site)
+        self.installed = True
+        release.install(self.site, SESSION_VALUES)
+
+    def remove(self) -> None:
+        if self.installed:
+            # the runtimes go while their kind is served, so the release stays upgradable
+            release.install(
+                self.site, merge(SESSION_VALUES, {"kserve": {"servingRuntimes": False}})
+            )
+            kserve.stop_kserve(self.site)
+            self.installed = False
+
+
+@pytest.fixture(scope="module")
+def kserve_site(site: Site, operator: str) -> Iterator[KServeSite]:
+    installed = KServeSite(site)
+    try:
+        installed.install()
+        yield installed
+    finally:
+        installed.remove()
 
 
 @pytest.fixture
-def kserve_api(kubectl):
-    kubectl("apply", "-f", "-", stdin=ISVC_CRD)
-    kubectl.site.wait_established(["inferenceservices.serving.kserve.io"])
-    yield
-    kubectl("delete", "crd", "inferenceservices.serving.kserve.io", "--wait=true")
+def mirror_claim(kubectl, namespace: str) -> Iterator[str]:
+    """The site's model mirror as a read-only claim in the test's namespace (a hostPath
+    volume on the node, bound to the claim by name)."""
+    volume = f"{namespace}-models"
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolume",
+                        "metadata": {"name": volume},
+                        "spec": {
+                            "capacity": {"storage": "1Gi"},
+                            "accessModes": ["ReadOnlyMany"],
+                            "storageClassName": "",
+                            "hostPath": {"path": str(MODEL_MIRROR), "type": "Directory"},
+                            "claimRef": {"namespace": namespace, "name": CLAIM},
+                        },
+                    },
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "metadata": {"name": CLAIM, "namespace": namespace},
+                        "spec": {
+                            "accessModes": ["ReadOnlyMany"],
+                            "storageClassName": "",
+                            "volumeName": volume,
+                            "resources": {"requests": {"storage": "1Gi"}},
+                        },
+                    },
+                ],
+            }
+        ),
+    )
+    yield f"pvc://{CLAIM}/{BUCKET}/pm25-anomaly"
+    kubectl("delete", "pv", volume, "--wait=false")
 
 
-def test_with_kserve_installed_an_inference_service_is_rendered(
-    kubectl, operator, namespace, kserve_api
-):
-    version = "2024.11.2"
-    apply(kubectl, namespace, anomaly(version, storage_uri("pm25-anomaly", version)))
-    isvc = wait_for(
-        lambda: kubectl.run("get", "isvc", "pm25-anomaly", "-n", namespace, "-o", "json").stdout,
+async def test_a_model_deployment_is_served_by_kserve_on_the_node(
+    kubectl, site: Site, namespace: str, kserve_site: KServeSite, mirror_claim: str
+) -> None:
+    apply(kubectl, namespace, anomaly(VERSION, f"{mirror_claim}/{VERSION}"))
+    found = wait_for(lambda: ready(kubectl, namespace), timeout=300)
+    isvc = kubectl.json("get", "inferenceservice", "pm25-anomaly", "-n", namespace)
+    assert isvc["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    predictor = isvc["spec"]["predictor"]["model"]
+    assert (predictor["runtime"], predictor["storageUri"]) == (
+        "aios-triton",
+        f"{mirror_claim}/{VERSION}",
+    )
+    assert isvc["status"].get("deploymentMode") == "RawDeployment", isvc["status"]
+    # KServe's own children, not the operator's raw ones
+    pods = kubectl.json(
+        "get", "pods", "-n", namespace, "-l", "serving.kserve.io/inferenceservice=pm25-anomaly"
+    )["items"]
+    assert pods and all(p["status"]["phase"] == "Running" for p in pods), pods
+    (container,) = [
+        c for c in pods[0]["status"]["containerStatuses"] if c["name"] == "kserve-container"
+    ]
+    assert container["imageID"].endswith(site.images["tritonserver"].digest)
+    assert (
+        kubectl.run("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace).returncode != 0
+    )
+    assert found["endpoints"]["http"] == f"http://pm25-anomaly-predictor.{namespace}.svc:80"
+
+    for protocol in ("http", "grpc"):  # through KServe's predictor Service
+        version, outputs = await infer(kubectl, found, protocol)
+        assert version == VERSION
+        assert outputs["score"][1] > 0.5 > outputs["score"][0], "the spike is the anomaly"
+
+    kubectl("delete", "modeldeployment", "pm25-anomaly", "-n", namespace, "--wait=true")
+    wait_for(
+        lambda: kubectl.run("get", "isvc", "pm25-anomaly", "-n", namespace).returncode != 0,
         timeout=60,
     )
-    predictor = json.loads(isvc)["spec"]["predictor"]
-    assert predictor["model"]["modelFormat"] == {"name": "triton"}
-    assert predictor["model"]["storageUri"] == storage_uri("pm25-anomaly", version)
-    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 6)
-    assert "canaryTrafficPercent" not in predictor
-    owner = json.loads(isvc)["metadata"]["ownerReferences"][0]
-    assert owner["kind"] == "ModelDeployment"
-    raw = ("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace)
-    wait_for(lambda: kubectl.run(*raw).returncode != 0, timeout=30)  # none, or pruned
-
-    def waiting_for_kserve():
-        found = status(kubectl, namespace)
-        return "InferenceService" in condition(found, "Ready").get("message", "")
-
-    wait_for(waiting_for_kserve, timeout=30)
-    assert "stable" not in status(kubectl, namespace), "no KServe controller makes it Ready"
+    wait_for(lambda: not kubectl.json("get", "deployments", "-n", namespace)["items"], timeout=60)
 
 
-def test_without_kserve_the_operator_is_back_to_raw_mode(kubectl, operator, namespace):
-    """Runs after the CRD is gone: nothing else in the session renders InferenceServices."""
-    version = "2024.11.2"
-    apply(kubectl, namespace, anomaly(version, storage_uri("pm25-anomaly", version)))
+def test_without_kserve_the_operator_is_back_to_raw_mode(
+    kubectl, namespace: str, kserve_site: KServeSite
+) -> None:
+    kserve_site.remove()
+    apply(kubectl, namespace, anomaly(VERSION, storage_uri("pm25-anomaly", VERSION)))
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
+    kubectl("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace)
+    assert "InferenceService" not in json.dumps(status(kubectl, namespace))

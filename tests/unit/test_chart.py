@@ -27,6 +27,8 @@ from aios.operator.certificates import WebhookCertificates, load_ca
 from aios.operator.handlers.edge_gateway import SIMULATOR_KINDS
 from aios.operator.reconcile import automation_intent, model_deployment, worker
 from aios.operator.reconcile.kafka_access import worker_principal
+from aios.operator.reconcile.model_deployment.kserve import SERVING_RUNTIMES
+from aios.operator.reconcile.model_deployment.names import GRPC_PORT, HTTP_PORT
 from aios.stack.components import HELM
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
@@ -56,8 +58,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def render(*sets: str, values: dict[str, Any] | None = None) -> str:
+def render(
+    *sets: str, values: dict[str, Any] | None = None, api_versions: tuple[str, ...] = ()
+) -> str:
+    """``helm template`` of the chart; ``api_versions``: kinds the cluster is said to serve."""
     args = ["template", "aios", str(CHART), "-n", NAMESPACE]
+    for served in api_versions:
+        args += ["--api-versions", served]
     for item in sets:
         args += ["--set", item]
     result = helm(*args, "--values", "-", stdin=yaml.safe_dump(values or {}))
@@ -425,6 +432,29 @@ def test_without_a_digest_images_follow_the_tag() -> None:
     assert variables["AIOS_IMAGE"] == "ghcr.io/aios-dev/aios:0.1.0"
     assert variables["AIOS_EDGE_IMAGE"] == "ghcr.io/aios-dev/aios-edge:1.2.3"
     assert variables["AIOS_TRITON_IMAGE"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+
+SERVING_RUNTIME = "serving.kserve.io/v1alpha1/ClusterServingRuntime"
+
+
+def test_on_a_cluster_with_kserve_the_runtimes_run_the_images_of_raw_mode() -> None:
+    """ModelDeployments on KServe (``SERVING_RUNTIMES``) run what raw mode runs, on its ports."""
+    docs = manifests(render(api_versions=(SERVING_RUNTIME,)))
+    variables = env(docs)
+    for runtime, model_format in SERVING_RUNTIMES.values():
+        found = find(docs, "ClusterServingRuntime", runtime)["spec"]
+        assert found["supportedModelFormats"][0]["name"] == model_format
+        (server,) = found["containers"]
+        ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+        assert (ports["http"], ports["grpc"]) == (HTTP_PORT, GRPC_PORT)
+        assert server["ports"][0]["name"] == "http", "KServe's Service sends port 80 to the first"
+        image = (
+            variables["AIOS_TRITON_IMAGE"] if model_format == "triton" else container(docs)["image"]
+        )
+        assert server["image"] == image
+    assert "ClusterServingRuntime" not in {d["kind"] for d in manifests(render())}
+    off = render("kserve.servingRuntimes=false", api_versions=(SERVING_RUNTIME,))
+    assert "ClusterServingRuntime" not in {d["kind"] for d in manifests(off)}
 
 
 def test_replicas_trust_each_other_through_the_charts_webhook_ca(

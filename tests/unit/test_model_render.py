@@ -159,11 +159,24 @@ def test_with_kserve_an_inference_service_carries_the_canary_percent(model_deplo
     assert predictor["canaryTrafficPercent"] == 30
     assert predictor["model"]["storageUri"].endswith("/2024.11.3")
     assert predictor["model"]["modelFormat"] == {"name": "triton"}
+    assert predictor["model"]["runtime"] == "aios-triton"
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
     stable_only = model_deployment({"stable": STABLE})
     (isvc,) = md_plan.render_kserve(stable_only, SITE)
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
+
+
+def test_with_kserve_our_model_server_is_the_charts_serving_runtime(model_deployment) -> None:
+    md = model_deployment(runtime="kserve")
+    (isvc,) = md_plan.render_kserve(md, SITE)
+    model = isvc["spec"]["predictor"]["model"]
+    assert (model["runtime"], model["modelFormat"]) == ("aios-model-server", {"name": "aios"})
+    status = md_plan.serving_status(md, md_plan.serving(md), NS, True, True)
+    assert status["endpoints"] == {
+        "http": "http://pm25-anomaly-predictor.city.svc:80",
+        "grpc": "pm25-anomaly-predictor.city.svc:8001",
+    }
 
 
 @pytest.mark.parametrize(

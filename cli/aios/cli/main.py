@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,14 @@ from aios.stack.components import HELM
 from aios.stack.images import ensure_images
 from aios.stack.models import wait_serving
 from aios.stack.platform import apply_examples, site_environment, wait_accepted
-from aios.stack.site import Site, SiteState, default_site_dir, stop_running_site, wait_for_site
+from aios.stack.site import (
+    OPTIONAL_ADDONS,
+    Site,
+    SiteState,
+    default_site_dir,
+    stop_running_site,
+    wait_for_site,
+)
 
 app = typer.Typer(
     help="aios: declare automation, run it governed and observable.",
@@ -47,6 +55,13 @@ SiteDir = typer.Option(
     "(default: $AIOS_SITE_DIR or ~/.local/state/aios/site).",
 )
 
+Extras = typer.Option(
+    [],
+    "--with",
+    help="An optional add-on to run as well: kserve (ModelDeployments then become "
+    "InferenceServices on KServe's controller).",
+)
+
 
 @app.command()
 def up(
@@ -57,10 +72,18 @@ def up(
     operator: bool = typer.Option(
         True, help="Run the operator; --no-operator leaves it (and the examples) to `helm install`."
     ),
+    extras: list[str] = Extras,
     output: Output = Format,
 ) -> None:
     """Bring up the local site: Kubernetes, Kafka, Temporal, OPA, Triton, Mosquitto, the
     operator; then apply the examples. Runs until Ctrl-C unless --detach."""
+    unknown = set(extras) - OPTIONAL_ADDONS
+    if unknown:
+        console.print(
+            f"[red]--with {', '.join(sorted(unknown))}[/]: not an optional add-on "
+            f"(one of: {', '.join(sorted(OPTIONAL_ADDONS))})"
+        )
+        raise typer.Exit(2)
     directory = (site_dir or default_site_dir()).resolve()
     if _running(directory):
         console.print(f"[yellow]a site already runs in {directory}[/]; `aiosctl down` first")
@@ -74,6 +97,8 @@ def up(
             argv.append("--no-examples")
         if not operator:
             argv.append("--no-operator")
+        for extra in extras:
+            argv += ["--with", extra]
         subprocess.Popen(
             argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -90,17 +115,19 @@ def up(
         _print_console(_attached(state))
         emit(asdict(state.endpoints), output)
         return
-    _run_foreground(directory, examples and operator, operator)
+    _run_foreground(directory, examples and operator, operator, extras)
 
 
-def _run_foreground(directory: Path, examples: bool, operator: bool = True) -> None:
+def _run_foreground(
+    directory: Path, examples: bool, operator: bool = True, extras: Sequence[str] = ()
+) -> None:
     site = Site(directory)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
         with console.status("starting the local site…"):
-            site.start()
+            site.start(extras=extras)
             if operator:  # aios as a city installs it: its chart, with the images built here
                 release.install(site)
             if examples and apply_examples(site):

@@ -93,6 +93,9 @@ PROMETHEUS_OPERATOR_CRDS = Component("prometheus-operator-crds", "PROMETHEUS_OPE
 KEDA = Component("keda", "KEDA_VERSION")
 """KEDA's operator and metrics adapter (``bin/keda-operator``, ``bin/keda-adapter``) and its
 kinds (``crds/``): runners scaled on their consumer group's lag."""
+KSERVE = Component("kserve", "KSERVE_VERSION")
+"""The KServe controller (``bin/kserve-controller``), its kinds (``crds/``) and its
+published webhook configurations and ``inferenceservice-config`` (``config/``)."""
 
 
 def mosquitto() -> Path:

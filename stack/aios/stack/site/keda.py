@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aios.stack import components
 from aios.stack.pki import ensure_site_pki, issue_tls_directory
+from aios.stack.site.node_endpoint import service_on_node
 
 if TYPE_CHECKING:
     from aios.stack.site.lifecycle import Site
@@ -36,24 +37,7 @@ def registration(node_address: str, ca_bundle: bytes) -> list[dict[str, Any]]:
     labels = {"app.kubernetes.io/name": ADAPTER_SERVICE, "app.kubernetes.io/part-of": "keda"}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": ADAPTER_SERVICE, "namespace": NAMESPACE, "labels": labels},
-            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": ADAPTER_PORT}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{ADAPTER_SERVICE}-node",
-                "namespace": NAMESPACE,
-                "labels": {**labels, "kubernetes.io/service-name": ADAPTER_SERVICE},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [node_address], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": ADAPTER_PORT, "protocol": "TCP"}],
-        },
+        *service_on_node(ADAPTER_SERVICE, NAMESPACE, labels, node_address, ADAPTER_PORT),
         {
             "apiVersion": "apiregistration.k8s.io/v1",
             "kind": "APIService",

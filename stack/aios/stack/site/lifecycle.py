@@ -4,7 +4,8 @@
 ``aios.stack.node``), then brings up, inside it and in parallel, Kubernetes (etcd, the
 control plane, containerd, the kubelet, kube-proxy, CoreDNS: ``aios.stack.cluster``),
 Kafka (KRaft), the Temporal dev server, OPA, Triton, Mosquitto, Jaeger and Prometheus;
-then KEDA (``aios.stack.site.keda``), which needs the cluster. Each listens on the node's
+then KEDA (``aios.stack.site.keda``), which needs the cluster, and KServe
+(``aios.stack.site.kserve``) when asked for. Each listens on the node's
 address on its usual port; it waits for each one's real health and records the endpoints
 in ``site.json`` so ``aiosctl env`` and the test fixtures can find them. A component that
 fails raises ``ComponentFailed`` with its log tail; nothing is skipped.
@@ -26,7 +27,7 @@ from aios.stack.images import BuiltImage
 from aios.stack.models import example_models
 from aios.stack.node import Node
 from aios.stack.process import ComponentFailed, ManagedProcess
-from aios.stack.site import keda, services
+from aios.stack.site import keda, kserve, services
 from aios.stack.site.monitor_sync import MonitorSync
 from aios.stack.site.probes import http_ok
 from aios.stack.site.state import Endpoints, SiteState, default_site_dir
@@ -52,8 +53,9 @@ class Site:
         return self.node.network.address
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self, only: Collection[str] | None = None) -> Endpoints:
-        """Start every component, or ``only`` the named ones (e.g. a benchmark's)."""
+    def start(self, only: Collection[str] | None = None, extras: Collection[str] = ()) -> Endpoints:
+        """Start every component, or ``only`` the named ones (e.g. a benchmark's), and the
+        optional add-ons named in ``extras`` (``OPTIONAL_ADDONS``)."""
         from aios.stack.cluster import Cluster
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -69,8 +71,11 @@ class Site:
             "prometheus": lambda: services.start_prometheus(self),
         }
         # Add-ons of the cluster, started once Kubernetes and Kafka are up.
-        addons: dict[str, Callable[[], None]] = {"keda": lambda: keda.start_keda(self)}
-        unknown = set(only or ()) - set(every) - set(addons)
+        addons: dict[str, Callable[[], None]] = {
+            "keda": lambda: keda.start_keda(self),
+            "kserve": lambda: kserve.start_kserve(self),
+        }
+        unknown = (set(only or ()) | set(extras)) - set(every) - set(addons)
         if unknown:
             raise ValueError(f"unknown components: {', '.join(sorted(unknown))}")
         starters = [start for name, start in every.items() if only is None or name in only]
@@ -84,8 +89,9 @@ class Site:
             if only is None or {"kubernetes", "prometheus"} <= set(only):
                 self.monitor_sync = MonitorSync(self, services.PROMETHEUS_INTERVAL_SECONDS)
                 self.monitor_sync.start()
+            wanted = set(every) | (set(addons) - OPTIONAL_ADDONS) if only is None else set(only)
             for name, start in addons.items():
-                if only is None or {"kubernetes", name} <= set(only):
+                if {"kubernetes", name} <= wanted | set(extras):
                     start()
         except BaseException:
             self.stop()
@@ -190,6 +196,9 @@ def _established(definition: client.V1CustomResourceDefinition) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
+OPTIONAL_ADDONS = {"kserve"}
+"""Add-ons a full site starts only when asked (``aiosctl up --with kserve``): with KServe
+served, every ModelDeployment becomes an InferenceService."""
 CONTROL_PLANE = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from aios.api.model_deployment import ModelDeployment, ModelSource
 from aios.operator.reconcile.children import PART_OF, as_owner, owned
-from aios.operator.reconcile.model_deployment.names import service_name
-from aios.operator.reconcile.model_deployment.server import resources, server_container
+from aios.operator.reconcile.model_deployment.names import GRPC_PORT, service_name
+from aios.operator.reconcile.model_deployment.server import resources
 from aios.operator.reconcile.model_deployment.serving import serving
 from aios.operator.settings import OperatorSettings
 
@@ -17,28 +17,29 @@ INFERENCE_SERVICES_CRD = f"inferenceservices.{KSERVE_GROUP}"
 KSERVE_KINDS = ((KSERVE_VERSION, "InferenceService"),)
 
 
+SERVING_RUNTIMES = {"triton": ("aios-triton", "triton"), "kserve": ("aios-model-server", "aios")}
+"""(ClusterServingRuntime, model format) of each runtime: the chart installs both on a
+cluster that runs KServe, from the images of raw mode and on its ports."""
+
+
 def _predictor(md: ModelDeployment, source: ModelSource, site: OperatorSettings) -> dict[str, Any]:
-    """KServe's predictor spec, which takes the pod's placement fields inline."""
+    """KServe's predictor spec, which takes the pod's placement fields inline; KServe puts
+    the model at ``/mnt/models`` (its storage initializer, or the claim of a ``pvc://``)."""
     scaling = md.spec.autoscaling
-    predictor: dict[str, Any] = {
+    serving_runtime, model_format = SERVING_RUNTIMES[md.spec.runtime]
+    return {
         "minReplicas": scaling.min_replicas,
         "maxReplicas": scaling.max_replicas,
         "scaleMetric": "cpu",
         "scaleTarget": scaling.target_utilization_percent,
         **site.data_plane.model_server_placement().pod_fields(),
-    }
-    if md.spec.runtime == "triton":
-        predictor["model"] = {
-            "modelFormat": {"name": "triton"},
+        "model": {
+            "modelFormat": {"name": model_format},
+            "runtime": serving_runtime,
             "storageUri": source.storage_uri,
             "resources": resources(md),
-        }
-    else:  # a custom predictor: KServe's storage initializer fills STORAGE_URI's mount
-        container = server_container(md, site)
-        container["env"] = [*container["env"], {"name": "STORAGE_URI", "value": source.storage_uri}]
-        container.pop("livenessProbe")
-        predictor["containers"] = [container]
-    return predictor
+        },
+    }
 
 
 def render_kserve(md: ModelDeployment, site: OperatorSettings) -> list[dict[str, Any]]:
@@ -72,6 +73,6 @@ def _inference_service(name: str, predictor: dict[str, Any], source: ModelSource
 
 
 def kserve_endpoints(name: str, namespace: str) -> tuple[str, str]:
-    """KServe's predictor Service: HTTP on 80, gRPC on 8081 (its default ports)."""
+    """KServe's predictor Service: HTTP on 80 (its first port), gRPC on the runtime's own."""
     host = f"{name}-predictor.{namespace}.svc"
-    return f"http://{host}:80", f"{host}:8081"
+    return f"http://{host}:80", f"{host}:{GRPC_PORT}"

@@ -1,0 +1,150 @@
+"""KServe in the site, when a test or ``aiosctl up --with kserve`` asks for it: the KServe
+controller (v0.16, RawDeployment: no Knative, no Istio) runs on the node beside
+Kubernetes, its kinds are served as KServe publishes them, and its admission webhooks are
+registered behind a Service whose one endpoint is the node's address, as KEDA's adapter
+is (``aios.stack.site.keda``). Its ``inferenceservice-config`` is KServe's own with the
+deployment mode set to RawDeployment, so an InferenceService becomes a Deployment, a
+Service and an autoscaler on the real node.
+
+It can be removed again (``stop_kserve``): the cluster is then back to raw mode, which is
+what the operator renders when KServe's kinds are not served."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from aios.stack import components
+from aios.stack.pki import ensure_site_pki, issue_tls_directory
+from aios.stack.process import ComponentFailed
+from aios.stack.site.node_endpoint import service_on_node
+
+if TYPE_CHECKING:
+    from aios.stack.site.lifecycle import Site
+
+NAMESPACE = "kserve"
+CONTROLLER = "kserve-controller"
+WEBHOOK_SERVICE = "kserve-webhook-server-service"
+WEBHOOK_PORT = 9443
+METRICS_PORT, HEALTH_PORT = 8093, 8094
+"""Beside KEDA's 8090 to 8092 on the node's loopback."""
+CONFIG = "inferenceservice-config"
+INFERENCE_SERVICES = "inferenceservices.serving.kserve.io"
+
+
+def definitions(home: Path) -> list[str]:
+    """The names of KServe's CustomResourceDefinitions in its module's ``config/crd/full``."""
+    return [
+        yaml.safe_load(path.read_text())["metadata"]["name"]
+        for path in sorted((home / "crds").glob("*.yaml"))
+    ]
+
+
+def site_config(published: dict[str, Any]) -> dict[str, Any]:
+    """KServe's own ``inferenceservice-config`` with what a cluster without Knative and
+    Istio sets: RawDeployment by default, and no Istio virtual hosts or Ingresses."""
+    data = dict(published["data"])
+    data.pop("_example", None)
+    deploy = json.loads(data["deploy"])
+    ingress = json.loads(data["ingress"])
+    deploy["defaultDeploymentMode"] = "RawDeployment"
+    ingress.update(disableIstioVirtualHost=True, disableIngressCreation=True)
+    data.update(deploy=json.dumps(deploy), ingress=json.dumps(ingress))
+    return {**published, "metadata": {"name": CONFIG, "namespace": NAMESPACE}, "data": data}
+
+
+def webhooks(published: list[dict[str, Any]], ca_bundle: bytes) -> list[dict[str, Any]]:
+    """KServe's webhook configurations as its kustomization makes them: its Service in its
+    namespace, verified with the site's CA (cert-manager's part in KServe's install)."""
+    bundle = base64.b64encode(ca_bundle).decode()
+    configured = []
+    for configuration in published:
+        hooks = []
+        for hook in configuration["webhooks"]:
+            service = {**hook["clientConfig"]["service"], "name": WEBHOOK_SERVICE}
+            client_config = {"service": {**service, "namespace": NAMESPACE}, "caBundle": bundle}
+            hooks.append({**hook, "clientConfig": client_config})
+        metadata = {"name": configuration["metadata"]["name"]}
+        configured.append({**configuration, "metadata": metadata, "webhooks": hooks})
+    return configured
+
+
+def registration(node_address: str) -> list[dict[str, Any]]:
+    """KServe's namespace and its webhook Service, whose endpoint is the controller on the
+    node (a Service without a selector, as for KEDA's adapter)."""
+    labels = {"app.kubernetes.io/name": "kserve", "control-plane": "kserve-controller-manager"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        *service_on_node(WEBHOOK_SERVICE, NAMESPACE, labels, node_address, WEBHOOK_PORT),
+    ]
+
+
+def start_kserve(site: Site) -> None:
+    """KServe's kinds and configuration, its controller, then its webhooks; returns once
+    the controller is ready and the API server calls its webhooks."""
+    home = components.KSERVE.ensure()
+    site.kubectl(["apply", "--server-side", "--force-conflicts", "-f", str(home / "crds")])
+    site.wait_established(definitions(home))
+    published = yaml.safe_load((home / "config" / "inferenceservice.yaml").read_text())
+    items = [*registration(site.address), site_config(published)]
+    site.kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], stdin=_list(items))
+    pki = ensure_site_pki(site.directory / "pki")
+    # controller-runtime reads its serving certificate from $TMPDIR/k8s-webhook-server/serving-certs
+    scratch = site.directory / "kserve"
+    certs = scratch / "k8s-webhook-server" / "serving-certs"
+    issue_tls_directory(
+        pki, certs, "kserve", [f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"], ["127.0.0.1", site.address]
+    )
+    controller = site.spawn(
+        CONTROLLER,
+        [
+            str(home / "bin" / "kserve-controller"),
+            f"--metrics-addr=127.0.0.1:{METRICS_PORT}",
+            f"--health-probe-addr=127.0.0.1:{HEALTH_PORT}",
+            f"--webhook-port={WEBHOOK_PORT}",
+            "--zap-encoder=console",
+        ],
+        env={
+            "KUBECONFIG": site.endpoints.kubeconfig,
+            "POD_NAMESPACE": NAMESPACE,
+            "TMPDIR": str(scratch),
+        },
+    )
+    controller.wait_healthy(lambda: site.inside_ok(f"http://127.0.0.1:{HEALTH_PORT}/readyz"), 120)
+    configured = webhooks(_published_webhooks(home), pki.ca_cert.read_bytes())
+    site.kubectl(
+        ["apply", "--server-side", "--force-conflicts", "-f", "-"], stdin=_list(configured)
+    )
+
+
+def stop_kserve(site: Site, timeout: float = 120) -> None:
+    """Back to a cluster without KServe: its InferenceServices deleted while the controller
+    can still finalise them, then its webhooks, kinds and controller."""
+    home = components.KSERVE.home
+    site.kubectl(["delete", "inferenceservices", "--all-namespaces", "--all", "--wait=true"])
+    deadline = time.monotonic() + timeout
+    while json.loads(site.kubectl(["get", "inferenceservices", "-A", "-o", "json"]))["items"]:
+        if time.monotonic() > deadline:
+            raise ComponentFailed(CONTROLLER, "InferenceServices not finalised", None)
+        time.sleep(0.5)
+    for hook in _published_webhooks(home):
+        site.kubectl(["delete", hook["kind"], hook["metadata"]["name"], "--ignore-not-found"])
+    site.kubectl(["delete", "--ignore-not-found", "--wait=true", "-f", str(home / "crds")])
+    site.processes.pop(CONTROLLER).stop()
+    site.state.processes.pop(CONTROLLER, None)
+    site.kubectl(["delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false"])
+
+
+def _published_webhooks(home: Path) -> list[dict[str, Any]]:
+    """KServe's webhook configurations as its module ships them (``config/webhook``)."""
+    text = (home / "config" / "manifests.yaml").read_text()
+    return [found for found in yaml.safe_load_all(text) if found]
+
+
+def _list(items: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
