@@ -151,20 +151,31 @@ def test_triton_runs_the_sites_triton_image(model_deployment) -> None:
     assert container["image"] == site.triton_image and container["command"] == ["tritonserver"]
 
 
-def test_with_kserve_an_inference_service_carries_the_canary_percent(model_deployment) -> None:
+def test_with_kserve_a_canary_gets_its_own_inference_service_and_callers_split(
+    model_deployment,
+) -> None:
+    """KServe's RawDeployment mode does not split traffic: the canary's InferenceService
+    stands beside the stable one and ``status`` gives callers the weight, as in raw mode."""
     md = model_deployment({"stable": STABLE, "rollout": rollout("Progressing", 30)})
-    (isvc,) = md_plan.render_kserve(md, SITE)
-    predictor = isvc["spec"]["predictor"]
-    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    assert predictor["canaryTrafficPercent"] == 30
-    assert predictor["model"]["storageUri"].endswith("/2024.11.3")
-    assert predictor["model"]["modelFormat"] == {"name": "triton"}
-    assert predictor["model"]["runtime"] == "aios-triton"
-    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
-    stable_only = model_deployment({"stable": STABLE})
-    (isvc,) = md_plan.render_kserve(stable_only, SITE)
-    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
-    assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
+    stable, canary = md_plan.render_kserve(md, SITE)
+    assert (stable["metadata"]["name"], canary["metadata"]["name"]) == (
+        "pm25-anomaly",
+        "pm25-anomaly-canary",
+    )
+    assert stable["apiVersion"] == "serving.kserve.io/v1beta1"
+    for isvc, version in ((stable, "2024.11.2"), (canary, "2024.11.3")):
+        predictor = isvc["spec"]["predictor"]
+        assert "canaryTrafficPercent" not in predictor
+        assert predictor["model"]["storageUri"].endswith(f"/{version}")
+        assert predictor["model"]["modelFormat"] == {"name": "triton"}
+        assert predictor["model"]["runtime"] == "aios-triton"
+        assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
+    status = md_plan.serving_status(md, md_plan.serving(md), NS, True, True, candidate_ready=True)
+    assert status["canary"]["http"] == "http://pm25-anomaly-canary-predictor.city.svc:80"
+    assert status["stable"]["http"] == "http://pm25-anomaly-predictor.city.svc:80"
+    assert status["canaryWeight"] == 30
+    (only,) = md_plan.render_kserve(model_deployment({"stable": STABLE}), SITE)
+    assert only["spec"]["predictor"]["model"]["storageUri"].endswith("/2024.11.2")
 
 
 def test_with_kserve_our_model_server_is_the_charts_serving_runtime(model_deployment) -> None:

@@ -289,8 +289,8 @@ class ReplayGateActivities:
         target = served_target(md.get("status") or {}, request.version)
         if target is None:
             raise NotServed(
-                f"{request.version} has no endpoint of its own to replay through (KServe "
-                "serves a canary behind the stable one)"
+                f"{request.version} has no endpoint of its own to replay through (it is "
+                "not served beside the stable version)"
             )
         record: Any = objects.get_namespaced_custom_object(
             GROUP,

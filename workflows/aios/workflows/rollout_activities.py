@@ -292,7 +292,6 @@ class RolloutActivities:
         md = await asyncio.to_thread(self._get, request.namespace, request.name)
         status = md.get("status") or {}
         stable: dict[str, Any] = status["stable"]
-        # KServe splits a canary's traffic itself, behind the one stable endpoint.
         candidate: dict[str, Any] = status.get("shadow" if request.shadow else "canary") or stable
         gates = request.gates
         window = Window(
@@ -319,8 +318,8 @@ class RolloutActivities:
         self, window: Window, gates: Analysis
     ) -> tuple[Measured | None, dict[str, float | None]]:
         """What the runners measured in the window (None: no Prometheus to ask, none
-        answering, or a KServe canary, which splits its traffic behind one endpoint, so
-        the runners see one version), and each metric gate's value (absent: not asked)."""
+        answering, or one version on both sides), and each metric gate's value (absent:
+        not asked)."""
         if not self.prometheus_url:
             return None, {}
         try:

@@ -210,12 +210,13 @@ async def stable_ready(
 async def candidate_ready(
     md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool
 ) -> bool:
-    """Whether the canary or shadow answers (KServe's canary hides behind the stable)."""
-    if serving.candidate is None or (kserve and serving.track == "canary"):
-        return serving.candidate is not None
+    """Whether the canary or shadow answers, through its track's Service (KServe's alike)."""
+    if serving.candidate is None:
+        return False
     http, _ = plan.endpoints(md.metadata["name"], namespace, serving.track)
     if kserve:
-        http, _ = plan.kserve_endpoints(plan.service_name(md.metadata["name"], "shadow"), namespace)
+        track = plan.service_name(md.metadata["name"], serving.track)
+        http, _ = plan.kserve_endpoints(track, namespace)
     async with InferenceClient(http, "http") as probe:
         return await probe.ready(serving.candidate.name)
 

@@ -10,7 +10,8 @@ the version, so promotion never restarts anything: the stable Service (``<name>`
 the canary or shadow Service (``<name>-canary`` / ``<name>-shadow``) select a version's
 pods, and promotion moves the stable Service's selector to the already warm new version.
 Callers split traffic themselves from ``status`` (``aios.connectors.inference.route``).
-With KServe, one InferenceService carries the new version and ``canaryTrafficPercent``.
+With KServe, an InferenceService per track (``<name>``, ``<name>-canary``, ``<name>-shadow``),
+which callers split between in the same way.
 
 The parts: ``serving`` (what serves, what to do about the rollout), ``names`` (names,
 ports, storage), ``server`` (the model server container), ``raw`` and ``kserve`` (the

@@ -1,4 +1,7 @@
-"""KServe mode: one InferenceService carries the newest version and its traffic share."""
+"""KServe mode: an InferenceService per track, the stable one named after the
+ModelDeployment. KServe's RawDeployment mode does not split traffic (its
+``canaryTrafficPercent`` needs Knative), so a canary gets its own InferenceService and
+callers split traffic from ``status`` as in raw mode."""
 
 from __future__ import annotations
 
@@ -43,19 +46,16 @@ def _predictor(md: ModelDeployment, source: ModelSource, site: OperatorSettings)
 
 
 def render_kserve(md: ModelDeployment, site: OperatorSettings) -> list[dict[str, Any]]:
-    """KServe: the InferenceService carries the newest version; ``canaryTrafficPercent``
-    sends it its share while KServe keeps the previous revision for the rest. A shadow
-    gets its own InferenceService that callers mirror to."""
+    """KServe: the stable version's InferenceService (``<name>``), and the canary's or the
+    shadow's (``<name>-canary`` / ``<name>-shadow``) while a rollout runs. A rollback
+    deletes the candidate's; a promotion moves the stable one to the new version."""
     plan = serving(md)
     name = md.metadata["name"]
-    canary = plan.candidate if plan.candidate is not None and plan.track == "canary" else None
-    predictor = _predictor(md, canary or plan.stable, site)
-    if canary is not None:
-        predictor["canaryTrafficPercent"] = plan.weight
-    services = [_inference_service(name, predictor, canary or plan.stable)]
-    if plan.candidate is not None and plan.track == "shadow":
-        shadow = _predictor(md, plan.candidate, site)
-        services.append(_inference_service(service_name(name, "shadow"), shadow, plan.candidate))
+    services = [_inference_service(name, _predictor(md, plan.stable, site), plan.stable)]
+    if plan.candidate is not None:
+        candidate = _predictor(md, plan.candidate, site)
+        track_name = service_name(name, plan.track)
+        services.append(_inference_service(track_name, candidate, plan.candidate))
     return [owned(child, as_owner(md)) for child in services]
 
 

@@ -21,12 +21,10 @@ def target(
     md: ModelDeployment, source: ModelSource, track: Track, namespace: str, kserve: bool
 ) -> dict[str, Any]:
     """A ``ServingTarget`` (wire form) for ``status``: what ``route`` reads (in raw mode,
-    the version's own Service; KServe splits traffic behind one endpoint itself)."""
+    the version's own Service; with KServe, the track's InferenceService)."""
     name = md.metadata["name"]
     if kserve:
-        http, grpc = kserve_endpoints(
-            service_name(name, "shadow") if track == "shadow" else name, namespace
-        )
+        http, grpc = kserve_endpoints(service_name(name, track), namespace)
     else:
         http, grpc = version_endpoints(name, namespace, source.version)
     return {
@@ -50,11 +48,10 @@ def serving_status(
     """The status fields the operator owns (merge patch; ``None`` deletes)."""
     stable = {**target(md, plan.stable, "stable", namespace, kserve), "ready": stable_ready}
     candidate = plan.candidate
-    # KServe splits traffic itself: callers only ever see its one endpoint.
-    canary = candidate is not None and plan.track == "canary" and not kserve
+    canary = candidate is not None and plan.track == "canary"
     shadow = candidate is not None and plan.track == "shadow"
     served = stable if stable_ready or not plan.first else None
-    # users call the stable track, which follows promotions (KServe's one endpoint alike)
+    # users call the stable track, which follows promotions (KServe's stable one alike)
     public = (
         (stable["http"], stable["grpc"])
         if kserve
