@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from model_support import anomaly, apply, infer, ready, status, wait_for
+from model_support import aiosctl, anomaly, apply, infer, ready, status, wait_for
 from support import SESSION_VALUES
 
 from aios.stack import release
@@ -129,6 +129,14 @@ async def test_a_model_deployment_is_served_by_kserve_on_the_node(
         kubectl.run("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace).returncode != 0
     )
     assert found["endpoints"]["http"] == f"http://pm25-anomaly-predictor.{namespace}.svc:80"
+
+    explained = json.loads(
+        aiosctl(site, "explain", "md/pm25-anomaly", "-n", namespace, "-o", "json").stdout
+    )
+    kinds = {(child["kind"], child["name"]): child for child in explained["children"]}
+    assert kinds["InferenceService", "pm25-anomaly"]["ready"] == "True"
+    served_by = kinds["Deployment", "pm25-anomaly-predictor"]
+    assert served_by["available"] == 1 and served_by["pods"][0]["phase"] == "Running"
 
     for protocol in ("http", "grpc"):  # through KServe's predictor Service
         version, outputs = await infer(kubectl, found, protocol)

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 import typer
 
-from aios.cli.explain import condition_findings, parse_target, pod_findings, workload_summary
+from aios.cli.explain import (
+    condition_findings,
+    inference_service_summary,
+    parse_target,
+    pod_findings,
+    workload_summary,
+)
 from aios.cli.status import is_odd, ordered, row
 
 
@@ -145,3 +151,38 @@ def test_kinds_as_kubectl_accepts_them(typed: str, kind: str) -> None:
 def test_a_target_that_is_not_kind_slash_name_is_refused(typed: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_target(typed)
+
+
+def test_an_inference_service_that_is_not_ready_says_why_in_kserves_words() -> None:
+    isvc = {
+        "metadata": {"name": "pm25-anomaly"},
+        "status": {
+            "url": "http://pm25-anomaly-predictor.city.svc.cluster.local",
+            "conditions": [
+                {"type": "IngressReady", "status": "True"},
+                {
+                    "type": "PredictorReady",
+                    "status": "False",
+                    "reason": "MinimumReplicasUnavailable",
+                    "message": "Deployment does not have minimum availability.",
+                },
+                {"type": "Ready", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            ],
+        },
+    }
+    summary, findings = inference_service_summary(isvc)
+    assert summary == {
+        "kind": "InferenceService",
+        "name": "pm25-anomaly",
+        "ready": "False",
+        "url": "http://pm25-anomaly-predictor.city.svc.cluster.local",
+    }
+    assert findings[0] == (
+        "InferenceService pm25-anomaly: PredictorReady is False (MinimumReplicasUnavailable): "
+        "Deployment does not have minimum availability."
+    )
+    assert len(findings) == 2
+    assert inference_service_summary({"metadata": {"name": "x"}}) == (
+        {"kind": "InferenceService", "name": "x", "ready": "Unknown", "url": None},
+        [],
+    )

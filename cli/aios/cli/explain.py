@@ -141,6 +141,22 @@ def workload_summary(
     return summary, findings
 
 
+def inference_service_summary(isvc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A KServe InferenceService's readiness and URL, and a finding per condition of its
+    that is not True (KServe's own words: the predictor's, the ingress's)."""
+    name, status = isvc["metadata"]["name"], isvc.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), "Unknown")
+    summary = {"kind": "InferenceService", "name": name, "ready": ready, "url": status.get("url")}
+    findings = [
+        f"InferenceService {name}: {c.get('type')} is {c.get('status')} "
+        f"({c.get('reason')}): {c.get('message')}"
+        for c in conditions
+        if c.get("status") != "True"
+    ]
+    return summary, findings
+
+
 def pod_findings(pod: Mapping[str, Any]) -> list[str]:
     """Containers that wait, crash or restart, and unschedulable pods."""
     name = pod["metadata"]["name"]
@@ -230,6 +246,20 @@ def _children(
     children: list[dict[str, Any]] = []
     findings: list[str] = []
     events: list[dict[str, Any]] = []
+    if kind == "ModelDeployment":  # with KServe: its InferenceServices, then their predictors
+        for isvc in _inference_services(api_client, namespace, selector):
+            summary, found = inference_service_summary(isvc)
+            children.append(summary)
+            findings += found
+            events += _events(core, namespace, isvc["metadata"]["uid"])
+            predictor = f"{KSERVE_ISVC_LABEL}={isvc['metadata']['name']}"
+            listed = apps.list_namespaced_deployment(namespace, label_selector=predictor)
+            seen = {w["metadata"]["uid"] for _, w in workloads}
+            workloads += [
+                ("Deployment", d)
+                for d in sanitize(listed)["items"]
+                if d["metadata"]["uid"] not in seen
+            ]
     for workload_kind, workload in workloads:
         summary, found = workload_summary(workload, workload_kind)
         findings += found
@@ -255,6 +285,26 @@ def _children(
         for item in sanitize(lister(namespace, label_selector=selector))["items"]:
             children.append({"kind": other, "name": item["metadata"]["name"]})
     return children, findings, events
+
+
+KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"
+"""The label KServe puts on an InferenceService's Deployments and pods."""
+
+
+def _inference_services(
+    api_client: client.ApiClient, namespace: str, selector: str
+) -> list[dict[str, Any]]:
+    """The owner's InferenceServices; none where KServe's kinds are not served."""
+    objects = client.CustomObjectsApi(api_client)
+    try:
+        listed: Any = objects.list_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", label_selector=selector
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return []
+        raise
+    return list(listed["items"])
 
 
 def explain_object(
@@ -304,6 +354,10 @@ def render(explanation: Explanation) -> None:
                 out.print(
                     f"  Deployment {child['name']}: {child['available']}/{child['desired']} "
                     f"available; {pods}"
+                )
+            elif child["kind"] == "InferenceService":
+                out.print(
+                    f"  InferenceService {child['name']}: Ready={child['ready']} {child['url']}"
                 )
             else:
                 out.print(f"  {child['kind']} {child['name']}")
