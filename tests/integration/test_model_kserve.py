@@ -11,19 +11,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from model_support import aiosctl, anomaly, apply, infer, ready, status, wait_for
+from model_support import (
+    ENDED,
+    NEXT,
+    STABLE,
+    Traffic,
+    aiosctl,
+    anomaly,
+    apply,
+    broken_repository,
+    condition,
+    eventually,
+    infer,
+    phase,
+    ready,
+    status,
+    wait_for,
+)
 from support import SESSION_VALUES
+from test_rollout_canary import canary
 
 from aios.stack import release
 from aios.stack.models import BUCKET, storage_uri
 from aios.stack.node import MODEL_MIRROR
 from aios.stack.release import merge
 from aios.stack.site import Site, kserve
-
-VERSION = "2024.11.2"
-CLAIM = "model-mirror"
 
 
 class KServeSite:
@@ -58,62 +73,68 @@ def kserve_site(site: Site, operator: str) -> Iterator[KServeSite]:
         installed.remove()
 
 
+def claim_on_node(kubectl, namespace: str, claim: str, path: Path) -> str:
+    """``path`` on the node as a read-only claim in ``namespace`` (a hostPath volume bound
+    to the claim by name), as a cluster offers a model store; returns the volume's name."""
+    volume = f"{namespace}-{claim}"
+    persistent_volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": volume},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    claimed = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": volume,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    items = [persistent_volume, claimed]
+    kubectl(
+        "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
+    return volume
+
+
 @pytest.fixture
 def mirror_claim(kubectl, namespace: str) -> Iterator[str]:
-    """The site's model mirror as a read-only claim in the test's namespace (a hostPath
-    volume on the node, bound to the claim by name)."""
-    volume = f"{namespace}-models"
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "PersistentVolume",
-                        "metadata": {"name": volume},
-                        "spec": {
-                            "capacity": {"storage": "1Gi"},
-                            "accessModes": ["ReadOnlyMany"],
-                            "storageClassName": "",
-                            "hostPath": {"path": str(MODEL_MIRROR), "type": "Directory"},
-                            "claimRef": {"namespace": namespace, "name": CLAIM},
-                        },
-                    },
-                    {
-                        "apiVersion": "v1",
-                        "kind": "PersistentVolumeClaim",
-                        "metadata": {"name": CLAIM, "namespace": namespace},
-                        "spec": {
-                            "accessModes": ["ReadOnlyMany"],
-                            "storageClassName": "",
-                            "volumeName": volume,
-                            "resources": {"requests": {"storage": "1Gi"}},
-                        },
-                    },
-                ],
-            }
-        ),
-    )
-    yield f"pvc://{CLAIM}/{BUCKET}/pm25-anomaly"
+    """The site's model mirror as a claim: the example model's versions under it."""
+    volume = claim_on_node(kubectl, namespace, "model-mirror", MODEL_MIRROR)
+    yield f"pvc://model-mirror/{BUCKET}/pm25-anomaly"
+    kubectl("delete", "pv", volume, "--wait=false")
+
+
+@pytest.fixture
+def broken_claim(kubectl, namespace: str, model_dir: Path) -> Iterator[str]:
+    """A copy of the example model whose every request fails, as a claim."""
+    broken = broken_repository(model_dir, "error").removeprefix("file://")
+    volume = claim_on_node(kubectl, namespace, "broken-models", Path(broken).parent)
+    yield f"pvc://broken-models/{Path(broken).name}"
     kubectl("delete", "pv", volume, "--wait=false")
 
 
 async def test_a_model_deployment_is_served_by_kserve_on_the_node(
     kubectl, site: Site, namespace: str, kserve_site: KServeSite, mirror_claim: str
 ) -> None:
-    apply(kubectl, namespace, anomaly(VERSION, f"{mirror_claim}/{VERSION}"))
+    apply(kubectl, namespace, anomaly(STABLE, f"{mirror_claim}/{STABLE}"))
     found = wait_for(lambda: ready(kubectl, namespace), timeout=300)
     isvc = kubectl.json("get", "inferenceservice", "pm25-anomaly", "-n", namespace)
     assert isvc["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     predictor = isvc["spec"]["predictor"]["model"]
     assert (predictor["runtime"], predictor["storageUri"]) == (
         "aios-triton",
-        f"{mirror_claim}/{VERSION}",
+        f"{mirror_claim}/{STABLE}",
     )
     assert isvc["status"].get("deploymentMode") == "RawDeployment", isvc["status"]
     # KServe's own children, not the operator's raw ones
@@ -140,7 +161,7 @@ async def test_a_model_deployment_is_served_by_kserve_on_the_node(
 
     for protocol in ("http", "grpc"):  # through KServe's predictor Service
         version, outputs = await infer(kubectl, found, protocol)
-        assert version == VERSION
+        assert version == STABLE
         assert outputs["score"][1] > 0.5 > outputs["score"][0], "the spike is the anomaly"
 
     kubectl("delete", "modeldeployment", "pm25-anomaly", "-n", namespace, "--wait=true")
@@ -151,11 +172,76 @@ async def test_a_model_deployment_is_served_by_kserve_on_the_node(
     wait_for(lambda: not kubectl.json("get", "deployments", "-n", namespace)["items"], timeout=60)
 
 
+def inference_service(kubectl, namespace: str, name: str) -> dict | None:
+    found = kubectl.run("get", "isvc", name, "-n", namespace, "-o", "json")
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+async def test_a_good_canary_on_kserve_is_promoted_step_by_step(
+    kubectl, namespace: str, kserve_site: KServeSite, mirror_claim: str
+) -> None:
+    steps = [(50, 2), (100, 0)]
+    apply(kubectl, namespace, canary(STABLE, steps, f"{mirror_claim}/{STABLE}"))
+    await eventually(lambda: ready(kubectl, namespace), timeout=300)
+    traffic = Traffic(kubectl, namespace).start()
+
+    apply(kubectl, namespace, canary(NEXT, steps, f"{mirror_claim}/{NEXT}"))
+    beside = await eventually(
+        lambda: inference_service(kubectl, namespace, "pm25-anomaly-canary"), timeout=120
+    )
+    assert beside["spec"]["predictor"]["model"]["storageUri"] == f"{mirror_claim}/{NEXT}"
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=360)
+    await traffic.stop()
+
+    rollout = found["rollout"]
+    assert rollout["phase"] == "Promoted", rollout["message"]
+    assert [s["weight"] for s in rollout["steps"]] == [0, 50, 100]
+    assert found["activeVersion"] == NEXT and "canary" not in found
+    assert traffic.answers.get(f"canary:{NEXT}", 0) > 0, traffic.answers
+    assert traffic.answers.get(f"stable:{STABLE}", 0) > 0, traffic.answers
+    assert not traffic.failures, traffic.failures
+    stable = inference_service(kubectl, namespace, "pm25-anomaly")
+    assert stable is not None
+    assert stable["spec"]["predictor"]["model"]["storageUri"] == f"{mirror_claim}/{NEXT}"
+    await eventually(
+        lambda: inference_service(kubectl, namespace, "pm25-anomaly-canary") is None, timeout=60
+    )
+
+
+async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers(
+    kubectl, namespace: str, kserve_site: KServeSite, mirror_claim: str, broken_claim: str
+) -> None:
+    steps = [(50, 2), (100, 2)]
+    apply(kubectl, namespace, canary(STABLE, steps, f"{mirror_claim}/{STABLE}"))
+    await eventually(lambda: ready(kubectl, namespace), timeout=300)
+    traffic = Traffic(kubectl, namespace).start()
+
+    apply(kubectl, namespace, canary("2024.12.0", steps, broken_claim))
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=360)
+    await traffic.stop()
+
+    rollout = found["rollout"]
+    assert rollout["phase"] == "RolledBack", rollout["message"]
+    assert "error rate 100.0% above 1.0%" in rollout["message"]
+    assert [s["weight"] for s in rollout["steps"]] == [0, 50], "no step after the failed one"
+    assert found["activeVersion"] == STABLE and "canary" not in found
+    assert condition(found, "Ready")["status"] == "True", "the stable version still serves"
+    stable_key = f"stable:{STABLE}"
+    assert traffic.answers.get(stable_key, 0) > 0
+    assert stable_key not in traffic.failures, "the stable version answered every request"
+    await eventually(
+        lambda: inference_service(kubectl, namespace, "pm25-anomaly-canary") is None, timeout=60
+    )
+    kept = inference_service(kubectl, namespace, "pm25-anomaly")
+    assert kept is not None
+    assert kept["spec"]["predictor"]["model"]["storageUri"] == f"{mirror_claim}/{STABLE}"
+
+
 def test_without_kserve_the_operator_is_back_to_raw_mode(
     kubectl, namespace: str, kserve_site: KServeSite
 ) -> None:
     kserve_site.remove()
-    apply(kubectl, namespace, anomaly(VERSION, storage_uri("pm25-anomaly", VERSION)))
+    apply(kubectl, namespace, anomaly(STABLE, storage_uri("pm25-anomaly", STABLE)))
     wait_for(lambda: ready(kubectl, namespace), timeout=180)
     kubectl("get", "deployment", "pm25-anomaly-2024-11-2", "-n", namespace)
     assert "InferenceService" not in json.dumps(status(kubectl, namespace))

@@ -29,6 +29,7 @@ from aios.operator.reconcile import automation_intent, model_deployment, worker
 from aios.operator.reconcile.kafka_access import worker_principal
 from aios.operator.reconcile.model_deployment.kserve import SERVING_RUNTIMES
 from aios.operator.reconcile.model_deployment.names import GRPC_PORT, HTTP_PORT
+from aios.operator.reconcile.model_deployment.server import DRAIN_SECONDS
 from aios.stack.components import HELM
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
@@ -448,6 +449,7 @@ def test_on_a_cluster_with_kserve_the_runtimes_run_the_images_of_raw_mode() -> N
         ports = {p["name"]: p["containerPort"] for p in server["ports"]}
         assert (ports["http"], ports["grpc"]) == (HTTP_PORT, GRPC_PORT)
         assert server["ports"][0]["name"] == "http", "KServe's Service sends port 80 to the first"
+        assert server["lifecycle"]["preStop"]["sleep"]["seconds"] == DRAIN_SECONDS
         image = (
             variables["AIOS_TRITON_IMAGE"] if model_format == "triton" else container(docs)["image"]
         )
