@@ -29,6 +29,7 @@ second session site in the other worker)."""
 
 
 ON_A_SECOND_SITE = (
+    "tests/integration/test_model_kserve.py",
     "tests/integration/test_operator_restart.py",
     "tests/integration/test_outcomes_replay.py",
     "tests/integration/test_replay.py",
@@ -38,8 +39,8 @@ ON_A_SECOND_SITE = (
 """Session-site modules, about seven minutes of them, that the worker beside the session's
 site runs once its own tests are done, on a session site of its own (its start and the
 chart's install cost about a minute and a half): without them the session site's worker
-runs twice as long as the other. Modules that restart or replay whole components, so they
-disturb no other test's site either."""
+runs twice as long as the other. Modules that restart, replay, install or remove whole
+components (KServe), so they disturb no other test's site either."""
 
 BESIDE, SECOND_SITE, SESSION_SITE = "beside", "second-site", "session-site"
 SHARE_NAMES = {
