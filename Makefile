@@ -34,8 +34,9 @@ images: $(STAMP)
 prepare: $(STAMP)
 	$(MAKE) --jobs=3 --output-sync=target components images lint
 
+# `make run WITH=kserve`: the site with an optional add-on (aiosctl up --with kserve).
 run: prepare
-	$(BIN)/aiosctl up
+	$(BIN)/aiosctl up $(addprefix --with ,$(WITH))
 
 down: $(STAMP)
 	$(BIN)/aiosctl down

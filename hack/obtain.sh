@@ -2,7 +2,7 @@
 # Build or download one real component into the version-keyed cache.
 # Usage: hack/obtain.sh NAME   (kubernetes | etcd | containerd | node-packages | temporal | opa | helm
 #                               | kafka | benthos | mosquitto | coredns | temporal-test-server | jaeger
-#                               | prometheus | prometheus-operator-crds | keda | kserve | browser)
+#                               | prometheus | prometheus-operator-crds | keda | kserve | s3proxy | browser)
 # Prints nothing on a cache hit; every build is from the package registries only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,7 +13,7 @@ name=${1:?component name}
 if [ "$name" = all ]; then
   # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
   # which keep the cores busy; one after another, so apt and Maven each run once at a time.
-  ( for c in node-packages mosquitto kafka temporal-test-server browser; do "$0" "$c"; done ) & fetched=$!
+  ( for c in node-packages mosquitto kafka temporal-test-server s3proxy browser; do "$0" "$c"; done ) & fetched=$!
   for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds keda kserve; do "$0" "$c"; done
   wait "$fetched"; exit
 fi
@@ -175,6 +175,18 @@ POM
   mvn -q -B "${tools[@]}"
   cd /; rm -rf "$work"; mark_done "$dest";;
 mosquitto) apt_install mosquitto;;
+s3proxy)  # an S3 server over a directory: the site's model mirror as object storage, for KServe
+  dest=$cache/s3proxy/$S3PROXY_VERSION; build_done "$dest" && exit 0
+  mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"
+  cat > pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+ <groupId>local</groupId><artifactId>s3proxy-runtime</artifactId><version>1</version><packaging>pom</packaging>
+ <dependencies>
+  <dependency><groupId>org.gaul</groupId><artifactId>s3proxy</artifactId><version>$S3PROXY_VERSION</version></dependency>
+ </dependencies></project>
+POM
+  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
+  cd /; rm -rf "$work"; mark_done "$dest";;
 temporal-test-server)  # Temporal's time-skipping test server (Java), for the workflow timer tests
   dest=$cache/temporal-test-server/$TEMPORAL_TEST_SERVER_VERSION; build_done "$dest" && exit 0
   mkdir -p "$dest/libs" "$dest/bin"; work=$(mktemp -d); cd "$work"

@@ -28,6 +28,7 @@ from aios.stack import release
 from aios.stack.components import ComponentUnavailable
 from aios.stack.process import ComponentFailed
 from aios.stack.site import Site
+from aios.stack.site.probes import UNREACHED_WEBHOOK
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = release.CHART
@@ -356,7 +357,7 @@ def test_with_the_webhook_down_no_aios_object_is_admitted_and_the_refusal_says_w
     try:
         refused = chart_site.run("apply", "-f", "-", stdin=json.dumps(gateway))
         assert refused.returncode != 0
-        assert release.UNREACHED_WEBHOOK in refused.stderr, refused.stderr
+        assert UNREACHED_WEBHOOK in refused.stderr, refused.stderr
         assert "policy-edgegateway.aios.dev" in refused.stderr, "it names the webhook"
         assert chart_site.run("get", "edgegateway", "while-down", "-n", CITY).returncode != 0
     finally:

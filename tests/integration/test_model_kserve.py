@@ -4,8 +4,9 @@ InferenceService that KServe admits and turns into a serving pod on the real nod
 the ClusterServingRuntimes the chart installs. Removing KServe brings the operator back to
 raw mode.
 
-The model comes from a claim on the site's model mirror (``pvc://``), which KServe mounts
-at ``/mnt/models`` itself."""
+Models come from the examples' bucket URIs (``s3://``), which KServe's storage initializer
+fetches from the site's object store (the model mirror served as S3), or from a claim
+(``pvc://``), which KServe mounts at ``/mnt/models`` itself."""
 
 from __future__ import annotations
 
@@ -35,8 +36,7 @@ from support import SESSION_VALUES
 from test_rollout_canary import canary
 
 from aios.stack import release
-from aios.stack.models import BUCKET, storage_uri
-from aios.stack.node import MODEL_MIRROR
+from aios.stack.models import storage_uri
 from aios.stack.release import merge
 from aios.stack.site import Site, kserve
 
@@ -108,14 +108,6 @@ def claim_on_node(kubectl, namespace: str, claim: str, path: Path) -> str:
 
 
 @pytest.fixture
-def mirror_claim(kubectl, namespace: str) -> Iterator[str]:
-    """The site's model mirror as a claim: the example model's versions under it."""
-    volume = claim_on_node(kubectl, namespace, "model-mirror", MODEL_MIRROR)
-    yield f"pvc://model-mirror/{BUCKET}/pm25-anomaly"
-    kubectl("delete", "pv", volume, "--wait=false")
-
-
-@pytest.fixture
 def broken_claim(kubectl, namespace: str, model_dir: Path) -> Iterator[str]:
     """A copy of the example model whose every request fails, as a claim."""
     broken = broken_repository(model_dir, "error").removeprefix("file://")
@@ -125,23 +117,27 @@ def broken_claim(kubectl, namespace: str, model_dir: Path) -> Iterator[str]:
 
 
 async def test_a_model_deployment_is_served_by_kserve_on_the_node(
-    kubectl, site: Site, namespace: str, kserve_site: KServeSite, mirror_claim: str
+    kubectl, site: Site, namespace: str, kserve_site: KServeSite
 ) -> None:
-    apply(kubectl, namespace, anomaly(STABLE, f"{mirror_claim}/{STABLE}"))
+    uri = storage_uri("pm25-anomaly", STABLE)
+    apply(kubectl, namespace, anomaly(STABLE, uri))
     found = wait_for(lambda: ready(kubectl, namespace), timeout=300)
     isvc = kubectl.json("get", "inferenceservice", "pm25-anomaly", "-n", namespace)
     assert isvc["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     predictor = isvc["spec"]["predictor"]["model"]
-    assert (predictor["runtime"], predictor["storageUri"]) == (
-        "aios-triton",
-        f"{mirror_claim}/{STABLE}",
-    )
-    assert isvc["status"].get("deploymentMode") == "RawDeployment", isvc["status"]
+    assert (predictor["runtime"], predictor["storageUri"]) == ("aios-triton", uri)
+    # KServe 0.16 reports RawDeployment under its new name
+    assert isvc["status"].get("deploymentMode") == "Standard", isvc["status"]
     # KServe's own children, not the operator's raw ones
     pods = kubectl.json(
         "get", "pods", "-n", namespace, "-l", "serving.kserve.io/inferenceservice=pm25-anomaly"
     )["items"]
     assert pods and all(p["status"]["phase"] == "Running" for p in pods), pods
+    # KServe's storage initializer fetched the model from the site's object store
+    (fetched,) = pods[0]["status"]["initContainerStatuses"]
+    assert fetched["name"] == "storage-initializer", fetched
+    assert fetched["state"]["terminated"]["exitCode"] == 0, fetched
+    assert fetched["imageID"].endswith(site.images["aios"].digest)
     (container,) = [
         c for c in pods[0]["status"]["containerStatuses"] if c["name"] == "kserve-container"
     ]
@@ -151,9 +147,9 @@ async def test_a_model_deployment_is_served_by_kserve_on_the_node(
     )
     assert found["endpoints"]["http"] == f"http://pm25-anomaly-predictor.{namespace}.svc:80"
 
-    explained = json.loads(
-        aiosctl(site, "explain", "md/pm25-anomaly", "-n", namespace, "-o", "json").stdout
-    )
+    asked = aiosctl(site, "explain", "md/pm25-anomaly", "-n", namespace, "-o", "json")
+    assert asked.returncode == 0, asked.stderr
+    explained = json.loads(asked.stdout)
     kinds = {(child["kind"], child["name"]): child for child in explained["children"]}
     assert kinds["InferenceService", "pm25-anomaly"]["ready"] == "True"
     served_by = kinds["Deployment", "pm25-anomaly-predictor"]
@@ -178,18 +174,18 @@ def inference_service(kubectl, namespace: str, name: str) -> dict | None:
 
 
 async def test_a_good_canary_on_kserve_is_promoted_step_by_step(
-    kubectl, namespace: str, kserve_site: KServeSite, mirror_claim: str
+    kubectl, namespace: str, kserve_site: KServeSite
 ) -> None:
     steps = [(50, 2), (100, 0)]
-    apply(kubectl, namespace, canary(STABLE, steps, f"{mirror_claim}/{STABLE}"))
+    apply(kubectl, namespace, canary(STABLE, steps))
     await eventually(lambda: ready(kubectl, namespace), timeout=300)
     traffic = Traffic(kubectl, namespace).start()
 
-    apply(kubectl, namespace, canary(NEXT, steps, f"{mirror_claim}/{NEXT}"))
+    apply(kubectl, namespace, canary(NEXT, steps))
     beside = await eventually(
         lambda: inference_service(kubectl, namespace, "pm25-anomaly-canary"), timeout=120
     )
-    assert beside["spec"]["predictor"]["model"]["storageUri"] == f"{mirror_claim}/{NEXT}"
+    assert beside["spec"]["predictor"]["model"]["storageUri"] == storage_uri("pm25-anomaly", NEXT)
     found = await eventually(lambda: phase(kubectl, namespace, *ENDED), timeout=360)
     await traffic.stop()
 
@@ -202,17 +198,17 @@ async def test_a_good_canary_on_kserve_is_promoted_step_by_step(
     assert not traffic.failures, traffic.failures
     stable = inference_service(kubectl, namespace, "pm25-anomaly")
     assert stable is not None
-    assert stable["spec"]["predictor"]["model"]["storageUri"] == f"{mirror_claim}/{NEXT}"
+    assert stable["spec"]["predictor"]["model"]["storageUri"] == storage_uri("pm25-anomaly", NEXT)
     await eventually(
         lambda: inference_service(kubectl, namespace, "pm25-anomaly-canary") is None, timeout=60
     )
 
 
 async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers(
-    kubectl, namespace: str, kserve_site: KServeSite, mirror_claim: str, broken_claim: str
+    kubectl, namespace: str, kserve_site: KServeSite, broken_claim: str
 ) -> None:
     steps = [(50, 2), (100, 2)]
-    apply(kubectl, namespace, canary(STABLE, steps, f"{mirror_claim}/{STABLE}"))
+    apply(kubectl, namespace, canary(STABLE, steps))
     await eventually(lambda: ready(kubectl, namespace), timeout=300)
     traffic = Traffic(kubectl, namespace).start()
 
@@ -234,7 +230,7 @@ async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers
     )
     kept = inference_service(kubectl, namespace, "pm25-anomaly")
     assert kept is not None
-    assert kept["spec"]["predictor"]["model"]["storageUri"] == f"{mirror_claim}/{STABLE}"
+    assert kept["spec"]["predictor"]["model"]["storageUri"] == storage_uri("pm25-anomaly", STABLE)
 
 
 def test_without_kserve_the_operator_is_back_to_raw_mode(

@@ -15,7 +15,7 @@ PUBLISHED_CONFIG = {
     "data": {
         "_example": "documentation only",
         "deploy": json.dumps({"defaultDeploymentMode": "Serverless"}),
-        "ingress": json.dumps({"ingressDomain": "example.com", "disableIstioVirtualHost": False}),
+        "ingress": json.dumps({"ingressDomain": "example.com", "urlScheme": "http"}),
         "storageInitializer": json.dumps({"image": "kserve/storage-initializer:latest"}),
     },
 }
@@ -47,7 +47,9 @@ def test_the_site_runs_kserves_own_configuration_in_raw_deployment_mode() -> Non
     assert json.loads(config["data"]["deploy"]) == {"defaultDeploymentMode": "RawDeployment"}
     ingress = json.loads(config["data"]["ingress"])
     assert ingress["disableIstioVirtualHost"] and ingress["disableIngressCreation"]
-    assert ingress["ingressDomain"] == "example.com", "the rest is KServe's own"
+    assert ingress["urlScheme"] == "http", "the rest is KServe's own"
+    assert ingress["domainTemplate"] == "{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}"
+    assert ingress["ingressDomain"] == "svc.cluster.local"
     assert config["data"]["storageInitializer"] == PUBLISHED_CONFIG["data"]["storageInitializer"]
     assert "_example" not in config["data"]
     assert PUBLISHED_CONFIG["data"]["deploy"] == json.dumps({"defaultDeploymentMode": "Serverless"})
@@ -77,3 +79,15 @@ def test_the_webhook_service_leads_to_the_controller_on_the_node() -> None:
     assert (
         endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == service["metadata"]["name"]
     )
+
+
+def test_s3_models_are_fetched_by_kserves_storage_library_from_the_sites_object_store() -> None:
+    found = kserve.storage_container("ghcr.io/aios-dev/aios@sha256:ab", "http://10.201.0.2:9000")
+    spec = found["spec"]
+    assert (found["kind"], spec["workloadType"]) == ("ClusterStorageContainer", "initContainer")
+    assert spec["supportedUriFormats"] == [{"prefix": "s3://"}]
+    container = spec["container"]
+    assert container["image"] == "ghcr.io/aios-dev/aios@sha256:ab"
+    assert container["command"][-1] == "aios.connectors.storage_initializer"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {"AWS_ENDPOINT_URL": "http://10.201.0.2:9000", "awsAnonymousCredential": "true"}

@@ -93,6 +93,8 @@ PROMETHEUS_OPERATOR_CRDS = Component("prometheus-operator-crds", "PROMETHEUS_OPE
 KEDA = Component("keda", "KEDA_VERSION")
 """KEDA's operator and metrics adapter (``bin/keda-operator``, ``bin/keda-adapter``) and its
 kinds (``crds/``): runners scaled on their consumer group's lag."""
+S3PROXY = Component("s3proxy", "S3PROXY_VERSION")
+"""An S3 server over a directory (``libs/``, Java): the site's model mirror as object storage."""
 KSERVE = Component("kserve", "KSERVE_VERSION")
 """The KServe controller (``bin/kserve-controller``), its kinds (``crds/``) and its
 published webhook configurations and ``inferenceservice-config`` (``config/``)."""

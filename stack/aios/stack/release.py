@@ -22,6 +22,7 @@ from aios.stack.components import HELM, REPO_ROOT
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
 from aios.stack.process import ComponentFailed
+from aios.stack.site.probes import admission_reached
 from aios.stack.site.services import PROMETHEUS_INTERVAL
 
 if TYPE_CHECKING:
@@ -139,10 +140,6 @@ def install(
     return report
 
 
-UNREACHED_WEBHOOK = "failed calling webhook"
-POLICY_DENIAL = "denied the request"
-
-
 def console_url(site: Site, namespace: str = NAMESPACE, name: str = RELEASE) -> str | None:
     """The release's web console, at its Service's ClusterIP (which the host reaches);
     None when the release serves none."""
@@ -168,16 +165,13 @@ def wait_admitting(site: Site, namespace: str, timeout: float) -> None:
         "spec": {"site": "probe", "sink": {"kafkaTopic": "aios.admission.probe"}},
     }
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            site.kubectl(["create", "--dry-run=server", "-f", "-"], stdin=json.dumps(probe))
-            return
-        except RuntimeError as error:
-            if POLICY_DENIAL in str(error):
-                return
-            if UNREACHED_WEBHOOK not in str(error) or time.monotonic() > deadline:
-                raise ComponentFailed("aios", f"admission not reached: {error}", None) from error
-        time.sleep(0.5)
+    try:
+        while not admission_reached(site.kubectl, probe):
+            if time.monotonic() > deadline:
+                raise ComponentFailed("aios", f"admission not reached in {timeout:.0f} s", None)
+            time.sleep(0.5)
+    except RuntimeError as error:
+        raise ComponentFailed("aios", f"admission not reached: {error}", None) from error
 
 
 def operator_report(site: Site, release: str, namespace: str) -> str:

@@ -6,8 +6,10 @@ is (``aios.stack.site.keda``). Its ``inferenceservice-config`` is KServe's own w
 deployment mode set to RawDeployment, so an InferenceService becomes a Deployment, a
 Service and an autoscaler on the real node.
 
-It can be removed again (``stop_kserve``): the cluster is then back to raw mode, which is
-what the operator renders when KServe's kinds are not served."""
+The site's model mirror is served as S3 beside it (``services.start_object_store``), and
+KServe's storage initializer fetches ``s3://`` models from there, as in a city's cluster
+from its object store. It can be removed again (``stop_kserve``): the cluster is then back
+to raw mode, which is what the operator renders when KServe's kinds are not served."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import yaml
 from aios.stack import components
 from aios.stack.pki import ensure_site_pki, issue_tls_directory
 from aios.stack.process import ComponentFailed
+from aios.stack.site import services
 from aios.stack.site.node_endpoint import service_on_node
+from aios.stack.site.probes import admission_reached
 
 if TYPE_CHECKING:
     from aios.stack.site.lifecycle import Site
@@ -35,6 +39,35 @@ METRICS_PORT, HEALTH_PORT = 8093, 8094
 """Beside KEDA's 8090 to 8092 on the node's loopback."""
 CONFIG = "inferenceservice-config"
 INFERENCE_SERVICES = "inferenceservices.serving.kserve.io"
+STORAGE_CONTAINER = "aios-site-object-store"
+
+
+def storage_container(image: str, object_store_url: str) -> dict[str, Any]:
+    """How KServe fetches ``s3://`` models in the site: KServe's storage library run from
+    the aios image (``aios.connectors.storage_initializer``; KServe's own image cannot be
+    pulled here) against the site's object store, which reads anonymously."""
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": STORAGE_CONTAINER},
+        "spec": {
+            "workloadType": "initContainer",
+            "supportedUriFormats": [{"prefix": "s3://"}],
+            "container": {
+                "name": "storage-initializer",
+                "image": image,
+                "command": ["python", "-m", "aios.connectors.storage_initializer"],
+                "env": [
+                    {"name": "AWS_ENDPOINT_URL", "value": object_store_url},
+                    {"name": "awsAnonymousCredential", "value": "true"},
+                ],
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "100Mi"},
+                    "limits": {"memory": "1Gi"},
+                },
+            },
+        },
+    }
 
 
 def definitions(home: Path) -> list[str]:
@@ -53,7 +86,15 @@ def site_config(published: dict[str, Any]) -> dict[str, Any]:
     deploy = json.loads(data["deploy"])
     ingress = json.loads(data["ingress"])
     deploy["defaultDeploymentMode"] = "RawDeployment"
-    ingress.update(disableIstioVirtualHost=True, disableIngressCreation=True)
+    # No ingress: an InferenceService's URL is its predictor Service's own cluster name
+    # (KServe's default joins name and namespace in one label, which exceeds 63
+    # characters for long namespaces).
+    ingress.update(
+        disableIstioVirtualHost=True,
+        disableIngressCreation=True,
+        ingressDomain="svc.cluster.local",
+        domainTemplate="{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}",
+    )
     data.update(deploy=json.dumps(deploy), ingress=json.dumps(ingress))
     return {**published, "metadata": {"name": CONFIG, "namespace": NAMESPACE}, "data": data}
 
@@ -88,10 +129,12 @@ def start_kserve(site: Site) -> None:
     """KServe's kinds and configuration, its controller, then its webhooks; returns once
     the controller is ready and the API server calls its webhooks."""
     home = components.KSERVE.ensure()
+    services.start_object_store(site)
     site.kubectl(["apply", "--server-side", "--force-conflicts", "-f", str(home / "crds")])
     site.wait_established(definitions(home))
     published = yaml.safe_load((home / "config" / "inferenceservice.yaml").read_text())
-    items = [*registration(site.address), site_config(published)]
+    store = storage_container(site.images["aios"].pinned_reference, site.endpoints.object_store_url)
+    items = [*registration(site.address), site_config(published), store]
     site.kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], stdin=_list(items))
     pki = ensure_site_pki(site.directory / "pki")
     # controller-runtime reads its serving certificate from $TMPDIR/k8s-webhook-server/serving-certs
@@ -120,24 +163,44 @@ def start_kserve(site: Site) -> None:
     site.kubectl(
         ["apply", "--server-side", "--force-conflicts", "-f", "-"], stdin=_list(configured)
     )
+    controller.wait_healthy(lambda: admission_reached(site.kubectl, PROBE), 60)
 
 
-def stop_kserve(site: Site, timeout: float = 120) -> None:
+PROBE = {
+    "apiVersion": "serving.kserve.io/v1beta1",
+    "kind": "InferenceService",
+    "metadata": {"name": "admission-probe", "namespace": NAMESPACE},
+    "spec": {"predictor": {"model": {"modelFormat": {"name": "triton"}, "storageUri": "s3://b/m"}}},
+}
+"""What the API server is asked to create, without storing it, to see KServe's webhooks reached."""
+
+
+def stop_kserve(site: Site, timeout: float = 180) -> None:
     """Back to a cluster without KServe: its InferenceServices deleted while the controller
     can still finalise them, then its webhooks, kinds and controller."""
     home = components.KSERVE.home
-    site.kubectl(["delete", "inferenceservices", "--all-namespaces", "--all", "--wait=true"])
-    deadline = time.monotonic() + timeout
-    while json.loads(site.kubectl(["get", "inferenceservices", "-A", "-o", "json"]))["items"]:
-        if time.monotonic() > deadline:
-            raise ComponentFailed(CONTROLLER, "InferenceServices not finalised", None)
-        time.sleep(0.5)
+    site.kubectl(["delete", "inferenceservices", "--all-namespaces", "--all", "--wait=false"])
+    _wait_gone(site, ["get", "inferenceservices", "-A", "-o", "name"], timeout)
     for hook in _published_webhooks(home):
         site.kubectl(["delete", hook["kind"], hook["metadata"]["name"], "--ignore-not-found"])
-    site.kubectl(["delete", "--ignore-not-found", "--wait=true", "-f", str(home / "crds")])
-    site.processes.pop(CONTROLLER).stop()
-    site.state.processes.pop(CONTROLLER, None)
+    # The API server empties each kind before it forgets it, retrying with a back-off.
+    site.kubectl(["delete", "--ignore-not-found", "--wait=false", "-f", str(home / "crds")])
+    names = [f"customresourcedefinition/{name}" for name in definitions(home)]
+    _wait_gone(site, ["get", "--ignore-not-found", "-o", "name", *names], timeout)
+    for name in (CONTROLLER, "s3proxy"):
+        site.processes.pop(name).stop()
+        site.state.processes.pop(name, None)
+    site.endpoints.object_store_url = ""
     site.kubectl(["delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false"])
+
+
+def _wait_gone(site: Site, listing: list[str], timeout: float) -> None:
+    """Until ``kubectl`` lists nothing for ``listing``; fails naming what is left."""
+    deadline = time.monotonic() + timeout
+    while left := site.kubectl(listing).split():
+        if time.monotonic() > deadline:
+            raise ComponentFailed(CONTROLLER, f"still there after {timeout:.0f} s: {left}", None)
+        time.sleep(0.5)
 
 
 def _published_webhooks(home: Path) -> list[dict[str, Any]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def http_ok(url: str, token: str | None = None, ca: Path | None = None) -> bool:
@@ -31,3 +34,23 @@ def mqtt_ready(host: str, port: int) -> bool:
         return False
     finally:
         client.disconnect()
+
+
+UNREACHED_WEBHOOK = "failed calling webhook"
+POLICY_DENIAL = "denied the request"
+
+
+def admission_reached(kubectl: Callable[..., str], manifest: dict[str, Any]) -> bool:
+    """Whether the API server reaches the admission webhooks of ``manifest``'s kind: a
+    server-side dry run of it (no side effects, nothing stored), admitted or denied by
+    them. A webhook whose Service has no endpoint yet answers False; any other refusal
+    raises ``kubectl``'s error."""
+    try:
+        kubectl(["create", "--dry-run=server", "-f", "-"], stdin=json.dumps(manifest))
+    except RuntimeError as error:
+        if POLICY_DENIAL in str(error):
+            return True
+        if UNREACHED_WEBHOOK in str(error):
+            return False
+        raise
+    return True

@@ -22,6 +22,7 @@ from aios.stack.kafka_broker import (
     client_settings,
     kafka_ready,
 )
+from aios.stack.node import MODEL_MIRROR
 from aios.stack.process import ComponentFailed
 from aios.stack.site.probes import http_ok, mqtt_ready
 
@@ -35,6 +36,14 @@ MQTT_PORT = 1883
 OTLP_HTTP_PORT, JAEGER_QUERY_PORT, JAEGER_HEALTH_PORT = 4318, 16686, 13133
 JAEGER_MAX_TRACES = 100_000
 PROMETHEUS_PORT = 9090
+OBJECT_STORE_PORT = 9000
+OBJECT_STORE_LOGBACK = """<configuration>
+  <appender name="log" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%d{ISO8601} %level %logger{24}: %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="log"/></root>
+</configuration>
+"""
 PROMETHEUS_INTERVAL_SECONDS = 5
 PROMETHEUS_INTERVAL = f"{PROMETHEUS_INTERVAL_SECONDS}s"
 """How often the site's Prometheus scrapes and evaluates rules, unless a monitor says."""
@@ -187,6 +196,42 @@ def start_triton(site: Site) -> None:
     site.endpoints.triton_http = f"http://{site.address}:{TRITON_HTTP_PORT}"
     site.endpoints.triton_grpc = f"{site.address}:{TRITON_GRPC_PORT}"
     triton.wait_healthy(lambda: http_ok(f"{site.endpoints.triton_http}/v2/health/ready"), 120)
+
+
+def start_object_store(site: Site) -> None:
+    """The node's model mirror as S3 (s3proxy over the directory, read-only, anonymous
+    reads) on the node's port 9000: ``s3://<bucket>/<key>`` resolves to the same files as
+    the operator's mirror in raw mode, so KServe's storage initializer fetches models the
+    way it would from a city's object store."""
+    home = components.S3PROXY.ensure()
+    properties = site.directory / "s3proxy.properties"
+    properties.write_text(
+        "\n".join(
+            [
+                f"s3proxy.endpoint=http://{site.address}:{OBJECT_STORE_PORT}",
+                "s3proxy.authorization=none",
+                "s3proxy.read-only-blobstore=true",
+                # boto3 asks for checksums (x-amz-checksum-mode), which s3proxy does not know
+                "s3proxy.ignore-unknown-headers=true",
+                "jclouds.provider=filesystem",
+                f"jclouds.filesystem.basedir={MODEL_MIRROR}",
+            ]
+        )
+        + "\n"
+    )
+    logback = site.directory / "s3proxy-logback.xml"
+    logback.write_text(OBJECT_STORE_LOGBACK)
+    store = site.spawn(
+        "s3proxy",
+        [
+            *("java", "-Xmx256m", "-Djava.awt.headless=true"),
+            f"-Dlogback.configurationFile={logback}",
+            *("-cp", f"{home / 'libs'}/*", "org.gaul.s3proxy.Main"),
+            *("--properties", str(properties)),
+        ],
+    )
+    site.endpoints.object_store_url = f"http://{site.address}:{OBJECT_STORE_PORT}"
+    store.wait_healthy(lambda: http_ok(f"{site.endpoints.object_store_url}/"), 60)
 
 
 def start_mosquitto(site: Site) -> None:

@@ -36,6 +36,8 @@ class Endpoints:
     """Jaeger's query API and UI."""
     prometheus_url: str = ""
     """The site's Prometheus: its query API, targets and rules."""
+    object_store_url: str = ""
+    """With KServe: the model mirror as S3 (``AWS_ENDPOINT_URL``; anonymous reads)."""
     tools_path: str = ""
     node_address: str = ""
     host_address: str = ""
