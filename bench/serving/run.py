@@ -4,13 +4,16 @@
    single-row requests from concurrent callers);
 2. Triton vs KServe's ModelServer on the same model (p50/p99 latency of one caller,
    throughput of concurrent callers);
-3. the client overhead of tritonclient HTTP vs gRPC, against Triton.
+3. the client overhead of tritonclient HTTP vs gRPC, against Triton;
+4. with ``--cluster``: the same ModelDeployment on a local site, served in raw mode
+   (aios's Deployment and Service) and then through the KServe controller
+   (InferenceService, RawDeployment), called through each one's Service.
 
-Both servers run as host processes on loopback, started here from the example model
-repository the build trains (``aios.stack.models``); every request goes through
-``aios.connectors.inference.InferenceClient``, the client aios's own callers use.
+The first three run both servers as host processes on loopback, started here from the
+example model repository the build trains (``aios.stack.models``); every request goes
+through ``aios.connectors.inference.InferenceClient``, the client aios's own callers use.
 
-    .venv/bin/python bench/serving/run.py [--seconds 5] [--concurrency 16]
+    .venv/bin/python bench/serving/run.py [--seconds 5] [--concurrency 16] [--cluster]
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from aios.connectors.inference import InferenceClient, Protocol_
-from aios.stack import components
+from aios.stack import components, release
 from aios.stack.models import SOURCES, repository
+from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess, free_port
+from aios.stack.site import Site, kserve
 
 MODEL, VERSION = "pm25-anomaly", "2024.11.2"
 BATCHED = f"{MODEL}-batched"
@@ -231,14 +237,75 @@ async def bench(seconds: float, concurrency: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def served_grpc(site: Site, through: str, timeout: float = 600) -> str:
+    """The ModelDeployment's gRPC address once it is Ready behind ``through`` (a Service
+    name), as the host reaches it: the Service's ClusterIP (the host routes the range)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = yaml.safe_load(site.kubectl(["get", "md", MODEL, "-o", "yaml"]))
+        status = found.get("status") or {}
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+        )
+        grpc = (status.get("endpoints") or {}).get("grpc", "")
+        if ready and grpc.startswith(f"{through}."):
+            service = yaml.safe_load(site.kubectl(["get", "service", through, "-o", "yaml"]))
+            return f"{service['spec']['clusterIP']}:{grpc.rsplit(':', 1)[1]}"
+        time.sleep(1)
+    raise TimeoutError(f"{MODEL} not served through {through} in {timeout:.0f}s")
+
+
+async def cluster(seconds: float, concurrency: int) -> None:
+    """Comparison 4: one ModelDeployment (one replica), raw mode, then KServe."""
+    site = Site(Path(tempfile.mkdtemp(prefix="aios-bench-serving-site-")))
+    site.start(only={"kubernetes", "kafka", "temporal", "opa"})
+    try:
+        release.install(site, {"operator": {"replicas": 1}})
+        manifest = yaml.safe_load((EXAMPLES / f"{MODEL}.yaml").read_text())
+        manifest["spec"]["autoscaling"].update(minReplicas=1, maxReplicas=1)
+        site.kubectl(["apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump(manifest))
+        raw = served_grpc(site, MODEL)
+        results = [
+            await load("raw mode, 1 caller", raw, "grpc", MODEL, seconds, 1),
+            await load(
+                f"raw mode, {concurrency} callers", raw, "grpc", MODEL, seconds, concurrency
+            ),
+        ]
+        kserve.start_kserve(site)
+        release.install(site, {"operator": {"replicas": 1}})  # its serving runtimes
+        through = served_grpc(site, f"{MODEL}-predictor")
+        results += [
+            await load("KServe, 1 caller", through, "grpc", MODEL, seconds, 1),
+            await load(
+                f"KServe, {concurrency} callers", through, "grpc", MODEL, seconds, concurrency
+            ),
+        ]
+        print(f"\n4. raw mode vs KServe {components.KSERVE.version} (RawDeployment), one Triton "
+              f"replica each, gRPC through the Service")  # fmt: skip
+        for result in results:
+            print(row(result))
+        raw_one, raw_many, kserve_one, kserve_many = results
+        print(ratio("KServe / raw p50 latency", kserve_one.percentile(50) / raw_one.percentile(50)))
+        print(ratio("KServe / raw p99 latency", kserve_one.percentile(99) / raw_one.percentile(99)))
+        print(ratio("KServe / raw throughput", kserve_many.throughput / raw_many.throughput))
+    finally:
+        site.stop()
+        shutil.rmtree(site.directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--cluster", action="store_true", help="also compare raw mode and KServe on a local site"
+    )
     args = parser.parse_args()
     asyncio.run(bench(args.seconds, args.concurrency))
+    if args.cluster:
+        asyncio.run(cluster(args.seconds, args.concurrency))
 
 
 if __name__ == "__main__":
