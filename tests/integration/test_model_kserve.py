@@ -33,6 +33,7 @@ from model_support import (
     wait_for,
 )
 from support import SESSION_VALUES
+from test_rollout_approval import TARGET, awaiting_approval
 from test_rollout_canary import canary
 
 from aios.stack import release
@@ -231,6 +232,29 @@ async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers
     kept = inference_service(kubectl, namespace, "pm25-anomaly")
     assert kept is not None
     assert kept["spec"]["predictor"]["model"]["storageUri"] == storage_uri("pm25-anomaly", STABLE)
+
+
+async def test_on_kserve_promotion_waits_for_an_approver(
+    site: Site, kubectl, stable_served, namespace: str, kserve_site: KServeSite
+) -> None:
+    found = await awaiting_approval(kubectl, stable_served, namespace)
+    assert found["rollout"]["phase"] == "AwaitingApproval", found["rollout"]["message"]
+    assert found["canaryWeight"] == 50 and found["activeVersion"] == STABLE
+    held = inference_service(kubectl, namespace, "pm25-anomaly-canary")
+    assert held is not None, "the canary is served beside the stable version while it waits"
+    assert found["canary"]["http"] == f"http://pm25-anomaly-canary-predictor.{namespace}.svc:80"
+
+    done = aiosctl(site, "approve", TARGET, "-n", namespace, "--version", NEXT, "--as", "alice")
+    assert done.returncode == 0, done.stderr
+    found = await eventually(lambda: phase(kubectl, namespace, *ENDED), 240)
+    assert found["rollout"]["phase"] == "Promoted", found["rollout"]["message"]
+    assert found["history"][-1]["approvedBy"] == "alice"
+    promoted = inference_service(kubectl, namespace, "pm25-anomaly")
+    assert promoted is not None
+    assert promoted["spec"]["predictor"]["model"]["storageUri"] == storage_uri("pm25-anomaly", NEXT)
+    await eventually(
+        lambda: inference_service(kubectl, namespace, "pm25-anomaly-canary") is None, timeout=60
+    )
 
 
 def test_without_kserve_the_operator_is_back_to_raw_mode(
