@@ -130,12 +130,20 @@ def test_limits_are_cgroups_and_the_kubelet_reports_usage_below_them(
     assert 0 < used < 96 * 2**20
 
 
+def last_terminated(pod: dict, container: str) -> dict | None:
+    """How the container's previous run ended, once the kubelet has recorded it."""
+    status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
+    ended = (status.get("lastState") or {}).get("terminated") or {}
+    return ended if ended.get("containerID") else None
+
+
 def test_a_crashed_container_is_restarted_and_its_logs_kept(kubectl, namespace, web, site) -> None:
     import os
     import signal
 
     name = web["metadata"]["name"]
     httpx.get(cluster_url(kubectl, f"http://web.{namespace}.svc:80/index.html"), timeout=5)
+    (crashed,) = [s["containerID"] for s in web["status"]["containerStatuses"]]
     for pid in container_pids(site, web, "web"):
         os.kill(pid, signal.SIGKILL)
     again = wait_for(
@@ -143,5 +151,12 @@ def test_a_crashed_container_is_restarted_and_its_logs_kept(kubectl, namespace, 
         what="the kubelet restarted the container",
     )
     assert again["metadata"]["uid"] == web["metadata"]["uid"]
+    # The restart count can reach the API before the kubelet has recorded which container
+    # ended (lastState), and `logs --previous` asks the kubelet for exactly that one.
+    ended = wait_for(
+        lambda: last_terminated(kubectl.json("get", "pod", name, "-n", namespace), "web"),
+        what="the kubelet recorded the crashed container",
+    )
+    assert ended["containerID"] == crashed and ended["exitCode"] == 137, ended
     previous = kubectl("logs", "-n", namespace, name, "--previous")
     assert "GET /index.html" in previous, "the crashed container's log is kept"
