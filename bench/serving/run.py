@@ -273,6 +273,9 @@ async def cluster(seconds: float, concurrency: int) -> None:
         ]
         kserve.start_kserve(site)
         release.install(site, {"operator": {"replicas": 1}})  # its serving runtimes
+        # applied again: the operator chooses KServe when it renders a ModelDeployment
+        site.kubectl(["delete", "md", MODEL, "--wait=true"])
+        site.kubectl(["apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump(manifest))
         through = served_grpc(site, f"{MODEL}-predictor")
         results += [
             await load("KServe, 1 caller", through, "grpc", MODEL, seconds, 1),
