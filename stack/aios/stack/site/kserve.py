@@ -38,7 +38,6 @@ WEBHOOK_PORT = 9443
 METRICS_PORT, HEALTH_PORT = 8093, 8094
 """Beside KEDA's 8090 to 8092 on the node's loopback."""
 CONFIG = "inferenceservice-config"
-INFERENCE_SERVICES = "inferenceservices.serving.kserve.io"
 STORAGE_CONTAINER = "aios-site-object-store"
 
 
