@@ -288,10 +288,20 @@ def stream(count: int, start: float) -> list[dict]:
     ]
 
 
-def assert_exactly_once_in_order(sent: list[dict], got: list[Reading]) -> None:
-    keys = Counter((r.sensor_id, r.time.timestamp()) for r in got)
-    duplicates = [k for k, n in keys.items() if n > 1]
-    assert not duplicates, f"{len(duplicates)} readings arrived twice, e.g. {duplicates[:3]}"
+def assert_exactly_once_in_order(
+    sent: list[dict], got: list[Reading], agent: Agent | None = None
+) -> None:
+    """``agent``: whose log a failure shows. A duplicate's eventIds tell a record sent
+    twice (the same id) from a reading ingested twice (two ids)."""
+    keys: dict[tuple[str, float], list[str]] = defaultdict(list)
+    for reading in got:
+        keys[reading.sensor_id, reading.time.timestamp()].append(reading.event_id)
+    duplicates = {key: ids for key, ids in keys.items() if len(ids) > 1}
+    assert not duplicates, (
+        f"{len(duplicates)} readings arrived twice, from {sorted({s for s, _ in duplicates})}; "
+        f"e.g. (reading: eventIds) {list(duplicates.items())[:3]}"
+        + (f"\nthe agent's log:\n{agent.log()[-4000:]}" if agent is not None else "")
+    )
     expected = {(s["sensorId"], datetime.fromisoformat(s["time"]).timestamp()) for s in sent}
     missing = expected - set(keys)
     assert not missing, (
@@ -557,7 +567,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_reading(
     for batch in unacknowledged:  # the client sends again what was not acknowledged
         assert agent.post(batch)[0] == 202
     got = readings(read_topic(bootstrap, sink, len(sent), timeout=120))
-    assert_exactly_once_in_order(sent, got)
+    assert_exactly_once_in_order(sent, got, agent)
     assert "restored" in agent.log()
 
 

@@ -24,7 +24,6 @@ from model_support import (
     anomaly,
     apply,
     broken_repository,
-    condition,
     eventually,
     infer,
     phase,
@@ -211,6 +210,8 @@ async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers
     steps = [(50, 2), (100, 2)]
     apply(kubectl, namespace, canary(STABLE, steps))
     await eventually(lambda: ready(kubectl, namespace), timeout=300)
+    before = inference_service(kubectl, namespace, "pm25-anomaly")
+    assert before is not None
     traffic = Traffic(kubectl, namespace).start()
 
     apply(kubectl, namespace, canary("2024.12.0", steps, broken_claim))
@@ -222,7 +223,6 @@ async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers
     assert "error rate 100.0% above 1.0%" in rollout["message"]
     assert [s["weight"] for s in rollout["steps"]] == [0, 50], "no step after the failed one"
     assert found["activeVersion"] == STABLE and "canary" not in found
-    assert condition(found, "Ready")["status"] == "True", "the stable version still serves"
     stable_key = f"stable:{STABLE}"
     assert traffic.answers.get(stable_key, 0) > 0
     assert stable_key not in traffic.failures, "the stable version answered every request"
@@ -232,6 +232,14 @@ async def test_a_broken_canary_on_kserve_is_rolled_back_while_the_stable_answers
     kept = inference_service(kubectl, namespace, "pm25-anomaly")
     assert kept is not None
     assert kept["spec"]["predictor"]["model"]["storageUri"] == storage_uri("pm25-anomaly", STABLE)
+    assert kept["metadata"]["generation"] == before["metadata"]["generation"], (
+        "the rollout left the stable InferenceService as it was"
+    )
+    # Ready mirrors KServe's own Ready, which follows the predictor Deployment's conditions
+    # and so its pod's probes; once, on a loaded node, it read False at the moment the
+    # rollout ended (CI on a297d07). So it is awaited; the traffic above is what shows the
+    # stable answering throughout.
+    await eventually(lambda: ready(kubectl, namespace), timeout=120)
 
 
 async def test_on_kserve_promotion_waits_for_an_approver(
