@@ -9,11 +9,12 @@ import json
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from support import wait_for
 from test_intent_e2e import intent
 
 from aios.connectors import kafka
+from aios.edge.kafka import FORWARDED_PARTITION
 from aios.edge.protocol import CONFIG_TOPIC
 from aios.stack.site import Site
 
@@ -87,6 +88,32 @@ def write(settings: dict[str, Any], bootstrap: str, topic: str) -> KafkaError | 
     return outcome[0]
 
 
+def forward(
+    settings: dict[str, Any], bootstrap: str, topic: str, gateway: str
+) -> KafkaError | None:
+    """What an edge agent's forwarder does, as this user and as ``gateway``: a record and
+    the forwarded position in one transaction of the gateway's id; the broker's refusal,
+    or None when it took both."""
+    client = {"bootstrap.servers": bootstrap, **settings, "log_level": 0}
+    producer = Producer({**client, "transactional.id": f"aios-edge.{gateway}"})
+    position = Consumer({**client, "group.id": f"aios-edge.{gateway}.forwarded"})
+    try:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(topic, b"x", key=b"k")
+        producer.send_offsets_to_transaction(
+            [TopicPartition(CONFIG_TOPIC, FORWARDED_PARTITION, 1)],
+            position.consumer_group_metadata(),
+            30,
+        )
+        producer.commit_transaction(30)
+    except KafkaException as refused:
+        return refused.args[0]
+    finally:
+        position.close()
+    return None
+
+
 def test_each_workload_reaches_its_own_topics_and_no_other(
     operator: str, kubectl: Any, namespace: str, site: Site
 ) -> None:
@@ -128,6 +155,12 @@ def test_each_workload_reaches_its_own_topics_and_no_other(
     assert read(edge, bootstrap, CONFIG_TOPIC, f"aios-edge.{namespace}/gw-a")[1] <= {
         KafkaError._PARTITION_EOF
     }, "its config comes from the config topic"
+
+    # Its forwarder's transactions run under its own id, never gateway B's.
+    assert forward(edge, bootstrap, sinks["a"], f"{namespace}/gw-a") is None
+    refused = forward(edge, bootstrap, sinks["a"], f"{namespace}/gw-b")
+    assert refused is not None
+    assert refused.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, refused
 
     # The namespace's worker writes the intents' actions, and reads no reading.
     assert write(worker, bootstrap, f"aios.{namespace}.in-b.actions") is None

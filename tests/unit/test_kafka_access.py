@@ -65,6 +65,11 @@ def test_a_gateway_reads_its_config_and_writes_only_its_sink_and_heartbeats() ->
     gateway = edge_principal("city", "gw-1", "readings.north")
     assert granted(gateway, "topic", "read") == {CONFIG_TOPIC}
     assert granted(gateway, "topic", "write") == {STATUS_TOPIC, "readings.north"}
+    assert granted(gateway, "group", "read") == {
+        "aios-edge.city/gw-1",
+        "aios-edge.city/gw-1.forwarded",
+    }
+    assert granted(gateway, "transactional-id", "write") == {"aios-edge.city/gw-1"}
     assert gateway.secret == "gw-1-edge-kafka"
 
 

@@ -1,14 +1,13 @@
-"""Store and forward: the buffer's records go to Kafka in order, and the buffer's read
-offset moves only over records Kafka acknowledged, in order, so a crash or an outage
-resends nothing that was delivered and loses nothing that was not."""
+"""Store and forward: the buffer's records go to Kafka in order, in transactions that
+commit with them the buffer position they reach (``ForwardedPosition``). A crash or an
+outage aborts at most the open transaction, and a restart resumes where Kafka says the last
+committed one ended, so nothing delivered is sent again and nothing undelivered is lost."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,16 +15,20 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from opentelemetry.trace import Span, Status, StatusCode
 
 from aios.edge import spans
+from aios.edge.kafka import ForwardedPosition
 from aios.edge.records import Record
 from aios.edge.segments import NO_SPACE, SegmentLog
 from aios.edge.telemetry import Counters
 
 log = logging.getLogger("aios.edge.forwarder")
-IN_FLIGHT = 50_000
-RESEND_DELAY_SECONDS = 2.0
-RESEND = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._MSG_TIMED_OUT}
-"""Delivery errors after which the record is sent again rather than given up."""
+TRANSACTION_RECORDS = 5000
+"""The most records one transaction carries."""
+KAFKA_TIMEOUT_SECONDS = 30.0
+RETRY_SECONDS = 2.0
 PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+"""What an aborted transaction's records report: sent again from the buffer."""
+REJECTED = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE}
+"""Errors that say Kafka will never take the record; after any other, it is sent again."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -56,31 +59,30 @@ def save_offset(path: Path, offset: int) -> None:
 
 
 class Forwarder:
-    """Reads the buffer up to what the processor checkpointed, produces, tracks delivery."""
+    """Reads the buffer up to what the processor checkpointed and sends it on, one
+    transaction at a time."""
 
     def __init__(
         self,
         outbox: SegmentLog,
         offset_file: Path,
         make_producer: Callable[[], Producer],
+        position: ForwardedPosition,
         readable_end: Callable[[], int],
         counters: Counters,
     ) -> None:
-        self.outbox, self.offset_file = outbox, offset_file
+        """``offset_file``: the position as last seen committed, kept on the gateway so the
+        buffer can be freed up to it, and the start while Kafka cannot say."""
+        self.outbox, self.offset_file, self.position = outbox, offset_file, position
         self.make_producer, self.readable_end, self.counters = make_producer, readable_end, counters
         saved = int(offset_file.read_text().strip() or 0) if offset_file.exists() else 0
         self.committed = max(saved, outbox.start)
         save_offset(offset_file, self.committed)  # its bytes exist before the disk may fill
-        self.next = self.committed
-        self.in_flight: deque[int] = deque()
-        self.delivered: set[int] = set()
-        self.producer = make_producer()
-        self.connected = False
-        self._saved = self.committed
-        self._lock = threading.RLock()
+        self.producer: Producer | None = None
+        self.rejected: set[int] = set()
+        """Records Kafka refused for good (too large): counted as dropped, left out."""
         self._stop = threading.Event()
         self._renew = threading.Event()
-        self._resend = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-forwarder", daemon=True)
 
     @property
@@ -91,131 +93,147 @@ class Forwarder:
         self._thread.start()
         return self
 
-    def stop(self, flush_seconds: float = 5.0) -> None:
+    def stop(self) -> None:
+        """After the transaction under way: the next start goes on from its end."""
         self._stop.set()
-        self._thread.join(timeout=30)
-        self.producer.flush(flush_seconds)
-        self._advance()
-        self._save()
+        self._thread.join(timeout=KAFKA_TIMEOUT_SECONDS * 2)
+        self.position.close()
 
     def renew_producer(self) -> None:
-        """Ask for a new producer (the sink's compression changed); done between polls."""
+        """Ask for a new producer (the sink's compression changed); done between two
+        transactions."""
         self._renew.set()
-
-    def _replace_producer(self, flush: bool) -> None:
-        """Whatever was in flight and not acknowledged is sent again from the committed
-        offset (after a fatal error that may repeat a record; its eventId tells)."""
-        with self._lock:
-            if flush:
-                self.producer.flush(30)
-            else:  # a producer holding undeliverable records would never be destroyed
-                self.producer.purge(in_queue=True, in_flight=True, blocking=False)
-                self.producer.flush(0)
-            self._advance()
-            self.producer = self.make_producer()
-            self.in_flight.clear()
-            self.delivered.clear()
-            self.next = self.committed
 
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._renew.is_set():
                 self._renew.clear()
-                self._replace_producer(flush=True)
-            if self._resend.is_set():
-                self._stop.wait(RESEND_DELAY_SECONDS)
-                self._resend.clear()
-                self._replace_producer(flush=False)
-            sent = self._produce_some()
-            try:
-                self.producer.poll(0.05 if not sent else 0)
-            except KafkaException:
-                self._replace_producer(flush=False)
-            self._advance()
-            if self.committed != self._saved and sent < 1000:
-                self._save()
+                self.producer = None
+            if self.producer is None and not self._connect():
+                self._stop.wait(RETRY_SECONDS)
+                continue
+            if not self._forward():
+                self._stop.wait(0.05)
 
-    def _produce_some(self) -> int:
-        with self._lock:
-            room = IN_FLIGHT - len(self.in_flight)
-            if room <= 0:
-                return 0
-            first, payloads = self.outbox.read(self.next, min(room, 5000), self.readable_end())
-            if first > self.next:  # dropped by the buffer's overflow policy meanwhile
-                self.committed = max(self.committed, first)
-            sent = 0
+    def _connect(self) -> bool:
+        """A producer whose transactions are ready (the previous one's, even of a process
+        that crashed, aborted), and the position Kafka has committed."""
+        producer = self.make_producer()
+        try:
+            producer.init_transactions(KAFKA_TIMEOUT_SECONDS)
+            committed = self.position.read(KAFKA_TIMEOUT_SECONDS)
+        except KafkaException as error:
+            log.warning("Kafka not ready for transactions", extra={"error": str(error)})
+            return False
+        if committed is not None and committed > self.outbox.end:
+            log.error(
+                "Kafka's forwarded position is beyond this buffer's end (a new disk?); "
+                "going on from the buffer's own",
+                extra={"kafka": committed, "buffer_end": self.outbox.end},
+            )
+        elif committed is not None and committed > self.committed:
+            self._advance(committed)
+        self.producer = producer
+        return True
+
+    def _forward(self) -> int:
+        """One transaction of what the buffer holds; returns how many records it carried."""
+        assert self.producer is not None
+        first, payloads = self.outbox.read(self.committed, TRANSACTION_RECORDS, self.readable_end())
+        if first > self.committed:  # dropped by the buffer's overflow policy meanwhile
+            self._advance(first)
+        if not payloads:
+            return 0
+        end = first + len(payloads)
+        failed: dict[int, KafkaError] = {}
+        sent = 0
+        try:
+            self.producer.begin_transaction()
             for seq, payload in enumerate(payloads, start=first):
-                record = Record.unframe(payload)
-                traceparent, span = spans.sending(record)
-                try:
-                    self.producer.produce(
-                        record.topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=[("traceparent", traceparent)],
-                        on_delivery=self._delivered(seq, span),
-                    )
-                except BufferError:  # not sent now; its span is never ended, so never exported
-                    break
-                self.in_flight.append(seq)
-                self.next = seq + 1
-                sent += 1
-            return sent
+                if seq not in self.rejected:
+                    sent += self._produce(seq, Record.unframe(payload), failed)
+            self.producer.flush(KAFKA_TIMEOUT_SECONDS)  # delivery reports before the commit
+            self.position.commit_with(self.producer, end, KAFKA_TIMEOUT_SECONDS)
+            self.producer.commit_transaction(KAFKA_TIMEOUT_SECONDS)
+        except KafkaException as exception:
+            self._abort(exception.args[0], failed)
+            return 0
+        self.counters.add("forwarded", sent)
+        self._advance(end)
+        return sent
+
+    def _produce(self, seq: int, record: Record, failed: dict[int, KafkaError]) -> bool:
+        """Whether the record went into the transaction (one too large never does)."""
+        assert self.producer is not None
+        traceparent, span = spans.sending(record)
+        while True:
+            try:
+                self.producer.produce(
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=[("traceparent", traceparent)],
+                    on_delivery=self._delivered(seq, span, failed),
+                )
+                return True
+            except BufferError:  # the local queue is full: let it drain
+                self.producer.poll(0.1)
+            except KafkaException as refused:
+                if refused.args[0].code() not in REJECTED:
+                    raise
+                self._reject(seq, refused.args[0])
+                return False
 
     def _delivered(
-        self, seq: int, span: Span | None
+        self, seq: int, span: Span | None, failed: dict[int, KafkaError]
     ) -> Callable[[KafkaError | None, Message], None]:
         def report(error: KafkaError | None, message: Message) -> None:
             if span is not None:
                 if error is not None:
                     span.set_status(Status(StatusCode.ERROR, error.str()))
                 span.end()
-            if error is None:
-                self.delivered.add(seq)
-                self.counters.add("forwarded", 1)
-                self.connected = True
-                return
-            if error.code() in PURGED:
-                return  # dropped from a replaced producer: sent again from the buffer
-            if error.fatal():
-                log.error("producer fatal error; restarting it", extra={"error": str(error)})
-                raise KafkaException(error)
-            if error.retriable() or error.code() in RESEND:
-                # e.g. the sink topic does not exist yet: keep it, send again later
-                if not self._resend.is_set():
-                    log.warning("delivery failed, will resend", extra={"error": str(error)})
-                self._resend.set()
-                return
-            # permanent (e.g. record too large): it can never be delivered
-            log.error("record rejected by Kafka", extra={"error": str(error), "seq": seq})
-            self.counters.add("dropped", 1, f"kafka_{error.name().lower()}")
-            self.delivered.add(seq)
+            if error is not None and error.code() not in PURGED:
+                failed[seq] = error
 
         return report
 
-    def _advance(self) -> None:
-        with self._lock:
-            while self.in_flight and self.in_flight[0] in self.delivered:
-                self.delivered.discard(self.in_flight.popleft())
-            done = self.in_flight[0] if self.in_flight else self.next
-            self.committed = max(self.committed, done)
+    def _reject(self, seq: int, reason: KafkaError) -> None:
+        log.error("record rejected by Kafka", extra={"error": str(reason), "seq": seq})
+        self.counters.add("dropped", 1, f"kafka_{reason.name().lower()}")
+        self.rejected.add(seq)
 
-    def _save(self) -> None:
+    def _abort(self, error: KafkaError, failed: dict[int, KafkaError]) -> None:
+        """Abort the open transaction (its records stay in the buffer and go again); a
+        record Kafka can never take is left out from then on; a fenced or fatally failed
+        producer is replaced."""
+        for seq, reason in failed.items():
+            if reason.code() in REJECTED:
+                self._reject(seq, reason)
+        if error.fatal() or (not error.txn_requires_abort() and not error.retriable()):
+            log.error("producer failed; starting another", extra={"error": str(error)})
+            self.producer = None
+            return
+        log.warning("transaction aborted, will resend", extra={"error": str(error)})
+        while self.producer is not None and not self._stop.is_set():
+            try:
+                self.producer.abort_transaction(KAFKA_TIMEOUT_SECONDS)
+                break
+            except KafkaException as again:  # Kafka away: try until it is back
+                if again.args[0].fatal():
+                    self.producer = None
+                else:
+                    self._stop.wait(RETRY_SECONDS)
+        self._stop.wait(RETRY_SECONDS)
+
+    def _advance(self, position: int) -> None:
+        """Kafka has everything before ``position``: note it and free the buffer before it."""
+        self.committed = position
+        self.rejected = {seq for seq in self.rejected if seq >= position}
         try:
-            save_offset(self.offset_file, self.committed)
+            save_offset(self.offset_file, position)
         except OSError as error:
             if error.errno not in NO_SPACE:
                 raise
-            log.warning("delivery progress not saved, the disk is full; retrying")
+            log.warning("delivery progress not saved, the disk is full; freed on the next")
             return
-        self._saved = self.committed
-        self.outbox.release(self.committed)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Whether every readable record was delivered within ``timeout`` (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.committed >= self.readable_end():
-                return True
-            time.sleep(0.05)
-        return False
+        self.outbox.release(position)

@@ -18,6 +18,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -44,18 +45,17 @@ def client_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def reading_producer(bootstrap: str, compression: str) -> Producer:
-    """Idempotent, acks=all, ordered per key, retrying forever: an outage only fills the
-    disk buffer, and a retry never duplicates or reorders a reading."""
+def reading_producer(bootstrap: str, gateway: str, compression: str) -> Producer:
+    """Transactional (so idempotent, acks=all, ordered per key), its id the gateway's own: a
+    restarted agent fences its previous self, and what that one left open is aborted. A
+    transaction's records time out with it; the forwarder sends them again after an abort."""
     return Producer(
         client_config(
             bootstrap,
             **{
-                "enable.idempotence": True,
-                "acks": "all",
+                "transactional.id": f"aios-edge.{gateway}",
                 "compression.type": compression,
                 "linger.ms": 20,
-                "message.timeout.ms": 0,  # never give up on a reading
                 "max.in.flight.requests.per.connection": 5,
                 "queue.buffering.max.messages": 200_000,
                 "reconnect.backoff.max.ms": 2000,
@@ -63,6 +63,44 @@ def reading_producer(bootstrap: str, compression: str) -> Producer:
             },
         )
     )
+
+
+FORWARDED_PARTITION = 0
+"""The config topic's partition under which the forwarded position is committed."""
+
+
+class ForwardedPosition:
+    """How far the forwarder's transactions got in the buffer, kept by Kafka: the offset of
+    group ``aios-edge.<gateway>.forwarded`` on a partition of the config topic (one the
+    gateway may read). Each transaction commits it with the records it covers, so the
+    position and the records are in Kafka together or not at all."""
+
+    def __init__(self, bootstrap: str, gateway: str) -> None:
+        self.consumer = Consumer(
+            client_config(
+                bootstrap,
+                **{"group.id": f"aios-edge.{gateway}.forwarded", "enable.auto.commit": False},
+            )
+        )
+
+    def read(self, timeout: float) -> int | None:
+        """The committed position; ``None`` when the group has none (yet, or no more)."""
+        [found] = self.consumer.committed(
+            [TopicPartition(CONFIG_TOPIC, FORWARDED_PARTITION)], timeout=timeout
+        )
+        if found.error is not None:
+            raise KafkaException(found.error)
+        return found.offset if found.offset >= 0 else None
+
+    def commit_with(self, producer: Producer, position: int, timeout: float) -> None:
+        """Add ``position`` to ``producer``'s open transaction."""
+        offsets = [TopicPartition(CONFIG_TOPIC, FORWARDED_PARTITION, position)]
+        producer.send_offsets_to_transaction(
+            offsets, self.consumer.consumer_group_metadata(), timeout
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 class ConfigWatcher:

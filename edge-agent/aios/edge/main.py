@@ -17,12 +17,14 @@ import threading
 import time
 from pathlib import Path
 
+from confluent_kafka import Producer
+
 from aios.api import tracing
 from aios.edge import spans
 from aios.edge.agent import Agent, Options
 from aios.edge.forwarder import Forwarder
 from aios.edge.ingest import HttpIngest, Inbox, MqttIngest
-from aios.edge.kafka import ConfigWatcher, HeartbeatSender, reading_producer
+from aios.edge.kafka import ConfigWatcher, ForwardedPosition, HeartbeatSender, reading_producer
 from aios.edge.protocol import AgentConfig
 from aios.edge.simulator import Episodes, Simulator, city_sensors
 from aios.edge.telemetry import configure_logging, serve_metrics
@@ -110,14 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     agent = Agent(options)
     processor = agent.processor
 
-    def producer() -> object:
+    def producer() -> Producer:
         config = processor.config
-        return reading_producer(args.bootstrap, config.sink.compression if config else "zstd")
+        compression = config.sink.compression if config else "zstd"
+        return reading_producer(args.bootstrap, args.gateway, compression)
 
     forwarder = Forwarder(
         processor.outbox,
         args.data_dir / "outbox.offset",
-        producer,  # type: ignore[arg-type]
+        producer,
+        ForwardedPosition(args.bootstrap, args.gateway),
         lambda: processor.committed_end,
         agent.counters,
     )

@@ -4,7 +4,8 @@ gives one, with ACLs on exactly its topics, consumer group and transactional ids
 - an intent's runner reads its sources and its consumer group, writes its decisions
   (and reads them back, for a replay), dead letters and heartbeats, and owns the
   transactional ids of its pods;
-- an edge gateway reads the config topic, writes its heartbeats and its own sink topic;
+- an edge gateway reads the config topic, writes its heartbeats and its own sink topic,
+  in transactions of its own id that commit its forwarded position under a group of its own;
 - a namespace's workflow worker writes the audit events, the actions topics of the
   namespace's intents and the topics their Kafka actions name.
 
@@ -95,7 +96,10 @@ def edge_principal(namespace: str, name: str, sink_topic: str) -> KafkaPrincipal
     grants = _grants("topic", [CONFIG_TOPIC], READ) | _grants(
         "topic", [STATUS_TOPIC, sink_topic], WRITE
     )
-    grants |= _grants("group", [f"aios-edge.{key}"], ("read",))
+    # its config consumer's group, and the one its forwarder commits its position under,
+    # in the transactions of its own id (aios.edge.kafka)
+    grants |= _grants("group", [f"aios-edge.{key}", f"aios-edge.{key}.forwarded"], ("read",))
+    grants |= _grants("transactional-id", [f"aios-edge.{key}"], WRITE)
     return KafkaPrincipal(
         f"aios-edge.{namespace}.{name}", frozenset(grants), f"{name}-edge-kafka", namespace
     )
