@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,14 @@ def save_offset(path: Path, offset: int) -> None:
         os.close(fd)
 
 
+def buffer_id(path: Path) -> str:
+    """This buffer's id, made once: the forwarded position Kafka keeps is this buffer's
+    only if it carries it."""
+    if not path.exists():
+        write_atomic(path, uuid.uuid4().hex.encode())
+    return path.read_text().strip()
+
+
 class Forwarder:
     """Reads the buffer up to what the processor checkpointed and sends it on, one
     transaction at a time."""
@@ -76,6 +85,7 @@ class Forwarder:
         self.outbox, self.offset_file, self.position = outbox, offset_file, position
         self.make_producer, self.readable_end, self.counters = make_producer, readable_end, counters
         saved = int(offset_file.read_text().strip() or 0) if offset_file.exists() else 0
+        self.buffer = buffer_id(offset_file.with_name("outbox.id"))
         self.committed = max(saved, outbox.start)
         save_offset(offset_file, self.committed)  # its bytes exist before the disk may fill
         self.producer: Producer | None = None
@@ -108,7 +118,7 @@ class Forwarder:
         while not self._stop.is_set():
             if self._renew.is_set():
                 self._renew.clear()
-                self.producer = None
+                self._retire()
             if self.producer is None and not self._connect():
                 self._stop.wait(RETRY_SECONDS)
                 continue
@@ -121,17 +131,11 @@ class Forwarder:
         producer = self.make_producer()
         try:
             producer.init_transactions(KAFKA_TIMEOUT_SECONDS)
-            committed = self.position.read(KAFKA_TIMEOUT_SECONDS)
+            committed = self.position.read(self.buffer, KAFKA_TIMEOUT_SECONDS)
         except KafkaException as error:
             log.warning("Kafka not ready for transactions", extra={"error": str(error)})
             return False
-        if committed is not None and committed > self.outbox.end:
-            log.error(
-                "Kafka's forwarded position is beyond this buffer's end (a new disk?); "
-                "going on from the buffer's own",
-                extra={"kafka": committed, "buffer_end": self.outbox.end},
-            )
-        elif committed is not None and committed > self.committed:
+        if committed is not None and committed > self.committed:
             self._advance(committed)
         self.producer = producer
         return True
@@ -153,10 +157,10 @@ class Forwarder:
                 if seq not in self.rejected:
                     sent += self._produce(seq, Record.unframe(payload), failed)
             self.producer.flush(KAFKA_TIMEOUT_SECONDS)  # delivery reports before the commit
-            self.position.commit_with(self.producer, end, KAFKA_TIMEOUT_SECONDS)
+            self.position.commit_with(self.producer, self.buffer, end, KAFKA_TIMEOUT_SECONDS)
             self.producer.commit_transaction(KAFKA_TIMEOUT_SECONDS)
         except KafkaException as exception:
-            self._abort(exception.args[0], failed)
+            self._failed(exception.args[0], failed)
             return 0
         self.counters.add("forwarded", sent)
         self._advance(end)
@@ -202,28 +206,23 @@ class Forwarder:
         self.counters.add("dropped", 1, f"kafka_{reason.name().lower()}")
         self.rejected.add(seq)
 
-    def _abort(self, error: KafkaError, failed: dict[int, KafkaError]) -> None:
-        """Abort the open transaction (its records stay in the buffer and go again); a
-        record Kafka can never take is left out from then on; a fenced or fatally failed
-        producer is replaced."""
+    def _failed(self, error: KafkaError, failed: dict[int, KafkaError]) -> None:
+        """The transaction did not commit. A record Kafka can never take is left out from
+        then on; the producer is retired, and its successor's ``init_transactions`` settles
+        what it left open (aborted, or committed if the commit got through: Kafka's
+        position then says so)."""
         for seq, reason in failed.items():
             if reason.code() in REJECTED:
                 self._reject(seq, reason)
-        if error.fatal() or (not error.txn_requires_abort() and not error.retriable()):
-            log.error("producer failed; starting another", extra={"error": str(error)})
-            self.producer = None
-            return
-        log.warning("transaction aborted, will resend", extra={"error": str(error)})
-        while self.producer is not None and not self._stop.is_set():
-            try:
-                self.producer.abort_transaction(KAFKA_TIMEOUT_SECONDS)
-                break
-            except KafkaException as again:  # Kafka away: try until it is back
-                if again.args[0].fatal():
-                    self.producer = None
-                else:
-                    self._stop.wait(RETRY_SECONDS)
+        log.warning("transaction not committed, will resend", extra={"error": str(error)})
+        self._retire()
         self._stop.wait(RETRY_SECONDS)
+
+    def _retire(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:  # one holding undeliverable records would never be destroyed
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            producer.flush(0)
 
     def _advance(self, position: int) -> None:
         """Kafka has everything before ``position``: note it and free the buffer before it."""

@@ -83,18 +83,20 @@ class ForwardedPosition:
             )
         )
 
-    def read(self, timeout: float) -> int | None:
-        """The committed position; ``None`` when the group has none (yet, or no more)."""
+    def read(self, buffer: str, timeout: float) -> int | None:
+        """The position committed for ``buffer`` (an id of the gateway's buffer, kept with
+        the position: a gateway with a new disk starts numbering again); ``None`` when the
+        group has none for it (yet, or no more)."""
         [found] = self.consumer.committed(
             [TopicPartition(CONFIG_TOPIC, FORWARDED_PARTITION)], timeout=timeout
         )
         if found.error is not None:
             raise KafkaException(found.error)
-        return found.offset if found.offset >= 0 else None
+        return found.offset if found.offset >= 0 and found.metadata == buffer else None
 
-    def commit_with(self, producer: Producer, position: int, timeout: float) -> None:
-        """Add ``position`` to ``producer``'s open transaction."""
-        offsets = [TopicPartition(CONFIG_TOPIC, FORWARDED_PARTITION, position)]
+    def commit_with(self, producer: Producer, buffer: str, position: int, timeout: float) -> None:
+        """Add ``buffer``'s ``position`` to ``producer``'s open transaction."""
+        offsets = [TopicPartition(CONFIG_TOPIC, FORWARDED_PARTITION, position, metadata=buffer)]
         producer.send_offsets_to_transaction(
             offsets, self.consumer.consumer_group_metadata(), timeout
         )
