@@ -58,6 +58,8 @@ OPERATOR = release.OPERATOR_SELECTOR + release.RELEASE
 EXAMPLES = Path(__file__).parents[2] / "examples" / "city-air-quality"
 SINK = "bench.gateways.readings"
 PLURALS = {m.crd.kind: m.crd.plural for m in (EdgeGateway, AutomationIntent, Policy)}
+WATCH_SECONDS = 300
+"""Each watch request's length; the follower resumes where the last one ended."""
 POD_NAME = "authentication.kubernetes.io/pod-name"
 OPERATOR_VALUES = {
     "replicas": 1,
@@ -159,26 +161,32 @@ class Reconciled:
                 raise
 
     def _follow(self, plural: str, stream: watch.Watch) -> None:
+        """From the list's version on; a watch the API server ends (its timeout, or a
+        definition's update) is resumed from the last version seen, until every object
+        has reported."""
         listed: Any = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        version = listed["metadata"]["resourceVersion"]
         self._ready.wait(60)
-        for event in stream.stream(
-            self.api.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            plural,
-            resource_version=listed["metadata"]["resourceVersion"],
-            timeout_seconds=3600,
-        ):
-            obj = event["object"]
-            meta, status = obj["metadata"], obj.get("status") or {}
-            if status.get("observedGeneration") == meta["generation"]:
-                with self._lock:
-                    self.seen.setdefault(f"{obj['kind']}/{meta['name']}", time.perf_counter())
-                    if len(self.seen) >= self.expected:
-                        self.done.set()
-            if self.done.is_set():
-                stream.stop()
+        while not self.done.is_set():
+            for event in stream.stream(
+                self.api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                plural,
+                resource_version=version,
+                timeout_seconds=WATCH_SECONDS,
+            ):
+                obj = event["object"]
+                meta, status = obj["metadata"], obj.get("status") or {}
+                version = meta["resourceVersion"]
+                if status.get("observedGeneration") == meta["generation"]:
+                    with self._lock:
+                        self.seen.setdefault(f"{obj['kind']}/{meta['name']}", time.perf_counter())
+                        if len(self.seen) >= self.expected:
+                            self.done.set()
+                if self.done.is_set():
+                    stream.stop()
 
     def wait(self, timeout: float) -> None:
         if not self.done.wait(timeout):

@@ -146,6 +146,34 @@ def test_a_standby_appender_waits_then_takes_over_and_continues_the_chain(
     third.close()
 
 
+def test_the_tail_holds_the_latest_records_and_reads_each_once(
+    site: Site, topics: tuple[str, str]
+) -> None:
+    """What every dry-run Policy looks back at: the last records, fetched incrementally."""
+    events, log = topics
+    bootstrap = site.endpoints.kafka_bootstrap
+    writer = audit.AuditWriter(bootstrap, topic=events)
+    appender = audit.Appender(bootstrap, events, log).open()
+    tail = audit.AuditTail(bootstrap, 3, topic=log)
+
+    def chain(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            writer.record("reconcile", f"Policy p{i}", {"generation": i})
+        drain(appender, count)
+        wait_for(lambda: len(audit.read_log(bootstrap, log)) == first + count, 30)
+
+    chain(0, 5)
+    before = tail.latest()
+    assert [r.subject for r in before] == ["Policy p2", "Policy p3", "Policy p4"]
+    chain(5, 2)
+    after = tail.latest()
+    assert [r.subject for r in after] == ["Policy p4", "Policy p5", "Policy p6"]
+    assert after[0] is before[2]  # not fetched and parsed again
+    assert tail.latest() == after
+    tail.close()
+    appender.close()
+
+
 @pytest.mark.fault("audit tampered with")
 def test_aiosctl_audit_verify_names_the_tampered_record(
     site: Site, topics: tuple[str, str], tmp_path: Path

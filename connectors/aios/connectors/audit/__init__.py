@@ -58,11 +58,11 @@ from aios.connectors.audit.lineage import (
     trace,
 )
 from aios.connectors.audit.log import (
+    AuditTail,
     open_reader,
     read_file,
     read_log,
     read_raw_log,
-    read_tail,
 )
 from aios.connectors.audit.records import (
     DEDUP_WINDOW,
@@ -97,6 +97,7 @@ __all__ = [
     "MALFORMED",
     "Appender",
     "AuditRecord",
+    "AuditTail",
     "AuditUnavailable",
     "AuditWriter",
     "Checkpoints",
@@ -113,7 +114,6 @@ __all__ = [
     "read_file",
     "read_log",
     "read_raw_log",
-    "read_tail",
     "trace",
     "verify",
 ]

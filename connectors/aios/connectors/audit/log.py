@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -83,20 +85,46 @@ def read_log(bootstrap: str | None = None, topic: str = LOG_TOPIC) -> list[Audit
     return [AuditRecord.parse(raw) for raw in read_raw_log(bootstrap, topic)]
 
 
-def read_tail(
-    bootstrap: str | None, count: int, topic: str = LOG_TOPIC, timeout: float = 10.0
-) -> list[AuditRecord]:
-    """The last ``count`` records of the log (at most), parsed, in log order: what a look
-    back at recent activity reads, without the whole history."""
-    reader = open_reader(bootstrap)
-    try:
-        low, high = _watermarks(reader, TopicPartition(topic, 0), timeout)
-        start = TopicPartition(topic, 0, max(low, high - count))
-        return [
-            AuditRecord.parse((m.value() or b"").decode()) for m in _read(reader, start, timeout)
-        ]
-    finally:
-        reader.close()
+class AuditTail:
+    """The latest records of the log, read by one reader kept open that fetches only what
+    was appended since the last look: every dry-run Policy looks back at the same records
+    on each audit tick, and a reader and a parse per Policy and tick cost a city's
+    operator more than its reconciles."""
+
+    def __init__(
+        self, bootstrap: str | None, count: int, topic: str = LOG_TOPIC, timeout: float = 10.0
+    ) -> None:
+        self._bootstrap, self._topic, self._timeout = bootstrap, topic, timeout
+        self._records: deque[AuditRecord] = deque(maxlen=count)
+        self._next = -1
+        """The offset to read from next; -1 before the first look."""
+        self._reader: Consumer | None = None
+        self._lock = threading.Lock()
+
+    def latest(self) -> list[AuditRecord]:
+        """The last ``count`` records (at most), parsed, in log order."""
+        with self._lock:
+            if self._reader is None:
+                self._reader = open_reader(self._bootstrap)
+            low, high = _watermarks(self._reader, TopicPartition(self._topic, 0), self._timeout)
+            # The appender commits in transactions, whose markers take offsets too (at
+            # most one per record): twice as many offsets hold the last ``count`` records.
+            first = max(low, high - 2 * (self._records.maxlen or 0))
+            if not first <= self._next <= high:  # the first look, records gone, or a new log
+                self._records.clear()
+                self._next = first
+            if self._next < high:
+                start = TopicPartition(self._topic, 0, self._next)
+                for message in _read(self._reader, start, self._timeout):
+                    self._records.append(AuditRecord.parse((message.value() or b"").decode()))
+                    self._next = (message.offset() or 0) + 1
+            return list(self._records)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
 
 def read_file(path: Path) -> list[str]:

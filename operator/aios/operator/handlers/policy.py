@@ -25,7 +25,7 @@ import kopf
 from aios.api import KINDS, Policy
 from aios.api.policy import ScopeKind
 from aios.connectors import opa
-from aios.connectors.audit import LOG_TOPIC, Appender, read_tail
+from aios.connectors.audit import LOG_TOPIC, Appender, AuditTail
 from aios.connectors.audit_checkpoint import (
     SIGNING_KEY_ENV,
     Checkpointer,
@@ -197,10 +197,10 @@ async def audit_existing(ctx: Context) -> Change | None:
 async def _look_back(memo: kopf.Memo, url: str, namespace: str, name: str) -> dict[str, Any] | None:
     """What the dry-run Policy would have denied of the latest actions, asked about the
     documents OPA decided on when they ran (their audit records keep them)."""
-    bootstrap = runtime(memo).settings.kafka_bootstrap
-    if not bootstrap:
+    tail: AuditTail | None = memo.get("audit_tail")
+    if tail is None:
         return None  # no audit log to look back at
-    records = await asyncio.to_thread(read_tail, bootstrap, plan.LOOK_BACK_RECORDS)
+    records = await asyncio.to_thread(tail.latest)
     actions = plan.past_actions((r.time, r.details) for r in records if r.kind == "action-step")
     covered, findings = await opa.look_back(url, namespace, name, [a.asked for a in actions])
     return plan.look_back_status(actions, covered, findings)
@@ -263,6 +263,7 @@ async def start_governance(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> No
             file=Path(audit_file) if audit_file else None,
             checkpoints=checkpointer(process, logger),
         ).start()
+        memo.audit_tail = AuditTail(settings.kafka_bootstrap, plan.LOOK_BACK_RECORDS)
     else:
         logger.warning(f"{BOOTSTRAP_ENV} is not set: audit events are not chained")
 
@@ -278,3 +279,6 @@ async def stop_governance(memo: kopf.Memo, **_: Any) -> None:
     appender = memo.get("audit_appender")
     if appender is not None:
         await asyncio.to_thread(appender.stop)
+    tail: AuditTail | None = memo.get("audit_tail")
+    if tail is not None:
+        await asyncio.to_thread(tail.close)
