@@ -162,15 +162,19 @@ def test_the_tail_holds_the_latest_records_and_reads_each_once(
         drain(appender, count)
         wait_for(lambda: len(audit.read_log(bootstrap, log)) == first + count, 30)
 
+    held = audit.AuditTail(bootstrap, 3, topic=log, fresh_for=3600)
     chain(0, 5)
     before = tail.latest()
     assert [r.subject for r in before] == ["Policy p2", "Policy p3", "Policy p4"]
+    assert held.latest() == before
     chain(5, 2)
     after = tail.latest()
     assert [r.subject for r in after] == ["Policy p4", "Policy p5", "Policy p6"]
     assert after[0] is before[2]  # not fetched and parsed again
     assert tail.latest() == after
+    assert held.latest() == before, "a look stands for the next ones while fresh"
     tail.close()
+    held.close()
     appender.close()
 
 

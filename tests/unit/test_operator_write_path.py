@@ -127,6 +127,7 @@ def test_a_burst_for_one_object_runs_once_at_a_time_and_once_more_after() -> Non
         for _ in range(5):
             queue.add("a", Reason.EVENT)  # while a runs: coalesced into one more run
         queue.add("a", Reason.TICK)
+        assert len(queue) == 2, "a key running and queued again counts once"
 
     until_drained(WorkQueue(work, workers=4), feed)
     assert overlaps == [], "one object is never worked on by two workers"

@@ -43,6 +43,8 @@ from aios.operator.runtime.writer import Change
 from aios.operator.settings import OperatorSettings
 
 SYSTEM_CHECK_SECONDS = 30.0
+LOOK_BACK_FRESH_SECONDS = 5.0
+"""The audit log's tail, once read, answers every Policy looking back for this long."""
 
 
 def opa_url(memo: kopf.Memo) -> str:
@@ -263,7 +265,9 @@ async def start_governance(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> No
             file=Path(audit_file) if audit_file else None,
             checkpoints=checkpointer(process, logger),
         ).start()
-        memo.audit_tail = AuditTail(settings.kafka_bootstrap, plan.LOOK_BACK_RECORDS)
+        memo.audit_tail = AuditTail(
+            settings.kafka_bootstrap, plan.LOOK_BACK_RECORDS, fresh_for=LOOK_BACK_FRESH_SECONDS
+        )
     else:
         logger.warning(f"{BOOTSTRAP_ENV} is not set: audit events are not chained")
 

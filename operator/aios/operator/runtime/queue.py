@@ -89,8 +89,9 @@ class WorkQueue:
         self._tasks = []
 
     def __len__(self) -> int:
-        """Keys waiting or running."""
-        return len(self._pending.keys() | self._running)
+        """Keys waiting or running (asked after every run: counted over the running few,
+        not over a union with the thousands a tick queues)."""
+        return len(self._pending) + sum(1 for key in self._running if key not in self._pending)
 
     async def drained(self) -> None:
         """Until nothing is queued or running."""
