@@ -11,14 +11,16 @@ from pydantic import ValidationError
 
 from aios.api import AutomationIntent
 from aios.api.automation_intent import Scaling
-from aios.api.runner import PartitionCounts, PartitionProgress, RunnerConfig
+from aios.api.runner import PartitionCounts, PartitionReport, RunnerConfig
 from aios.operator.reconcile.automation_intent import (
     Heartbeat,
     counts,
     live,
+    may_have_acted,
     owned_topics,
     ready,
     render_runner,
+    reported_lag,
     retention_ms,
     retention_violation,
     runner_config,
@@ -89,24 +91,40 @@ def test_owned_topics_carry_partitions_and_retention() -> None:
     assert personal.config["cleanup.policy"] == "compact,delete", "latches name sensors"
 
 
+def beat(pod: str, **partitions: tuple[int, int, int | None]) -> Heartbeat:
+    """A live runner's heartbeat: ``t_0=(offset, events, lag)`` per partition it holds."""
+    reported = {
+        key.replace("_", "/"): PartitionReport(
+            offset=offset, counts=PartitionCounts(events=events, decisions=events), lag=lag
+        )
+        for key, (offset, events, lag) in partitions.items()
+    }
+    return Heartbeat(pod, 2, datetime.now(UTC), {}, reported, False)
+
+
 def test_counts_sum_the_newest_report_of_each_partition() -> None:
-    now = datetime.now(UTC)
-
-    def beat(pod: str, **partitions: tuple[int, int]) -> Heartbeat:
-        reported = {
-            key.replace("_", "/"): PartitionProgress(
-                offset=offset, counts=PartitionCounts(events=events, decisions=events)
-            )
-            for key, (offset, events) in partitions.items()
-        }
-        return Heartbeat(pod, 2, now, {}, reported, False)
-
     # p-0 held t/0 until 40 and lost it to p-1, which has gone on to 55
-    old = beat("p-0", t_0=(40, 40), t_1=(10, 9))
-    new = beat("p-1", t_0=(55, 54), t_2=(3, 3))
+    old = beat("p-0", t_0=(40, 40, 15), t_1=(10, 9, 2))
+    new = beat("p-1", t_0=(55, 54, 0), t_2=(3, 3, None))
     assert counts([old, new]) == {"events": 66, "decisions": 66, "deadLetters": 0, "fallbacks": 0}
     assert counts([new, old]) == counts([old, new])
     assert counts([beat("p-2")]) == {}, "nothing reported leaves the status as it is"
+
+
+def test_the_lag_is_what_the_runners_report_of_each_partitions_newest_position() -> None:
+    old = beat("p-0", t_0=(40, 40, 15), t_1=(10, 9, 2))
+    new = beat("p-1", t_0=(55, 54, 0), t_2=(3, 3, None))
+    assert reported_lag([old, new]) == 2, "t/0 at its newest holder's 0, t/1's 2, t/2 unknown"
+    assert reported_lag([new, old]) == 2
+    assert reported_lag([beat("p-2", t_0=(-1, 0, None))]) is None, "Kafka is asked then"
+    assert reported_lag([]) is None
+
+
+def test_temporal_is_asked_for_action_counts_only_once_something_was_decided() -> None:
+    assert not may_have_acted([], {}), "a paused intent that never ran"
+    assert not may_have_acted([beat("p-0", t_0=(-1, 0, None))], {"decisions": 0})
+    assert may_have_acted([beat("p-0", t_0=(5, 5, 0))], {})
+    assert may_have_acted([], {"decisions": 7, "actions": 3}), "runners gone, counts kept"
 
 
 def test_the_runner_is_rendered_with_its_config_owner_and_least_privilege() -> None:

@@ -139,4 +139,14 @@ def test_a_latch_restored_from_the_partition_state_keeps_firing_in_another_repli
     assert taken_over.decider.decide(reading(50), ok(0.78), NOW).rule == "pm25-spike"
     fresh = Decider(RuleSet.compile(EXAMPLE.spec))
     assert fresh.decide(reading(50), ok(0.78), NOW).rule is None, "without it, the latch is lost"
-    assert taken_over.progress().counts.events == 1
+    assert taken_over.counts.events == 1
+
+
+def test_a_partition_reports_its_lag_once_it_has_an_offset_and_a_fetch(decider: Decider) -> None:
+    """The heartbeat's lag is the partition's end less the next record to decide; unknown
+    before the first commit (the group then has no position) or before the first fetch."""
+    held = Partition(12, PartitionCounts(events=12), decider)
+    assert held.report(end=20).lag == 8
+    assert held.report(end=12).lag == 0
+    assert held.report(end=-1).lag is None
+    assert Partition(-1, PartitionCounts(), decider).report(end=20).lag is None

@@ -382,6 +382,16 @@ def _result_allowing(future: Any, tolerated: str, name: str, timeout: float) -> 
             raise RuntimeError(f"Kafka admin operation on {name} failed: {error}") from error
 
 
+def consumer_groups(client: AdminClient, timeout: float = 10) -> set[str]:
+    """The groups the cluster knows (ListGroups, one request for all of them): a group
+    that has no member and never committed an offset is not one, so it has no lag to
+    look up."""
+    listed = client.list_consumer_groups(request_timeout=timeout).result(timeout)
+    if listed.errors:
+        raise RuntimeError(f"Kafka could not list every consumer group: {listed.errors[0]}")
+    return {group.group_id for group in listed.valid}
+
+
 def member(bootstrap: str, group: str) -> Consumer:
     """A consumer of ``group`` that never joins it: it asks what a member would ask
     (OffsetFetch), not the admin API's ListConsumerGroupOffsets, with which librdkafka

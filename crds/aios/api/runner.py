@@ -69,6 +69,19 @@ class PartitionProgress(ApiModel):
     counts: PartitionCounts = Field(default_factory=PartitionCounts)
 
 
+class PartitionReport(PartitionProgress):
+    """What a runner's heartbeat says of a source partition it holds: its progress, and how
+    far behind the partition's end that is, so the operator reads an intent's consumer lag
+    from the heartbeats it follows anyway instead of asking Kafka for each intent."""
+
+    lag: int | None = Field(
+        default=None,
+        ge=0,
+        description="Records after ``offset`` as of the runner's last fetch (None: no commit "
+        "or no fetch yet).",
+    )
+
+
 class PartitionState(PartitionProgress):
     """A source partition's record in the intent's state topic (key ``<topic>/<partition>``),
     written in the same Kafka transaction as its decisions and consumer offset: whichever

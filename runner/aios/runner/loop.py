@@ -424,7 +424,14 @@ class Runner:
             )
 
     def health(self) -> dict[str, Any]:
-        """What the operator turns into the intent's status (``Degraded`` and counts)."""
+        """What the operator turns into the intent's status (``Degraded``, counts and lag);
+        each held partition's lag also goes to the metric."""
+        reports = {
+            source: held.report(self._end(source)) for source, held in dict(self.partitions).items()
+        }
+        for (topic, partition), report in reports.items():
+            if report.lag is not None:
+                metrics.CONSUMER_LAG.labels(self.intent, topic, str(partition)).set(report.lag)
         return {
             "namespace": self.config.intent.namespace,
             "intent": self.config.intent.name,
@@ -433,8 +440,8 @@ class Runner:
             "time": datetime.now(UTC).isoformat(),
             "paused": self.paused,
             "partitions": {
-                state_key(source): partition.progress().model_dump(by_alias=True)
-                for source, partition in dict(self.partitions).items()
+                state_key(source): report.model_dump(by_alias=True)
+                for source, report in reports.items()
             },
             "models": {
                 name: {
@@ -445,21 +452,15 @@ class Runner:
             },
         }
 
-    def _measure_lag(self) -> None:
-        """Each held partition's lag, from the high watermark its last fetch brought (no
-        request to the broker)."""
-        for (topic, partition), held in dict(self.partitions).items():
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-            if high >= 0:
-                lag = max(0, high - held.offset)
-                metrics.CONSUMER_LAG.labels(self.intent, topic, str(partition)).set(lag)
+    def _end(self, source: SourcePartition) -> int:
+        """The partition's high watermark as its last fetch brought it (no request to the
+        broker; -1 before the first fetch)."""
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(*source), cached=True)
+        return int(high)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         key = f"{self.intent}/{self.pod}".encode()
         while not stop.is_set():
-            self._measure_lag()
             self.heartbeats.produce(
                 self.config.heartbeat_topic, key=key, value=json.dumps(self.health()).encode()
             )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message, TopicPartition
 
-from aios.api.runner import PartitionCounts, PartitionProgress, PartitionState
+from aios.api.runner import PartitionCounts, PartitionReport, PartitionState
 from aios.connectors import kafka
 from aios.runner.rules import Decider, RuleSet
 
@@ -57,8 +57,10 @@ class Partition:
             Decider(rules, {(sensor, rule) for sensor, rule in state.latched}),
         )
 
-    def progress(self) -> PartitionProgress:
-        return PartitionProgress(offset=self.offset, counts=self.counts)
+    def report(self, end: int) -> PartitionReport:
+        """Its heartbeat entry, given the partition's end as the last fetch saw it (-1: none)."""
+        lag = max(0, end - self.offset) if end >= 0 and self.offset >= 0 else None
+        return PartitionReport(offset=self.offset, counts=self.counts, lag=lag)
 
     def state(self) -> PartitionState:
         return PartitionState(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from aios.api import AutomationIntent, EdgeGateway
-from aios.api.runner import HEARTBEAT_TOPIC, PartitionProgress, runner_name
+from aios.api.runner import HEARTBEAT_TOPIC, PartitionReport, runner_name
 from aios.connectors import kafka, opa
 from aios.connectors.topics import TopicPlan
 from aios.operator import metrics
@@ -25,9 +25,11 @@ from aios.operator.reconcile.automation_intent import (
     Heartbeat,
     counts,
     live,
+    may_have_acted,
     owned_topics,
     ready,
     render_runner,
+    reported_lag,
     retention_ms,
     retention_violation,
     runner_config,
@@ -55,13 +57,15 @@ from aios.operator.streams import Heartbeats
 from aios.workflows.action_io import INTENT, OUTCOME
 
 HEARTBEAT_WINDOW_SECONDS = 30.0
+GROUPS_FRESH_SECONDS = 5.0
+"""How long one listing of Kafka's consumer groups answers for every intent's refresh."""
 
 
 class IntentState:
-    """Shared by every intent's handlers: the runners' heartbeats, and when each intent's
-    counts were last looked up. Counts, consumer lag and action outcomes (a Kafka admin
-    request and two Temporal counts) are looked up at most every ``count_interval``
-    seconds per intent; a heartbeat arriving, or missed, refreshes the conditions at once."""
+    """Shared by every intent's handlers: the runners' heartbeats, when each intent's
+    counts were last looked up, and Kafka's consumer groups. Counts, consumer lag and
+    action outcomes are refreshed at most every ``count_interval`` seconds per intent; a
+    heartbeat arriving, or missed, refreshes the conditions at once."""
 
     def __init__(
         self, bootstrap: str, controllers: Mapping[str, Controller], count_interval: float
@@ -70,6 +74,9 @@ class IntentState:
         self.count_interval = count_interval
         self._controllers = controllers
         self.heartbeats = Heartbeats(bootstrap, HEARTBEAT_TOPIC, self._report, self._expires)
+        self._groups: set[str] = set()
+        self._groups_listed = -GROUPS_FRESH_SECONDS
+        self._groups_lock = asyncio.Lock()
 
     def _report(self, key: str) -> None:
         """The intent's Degraded follows its runners' heartbeats: refresh it now."""
@@ -85,6 +92,15 @@ class IntentState:
         except (KeyError, TypeError, ValueError):
             return None
         return sent + timedelta(seconds=HEARTBEAT_WINDOW_SECONDS)
+
+    async def group_exists(self, admin: AdminClient, group: str) -> bool:
+        """Whether Kafka knows ``group``, from one listing shared by the refreshes of the
+        next ``GROUPS_FRESH_SECONDS`` (thousands of intents, one request)."""
+        async with self._groups_lock:
+            if time.monotonic() - self._groups_listed >= GROUPS_FRESH_SECONDS:
+                self._groups = await asyncio.to_thread(kafka.consumer_groups, admin)
+                self._groups_listed = time.monotonic()
+        return group in self._groups
 
     def counts_due(self, uid: str) -> bool:
         """Whether the intent's counts are due a lookup (and if so, they count as looked up)."""
@@ -134,12 +150,12 @@ def heartbeats(memo: kopf.Memo, namespace: str, name: str) -> list[Heartbeat]:
     return live(beats, datetime.now(UTC), HEARTBEAT_WINDOW_SECONDS)
 
 
-def progress(reported: Any) -> dict[str, PartitionProgress]:
+def progress(reported: Any) -> dict[str, PartitionReport]:
     """The partitions a heartbeat reports; what does not parse counts as not reported."""
     if not isinstance(reported, dict):
         return {}
     try:
-        return {key: PartitionProgress.model_validate(value) for key, value in reported.items()}
+        return {key: PartitionReport.model_validate(value) for key, value in reported.items()}
     except ValidationError:
         return {}
 
@@ -276,6 +292,22 @@ async def finalize(intent: AutomationIntent, ctx: Context) -> None:
     )
 
 
+async def consumer_lag(ctx: Context, group: str, beats: list[Heartbeat]) -> int | None:
+    """As the live runners report it; without them (a paused intent, runners down) from
+    Kafka, and only for a group Kafka knows: none that never committed has a lag."""
+    reported = reported_lag(beats)
+    if reported is not None:
+        return reported
+    process = runtime(ctx.memo)
+    intents: IntentState = ctx.memo.intents
+    if not await intents.group_exists(process.kafka_admin, group):
+        return None
+    sources = (ctx.body.status["topics"].get("source") or "").split(", ")
+    return await asyncio.to_thread(
+        kafka.consumer_lag, process.settings.kafka_bootstrap, group, [s for s in sources if s]
+    )
+
+
 async def action_outcomes(memo: kopf.Memo, namespace: str, name: str) -> dict[str, int]:
     """Executed and human-rejected (overridden) actions, from Temporal's visibility: durable,
     unlike a runner's counters. Empty while Temporal cannot answer."""
@@ -306,15 +338,12 @@ async def refresh(ctx: Context) -> Change | None:
     counted: dict[str, Any] = {}
     intents: IntentState = ctx.memo.intents
     if intents.counts_due(body.metadata["uid"]):
-        group = runner_config(intent, ["-"]).consumer_group
-        sources = (body.status["topics"].get("source") or "").split(", ")
-        lag = await asyncio.to_thread(
-            kafka.consumer_lag,
-            runtime(ctx.memo).settings.kafka_bootstrap,
-            group,
-            [s for s in sources if s],
+        lag = await consumer_lag(ctx, runner_config(intent, ["-"]).consumer_group, beats)
+        outcomes = (
+            await action_outcomes(ctx.memo, namespace, name)
+            if may_have_acted(beats, body.status.get("counts") or {})
+            else {}
         )
-        outcomes = await action_outcomes(ctx.memo, namespace, name)
         counted = {"counts": {**counts(beats), **outcomes}, "consumerLag": lag}
         if wants_autoscaler(intent):  # the autoscaler moves the runners between reconciles
             keda = await runtime(ctx.memo).children.served(SCALED_OBJECTS_CRD)

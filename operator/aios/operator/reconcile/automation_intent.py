@@ -14,7 +14,7 @@ from aios.api.base import DEFAULT_SITE
 from aios.api.events import IntentRef
 from aios.api.runner import (
     PartitionCounts,
-    PartitionProgress,
+    PartitionReport,
     RunnerConfig,
     RunnerTopics,
     runner_name,
@@ -306,7 +306,7 @@ class Heartbeat:
     generation: int
     time: datetime
     models: Mapping[str, Mapping[str, Any]]
-    partitions: Mapping[str, PartitionProgress]
+    partitions: Mapping[str, PartitionReport]
     paused: bool
 
 
@@ -354,17 +354,23 @@ def runtime_conditions(intent: AutomationIntent, beats: list[Heartbeat]) -> list
     ]
 
 
+def newest_reports(beats: list[Heartbeat]) -> dict[str, PartitionReport]:
+    """Each source partition's newest report among live runners (a partition that moved is
+    reported by its old holder until that one's heartbeat expires)."""
+    newest: dict[str, PartitionReport] = {}
+    for beat in beats:
+        for key, report in beat.partitions.items():
+            if key not in newest or report.offset > newest[key].offset:
+                newest[key] = report
+    return newest
+
+
 def counts(beats: list[Heartbeat]) -> dict[str, int]:
     """Readings, decisions, fallbacks and dead letters since the intent began: the sum over
-    its source partitions of the newest count any live runner reports (a partition that
-    moved is reported by its old holder until that one's heartbeat expires). Nothing while
-    no runner reports, so the status keeps what it had. Actions and overrides are counted
-    from Temporal by the handler."""
-    newest: dict[str, PartitionProgress] = {}
-    for beat in beats:
-        for key, progress in beat.partitions.items():
-            if key not in newest or progress.offset > newest[key].offset:
-                newest[key] = progress
+    its source partitions of the newest count. Nothing while no runner reports, so the
+    status keeps what it had. Actions and overrides are counted from Temporal by the
+    handler."""
+    newest = newest_reports(beats)
     if not newest:
         return {}
     totals = PartitionCounts()
@@ -372,6 +378,22 @@ def counts(beats: list[Heartbeat]) -> dict[str, int]:
         for field in PartitionCounts.model_fields:
             setattr(totals, field, getattr(totals, field) + getattr(progress.counts, field))
     return totals.model_dump(by_alias=True)
+
+
+def reported_lag(beats: list[Heartbeat]) -> int | None:
+    """The consumer lag the live runners report: the sum over the partitions they hold of
+    the newest report's lag. None when none reports one (no runner, or none has committed
+    and fetched yet): the handler then asks Kafka."""
+    lags = [r.lag for r in newest_reports(beats).values() if r.lag is not None]
+    return sum(lags) if lags else None
+
+
+def may_have_acted(beats: list[Heartbeat], stored_counts: Mapping[str, Any]) -> bool:
+    """Whether the intent can have action workflows to count: actions come from decisions,
+    so not while neither a runner nor the status has ever counted one (a paused intent
+    that never ran, the common case of a large site, costs Temporal nothing)."""
+    decided = counts(beats).get("decisions") or stored_counts.get("decisions") or 0
+    return int(decided) > 0
 
 
 def ready(conditions: list[ConditionUpdate]) -> ConditionUpdate:
