@@ -200,10 +200,8 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     assert all(d["fallback"] and d["fallbackReason"] == "no-model" for d in acting)
     assert all(d["lineage"]["topic"] == topic for d in decisions)
     assert {d["site"] for d in decisions} == {SESSION_SITE}, "the chart's site.name, every one"
-    runner_pods = kubectl.json(
-        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=pm25"
-    )
-    assert {p["metadata"]["labels"].get(SITE_LABEL) for p in runner_pods["items"]} == {SESSION_SITE}
+    runners = runner_pods(kubectl, namespace, "pm25")
+    assert {p["metadata"]["labels"].get(SITE_LABEL) for p in runners} == {SESSION_SITE}
 
     keys = {d["actionId"] for d in acting}
     acted_once(site, receiver, keys)
@@ -224,6 +222,29 @@ def test_ten_thousand_readings_one_decision_each_anomalies_act_once(
     status = wait_for(reported, what="status counts and lag")
     assert status["counts"]["events"] == len(records)
     assert status["counts"]["fallbacks"] == len(records) and status["counts"]["overrides"] == 0
+
+    # Paused, no runner reports the lag: the operator asks Kafka for the group's.
+    kubectl(
+        "patch",
+        "automationintent",
+        "pm25",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"mode": "paused"}}),
+    )
+    wait_for(lambda: not runner_pods(kubectl, namespace, "pm25"), what="the runner gone")
+    produce(bootstrap, topic, records[:300])
+
+    def backlog() -> int | None:
+        found = kubectl.json("get", "automationintent", "pm25", "-n", namespace)["status"]
+        return found.get("consumerLag")
+
+    wait_for(lambda: backlog() == 300, what="the paused intent's lag, from Kafka")
+    assert kubectl.json("get", "automationintent", "pm25", "-n", namespace)["status"]["counts"][
+        "events"
+    ] == len(records), "counts kept while no runner reports"
 
 
 @pytest.mark.fault("malformed event")
