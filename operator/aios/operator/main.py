@@ -168,6 +168,12 @@ async def act_once_leading(runtime: Runtime, stop: asyncio.Future[None]) -> None
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    if not args.verbose:
+        # A line per watch event ("Handler ... succeeded.") and per admission review (the
+        # webhook's access log): two or three per object a city creates, and measured at
+        # 3-4 % of the operator's time at 10,000 objects. Warnings and errors still show.
+        for chatty in ("kopf.objects", "aiohttp.access"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.metrics_port is not None:
         metrics.serve(args.liveness_host, args.metrics_port)
     tracing.configure("aios-operator")
