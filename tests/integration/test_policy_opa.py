@@ -54,9 +54,13 @@ def opa_url(opa_server: tuple[ManagedProcess, str]) -> str:
     return opa_server[1]
 
 
+MODULES = opa.LoadedModules()
+"""As the operator holds it: one for every load."""
+
+
 async def apply(url: str, namespace: str, name: str, **spec: Any) -> None:
     policy = Policy.model_validate({"metadata": {"name": name}, "spec": spec})
-    await load(url, load_plan(namespace, name, policy, LIBRARY))
+    await load(url, load_plan(namespace, name, policy, LIBRARY), MODULES)
 
 
 def action(
@@ -214,6 +218,27 @@ async def test_with_opa_stopped_nothing_is_authorised(
     assert opa.DECISIONS.labels("Action", "unavailable")._value.get() == before + 1
     with pytest.raises(opa.PolicyUnavailable):
         await opa.load_module(url, module_id("city", "x"), "package x")
+
+
+async def test_a_restarted_opa_is_given_the_modules_again(
+    opa_server: tuple[ManagedProcess, str],
+) -> None:
+    """Loads skip modules the running OPA process was seen holding; a new process holds
+    nothing, and is given them again."""
+    process, url = opa_server
+    await apply(url, "city", "ana", module={"name": "actuation-needs-approval"})
+    before = await opa.instance(url)
+    assert not (await opa.authorize_action(url, action("city"))).allowed
+    process.restart()
+    assert await opa.instance(url) != before, "a new process, which holds nothing"
+    assert await modules_loaded(url) == []
+    await apply(url, "city", "ana", module={"name": "actuation-needs-approval"})
+    assert set(await modules_loaded(url)) == {
+        "aios/system",
+        "aios/library/actuation-needs-approval",
+    }
+    denied = await opa.authorize_action(url, action("city"))
+    assert [r.split(":")[0] for r in denied.reasons] == ["city/ana"]
 
 
 async def test_an_action_input_must_be_an_action(opa_url: str) -> None:

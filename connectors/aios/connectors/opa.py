@@ -41,6 +41,7 @@ the caller must not act (fail closed).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import uuid
 import weakref
@@ -218,6 +219,34 @@ async def ensure_module(opa_url: str, module_id: str, rego: str) -> None:
     loading it costs a compile of every module."""
     if await get_module(opa_url, module_id) != rego:
         await load_module(opa_url, module_id, rego)
+
+
+async def instance(opa_url: str) -> str:
+    """The running OPA process's id (``/v1/config``'s ``labels.id``, new at each start
+    unless configured): what OPA holds in memory belongs to one process."""
+    async with client(opa_url, LOAD_TIMEOUT_SECONDS) as opa:
+        found = await opa.get_config()
+    return str(found["result"]["labels"]["id"])
+
+
+class LoadedModules:
+    """The modules each OPA process was seen holding (by process id, so a restarted OPA
+    is asked again): a thousand Policies of one library module read it back once, not a
+    thousand times. Reading a module returns its AST too, 12-34 KB of JSON for OPA to
+    write and the operator to parse; asking which process runs is a few bytes."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str, str], str] = {}
+        """(OPA URL, process id, module id) -> the text's SHA-256."""
+
+    async def ensure(self, opa_url: str, modules: Sequence[tuple[str, str]]) -> None:
+        """Each (module id, Rego) loaded unless this OPA process was seen holding exactly it."""
+        process = await instance(opa_url)
+        for module_id, rego in modules:
+            key, digest = (opa_url, process, module_id), hashlib.sha256(rego.encode()).hexdigest()
+            if self._held.get(key) != digest:
+                await ensure_module(opa_url, module_id, rego)
+                self._held[key] = digest
 
 
 async def get_module(opa_url: str, module_id: str) -> str | None:

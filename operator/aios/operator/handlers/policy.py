@@ -69,10 +69,13 @@ async def ensure_system(url: str) -> None:
     await opa.ensure_module(url, plan.SYSTEM_MODULE_ID, system_rego())
 
 
-async def load(url: str, load_plan: plan.LoadPlan) -> None:
-    """Write in dependency order, so nothing half-loaded is ever enforced; a module OPA
-    holds already (a load retried after a timeout) is not compiled again."""
-    await ensure_system(url)
+async def load(url: str, load_plan: plan.LoadPlan, modules: opa.LoadedModules) -> None:
+    """Write in dependency order (modules, then data, then the registry entry that makes
+    the Policy count), so nothing half-loaded is ever enforced; a module OPA holds already
+    (a load retried after a timeout, a library module another Policy loaded) is not
+    compiled again."""
+    library = [] if load_plan.library is None else [load_plan.library]
+    await modules.ensure(url, [(plan.SYSTEM_MODULE_ID, system_rego()), *library])
     await opa.put_data(url, load_plan.parameters_path, load_plan.parameters)
     for path in load_plan.scope_paths:  # before the registry entry that makes them count
         await opa.put_data(url, path, {})
@@ -80,8 +83,6 @@ async def load(url: str, load_plan: plan.LoadPlan) -> None:
     for kind in set(previous.get("kinds") or ()) - set(load_plan.registry["kinds"]):
         await opa.delete_data(url, plan.scope_path(kind, load_plan.namespace, load_plan.name))
     if load_plan.rego is None:
-        assert load_plan.library is not None
-        await opa.ensure_module(url, *load_plan.library)
         await opa.put_data(url, load_plan.registry_path, load_plan.registry)
         # a module of its own from when it was inline Rego (or from an earlier aios); asked
         # first, as OPA compiles every module to delete one, even one it does not have
@@ -116,7 +117,7 @@ async def reconcile(policy: Policy, ctx: Context) -> list[ConditionUpdate]:
     else:
         details["module"] = hashlib.sha256(load_plan.source.encode()).hexdigest()
         try:
-            await load(url, load_plan)
+            await load(url, load_plan, runtime(ctx.memo).opa_modules)
             updates = plan.loaded_conditions(load_plan)
             ctx.status["loadedPath"] = load_plan.decisions_path
         except opa.RegoError as error:
@@ -181,7 +182,7 @@ async def audit_existing(ctx: Context) -> Change | None:
     try:
         load_plan = plan.load_plan(namespace, name, policy, library())
         if not await is_loaded(url, load_plan):
-            await load(url, load_plan)
+            await load(url, load_plan, runtime(ctx.memo).opa_modules)
     except (plan.UnknownModule, opa.RegoError):
         return None  # the reconcile reports it in the conditions
     reviews = _reviews(ctx.memo, load_plan.registry["kinds"])

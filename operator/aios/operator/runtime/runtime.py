@@ -14,7 +14,7 @@ from kubernetes import client
 from temporalio.client import Client
 
 from aios.api import AutomationIntent
-from aios.connectors import audit, kafka, temporal
+from aios.connectors import audit, kafka, opa, temporal
 from aios.operator.reconcile.automation_intent import action_topics
 from aios.operator.reconcile.kafka_access import (
     KafkaPrincipal,
@@ -46,6 +46,8 @@ class Runtime:
     rollouts: Store = field(default_factory=Store)
     """The ModelRollouts, as the watch has them: what the rollout workflows published,
     which the ModelDeployments' status mirrors."""
+    opa_modules: opa.LoadedModules = field(default_factory=opa.LoadedModules)
+    """The Rego modules OPA was seen holding: Policies' loads read each back once."""
     children: Children = field(init=False)
     """Server-side apply and prune of what the kinds render, through ``api``."""
     _kafka_admin: AdminClient | None = None
