@@ -69,7 +69,7 @@ async def authorisation(url: str, requests: int) -> None:
     policy = Policy.model_validate(
         {"metadata": {"name": "ana"}, "spec": {"module": {"name": "actuation-needs-approval"}}}
     )
-    await load(url, load_plan("city", "ana", policy, library()))
+    await load(url, load_plan("city", "ana", policy, library()), opa.LoadedModules())
     ours = []
     for _ in range(requests):
         start = time.perf_counter()

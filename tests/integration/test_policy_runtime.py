@@ -22,7 +22,7 @@ from test_policy_operator import conditions, policy
 
 from aios.api import Policy
 from aios.api.events import ActionRequest
-from aios.connectors import audit
+from aios.connectors import audit, opa
 from aios.connectors.temporal import connect as connect_temporal
 from aios.operator.handlers.policy import library, load
 from aios.operator.reconcile.policy import load_plan
@@ -208,7 +208,8 @@ async def test_with_opa_stopped_no_action_runs_until_it_answers_again(
             "metadata": {"name": "p"},
             "spec": {"rego": TARGETS.replace("https://alerts.city.example/", receiver.url)},
         }
-        await load(url, load_plan("policy-runtime", "p", Policy.model_validate(rego), library()))
+        policy = Policy.model_validate(rego)
+        await load(url, load_plan("policy-runtime", "p", policy, library()), opa.LoadedModules())
         result = await asyncio.wait_for(handle.result(), 60)
     assert result["status"] == "executed"
     assert receiver.idempotency_keys().count(payload["actionId"]) == 1
