@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -129,6 +130,31 @@ def component_cpu(site: Site) -> Counter[str]:
 
 def cpu_per_object(before: Counter[str], after: Counter[str], count: int) -> str:
     return ", ".join(f"{k} {(after[k] - before[k]) / count * 1000:.1f}" for k in after)
+
+
+REQUESTS = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def api_requests(site: Site) -> Counter[str]:
+    """Requests the API server has served so far, by verb and resource (its own
+    ``apiserver_request_total``): what each object costs it."""
+    served: Counter[str] = Counter()
+    for line in site.kubectl(["get", "--raw", "/metrics"]).splitlines():
+        found = REQUESTS.match(line)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found["labels"]))
+        resource = "/".join(p for p in (labels.get("resource"), labels.get("subresource")) if p)
+        served[f"{labels.get('verb')} {resource}"] += int(float(found["value"]))
+    return served
+
+
+def requests_per_object(before: Counter[str], after: Counter[str], count: int) -> str:
+    """The requests served between two readings, per object, most frequent first (those
+    under one per hundred objects left out)."""
+    served = after - before
+    shown = [(k, n / count) for k, n in served.most_common() if n / count >= 0.01]
+    return ", ".join(f"{k} {per:.2f}" for k, per in shown)
 
 
 def in_parallel(work: Callable[[int], Any], count: int, concurrency: int) -> float:
@@ -391,17 +417,22 @@ def main() -> None:
         for count in args.objects:
             peer_namespace, aios_namespace = namespaces[count]
             print(f"{count} objects")
-            start = component_cpu(site)
+            start, served = component_cpu(site), api_requests(site)
             limit = peer(api, peer_namespace, count, args.concurrency)
-            peered = component_cpu(site)
+            peered, peer_served = component_cpu(site), api_requests(site)
             print(f"  bare client CPU, ms per object: {cpu_per_object(start, peered, count)}")
+            print(f"  bare client API requests per object: "
+                  f"{requests_per_object(served, peer_served, count)}")  # fmt: skip
             cpu = container_cgroup(site, "cpuacct", operator_pod(site))
             before = cpu_seconds(cpu)
             ours, latencies = aios(api, aios_namespace, count, args.concurrency, args.timeout)
             used = cpu_seconds(cpu) - before
+            aios_served = api_requests(site)
             print(f"  aios CPU, ms per object: operator {used / count * 1000:.1f} (admission + "
                   f"reconcile), {cpu_per_object(peered, component_cpu(site), count)}; "
                   f"{os.cpu_count()} cores on the machine")  # fmt: skip
+            print(f"  aios API requests per object: "
+                  f"{requests_per_object(peer_served, aios_served, count)}")  # fmt: skip
             print(f"  create → reconciled: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
                   f"p99 {percentile(latencies, 99) * 1000:.0f} ms")  # fmt: skip
             print(f"  objects/s: aios {count / ours:.1f}, bare client {count / limit:.1f} "
