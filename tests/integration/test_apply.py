@@ -48,15 +48,25 @@ def test_children_are_applied_idempotently_and_pruned(kubectl, crds, namespace, 
     assert stored["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
     assert stored["metadata"]["labels"][OWNER_UID] == owner["metadata"]["uid"]
 
-    uid, kinds = owner["metadata"]["uid"], [("v1", "ConfigMap")]
-    deleted = asyncio.run(children.prune(namespace, uid, kinds, [config_map("a", "1")]))
-    assert deleted == ["ConfigMap/b"], "the first prune of an owner looks (a LIST)"
+    kinds = [("v1", "ConfigMap")]
+    assert asyncio.run(children.prune(owner, kinds, [config_map("a", "1")])) == [], (
+        "an owner never reconciled has no children from another spec: no LIST, b stays"
+    )
+    assert asyncio.run(children.get("v1", "ConfigMap", "b", namespace)) is not None
+
+    # reconciled by another process (its status written), then this one starts
+    kubectl("patch", "policy", "owner", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", '{"status": {"observedGeneration": 1}}')  # fmt: skip
+    owner = kubectl.json("get", "policy", "owner", "-n", namespace)
+    restarted = Children(api)
+    deleted = asyncio.run(restarted.prune(owner, kinds, [config_map("a", "1")]))
+    assert deleted == ["ConfigMap/b"], "the first prune of an owner reconciled before looks"
     assert kubectl.run("get", "configmap", "b", "-n", namespace).returncode != 0
     assert asyncio.run(children.get("v1", "ConfigMap", "b", namespace)) is None
 
     stray = config_map("c", "1")  # rendered by no one this process knows of
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(stray))
-    assert asyncio.run(children.prune(namespace, uid, kinds, [config_map("a", "1")])) == [], (
+    assert asyncio.run(restarted.prune(owner, kinds, [config_map("a", "1")])) == [], (
         "nothing it applied was dropped: no LIST, so the stray stays"
     )
-    assert asyncio.run(children.prune(namespace, uid, kinds, [])) == ["ConfigMap/a", "ConfigMap/c"]
+    assert asyncio.run(restarted.prune(owner, kinds, [])) == ["ConfigMap/a", "ConfigMap/c"]

@@ -241,7 +241,7 @@ async def reconcile(intent: AutomationIntent, ctx: Context) -> list[ConditionUpd
     # Pruned first: a ScaledObject no longer rendered (paused, fixed replicas) must not
     # scale the runners again after they are applied.
     kinds = [*RUNNER_KINDS, *SCALER_KINDS] if keda else RUNNER_KINDS
-    await children_api.prune(namespace, meta["uid"], kinds, children)
+    await children_api.prune(ctx.body, kinds, children)
     await children_api.apply([*render_worker(worker, settings), *children])
     runner, scaled = await scaling_state(ctx.memo, intent, keda)
     worker_deployment = await children_api.get("apps/v1", "Deployment", WORKER, namespace)

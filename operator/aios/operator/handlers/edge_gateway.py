@@ -216,12 +216,11 @@ async def reconcile(gateway: EdgeGateway, ctx: Context) -> list[ConditionUpdate]
     await asyncio.to_thread(ensure_sink, edge, config.sink.kafka_topic)
     settings = runtime(ctx.memo).settings
     children = render_simulator(ctx.body, settings)
-    meta = gateway.metadata
     await runtime(ctx.memo).kafka_user(gateway_principal(ctx.body))
     secrets = render_agent_credentials(ctx.body, settings)
     children_api = runtime(ctx.memo).children
     await children_api.apply([*secrets, *children])
-    await children_api.prune(meta["namespace"], meta["uid"], SIMULATOR_KINDS, children)
+    await children_api.prune(ctx.body, SIMULATOR_KINDS, children)
     heartbeat = edge.heartbeat(key)
     observe(ctx.body, heartbeat)
     fields, conditions = heartbeat_status(

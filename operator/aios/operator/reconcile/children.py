@@ -49,6 +49,15 @@ def owned(child: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     return child
 
 
+def applied_elsewhere(owner: Mapping[str, Any]) -> bool:
+    """Whether children of ``owner`` (as stored) may exist that no render of its current
+    spec names: once a reconcile has reported (another process's, before a restart), or
+    at a later generation. A new object's children can only be what its one spec renders
+    (a reconcile stopped part-way), so its first prune has nothing to look for."""
+    observed = (owner.get("status") or {}).get("observedGeneration")
+    return observed is not None or owner["metadata"].get("generation", 1) != 1
+
+
 def sited(child: Mapping[str, Any], site: str) -> dict[str, Any]:
     """``child`` labelled with the site, and so are the pods its template makes:
     Prometheus takes the label onto every series it scrapes from them. (A copy: only the

@@ -17,7 +17,7 @@ from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from aios.api.base import DEFAULT_SITE
-from aios.operator.reconcile.children import OPERATOR, OWNER_UID, sited
+from aios.operator.reconcile.children import OPERATOR, OWNER_UID, applied_elsewhere, sited
 
 Child = tuple[str, str]
 """(kind, name)"""
@@ -34,8 +34,9 @@ class Children:
     """Applies, prunes and reads an operator's children through one client.
 
     What this process last applied for each owner is remembered, so a prune LISTs the
-    owner's children only when something it applied before is no longer rendered (or
-    after a restart, once): a steady reconcile costs no LIST. What it last applied of each
+    owner's children only when something it applied before is no longer rendered, or
+    once for an owner another process may have rendered for (``applied_elsewhere``): a
+    steady reconcile, and a new object's first, cost no LIST. What it last applied of each
     object is remembered too (``REAPPLY_SECONDS``). Every object applied carries the
     site's label (``sited``)."""
 
@@ -100,20 +101,24 @@ class Children:
 
     async def prune(
         self,
-        namespace: str,
-        owner_uid: str,
+        owner: Mapping[str, Any],
         kinds: Iterable[tuple[str, str]],
         desired: Iterable[Mapping[str, Any]],
     ) -> list[str]:
-        """Delete the owner's children of ``kinds`` ((apiVersion, kind) pairs) that are not
-        in ``desired``; return what was deleted as ``Kind/name``."""
+        """Delete the children of ``kinds`` ((apiVersion, kind) pairs) of ``owner`` (as
+        stored) that are not in ``desired``; return what was deleted as ``Kind/name``."""
+        meta = owner["metadata"]
         keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
-        before = self._applied.get(owner_uid)
-        if before is not None and before <= keep:
-            self._applied[owner_uid] = keep
+        before = self._applied.get(meta["uid"])
+        if (before is not None and before <= keep) or (
+            before is None and not applied_elsewhere(owner)
+        ):
+            self._applied[meta["uid"]] = keep
             return []
-        deleted = await asyncio.to_thread(self._prune, namespace, owner_uid, list(kinds), keep)
-        self._applied[owner_uid] = keep
+        deleted = await asyncio.to_thread(
+            self._prune, meta["namespace"], meta["uid"], list(kinds), keep
+        )
+        self._applied[meta["uid"]] = keep
         return deleted
 
     def forget(self, owner_uid: str) -> None:
