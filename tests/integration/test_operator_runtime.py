@@ -7,6 +7,7 @@ operator out of the way: only the runtime under test acts on these objects.
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from kubernetes import client, config, watch
 from aios.api import GROUP, VERSION
 from aios.api.base import AGE, ApiModel, CrdInfo, Resource, ResourceStatus
 from aios.api.crd import crd_for
+from aios.connectors.informer import Informer
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.runtime.controller import Context, Controller, KindSpec
 from aios.operator.runtime.leadership import Leadership, LeaseTerms
@@ -194,3 +196,56 @@ def test_a_standby_acts_only_once_the_leader_is_gone(api: client.ApiClient, name
 
     asyncio.run(scenario())
     assert overlaps == [], "never two leaders at once"
+
+
+def test_an_informer_lists_then_follows_across_watches_and_a_relist_names_what_remains(
+    api: client.ApiClient, namespace: str
+) -> None:
+    events: queue.Queue[tuple[str | None, str]] = queue.Queue()
+    relists: list[set[str]] = []
+
+    def on_event(event_type: str | None, raw: dict[str, Any]) -> None:
+        events.put((event_type, raw["metadata"]["name"]))
+
+    def follow() -> Informer:
+        informer = Informer(
+            api, GROUP, VERSION, PLURAL, namespace, on_event, lambda _, uids: relists.append(uids),
+            watch_seconds=1,  # the API server ends each watch after a second: resumed each time
+        )  # fmt: skip
+        informer.start()
+        assert informer.synced.wait(30)
+        return informer
+
+    def next_event() -> tuple[str | None, str]:
+        return events.get(timeout=30)
+
+    first = create_probe(api, namespace, "first")
+    informer = follow()
+    assert next_event() == (None, "first") and relists == [{first["metadata"]["uid"]}]
+    objects = client.CustomObjectsApi(api)
+    try:
+        for value in range(2, 5):  # each change in a later watch than the last
+            watched = informer.watches
+            deadline = time.monotonic() + 30
+            while informer.watches == watched and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert informer.watches > watched, "the API server ends a watch after a second"
+            objects.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "first", {"spec": {"value": value}}
+            )
+            assert next_event() == ("MODIFIED", "first")
+        second = create_probe(api, namespace, "second")
+        assert next_event() == ("ADDED", "second")
+        objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "first")
+        assert next_event() == ("DELETED", "first")
+    finally:
+        informer.stop()
+    assert len(relists) == 1, "resumed from the last version, never listed again"
+    assert events.empty(), "each change once"
+
+    objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "second")
+    create_probe(api, namespace, "third")  # both while no informer ran
+    informer = follow()
+    informer.stop()
+    assert next_event() == (None, "third")
+    assert second["metadata"]["uid"] not in relists[-1], "the relist lacks what went meanwhile"

@@ -14,6 +14,7 @@ import kopf
 from kubernetes import client
 
 from aios.api import EdgeGateway
+from aios.operator.reconcile.children import applied_elsewhere
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
 from aios.operator.runtime.controller import (
@@ -25,6 +26,7 @@ from aios.operator.runtime.controller import (
 )
 from aios.operator.runtime.queue import Reason, WorkQueue
 from aios.operator.runtime.store import Store
+from aios.operator.runtime.watching import watch_targets
 from aios.operator.runtime.writer import Change
 from aios.operator.settings import OperatorSettings
 
@@ -303,3 +305,43 @@ def test_a_deletion_is_cleaned_up_after_and_retried_by_the_tick_until_it_succeed
     asyncio.run(scenario())
     assert attempts == ["lamp-1", "lamp-1"]
     assert not spec.due({**lamp, "metadata": {**lamp["metadata"], "deletionTimestamp": "x"}})
+
+
+def test_a_relist_reports_what_went_while_no_watch_ran_in_that_namespace_only() -> None:
+    cleaned: list[str] = []
+
+    async def deleted(ctx: Context) -> None:
+        cleaned.append(ctx.body["metadata"]["name"])
+
+    spec = KindSpec(EdgeGateway, deleted=deleted)
+    settings = OperatorSettings(kafka_bootstrap="", temporal_address="")
+    controller = Controller(spec, client.ApiClient(), kopf.Memo(), settings)
+    kept, gone, elsewhere = gateway(uid="kept"), gateway(uid="gone"), gateway(uid="south")
+    elsewhere["metadata"]["namespace"] = "south"
+
+    async def scenario() -> None:
+        controller.queue.start()
+        for raw in (kept, gone, elsewhere):
+            controller.observe(None, raw)
+        controller.relisted("ns", {"kept"})  # "south" was not listed: not a deletion
+        await controller.queue.drained()
+        await controller.queue.stop()
+
+    asyncio.run(scenario())
+    assert cleaned == ["gone"]
+    assert sorted(o["metadata"]["uid"] for o in controller.store) == ["kept", "south"]
+    assert Store().missing(None, set()) == []
+
+
+def test_the_namespaces_asked_for_are_watched_one_by_one_or_over_the_cluster() -> None:
+    assert watch_targets([]) == [(None, None)], "the whole cluster"
+    assert watch_targets(["north", "south", "north"]) == [("north", None), ("south", None)]
+    ((where, accept),) = watch_targets(["city-*", "ops"])
+    assert where is None and accept is not None, "a glob: the cluster, filtered"
+    assert accept("city-7") and accept("ops") and not accept("operations")
+
+
+def test_only_an_object_reconciled_before_may_have_children_its_spec_does_not_name() -> None:
+    assert not applied_elsewhere(gateway(observed=None)), "new: nothing but its own render"
+    assert applied_elsewhere(gateway(observed=1)), "reconciled, maybe by another process"
+    assert applied_elsewhere(gateway(generation=2, observed=None)), "an earlier spec's"

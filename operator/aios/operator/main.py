@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,40 +30,16 @@ from aios.operator.handlers import (  # noqa: F401
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.runtime.runtime import Runtime
+from aios.operator.runtime.watching import Watching, watch_targets
 from aios.operator.settings import OperatorSettings, WebhookSettings
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """No diff base: the operator has only event handlers, which need none, yet kopf builds
-    one (a deep copy of the object) on every watch event unless its storage says there is
-    nothing to keep. (A profile put that copy near a tenth of the operator's Python time;
-    bench/operator's run-to-run spread hid the saving.)"""
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Settings tuned for thousands of objects per operator (see DESIGN.md, Scale)."""
+    """kopf's part: the webhooks, start-up and clean-up, and its watches of definitions
+    and namespaces (aios's objects come through the operator's own, ``runtime.watching``)."""
     settings.posting.reporting_component = "aios-operator"
-    # Kubernetes Events only for warnings and errors: an Event per handler success (every
-    # timer run of every object) would load the API server more than the objects do.
-    settings.posting.level = logging.WARNING
-    # No kopf handler needs a finalizer any more (no timers or daemons); named, kopf removes
-    # the one earlier versions added.
-    settings.persistence.finalizer = "aios.dev/operator"
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
-    settings.persistence.diffbase_storage = NoDiffBase()
-    settings.batching.batch_window = 0.01  # kopf's 100 ms default delays every event
+    settings.posting.level = logging.WARNING  # Events only for warnings and errors
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -105,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 KINDS_RECONCILED = len(KINDS)
+KINDS_WATCHED = KINDS_RECONCILED + 1
+"""aios's kinds and the ModelRollouts."""
 
 
 def leadership(name: str | None, namespace: str, api: client.ApiClient) -> Leadership | None:
@@ -127,11 +104,20 @@ async def run(args: argparse.Namespace) -> int:
     approval.register_webhooks(webhook)
     manual_action.register_webhooks(webhook)
     settings = OperatorSettings.from_env()
+    # The watches on clients of their own: each holds a connection for its life.
+    watches = len(watch_targets(args.namespace)) * KINDS_WATCHED
+    watching = Watching(api_client(connections=watches), args.namespace)
     runtime = Runtime(
-        settings, webhook, api, leadership(args.lease, settings.namespace, api), args.workers
+        settings,
+        webhook,
+        api,
+        leadership(args.lease, settings.namespace, api),
+        args.workers,
+        watching,
     )
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    tasks = []
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(watch_once_ready(watching, ready))]
     if runtime.leadership is not None:
         lead = runtime.leadership
         tasks.append(asyncio.create_task(lead.run()))
@@ -144,13 +130,22 @@ async def run(args: argparse.Namespace) -> int:
             standalone=True,
             memo=kopf.Memo(runtime=runtime),
             stop_flag=stop,
+            ready_flag=ready,
         )
     finally:
         for task in tasks:
             task.cancel()
+        await watching.stop()
         if runtime.leadership is not None:
             await runtime.leadership.release()
     return 1 if runtime.leadership is not None and runtime.leadership.lost.is_set() else 0
+
+
+async def watch_once_ready(watching: Watching, ready: asyncio.Event) -> None:
+    """The watches start once every start-up handler has run (each kind's controller, the
+    state its reconciles use), as kopf's own would."""
+    await ready.wait()
+    watching.start()
 
 
 async def act_once_leading(runtime: Runtime, stop: asyncio.Future[None]) -> None:

@@ -1,10 +1,11 @@
-"""How a kind's controller is wired into kopf: its watch events feed the controller's store
-and queue, and the controller starts and stops with the operator.
+"""How a kind's controller is wired into the operator: it starts and stops with it, and
+the operator's own watch of the kind feeds its store and queue (``runtime.watching``).
 
-Only ``@kopf.on.event`` handlers: no kopf timers or daemons (each would make kopf add its
-own finalizer to every object, and run a task per object), no change-detecting handlers
-(their last-handled-configuration annotation doubles every object's size in etcd). The
-kind's periodic work runs on its controller's one tick.
+No kopf handlers on the kinds' objects: no kopf timers or daemons (each would make kopf
+add its own finalizer to every object, and run a task per object), no change-detecting
+handlers (their last-handled-configuration annotation doubles every object's size in
+etcd), no event handlers (kopf's per-object machinery in front of the store). The kind's
+periodic work runs on its controller's one tick.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 import kopf
 
-from aios.api import GROUP, VERSION
 from aios.connectors.audit import AuditUnavailable
 from aios.operator.audit import record
 from aios.operator.runtime.controller import Controller, KindSpec
@@ -44,16 +44,14 @@ def register(spec: KindSpec) -> None:
         )
         process.controllers[plural] = controller
         controller.start()
+        if process.watching is not None:
+            process.watching.feed(plural, controller)
 
     @kopf.on.cleanup(id=f"stop-{singular}")
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         controller = runtime(memo).controllers.pop(plural, None)
         if controller is not None:
             await controller.stop()
-
-    @kopf.on.event(GROUP, VERSION, plural, id=f"watch-{singular}")
-    async def on_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        runtime(memo).controllers[plural].observe(type, dict(body))
 
 
 async def audited(

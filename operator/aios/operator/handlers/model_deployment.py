@@ -25,7 +25,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from aios.api import GROUP, VERSION, ModelDeployment, ModelRollout
+from aios.api import ModelDeployment, ModelRollout
 from aios.api.model_rollout import rollout_name
 from aios.connectors.inference import InferenceClient
 from aios.connectors.serving import explain as serving_explain
@@ -34,6 +34,7 @@ from aios.operator.reconcile import model_deployment as plan
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
 from aios.operator.reconcile.worker import render_worker
 from aios.operator.runtime.controller import Context, KindSpec
+from aios.operator.runtime.runtime import Runtime
 from aios.operator.runtime.writer import Change
 from aios.operator.settings import task_queue
 from aios.workflows import rollout as rollout_workflow
@@ -77,7 +78,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
         workers = render_worker(worker, settings)
     children_api = runtime(ctx.memo).children
     await children_api.apply([*workers, *children])
-    await children_api.prune(namespace, meta["uid"], kinds, children)
+    await children_api.prune(ctx.body, kinds, children)
     await drive_rollout(md, action, namespace, ctx)
 
     ready, why = await stable_ready(md, serving, namespace, kserve, ctx)
@@ -145,18 +146,33 @@ async def refresh(ctx: Context) -> Change | None:
     return mirror(ctx.memo)
 
 
-@kopf.on.event(GROUP, VERSION, ModelRollout.crd.plural, id="watch-modelrollout")
-async def rollout_published(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A rollout workflow published: its ModelDeployment's status follows now."""
+class RolloutMirror:
+    """The ModelRollouts as the watch has them (what the rollout workflows published); a
+    published one refreshes its ModelDeployment's status now."""
+
+    def __init__(self, process: Runtime) -> None:
+        self.process = process
+
+    def observe(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        meta = raw["metadata"]
+        if event_type == "DELETED":
+            self.process.rollouts.forget(meta["uid"])
+            return
+        self.process.rollouts.observe(raw)
+        controller = self.process.controllers.get(ModelDeployment.crd.plural)
+        if controller is not None:
+            controller.report(meta["namespace"], raw["spec"]["modelDeployment"])
+
+    def relisted(self, namespace: str | None, uids: set[str]) -> None:
+        for raw in self.process.rollouts.missing(namespace, uids):
+            self.observe("DELETED", raw)
+
+
+@kopf.on.startup()
+async def mirror_rollouts(memo: kopf.Memo, **_: Any) -> None:
     process = runtime(memo)
-    meta = body["metadata"]
-    if type == "DELETED":
-        process.rollouts.forget(meta["uid"])
-        return
-    process.rollouts.observe(dict(body))
-    controller = process.controllers.get(ModelDeployment.crd.plural)
-    if controller is not None:
-        controller.report(meta["namespace"], body["spec"]["modelDeployment"])
+    if process.watching is not None:
+        process.watching.feed(ModelRollout.crd.plural, RolloutMirror(process))
 
 
 async def drive_rollout(

@@ -226,6 +226,11 @@ class Controller:
         if self.acting() and self.spec.due(raw):
             self.queue.add(uid, Reason.EVENT)
 
+    def relisted(self, namespace: str | None, uids: set[str]) -> None:
+        """The watch listed the namespace again: what it no longer has was deleted."""
+        for raw in self.store.missing(namespace, uids):
+            self.observe("DELETED", raw)
+
     def report(self, namespace: str, name: str) -> None:
         """Something the object's runtime status follows reported (an agent's heartbeat):
         refresh its status now rather than at its next interval."""

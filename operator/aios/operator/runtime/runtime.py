@@ -27,6 +27,7 @@ from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.runtime.store import Store
+from aios.operator.runtime.watching import Watching
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class Runtime:
     leadership: Leadership | None = None
     workers: int = DEFAULT_WORKERS
     """Concurrent reconciles per kind."""
+    watching: Watching | None = None
+    """The watches feeding the controllers and the rollouts' mirror (``--namespace``)."""
     controllers: dict[str, Controller] = field(default_factory=dict)
     """By plural."""
     rollouts: Store = field(default_factory=Store)

@@ -115,6 +115,12 @@ class Store:
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
         return [self._objects[uid] for uid in self._namespaces.get(namespace, ())]
 
+    def missing(self, namespace: str | None, listed: set[str]) -> list[dict[str, Any]]:
+        """The objects held in ``namespace`` (``None``: in any) that a new list of it lacks:
+        deleted while no watch ran."""
+        held = self.in_namespace(namespace) if namespace is not None else list(self)
+        return [o for o in held if o["metadata"]["uid"] not in listed]
+
     def uids(self) -> list[str]:
         return list(self._objects)
 

@@ -1,0 +1,175 @@
+"""List, then watch, one custom kind: a cache's feed, as client-go's informers do it.
+
+A thread lists the kind in pages, hands each object on, then watches from the list's
+resourceVersion (with bookmarks, so a quiet kind's version stays fresh) and hands on each
+event. A watch the API server ends is resumed from the last version seen; one whose
+version has expired (410 Gone) is followed by a new list, after which every object not
+listed is reported gone. Errors (the API server restarting) are retried with backoff.
+
+The events are parsed once, as plain dicts: no model classes, no re-serialising.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
+
+LIST_PAGE = 500
+WATCH_SECONDS = 300
+"""Each watch request's length (the API server ends it; it is resumed at once)."""
+FIRST_RETRY_SECONDS = 0.5
+LAST_RETRY_SECONDS = 30.0
+GONE = 410
+LOG = logging.getLogger(__name__)
+
+Event = Callable[[str | None, dict[str, Any]], None]
+"""``(type, object)``: ``None`` for an object listed, else the watch's ADDED, MODIFIED or
+DELETED."""
+Relisted = Callable[[str | None, set[str]], None]
+"""``(namespace, uids)`` after a list: every object of that namespace (``None``: of every
+namespace) not among ``uids`` is gone."""
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+class Informer:
+    """Feeds ``on_event`` and ``on_relisted`` from its own thread (see the module
+    docstring). ``namespace``: one namespace, or ``None`` for the whole cluster, where
+    ``accept(namespace)`` picks the objects handed on."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        on_event: Event,
+        on_relisted: Relisted,
+        accept: Callable[[str], bool] | None = None,
+        watch_seconds: int = WATCH_SECONDS,
+    ) -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self._resource = (group, version, plural)
+        self.namespace = namespace
+        self._on_event = on_event
+        self._on_relisted = on_relisted
+        self._accept = accept
+        self._watch_seconds = watch_seconds
+        self.synced = threading.Event()
+        """Set once the first list has been handed on."""
+        self.watches = 0
+        """Watch requests made so far (each resumes where the last one ended)."""
+        self._stop = threading.Event()
+        self._response: Any = None
+        where = namespace or "cluster"
+        self._thread = threading.Thread(
+            target=self._run, name=f"informer {plural} {where}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop handing on events; a watch in flight is closed under the thread."""
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            response.close()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        version: str | None = None
+        delay = FIRST_RETRY_SECONDS
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._list()
+                    self.synced.set()
+                version = self._watch(version)
+                delay = FIRST_RETRY_SECONDS
+            except Expired:
+                version = None
+            except client.ApiException as error:
+                if error.status == GONE:  # the watch's or the list's continue token
+                    version = None
+                    continue
+                delay = self._retry(error, delay)
+            except Exception as error:  # the API server away or restarting: again soon
+                delay = self._retry(error, delay)
+
+    def _retry(self, error: Exception, delay: float) -> float:
+        """Wait ``delay`` (less when stopped); the next delay."""
+        if not self._stop.is_set():
+            LOG.warning("watching %s failed, retrying in %.1fs: %s", self._where, delay, error)
+            self._stop.wait(delay)
+        return min(delay * 2, LAST_RETRY_SECONDS)
+
+    @property
+    def _where(self) -> str:
+        plural = self._resource[2]
+        return f"{plural} in {self.namespace}" if self.namespace else plural
+
+    def _call(self, **kwargs: Any) -> Any:
+        if self.namespace is None:
+            return self._objects.list_cluster_custom_object(*self._resource, **kwargs)
+        return self._objects.list_namespaced_custom_object(
+            *self._resource[:2], self.namespace, self._resource[2], **kwargs
+        )
+
+    def _accepted(self, obj: dict[str, Any]) -> bool:
+        return self._accept is None or self._accept(obj["metadata"].get("namespace") or "")
+
+    def _list(self) -> str:
+        """Hand on every object; the version to watch from."""
+        listed: set[str] = set()
+        token: str | None = None
+        while True:
+            page = self._call(limit=LIST_PAGE, _continue=token)
+            for obj in page["items"]:
+                if self._accepted(obj):
+                    listed.add(obj["metadata"]["uid"])
+                    self._on_event(None, obj)
+            token = page["metadata"].get("continue")
+            if not token:
+                self._on_relisted(self.namespace, listed)
+                return str(page["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> str:
+        """Hand on events until the API server ends the watch; the last version seen."""
+        self.watches += 1
+        self._response = self._call(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_seconds,
+            _preload_content=False,
+        )
+        try:
+            for line in iter_resp_lines(self._response):
+                if self._stop.is_set():
+                    break
+                if not line:
+                    continue
+                event = json.loads(line)
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    if obj.get("code") == GONE:
+                        raise Expired(obj.get("message"))
+                    raise RuntimeError(f"{obj.get('reason')}: {obj.get('message')}")
+                version = obj["metadata"]["resourceVersion"]
+                if kind != "BOOKMARK" and self._accepted(obj):
+                    self._on_event(kind, obj)
+        finally:
+            response, self._response = self._response, None
+            response.close()
+            response.release_conn()
+        return version
