@@ -207,10 +207,10 @@ def test_an_informer_lists_then_follows_across_watches_and_a_relist_names_what_r
     def on_event(event_type: str | None, raw: dict[str, Any]) -> None:
         events.put((event_type, raw["metadata"]["name"]))
 
-    def follow() -> Informer:
+    def follow(watch_seconds: int) -> Informer:
         informer = Informer(
             api, GROUP, VERSION, PLURAL, namespace, on_event, lambda _, uids: relists.append(uids),
-            watch_seconds=1,  # the API server ends each watch after a second: resumed each time
+            watch_seconds=watch_seconds,
         )  # fmt: skip
         informer.start()
         assert informer.synced.wait(30)
@@ -220,7 +220,7 @@ def test_an_informer_lists_then_follows_across_watches_and_a_relist_names_what_r
         return events.get(timeout=30)
 
     first = create_probe(api, namespace, "first")
-    informer = follow()
+    informer = follow(watch_seconds=1)  # the API server ends each watch after a second
     assert next_event() == (None, "first") and relists == [{first["metadata"]["uid"]}]
     objects = client.CustomObjectsApi(api)
     try:
@@ -245,7 +245,8 @@ def test_an_informer_lists_then_follows_across_watches_and_a_relist_names_what_r
 
     objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "second")
     create_probe(api, namespace, "third")  # both while no informer ran
-    informer = follow()
+    informer = follow(watch_seconds=300)
     informer.stop()
+    assert not informer.running, "a stop ends a watch in flight, not its five minutes"
     assert next_event() == (None, "third")
     assert second["metadata"]["uid"] not in relists[-1], "the relist lacks what went meanwhile"

@@ -69,6 +69,7 @@ class Informer:
         self.watches = 0
         """Watch requests made so far (each resumes where the last one ended)."""
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._response: Any = None
         where = namespace or "cluster"
         self._thread = threading.Thread(
@@ -78,12 +79,18 @@ class Informer:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop handing on events; a watch in flight is closed under the thread."""
-        self._stop.set()
-        response = self._response
+        """Stop handing on events; a watch in flight is shut under the thread (its socket:
+        a close alone leaves the thread blocked in a read until the next event)."""
+        with self._lock:
+            self._stop.set()
+            response = self._response
         if response is not None:
-            response.close()
+            response.shutdown()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -146,15 +153,20 @@ class Informer:
     def _watch(self, version: str) -> str:
         """Hand on events until the API server ends the watch; the last version seen."""
         self.watches += 1
-        self._response = self._call(
+        response = self._call(
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=self._watch_seconds,
             _preload_content=False,
         )
+        with self._lock:  # a stop from now on shuts it
+            if self._stop.is_set():
+                response.close()
+                return version
+            self._response = response
         try:
-            for line in iter_resp_lines(self._response):
+            for line in iter_resp_lines(response):
                 if self._stop.is_set():
                     break
                 if not line:
@@ -169,7 +181,8 @@ class Informer:
                 if kind != "BOOKMARK" and self._accepted(obj):
                     self._on_event(kind, obj)
         finally:
-            response, self._response = self._response, None
+            with self._lock:
+                self._response = None
             response.close()
             response.release_conn()
         return version

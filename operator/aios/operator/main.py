@@ -135,9 +135,9 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         for task in tasks:
             task.cancel()
-        await watching.stop()
-        if runtime.leadership is not None:
+        if runtime.leadership is not None:  # first: a standby waits for it
             await runtime.leadership.release()
+        await watching.stop()
     return 1 if runtime.leadership is not None and runtime.leadership.lost.is_set() else 0
 
 
