@@ -24,7 +24,9 @@ LIST_PAGE = 500
 WATCH_SECONDS = 300
 """Each watch request's length (the API server ends it; it is resumed at once)."""
 FIRST_RETRY_SECONDS = 0.5
-LAST_RETRY_SECONDS = 30.0
+LAST_RETRY_SECONDS = 5.0
+"""The longest wait between attempts while the API server is away: a restarted API server
+is followed within seconds (a list costs it little next to what a stale cache costs)."""
 GONE = 410
 LOG = logging.getLogger(__name__)
 
