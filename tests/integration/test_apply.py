@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import yaml
 from kubernetes import config
@@ -11,18 +12,29 @@ from aios.operator.reconcile.children import OWNER_UID, owned
 from aios.operator.runtime.children import Children
 
 
+def policy(name: str) -> dict:
+    """An owner of children (any aios kind would do)."""
+    return {
+        "apiVersion": "aios.dev/v1alpha1",
+        "kind": "Policy",
+        "metadata": {"name": name},
+        "spec": {"rego": "package x\n", "enforcement": "dryrun"},
+    }
+
+
+def created(kubectl, namespace: str, manifest: dict) -> dict:
+    """The object as the API server stored it at its creation (the site's operator may
+    reconcile it a moment later)."""
+    return json.loads(
+        kubectl("create", "-n", namespace, "-f", "-", "-o", "json", stdin=yaml.safe_dump(manifest))
+    )
+
+
 def test_children_are_applied_idempotently_and_pruned(kubectl, crds, namespace, site_env) -> None:
     api = config.new_client_from_config(config_file=site_env["KUBECONFIG"])
     children = Children(api)
     reapplying = Children(api, reapply_seconds=0)  # sends every time
-    owner_manifest = {
-        "apiVersion": "aios.dev/v1alpha1",
-        "kind": "Policy",
-        "metadata": {"name": "owner"},
-        "spec": {"rego": "package x\n", "enforcement": "dryrun"},
-    }
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(owner_manifest))
-    owner = kubectl.json("get", "policy", "owner", "-n", namespace)
+    owner = created(kubectl, namespace, policy("owner"))  # before the operator reconciles it
 
     def config_map(name: str, value: str) -> dict:
         return owned(
