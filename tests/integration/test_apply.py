@@ -1,15 +1,18 @@
-"""Server-side apply of children: idempotent, owned, pruned (a LIST only when needed)."""
+"""Server-side apply of children: idempotent, owned, pruned (a LIST only when needed); the
+operator's workloads read from its watch."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import yaml
 from kubernetes import config
 
-from aios.operator.reconcile.children import OWNER_UID, owned
-from aios.operator.runtime.children import Children
+from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, OWNER_UID, owned
+from aios.operator.runtime.children import HELD_SELECTOR, Children, Held
+from aios.operator.runtime.watching import Watching
 
 
 def policy(name: str) -> dict:
@@ -82,3 +85,83 @@ def test_children_are_applied_idempotently_and_pruned(kubectl, crds, namespace, 
         "nothing it applied was dropped: no LIST, so the stray stays"
     )
     assert asyncio.run(restarted.prune(owner, kinds, [])) == ["ConfigMap/a", "ConfigMap/c"]
+
+
+def test_the_operators_workloads_are_read_from_its_watch_and_its_own_applies(
+    kubectl, crds, namespace, site_env
+) -> None:
+    api = config.new_client_from_config(config_file=site_env["KUBECONFIG"])
+    owner = created(kubectl, namespace, policy("workloads"))
+
+    def statefulset(name: str) -> dict:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 0,  # no pod: its state is what is read here
+                "serviceName": name,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "aios:none"}]},
+                },
+            },
+        }
+
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(statefulset("theirs")))
+
+    def stored_version(name: str) -> str:
+        found = kubectl.json("get", "statefulset", name, "-n", namespace)
+        return str(found["metadata"]["resourceVersion"])
+
+    children = Children(api)
+    watching = Watching(api, [namespace])
+    held = Held(watching.watches_per_kind)
+
+    def held_version(name: str) -> str | None:
+        found = held.get(namespace, name)
+        return None if found is None else str(found["metadata"]["resourceVersion"])
+
+    async def scenario() -> None:
+        children.hold("apps/v1", "StatefulSet", held)
+        watching.feed("statefulsets", held, "apps/v1", HELD_SELECTOR)
+        try:
+            read = await children.get("apps/v1", "StatefulSet", "theirs", namespace)
+            assert read is not None and "template" not in read["spec"], "before the watch: a GET"
+            watching.start()
+            await until(lambda: held.synced)
+            assert held.get(namespace, "theirs") is None, "not the operator's: not held"
+
+            (applied,) = await children.apply([owned(statefulset("runner"), owner)])
+            read = await children.get("apps/v1", "StatefulSet", "runner", namespace)
+            assert read is not None
+            assert read["metadata"]["resourceVersion"] == applied["metadata"]["resourceVersion"], (
+                "what this process applied, whether or not the watch has it yet"
+            )
+            assert read["spec"] == {"replicas": 0} and read["metadata"]["generation"] == 1
+
+            kubectl("annotate", "statefulset", "runner", "-n", namespace, "changed=by-someone")
+            changed = stored_version("runner")
+            await until(lambda: held_version("runner") == changed)
+            kubectl("delete", "statefulset", "runner", "-n", namespace, "--wait=false")
+            await until(lambda: held.get(namespace, "runner") is None)
+            assert await children.get("apps/v1", "StatefulSet", "runner", namespace) is None
+        finally:
+            await watching.stop()
+
+        kubectl("annotate", "statefulset", "theirs", "-n", namespace, "unseen=yes")
+        kubectl("label", "statefulset", "theirs", "-n", namespace, f"{MANAGED_BY}={OPERATOR}")
+        assert await children.get("apps/v1", "StatefulSet", "theirs", namespace) is None, (
+            "the watch stopped: nothing is read with a GET once it has listed"
+        )
+
+    asyncio.run(scenario())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for the watch's events (on this loop) to make ``condition`` true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the watch never delivered it"
+        await asyncio.sleep(0.05)

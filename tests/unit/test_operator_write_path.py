@@ -17,6 +17,7 @@ from aios.api import EdgeGateway
 from aios.operator.reconcile.children import applied_elsewhere
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
+from aios.operator.runtime.children import Held
 from aios.operator.runtime.controller import (
     Context,
     Controller,
@@ -345,3 +346,92 @@ def test_only_an_object_reconciled_before_may_have_children_its_spec_does_not_na
     assert not applied_elsewhere(gateway(observed=None)), "new: nothing but its own render"
     assert applied_elsewhere(gateway(observed=1)), "reconciled, maybe by another process"
     assert applied_elsewhere(gateway(generation=2, observed=None)), "an earlier spec's"
+
+
+INTENT_OWNER = {"kind": "AutomationIntent", "name": "air", "uid": "intent-1", "controller": True}
+
+
+def statefulset(uid: str, version: str, namespace: str, name: str, **status: Any) -> dict[str, Any]:
+    metadata = {"uid": uid, "resourceVersion": version, "namespace": namespace, "name": name}
+    metadata["ownerReferences"] = [INTENT_OWNER]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {**metadata, "generation": 2, "labels": {"app": name}},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "runner"}]}}},
+        "status": status or {"observedGeneration": 2, "availableReplicas": 3},
+    }
+
+
+def test_a_held_workload_is_read_once_every_watch_has_listed_and_only_what_is_read() -> None:
+    held = Held(watches=2)  # two namespaces watched
+    held.observe(None, statefulset("a", "5", "north", "air-runner"))
+    held.relisted("north", {"a"})
+    assert not held.synced, "south not listed yet: a missing object may exist there"
+    held.relisted("south", set())
+    assert held.synced
+    assert held.get("north", "air-runner") == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "uid": "a", "resourceVersion": "5", "namespace": "north", "name": "air-runner",
+            "generation": 2, "ownerReferences": [INTENT_OWNER],
+        },
+        "spec": {"replicas": 3},
+        "status": {"observedGeneration": 2, "availableReplicas": 3},
+    }, "no template, no labels"  # fmt: skip
+    assert held.get("south", "air-runner") is None
+    held.observe("MODIFIED", {**statefulset("a", "4", "north", "air-runner"), "status": {}})
+    assert held.get("north", "air-runner")["status"]["availableReplicas"] == 3, "an older copy"  # type: ignore[index]
+    held.observe("DELETED", statefulset("a", "6", "north", "air-runner"))
+    assert held.get("north", "air-runner") is None
+    held.observe(None, statefulset("b", "7", "south", "runner"))
+    held.relisted("south", set())  # listed again: b went while no watch ran
+    assert held.get("south", "runner") is None
+
+
+def test_a_workloads_new_status_from_the_watch_is_told_to_its_owner_once() -> None:
+    told: list[tuple[str, str]] = []
+    held = Held(watches=1, on_status=lambda kind, uid: told.append((kind, uid)))
+    held.observe(None, statefulset("a", "5", "ns", "r", availableReplicas=0))  # listed
+    held.relisted("ns", {"a"})
+    held.observe(None, statefulset("a", "6", "ns", "r", availableReplicas=0))  # applied
+    assert told == [], "a list and an apply are the owner's own reconcile's to look at"
+    held.observe("MODIFIED", statefulset("a", "6", "ns", "r", availableReplicas=0))
+    held.observe("MODIFIED", statefulset("a", "5", "ns", "r", availableReplicas=1))  # late
+    assert told == [], "the same status, and an older copy"
+    held.observe("MODIFIED", statefulset("a", "7", "ns", "r", availableReplicas=1))
+    assert told == [("AutomationIntent", "intent-1")]
+    orphan = statefulset("b", "8", "ns", "worker")
+    orphan["metadata"]["ownerReferences"] = []
+    held.observe("ADDED", orphan)
+    assert told == [("AutomationIntent", "intent-1")], "no owner to tell"
+
+
+def test_a_workloads_change_reconciles_its_owner_at_once_only_if_it_has_not_converged() -> None:
+    reconciled: list[str] = []
+    ready = [{"type": "Ready", "status": "True", "reason": "Ok"}]
+    waiting = [{"type": "Ready", "status": "False", "reason": "Progressing"}]
+    spec = KindSpec(EdgeGateway, retry_interval=3600)
+    settings = OperatorSettings(kafka_bootstrap="", temporal_address="")
+    controller = Controller(spec, client.ApiClient(), kopf.Memo(), settings)
+    for uid, conditions in (("converged", ready), ("waiting", waiting)):
+        raw = gateway(uid=uid)
+        controller.store.observe(
+            {**raw, "status": {"observedGeneration": 1, "conditions": conditions}}
+        )
+
+    async def reconcile(uid: str, _: Mapping[str, Any]) -> None:
+        reconciled.append(uid)
+
+    controller._reconcile = reconcile  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        controller.queue.start()
+        for uid in ("converged", "waiting", "unknown"):
+            controller.child_changed(uid)
+        await controller.queue.drained()
+        await controller.queue.stop()
+
+    asyncio.run(scenario())
+    assert reconciled == ["waiting"], "not its next retry, an hour away"

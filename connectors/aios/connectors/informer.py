@@ -1,4 +1,4 @@
-"""List, then watch, one custom kind: a cache's feed, as client-go's informers do it.
+"""List, then watch, one kind: a cache's feed, as client-go's informers do it.
 
 A thread lists the kind in pages, hands each object on, then watches from the list's
 resourceVersion (with bookmarks, so a quiet kind's version stays fresh) and hands on each
@@ -44,8 +44,10 @@ class Expired(Exception):
 
 class Informer:
     """Feeds ``on_event`` and ``on_relisted`` from its own thread (see the module
-    docstring). ``namespace``: one namespace, or ``None`` for the whole cluster, where
-    ``accept(namespace)`` picks the objects handed on."""
+    docstring). The kind is any served under ``/apis`` (a custom kind, or a built-in one of
+    a named group: ``apps``). ``namespace``: one namespace, or ``None`` for the whole
+    cluster, where ``accept(namespace)`` picks the objects handed on; ``label_selector``
+    has the API server send only the objects it matches."""
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class Informer:
         on_relisted: Relisted,
         accept: Callable[[str], bool] | None = None,
         watch_seconds: int = WATCH_SECONDS,
+        label_selector: str | None = None,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._resource = (group, version, plural)
@@ -66,6 +69,7 @@ class Informer:
         self._on_relisted = on_relisted
         self._accept = accept
         self._watch_seconds = watch_seconds
+        self._selector = {"label_selector": label_selector} if label_selector else {}
         self.synced = threading.Event()
         """Set once the first list has been handed on."""
         self.watches = 0
@@ -128,6 +132,7 @@ class Informer:
         return f"{plural} in {self.namespace}" if self.namespace else plural
 
     def _call(self, **kwargs: Any) -> Any:
+        kwargs.update(self._selector)
         if self.namespace is None:
             return self._objects.list_cluster_custom_object(*self._resource, **kwargs)
         return self._objects.list_namespaced_custom_object(

@@ -27,6 +27,7 @@ from aios.operator.handlers import (  # noqa: F401
     model_deployment,
     policy,
 )
+from aios.operator.runtime.children import HELD_KINDS
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.runtime.runtime import Runtime
@@ -80,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 KINDS_RECONCILED = len(KINDS)
-KINDS_WATCHED = KINDS_RECONCILED + 1
-"""aios's kinds and the ModelRollouts."""
+KINDS_WATCHED = KINDS_RECONCILED + 1 + len(HELD_KINDS)
+"""aios's kinds, the ModelRollouts and the workloads held."""
 
 
 def leadership(name: str | None, namespace: str, api: client.ApiClient) -> Leadership | None:

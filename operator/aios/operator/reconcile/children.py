@@ -49,6 +49,14 @@ def owned(child: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     return child
 
 
+def controller_of(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(kind, uid)`` of the object's controlling owner, if it has one."""
+    for reference in obj["metadata"].get("ownerReferences") or []:
+        if reference.get("controller"):
+            return str(reference["kind"]), str(reference["uid"])
+    return None
+
+
 def applied_elsewhere(owner: Mapping[str, Any]) -> bool:
     """Whether children of ``owner`` (as stored) may exist that no render of its current
     spec names: once a reconcile has reported (another process's, before a restart), or

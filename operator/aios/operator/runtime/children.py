@@ -1,4 +1,5 @@
-"""Server-side apply of the children kinds render, and pruning of those no longer rendered.
+"""Server-side apply of the children kinds render, pruning of those no longer rendered,
+and the state of those whose availability the kinds report, held from a watch.
 
 Server-side apply with one field manager makes a re-run a no-op and never touches fields
 other managers own (an HPA's replicas, a user's labels).
@@ -10,14 +11,22 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from aios.api.base import DEFAULT_SITE
-from aios.operator.reconcile.children import OPERATOR, OWNER_UID, applied_elsewhere, sited
+from aios.operator.reconcile.children import (
+    MANAGED_BY,
+    OPERATOR,
+    OWNER_UID,
+    applied_elsewhere,
+    controller_of,
+    sited,
+)
+from aios.operator.runtime.store import Store
 
 Child = tuple[str, str]
 """(kind, name)"""
@@ -28,6 +37,74 @@ REAPPLY_SECONDS = 60.0
 """An object this process applied, rendered the same again within this time, is not sent
 again: a namespace's workflow worker is rendered by every intent in it. After that, the
 apply is repeated, which restores what someone changed or deleted."""
+
+HELD_KINDS = (("apps/v1", "StatefulSet", "statefulsets"), ("apps/v1", "Deployment", "deployments"))
+"""(apiVersion, kind, plural) of the children whose availability the kinds' conditions
+report (an intent's runners, its namespace's worker) on every reconcile: watched, not read
+with a GET each time."""
+HELD_SELECTOR = f"{MANAGED_BY}={OPERATOR}"
+"""The children held: the operator's own (not every Deployment of the cluster)."""
+
+
+def workload_state(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What is read of a held workload: its identity, owner and generation, the replicas it
+    asks for, and its status; not its pod template, most of its size."""
+    meta = obj["metadata"]
+    kept = ("name", "namespace", "uid", "resourceVersion", "generation", "ownerReferences")
+    spec = obj.get("spec") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in kept if k in meta},
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": obj.get("status") or {},
+    }
+
+
+OwnerChanged = Callable[[str, str], None]
+"""``(kind, uid)`` of the owner of a workload whose status changed."""
+
+
+class Held:
+    """A held kind's objects (their ``workload_state``), as its watches and this process's
+    applies have them (a feed of ``Watching``). Read only once ``synced``: every watch of
+    it has listed, so an object missing is an object that does not exist. A status the
+    watch brings changed is told to ``on_status`` with the workload's owner (not one a list
+    or an apply brings: the owner's own tick and reconcile look at those)."""
+
+    def __init__(self, watches: int, on_status: OwnerChanged | None = None) -> None:
+        self.store = Store()
+        self._watches = watches
+        self._listed: set[str | None] = set()
+        self._on_status = on_status
+
+    @property
+    def synced(self) -> bool:
+        return len(self._listed) >= self._watches
+
+    def observe(self, event_type: str | None, raw: Mapping[str, Any]) -> None:
+        uid = raw["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.store.forget(uid)
+            return
+        before = self.store.get(uid)
+        self.store.observe(workload_state(raw))
+        after = self.store.get(uid)
+        if event_type is None or self._on_status is None or after is None or after is before:
+            return  # listed or applied, not held (deleted), or older than the copy held
+        if before is None or before["status"] != after["status"]:
+            owner = controller_of(after)
+            if owner is not None:
+                self._on_status(*owner)
+
+    def relisted(self, namespace: str | None, uids: set[str]) -> None:
+        for gone in self.store.missing(namespace, uids):
+            self.store.forget(gone["metadata"]["uid"])
+        self._listed.add(namespace)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        uid = self.store.uid_of(namespace, name)
+        return None if uid is None else self.store.get(uid)
 
 
 class Children:
@@ -53,6 +130,12 @@ class Children:
         self._resources: dict[tuple[str, str], Any] = {}
         self._applied: dict[str, set[Child]] = {}
         self._sent: dict[Sent, tuple[str, float]] = {}
+        self._held: dict[tuple[str, str], Held] = {}
+
+    def hold(self, api_version: str, kind: str, held: Held) -> None:
+        """Read the kind's objects from ``held`` (once synced; its ``workload_state``
+        only) and keep it current with what this process applies."""
+        self._held[(api_version, kind)] = held
 
     def _resource(self, api_version: str, kind: str) -> Any:
         """The kind's API resource, looked up in discovery once (a search of every group
@@ -82,8 +165,12 @@ class Children:
             sent = self._sent.get(key)
             if sent is not None and sent[0] == digest and self._recent(sent[1]):
                 continue
-            applied.append(await asyncio.to_thread(self._apply, obj, field_manager))
+            response = await asyncio.to_thread(self._apply, obj, field_manager)
+            applied.append(response)
             self._sent[key] = (digest, time.monotonic())
+            held = self._held.get((obj["apiVersion"], obj["kind"]))
+            if held is not None:  # newer than the watch may have it yet
+                held.observe(None, response)
         return applied
 
     def _recent(self, when: float) -> bool:
@@ -149,14 +236,18 @@ class Children:
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str
     ) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
+        """The object, or None when it does not exist. A held kind's (``hold``): its
+        ``workload_state``, from the watch."""
+        held = self._held.get((api_version, kind))
+        if held is not None and held.synced:
+            return held.get(namespace, name)
 
         def read() -> dict[str, Any] | None:
             try:
                 found = self._resource(api_version, kind).get(name=name, namespace=namespace)
             except NotFoundError:
                 return None
-            return dict(found.to_dict())
+            return workload_state(found.to_dict()) if held is not None else dict(found.to_dict())
 
         return await asyncio.to_thread(read)
 

@@ -13,7 +13,9 @@ triggered), and only by the replica that holds the lead:
   runtime status ``refresh``-ed at most every ``refresh_interval`` (heartbeats, lag,
   audit findings): a write only when something changed;
 * when what its status follows ``report``-s (a heartbeat arrived), the object is
-  refreshed at once: a kind fed by reports can keep a long ``refresh_interval``.
+  refreshed at once: a kind fed by reports can keep a long ``refresh_interval``;
+* when a workload it owns changes its status (``child_changed``), an object that has not
+  converged is reconciled at once, not at its next retry.
 """
 
 from __future__ import annotations
@@ -238,6 +240,11 @@ class Controller:
         if uid is not None and self.acting():
             self.queue.add(uid, Reason.REPORTED)
 
+    def child_changed(self, uid: str) -> None:
+        """A workload the object owns changed its status: what its conditions report."""
+        if self.acting() and self.store.get(uid) is not None:
+            self.queue.add(uid, Reason.CHILD)
+
     def tick(self) -> None:
         """Queue each object with work due: a reconcile, a retry or a refresh (the worker
         decides again from the object as stored when it takes it)."""
@@ -279,7 +286,11 @@ class Controller:
                 await self._deleted(uid, self._gone[uid])
             return
         now = time.monotonic()
-        if self.spec.due(raw) or (Reason.TICK in reasons and self._retry_due(uid, raw, now)):
+        if (
+            self.spec.due(raw)
+            or (Reason.TICK in reasons and self._retry_due(uid, raw, now))
+            or (Reason.CHILD in reasons and self.spec.retry_when(raw))
+        ):
             await self._reconcile(uid, raw)
         elif (Reason.REPORTED in reasons and self._refreshable(raw)) or (
             Reason.TICK in reasons and self._refresh_due(uid, raw, now)

@@ -28,6 +28,9 @@ class Reason(enum.Flag):
     REPORTED = enum.auto()
     """What the object's runtime status follows has reported (an agent's heartbeat):
     refresh it now. Waits behind events, as ticks do."""
+    CHILD = enum.auto()
+    """A workload it owns changed its status (its runners became available): reconcile it
+    now if it has not converged, rather than at its next retry. Waits behind events."""
 
 
 LOG = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from aios.operator.reconcile.kafka_access import (
     password,
     worker_principal,
 )
-from aios.operator.runtime.children import Children
+from aios.operator.runtime.children import HELD_KINDS, HELD_SELECTOR, Children, Held
 from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
@@ -52,7 +52,8 @@ class Runtime:
     opa_modules: opa.LoadedModules = field(default_factory=opa.LoadedModules)
     """The Rego modules OPA was seen holding: Policies' loads read each back once."""
     children: Children = field(init=False)
-    """Server-side apply and prune of what the kinds render, through ``api``."""
+    """Server-side apply and prune of what the kinds render, through ``api``; the state of
+    the workloads among them, from ``watching``."""
     _kafka_admin: AdminClient | None = None
     _kafka_users: KafkaUsers | None = None
     _temporal: Client | None = None
@@ -60,6 +61,11 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.children = Children(self.api, site=self.settings.site)
+        if self.watching is not None:
+            for api_version, kind, plural in HELD_KINDS:
+                held = Held(self.watching.watches_per_kind, self.child_changed)
+                self.children.hold(api_version, kind, held)
+                self.watching.feed(plural, held, api_version, HELD_SELECTOR)
 
     @property
     def kafka_admin(self) -> AdminClient:
@@ -106,6 +112,12 @@ class Runtime:
                     self.settings.temporal_address, self.settings.temporal_namespace, lazy=True
                 )
         return self._temporal
+
+    def child_changed(self, owner_kind: str, owner_uid: str) -> None:
+        """A workload's status changed: its owner's controller may reconcile it at once."""
+        for controller in self.controllers.values():
+            if controller.spec.model.crd.kind == owner_kind:
+                controller.child_changed(owner_uid)
 
     def store(self, plural: str) -> Store:
         """Another kind's objects as the watch has them (e.g. the EdgeGateways an intent

@@ -1,5 +1,6 @@
-"""The operator's own watches of aios's kinds: an informer per kind and namespace feeds
-each kind's controller (and the ModelRollouts' mirror) on the event loop.
+"""The operator's own watches: an informer per kind and namespace feeds each of aios's
+kinds' controller, the ModelRollouts' mirror and the children held (``Held``) on the
+event loop.
 
 Not kopf's watches: kopf hands each event through its per-object machinery (a memory and
 a worker per object, handler selection, progress, kwargs for each call) to reach a store
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubernetes import client
@@ -61,6 +63,16 @@ class OnLoop:
         self.loop.call_soon_threadsafe(self.feed.relisted, namespace, uids)
 
 
+@dataclass(frozen=True)
+class Fed:
+    """A kind watched, and where its events go."""
+
+    feed: Feed
+    plural: str
+    api_version: str
+    label_selector: str | None
+
+
 class Watching:
     """The informers of every fed kind, started once the operator is set up and stopped
     at its end."""
@@ -68,27 +80,42 @@ class Watching:
     def __init__(self, api: client.ApiClient, namespaces: Sequence[str]) -> None:
         self._api = api
         self._targets = watch_targets(namespaces)
-        self._feeds: dict[str, Feed] = {}
+        self._fed: list[Fed] = []
         self._informers: list[Informer] = []
 
-    def feed(self, plural: str, feed: Feed) -> None:
-        """Send the kind's events to ``feed`` (before ``start``)."""
-        self._feeds[plural] = feed
+    @property
+    def watches_per_kind(self) -> int:
+        """The informers each kind fed has: one per namespace named, or one over the
+        cluster."""
+        return len(self._targets)
+
+    def feed(
+        self,
+        plural: str,
+        feed: Feed,
+        api_version: str = f"{GROUP}/{VERSION}",
+        label_selector: str | None = None,
+    ) -> None:
+        """Send the events of the kind (of ``api_version``'s named group; only the objects
+        ``label_selector`` matches) to ``feed`` (before ``start``)."""
+        self._fed.append(Fed(feed, plural, api_version, label_selector))
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for plural, feed in self._feeds.items():
-            threaded = OnLoop(feed, loop)
+        for fed in self._fed:
+            threaded = OnLoop(fed.feed, loop)
+            group, version = fed.api_version.split("/")
             for namespace, accept in self._targets:
                 informer = Informer(
                     self._api,
-                    GROUP,
-                    VERSION,
-                    plural,
+                    group,
+                    version,
+                    fed.plural,
                     namespace,
                     threaded.observe,
                     threaded.relisted,
                     accept,
+                    label_selector=fed.label_selector,
                 )
                 informer.start()
                 self._informers.append(informer)
