@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from aios.api import EdgeGateway
+from aios.api import AutomationIntent, EdgeGateway
 from aios.operator.reconcile.children import applied_elsewhere
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
@@ -26,10 +26,11 @@ from aios.operator.runtime.controller import (
     reconciled_status,
 )
 from aios.operator.runtime.queue import Reason, WorkQueue
+from aios.operator.runtime.runtime import Runtime
 from aios.operator.runtime.store import Store
 from aios.operator.runtime.watching import watch_targets
 from aios.operator.runtime.writer import Change
-from aios.operator.settings import OperatorSettings
+from aios.operator.settings import OperatorSettings, WebhookSettings
 
 
 def obj(uid: str, version: str, name: str = "", **status: Any) -> dict[str, Any]:
@@ -390,9 +391,9 @@ def test_a_held_workload_is_read_once_every_watch_has_listed_and_only_what_is_re
     assert held.get("south", "runner") is None
 
 
-def test_a_workloads_new_status_from_the_watch_is_told_to_its_owner_once() -> None:
+def test_a_workloads_new_status_from_the_watch_is_told_once() -> None:
     told: list[tuple[str, str]] = []
-    held = Held(watches=1, on_status=lambda kind, uid: told.append((kind, uid)))
+    held = Held(watches=1, on_status=lambda w: told.append((w["metadata"]["uid"], w["status"])))
     held.observe(None, statefulset("a", "5", "ns", "r", availableReplicas=0))  # listed
     held.relisted("ns", {"a"})
     held.observe(None, statefulset("a", "6", "ns", "r", availableReplicas=0))  # applied
@@ -401,11 +402,7 @@ def test_a_workloads_new_status_from_the_watch_is_told_to_its_owner_once() -> No
     held.observe("MODIFIED", statefulset("a", "5", "ns", "r", availableReplicas=1))  # late
     assert told == [], "the same status, and an older copy"
     held.observe("MODIFIED", statefulset("a", "7", "ns", "r", availableReplicas=1))
-    assert told == [("AutomationIntent", "intent-1")]
-    orphan = statefulset("b", "8", "ns", "worker")
-    orphan["metadata"]["ownerReferences"] = []
-    held.observe("ADDED", orphan)
-    assert told == [("AutomationIntent", "intent-1")], "no owner to tell"
+    assert told == [("a", {"availableReplicas": 1})]
 
 
 def test_a_workloads_change_reconciles_its_owner_at_once_only_if_it_has_not_converged() -> None:
@@ -435,3 +432,49 @@ def test_a_workloads_change_reconciles_its_owner_at_once_only_if_it_has_not_conv
 
     asyncio.run(scenario())
     assert reconciled == ["waiting"], "not its next retry, an hour away"
+
+
+def test_a_workloads_change_is_told_to_its_owner_and_the_workers_to_its_namespaces_intents() -> (
+    None
+):
+    runtime = Runtime(
+        OperatorSettings(kafka_bootstrap="", temporal_address=""),
+        WebhookSettings.from_env({}),
+        client.ApiClient(),
+    )
+    reconciled: list[tuple[str, str]] = []
+    waiting = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False"}]}
+    for model, uids in ((AutomationIntent, ("intent-1", "other")), (EdgeGateway, ("intent-1",))):
+        controller = Controller(KindSpec(model), runtime.api, kopf.Memo(), runtime.settings)
+        for uid in uids:
+            namespace = "elsewhere" if uid == "other" else "ns"
+            controller.store.observe({**gateway(uid=uid, namespace=namespace), "status": waiting})
+
+        async def reconcile(uid: str, _: Mapping[str, Any], kind: str = model.crd.kind) -> None:
+            reconciled.append((kind, uid))
+
+        controller._reconcile = reconcile  # type: ignore[method-assign]
+        runtime.controllers[model.crd.plural] = controller
+    runner = statefulset("a", "5", "ns", "air-runner")
+    worker = {**statefulset("b", "6", "ns", "aios-worker"), "kind": "Deployment"}
+    worker["metadata"]["ownerReferences"] = []
+    stray = {**worker, "metadata": {**worker["metadata"], "name": "someone-elses"}}
+
+    async def told(*workloads: dict[str, Any]) -> list[list[tuple[str, str]]]:
+        for controller in runtime.controllers.values():
+            controller.queue.start()
+        each = []
+        for workload in workloads:
+            reconciled.clear()
+            runtime.workload_changed(workload)
+            for controller in runtime.controllers.values():
+                await controller.queue.drained()
+            each.append(sorted(reconciled))
+        for controller in runtime.controllers.values():
+            await controller.queue.stop()
+        return each
+
+    by_runner, by_worker, by_stray = asyncio.run(told(runner, worker, stray))
+    assert by_runner == [("AutomationIntent", "intent-1")], "its owner, of its owner's kind"
+    assert by_worker == [("AutomationIntent", "intent-1")], "the intents of its namespace"
+    assert by_stray == [], "no owner, and not the worker"

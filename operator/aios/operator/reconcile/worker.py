@@ -10,6 +10,7 @@ goes with the namespace. A feature whose activities need more access adds rules 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aios.api import GROUP
@@ -50,6 +51,12 @@ WORKER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
 ]
 """What the worker's activities may do in their namespace."""
+
+
+def is_worker(obj: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` is a namespace's worker Deployment: it has no owner to tell of its
+    availability, which every AutomationIntent of the namespace reports."""
+    return obj.get("kind") == "Deployment" and obj["metadata"].get("name") == WORKER
 
 
 def worker_labels() -> dict[str, str]:

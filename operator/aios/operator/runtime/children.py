@@ -23,7 +23,6 @@ from aios.operator.reconcile.children import (
     OPERATOR,
     OWNER_UID,
     applied_elsewhere,
-    controller_of,
     sited,
 )
 from aios.operator.runtime.store import Store
@@ -61,18 +60,18 @@ def workload_state(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-OwnerChanged = Callable[[str, str], None]
-"""``(kind, uid)`` of the owner of a workload whose status changed."""
+WorkloadChanged = Callable[[dict[str, Any]], None]
+"""Told a held workload (its ``workload_state``) whose status changed."""
 
 
 class Held:
     """A held kind's objects (their ``workload_state``), as its watches and this process's
     applies have them (a feed of ``Watching``). Read only once ``synced``: every watch of
-    it has listed, so an object missing is an object that does not exist. A status the
-    watch brings changed is told to ``on_status`` with the workload's owner (not one a list
-    or an apply brings: the owner's own tick and reconcile look at those)."""
+    it has listed, so an object missing is an object that does not exist. A workload whose
+    status the watch brings changed is told to ``on_status`` (not one a list or an apply
+    brings: its owner's own tick and reconcile look at those)."""
 
-    def __init__(self, watches: int, on_status: OwnerChanged | None = None) -> None:
+    def __init__(self, watches: int, on_status: WorkloadChanged | None = None) -> None:
         self.store = Store()
         self._watches = watches
         self._listed: set[str | None] = set()
@@ -93,9 +92,7 @@ class Held:
         if event_type is None or self._on_status is None or after is None or after is before:
             return  # listed or applied, not held (deleted), or older than the copy held
         if before is None or before["status"] != after["status"]:
-            owner = controller_of(after)
-            if owner is not None:
-                self._on_status(*owner)
+            self._on_status(after)
 
     def relisted(self, namespace: str | None, uids: set[str]) -> None:
         for gone in self.store.missing(namespace, uids):

@@ -14,8 +14,8 @@ triggered), and only by the replica that holds the lead:
   audit findings): a write only when something changed;
 * when what its status follows ``report``-s (a heartbeat arrived), the object is
   refreshed at once: a kind fed by reports can keep a long ``refresh_interval``;
-* when a workload it owns changes its status (``child_changed``), an object that has not
-  converged is reconciled at once, not at its next retry.
+* when a workload it reports on changes its status (``child_changed``), an object that
+  has not converged is reconciled at once, not at its next retry.
 """
 
 from __future__ import annotations
@@ -241,7 +241,8 @@ class Controller:
             self.queue.add(uid, Reason.REPORTED)
 
     def child_changed(self, uid: str) -> None:
-        """A workload the object owns changed its status: what its conditions report."""
+        """A workload the object reports on (its own, its namespace's worker) changed its
+        status."""
         if self.acting() and self.store.get(uid) is not None:
             self.queue.add(uid, Reason.CHILD)
 

@@ -29,7 +29,7 @@ class Reason(enum.Flag):
     """What the object's runtime status follows has reported (an agent's heartbeat):
     refresh it now. Waits behind events, as ticks do."""
     CHILD = enum.auto()
-    """A workload it owns changed its status (its runners became available): reconcile it
+    """A workload it reports on changed its status (its runners became available): reconcile it
     now if it has not converged, rather than at its next retry. Waits behind events."""
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka.admin import AdminClient
 from kubernetes import client
@@ -16,17 +17,19 @@ from temporalio.client import Client
 from aios.api import AutomationIntent
 from aios.connectors import audit, kafka, opa, temporal
 from aios.operator.reconcile.automation_intent import action_topics
+from aios.operator.reconcile.children import controller_of
 from aios.operator.reconcile.kafka_access import (
     KafkaPrincipal,
     iterations,
     password,
     worker_principal,
 )
+from aios.operator.reconcile.worker import is_worker
 from aios.operator.runtime.children import HELD_KINDS, HELD_SELECTOR, Children, Held
 from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
-from aios.operator.runtime.store import Store
+from aios.operator.runtime.store import Store, namespace_of
 from aios.operator.runtime.watching import Watching
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
@@ -63,7 +66,7 @@ class Runtime:
         self.children = Children(self.api, site=self.settings.site)
         if self.watching is not None:
             for api_version, kind, plural in HELD_KINDS:
-                held = Held(self.watching.watches_per_kind, self.child_changed)
+                held = Held(self.watching.watches_per_kind, self.workload_changed)
                 self.children.hold(api_version, kind, held)
                 self.watching.feed(plural, held, api_version, HELD_SELECTOR)
 
@@ -113,11 +116,20 @@ class Runtime:
                 )
         return self._temporal
 
-    def child_changed(self, owner_kind: str, owner_uid: str) -> None:
-        """A workload's status changed: its owner's controller may reconcile it at once."""
-        for controller in self.controllers.values():
-            if controller.spec.model.crd.kind == owner_kind:
-                controller.child_changed(owner_uid)
+    def workload_changed(self, workload: Mapping[str, Any]) -> None:
+        """A held workload's status changed: the objects that report it may be reconciled
+        at once: its controlling owner, or for the namespace's worker (it has none) the
+        namespace's intents."""
+        owner = controller_of(workload)
+        if owner is not None:
+            kind, uid = owner
+            for controller in self.controllers.values():
+                if controller.spec.model.crd.kind == kind:
+                    controller.child_changed(uid)
+        elif is_worker(workload) and AutomationIntent.crd.plural in self.controllers:
+            intents = self.controllers[AutomationIntent.crd.plural]
+            for intent in intents.store.in_namespace(namespace_of(workload)):
+                intents.child_changed(intent["metadata"]["uid"])
 
     def store(self, plural: str) -> Store:
         """Another kind's objects as the watch has them (e.g. the EdgeGateways an intent
