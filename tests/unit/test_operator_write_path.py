@@ -14,6 +14,7 @@ import kopf
 from kubernetes import client
 
 from aios.api import AutomationIntent, EdgeGateway
+from aios.operator.reconcile.bookkeeping import LAST_APPLIED
 from aios.operator.reconcile.children import applied_elsewhere
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.reconcile.patches import changes_anything, merge_patched
@@ -51,7 +52,7 @@ def test_the_store_keeps_the_newest_copy_whatever_order_they_arrive_in() -> None
     assert store.get("a") is None, "a deleted object is never taken back in"
 
 
-def test_the_store_holds_no_managed_fields() -> None:
+def test_the_store_holds_no_managed_fields_nor_kubectls_last_applied_manifest() -> None:
     store = Store()
     managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
     raw = obj("a", "1", phase="x")
@@ -59,6 +60,11 @@ def test_the_store_holds_no_managed_fields() -> None:
     store.observe(raw)
     assert store.get("a") == obj("a", "1", phase="x")
     assert raw["metadata"]["managedFields"] == managed, "the caller's copy is left alone"
+    applied = obj("a", "2", phase="y")
+    applied["metadata"]["annotations"] = {LAST_APPLIED: json.dumps(applied), "team": "air"}
+    store.observe(applied)
+    assert store.get("a")["metadata"]["annotations"] == {"team": "air"}  # type: ignore[index]
+    assert LAST_APPLIED in applied["metadata"]["annotations"], "the caller's copy is left alone"
 
 
 def test_objects_held_share_their_repeated_strings() -> None:

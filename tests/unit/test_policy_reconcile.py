@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from aios.operator.reconcile import policy as plan
+from aios.operator.reconcile.bookkeeping import LAST_APPLIED
 from aios.operator.reconcile.conditions import ConditionUpdate
 
 
@@ -118,11 +119,13 @@ def test_admission_reviews_user_changes_only() -> None:
 
 
 def test_the_review_input_carries_object_user_and_no_status() -> None:
-    new = body({"a": 2}, managedFields=[{"manager": "kubectl"}])
+    bookkeeping = {LAST_APPLIED: '{"spec": {"a": 1}}', "team": "air"}
+    new = body({"a": 2}, managedFields=[{"manager": "kubectl"}], annotations=bookkeeping)
     document = plan.review(new, "UPDATE", body({"a": 1}), {"username": "ana", "groups": ["g"]})
     assert document["kind"] == "ModelDeployment" and document["namespace"] == "pilot"
     assert document["object"]["spec"] == {"a": 2} and "status" not in document["object"]
     assert "managedFields" not in document["object"]["metadata"]
+    assert document["object"]["metadata"]["annotations"] == {"team": "air"}, "as audits have it"
     assert document["oldObject"]["spec"] == {"a": 1}
     assert document["user"] == {"username": "ana", "groups": ["g"]}
     assert document["approver"] is None

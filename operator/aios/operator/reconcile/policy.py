@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aios.api import Policy
+from aios.operator.reconcile.bookkeeping import without_bookkeeping
 from aios.operator.reconcile.conditions import ConditionUpdate
 
 SYSTEM_MODULE_ID = "aios/system"
@@ -256,14 +257,12 @@ def review(
 
 
 def _stored(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The object without what only the operator writes (status, managed fields)."""
-    metadata = {
-        k: v for k, v in (body.get("metadata") or {}).items() if k not in ("managedFields",)
-    }
+    """The object without what only the operator writes (status) and the API server's and
+    kubectl's bookkeeping: the same at admission as in an audit of the operator's copy."""
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": metadata,
+        "metadata": without_bookkeeping({"metadata": body.get("metadata") or {}})["metadata"],
         "spec": body.get("spec") or {},
     }
 

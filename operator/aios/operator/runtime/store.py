@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from aios.operator.reconcile.bookkeeping import without_bookkeeping
+
 TOMBSTONE_SECONDS = 600.0
 """How long a deleted object's uid is remembered: longer than any write's response can take
 to come back."""
@@ -25,14 +27,6 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
         )
     except (KeyError, TypeError, ValueError):
         return True
-
-
-def without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The object without ``metadata.managedFields``: the API server's record of who set
-    which field, often as large as the rest, is read by nothing here (and a city's objects
-    are all held)."""
-    metadata = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
-    return {**obj, "metadata": metadata}
 
 
 SHARED_STRING_LENGTH = 256
@@ -83,7 +77,7 @@ class Store:
             return
         held = self._objects.get(uid)
         if held is None or newer(obj, held):
-            self._objects[uid] = interned(without_managed_fields(obj))
+            self._objects[uid] = interned(without_bookkeeping(obj))
             self._namespaces.setdefault(namespace_of(obj), set()).add(uid)
             self._names[name_of(obj)] = uid
 
