@@ -203,3 +203,11 @@ def test_only_a_dry_run_policy_over_actions_looks_back(policy) -> None:
     assert not plan.looks_back(
         policy(rego=rego, enforcement="dryrun", scope={"kinds": ["AutomationIntent"]})
     )
+
+
+def test_an_audit_sends_only_the_namespaces_a_scope_names_unless_one_is_a_pattern(policy) -> None:
+    own = plan.registry_entry("pilot", policy(rego="package x"))
+    assert plan.literal_namespaces(own["namespaces"]) == ["pilot"], "its own, by default"
+    assert plan.literal_namespaces(["north", "south", "north"]) == ["north", "south"]
+    for pattern in ("*", "lab-*", "lab-?", "lab-[12]", "{north,south}"):
+        assert plan.literal_namespaces(["pilot", pattern]) is None, pattern

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, get_args
 
@@ -39,6 +40,7 @@ from aios.operator.reconcile import policy as plan
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.runtime.controller import Context, KindSpec
 from aios.operator.runtime.runtime import Runtime
+from aios.operator.runtime.store import Store
 from aios.operator.runtime.writer import Change
 from aios.operator.settings import OperatorSettings
 
@@ -161,14 +163,23 @@ async def finalize(policy: Policy, ctx: Context) -> None:
 PLURALS = {model.crd.kind: model.crd.plural for model in KINDS}
 
 
-def _reviews(memo: kopf.Memo, kinds: list[str]) -> list[dict[str, Any]]:
-    """What the Policy audits, from the watch's stores (no LIST per audit)."""
+def _reviews(
+    memo: kopf.Memo, kinds: list[str], namespaces: list[str] | None
+) -> list[dict[str, Any]]:
+    """What the Policy audits, from the watch's stores (no LIST per audit): the objects of
+    ``namespaces`` (``None``: of every namespace)."""
     process = runtime(memo)
+
+    def held(store: Store) -> Iterable[dict[str, Any]]:
+        if namespaces is None:
+            return store
+        return chain.from_iterable(store.in_namespace(ns) for ns in namespaces)
+
     return [
         plan.review({**item, "kind": kind}, "AUDIT")
         for kind in kinds
         if kind in plan.AUDITED_KINDS  # runtime Actions are checked when they run
-        for item in process.store(PLURALS[kind])
+        for item in held(process.store(PLURALS[kind]))
     ]
 
 
@@ -185,7 +196,8 @@ async def audit_existing(ctx: Context) -> Change | None:
             await load(url, load_plan, runtime(ctx.memo).opa_modules)
     except (plan.UnknownModule, opa.RegoError):
         return None  # the reconcile reports it in the conditions
-    reviews = _reviews(ctx.memo, load_plan.registry["kinds"])
+    registry = load_plan.registry
+    reviews = _reviews(ctx.memo, registry["kinds"], plan.literal_namespaces(registry["namespaces"]))
     findings = await opa.audit_objects(url, namespace, name, reviews)
     desired = {
         **plan.violations_status(reviews, findings),

@@ -129,6 +129,19 @@ def registry_entry(namespace: str, policy: Policy) -> dict[str, Any]:
     return entry
 
 
+GLOB_CHARACTERS = frozenset("*?[]{}\\")
+"""What makes a scope's namespace a pattern for OPA's ``glob.match``."""
+
+
+def literal_namespaces(patterns: Sequence[str]) -> list[str] | None:
+    """The namespaces a scope's ``patterns`` (its registry entry's) name, when each is a
+    plain name; ``None`` when one is a pattern. An audit sends OPA only those namespaces'
+    objects (OPA still decides the scope), not the city's."""
+    if any(GLOB_CHARACTERS.intersection(pattern) for pattern in patterns):
+        return None
+    return list(dict.fromkeys(patterns))
+
+
 def load_plan(namespace: str, name: str, policy: Policy, library: Mapping[str, str]) -> LoadPlan:
     """What to load for ``policy``; ``library`` maps module names to their Rego."""
     spec = policy.spec
