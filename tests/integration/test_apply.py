@@ -110,6 +110,8 @@ def test_the_operators_workloads_are_read_from_its_watch_and_its_own_applies(
         }
 
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(statefulset("theirs")))
+    ours = owned(statefulset("listed"), owner)  # there before the watch: listed
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(ours))
 
     def stored_version(name: str) -> str:
         found = kubectl.json("get", "statefulset", name, "-n", namespace)
@@ -132,6 +134,11 @@ def test_the_operators_workloads_are_read_from_its_watch_and_its_own_applies(
             watching.start()
             await until(lambda: held.synced)
             assert held.get(namespace, "theirs") is None, "not the operator's: not held"
+            listed = held.get(namespace, "listed")
+            assert listed is not None and (listed["apiVersion"], listed["kind"]) == (
+                "apps/v1",
+                "StatefulSet",
+            ), "a list's items say what they are too"
 
             (applied,) = await children.apply([owned(statefulset("runner"), owner)])
             read = await children.get("apps/v1", "StatefulSet", "runner", namespace)

@@ -149,6 +149,10 @@ class Informer:
         while True:
             page = self._call(limit=LIST_PAGE, _continue=token)
             for obj in page["items"]:
+                # A built-in kind's list leaves them out of its items (a watch event's
+                # object has them); every object handed on says what it is.
+                obj.setdefault("apiVersion", page["apiVersion"])
+                obj.setdefault("kind", page["kind"].removesuffix("List"))
                 if self._accepted(obj):
                     listed.add(obj["metadata"]["uid"])
                     self._on_event(None, obj)
