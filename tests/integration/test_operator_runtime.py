@@ -20,10 +20,11 @@ from aios.api import GROUP, VERSION
 from aios.api.base import AGE, ApiModel, CrdInfo, Resource, ResourceStatus
 from aios.api.crd import crd_for
 from aios.connectors.informer import Informer
+from aios.operator.reconcile.bookkeeping import without_bookkeeping
 from aios.operator.reconcile.conditions import ConditionUpdate
 from aios.operator.runtime.controller import Context, Controller, KindSpec
 from aios.operator.runtime.leadership import Leadership, LeaseTerms
-from aios.operator.runtime.store import Store, without_managed_fields
+from aios.operator.runtime.store import Store
 from aios.operator.runtime.writer import Writer
 from aios.operator.settings import OperatorSettings
 from aios.stack.site import Site
@@ -114,7 +115,7 @@ def test_a_status_computed_from_a_stale_copy_never_overwrites_a_newer_one(
     assert seen == [None, "newer"], "refused on the stale copy, computed again on the new one"
     assert stored["status"] == {"note": "newer", "summary": "computed from newer"}
     assert written is not None
-    assert store.get(stale["metadata"]["uid"]) == without_managed_fields(written), (
+    assert store.get(stale["metadata"]["uid"]) == without_bookkeeping(written), (
         "the store holds what was written"
     )
 
