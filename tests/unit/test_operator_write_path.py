@@ -101,8 +101,10 @@ def test_the_store_finds_an_object_by_name_and_a_successor_under_the_same_name()
     store.observe(obj("second", "2", name="lamp-7"))  # recreated before the old one's DELETED
     store.forget("first")
     assert store.uid_of("ns", "lamp-7") == "second", "the successor keeps the name"
+    named = store.named("ns", "lamp-7")
+    assert named is not None and named["metadata"]["resourceVersion"] == "2"
     store.forget("second")
-    assert store.uid_of("ns", "lamp-7") is None
+    assert store.uid_of("ns", "lamp-7") is None and store.named("ns", "lamp-7") is None
 
 
 def until_drained(queue: WorkQueue, feed: Callable[[WorkQueue], Awaitable[None]]) -> None:

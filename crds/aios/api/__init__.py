@@ -30,12 +30,16 @@ RECORDS: tuple[type[Resource[Any, Any]], ...] = (ModelRollout, IntentReplay)
 them."""
 CRD_KINDS: tuple[type[Resource[Any, Any]], ...] = (*KINDS, *RECORDS)
 """Every root model, in the order the CRDs are generated."""
+PLURALS: dict[str, str] = {model.crd.kind: model.crd.plural for model in CRD_KINDS}
+"""Each kind's plural (what a reference or a review names → what the API and the
+operator's stores are keyed by)."""
 
 __all__ = [
     "API_VERSION",
     "CRD_KINDS",
     "GROUP",
     "KINDS",
+    "PLURALS",
     "RECORDS",
     "VERSION",
     "Approval",

@@ -255,9 +255,7 @@ def withdraw(memo: kopf.Memo, key: str) -> None:
     edge.counters_written.pop(key, None)
     edge.publish(key, None)
     namespace, name = split_gateway_key(key)
-    gateways = runtime(memo).store(EdgeGateway.crd.plural)
-    uid = gateways.uid_of(namespace, name)
-    successor = gateways.get(uid) if uid is not None else None
+    successor = runtime(memo).store(EdgeGateway.crd.plural).named(namespace, name)
     if successor is not None:
         config = compile_config(EdgeGateway.model_validate(successor))
         edge.publish(key, config.to_bytes())

@@ -57,9 +57,7 @@ def intent_of(intent: str | None, namespace: str, memo: kopf.Memo) -> dict[str, 
     """The AutomationIntent as the watch has it (the operator's store: no GET)."""
     if intent is None:
         return None
-    store = runtime(memo).store(AutomationIntent.crd.plural)
-    uid = store.uid_of(namespace, intent)
-    return store.get(uid) if uid else None
+    return runtime(memo).store(AutomationIntent.crd.plural).named(namespace, intent)
 
 
 async def refusal(

@@ -129,8 +129,7 @@ def mirror(memo: kopf.Memo) -> Change:
         if not recorded.get("version"):
             return None
         meta = current["metadata"]
-        uid = rollouts.uid_of(meta["namespace"], rollout_name(meta["name"], recorded["version"]))
-        found = rollouts.get(uid) if uid is not None else None
+        found = rollouts.named(meta["namespace"], rollout_name(meta["name"], recorded["version"]))
         if found is None or (found.get("status") or {}).get("rollout") == recorded:
             return None
         md = ModelDeployment.model_validate(dict(current))

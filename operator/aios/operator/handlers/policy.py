@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 import kopf
 
-from aios.api import KINDS, Policy
+from aios.api import PLURALS, Policy
 from aios.api.policy import ScopeKind
 from aios.connectors import opa
 from aios.connectors.audit import LOG_TOPIC, Appender, AuditTail
@@ -158,9 +158,6 @@ async def finalize(policy: Policy, ctx: Context) -> None:
 
 
 # -- periodic audit of existing objects ----------------------------------------------------
-
-
-PLURALS = {model.crd.kind: model.crd.plural for model in KINDS}
 
 
 def _reviews(

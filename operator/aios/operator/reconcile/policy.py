@@ -272,12 +272,14 @@ def review(
 def _stored(body: Mapping[str, Any]) -> dict[str, Any]:
     """The object without what only the operator writes (status) and the API server's and
     kubectl's bookkeeping: the same at admission as in an audit of the operator's copy."""
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": without_bookkeeping({"metadata": body.get("metadata") or {}})["metadata"],
-        "spec": body.get("spec") or {},
-    }
+    return without_bookkeeping(
+        {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": body.get("metadata") or {},
+            "spec": body.get("spec") or {},
+        }
+    )
 
 
 def needs_review(operation: str, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:

@@ -100,8 +100,7 @@ class Held:
         self._listed.add(namespace)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        uid = self.store.uid_of(namespace, name)
-        return None if uid is None else self.store.get(uid)
+        return self.store.named(namespace, name)
 
 
 class Children:

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from kubernetes import client
 from temporalio.client import Client
 
-from aios.api import AutomationIntent
+from aios.api import PLURALS, AutomationIntent
 from aios.connectors import audit, kafka, opa, temporal
 from aios.operator.reconcile.automation_intent import action_topics
 from aios.operator.reconcile.children import controller_of
@@ -123,9 +123,9 @@ class Runtime:
         owner = controller_of(workload)
         if owner is not None:
             kind, uid = owner
-            for controller in self.controllers.values():
-                if controller.spec.model.crd.kind == kind:
-                    controller.child_changed(uid)
+            controller = self.controllers.get(PLURALS.get(kind, ""))
+            if controller is not None:
+                controller.child_changed(uid)
         elif is_worker(workload) and AutomationIntent.crd.plural in self.controllers:
             intents = self.controllers[AutomationIntent.crd.plural]
             for intent in intents.store.in_namespace(namespace_of(workload)):

@@ -106,6 +106,11 @@ class Store:
         """The uid of the object held under this name, if any."""
         return self._names.get((namespace, name))
 
+    def named(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object held under this name, if any."""
+        uid = self._names.get((namespace, name))
+        return None if uid is None else self._objects.get(uid)
+
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
         return [self._objects[uid] for uid in self._namespaces.get(namespace, ())]
 
