@@ -17,20 +17,24 @@ import rego.v1
 
 # Labels of what is under review: the object's at admission and audit, the intent's for a
 # runtime action.
-default subject_labels := {}
+labels_of(review) := object.get(review, ["intent", "labels"], {}) if review.kind == "Action"
 
-subject_labels := object.get(input, ["intent", "labels"], {}) if input.kind == "Action"
+labels_of(review) := object.get(review, ["object", "metadata", "labels"], {}) if review.kind != "Action"
 
-subject_labels := object.get(input, ["object", "metadata", "labels"], {}) if input.kind != "Action"
+# Whether the scope of Policy ns/name covers the review: one Policy's registry entry, so an
+# audit of R reviews costs O(R), not O(R × the Policies of their kind).
+covers(ns, name, review) if {
+	meta := data.aios.registry[ns][name]
+	review.kind in meta.kinds
+	namespace_in_scope(meta.namespaces, review.namespace)
+	selected(object.get(meta, "labelSelector", {}), labels_of(review))
+}
 
 # [namespace, name] of every Policy whose scope covers the input.
 applicable contains [ns, name] if {
 	some ns, name
 	data.aios.scopes[input.kind][ns][name]
-	meta := data.aios.registry[ns][name]
-	input.kind in meta.kinds
-	namespace_in_scope(meta.namespaces, input.namespace)
-	selected(object.get(meta, "labelSelector", {}), subject_labels)
+	covers(ns, name, input)
 }
 
 namespace_in_scope(patterns, namespace) if {
@@ -100,7 +104,7 @@ audit contains [i, message] if {
 	ns := input.policy.namespace
 	name := input.policy.name
 	some i, review in input.reviews
-	[ns, name] in applicable with input as review
+	covers(ns, name, review)
 	some message in violations(ns, name) with input as review
 }
 
@@ -109,9 +113,8 @@ audit contains [i, message] if {
 # {"covered": indexes of the reviews in the policy's scope, "violations": audit's pairs}.
 look_back := {
 	"covered": [i |
-		policy := [input.policy.namespace, input.policy.name]
 		some i, review in input.reviews
-		policy in applicable with input as review
+		covers(input.policy.namespace, input.policy.name, review)
 	],
 	"violations": audit,
 }
