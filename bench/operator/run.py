@@ -54,6 +54,7 @@ from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, Policy
 from aios.stack import release
 from aios.stack.cluster import AUDIT_LOG
 from aios.stack.site import Site
+from aios.stack.site.services import OPA_DIAGNOSTIC_ADDRESS
 
 OPERATOR = release.OPERATOR_SELECTOR + release.RELEASE
 EXAMPLES = Path(__file__).parents[2] / "examples" / "city-air-quality"
@@ -155,6 +156,51 @@ def requests_per_object(before: Counter[str], after: Counter[str], count: int) -
     served = after - before
     shown = [(k, n / count) for k, n in served.most_common() if n / count >= 0.01]
     return ", ".join(f"{k} {per:.2f}" for k, per in shown)
+
+
+OPA_HANDLED = re.compile(
+    r"^http_request_duration_seconds_(?P<field>count|sum)\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+)
+
+
+def opa_requests() -> tuple[Counter[str], dict[str, float]]:
+    """Requests OPA has served so far and the seconds it spent on them, by method and
+    handler (its own ``http_request_duration_seconds``): decisions (``post v1/data``),
+    Policy data writes and reads, module loads."""
+    served: Counter[str] = Counter()
+    seconds: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://{OPA_DIAGNOSTIC_ADDRESS}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        found = OPA_HANDLED.match(line)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found["labels"]))
+        key = f"{labels.get('method')} {labels.get('handler')}"
+        if found["field"] == "count":
+            served[key] += int(float(found["value"]))
+        else:
+            seconds[key] = seconds.get(key, 0.0) + float(found["value"])
+    return served, seconds
+
+
+def opa_per_object(
+    before: tuple[Counter[str], dict[str, float]],
+    after: tuple[Counter[str], dict[str, float]],
+    count: int,
+) -> str:
+    """OPA's requests between two readings per object, with the time each took on
+    average, most frequent first."""
+    served = after[0] - before[0]
+
+    def each_ms(key: str) -> float:
+        return (after[1][key] - before[1].get(key, 0.0)) / served[key] * 1000
+
+    return ", ".join(
+        f"{key} {n / count:.2f} ({each_ms(key):.1f} ms each)"
+        for key, n in served.most_common()
+        if n / count >= 0.01
+    )
 
 
 def in_parallel(work: Callable[[int], Any], count: int, concurrency: int) -> float:
@@ -424,7 +470,7 @@ def main() -> None:
             print(f"  bare client API requests per object: "
                   f"{requests_per_object(served, peer_served, count)}")  # fmt: skip
             cpu = container_cgroup(site, "cpuacct", operator_pod(site))
-            before = cpu_seconds(cpu)
+            before, opa_before = cpu_seconds(cpu), opa_requests()
             ours, latencies = aios(api, aios_namespace, count, args.concurrency, args.timeout)
             used = cpu_seconds(cpu) - before
             aios_served = api_requests(site)
@@ -433,6 +479,8 @@ def main() -> None:
                   f"{os.cpu_count()} cores on the machine")  # fmt: skip
             print(f"  aios API requests per object: "
                   f"{requests_per_object(peer_served, aios_served, count)}")  # fmt: skip
+            print(f"  OPA requests per object: "
+                  f"{opa_per_object(opa_before, opa_requests(), count)}")  # fmt: skip
             print(f"  create → reconciled: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
                   f"p99 {percentile(latencies, 99) * 1000:.0f} ms")  # fmt: skip
             print(f"  objects/s: aios {count / ours:.1f}, bare client {count / limit:.1f} "
