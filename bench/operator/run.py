@@ -54,7 +54,6 @@ from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, Policy
 from aios.stack import release
 from aios.stack.cluster import AUDIT_LOG
 from aios.stack.site import Site
-from aios.stack.site.services import OPA_DIAGNOSTIC_ADDRESS
 
 OPERATOR = release.OPERATOR_SELECTOR + release.RELEASE
 EXAMPLES = Path(__file__).parents[2] / "examples" / "city-air-quality"
@@ -163,13 +162,13 @@ OPA_HANDLED = re.compile(
 )
 
 
-def opa_requests() -> tuple[Counter[str], dict[str, float]]:
+def opa_requests(site: Site) -> tuple[Counter[str], dict[str, float]]:
     """Requests OPA has served so far and the seconds it spent on them, by method and
     handler (its own ``http_request_duration_seconds``): decisions (``post v1/data``),
     Policy data writes and reads, module loads."""
     served: Counter[str] = Counter()
     seconds: dict[str, float] = {}
-    with urllib.request.urlopen(f"http://{OPA_DIAGNOSTIC_ADDRESS}/metrics", timeout=10) as answer:
+    with urllib.request.urlopen(f"{site.endpoints.opa_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     for line in text.splitlines():
         found = OPA_HANDLED.match(line)
@@ -470,7 +469,7 @@ def main() -> None:
             print(f"  bare client API requests per object: "
                   f"{requests_per_object(served, peer_served, count)}")  # fmt: skip
             cpu = container_cgroup(site, "cpuacct", operator_pod(site))
-            before, opa_before = cpu_seconds(cpu), opa_requests()
+            before, opa_before = cpu_seconds(cpu), opa_requests(site)
             ours, latencies = aios(api, aios_namespace, count, args.concurrency, args.timeout)
             used = cpu_seconds(cpu) - before
             aios_served = api_requests(site)
@@ -480,7 +479,7 @@ def main() -> None:
             print(f"  aios API requests per object: "
                   f"{requests_per_object(peer_served, aios_served, count)}")  # fmt: skip
             print(f"  OPA requests per object: "
-                  f"{opa_per_object(opa_before, opa_requests(), count)}")  # fmt: skip
+                  f"{opa_per_object(opa_before, opa_requests(site), count)}")  # fmt: skip
             print(f"  create → reconciled: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
                   f"p99 {percentile(latencies, 99) * 1000:.0f} ms")  # fmt: skip
             print(f"  objects/s: aios {count / ours:.1f}, bare client {count / limit:.1f} "

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 TEMPORAL_PORT = 7233
 OPA_PORT = 8181
-OPA_DIAGNOSTIC_ADDRESS = "127.0.0.1:8282"
-"""OPA's health and Prometheus metrics, on the host only."""
 TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT = 8000, 8001, 8002
 MQTT_PORT = 1883
 OTLP_HTTP_PORT, JAEGER_QUERY_PORT, JAEGER_HEALTH_PORT = 4318, 16686, 13133
@@ -157,7 +155,7 @@ def start_opa(site: Site) -> None:
             "run",
             "--server",
             f"--addr=0.0.0.0:{OPA_PORT}",
-            f"--diagnostic-addr={OPA_DIAGNOSTIC_ADDRESS}",
+            "--diagnostic-addr=127.0.0.1:8282",
             "--log-format=json",
             "--log-level=info",
             # Decision ids in every answer, each decision in the log: audit records
