@@ -1,12 +1,14 @@
 # The dispatcher every caller queries: which Policies apply to an input and what they
 # decide. The operator writes each Policy's scope and enforcement at
-# data.aios.registry[ns][name], and indexes it by kind at data.aios.scopes[kind][ns][name]
-# (so a decision looks at the Policies of its input's kind only). A Policy of inline Rego has its module at
-# data.aios.policies[ns][name]; a Policy of the library names its module in the registry
-# (`library`) and has its parameters at data.aios.parameters[ns][name]: loading it writes
-# data only, which OPA does not recompile for. Callers only ever query
-# data.aios.system.decision (admission, runtime actions), .max_retention_days, .audit and
-# .look_back.
+# data.aios_index.registry[ns][name], and indexes it by kind at
+# data.aios_index.scopes[kind][ns][name] (so a decision looks at the Policies of its
+# input's kind only). A Policy of inline Rego has its module at data.aios.policies[ns][name];
+# a Policy of the library names its module in the registry (`library`) and has its
+# parameters at data.aios_index.parameters[ns][name]: loading it writes data only, which
+# OPA does not recompile for. The data is not under data.aios, where the modules are: OPA
+# reads each rule's path on every data write, and copies what is beneath a path the write
+# changes. Callers only ever query data.aios.system.decision (admission, runtime actions),
+# .max_retention_days, .audit and .look_back.
 #
 # A policy module exposes `violation` (a set of messages) and, optionally,
 # `max_retention_days` (a number); a library module reads its parameters at
@@ -24,7 +26,7 @@ labels_of(review) := object.get(review, ["object", "metadata", "labels"], {}) if
 # Whether the scope of Policy ns/name covers the review: one Policy's registry entry, so an
 # audit of R reviews costs O(R), not O(R × the Policies of their kind).
 covers(ns, name, review) if {
-	meta := data.aios.registry[ns][name]
+	meta := data.aios_index.registry[ns][name]
 	review.kind in meta.kinds
 	namespace_in_scope(meta.namespaces, review.namespace)
 	selected(object.get(meta, "labelSelector", {}), labels_of(review))
@@ -33,7 +35,7 @@ covers(ns, name, review) if {
 # [namespace, name] of every Policy whose scope covers the input.
 applicable contains [ns, name] if {
 	some ns, name
-	data.aios.scopes[input.kind][ns][name]
+	data.aios_index.scopes[input.kind][ns][name]
 	covers(ns, name, input)
 }
 
@@ -49,19 +51,19 @@ selected(selector, labels) if {
 }
 
 # The Policy's findings about the input.
-violations(ns, name) := data.aios.policies[ns][name].violation if not data.aios.registry[ns][name].library
+violations(ns, name) := data.aios.policies[ns][name].violation if not data.aios_index.registry[ns][name].library
 
 violations(ns, name) := found if {
-	module := data.aios.registry[ns][name].library
-	found := data.aios.library[module].violation with data.aios.params as data.aios.parameters[ns][name]
+	module := data.aios_index.registry[ns][name].library
+	found := data.aios.library[module].violation with data.aios.params as data.aios_index.parameters[ns][name]
 }
 
 # The Policy's retention cap for the input (undefined: none).
-retention_days(ns, name) := data.aios.policies[ns][name].max_retention_days if not data.aios.registry[ns][name].library
+retention_days(ns, name) := data.aios.policies[ns][name].max_retention_days if not data.aios_index.registry[ns][name].library
 
 retention_days(ns, name) := days if {
-	module := data.aios.registry[ns][name].library
-	days := data.aios.library[module].max_retention_days with data.aios.params as data.aios.parameters[ns][name]
+	module := data.aios_index.registry[ns][name].library
+	days := data.aios.library[module].max_retention_days with data.aios.params as data.aios_index.parameters[ns][name]
 }
 
 findings contains finding if {
@@ -69,7 +71,7 @@ findings contains finding if {
 	some message in violations(ns, name)
 	finding := {
 		"policy": concat("/", [ns, name]),
-		"enforcement": data.aios.registry[ns][name].enforcement,
+		"enforcement": data.aios_index.registry[ns][name].enforcement,
 		"message": message,
 	}
 }
@@ -91,7 +93,7 @@ decision := {
 max_retention_days := min(caps) if {
 	caps := {days |
 		some [ns, name] in applicable
-		data.aios.registry[ns][name].enforcement == "deny"
+		data.aios_index.registry[ns][name].enforcement == "deny"
 		days := retention_days(ns, name)
 	}
 	count(caps) > 0

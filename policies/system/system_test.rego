@@ -47,21 +47,21 @@ md(ns, labels) := {"kind": "ModelDeployment", "namespace": ns, "object": {"metad
 
 test_scope_by_kind_namespace_glob_and_labels if {
 	applicable == {["city", "no-gpu"], ["city", "counted"]} with input as md("pilot", {})
-		with data.aios.registry as registry with data.aios.scopes as scopes
-	applicable == {["city", "no-gpu"]} with input as md("lab-3", {}) with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
+	applicable == {["city", "no-gpu"]} with input as md("lab-3", {}) with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 	applicable == {["city", "tagged"]} with input as md("prod", {"tier": "critical"})
-		with data.aios.registry as registry with data.aios.scopes as scopes
-	count(applicable) == 0 with input as md("prod", {"tier": "low"}) with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
+	count(applicable) == 0 with input as md("prod", {"tier": "low"}) with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 }
 
 test_action_labels_come_from_the_intent if {
 	action := {"kind": "Action", "namespace": "x", "intent": {"labels": {"tier": "critical"}}}
-	applicable == {["city", "tagged"]} with input as action with data.aios.registry as registry with data.aios.scopes as scopes
+	applicable == {["city", "tagged"]} with input as action with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 }
 
 test_deny_warn_and_dryrun_are_separated if {
 	d := decision with input as md("pilot", {"tier": "critical"})
-		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 		with data.aios.policies as policies
 	d.allowed == false
 	d.denials == ["city/no-gpu: no GPUs here"]
@@ -72,14 +72,14 @@ test_deny_warn_and_dryrun_are_separated if {
 
 test_warn_and_dryrun_alone_allow if {
 	d := decision with input as md("prod", {"tier": "critical"})
-		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 		with data.aios.policies as policies
 	d.allowed == true
 	d.warnings == ["city/tagged: critical things are watched"]
 }
 
 test_no_policy_allows if {
-	d := decision with input as md("prod", {}) with data.aios.registry as {} with data.aios.scopes as {}
+	d := decision with input as md("prod", {}) with data.aios_index.registry as {} with data.aios_index.scopes as {}
 	d.allowed == true
 	d.policies == []
 }
@@ -87,16 +87,16 @@ test_no_policy_allows if {
 test_retention_cap_is_the_strictest_deny_policy if {
 	intent := {"kind": "AutomationIntent", "namespace": "other", "object": {}}
 	max_retention_days == 14 with input as intent
-		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 		with data.aios.policies as policies
 	max_retention_days == 30 with input as object.union(intent, {"namespace": "city"})
-		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 		with data.aios.policies as policies
 }
 
 test_no_retention_cap_is_undefined if {
 	not max_retention_days with input as {"kind": "AutomationIntent", "namespace": "x"}
-		with data.aios.registry as {} with data.aios.scopes as {}
+		with data.aios_index.registry as {} with data.aios_index.scopes as {}
 }
 
 test_audit_reports_index_and_message_per_violation if {
@@ -105,7 +105,7 @@ test_audit_reports_index_and_message_per_violation if {
 		"policy": {"namespace": "city", "name": "no-gpu"},
 		"reviews": reviews,
 	}
-		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 		with data.aios.policies as policies
 }
 
@@ -116,7 +116,7 @@ test_look_back_names_the_covered_actions_and_the_findings_on_them if {
 		"policy": {"namespace": "city", "name": "tagged"},
 		"reviews": [past_action({"tier": "critical"}), past_action({}), past_action({"tier": "critical"})],
 	}
-		with data.aios.registry as registry with data.aios.scopes as scopes
+		with data.aios_index.registry as registry with data.aios_index.scopes as scopes
 		with data.aios.policies as policies
 	found.covered == [0, 2]
 	found.violations == {[0, "critical things are watched"], [2, "critical things are watched"]}
@@ -142,29 +142,29 @@ unapproved(type) := {"kind": "Action", "namespace": "x", "action": {"name": "a",
 
 test_library_policies_decide_with_their_own_parameters if {
 	mqtt := decision with input as unapproved("mqtt")
-		with data.aios.registry as library_registry with data.aios.scopes as library_scopes
-		with data.aios.parameters as library_parameters
+		with data.aios_index.registry as library_registry with data.aios_index.scopes as library_scopes
+		with data.aios_index.parameters as library_parameters
 	mqtt.denials == ["city/mqtt-approved: mqtt action \"a\" on \"t\" needs a human approval before it runs"]
 	mqtt.warnings == []
 	webhook := decision with input as unapproved("webhook")
-		with data.aios.registry as library_registry with data.aios.scopes as library_scopes
-		with data.aios.parameters as library_parameters
+		with data.aios_index.registry as library_registry with data.aios_index.scopes as library_scopes
+		with data.aios_index.parameters as library_parameters
 	webhook.denials == []
 	webhook.warnings == ["city/webhook-approved: webhook action \"a\" on \"t\" needs a human approval before it runs"]
 	max_retention_days == 21 with input as {"kind": "AutomationIntent", "namespace": "x", "object": {}}
-		with data.aios.registry as library_registry with data.aios.scopes as library_scopes
-		with data.aios.parameters as library_parameters
+		with data.aios_index.registry as library_registry with data.aios_index.scopes as library_scopes
+		with data.aios_index.parameters as library_parameters
 }
 
 test_the_kind_index_finds_a_policy_and_its_registry_entry_decides if {
 	# not indexed under its kind: not found (the registry is never walked)
 	count(applicable) == 0 with input as md("pilot", {})
-		with data.aios.registry as registry
-		with data.aios.scopes as {"Action": scopes.Action}
+		with data.aios_index.registry as registry
+		with data.aios_index.scopes as {"Action": scopes.Action}
 
 	# indexed under a kind no longer in its scope (a stale entry): the registry says no
 	stale := object.union(scopes, {"EdgeGateway": {"city": {"no-gpu": {}}}})
 	count(applicable) == 0 with input as {"kind": "EdgeGateway", "namespace": "pilot", "object": {}}
-		with data.aios.registry as registry
-		with data.aios.scopes as stale
+		with data.aios_index.registry as registry
+		with data.aios_index.scopes as stale
 }

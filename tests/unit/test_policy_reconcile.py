@@ -37,7 +37,7 @@ def test_a_library_policy_is_data_only_naming_its_module_and_parameters(policy) 
     assert loaded.rego is None, "no module of its own: loading it compiles nothing"
     assert loaded.registry["library"] == "actuation-needs-approval"
     assert loaded.parameters == {"actionTypes": ["mqtt"]}
-    assert loaded.parameters_path == "aios/parameters/city/ana"
+    assert loaded.parameters_path == "aios_index/parameters/city/ana"
     assert (
         loaded.source == "lib" and loaded.decisions_path == "aios/library/actuation-needs-approval"
     )

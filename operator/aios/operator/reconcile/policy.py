@@ -5,14 +5,20 @@ Layout in OPA (one Policy ``ns/name``):
 * inline Rego: module ``aios/policies/<ns>/<name>`` with package
   ``aios.policies["<ns>"]["<name>"]`` (the Rego with its package clause replaced);
 * a library module: the module ``aios/library/<module>`` (shared by every Policy that
-  uses it) and data ``aios/parameters/<ns>/<name>``, its parameters. No module of its own:
+  uses it) and data ``aios_index/parameters/<ns>/<name>``, its parameters. No module of its own:
   loading one writes data only, and every module load makes OPA compile all modules;
-* data ``aios/scopes/<kind>/<ns>/<name>`` for each kind in its scope: the index by which
+* data ``aios_index/scopes/<kind>/<ns>/<name>`` for each kind in its scope: the index by which
   ``aios.system`` finds the Policies of an input's kind without walking them all (a city
   has a thousand Policies, most for one kind);
-* data ``aios/registry/<ns>/<name>``: enforcement, scope and the library module used, read
+* data ``aios_index/registry/<ns>/<name>``: enforcement, scope and the library module used, read
   by ``aios.system`` (``policies/system/system.rego``), the one entry point every caller
   queries. Written last: a Policy counts as loaded once it is there.
+
+The data sits under its own root (``DATA_ROOT``), beside the modules' ``aios`` rather than
+under it: on every data write OPA checks that no rule's path holds data, reading each
+rule path's ancestors, and a read of ``data.aios`` during a write that changes something
+beneath it copies all of it. Under ``aios``, each write of one Policy's entry cost a copy
+of every Policy's per rule: 72 ms a write with 1,000 Policies loaded, against 0.3 ms here.
 
 A module states its findings as ``violation`` (a set of messages) and may expose
 ``max_retention_days``; enforcement belongs to the Policy, not to the Rego.
@@ -53,16 +59,20 @@ def package(namespace: str, name: str) -> str:
     return f"aios.policies{_quoted(namespace, name)}"
 
 
+DATA_ROOT = "aios_index"
+"""Where the Policies' data lives in OPA: not a prefix of any module's package (above)."""
+
+
 def registry_path(namespace: str, name: str) -> str:
-    return f"aios/registry/{namespace}/{name}"
+    return f"{DATA_ROOT}/registry/{namespace}/{name}"
 
 
 def scope_path(kind: str, namespace: str, name: str) -> str:
-    return f"aios/scopes/{kind}/{namespace}/{name}"
+    return f"{DATA_ROOT}/scopes/{kind}/{namespace}/{name}"
 
 
 def parameters_path(namespace: str, name: str) -> str:
-    return f"aios/parameters/{namespace}/{name}"
+    return f"{DATA_ROOT}/parameters/{namespace}/{name}"
 
 
 def library_module_id(module: str) -> str:
@@ -174,7 +184,7 @@ def load_plan(namespace: str, name: str, policy: Policy, library: Mapping[str, s
 
 
 def data_document(plans: Iterable[LoadPlan]) -> dict[str, Any]:
-    """What the plans write to OPA's data, as one document (``{"aios": ...}``): for an
+    """What the plans write to OPA's data, as one document (``{DATA_ROOT: ...}``): for an
     offline ``opa eval`` (``aiosctl validate``) to decide as the site would."""
     data: dict[str, Any] = {"registry": {}, "parameters": {}, "scopes": {}}
     for p in plans:
@@ -182,7 +192,7 @@ def data_document(plans: Iterable[LoadPlan]) -> dict[str, Any]:
         data["parameters"].setdefault(p.namespace, {})[p.name] = p.parameters
         for kind in p.registry["kinds"]:
             data["scopes"].setdefault(kind, {}).setdefault(p.namespace, {})[p.name] = {}
-    return {"aios": data}
+    return {DATA_ROOT: data}
 
 
 def user_lines(message: str, offset: int) -> str:
