@@ -45,6 +45,19 @@ def test_a_library_policy_is_data_only_naming_its_module_and_parameters(policy) 
     assert "library" not in inline.registry and inline.decisions_path == "aios/policies/city/own"
 
 
+def test_no_data_path_is_an_ancestor_of_a_module_path(policy) -> None:
+    """OPA reads every rule path's ancestors on each data write: data beneath one of them
+    is copied whole on every write of a Policy's entry (an O(Policies) write)."""
+    spec = {"module": {"name": "actuation-needs-approval", "parameters": {}}}
+    library = plan.load_plan("city", "ana", policy(**spec), {"actuation-needs-approval": "lib"})
+    inline = plan.load_plan("city", "own", policy(rego="package x"), {})
+    modules = {plan.SYSTEM_MODULE_ID, library.decisions_path, inline.module_id}
+    data = {library.registry_path, library.parameters_path, *library.scope_paths}
+    for path in data:
+        for module in modules:
+            assert path.split("/")[0] != module.split("/")[0], (path, module)
+
+
 def test_an_unknown_module_names_the_known_ones(policy) -> None:
     with pytest.raises(plan.UnknownModule, match=r"no module 'nope'.*known: a, b"):
         plan.load_plan("n", "p", policy(module={"name": "nope"}), {"b": "", "a": ""})
