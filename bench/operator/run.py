@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -41,7 +40,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 import psutil
 import yaml
 from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
 
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, Policy
 from aios.stack import release
@@ -132,20 +132,22 @@ def cpu_per_object(before: Counter[str], after: Counter[str], count: int) -> str
     return ", ".join(f"{k} {(after[k] - before[k]) / count * 1000:.1f}" for k in after)
 
 
-REQUESTS = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+def samples(text: str, metric: str) -> Iterator[tuple[dict[str, str], float]]:
+    """Labels and value of each sample named ``metric`` in a Prometheus text exposition."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric:
+                yield sample.labels, sample.value
 
 
 def api_requests(site: Site) -> Counter[str]:
     """Requests the API server has served so far, by verb and resource (its own
     ``apiserver_request_total``): what each object costs it."""
     served: Counter[str] = Counter()
-    for line in site.kubectl(["get", "--raw", "/metrics"]).splitlines():
-        found = REQUESTS.match(line)
-        if found is None:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', found["labels"]))
+    text = site.kubectl(["get", "--raw", "/metrics"])
+    for labels, value in samples(text, "apiserver_request_total"):
         resource = "/".join(p for p in (labels.get("resource"), labels.get("subresource")) if p)
-        served[f"{labels.get('verb')} {resource}"] += int(float(found["value"]))
+        served[f"{labels.get('verb')} {resource}"] += int(value)
     return served
 
 
@@ -157,11 +159,6 @@ def requests_per_object(before: Counter[str], after: Counter[str], count: int) -
     return ", ".join(f"{k} {per:.2f}" for k, per in shown)
 
 
-OPA_HANDLED = re.compile(
-    r"^http_request_duration_seconds_(?P<field>count|sum)\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
-)
-
-
 def opa_requests(site: Site) -> tuple[Counter[str], dict[str, float]]:
     """Requests OPA has served so far and the seconds it spent on them, by method and
     handler (its own ``http_request_duration_seconds``): decisions (``post v1/data``),
@@ -170,16 +167,11 @@ def opa_requests(site: Site) -> tuple[Counter[str], dict[str, float]]:
     seconds: dict[str, float] = {}
     with urllib.request.urlopen(f"{site.endpoints.opa_url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    for line in text.splitlines():
-        found = OPA_HANDLED.match(line)
-        if found is None:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', found["labels"]))
+    for labels, value in samples(text, "http_request_duration_seconds_count"):
+        served[f"{labels.get('method')} {labels.get('handler')}"] += int(value)
+    for labels, value in samples(text, "http_request_duration_seconds_sum"):
         key = f"{labels.get('method')} {labels.get('handler')}"
-        if found["field"] == "count":
-            served[key] += int(float(found["value"]))
-        else:
-            seconds[key] = seconds.get(key, 0.0) + float(found["value"])
+        seconds[key] = seconds.get(key, 0.0) + value
     return served, seconds
 
 
@@ -353,15 +345,10 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def operator_metrics(pod: dict[str, Any]) -> dict[str, float]:
+def operator_metrics(pod: dict[str, Any]) -> str:
     url = f"http://{pod['status']['podIP']}:9090/metrics"
     with urllib.request.urlopen(url, timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("aios_operator_")
-    }
+        return str(answer.read().decode())
 
 
 def settled(api: client.CustomObjectsApi, namespaces: list[str]) -> bool:
@@ -378,8 +365,9 @@ def settled(api: client.CustomObjectsApi, namespaces: list[str]) -> bool:
     return True
 
 
-def by_kind(found: dict[str, float], metric: str, kind: str, default: float) -> float:
-    return found.get(f'aios_operator_{metric}{{kind="{kind}"}}', default)
+def by_kind(text: str, metric: str) -> dict[str, float]:
+    """One of the operator's metrics by its ``kind`` label."""
+    return {labels["kind"]: value for labels, value in samples(text, f"aios_operator_{metric}")}
 
 
 def restart(site: Site, expected: Counter[str], namespaces: list[str], timeout: float) -> None:
@@ -406,11 +394,13 @@ def restart(site: Site, expected: Counter[str], namespaces: list[str], timeout: 
             found = operator_metrics(pod)
         except OSError:
             continue
-        holds = all(by_kind(found, "objects", k, 0) >= expected[k] for k in expected)
-        idle = all(by_kind(found, "queue_depth", k, 1) == 0 for k in expected)
+        held, queued = by_kind(found, "objects"), by_kind(found, "queue_depth")
+        holds = all(held.get(k, 0) >= expected[k] for k in expected)
+        idle = all(queued.get(k, 1) == 0 for k in expected)
         if current is None and holds and idle:
             current = time.perf_counter() - start
-        ticked = all(by_kind(found, "ticks_total", k, 0) >= 1 for k in expected)
+        ticks = by_kind(found, "ticks_total")
+        ticked = all(ticks.get(k, 0) >= 1 for k in expected)
         if current is not None and ticked and idle:
             passed = time.perf_counter() - start
     name = pod["metadata"]["name"]

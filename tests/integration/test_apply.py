@@ -122,7 +122,7 @@ def test_the_operators_workloads_are_read_from_its_watch_and_its_own_applies(
     held = Held(watching.watches_per_kind)
 
     def held_version(name: str) -> str | None:
-        found = held.get(namespace, name)
+        found = held.store.named(namespace, name)
         return None if found is None else str(found["metadata"]["resourceVersion"])
 
     async def scenario() -> None:
@@ -133,8 +133,8 @@ def test_the_operators_workloads_are_read_from_its_watch_and_its_own_applies(
             assert read is not None and "template" not in read["spec"], "before the watch: a GET"
             watching.start()
             await until(lambda: held.synced)
-            assert held.get(namespace, "theirs") is None, "not the operator's: not held"
-            listed = held.get(namespace, "listed")
+            assert held.store.named(namespace, "theirs") is None, "not the operator's: not held"
+            listed = held.store.named(namespace, "listed")
             assert listed is not None and (listed["apiVersion"], listed["kind"]) == (
                 "apps/v1",
                 "StatefulSet",
@@ -152,7 +152,7 @@ def test_the_operators_workloads_are_read_from_its_watch_and_its_own_applies(
             changed = stored_version("runner")
             await until(lambda: held_version("runner") == changed)
             kubectl("delete", "statefulset", "runner", "-n", namespace, "--wait=false")
-            await until(lambda: held.get(namespace, "runner") is None)
+            await until(lambda: held.store.named(namespace, "runner") is None)
             assert await children.get("apps/v1", "StatefulSet", "runner", namespace) is None
         finally:
             await watching.stop()

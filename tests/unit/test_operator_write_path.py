@@ -379,7 +379,7 @@ def test_a_held_workload_is_read_once_every_watch_has_listed_and_only_what_is_re
     assert not held.synced, "south not listed yet: a missing object may exist there"
     held.relisted("south", set())
     assert held.synced
-    assert held.get("north", "air-runner") == {
+    assert held.store.named("north", "air-runner") == {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": {
@@ -389,14 +389,16 @@ def test_a_held_workload_is_read_once_every_watch_has_listed_and_only_what_is_re
         "spec": {"replicas": 3},
         "status": {"observedGeneration": 2, "availableReplicas": 3},
     }, "no template, no labels"  # fmt: skip
-    assert held.get("south", "air-runner") is None
+    assert held.store.named("south", "air-runner") is None
     held.observe("MODIFIED", {**statefulset("a", "4", "north", "air-runner"), "status": {}})
-    assert held.get("north", "air-runner")["status"]["availableReplicas"] == 3, "an older copy"  # type: ignore[index]
+    kept = held.store.named("north", "air-runner")
+    assert kept is not None
+    assert kept["status"]["availableReplicas"] == 3, "an older copy"
     held.observe("DELETED", statefulset("a", "6", "north", "air-runner"))
-    assert held.get("north", "air-runner") is None
+    assert held.store.named("north", "air-runner") is None
     held.observe(None, statefulset("b", "7", "south", "runner"))
     held.relisted("south", set())  # listed again: b went while no watch ran
-    assert held.get("south", "runner") is None
+    assert held.store.named("south", "runner") is None
 
 
 def test_a_workloads_new_status_from_the_watch_is_told_once() -> None:

@@ -99,9 +99,6 @@ class Held:
             self.store.forget(gone["metadata"]["uid"])
         self._listed.add(namespace)
 
-    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.store.named(namespace, name)
-
 
 class Children:
     """Applies, prunes and reads an operator's children through one client.
@@ -236,7 +233,7 @@ class Children:
         ``workload_state``, from the watch."""
         held = self._held.get((api_version, kind))
         if held is not None and held.synced:
-            return held.get(namespace, name)
+            return held.store.named(namespace, name)
 
         def read() -> dict[str, Any] | None:
             try:
