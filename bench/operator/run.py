@@ -39,8 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,12 +132,21 @@ def cpu_per_object(before: Counter[str], after: Counter[str], count: int) -> str
     return ", ".join(f"{k} {(after[k] - before[k]) / count * 1000:.1f}" for k in after)
 
 
-def samples(text: str, metric: str) -> Iterator[tuple[dict[str, str], float]]:
-    """Labels and value of each sample named ``metric`` in a Prometheus text exposition."""
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def samples(text: str) -> Samples:
+    """A Prometheus text exposition's samples by name: labels and value of each."""
+    found: Samples = defaultdict(list)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == metric:
-                yield sample.labels, sample.value
+            found[sample.name].append((sample.labels, sample.value))
+    return found
+
+
+def scrape(url: str, timeout: float) -> Samples:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return samples(answer.read().decode())
 
 
 def api_requests(site: Site) -> Counter[str]:
@@ -145,7 +154,7 @@ def api_requests(site: Site) -> Counter[str]:
     ``apiserver_request_total``): what each object costs it."""
     served: Counter[str] = Counter()
     text = site.kubectl(["get", "--raw", "/metrics"])
-    for labels, value in samples(text, "apiserver_request_total"):
+    for labels, value in samples(text)["apiserver_request_total"]:
         resource = "/".join(p for p in (labels.get("resource"), labels.get("subresource")) if p)
         served[f"{labels.get('verb')} {resource}"] += int(value)
     return served
@@ -165,11 +174,10 @@ def opa_requests(site: Site) -> tuple[Counter[str], dict[str, float]]:
     Policy data writes and reads, module loads."""
     served: Counter[str] = Counter()
     seconds: dict[str, float] = {}
-    with urllib.request.urlopen(f"{site.endpoints.opa_url}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    for labels, value in samples(text, "http_request_duration_seconds_count"):
+    found = scrape(f"{site.endpoints.opa_url}/metrics", timeout=10)
+    for labels, value in found["http_request_duration_seconds_count"]:
         served[f"{labels.get('method')} {labels.get('handler')}"] += int(value)
-    for labels, value in samples(text, "http_request_duration_seconds_sum"):
+    for labels, value in found["http_request_duration_seconds_sum"]:
         key = f"{labels.get('method')} {labels.get('handler')}"
         seconds[key] = seconds.get(key, 0.0) + value
     return served, seconds
@@ -345,10 +353,8 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def operator_metrics(pod: dict[str, Any]) -> str:
-    url = f"http://{pod['status']['podIP']}:9090/metrics"
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return str(answer.read().decode())
+def operator_metrics(pod: dict[str, Any]) -> Samples:
+    return scrape(f"http://{pod['status']['podIP']}:9090/metrics", timeout=5)
 
 
 def settled(api: client.CustomObjectsApi, namespaces: list[str]) -> bool:
@@ -365,9 +371,9 @@ def settled(api: client.CustomObjectsApi, namespaces: list[str]) -> bool:
     return True
 
 
-def by_kind(text: str, metric: str) -> dict[str, float]:
+def by_kind(found: Samples, metric: str) -> dict[str, float]:
     """One of the operator's metrics by its ``kind`` label."""
-    return {labels["kind"]: value for labels, value in samples(text, f"aios_operator_{metric}")}
+    return {labels["kind"]: value for labels, value in found[f"aios_operator_{metric}"]}
 
 
 def restart(site: Site, expected: Counter[str], namespaces: list[str], timeout: float) -> None:
