@@ -244,15 +244,14 @@ def test_finalizers_are_added_and_removed_keeping_other_controllers() -> None:
 
 def test_the_tick_queues_only_objects_with_work_due() -> None:
     ready = [{"type": "Ready", "status": "True", "reason": "Ok"}]
+    error = [{"type": "Ready", "status": "False", "reason": "Error"}]
     converged = {**gateway(uid="done"), "status": {"observedGeneration": 1, "conditions": ready}}
+    failing = {**gateway(uid="failing"), "status": {"observedGeneration": 1, "conditions": error}}
     spec = KindSpec(EdgeGateway, retry_interval=3600)
     settings = OperatorSettings(kafka_bootstrap="", temporal_address="")
     controller = Controller(spec, client.ApiClient(), kopf.Memo(), settings)
-    for raw in (converged, gateway(generation=2, uid="changed"), gateway(uid="failing")):
+    for raw in (converged, gateway(generation=2, uid="changed"), failing):
         controller.store.observe(raw)
-    failing = controller.store.get("failing")
-    assert failing is not None
-    failing["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "Error"}]
     controller.tick()
     assert len(controller.queue) == 2, "the new generation and the retry, not the converged one"
 

@@ -3,12 +3,12 @@ writes, so a reconcile never has to GET what it is about to act on."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aios.operator.reconcile.bookkeeping import without_bookkeeping
+from aios.operator.runtime.sharing import Sharing
 
 TOMBSTONE_SECONDS = 600.0
 """How long a deleted object's uid is remembered: longer than any write's response can take
@@ -29,24 +29,6 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
         return True
 
 
-SHARED_STRING_LENGTH = 256
-"""Strings up to this length are interned: field names, condition types, reasons and
-messages repeat across a city's objects; longer ones are rarely shared."""
-
-
-def interned(value: Any) -> Any:
-    """``value`` with its keys and short strings shared with every other object's.
-    ``json.loads`` gives each object its own copies; 10,000 gateways repeat the same ones
-    (measured: a gateway held in 9.0 KB instead of 16.8)."""
-    if isinstance(value, dict):
-        return {sys.intern(k): interned(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interned(v) for v in value]
-    if isinstance(value, str) and len(value) <= SHARED_STRING_LENGTH:
-        return sys.intern(value)
-    return value
-
-
 def namespace_of(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"].get("namespace") or "")
 
@@ -59,9 +41,10 @@ class Store:
     """Objects by uid. A write's response may arrive before the watch event of an older
     version; that older copy is ignored, so a reconcile never starts from it. It may also
     arrive after the object's deletion (the write that removed the last finalizer): a
-    deleted uid is never taken back in."""
+    deleted uid is never taken back in. What it holds is read-only (see ``sharing``)."""
 
     def __init__(self) -> None:
+        self._sharing = Sharing()
         self._objects: dict[str, dict[str, Any]] = {}
         self._deleted: dict[str, float] = {}
         self._namespaces: dict[str, set[str]] = {}
@@ -77,7 +60,9 @@ class Store:
             return
         held = self._objects.get(uid)
         if held is None or newer(obj, held):
-            self._objects[uid] = interned(without_bookkeeping(obj))
+            self._objects[uid] = self._sharing.held(without_bookkeeping(obj))
+            if held is not None:
+                self._sharing.release()
             self._namespaces.setdefault(namespace_of(obj), set()).add(uid)
             self._names[name_of(obj)] = uid
 
@@ -91,6 +76,7 @@ class Store:
                 del self._namespaces[namespace]
             if self._names.get(name_of(held)) == uid:  # not a successor of the same name
                 del self._names[name_of(held)]
+            self._sharing.release()
         now = time.monotonic()
         while self._deleted:  # oldest first (insertion order): drop the expired ones
             oldest, when = next(iter(self._deleted.items()))
