@@ -22,10 +22,14 @@ def test_topics_are_created_grown_reconfigured_and_deleted(site) -> None:
 
     changed = kafka.ensure_topics(client, [kafka.TopicSpec(name, 4, {"retention.ms": "7200000"})])
     assert changed.grow == ((name, 4),)
-    existing = kafka.describe_topics(client, [name])[name]
-    assert existing.partitions == 4
-    assert existing.config["retention.ms"] == "7200000"
+
+    def described() -> tuple[int, str]:
+        existing = kafka.describe_topics(client, [name])[name]
+        return existing.partitions, existing.config["retention.ms"]
+
+    # (changes, like creations, become visible after the admin call returns)
+    wait_for(lambda: described() == (4, "7200000"), 30, what=lambda: f"{described()}")
 
     kafka.delete_topics(client, [name])
     kafka.delete_topics(client, [name])  # deleting twice is fine
-    assert name not in kafka.describe_topics(client, [name])
+    wait_for(lambda: name not in kafka.describe_topics(client, [name]), timeout=30)
