@@ -128,12 +128,18 @@ def test_a_person_runs_a_declared_action_through_policy_and_audit_once(
     assert (
         "spec.requestedBy.username: you are authenticated as 'alice', not 'bob'" in refused.stderr
     )
-    attempts = [
-        r.details["outcome"]
-        for r in read_log(site.endpoints.kafka_bootstrap)
-        if r.kind == "manual-action" and r.subject.startswith(f"manualaction/{namespace}/")
-    ]
-    assert attempts == ["admitted", "denied", "denied"], "every attempt is audited"
+
+    def attempts() -> list[str]:
+        return [
+            r.details["outcome"]
+            for r in read_log(site.endpoints.kafka_bootstrap)
+            if r.kind == "manual-action" and r.subject.startswith(f"manualaction/{namespace}/")
+        ]
+
+    # The refusal was stored before kubectl got it, and becomes readable once Kafka has
+    # written the transaction's markers, a moment later (``read_raw_log``).
+    wait_for(lambda: len(attempts()) >= 3, what=lambda: f"audited: {attempts()}")
+    assert attempts() == ["admitted", "denied", "denied"], "every attempt is audited once"
     assert [k for _, k in receiver.taken].count(action_id) == 1, "once"
 
 
