@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from aios.connectors import serving
 from aios.connectors.inference import InferenceClient, InferenceRejected, InferenceUnavailable
 
 CONFIG = """\
@@ -91,3 +92,29 @@ async def test_nothing_listening_is_unavailable(protocol) -> None:
         with pytest.raises(InferenceUnavailable):
             await client.infer("doubler", {"x": np.ones((1, 3), np.float32)}, timeout=2)
         assert not await client.ready("doubler")
+
+
+async def test_why_a_model_is_not_ready_in_the_servers_own_words(site, doubler) -> None:
+    """The probe the operator runs on every ModelDeployment, without tritonclient."""
+    url = site.endpoints.triton_http
+    broken = site.directory / "models" / "broken"
+    (broken / "1").mkdir(parents=True, exist_ok=True)
+    (broken / "config.pbtxt").write_text(CONFIG.replace('"doubler"', '"broken"'))
+    (broken / "1" / "model.py").write_text('raise ImportError("weights and code differ")\n')
+    refused = httpx.post(f"{url}/v2/repository/models/broken/load", timeout=60)
+    assert refused.status_code != 200, refused.text
+
+    assert await serving.ready(url, doubler) and await serving.ready(url, doubler, "1")
+    assert not await serving.ready(url, doubler, "9")
+    assert not await serving.ready(url, "broken")
+    assert await serving.why_not_ready(url, doubler) == "doubler is READY"
+    unavailable = await serving.why_not_ready(url, "broken")
+    assert unavailable.startswith("broken is UNAVAILABLE: "), unavailable
+    assert "ImportError: weights and code differ" in unavailable
+    absent = await serving.why_not_ready(url, "absent")
+    assert absent == f"absent is not in the model repository at {url}"
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    silent = await serving.why_not_ready(f"127.0.0.1:{port}", doubler)
+    assert silent.startswith(f"{serving.NO_ANSWER} 127.0.0.1:{port}: "), silent

@@ -27,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from aios.connectors import serving
+
 Protocol_ = Literal["http", "grpc"]
 Role = Literal["stable", "canary", "shadow"]
 _EPSILON = 1e-4
@@ -130,6 +132,8 @@ class InferenceClient:
 
     async def ready(self, model: str, version: str = "", timeout: float = 2.0) -> bool:
         """Whether the endpoint answers and ``model`` is loaded; never raises."""
+        if self.protocol == "http":
+            return await serving.ready(self.url, model, version, timeout)
         try:
             return bool(
                 await asyncio.wait_for(self._connect().is_model_ready(model, version), timeout)
@@ -137,30 +141,6 @@ class InferenceClient:
         except Exception:
             await self.close()
             return False
-
-    async def explain(self, model: str, timeout: float = 2.0) -> str:
-        """Why ``model`` is not ready here, in words for a status message; never raises.
-        Triton's repository index names a load failure's cause."""
-        client: Any = self._connect()
-        try:
-            if self.protocol == "http":
-                index = await asyncio.wait_for(client.get_model_repository_index(), timeout)
-            else:
-                found = await asyncio.wait_for(
-                    client.get_model_repository_index(as_json=True), timeout
-                )
-                index = found.get("models", [])
-        except InferenceServerException as error:
-            return f"{self._where(model)} is not ready ({error.message()})"
-        except Exception as error:
-            await self.close()
-            return f"no answer from {self.url}: {type(error).__name__}: {error}".strip()
-        for entry in index:
-            if entry.get("name") == model:
-                state = entry.get("state", "UNKNOWN")
-                reason = (entry.get("reason") or "").split("\n")[0]  # not the traceback
-                return f"{model} is {state}" + (f": {reason}" if reason else "")
-        return f"{model} is not in the model repository at {self.url}"
 
     async def metadata(self, model: str, version: str = "", timeout: float = 2.0) -> dict[str, Any]:
         """The model's V2 metadata (``inputs`` and ``outputs`` with name, datatype, shape)."""

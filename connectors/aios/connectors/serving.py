@@ -1,19 +1,73 @@
-"""Why a model server's Service does not answer, asked of the pods behind it.
+"""Whether a model answers at an endpoint, and why not, asked of the pods behind it.
+
+Two calls of the V2 / Open Inference Protocol's HTTP side: a model's readiness, and
+Triton's repository index, which names a load failure's cause. They carry no tensors, so
+they need neither numpy nor tritonclient: the operator probes every ModelDeployment with
+them and would otherwise carry about 20 MB it never uses.
 
 A Service routes to ready pods only, so when a version cannot load its model the Service
 has no one to answer and says only "connection refused". Its EndpointSlices still list
-every pod it selects, ready or not: the runtime in each of them can say what went wrong
-(Triton's repository index names a load failure's cause).
+every pod it selects, ready or not: the runtime in each of them can say what went wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 from kubernetes import client
 
-from aios.connectors.inference import InferenceClient
+NO_ANSWER = "no answer from"
+"""How a reason starts when the endpoint itself did not answer."""
+
+
+def base_url(url: str) -> str:
+    """``host:port`` or ``http://host:port[/]`` → ``http://host:port``."""
+    return (url if "://" in url else f"http://{url}").rstrip("/")
+
+
+async def ready(url: str, model: str, version: str = "", timeout: float = 2.0) -> bool:
+    """Whether the endpoint answers and ``model`` (``version``) is loaded; never raises."""
+    path = f"/v2/models/{quote(model, safe='')}"
+    if version:
+        path += f"/versions/{quote(version, safe='')}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(f"{base_url(url)}{path}/ready") as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+async def why_not_ready(url: str, model: str, timeout: float = 2.0) -> str:
+    """Why ``model`` is not ready at ``url``, in words for a status message; never raises.
+    Triton's repository index names a load failure's cause."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.post(f"{base_url(url)}/v2/repository/index", data=b"") as response,
+        ):
+            status, text = response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        return f"{NO_ANSWER} {url}: {type(error).__name__}: {error}".strip()
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        body = None
+    if status != 200 or not isinstance(body, list):
+        said = body.get("error") if isinstance(body, dict) else text.strip()[:200]
+        return f"{model} at {url} is not ready ({said or f'HTTP {status}'})"
+    for entry in body:
+        if isinstance(entry, dict) and entry.get("name") == model:
+            state = entry.get("state", "UNKNOWN")
+            reason = (entry.get("reason") or "").split("\n")[0]  # not the traceback
+            return f"{model} is {state}" + (f": {reason}" if reason else "")
+    return f"{model} is not in the model repository at {url}"
 
 
 def service_backends(api: client.ApiClient, namespace: str, service: str) -> list[str]:
@@ -31,14 +85,12 @@ async def explain(api: client.ApiClient, service_url: str, model: str) -> str:
     words of a pod behind it that has something to say, else the Service's own answer."""
     parts = urlsplit(service_url)
     name, namespace = (parts.hostname or "").split(".")[:2]
-    async with InferenceClient(service_url, "http") as probe:
-        reason = await probe.explain(model)
+    reason = await why_not_ready(service_url, model)
     pods = await asyncio.to_thread(service_backends, api, namespace, name)
     if not pods:
         return f"{reason} (no pod behind the Service {namespace}/{name})"
     for address in pods:
-        async with InferenceClient(f"http://{address}:{parts.port}", "http") as pod:
-            answer = await pod.explain(model)
-        if not answer.startswith("no answer from"):
+        answer = await why_not_ready(f"http://{address}:{parts.port}", model)
+        if not answer.startswith(NO_ANSWER):
             return answer
     return reason

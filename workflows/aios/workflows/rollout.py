@@ -51,7 +51,9 @@ with workflow.unsafe.imports_passed_through():
     from aios.workflows.replay_gate import DEADLINE_SECONDS, ReplayGateActivities
     from aios.workflows.rollout_activities import RolloutActivities
     from aios.workflows.rollout_io import (
+        ABORT_SIGNAL,
         APPROVAL_REFUSED,
+        WORKFLOW_NAME,
         AnalysisRequest,
         Event,
         Publication,
@@ -61,7 +63,6 @@ with workflow.unsafe.imports_passed_through():
         ServingResult,
     )
 
-WORKFLOW_NAME = "ModelRollout"
 GATE_BEFORE_FULL_TRAFFIC = "approval-gate-before-full-traffic"
 """Rollouts started before this change may have moved all traffic before approving."""
 DEADLINE_IN_WORKFLOW = "progress-deadline-kept-by-the-workflow"
@@ -188,7 +189,7 @@ class ModelRollout:
         ):
             self.decision = decision
 
-    @workflow.signal
+    @workflow.signal(name=ABORT_SIGNAL)
     def abort(self, reason: str) -> None:
         if self.abort_reason is None:
             self.abort_reason = reason

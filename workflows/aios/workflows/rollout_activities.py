@@ -28,7 +28,7 @@ from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client, event
 from aios.connectors.prometheus import PROMETHEUS_URL_ENV, Prometheus, PrometheusError
-from aios.connectors.serving import explain
+from aios.connectors.serving import explain, ready
 from aios.workflows.analysis import (
     Measured,
     Sample,
@@ -272,10 +272,9 @@ class RolloutActivities:
                 target: dict[str, Any] = (
                     status.get("canary") or status.get("shadow") or status.get("stable") or {}
                 )
-                async with InferenceClient(target["http"], "http") as probe:
-                    if await probe.ready(target["model"]):
-                        activity.logger.info("%s answers at %s", target["version"], target["http"])
-                        return ServingResult(True)
+                if await ready(target["http"], target["model"]):
+                    activity.logger.info("%s answers at %s", target["version"], target["http"])
+                    return ServingResult(True)
                 reason = await explain(self.api, target["http"], target["model"])
                 if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed
                     return ServingResult(False, reason)

@@ -14,6 +14,10 @@ from aios.api.model_deployment import (
     Strategy,
 )
 
+WORKFLOW_NAME = "ModelRollout"
+ABORT_SIGNAL = "abort"
+"""The workflow and its abort signal by name: the operator starts and aborts rollouts
+without importing the workflow's activities (and the analysis's numpy with them)."""
 APPROVAL_REFUSED = "ApprovalRefused"
 """The Event (and audit record) of a decision the workflow did not take."""
 

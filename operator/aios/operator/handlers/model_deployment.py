@@ -27,8 +27,7 @@ from temporalio.service import RPCError
 
 from aios.api import ModelDeployment, ModelRollout
 from aios.api.model_rollout import rollout_name
-from aios.connectors.inference import InferenceClient
-from aios.connectors.serving import explain as serving_explain
+from aios.connectors import serving as model_serving
 from aios.operator.handlers.common import register, runtime
 from aios.operator.reconcile import model_deployment as plan
 from aios.operator.reconcile.conditions import ConditionUpdate, now_rfc3339
@@ -37,7 +36,7 @@ from aios.operator.runtime.controller import Context, KindSpec
 from aios.operator.runtime.runtime import Runtime
 from aios.operator.runtime.writer import Change
 from aios.operator.settings import task_queue
-from aios.workflows import rollout as rollout_workflow
+from aios.workflows.rollout_io import ABORT_SIGNAL, WORKFLOW_NAME
 
 RETRY_SECONDS = 3.0
 
@@ -185,13 +184,13 @@ async def drive_rollout(
     if action.abort:
         handle = temporal_client.get_workflow_handle(rollout.workflow_id)
         try:
-            await handle.signal(rollout_workflow.ModelRollout.abort, action.abort)
+            await handle.signal(ABORT_SIGNAL, action.abort)
         except RPCError as error:  # it ended meanwhile; its last publication says how
             ctx.logger.info("could not abort %s: %s", rollout.workflow_id, error)
         return
     try:
         await temporal_client.start_workflow(
-            rollout_workflow.ModelRollout.run,
+            WORKFLOW_NAME,
             plan.rollout_input(md, rollout, namespace),
             id=rollout.workflow_id,
             task_queue=task_queue(namespace),
@@ -216,10 +215,9 @@ async def stable_ready(
             return True, ""
         return False, (ready or {}).get("message") or "the InferenceService is not ready yet"
     http, _ = plan.endpoints(md.metadata["name"], namespace, "stable")
-    async with InferenceClient(http, "http") as probe:
-        if await probe.ready(serving.stable.name):
-            return True, ""
-    return False, await serving_explain(runtime(ctx.memo).api, http, serving.stable.name)
+    if await model_serving.ready(http, serving.stable.name):
+        return True, ""
+    return False, await model_serving.explain(runtime(ctx.memo).api, http, serving.stable.name)
 
 
 async def candidate_ready(
@@ -232,8 +230,7 @@ async def candidate_ready(
     if kserve:
         track = plan.service_name(md.metadata["name"], serving.track)
         http, _ = plan.kserve_endpoints(track, namespace)
-    async with InferenceClient(http, "http") as probe:
-        return await probe.ready(serving.candidate.name)
+    return await model_serving.ready(http, serving.candidate.name)
 
 
 async def finalize(md: ModelDeployment, ctx: Context) -> None:
