@@ -1,10 +1,12 @@
 """What the console reads, with its own identity: the action workflows from Temporal (a
 workflow's input never changes and an ended one's state neither, so both are kept once
-read) and aios's objects from the API server."""
+read; an ended one whose worker did not answer is asked again a while later) and aios's
+objects from the API server."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +30,10 @@ from aios.workflows.action_io import OUTCOME
 ACTIONS = "WorkflowType = 'ActionWorkflow'"
 KEPT = 5_000
 QUERY_TIMEOUT = timedelta(seconds=5)
+ASK_AGAIN = 30.0
+"""Seconds before an ended action whose worker did not answer is asked again: a worker
+busy replaying may answer next time, and one gone for good costs a page at most one
+query timeout that often."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,24 @@ class Bounded(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An ended workflow's state as its worker answered (None: it did not), and when."""
+
+    state: ActionState | None
+    at: float  # time.monotonic()
+
+
+def ask_again(kept: Answer | None, now: float) -> bool:
+    """Whether to query an ended workflow: never asked, or unanswered ``ASK_AGAIN`` ago."""
+    return kept is None or (kept.state is None and now - kept.at >= ASK_AGAIN)
+
+
 class Actions:
     def __init__(self, temporal: Client) -> None:
         self.temporal = temporal
         self._inputs = Bounded()
-        self._ended = Bounded()  # ended workflows' states
+        self._ended = Bounded()  # ended workflows' Answers
 
     async def pending(self) -> list[ActionRun]:
         """Running actions that wait for a human, oldest first."""
@@ -84,12 +103,14 @@ class Actions:
                 return None
             self._inputs.keep(execution.id, request)
         ended = execution.status != WorkflowExecutionStatus.RUNNING
-        if ended and execution.id in self._ended:
-            state = self._ended[execution.id]
-        else:
+        if not ended:
             state = await self._state(execution.id)
-            if ended:  # kept even unanswered: its worker may be gone for good
-                self._ended.keep(execution.id, state)
+        else:
+            kept: Answer | None = self._ended.get(execution.id)
+            if ask_again(kept, time.monotonic()):
+                kept = Answer(await self._state(execution.id), time.monotonic())
+                self._ended.keep(execution.id, kept)
+            state = kept.state if kept else None
         outcome = execution.typed_search_attributes.get(OUTCOME)
         if ended and outcome is None and execution.status is not None:
             outcome = execution.status.name.lower()  # terminated, timed out…
