@@ -29,6 +29,11 @@ def base_url(url: str) -> str:
     return (url if "://" in url else f"http://{url}").rstrip("/")
 
 
+def _session(timeout: float) -> aiohttp.ClientSession:
+    """A session for one short call: ``timeout`` bounds it from connect to last byte."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+
 async def ready(url: str, model: str, version: str = "", timeout: float = 2.0) -> bool:
     """Whether the endpoint answers and ``model`` (``version``) is loaded; never raises."""
     path = f"/v2/models/{quote(model, safe='')}"
@@ -36,7 +41,7 @@ async def ready(url: str, model: str, version: str = "", timeout: float = 2.0) -
         path += f"/versions/{quote(version, safe='')}"
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            _session(timeout) as http,
             http.get(f"{base_url(url)}{path}/ready") as response,
         ):
             return response.status == 200
@@ -49,7 +54,7 @@ async def why_not_ready(url: str, model: str, timeout: float = 2.0) -> str:
     Triton's repository index names a load failure's cause."""
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            _session(timeout) as http,
             http.post(f"{base_url(url)}/v2/repository/index", data=b"") as response,
         ):
             status, text = response.status, await response.text()

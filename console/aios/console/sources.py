@@ -110,7 +110,8 @@ class Actions:
             if ask_again(kept, time.monotonic()):
                 kept = Answer(await self._state(execution.id), time.monotonic())
                 self._ended.keep(execution.id, kept)
-            state = kept.state if kept else None
+            assert kept is not None  # ask_again is true whenever nothing is kept
+            state = kept.state
         outcome = execution.typed_search_attributes.get(OUTCOME)
         if ended and outcome is None and execution.status is not None:
             outcome = execution.status.name.lower()  # terminated, timed out…
