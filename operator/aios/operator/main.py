@@ -28,6 +28,7 @@ from aios.operator.handlers import (  # noqa: F401
     policy,
 )
 from aios.operator.runtime.children import HELD_KINDS
+from aios.operator.runtime.heap import trim_forever
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.runtime.runtime import Runtime
@@ -118,7 +119,10 @@ async def run(args: argparse.Namespace) -> int:
     )
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     ready = asyncio.Event()
-    tasks = [asyncio.create_task(watch_once_ready(watching, ready))]
+    tasks = [
+        asyncio.create_task(watch_once_ready(watching, ready)),
+        asyncio.create_task(trim_forever()),
+    ]
     if runtime.leadership is not None:
         lead = runtime.leadership
         tasks.append(asyncio.create_task(lead.run()))
