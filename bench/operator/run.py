@@ -18,7 +18,8 @@ the peer is the least any operator must do per object against the same API serve
 The mix is a city's: EdgeGateways (one per lamp post) and, per ten of them, a paused
 AutomationIntent and a Policy in dryrun. After the largest N:
 
-* memory: the operator's resident set with every object in its stores;
+* memory: the operator's resident set with every object in its stores, once all have
+  settled: the median of a minute's readings, with its anonymous and file-backed parts;
 * restart: once every object is as far as it gets, the operator's Deployment is
   restarted; time until the new pod leads, holds every object and has nothing to do, and
   until its first periodic pass over all of them, and how many writes it made to them (the
@@ -51,6 +52,7 @@ from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from aios.api import GROUP, VERSION, AutomationIntent, EdgeGateway, Policy
+from aios.operator.runtime.heap import TRIM_EVERY
 from aios.stack import release
 from aios.stack.cluster import AUDIT_LOG
 from aios.stack.site import Site
@@ -62,6 +64,8 @@ PLURALS = {m.crd.kind: m.crd.plural for m in (EdgeGateway, AutomationIntent, Pol
 WATCH_SECONDS = 300
 """Each watch request's length; the follower resumes where the last one ended."""
 POD_NAME = "authentication.kubernetes.io/pod-name"
+MEMORY_SECONDS = 2 * TRIM_EVERY
+"""How long the settled operator's memory is read: two of its heap trims."""
 OPERATOR_VALUES = {
     "replicas": 1,
     # Measured, not capped: the operator's limit is raised so a high reading shows as such.
@@ -338,15 +342,45 @@ def cpu_seconds(cgroup: Path) -> float:
     return int((cgroup / "cpuacct.usage").read_text()) / 1e9
 
 
-def resident_mb(site: Site, pod: dict[str, Any]) -> float:
-    """The resident set of the operator container's processes (VmRSS), in MB."""
+RESIDENT_FIELDS = ("VmRSS", "RssAnon", "RssFile")
+"""The resident set, and its anonymous (heap, stacks) and file-backed (code) parts."""
+
+
+def resident_mb(site: Site, pod: dict[str, Any]) -> dict[str, float]:
+    """The operator container's processes' ``RESIDENT_FIELDS`` (/proc status), in MB."""
     procs = container_cgroup(site, "pids", pod) / "cgroup.procs"
-    total_kb = 0
+    total_kb: Counter[str] = Counter()
     for pid in procs.read_text().split():
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024
+            field, _, value = line.partition(":")
+            if field in RESIDENT_FIELDS:
+                total_kb[field] += int(value.split()[0])
+    return {field: total_kb[field] / 1024 for field in RESIDENT_FIELDS}
+
+
+def resident_over(
+    site: Site, pod: dict[str, Any], seconds: float, every: float = 1.0
+) -> list[dict[str, float]]:
+    """``resident_mb`` once every ``every`` seconds for ``seconds``: one reading moves by
+    about 10 MB as the operator's heap grows and is trimmed, so a run reports their median."""
+    readings = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        readings.append(resident_mb(site, pod))
+        time.sleep(every)
+    return readings
+
+
+def memory_summary(readings: list[dict[str, float]]) -> str:
+    resident = [r["VmRSS"] for r in readings]
+    parts = ", ".join(
+        f"{field} {statistics.median(r[field] for r in readings):.0f}"
+        for field in RESIDENT_FIELDS[1:]
+    )
+    return (
+        f"median {statistics.median(resident):.0f} MB (min {min(resident):.0f}, "
+        f"max {max(resident):.0f}; {parts}) over {len(readings)} readings"
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -480,15 +514,15 @@ def main() -> None:
                   f"p99 {percentile(latencies, 99) * 1000:.0f} ms")  # fmt: skip
             print(f"  objects/s: aios {count / ours:.1f}, bare client {count / limit:.1f} "
                   f"-> ratio (aios / limit, throughput): {limit / ours:.2f}x")  # fmt: skip
-        held = sum(args.objects)
-        print(f"memory: operator resident set with {held} objects in its stores: "
-              f"{resident_mb(site, operator_pod(site)):.0f} MB")  # fmt: skip
         expected = Counter(o["kind"] for n in args.objects for o in city(n))
         deadline = time.monotonic() + args.timeout
         while not settled(api, watched):  # a restart of an operator with work left is no test
             if time.monotonic() > deadline:
                 raise TimeoutError("the objects did not settle")
             time.sleep(5)  # each look LISTs every object
+        readings = resident_over(site, operator_pod(site), MEMORY_SECONDS)
+        print(f"memory: operator resident set with {sum(args.objects)} objects in its stores, "
+              f"settled: {memory_summary(readings)}")  # fmt: skip
         restart(site, expected, watched, args.timeout)
     except BaseException:
         print(f"the site's logs and state are kept in {directory}", file=sys.stderr)
