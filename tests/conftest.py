@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ("faults",)
+"""The fault suite's table (``faults``): here, where the controller of ``-n`` loads it."""
+
 BESIDE_THE_SESSION_SITE = (
     "tests/unit/",
     "tests/integration/test_admission_tls.py",

@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
 from model_support import STABLE, apply, ready
 from support import SESSION_VALUES, wait_for
@@ -30,43 +29,11 @@ from aios.stack.platform import site_environment
 from aios.stack.process import ComponentFailed
 from aios.stack.site import Site, kubectl_argv
 
-FAULTS: dict[str, dict[str, str]] = {}
-"""Per fault scenario, the outcome of each test that causes it (``faults``), by node id."""
-FAULT_PROPERTY = "aios-fault"
-"""How a test's fault scenario reaches the reports (and with ``-n``, the controller)."""
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fault(scenario): causes one of faults.SCENARIOS")
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-        for mark in item.iter_markers("fault"):
-            (scenario,) = mark.args
-            if scenario not in faults.SCENARIOS:
-                raise pytest.UsageError(f"{item.nodeid}: unknown fault scenario {scenario!r}")
-            item.user_properties.append((FAULT_PROPERTY, scenario))
-            FAULTS.setdefault(scenario, {})[item.nodeid] = "not run"
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """A test's outcome is its call's, or its setup's when that failed."""
-    if report.when != "call" and report.passed:
-        return
-    for name, scenario in report.user_properties:
-        if name == FAULT_PROPERTY:
-            FAULTS.setdefault(scenario, {})[report.nodeid] = report.outcome
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FAULTS:
-        terminalreporter.section("fault suite")
-        results = {s: list(found.items()) for s, found in FAULTS.items()}
-        for row in faults.table(results):
-            terminalreporter.write_line(row)
 
 
 @pytest.fixture(scope="session", autouse=True)
