@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from aios.api.edge_gateway import FilterStep
 from aios.edge.columns import Chunk, NameTable
@@ -36,7 +37,7 @@ from aios.edge.simulator import Faults, Simulator, city_sensors, payload_lines
 
 CORE = 0
 HASH_KEY = "bench-key"
-VALIDATE = {
+VALIDATE: dict[str, Any] = {
     "validate": {
         "ranges": {
             "pm25": {"min": 0, "max": 1000},
@@ -50,8 +51,8 @@ VALIDATE = {
         "maxAgeSeconds": 86400,
     }
 }
-ANONYMISE = {"anonymise": {"hashDeviceIds": True, "gridCellMeters": 1500}}
-FULL = [
+ANONYMISE: dict[str, Any] = {"anonymise": {"hashDeviceIds": True, "gridCellMeters": 1500}}
+FULL: list[dict[str, Any]] = [
     VALIDATE,
     {"rateLimit": {"perSensorPerSecond": 1}},
     {"deadband": {"threshold": 0.5}},
@@ -60,7 +61,7 @@ FULL = [
     {"anonymise": {"hashDeviceIds": True, "gridCellMeters": 1500, "kAnonymity": 3}},
     {"differentialPrivacy": {"epsilon": 0.5, "sensitivity": 1, "budgetPerWindow": 20}},
 ]
-STATELESS = [VALIDATE, ANONYMISE]
+STATELESS: list[dict[str, Any]] = [VALIDATE, ANONYMISE]
 
 
 def make_input(path: Path, readings: int, sensors: int) -> float:
@@ -78,7 +79,7 @@ def pin() -> None:
     os.sched_setaffinity(0, {CORE})
 
 
-def run_chain(path: Path, filters: list[dict]) -> tuple[int, int, float]:
+def run_chain(path: Path, filters: list[dict[str, Any]]) -> tuple[int, int, float]:
     """Lines → parse → chain → encoded records, on one core: (readings, records, seconds)."""
     pin()
     lines = path.read_bytes().splitlines()

@@ -424,8 +424,9 @@ async def latency(
                 if time.perf_counter() > deadline:
                     return
             for m in watcher.consume(500, 0.1):
-                if m.error() is None:
-                    event = json.loads(m.value())["eventId"]
+                value = m.value()
+                if m.error() is None and value is not None:
+                    event = json.loads(value)["eventId"]
                     if event in sent:
                         latencies.append(time.perf_counter() - sent[event])
 

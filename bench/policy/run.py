@@ -75,6 +75,7 @@ async def authorisation(url: str, requests: int) -> None:
         start = time.perf_counter()
         await opa.authorize_action(url, ACTION)
         ours.append(time.perf_counter() - start)
+    await opa.close_clients()
     peer = []
     async with aiohttp.ClientSession() as session:
         for _ in range(requests):
@@ -127,11 +128,11 @@ def verification(n: int) -> None:
 def appending(bootstrap: str, n: int) -> None:
     suffix = uuid.uuid4().hex[:8]
     events, log, copy = f"bench.events.{suffix}", f"bench.log.{suffix}", f"bench.copy.{suffix}"
-    writer = audit.AuditWriter(bootstrap, topic=events)
-    producer = writer._ensure()
+    kafka.ensure_topics(kafka.admin(bootstrap), [audit.events_topic_spec(events)])
+    producer = kafka.producer(bootstrap)
     for i in range(n):
         document = audit.event("action-step", f"action/{i}", {"step": "executed", "i": i})
-        producer.produce(events, audit.canonical(document).encode())
+        producer.produce(events, audit.canonical(document).encode(), document["eventId"].encode())
     producer.flush(30)
     appender = audit.Appender(bootstrap, events, log).open()
     start = time.perf_counter()
@@ -181,7 +182,7 @@ def main() -> None:
         server = ManagedProcess(
             "opa",
             [
-                OPA.binary(),
+                str(OPA.binary()),
                 "run",
                 "--server",
                 f"--addr=127.0.0.1:{port}",
@@ -203,7 +204,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         site = Site(Path(tmp))
         try:
-            endpoints = site.start()
+            endpoints = site.start(only={"kafka"})
             os.environ[kafka.EXTRA_CONFIG_ENV] = endpoints.kafka_config  # the site's admin
             appending(endpoints.kafka_bootstrap, args.records // 4)
         finally:

@@ -29,10 +29,11 @@ from typing import Any
 
 import tritonclient.http as triton_http
 
+from aios.api.replay import ReplayReport
 from aios.api.runner import RunnerConfig
 from aios.connectors import kafka
 from aios.runner import history
-from aios.runner.replay import Replay, ReplayReport
+from aios.runner.replay import Replay
 from aios.stack.models import repository
 from aios.stack.site import Site
 
