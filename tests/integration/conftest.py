@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test on a site reports what is wrong with the site (a component that
+    exited, a node that is not Ready or evicts, the release's pods that are not Ready)
+    beside its own error, which often shows only the symptom."""
+    report = yield
+    fixtures = getattr(item, "funcargs", {})
+    site = fixtures.get("site")
+    if report.failed and isinstance(site, Site):
+        problems = site.problems([fixtures["operator"]] if "operator" in fixtures else [])
+        report.sections.append(("the site", "\n".join(problems) or "nothing wrong found"))
+    return report
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -74,8 +74,18 @@ def test_the_node_is_a_ready_kubelet_of_the_pinned_version_on_containerd(kubectl
     info = node["status"]["nodeInfo"]
     assert info["kubeletVersion"] == versions()["KUBERNETES_VERSION"]
     assert info["containerRuntimeVersion"] == f"containerd://{versions()['CONTAINERD_VERSION'][1:]}"
-    ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
-    assert ready == "True" and not node["spec"].get("taints")
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions.pop("Ready") == "True" and not node["spec"].get("taints")
+    assert set(conditions.values()) == {"False"}, f"no pressure on the node: {conditions}"
+
+
+def test_the_node_evicts_nothing_for_the_shared_machines_memory_or_disk(kubectl) -> None:
+    """No hard eviction threshold (``node_config``): the kubelet holds back none of the
+    machine's memory or disk from the pods, so another tenant filling the disk cannot evict
+    the chart's pods or taint the node."""
+    status = kubectl.json("get", "node", NODE_NAME)["status"]
+    for resource in ("memory", "ephemeral-storage"):
+        assert status["allocatable"][resource] == status["capacity"][resource], resource
 
 
 def test_a_pod_serves_its_configmap_behind_a_service_the_host_reaches(

@@ -108,12 +108,20 @@ def kubelet_config(network: NodeNetwork, pki: Path) -> dict[str, Any]:
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
         "maxPods": 200,
-        # A shared development machine: its disk is not the node's to police.
+        # A shared machine: its memory and disk are not the node's to police. A threshold
+        # of 0% is none (the kubelet skips it); any other lets the machine's other tenants,
+        # by filling its disk, evict the chart's pods and taint the node for the rest of a
+        # run (the node's allocatable is then its capacity). The kernel still kills a
+        # process that runs out of memory.
         "evictionHard": {
-            "memory.available": "100Mi",
-            "nodefs.available": "1%",
-            "imagefs.available": "1%",
-            "nodefs.inodesFree": "1%",
+            signal: "0%"
+            for signal in (
+                "memory.available",
+                "nodefs.available",
+                "nodefs.inodesFree",
+                "imagefs.available",
+                "imagefs.inodesFree",
+            )
         },
         "imageGCHighThresholdPercent": 100,
         "nodeStatusReportFrequency": "10s",

@@ -13,21 +13,23 @@ fails raises ``ComponentFailed`` with its log tail; nothing is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
 from aios.stack import components
 from aios.stack.images import BuiltImage
 from aios.stack.models import example_models
-from aios.stack.node import Node
+from aios.stack.node import NODE_NAME, Node
 from aios.stack.process import ComponentFailed, ManagedProcess
-from aios.stack.site import keda, kserve, services
+from aios.stack.site import health, keda, kserve, services
 from aios.stack.site.monitor_sync import MonitorSync
 from aios.stack.site.probes import http_ok
 from aios.stack.site.state import Endpoints, SiteState, default_site_dir
@@ -153,6 +155,24 @@ class Site:
         self.state.logs[name] = str(process.log)
         self.state.save()
         return process
+
+    def problems(self, namespaces: Iterable[str] = ()) -> list[str]:
+        """What is wrong with the site now (``health``): its processes that exited, its node
+        when it is not Ready, under pressure or tainted, and the pods of ``namespaces`` that
+        are not Ready. Quick to give up on a server that hangs: it reports on a failure."""
+        found = health.exited(self.processes)
+        if "kube-apiserver" not in self.processes:
+            return found
+
+        def read(*args: str) -> Any:
+            return json.loads(self.kubectl([*args, "-o", "json", "--request-timeout=10s"]))
+
+        try:
+            node = read("get", "node", NODE_NAME)
+            pods = [pod for ns in namespaces for pod in read("get", "pods", "-n", ns)["items"]]
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            return [*found, f"the cluster could not be read: {error}"]
+        return found + health.node_problems(node) + health.unready_pods(pods)
 
     def inside_ok(self, url: str) -> bool:
         """An HTTP probe from inside the node, for what listens on its loopback only."""
