@@ -8,11 +8,14 @@ fixtures work on a fresh machine without a separate set-up step.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -39,6 +42,19 @@ def versions() -> dict[str, str]:
 
 def cache_root() -> Path:
     return Path(os.environ.get("AIOS_CACHE", Path.home() / ".cache" / "aios"))
+
+
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """One process at a time across processes (``make`` beside a test run, two ``make``
+    jobs), as ``hack/obtain.sh`` builds each component: an advisory lock on ``lock``."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -162,14 +178,17 @@ def triton() -> TritonDistribution:
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     root = cache_root() / "triton" / f"{version('nvidia-pytriton')}-py{python}"
-    if not (root / ".complete").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.copytree(
-            source, root, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__")
-        )
-        stub = source / "python_backend_stubs" / python / "triton_python_backend_stub"
-        if not stub.exists():
-            raise ComponentUnavailable(f"nvidia-pytriton has no backend stub for Python {python}")
-        shutil.copy(stub, root / "backends" / "python" / "triton_python_backend_stub")
-        (root / ".complete").touch()
+    with exclusive(root.with_name(root.name + ".lock")):
+        if not (root / ".complete").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(
+                source, root, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__")
+            )
+            stub = source / "python_backend_stubs" / python / "triton_python_backend_stub"
+            if not stub.exists():
+                raise ComponentUnavailable(
+                    f"nvidia-pytriton has no backend stub for Python {python}"
+                )
+            shutil.copy(stub, root / "backends" / "python" / "triton_python_backend_stub")
+            (root / ".complete").touch()
     return TritonDistribution(root=root, libs=libs)

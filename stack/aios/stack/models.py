@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aios.stack.components import HACK, ComponentUnavailable, cache_root
+from aios.stack.components import HACK, ComponentUnavailable, cache_root, exclusive
 
 if TYPE_CHECKING:
     from aios.stack.site import Site
@@ -41,20 +41,24 @@ def digest() -> str:
 def example_models() -> Path:
     """The mirror directory with every example model version, built on first use."""
     home = cache_root() / "models" / digest()
-    if (home / ".complete").exists():
-        return home
-    building = home.with_name(home.name + ".building")
-    shutil.rmtree(building, ignore_errors=True)
-    result = subprocess.run(
-        [sys.executable, str(SOURCES / "build.py"), str(building)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise ComponentUnavailable(
-            f"training the example models failed (hack/models/build.py):\n{result.stderr[-3000:]}"
+    with exclusive(home.with_name(home.name + ".lock")):
+        if (home / ".complete").exists():
+            return home
+        building = home.with_name(home.name + ".building")
+        shutil.rmtree(building, ignore_errors=True)
+        result = subprocess.run(
+            [sys.executable, str(SOURCES / "build.py"), str(building)],
+            capture_output=True,
+            text=True,
         )
-    (building / ".complete").touch()
-    shutil.rmtree(home, ignore_errors=True)
-    building.rename(home)
+        if result.returncode != 0:
+            raise ComponentUnavailable(
+                "training the example models failed (hack/models/build.py):\n"
+                + result.stderr[-3000:]
+            )
+        (building / ".complete").touch()
+        shutil.rmtree(home, ignore_errors=True)
+        building.rename(home)
     return home
 
 

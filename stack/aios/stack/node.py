@@ -23,7 +23,6 @@ so nothing on the host outlives the last one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -34,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aios.stack.components import cache_root
+from aios.stack.components import cache_root, exclusive
 from aios.stack.process import ComponentFailed, ManagedProcess
 
 NODE_NAME = "aios-node"
@@ -128,17 +127,9 @@ def run(argv: list[str], what: str) -> str:
     return result.stdout
 
 
-@contextlib.contextmanager
-def allocation_lock() -> Iterator[None]:
+def allocation_lock() -> contextlib.AbstractContextManager[None]:
     """One site at a time picks its index and claims it (its claim file, then its link)."""
-    path = cache_root() / "node-allocation.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(cache_root() / "node-allocation.lock")
 
 
 def index_taken(index: int, links: set[str], routes: str) -> bool:

@@ -3,15 +3,15 @@ across processes; and pruning what the cache no longer needs."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 
+from aios.stack.components import exclusive
 from aios.stack.images.archive import write_archive
 from aios.stack.images.buildah import buildah, install_tools, missing_tools
 from aios.stack.images.ingredients import base_image, prepare_context
@@ -43,16 +43,9 @@ def _cached(name: str, key: str) -> BuiltImage | None:
     return built if built.archive.exists() else None
 
 
-@contextmanager
-def locked() -> Iterator[None]:
+def locked() -> AbstractContextManager[None]:
     """One build at a time across processes (a test run beside ``make run``)."""
-    work_dir().mkdir(parents=True, exist_ok=True)
-    with (work_dir() / "lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive(work_dir() / "lock")
 
 
 def ensure_images(names: Collection[str] | None = None) -> dict[str, BuiltImage]:

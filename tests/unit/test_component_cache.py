@@ -1,0 +1,50 @@
+"""Processes that fill the component cache at once (``make``'s parallel jobs, a test
+run beside ``make run`` on a fresh machine) all get a complete copy: one fills it, the
+others wait and take it (``components.exclusive``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FILL = """
+import sys
+from importlib.metadata import version
+import pytriton  # imported before the start, so the copies overlap
+from aios.stack.components import triton
+version("nvidia-pytriton")
+print("ready", flush=True)
+sys.stdin.readline()  # all at once
+print(triton().root)
+"""
+
+
+def test_processes_filling_the_triton_cache_at_once_all_get_it_complete(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "AIOS_CACHE": str(tmp_path)}
+    fillers = [
+        subprocess.Popen(
+            [sys.executable, "-c", FILL],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for filler in fillers:
+        assert filler.stdout is not None and filler.stdout.readline() == "ready\n"
+    for filler in fillers:  # go, all of them, before waiting for any
+        assert filler.stdin is not None
+        filler.stdin.write("go\n")
+        filler.stdin.flush()
+    results = [filler.communicate(timeout=120) for filler in fillers]
+    assert [f.returncode for f in fillers] == [0] * 4, [err[-800:] for _, err in results]
+    roots = {Path(out.strip()) for out, _ in results}
+    [root] = roots
+    assert (root / ".complete").exists()
+    assert (root / "backends" / "python" / "triton_python_backend_stub").exists()
