@@ -324,9 +324,7 @@ def aios(
 
 
 def operator_pod(site: Site) -> dict[str, Any]:
-    pods = json.loads(
-        site.kubectl(["get", "pods", "-n", release.NAMESPACE, "-l", OPERATOR, "-o", "json"])
-    )["items"]
+    pods = site.get("pods", "-n", release.NAMESPACE, "-l", OPERATOR)["items"]
     return next(p for p in pods if not p["metadata"].get("deletionTimestamp"))
 
 
@@ -421,9 +419,7 @@ def restart(site: Site, expected: Counter[str], namespaces: list[str], timeout: 
         if time.perf_counter() - start > timeout:
             raise TimeoutError(f"the restarted operator was not current after {timeout:.0f}s")
         time.sleep(0.2)
-        lease = json.loads(
-            site.kubectl(["get", "lease", release.RELEASE, "-n", release.NAMESPACE, "-o", "json"])
-        )
+        lease = site.get("lease", release.RELEASE, "-n", release.NAMESPACE)
         holder = (lease.get("spec") or {}).get("holderIdentity")
         if holder in (None, before):
             continue

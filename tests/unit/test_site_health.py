@@ -65,6 +65,12 @@ def test_a_node_that_is_not_ready_says_so() -> None:
     assert "Ready=Unknown" in problem
 
 
+def test_a_node_just_registered_without_conditions_is_not_healthy() -> None:
+    """The start-up wait (``Cluster._node_ready``) reads this: no Ready yet is not ready."""
+    [problem] = node_problems(node({}))
+    assert "Ready not reported yet" in problem
+
+
 def pod(name: str, ready: str, **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"namespace": "aios-system", "name": name},

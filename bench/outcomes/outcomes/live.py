@@ -358,9 +358,7 @@ class Replay:
         )
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(
-            self.site.kubectl(["get", kind, name, "-n", self.namespace, "-o", "json"])
-        )
+        found: dict[str, Any] = self.site.get(kind, name, "-n", self.namespace)
         return found
 
     def _ready(self, kind: str, name: str) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from aios.stack.node_config import (
 from aios.stack.pki import SitePki, ensure_site_pki, issue_node_certificates
 from aios.stack.process import ComponentFailed
 from aios.stack.release import NAMESPACE as RELEASE_NAMESPACE
+from aios.stack.site import health
 
 if TYPE_CHECKING:
     from aios.stack.site import Site
@@ -256,15 +257,12 @@ class Cluster:
         }
 
     def _node_ready(self) -> bool:
-        """Ready, and schedulable: the not-ready taint is gone (the node controller's job)."""
-        node = json.loads(self.site.kubectl(["get", "node", NODE_NAME, "-o", "json"]))
-        conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
-        return conditions.get("Ready") == "True" and not node["spec"].get("taints")
+        """Healthy as ``health`` has it: Ready, under no pressure, and schedulable (the
+        not-ready taint is gone, the node controller's job)."""
+        return not health.node_problems(self.site.get("node", NODE_NAME))
 
     def _dns_ready(self) -> bool:
-        deployment = json.loads(
-            self.site.kubectl(["get", "deployment", "coredns", "-n", "kube-system", "-o", "json"])
-        )
+        deployment = self.site.get("deployment", "coredns", "-n", "kube-system")
         return bool(deployment.get("status", {}).get("availableReplicas"))
 
     def _dns_objects(self) -> dict[str, Any]:

@@ -12,7 +12,6 @@ a change to it retrains and nothing else does.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -83,7 +82,7 @@ def wait_serving(site: Site, namespace: str = "default", timeout: float = 300) -
     up`` prints)."""
     deadline = time.monotonic() + timeout
     while True:
-        items = json.loads(site.kubectl(["get", "modeldeployments", "-n", namespace, "-o", "json"]))
+        items = site.get("modeldeployments", "-n", namespace)
         lines, waiting = [], False
         for item in items["items"]:
             status = item.get("status") or {}

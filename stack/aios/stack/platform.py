@@ -4,7 +4,6 @@ the same thing (aios itself is installed by ``aios.stack.release``)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ def wait_accepted(
     deadline = time.monotonic() + timeout
     pending: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        items = json.loads(site.kubectl(["get", "aios", "-n", namespace, "-o", "json"]))["items"]
+        items = site.get("aios", "-n", namespace)["items"]
         pending = [
             i
             for i in items

@@ -145,8 +145,7 @@ def console_url(site: Site, namespace: str = NAMESPACE, name: str = RELEASE) -> 
     None when the release serves none."""
     try:
         service = f"{name}-console"
-        asked = ["get", "service", service, "-n", namespace, "-o", "json", "--request-timeout=10s"]
-        found = json.loads(site.kubectl(asked))
+        found = site.get("service", service, "-n", namespace, request_timeout=10)
     except RuntimeError:
         return None
     spec = found["spec"]
@@ -177,11 +176,7 @@ def wait_admitting(site: Site, namespace: str, timeout: float) -> None:
 def operator_report(site: Site, release: str, namespace: str) -> str:
     """Why the operator is not serving: its pods' phases, and the last log lines."""
     try:
-        pods = json.loads(
-            site.kubectl(
-                ["get", "pods", "-n", namespace, "-l", OPERATOR_SELECTOR + release, "-o", "json"]
-            )
-        )["items"]
+        pods = site.get("pods", "-n", namespace, "-l", OPERATOR_SELECTOR + release)["items"]
         lines = [
             f"{p['metadata']['name']}: {p['status'].get('phase')} "
             f"{json.dumps(p['status'].get('containerStatuses', []))[:600]}"

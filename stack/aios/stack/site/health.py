@@ -27,11 +27,14 @@ def node_problems(node: Mapping[str, Any]) -> list[str]:
     """The node's conditions that are not as a healthy node has them (Ready true, every
     pressure false) and its taints: what keeps the chart's pods off it or evicts them."""
     name = node["metadata"]["name"]
+    conditions = node["status"].get("conditions", [])
     odd = [
         f"{c['type']}={c['status']} ({c.get('reason', '')}: {c.get('message', '')})"
-        for c in node["status"].get("conditions", [])
+        for c in conditions
         if (c["status"] == "True") != (c["type"] == "Ready")
     ]
+    if not any(c["type"] == "Ready" for c in conditions):
+        odd.append("Ready not reported yet")
     taints = [f"taint {t['key']}:{t['effect']}" for t in node["spec"].get("taints", [])]
     return [f"node {name}: {'; '.join(odd + taints)}"] if odd or taints else []
 

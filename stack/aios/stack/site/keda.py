@@ -124,6 +124,6 @@ def start_keda(site: Site) -> None:
 
 def available(site: Site) -> bool:
     """Whether the API server reaches the adapter (the APIService's ``Available``)."""
-    found = json.loads(site.kubectl(["get", "apiservice", API_SERVICE, "-o", "json"]))
+    found = site.get("apiservice", API_SERVICE)
     conditions = (found.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)

@@ -164,12 +164,13 @@ class Site:
         if "kube-apiserver" not in self.processes:
             return found
 
-        def read(*args: str) -> Any:
-            return json.loads(self.kubectl([*args, "-o", "json", "--request-timeout=10s"]))
-
         try:
-            node = read("get", "node", NODE_NAME)
-            pods = [pod for ns in namespaces for pod in read("get", "pods", "-n", ns)["items"]]
+            node = self.get("node", NODE_NAME, request_timeout=10)
+            pods = [
+                pod
+                for ns in namespaces
+                for pod in self.get("pods", "-n", ns, request_timeout=10)["items"]
+            ]
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             return [*found, f"the cluster could not be read: {error}"]
         return found + health.node_problems(node) + health.unready_pods(pods)
@@ -182,6 +183,12 @@ class Site:
     def api_ok(self, path: str) -> bool:
         ca = self.directory / "pki" / "ca.crt"
         return http_ok(f"{self.endpoints.kube_api}{path}", self.admin_token, ca)
+
+    def get(self, *args: str, request_timeout: int | None = None) -> Any:
+        """What ``kubectl get`` finds for ``args``, parsed from its JSON; raise as ``kubectl``
+        does. ``request_timeout`` (seconds) bounds each request to a server that hangs."""
+        bound = [f"--request-timeout={request_timeout}s"] if request_timeout else []
+        return json.loads(self.kubectl(["get", *args, "-o", "json", *bound]))
 
     def kubectl(self, args: list[str], stdin: str | None = None) -> str:
         """Run the site's kubectl against the site; raise with its stderr on failure."""
