@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,11 +31,15 @@ def headless_chromium() -> Iterator[WebDriver]:
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                  "--window-size=1280,1000", "--disable-gpu"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(options, webdriver.ChromeService(str(CHROMEDRIVER)))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    # Chromium leaves its singleton socket's folder in TMPDIR when it quits: its own one,
+    # removed here, keeps /tmp as the run found it.
+    with tempfile.TemporaryDirectory(prefix="aios-chromium-") as scratch:
+        service = webdriver.ChromeService(str(CHROMEDRIVER), env={**os.environ, "TMPDIR": scratch})
+        driver = webdriver.Chrome(options, service)
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 def sign_in(driver: WebDriver, url: str, token: str) -> None:
