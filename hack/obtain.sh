@@ -11,11 +11,14 @@ source "$here/versions.env"
 cache=${AIOS_CACHE:-$HOME/.cache/aios}
 name=${1:?component name}
 if [ "$name" = all ]; then
-  # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds,
-  # which keep the cores busy; one after another, so apt and Maven each run once at a time.
-  ( for c in node-packages mosquitto kafka temporal-test-server s3proxy browser; do "$0" "$c"; done ) & fetched=$!
-  for c in etcd kubernetes containerd temporal opa helm coredns jaeger prometheus prometheus-operator-crds keda kserve; do "$0" "$c"; done
-  wait "$fetched"; exit
+  # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds;
+  # one after another, so apt and Maven each run once at a time. The Go builds run in two
+  # queues: one compiles while the other downloads its modules or links on a single core.
+  queue() { for c in "$@"; do "$0" "$c" || return; done; }
+  queue node-packages mosquitto kafka temporal-test-server s3proxy browser & fetched=$!
+  queue jaeger prometheus prometheus-operator-crds keda kserve & second=$!
+  queue etcd kubernetes containerd temporal opa helm coredns
+  wait "$second"; wait "$fetched"; exit
 fi
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # One build of a component at a time: `make` obtains components and images side by side,
