@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.aios-installed
 ROOTS := crds:operator:workflows:connectors:runner:edge-agent:cli:stack:console
 
-.PHONY: run test unit crds lint components images prepare down
+.PHONY: run test unit crds lint obtained components images prepare down
 
 # Virtual environment with the pinned Python dependencies (hack/constraints.txt). The
 # editable install maps each package to its folder, so a new package re-runs it.
@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml hack/constraints.txt $(PACKAGES)
 	$(BIN)/python -m pip install -q -c hack/constraints.txt -e '.[dev]'
 	touch $@
 
-# The real components, built from the registries into ~/.cache/aios (once per version).
-components: $(STAMP)
+# The real components, built from the registries into ~/.cache/aios (once per version). The
+# build needs no Python of aios's, so it starts beside the virtual environment's install.
+obtained:
 	hack/obtain.sh all
+
+components: obtained $(STAMP)
 	$(BIN)/python -c 'from aios.stack.components import triton; triton()'
 	$(BIN)/python -c 'from aios.stack.models import example_models; example_models()'
 
@@ -31,7 +34,7 @@ images: $(STAMP)
 
 # Components, images and lint are independent: side by side, one downloads while another
 # compiles (hack/obtain.sh builds a component both need once, the other waits for it).
-prepare: $(STAMP)
+prepare:
 	$(MAKE) --jobs=3 --output-sync=target components images lint
 
 # `make run WITH=kserve`: the site with an optional add-on (aiosctl up --with kserve).

@@ -14,9 +14,11 @@ if [ "$name" = all ]; then
   # What is only downloaded (Debian's packages, Maven's jars) comes in beside the Go builds;
   # one after another, so apt and Maven each run once at a time. The Go builds run in two
   # queues: one compiles while the other downloads its modules or links on a single core.
+  # Not KServe's controller, which only `--with kserve` runs: built when first needed (the
+  # test session builds it beside its tests, tests/conftest.py).
   queue() { for c in "$@"; do "$0" "$c" || return; done; }
   queue node-packages mosquitto kafka temporal-test-server s3proxy browser & fetched=$!
-  queue jaeger prometheus prometheus-operator-crds keda kserve & second=$!
+  queue jaeger prometheus prometheus-operator-crds keda & second=$!
   queue etcd kubernetes containerd temporal opa helm coredns
   wait "$second"; wait "$fetched"; exit
 fi

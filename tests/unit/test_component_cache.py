@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from aios.stack.components import Component
+
 FILL = """
 import sys
 from importlib.metadata import version
@@ -48,3 +52,20 @@ def test_processes_filling_the_triton_cache_at_once_all_get_it_complete(
     [root] = roots
     assert (root / ".complete").exists()
     assert (root / "backends" / "python" / "triton_python_backend_stub").exists()
+
+
+def test_a_component_built_in_the_background_is_waited_for_and_then_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path))
+    crds = Component("prometheus-operator-crds", "PROMETHEUS_OPERATOR_VERSION")
+    build = crds.obtain_in_background()
+    assert build is not None
+    home = crds.ensure()  # obtain.sh's lock: it waits for the build under way, or builds
+    assert sorted(p.name for p in (home / "crds").iterdir()) == [
+        "monitoring.coreos.com_podmonitors.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
+        "monitoring.coreos.com_servicemonitors.yaml",
+    ]
+    assert build.wait(timeout=120) == 0
+    assert crds.obtain_in_background() is None  # cached: nothing to start

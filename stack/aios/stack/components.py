@@ -72,19 +72,37 @@ class Component:
     def home(self) -> Path:
         return cache_root() / self.name / self.version
 
+    @property
+    def cached(self) -> bool:
+        return (self.home / ".complete").exists()
+
     def ensure(self) -> Path:
-        """Return the component's directory, building it first if the cache lacks it."""
-        if not (self.home / ".complete").exists():
+        """Return the component's directory, building it first if the cache lacks it (or
+        waiting for the build already under way: ``hack/obtain.sh`` holds a lock)."""
+        if not self.cached:
             result = subprocess.run(
                 [str(HACK / "obtain.sh"), self.name], capture_output=True, text=True
             )
-            if result.returncode != 0 or not (self.home / ".complete").exists():
+            if result.returncode != 0 or not self.cached:
                 tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
                 raise ComponentUnavailable(
                     f"could not obtain {self.name} {self.version} with hack/obtain.sh "
                     f"{self.name} (exit {result.returncode}):\n{tail}"
                 )
         return self.home
+
+    def obtain_in_background(self) -> subprocess.Popen[bytes] | None:
+        """Start building a missing component at the lowest CPU priority, for what only
+        late tests need to build in the test session's idle time; ``ensure`` waits for it
+        (and reports its failure, building again). None when it is cached."""
+        if self.cached:
+            return None
+        return subprocess.Popen(
+            ["nice", "-n", "19", str(HACK / "obtain.sh"), self.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def binary(self, name: str | None = None) -> Path:
         return self.ensure() / "bin" / (name or self.name)
