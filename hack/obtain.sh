@@ -29,6 +29,16 @@ mkdir -p "$cache"
 exec 9>"$cache/.obtain-$name.lock"
 flock 9
 
+# A build's scratch folder, removed however the build ends: done, failed, or interrupted.
+work=
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# scratch [DIR]: a fresh scratch folder (DIR, emptied, or a new temporary one), made current.
+scratch() {
+  if [ $# -gt 0 ]; then work=$1; rm -rf "$work"; mkdir -p "$work"; else work=$(mktemp -d); fi
+  cd "$work"
+}
 build_done() { [ -f "$1/.complete" ]; }
 # apt_install PACKAGE...: Debian packages the site runs (as root, or through sudo).
 apt_install() {
@@ -57,7 +67,7 @@ kubernetes)
   dest=$cache/kubernetes/$KUBERNETES_VERSION
   for c in $cmds; do [ -x "$dest/bin/$c" ] || rm -f "$dest/.complete"; done
   build_done "$dest" && exit 0
-  mkdir -p "$dest/bin"; work=$dest/wrapper; rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  mkdir -p "$dest/bin"; scratch "$dest/wrapper"
   go mod init local/k8sbins >/dev/null 2>&1
   gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
   staging=v0.${KUBERNETES_VERSION#v1.}
@@ -70,14 +80,14 @@ kubernetes)
   minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
   ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
   go build -trimpath -pgo=off -ldflags "$ld" -o "$dest/bin/" $pkgs
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 etcd)
   dest=$cache/etcd/$ETCD_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/bin"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/bin"; scratch
   go mod init local/etcdbin >/dev/null 2>&1
   go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$dest/bin/etcd" go.etcd.io/etcd/server/v3
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 containerd)  # the node's container runtime: daemon, runc shim and ctr, without the storage drivers it does not use
   dest=$cache/containerd/$CONTAINERD_VERSION; build_done "$dest" && exit 0
   mkdir -p "$dest/bin"; m=github.com/containerd/containerd/v2
@@ -101,19 +111,19 @@ helm)  # without these ldflags helm assumes Kubernetes v1.20 when templating
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor";;
 benthos)  # a wrapper module: `go install pkg@v` also asks the proxy for @v/list, which it refuses
   dest=$cache/benthos/$BENTHOS_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/bin"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/bin"; scratch
   go mod init local/benthosbin >/dev/null 2>&1
   go get -tool "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$dest/bin/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 jaeger)  # Jaeger v2 (module v1.x = v2.x), the site's trace backend; a wrapper module for its replace
   dest=$cache/jaeger/$JAEGER_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/bin"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/bin"; scratch
   go mod init local/jaegerbin >/dev/null 2>&1
   go mod edit -replace github.com/Shopify/sarama=github.com/Shopify/sarama@v1.33.0
   go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$dest/bin/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 prometheus)  # Prometheus 3 (module v0.3xx = 3.x); of its service discoveries only Kubernetes'
   dest=$cache/prometheus/$PROMETHEUS_VERSION; build_done "$dest" && exit 0
   mkdir -p "$dest/bin"
@@ -133,7 +143,7 @@ prometheus-operator-crds)  # the kinds a cluster's Prometheus Operator serves th
   mark_done "$dest";;
 keda)  # KEDA's operator and metrics adapter (runners scaled on Kafka lag) in one build, and its CRDs
   dest=$cache/keda/$KEDA_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/bin" "$dest/crds"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/bin" "$dest/crds"; scratch
   go mod init local/kedabins >/dev/null 2>&1
   # KEDA's own go.mod lines, which a dependent module does not inherit
   go mod edit -replace github.com/nexus-rpc/nexus-proto-annotations@v0.1.0=github.com/nexus-rpc/nexus-proto-annotations@v0.1.1-0.20260629224316-835bd8d49cb4
@@ -144,10 +154,10 @@ keda)  # KEDA's operator and metrics adapter (runners scaled on Kafka lag) in on
   mv "$work/out/operator" "$dest/bin/keda-operator"; mv "$work/out/adapter" "$dest/bin/keda-adapter"
   module=$(go mod download -json "$m@$KEDA_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
   install -m 0644 "$module"/config/crd/bases/*.yaml "$dest/crds/"
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 kserve)  # the KServe controller (RawDeployment: no Knative, no Istio), its kinds, webhooks and config
   dest=$cache/kserve/$KSERVE_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/bin" "$dest/crds" "$dest/config"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/bin" "$dest/crds" "$dest/config"; scratch
   go mod init local/kservebin >/dev/null 2>&1
   # KServe's own go.mod lines, which a dependent module does not inherit
   go mod edit -replace sigs.k8s.io/controller-runtime=sigs.k8s.io/controller-runtime@v0.19.7
@@ -158,14 +168,14 @@ kserve)  # the KServe controller (RawDeployment: no Knative, no Istio), its kind
   module=$(go mod download -json "$m@$KSERVE_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
   install -m 0644 "$module"/config/crd/full/serving.kserve.io_*.yaml "$dest/crds/"
   install -m 0644 "$module/config/webhook/manifests.yaml" "$module/config/configmap/inferenceservice.yaml" "$dest/config/"
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 kafka)
   dest=$cache/kafka/$KAFKA_VERSION
   # Kafka's own perf tools (ProducerPerformance, EndToEndLatency: bench/pipeline's independent
   # load generator and latency reference), one jar beside the broker's; added to an older cache.
   tools=(dependency:copy -Dartifact="org.apache.kafka:kafka-tools:$KAFKA_VERSION" -DoutputDirectory="$dest/libs")
   if build_done "$dest"; then [ -f "$dest/libs/kafka-tools-$KAFKA_VERSION.jar" ] || mvn -q -B "${tools[@]}"; exit 0; fi
-  mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/libs"; scratch
   cat > pom.xml <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
  <groupId>local</groupId><artifactId>kafka-runtime</artifactId><version>1</version><packaging>pom</packaging>
@@ -178,11 +188,11 @@ POM
   log4j=$(ls "$dest/libs" | sed -nE 's/^log4j-core-(.*)\.jar$/\1/p')
   mvn -q -B dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$log4j" -DoutputDirectory="$dest/libs"
   mvn -q -B "${tools[@]}"
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 mosquitto) apt_install mosquitto;;
 s3proxy)  # an S3 server over a directory: the site's model mirror as object storage, for KServe
   dest=$cache/s3proxy/$S3PROXY_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/libs"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/libs"; scratch
   cat > pom.xml <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
  <groupId>local</groupId><artifactId>s3proxy-runtime</artifactId><version>1</version><packaging>pom</packaging>
@@ -191,10 +201,10 @@ s3proxy)  # an S3 server over a directory: the site's model mirror as object sto
  </dependencies></project>
 POM
   mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 temporal-test-server)  # Temporal's time-skipping test server (Java), for the workflow timer tests
   dest=$cache/temporal-test-server/$TEMPORAL_TEST_SERVER_VERSION; build_done "$dest" && exit 0
-  mkdir -p "$dest/libs" "$dest/bin"; work=$(mktemp -d); cd "$work"
+  mkdir -p "$dest/libs" "$dest/bin"; scratch
   cat > pom.xml <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
  <groupId>local</groupId><artifactId>temporal-test-server-runtime</artifactId><version>1</version><packaging>pom</packaging>
@@ -206,6 +216,6 @@ POM
   # The SDK starts it as `EXE PORT [ARGS...]`, as it would the native build it downloads.
   printf '#!/bin/sh\nexec java -cp "$(dirname "$0")/../libs/*" io.temporal.testserver.TestServer "$@"\n' > "$dest/bin/temporal-test-server"
   chmod +x "$dest/bin/temporal-test-server"
-  cd /; rm -rf "$work"; mark_done "$dest";;
+  mark_done "$dest";;
 *) echo "unknown component: $name" >&2; exit 2;;
 esac

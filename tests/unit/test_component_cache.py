@@ -5,13 +5,16 @@ others wait and take it (``components.exclusive``)."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from aios.stack.components import Component
+from aios.stack.components import HACK, Component, versions
 
 FILL = """
 import sys
@@ -69,3 +72,44 @@ def test_a_component_built_in_the_background_is_waited_for_and_then_cached(
     ]
     assert build.wait(timeout=120) == 0
     assert crds.obtain_in_background() is None  # cached: nothing to start
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[tuple[str, socket.socket]]:
+    """A module proxy that accepts connections and never answers: a build stuck downloading."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", server
+
+
+@pytest.mark.parametrize("ending", ["fails", "is interrupted"])
+def test_a_build_leaves_no_scratch_folder_however_it_ends(
+    ending: str, tmp_path: Path, silent_proxy: tuple[str, socket.socket]
+) -> None:
+    proxy, server = silent_proxy
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "AIOS_CACHE": str(tmp_path / "cache"),
+        "TMPDIR": str(scratch),  # where mktemp makes the build's folder
+        "GOMODCACHE": str(tmp_path / "modules"),  # nothing cached: etcd must be downloaded
+        "GOPROXY": "off" if ending == "fails" else proxy,
+        "GOTOOLCHAIN": "local",
+    }
+    build = subprocess.Popen(
+        [str(HACK / "obtain.sh"), "etcd"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    if ending == "is interrupted":
+        server.settimeout(120)
+        connection, _ = server.accept()  # go is downloading, inside the scratch folder
+        assert [p.name for p in scratch.iterdir()] != []
+        os.killpg(build.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        connection.close()
+    _, stderr = build.communicate(timeout=120)
+    assert build.returncode == (1 if ending == "fails" else 130), stderr[-800:]
+    assert list(scratch.iterdir()) == []
+    assert not (tmp_path / "cache" / "etcd" / versions()["ETCD_VERSION"] / ".complete").exists()
