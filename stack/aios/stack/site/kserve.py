@@ -188,7 +188,7 @@ def stop_kserve(site: Site, timeout: float = 180) -> None:
     _wait_gone(site, ["get", "--ignore-not-found", "-o", "name", *names], timeout)
     for name in (CONTROLLER, "s3proxy"):
         site.processes.pop(name).stop()
-        site.state.processes.pop(name, None)
+        site.state.forget_process(name)
     site.endpoints.object_store_url = ""
     site.kubectl(["delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false"])
 

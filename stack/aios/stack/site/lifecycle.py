@@ -140,8 +140,7 @@ class Site:
         """Restart one component process (``kube-apiserver``, ``temporal``, …) in place."""
         process = self.processes[name]
         process.restart()
-        self.state.processes[name] = process.pid
-        self.state.save()
+        self.state.note_process(name, process.pid)
 
     def spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
@@ -151,9 +150,7 @@ class Site:
             name, self.node.enter(argv), self.logs / f"{name}.log", env=env, cwd=cwd
         ).start()
         self.processes[name] = process
-        self.state.processes[name] = process.pid
-        self.state.logs[name] = str(process.log)
-        self.state.save()
+        self.state.note_process(name, process.pid, process.log)
         return process
 
     def problems(self, namespaces: Iterable[str] = ()) -> list[str]:

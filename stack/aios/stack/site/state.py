@@ -64,10 +64,28 @@ class SiteState:
     def save(self) -> None:
         """Write atomically; components start in parallel threads, so one at a time."""
         with _SAVING:
-            path = Path(self.directory) / "site.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(self), indent=2))
-            tmp.replace(path)
+            self._write()
+
+    def note_process(self, name: str, pid: int, log: Path | None = None) -> None:
+        """Record a started process and save, in one step: a save reads the tables that
+        another component's thread, starting beside it, would otherwise be writing."""
+        with _SAVING:
+            self.processes[name] = pid
+            if log is not None:
+                self.logs[name] = str(log)
+            self._write()
+
+    def forget_process(self, name: str) -> None:
+        """Drop a stopped process and save."""
+        with _SAVING:
+            self.processes.pop(name, None)
+            self._write()
+
+    def _write(self) -> None:
+        path = Path(self.directory) / "site.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
 
 
 _SAVING = threading.Lock()
