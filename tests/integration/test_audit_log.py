@@ -274,6 +274,18 @@ def test_a_truncated_or_rechained_log_fails_against_its_signed_checkpoint(
     text = aiosctl(*args, env=site_env)
     assert "checkpoint of seq 29" in text.stdout and "pin yours with --public-key" in text.stdout
 
+    # A copy exported with its checkpoint holds away from the cluster; the copy cut short fails.
+    copy, kept = tmp_path / "audit.jsonl", tmp_path / "checkpoint.json"
+    exported = aiosctl("export", str(copy), "--checkpoint", str(kept), *args[1:], env=site_env)
+    assert "exported 30 records" in exported.stdout and "seq 29" in exported.stdout, exported
+    assert copy.read_text().splitlines() == raws
+    offline = ("verify", "--file", str(copy), "--checkpoint", str(kept), "-o", "json")
+    copied = aiosctl(*offline, "--public-key", str(site_key))
+    assert copied.returncode == 0 and json.loads(copied.stdout)["checkpoint"]["ok"], copied
+    copy.write_text("".join(f"{raw}\n" for raw in raws[:-3]))
+    cut = aiosctl(*offline, "--public-key", str(site_key))
+    assert cut.returncode == 1 and json.loads(cut.stdout)["checkpoint"]["missing"] == 3, cut
+
     replace_topic(bootstrap, log, raws[:-10])
     code, truncated = verify("--public-key", str(site_key))
     assert code == 1 and truncated["checkpoint"]["missing"] == 10, truncated

@@ -1,9 +1,11 @@
-"""``aiosctl audit``: verify the hash-chained audit log and trace an action's lineage.
+"""``aiosctl audit``: verify the hash-chained audit log, trace an action's lineage, and
+export the log for whoever checks it away from the cluster.
 
 The log is read from Kafka (``aios.audit.log`` at ``$AIOS_KAFKA_BOOTSTRAP``) or from a
-local copy (``--file``, one record per line, as the appender mirrors it), and held against
-the newest checkpoint the appender signed (``aios.connectors.audit_checkpoint``), which
-catches what the chain alone cannot: records missing at the tail, a log chained afresh.
+local copy (``--file``, one record per line, as the appender mirrors it and ``export``
+writes it), and held against the newest checkpoint the appender signed
+(``aios.connectors.audit_checkpoint``), which catches what the chain alone cannot: records
+missing at the tail, a log chained afresh.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from aios.connectors import audit
 from aios.connectors import audit_checkpoint as checkpoints
 from aios.connectors.kube import api_client
 
-app = typer.Typer(help="Verify the audit log; trace an action.", no_args_is_help=True)
+app = typer.Typer(
+    help="Verify the audit log; trace an action; export the log.", no_args_is_help=True
+)
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
@@ -77,6 +81,23 @@ TAIL_WAIT_SECONDS = 10.0
 after its transaction commits, a moment before the records are readable."""
 
 
+def _raw_reaching(
+    bootstrap: str | None,
+    topic: str,
+    file: Path | None,
+    signed: checkpoints.SignedCheckpoint | None,
+) -> list[str]:
+    """The log, read from Kafka again for up to ``TAIL_WAIT_SECONDS`` while it ends before
+    the checkpoint read first (the log only grows, so it must reach what was signed)."""
+    raw = _raw(bootstrap, topic, file)
+    if signed is not None and file is None:
+        deadline = time.monotonic() + TAIL_WAIT_SECONDS
+        while len(raw) <= signed.checkpoint.seq and time.monotonic() < deadline:
+            time.sleep(0.5)
+            raw = _raw(bootstrap, topic, file)
+    return raw
+
+
 def _checkpoint(log: str, namespace: str, file: Path | None) -> checkpoints.SignedCheckpoint | None:
     try:
         if file is not None:
@@ -114,14 +135,8 @@ def verify(
     trusted = _trusted(public_key)
     # a local copy is held against a checkpoint only when given one to hold it against
     wanted = not no_checkpoint and (file is None or checkpoint is not None)
-    # read before the log: the log only grows, so it must reach what was signed
-    signed = _checkpoint(topic, namespace, checkpoint) if wanted else None
-    raw = _raw(bootstrap, topic, file)
-    if signed is not None and file is None:
-        deadline = time.monotonic() + TAIL_WAIT_SECONDS
-        while len(raw) <= signed.checkpoint.seq and time.monotonic() < deadline:
-            time.sleep(0.5)
-            raw = _raw(bootstrap, topic, file)
+    signed = _checkpoint(topic, namespace, checkpoint) if wanted else None  # before the log
+    raw = _raw_reaching(bootstrap, topic, file, signed)
     chain = audit.verify(raw)
     held = _held(chain, signed, namespace, trusted) if wanted else None
     ok = chain.ok and (held is None or held.ok)
@@ -178,6 +193,41 @@ def _held(
     if not chain.ok:
         return None
     return checkpoints.check(chain.records, signed, trusted)
+
+
+ExportTo = typer.Argument(
+    ..., metavar="FILE", help="The file to write: one record per line, as stored."
+)
+ExportedCheckpoint = typer.Option(
+    None, "--checkpoint", help="Also write the newest signed checkpoint here; the copy reaches it."
+)
+
+
+@app.command()
+def export(
+    to: Path = ExportTo,
+    checkpoint: Path | None = ExportedCheckpoint,
+    bootstrap: str | None = Bootstrap,
+    topic: str = Topic,
+    namespace: str = Namespace,
+    output: Output = Format,
+) -> None:
+    """Copy the log to a file, for a regulator or an archive: `verify --file` checks the
+    copy away from the cluster (with `--checkpoint`, against the checkpoint exported with
+    it, which proves no record was dropped from its tail)."""
+    signed = _checkpoint(topic, namespace, None) if checkpoint is not None else None
+    if checkpoint is not None and signed is None:
+        err.print(f"[red]no signed checkpoint in ConfigMap {namespace}/{checkpoints.CONFIGMAP}[/]")
+        raise typer.Exit(1)
+    raw = _raw_reaching(bootstrap, topic, None, signed)
+    to.write_text("".join(f"{record}\n" for record in raw), encoding="utf-8")
+    if checkpoint is not None and signed is not None:
+        checkpoint.write_text(signed.to_json(), encoding="utf-8")
+    seq = signed.checkpoint.seq if signed is not None else None
+    _emit({"records": len(raw), "file": str(to), "checkpointSeq": seq}, output)
+    if output is Output.text:
+        held = f", the checkpoint of seq {seq} to {checkpoint}" if signed is not None else ""
+        out.print(f"exported {len(raw)} records of {topic} to {to}{held}", highlight=False)
 
 
 @app.command()
