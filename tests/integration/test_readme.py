@@ -7,7 +7,8 @@ repository's root, with a home and a site directory of its own, so what one bloc
 (``eval "$(aiosctl env)"``) the next one has. A block marked ``teardown`` runs last, even
 after a failure. A ``text output`` block right after a test block lists lines its output
 must show (whitespace collapsed; ``…`` stands for anything). Placeholders such as
-``<workflow id>`` are filled from the site's state when the block runs. A block marked
+``<workflow id>`` are filled when the block runs, from the site's state or from what the
+previous block printed, as a reader copies an id from it. A block marked
 ``browser=STEP`` is followed by what the reader does next in a browser (``BROWSER_STEPS``),
 done in headless Chromium: the README's screenshots of the console come from there.
 """
@@ -15,6 +16,7 @@ done in headless Chromium: the README's screenshots of the console come from the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -88,7 +90,7 @@ def shows(output: str, expected: str) -> bool:
     return any(re.search(pattern, " ".join(line.split())) for line in output.splitlines())
 
 
-def waiting_action(env: dict[str, str]) -> str:
+def waiting_action(env: dict[str, str], printed: str) -> str:
     """The id of an action waiting for approval, once the site has one."""
 
     async def find() -> str | None:
@@ -106,7 +108,32 @@ def waiting_action(env: dict[str, str]) -> str:
     return found
 
 
-PLACEHOLDERS: dict[str, Callable[[dict[str, str]], str]] = {"<workflow id>": waiting_action}
+def audited_action(env: dict[str, str], printed: str) -> str:
+    """The action id the previous block printed (``follow it with: aiosctl audit trace ID``),
+    once its policy decision is in the audit log: the step is appended a moment after it
+    happens, and a reader takes longer than that to copy the id."""
+    found = re.search(r"aiosctl audit trace (\S+)", printed)
+    assert found, f"no action id in the previous block's output:\n{printed}"
+    action_id = found.group(1)
+
+    def decided() -> bool:
+        traced = subprocess.run(
+            [str(REPO / ".venv/bin/aiosctl"), "audit", "trace", action_id, "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return traced.returncode == 0 and bool(json.loads(traced.stdout)["policyDecisions"])
+
+    wait_for(decided, BLOCK_TIMEOUT, what=f"action {action_id}'s policy decision audited")
+    return action_id
+
+
+PLACEHOLDERS: dict[str, Callable[[dict[str, str], str], str]] = {
+    "<workflow id>": waiting_action,
+    "<action id>": audited_action,
+}
 
 
 def supervisor_in_the_console(
@@ -139,13 +166,14 @@ class Shell:
 
     def __init__(self, env: dict[str, str], state: Path) -> None:
         self.env, self.state = env, state
+        self.printed = ""  # the previous block's output
         self.browser: WebDriver | None = None
 
     def run(self, block: Block) -> str:
         body = block.body
         for placeholder, resolve in PLACEHOLDERS.items():
             if placeholder in body:
-                body = body.replace(placeholder, shlex.quote(resolve(self.env)))
+                body = body.replace(placeholder, shlex.quote(resolve(self.env, self.printed)))
         script = f"set -euo pipefail\n{body}\nenv -0 > {shlex.quote(str(self.state))}\n"
         result = subprocess.run(
             ["bash", "-c", script],
@@ -160,7 +188,7 @@ class Shell:
             f"--- output ---\n{result.stdout[-4000:]}\n--- errors ---\n{result.stderr[-4000:]}"
         )
         pairs = (p.split("=", 1) for p in self.state.read_text().split("\0") if "=" in p)
-        self.env = dict(pairs)
+        self.env, self.printed = dict(pairs), result.stdout
         missing = [line for line in block.output if not shows(result.stdout, line)]
         assert not missing, (
             f"README line {block.line}: the output lacks {missing}:\n{result.stdout[-4000:]}"
