@@ -81,7 +81,7 @@ async def reconcile(md: ModelDeployment, ctx: Context) -> list[ConditionUpdate]:
     await drive_rollout(md, action, namespace, ctx)
 
     ready, why = await stable_ready(md, serving, namespace, kserve, ctx)
-    candidate = await candidate_ready(md, serving, namespace, kserve)
+    candidate = await candidate_ready(md, serving, namespace, kserve, ctx)
     ctx.status.update(plan.serving_status(md, serving, namespace, kserve, ready, candidate))
     ctx.status.update(plan.observed_rollout(md, now_rfc3339()))
     return [
@@ -221,15 +221,23 @@ async def stable_ready(
 
 
 async def candidate_ready(
-    md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool
+    md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool, ctx: Context
 ) -> bool:
-    """Whether the canary or shadow answers, through its track's Service (KServe's alike)."""
+    """Whether the canary or shadow answers, through its track's Service (KServe's alike).
+    Asked at the Service's cluster IP, not its name: the track's Service is new, and a name
+    asked before the cluster's DNS has seen it is remembered as missing (30 s with kubeadm's
+    CoreDNS) for every pod that asks, the runners about to send it traffic among them."""
     if serving.candidate is None:
         return False
-    http, _ = plan.endpoints(md.metadata["name"], namespace, serving.track)
+    track = plan.service_name(md.metadata["name"], serving.track)
     if kserve:
-        track = plan.service_name(md.metadata["name"], serving.track)
         http, _ = plan.kserve_endpoints(track, namespace)
+    else:
+        service = await runtime(ctx.memo).children.get("v1", "Service", track, namespace)
+        address = ((service or {}).get("spec") or {}).get("clusterIP")
+        if not address:
+            return False
+        http = plan.address_url(address)
     return await model_serving.ready(http, serving.candidate.name)
 
 
