@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import textwrap
 
@@ -11,6 +12,7 @@ import pytest
 
 from aios.connectors import serving
 from aios.connectors.inference import InferenceClient, InferenceRejected, InferenceUnavailable
+from aios.connectors.kube import api_client
 
 CONFIG = """\
 name: "doubler"
@@ -118,3 +120,40 @@ async def test_why_a_model_is_not_ready_in_the_servers_own_words(site, doubler) 
         port = probe.getsockname()[1]
     silent = await serving.why_not_ready(f"127.0.0.1:{port}", doubler)
     assert silent.startswith(f"{serving.NO_ANSWER} 127.0.0.1:{port}: "), silent
+
+
+def test_a_service_is_asked_at_its_cluster_ip_and_an_external_name_by_its_name(
+    site, kubectl, namespace
+) -> None:
+    """A model is probed at its Service's cluster IP (a new Service's DNS name may not resolve
+    yet); a Service without one (an ExternalName, as Knative makes) at its name; a Service
+    that does not exist is not asked at all."""
+    services = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "pm25", "namespace": namespace},
+                "spec": {"selector": {"app": "pm25"}, "ports": [{"port": 8000}]},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "pm25-predictor", "namespace": namespace},
+                "spec": {"type": "ExternalName", "externalName": "gateway.example"},
+            },
+        ],
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(services))
+    cluster_ip = kubectl(
+        "-n", namespace, "get", "service", "pm25", "-o", "jsonpath={.spec.clusterIP}"
+    )
+    assert cluster_ip, "the API server gives a ClusterIP Service an address"
+    api = api_client(kubeconfig=str(site.endpoints.kubeconfig))
+    url = f"http://pm25.{namespace}.svc:8000"
+    assert serving.cluster_address(api, url) == f"http://{cluster_ip}:8000"
+    external = f"http://pm25-predictor.{namespace}.svc:80"
+    assert serving.cluster_address(api, external) == external
+    assert serving.cluster_address(api, f"http://absent.{namespace}.svc:8000") is None

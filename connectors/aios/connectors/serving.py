@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 NO_ANSWER = "no answer from"
 """How a reason starts when the endpoint itself did not answer."""
@@ -85,17 +86,43 @@ def service_backends(api: client.ApiClient, namespace: str, service: str) -> lis
     )
 
 
-async def explain(api: client.ApiClient, service_url: str, model: str) -> str:
+def _service(service_url: str) -> tuple[str, str]:
+    """(namespace, name) of the Service ``http://name.ns.svc:port`` names."""
+    name, namespace = (urlsplit(service_url).hostname or "").split(".")[:2]
+    return namespace, name
+
+
+def cluster_address(api: client.ApiClient, service_url: str) -> str | None:
+    """``service_url`` (``http://name.ns.svc:port``) at its Service's cluster IP, which the
+    name resolves to (the URL as given for a Service without one: an ExternalName, as
+    Knative makes); None while the Service does not exist. The name is not asked: a Service
+    is often new when its model is probed, and a name asked before the cluster's DNS has
+    seen it is remembered as missing (30 s with kubeadm's CoreDNS) by every pod asking."""
+    namespace, name = _service(service_url)
+    try:
+        service = client.CoreV1Api(api).read_namespaced_service(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    address = service.spec.cluster_ip if service.spec else None
+    if not address or address == "None":  # "None": headless
+        return service_url
+    return f"http://{address}:{urlsplit(service_url).port}"
+
+
+async def explain(api: client.ApiClient, service_url: str, address: str, model: str) -> str:
     """Why ``model`` does not answer at ``service_url`` (``http://name.ns.svc:port``): in the
-    words of a pod behind it that has something to say, else the Service's own answer."""
-    parts = urlsplit(service_url)
-    name, namespace = (parts.hostname or "").split(".")[:2]
-    reason = await why_not_ready(service_url, model)
+    words of a pod behind it that has something to say, else the Service's own answer,
+    asked at ``address`` (its ``cluster_address``)."""
+    namespace, name = _service(service_url)
+    reason = await why_not_ready(address, model)
     pods = await asyncio.to_thread(service_backends, api, namespace, name)
     if not pods:
         return f"{reason} (no pod behind the Service {namespace}/{name})"
-    for address in pods:
-        answer = await why_not_ready(f"http://{address}:{parts.port}", model)
+    port = urlsplit(service_url).port
+    for pod in pods:
+        answer = await why_not_ready(f"http://{pod}:{port}", model)
         if not answer.startswith(NO_ANSWER):
             return answer
     return reason

@@ -28,7 +28,7 @@ from aios.connectors.audit import AuditWriter
 from aios.connectors.inference import InferenceClient, InferenceError
 from aios.connectors.kube import api_client, event
 from aios.connectors.prometheus import PROMETHEUS_URL_ENV, Prometheus, PrometheusError
-from aios.connectors.serving import explain, ready
+from aios.connectors.serving import cluster_address, explain, ready
 from aios.workflows.analysis import (
     Measured,
     Sample,
@@ -272,12 +272,16 @@ class RolloutActivities:
                 target: dict[str, Any] = (
                     status.get("canary") or status.get("shadow") or status.get("stable") or {}
                 )
-                if await ready(target["http"], target["model"]):
+                address = await asyncio.to_thread(cluster_address, self.api, target["http"])
+                if address is None:  # its name is not asked: DNS would remember it missing
+                    reason = f"no Service yet for {target['http']}"
+                elif await ready(address, target["model"]):
                     activity.logger.info("%s answers at %s", target["version"], target["http"])
                     return ServingResult(True)
-                reason = await explain(self.api, target["http"], target["model"])
-                if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed
-                    return ServingResult(False, reason)
+                else:
+                    reason = await explain(self.api, target["http"], address, target["model"])
+                    if " is UNAVAILABLE" in reason:  # Triton tried to load it and failed
+                        return ServingResult(False, reason)
             if time.monotonic() > deadline:
                 return ServingResult(False, reason, waiting=True)
             await asyncio.sleep(1.0)

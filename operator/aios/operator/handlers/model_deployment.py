@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -215,30 +216,30 @@ async def stable_ready(
             return True, ""
         return False, (ready or {}).get("message") or "the InferenceService is not ready yet"
     http, _ = plan.endpoints(md.metadata["name"], namespace, "stable")
-    if await model_serving.ready(http, serving.stable.name):
+    api = runtime(ctx.memo).api
+    address = await asyncio.to_thread(model_serving.cluster_address, api, http)
+    if address is None:
+        return False, f"the Service {namespace}/{md.metadata['name']} does not exist yet"
+    if await model_serving.ready(address, serving.stable.name):
         return True, ""
-    return False, await model_serving.explain(runtime(ctx.memo).api, http, serving.stable.name)
+    return False, await model_serving.explain(api, http, address, serving.stable.name)
 
 
 async def candidate_ready(
     md: ModelDeployment, serving: plan.Serving, namespace: str, kserve: bool, ctx: Context
 ) -> bool:
-    """Whether the canary or shadow answers, through its track's Service (KServe's alike).
-    Asked at the Service's cluster IP, not its name: the track's Service is new, and a name
-    asked before the cluster's DNS has seen it is remembered as missing (30 s with kubeadm's
-    CoreDNS) for every pod that asks, the runners about to send it traffic among them."""
+    """Whether the canary or shadow answers, through its track's Service (KServe's alike),
+    at its cluster IP: the runners about to send it traffic ask its name, which must not
+    have been asked (and remembered missing) before the cluster's DNS had it."""
     if serving.candidate is None:
         return False
-    track = plan.service_name(md.metadata["name"], serving.track)
+    name = md.metadata["name"]
     if kserve:
-        http, _ = plan.kserve_endpoints(track, namespace)
+        http, _ = plan.kserve_endpoints(plan.service_name(name, serving.track), namespace)
     else:
-        service = await runtime(ctx.memo).children.get("v1", "Service", track, namespace)
-        address = ((service or {}).get("spec") or {}).get("clusterIP")
-        if not address:
-            return False
-        http = plan.address_url(address)
-    return await model_serving.ready(http, serving.candidate.name)
+        http, _ = plan.endpoints(name, namespace, serving.track)
+    address = await asyncio.to_thread(model_serving.cluster_address, runtime(ctx.memo).api, http)
+    return address is not None and await model_serving.ready(address, serving.candidate.name)
 
 
 async def finalize(md: ModelDeployment, ctx: Context) -> None:

@@ -42,7 +42,9 @@ WORKER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": ["approvals"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    # A candidate that does not answer: which pods are behind its Service, to ask them why.
+    # A candidate is asked at its Service's cluster IP; if it does not answer, the pods
+    # behind the Service are asked why.
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
     # The replay gate: a Job per intent calling the model, made from its runners' pod (their
     # StatefulSet), whose pod's termination message carries the counts.

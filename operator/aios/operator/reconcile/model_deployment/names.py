@@ -34,11 +34,6 @@ def version_endpoints(md_name: str, namespace: str, version: str) -> tuple[str, 
     return _urls(f"{deployment_name(md_name, version)}.{namespace}.svc")
 
 
-def address_url(cluster_ip: str) -> str:
-    """The HTTP base URL of a Service at its cluster IP, which its name resolves to."""
-    return _urls(cluster_ip)[0]
-
-
 def _urls(host: str) -> tuple[str, str]:
     return f"http://{host}:{HTTP_PORT}", f"{host}:{GRPC_PORT}"
 
