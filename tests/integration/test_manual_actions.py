@@ -90,15 +90,17 @@ def test_a_person_runs_a_declared_action_through_policy_and_audit_once(
         act(site, namespace, "notify", "--sensor", "aq-d7-001", *AS_OFFICER, "-o", "json")
     )
     assert action_id.startswith(f"{namespace}.smoke.notify.")
+    bootstrap = site.endpoints.kafka_bootstrap
+    followed = audit_cli("trace", action_id, "--bootstrap", bootstrap, "--wait", "60", "-o", "json")
+    assert followed.returncode == 0, f"traced at once, as act says: {followed.stderr}"
+    assert json.loads(followed.stdout)["requestedBy"] == "alice"
     taken(receiver, "/notify", action_id)
     alerts = next(b for _, h, b in receiver.calls if h.get("Idempotency-Key") == action_id)
     assert alerts[0]["labels"]["sensor"] == "aq-d7-001"
     summary = json.loads(alerts[0]["annotations"]["summary"])
     assert (summary["requestedBy"], summary["reason"]) == ("alice", REASON)
     wait_for(lambda: audited_steps(site, action_id) == ["requested", "authorized", "executed"])
-    records = [
-        r for r in read_log(site.endpoints.kafka_bootstrap) if r.subject == f"action/{action_id}"
-    ]
+    records = [r for r in read_log(bootstrap) if r.subject == f"action/{action_id}"]
     assert all(r.actor == "alice" and r.details["reason"] == REASON for r in records)
     assert records[1].policy_decision_id, "OPA decided on the person's action"
     listed = kubectl.json("get", "manualactions", "-n", namespace)["items"]
@@ -132,7 +134,7 @@ def test_a_person_runs_a_declared_action_through_policy_and_audit_once(
     def attempts() -> list[str]:
         return [
             r.details["outcome"]
-            for r in read_log(site.endpoints.kafka_bootstrap)
+            for r in read_log(bootstrap)
             if r.kind == "manual-action" and r.subject.startswith(f"manualaction/{namespace}/")
         ]
 

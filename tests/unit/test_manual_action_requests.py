@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from aios.api import AutomationIntent, ManualAction
 from aios.api.approval import User
 from aios.api.events import ActionRequest
 from aios.api.manual_action import manual_action_manifest
 from aios.cli.audit import lines
+from aios.cli.main import app
 from aios.cli.manual_actions import started
+from aios.connectors import audit
 from aios.connectors.audit import AuditRecord
+from aios.connectors.audit import log as audit_log
 from aios.connectors.audit.lineage import trace
 from aios.operator.reconcile.manual_action import (
     Original,
@@ -197,23 +202,26 @@ def test_the_activities_see_the_person_instead_of_a_decision() -> None:
     assert "reverts" not in details
 
 
-def record(seq: int, request: ActionRequest, step: str) -> AuditRecord:
+def raw_record(seq: int, request: ActionRequest, step: str) -> str:
+    """One ``action-step`` line of the log as the appender writes it (unchained here)."""
     details = step_details(request, ActionStep(request, step, {"status": step}))
-    return AuditRecord.parse(
-        json.dumps(
-            {
-                "seq": seq,
-                "eventId": f"{request.action_id}:{step}",
-                "time": NOW.isoformat(),
-                "kind": "action-step",
-                "subject": f"action/{request.action_id}",
-                "actor": "alice",
-                "details": details,
-                "prevHash": "0" * 64,
-                "hash": "0" * 64,
-            }
-        )
+    return json.dumps(
+        {
+            "seq": seq,
+            "eventId": f"{request.action_id}:{step}",
+            "time": NOW.isoformat(),
+            "kind": "action-step",
+            "subject": f"action/{request.action_id}",
+            "actor": "alice",
+            "details": details,
+            "prevHash": "0" * 64,
+            "hash": "0" * 64,
+        }
     )
+
+
+def record(seq: int, request: ActionRequest, step: str) -> AuditRecord:
+    return AuditRecord.parse(raw_record(seq, request, step))
 
 
 def test_the_audit_trail_links_a_reversal_and_the_action_it_undoes() -> None:
@@ -242,3 +250,37 @@ def test_the_cli_asks_as_the_authenticated_user_and_waits_for_the_start() -> Non
     assert started({"status": {"conditions": [refused]}}) == ("", "AlreadyStarted: m")
     retried = {**refused, "reason": "ReconcileError"}
     assert started({"status": {"conditions": [retried]}}) is None
+
+
+def test_trace_waits_for_an_action_just_started_and_says_when_it_gave_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``aiosctl act`` returns as the workflow starts, its first step is audited a moment
+    later: ``trace --wait`` reads the log again until the step is there."""
+    action = executed()
+    log = tmp_path / "audit.log"
+    other = manual_request(manual("u-9", intent="smoke", action="notify"), INTENT, None)
+    log.write_text(raw_record(0, other, "requested") + "\n")
+    reads: list[int] = []
+
+    def read_then_append(path: Path) -> list[str]:
+        raw = audit_log.read_file(path)
+        if not reads:  # the step lands after the first read, as it does after act returns
+            with path.open("a") as appended:
+                appended.write(raw_record(1, action, "requested") + "\n")
+        reads.append(len(raw))
+        return raw
+
+    monkeypatch.setattr(audit, "read_file", read_then_append)
+    cli = CliRunner()
+    trace_cli = ["audit", "trace", action.action_id, "--file", str(log), "-o", "json"]
+    waited = cli.invoke(app, [*trace_cli, "--wait", "30"])
+    assert waited.exit_code == 0, waited.output
+    assert json.loads(waited.stdout)["requestedBy"] == "alice" and reads == [1, 2]
+
+    missing = ["audit", "trace", "no-such-action", "--file", str(log)]
+    hurried = cli.invoke(app, missing)
+    assert hurried.exit_code == 1 and "--wait SECONDS reads the log again" in hurried.stderr
+    gave_up = cli.invoke(app, [*missing, "--wait", "0.5"])
+    assert gave_up.exit_code == 1 and "within 0.5s" in gave_up.stderr
+    assert len(reads) >= 5, "the log was read again while waiting"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,23 @@ TAIL_WAIT_SECONDS = 10.0
 after its transaction commits, a moment before the records are readable."""
 
 
+def _raw_until(
+    bootstrap: str | None,
+    topic: str,
+    file: Path | None,
+    enough: Callable[[list[str]], bool],
+    seconds: float,
+) -> list[str]:
+    """The log, read again every half second for up to ``seconds`` until it holds
+    ``enough`` (the log only grows: what it lacks now may be appended a moment later)."""
+    raw = _raw(bootstrap, topic, file)
+    deadline = time.monotonic() + seconds
+    while not enough(raw) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        raw = _raw(bootstrap, topic, file)
+    return raw
+
+
 def _raw_reaching(
     bootstrap: str | None,
     topic: str,
@@ -89,13 +107,11 @@ def _raw_reaching(
 ) -> list[str]:
     """The log, read from Kafka again for up to ``TAIL_WAIT_SECONDS`` while it ends before
     the checkpoint read first (the log only grows, so it must reach what was signed)."""
-    raw = _raw(bootstrap, topic, file)
-    if signed is not None and file is None:
-        deadline = time.monotonic() + TAIL_WAIT_SECONDS
-        while len(raw) <= signed.checkpoint.seq and time.monotonic() < deadline:
-            time.sleep(0.5)
-            raw = _raw(bootstrap, topic, file)
-    return raw
+    if signed is None:
+        return _raw(bootstrap, topic, file)
+    seq = signed.checkpoint.seq
+    wait = TAIL_WAIT_SECONDS if file is None else 0.0
+    return _raw_until(bootstrap, topic, file, lambda raw: len(raw) > seq, wait)
 
 
 def _checkpoint(log: str, namespace: str, file: Path | None) -> checkpoints.SignedCheckpoint | None:
@@ -230,20 +246,39 @@ def export(
         out.print(f"exported {len(raw)} records of {topic} to {to}{held}", highlight=False)
 
 
+def _parsed(raw: list[str]) -> list[audit.AuditRecord]:
+    return [audit.AuditRecord.parse(line) for line in raw]
+
+
 @app.command()
 def trace(
     action_id: str = typer.Argument(..., help="The action's id (its idempotency key)."),
     bootstrap: str | None = Bootstrap,
     topic: str = Topic,
     file: Path | None = File,
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0.0,
+        help="Seconds to read the log again while it holds no step of the action yet: an "
+        "action is audited a moment after it starts (as `aiosctl act` returns).",
+    ),
     output: Output = Format,
 ) -> None:
     """The lineage of one action, from sensor readings to its result."""
-    records = [audit.AuditRecord.parse(raw) for raw in _raw(bootstrap, topic, file)]
+    raw = _raw_until(
+        bootstrap, topic, file, lambda raw: bool(audit.action_steps(_parsed(raw), action_id)), wait
+    )
     try:
-        lineage = audit.trace(records, action_id)
+        lineage = audit.trace(_parsed(raw), action_id)
     except LookupError as error:
-        err.print(f"[red]{error}[/]")
+        hint = (
+            f" within {wait:g}s"
+            if wait
+            else " yet: an action is audited a moment after it starts, and --wait SECONDS "
+            "reads the log again until it is"
+        )
+        err.print(f"[red]{error}[/]{hint}", highlight=False)
         raise typer.Exit(1) from error
     _emit(lineage, output)
     if output is Output.text:

@@ -39,6 +39,9 @@ from aios.connectors.kube import refusal_message
 app = typer.Typer()
 START_SECONDS = 60.0
 """How long the command waits for the operator to start the action."""
+TRACE_WAIT = 30
+"""The ``--wait`` the printed ``audit trace`` command carries: the action's first step
+reaches the audit log a moment after the command returns."""
 
 
 def started(manual: dict[str, Any]) -> tuple[str, str] | None:
@@ -84,7 +87,7 @@ def report(result: dict[str, Any], who: Identity, output: Output) -> None:
         print(
             f"action/{result['actionId']} started for {who.user} "
             f"(manualaction/{result['manualAction']} in {result['namespace']}); "
-            f"follow it with: aiosctl audit trace {result['actionId']}"
+            f"follow it with: aiosctl audit trace {result['actionId']} --wait {TRACE_WAIT}"
         )
     else:
         emit({**result, "by": who.user}, output)

@@ -55,6 +55,7 @@ from aios.connectors.audit.appender import (
     Checkpoints,
 )
 from aios.connectors.audit.lineage import (
+    action_steps,
     trace,
 )
 from aios.connectors.audit.log import (
@@ -102,6 +103,7 @@ __all__ = [
     "AuditWriter",
     "Checkpoints",
     "VerifyResult",
+    "action_steps",
     "canonical",
     "chain",
     "digest",

@@ -8,15 +8,20 @@ from typing import Any
 from aios.connectors.audit.records import AuditRecord
 
 
+def action_steps(records: Sequence[AuditRecord], action_id: str) -> list[AuditRecord]:
+    """The ``action-step`` records of one action, in the order they were chained."""
+    return sorted(
+        (r for r in records if r.kind == "action-step" and r.details.get("actionId") == action_id),
+        key=lambda r: r.seq,
+    )
+
+
 def trace(records: Sequence[AuditRecord], action_id: str) -> dict[str, Any]:
     """The whole lineage of one action from the chain: its trace id, sensor readings → gateway and
     filter-chain version → Kafka offsets → model (version, score, confidence, canary or
     stable, and the promotion that put it there) → decision rule or fallback → policy
     decision ids → approver → result. Raises LookupError when the action is unknown."""
-    steps = sorted(
-        (r for r in records if r.kind == "action-step" and r.details.get("actionId") == action_id),
-        key=lambda r: r.seq,
-    )
+    steps = action_steps(records, action_id)
     if not steps:
         raise LookupError(f"no action-step records for action {action_id!r}")
     first, last = steps[0], steps[-1]
