@@ -153,6 +153,10 @@ def test_up_env_get_down(tmp_path: Path) -> None:
         assert kubectl.startswith(tools[0]), "the site's kubectl first"
         temporal = run(["bash", "-c", "command -v temporal"], env=env).strip()
         assert temporal.startswith(tools[1]), "and the Temporal CLI"
+        aiosctl = run(["bash", "-c", "command -v aiosctl"], env=env).strip()
+        assert aiosctl == str(site_dir / "bin" / "aiosctl"), "aiosctl runs as it prints itself"
+        assert os.listdir(site_dir / "bin") == ["aiosctl"], "and nothing else of the venv"
+        assert "export KUBECONFIG=" in run(["aiosctl", "env", "--site-dir", str(site_dir)], env=env)
         table = run(["kubectl", "get", "aios"], env=env)
         for name in [
             "pm25-anomaly",

@@ -142,7 +142,7 @@ def _run_foreground(
         if examples:
             print(site.kubectl(["get", "aios"]), flush=True)
             print("\n".join(wait_serving(site, timeout=0)), flush=True)
-            console.print(NEXT_STEPS)
+            console.print(_next_steps())
         console.print("[dim]Ctrl-C stops the site.[/]")
         stop.wait()
     finally:
@@ -151,12 +151,22 @@ def _run_foreground(
 
 
 CITY_TIMEOUT = 600
-NEXT_STEPS = """[bold]Try next[/] (in another shell):
-  eval "$(.venv/bin/aiosctl env)"
+
+
+def _invocation() -> str:
+    """This aiosctl as it was called (``.venv/bin/aiosctl``), for the commands it prints
+    for a shell that ``aiosctl env`` has not pointed at the site yet."""
+    called = Path(sys.argv[0])
+    return str(called) if called.name == "aiosctl" else "aiosctl"
+
+
+def _next_steps() -> str:
+    return f"""[bold]Try next[/] (in another shell):
+  eval "$({_invocation()} env)"                  # the site's kubectl, aiosctl and endpoints
   kubectl logs statefulset/pm25-alerting-runner -f   # a line per batch of decisions
   kubectl logs deploy/city-alerts -f                 # the alerts they send
   temporal workflow list --query "ExecutionStatus='Running'"   # actions awaiting approval
-  .venv/bin/aiosctl approve action/<workflow id> \\
+  aiosctl approve action/<workflow id> \\
       --as alice --as-group street-cleaning-supervisors"""
 
 
@@ -170,7 +180,7 @@ def _wait_for_the_city(site: Site) -> None:
         console.print(f"[yellow]not Ready after {CITY_TIMEOUT}s:[/]")
         console.print(status.table(late, datetime.now(UTC)))
         for row in late:
-            console.print(f"  aiosctl explain {row.kind.lower()}/{row.name} -n default")
+            console.print(f"  {_invocation()} explain {row.kind.lower()}/{row.name} -n default")
 
 
 def _print_ready(state: SiteState) -> None:
@@ -188,7 +198,9 @@ def _print_ready(state: SiteState) -> None:
         ("Pods reach", f"this host at {e.host_address}"),
     ]:
         console.print(f"  {label:<11} {value}")
-    console.print('Point your shell at it:  [bold]eval "$(aiosctl env)"[/]  then  kubectl get aios')
+    console.print(
+        f'Point your shell at it:  [bold]eval "$({_invocation()} env)"[/]  then  kubectl get aios'
+    )
 
 
 def _print_console(site: Site) -> None:
@@ -213,7 +225,7 @@ def _attached(state: SiteState) -> Site:
 def _print_chart_hint() -> None:
     console.print(
         "No operator runs: install it with the chart, e.g.\n  [bold]helm install aios "
-        "charts/aios -n aios-system --create-namespace -f <(aiosctl env --helm-values)[/]",
+        f"charts/aios -n aios-system --create-namespace -f <({_invocation()} env --helm-values)[/]",
         soft_wrap=True,
     )
 
@@ -265,7 +277,7 @@ def env(
     variables = {**site_environment(site), "AIOS_SITE_DIR": str(directory)}
     if state.ready and (console_url := release.console_url(site)):  # a stopped site: no call
         variables["AIOS_CONSOLE_URL"] = console_url
-    tools = [state.endpoints.tools_path, *_helm_path()]
+    tools = [state.endpoints.tools_path, *_helm_path(), *_aiosctl_path(directory)]
     variables["PATH"] = ":".join([*tools, os.environ.get("PATH", "")])
     if output is not Output.text:
         emit(variables, output)
@@ -278,6 +290,24 @@ def _helm_path() -> list[str]:
     """Helm's directory once built (`hack/obtain.sh helm`), for the chart walkthrough."""
     built = HELM.home / "bin"
     return [str(built)] if (built / "helm").exists() else []
+
+
+def _aiosctl_path(directory: Path) -> list[str]:
+    """A directory holding this aiosctl alone (``bin/`` of the site), so that the commands
+    aiosctl prints (``aiosctl audit trace …``) run as printed in a shell pointed at the site,
+    without the virtual environment's python and pip put first as activating it would."""
+    script = Path(sys.executable).with_name("aiosctl")
+    if not script.exists():
+        return []
+    own = directory / "bin"
+    link = own / "aiosctl"
+    if not (link.is_symlink() and link.readlink() == script):
+        own.mkdir(exist_ok=True)
+        fresh = own / f".aiosctl.{os.getpid()}"
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(script)
+        fresh.replace(link)  # atomic: a shell running aiosctl meanwhile finds one or the other
+    return [str(own)]
 
 
 def _quote(value: str) -> str:
