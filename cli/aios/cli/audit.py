@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from confluent_kafka import KafkaException
@@ -77,26 +77,21 @@ CheckpointFile = typer.Option(
 NoCheckpoint = typer.Option(
     False, "--no-checkpoint", help="Check the chain alone (a truncated log goes unnoticed)."
 )
+Read = TypeVar("Read")
 TAIL_WAIT_SECONDS = 10.0
 """How long a log that ends before the checkpoint is read again: the appender signs right
 after its transaction commits, a moment before the records are readable."""
 
 
-def _raw_until(
-    bootstrap: str | None,
-    topic: str,
-    file: Path | None,
-    enough: Callable[[list[str]], bool],
-    seconds: float,
-) -> list[str]:
-    """The log, read again every half second for up to ``seconds`` until it holds
-    ``enough`` (the log only grows: what it lacks now may be appended a moment later)."""
-    raw = _raw(bootstrap, topic, file)
+def _read_until(read: Callable[[], Read], enough: Callable[[Read], bool], seconds: float) -> Read:
+    """What ``read`` returns, read again every half second for up to ``seconds`` until it
+    holds ``enough`` (the log only grows: what it lacks now may be appended a moment later)."""
+    found = read()
     deadline = time.monotonic() + seconds
-    while not enough(raw) and time.monotonic() < deadline:
+    while not enough(found) and time.monotonic() < deadline:
         time.sleep(0.5)
-        raw = _raw(bootstrap, topic, file)
-    return raw
+        found = read()
+    return found
 
 
 def _raw_reaching(
@@ -111,7 +106,7 @@ def _raw_reaching(
         return _raw(bootstrap, topic, file)
     seq = signed.checkpoint.seq
     wait = TAIL_WAIT_SECONDS if file is None else 0.0
-    return _raw_until(bootstrap, topic, file, lambda raw: len(raw) > seq, wait)
+    return _read_until(lambda: _raw(bootstrap, topic, file), lambda raw: len(raw) > seq, wait)
 
 
 def _checkpoint(log: str, namespace: str, file: Path | None) -> checkpoints.SignedCheckpoint | None:
@@ -246,10 +241,6 @@ def export(
         out.print(f"exported {len(raw)} records of {topic} to {to}{held}", highlight=False)
 
 
-def _parsed(raw: list[str]) -> list[audit.AuditRecord]:
-    return [audit.AuditRecord.parse(line) for line in raw]
-
-
 @app.command()
 def trace(
     action_id: str = typer.Argument(..., help="The action's id (its idempotency key)."),
@@ -266,11 +257,13 @@ def trace(
     output: Output = Format,
 ) -> None:
     """The lineage of one action, from sensor readings to its result."""
-    raw = _raw_until(
-        bootstrap, topic, file, lambda raw: bool(audit.action_steps(_parsed(raw), action_id)), wait
+    records = _read_until(
+        lambda: [audit.AuditRecord.parse(raw) for raw in _raw(bootstrap, topic, file)],
+        lambda records: bool(audit.action_steps(records, action_id)),
+        wait,
     )
     try:
-        lineage = audit.trace(_parsed(raw), action_id)
+        lineage = audit.trace(records, action_id)
     except LookupError as error:
         hint = (
             f" within {wait:g}s"
