@@ -144,13 +144,10 @@ def acted_once(site, receiver, keys: set[str]) -> None:
 
 def audited_steps(site, action: str) -> list[str]:
     """The steps of ``action`` in the audit log, in the order they were recorded."""
-    from aios.connectors.audit import read_log
+    from aios.connectors.audit import action_steps, read_log
 
-    return [
-        r.details["step"]
-        for r in read_log(site.endpoints.kafka_bootstrap)
-        if r.kind == "action-step" and r.details.get("actionId") == action
-    ]
+    records = read_log(site.endpoints.kafka_bootstrap)
+    return [r.details["step"] for r in action_steps(records, action)]
 
 
 def worker_metrics(pod: dict[str, Any]) -> dict[str, Counter[tuple[str, str]]]:

@@ -93,7 +93,9 @@ def test_a_person_runs_a_declared_action_through_policy_and_audit_once(
     bootstrap = site.endpoints.kafka_bootstrap
     followed = audit_cli("trace", action_id, "--bootstrap", bootstrap, "--wait", "60", "-o", "json")
     assert followed.returncode == 0, f"traced at once, as act says: {followed.stderr}"
-    assert json.loads(followed.stdout)["requestedBy"] == "alice"
+    lineage = json.loads(followed.stdout)
+    assert lineage["requestedBy"] == "alice"
+    assert lineage["policyDecisions"], "--wait waits for policy's answer, not the request only"
     taken(receiver, "/notify", action_id)
     alerts = next(b for _, h, b in receiver.calls if h.get("Idempotency-Key") == action_id)
     assert alerts[0]["labels"]["sensor"] == "aq-d7-001"

@@ -110,23 +110,21 @@ def waiting_action(env: dict[str, str], printed: str) -> str:
 
 def audited_action(env: dict[str, str], printed: str) -> str:
     """The action id the previous block printed (``follow it with: aiosctl audit trace ID``),
-    once its policy decision is in the audit log: the step is appended a moment after it
-    happens, and a reader takes longer than that to copy the id."""
+    once policy's answer is in the audit log (``trace --wait``): it is appended a moment
+    after the action starts, and a reader takes longer than that to copy the id."""
     found = re.search(r"aiosctl audit trace (\S+)", printed)
     assert found, f"no action id in the previous block's output:\n{printed}"
     action_id = found.group(1)
-
-    def decided() -> bool:
-        traced = subprocess.run(
-            [str(REPO / ".venv/bin/aiosctl"), "audit", "trace", action_id, "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return traced.returncode == 0 and bool(json.loads(traced.stdout)["policyDecisions"])
-
-    wait_for(decided, BLOCK_TIMEOUT, what=f"action {action_id}'s policy decision audited")
+    trace = ["audit", "trace", action_id, "--wait", str(BLOCK_TIMEOUT), "-o", "json"]
+    traced = subprocess.run(
+        [str(REPO / ".venv/bin/aiosctl"), *trace],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT + 120,
+    )
+    assert traced.returncode == 0, f"action {action_id} not audited: {traced.stderr}"
+    assert json.loads(traced.stdout)["policyDecisions"], f"no policy decision for {action_id}"
     return action_id
 
 

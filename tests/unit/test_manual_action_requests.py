@@ -252,22 +252,25 @@ def test_the_cli_asks_as_the_authenticated_user_and_waits_for_the_start() -> Non
     assert started({"status": {"conditions": [retried]}}) is None
 
 
-def test_trace_waits_for_an_action_just_started_and_says_when_it_gave_up(
+def test_trace_waits_for_policys_answer_and_says_when_it_gave_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``aiosctl act`` returns as the workflow starts, its first step is audited a moment
-    later: ``trace --wait`` reads the log again until the step is there."""
+    """``aiosctl act`` returns as the workflow starts; its request is audited a moment
+    later and policy's answer a moment after that: ``trace --wait`` reads the log again
+    until the answer is there, and prints what it holds when the wait ends first."""
     action = executed()
     log = tmp_path / "audit.log"
     other = manual_request(manual("u-9", intent="smoke", action="notify"), INTENT, None)
-    log.write_text(raw_record(0, other, "requested") + "\n")
+    log.write_text(raw_record(0, other, "authorized") + "\n")
+    appended = iter([raw_record(1, action, "requested"), raw_record(2, action, "authorized")])
     reads: list[int] = []
 
     def read_then_append(path: Path) -> list[str]:
         raw = audit_log.read_file(path)
-        if not reads:  # the step lands after the first read, as it does after act returns
-            with path.open("a") as appended:
-                appended.write(raw_record(1, action, "requested") + "\n")
+        step = next(appended, None)  # each step lands after a read, as after act returns
+        if step is not None:
+            with path.open("a") as log_file:
+                log_file.write(step + "\n")
         reads.append(len(raw))
         return raw
 
@@ -276,11 +279,21 @@ def test_trace_waits_for_an_action_just_started_and_says_when_it_gave_up(
     trace_cli = ["audit", "trace", action.action_id, "--file", str(log), "-o", "json"]
     waited = cli.invoke(app, [*trace_cli, "--wait", "30"])
     assert waited.exit_code == 0, waited.output
-    assert json.loads(waited.stdout)["requestedBy"] == "alice" and reads == [1, 2]
+    lineage = json.loads(waited.stdout)
+    assert [s["step"] for s in lineage["steps"]] == ["requested", "authorized"]
+    assert lineage["requestedBy"] == "alice" and reads == [1, 2, 3]
+
+    undecided = manual_request(manual("u-8", intent="smoke", action="notify"), INTENT, None)
+    log.write_text(raw_record(0, undecided, "requested") + "\n")
+    read_before = len(reads)
+    pending_cli = ["audit", "trace", undecided.action_id, "--file", str(log), "-o", "json"]
+    pending = cli.invoke(app, [*pending_cli, "--wait", "0.5"])
+    assert pending.exit_code == 0, pending.output
+    assert json.loads(pending.stdout)["result"] == {"status": "requested"}
+    assert len(reads) - read_before >= 2, "the log was read again while waiting"
 
     missing = ["audit", "trace", "no-such-action", "--file", str(log)]
     hurried = cli.invoke(app, missing)
     assert hurried.exit_code == 1 and "--wait SECONDS reads the log again" in hurried.stderr
     gave_up = cli.invoke(app, [*missing, "--wait", "0.5"])
     assert gave_up.exit_code == 1 and "within 0.5s" in gave_up.stderr
-    assert len(reads) >= 5, "the log was read again while waiting"

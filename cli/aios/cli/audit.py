@@ -29,6 +29,7 @@ from aios.cli.output import emit as _emit
 from aios.connectors import audit
 from aios.connectors import audit_checkpoint as checkpoints
 from aios.connectors.kube import api_client
+from aios.workflows.action_io import REQUESTED
 
 app = typer.Typer(
     help="Verify the audit log; trace an action; export the log.", no_args_is_help=True
@@ -251,15 +252,16 @@ def trace(
         0.0,
         "--wait",
         min=0.0,
-        help="Seconds to read the log again while it holds no step of the action yet: an "
-        "action is audited a moment after it starts (as `aiosctl act` returns).",
+        help="Seconds to read the log again until it holds policy's answer to the action: "
+        "an action is audited a moment after it starts (as `aiosctl act` returns), and "
+        "decided a moment later. What the log holds then is printed.",
     ),
     output: Output = Format,
 ) -> None:
     """The lineage of one action, from sensor readings to its result."""
     records = _read_until(
         lambda: [audit.AuditRecord.parse(raw) for raw in _raw(bootstrap, topic, file)],
-        lambda records: bool(audit.action_steps(records, action_id)),
+        lambda records: _past_request(records, action_id),
         wait,
     )
     try:
@@ -277,6 +279,13 @@ def trace(
     if output is Output.text:
         for label, value in lines(lineage):
             out.print(f"[bold]{label:<16}[/] {value}", highlight=False)
+
+
+def _past_request(records: list[audit.AuditRecord], action_id: str) -> bool:
+    """Whether the log holds a step of the action after its request: the first step that
+    follows ``requested`` is policy's answer (authorized, denied, or OPA unavailable)."""
+    steps = audit.action_steps(records, action_id)
+    return any(step.details.get("step") != REQUESTED for step in steps)
 
 
 def lines(lineage: dict[str, Any]) -> list[tuple[str, str]]:

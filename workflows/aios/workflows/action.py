@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         INTENT,
         MQTT_CONNECT_SECONDS,
         OUTCOME,
+        REQUESTED,
         TARGET,
         ActionStep,
         Authorize,
@@ -123,7 +124,7 @@ class ActionWorkflow:
                 TARGET.value_set(action.target[:200]),
             ]
         )
-        await self._record(request, "requested", {"status": "pending"})
+        await self._record(request, REQUESTED, {"status": "pending"})
 
         decision = await self._authorize(request, None)
         if decision is None:

@@ -23,6 +23,8 @@ SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT)
 
 AUTHORIZE = "aios.action.authorize"
 """The activity asking OPA."""
+REQUESTED = "requested"
+"""The step every action records first, before policy's answer (the next step)."""
 MQTT_CONNECT_SECONDS = 120.0
 """How long an MQTT command waits for its broker (inside its one attempt) before the action
 fails unsent."""
