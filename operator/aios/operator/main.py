@@ -32,6 +32,7 @@ from aios.operator.runtime.heap import trim_forever
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
 from aios.operator.runtime.runtime import Runtime
+from aios.operator.runtime.supervisor import Supervisor
 from aios.operator.runtime.watching import Watching, watch_targets
 from aios.operator.settings import OperatorSettings, WebhookSettings
 
@@ -94,8 +95,8 @@ def leadership(name: str | None, namespace: str, api: client.ApiClient) -> Leade
 
 
 async def run(args: argparse.Namespace) -> int:
-    """The operator until it is stopped (0), or until it loses the lead (1: it comes back
-    as a standby, with nothing in flight)."""
+    """The operator until it is stopped (0), or until it loses the lead or a background
+    task fails (1: it comes back, as a standby, with nothing in flight)."""
     # Blocking client calls run on threads: as many as reconciles may run at once, each
     # with its own connection (the defaults, a few of each, serialise them).
     threads = args.workers * KINDS_RECONCILED
@@ -119,14 +120,12 @@ async def run(args: argparse.Namespace) -> int:
     )
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     ready = asyncio.Event()
-    tasks = [
-        asyncio.create_task(watch_once_ready(watching, ready)),
-        asyncio.create_task(trim_forever()),
-    ]
+    background = Supervisor(stop)
+    background.start("the watches' start", watch_once_ready(watching, ready))
+    background.start("the heap trim", trim_forever())
     if runtime.leadership is not None:
-        lead = runtime.leadership
-        tasks.append(asyncio.create_task(lead.run()))
-        tasks.append(asyncio.create_task(act_once_leading(runtime, stop)))
+        background.start("the lease's renewal", runtime.leadership.run())
+        background.start("the lead's hand-over", act_once_leading(runtime, stop))
     try:
         await kopf.operator(
             clusterwide=not args.namespace,
@@ -138,12 +137,12 @@ async def run(args: argparse.Namespace) -> int:
             ready_flag=ready,
         )
     finally:
-        for task in tasks:
-            task.cancel()
+        background.cancel()
         if runtime.leadership is not None:  # first: a standby waits for it
             await runtime.leadership.release()
         await watching.stop()
-    return 1 if runtime.leadership is not None and runtime.leadership.lost.is_set() else 0
+    lost = runtime.leadership is not None and runtime.leadership.lost.is_set()
+    return 1 if lost or background.failed else 0
 
 
 async def watch_once_ready(watching: Watching, ready: asyncio.Event) -> None:
