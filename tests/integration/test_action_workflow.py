@@ -29,6 +29,7 @@ from aios.stack.platform import EXAMPLES
 from aios.stack.process import ManagedProcess
 from aios.stack.site import Site, mqtt_ready
 from aios.workflows.action import ActionWorkflow
+from aios.workflows.action_io import APPROVER
 from aios.workflows.settings import WorkerSettings
 from aios.workflows.worker import build_worker, ensure_search_attributes
 
@@ -205,6 +206,8 @@ async def test_approval_escalates_refuses_strangers_and_acts_once(
     assert result["status"] == "executed"
     assert receiver.idempotency_keys().count(payload["actionId"]) == 1
     assert (await handle.query("state"))["review"]["approver"] == "bob"
+    recorded = (await handle.describe()).typed_search_attributes.get(APPROVER)
+    assert recorded == "bob", "the approver is read without a worker, from visibility"
     (approved,) = await asyncio.to_thread(audited, site, payload, "approved")
     assert approved.actor == "bob", "the audit names the user the API server authenticated"
     await record_history(site.endpoints.temporal_address, handle.id, "action-escalated-approved")
@@ -240,6 +243,7 @@ async def test_a_rejected_action_never_runs(temporal, receiver, site, kubectl, n
     result = await outcome(handle)
     assert result == {"status": "rejected", "reason": "not now"}
     assert payload["actionId"] not in receiver.idempotency_keys()
+    assert (await handle.describe()).typed_search_attributes.get(APPROVER) == "alice"
     await record_history(site.endpoints.temporal_address, handle.id, "action-rejected")
 
 

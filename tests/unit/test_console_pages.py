@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from aios.api.events import ActionRequest, ActionState, Review
+from aios.api.events import ActionRequest, ActionState
 from aios.console import pages, views
 from aios.console.server import CONSOLE, Console, ConsoleSettings, application
 from aios.console.sessions import COOKIE, REVIEW_SECONDS, Sealer, Session, new_session
@@ -93,21 +93,20 @@ def test_an_action_waits_for_its_approvers_groups_only() -> None:
 
 
 def test_a_row_shows_the_approver_and_is_revertible_only_when_executed_and_compensated() -> None:
-    decided = WAITING.model_copy(update={"review": Review(approver="sam", approved=True)})
-    row = views.action_row(request(compensation="recall"), decided, "executed", NOW)
+    row = views.action_row(request(compensation="recall"), "sam", "executed", NOW)
     assert (row.decided_by, row.trace_id, row.site, row.revertible) == (
         "sam",
         "a" * 32,
         "city-a",
         True,
     )
-    assert not views.action_row(request(compensation="recall"), decided, "denied", NOW).revertible
-    assert not views.action_row(request(), decided, "executed", NOW).revertible
-    assert views.action_row(request(), None, None, NOW).outcome == "running"
+    assert not views.action_row(request(compensation="recall"), "sam", "denied", NOW).revertible
+    assert not views.action_row(request(), "sam", "executed", NOW).revertible
+    assert views.action_row(request(), "", None, NOW).outcome == "running"
 
 
 def test_filters_keep_by_intent_site_and_outcome() -> None:
-    row = views.action_row(request(), WAITING, "executed", NOW)
+    row = views.action_row(request(), "", "executed", NOW)
     assert views.Filters(intent="city/pm25-alerting", site="city-a", outcome="executed").keep(row)
     assert views.Filters(intent="pm25-alerting").keep(row)
     assert not views.Filters(site="city-b").keep(row)

@@ -241,7 +241,7 @@ async def actions(request: web.Request, session: Session) -> web.StreamResponse:
         outcome=request.query.get("outcome", ""),
     )
     runs = await console.actions.recent(filters.visibility_query())
-    rows = [views.action_row(r.request, r.state, r.outcome, r.started) for r in runs]
+    rows = [views.action_row(r.request, r.approver, r.outcome, r.started) for r in runs]
     seen = await visible(console, session, "automationintents", {r.namespace for r in rows})
     rows = [r for r in rows if r.namespace in seen]
     shown = []

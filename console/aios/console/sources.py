@@ -1,7 +1,8 @@
 """What the console reads, with its own identity: the action workflows from Temporal (a
 workflow's input never changes and an ended one's state neither, so both are kept once
 read; an ended one whose worker did not answer is asked again a while later) and aios's
-objects from the API server."""
+objects from the API server. An ended action's approver is a search attribute; only one
+started before it was (``APPROVER_RECORDED``) is queried for it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from temporalio.service import RPCError
 from aios.api import GROUP, VERSION
 from aios.api.events import ActionRequest, ActionState
 from aios.connectors.temporal import started_input
-from aios.workflows.action_io import OUTCOME
+from aios.workflows.action_io import APPROVER, OUTCOME
 
 ACTIONS = "WorkflowType = 'ActionWorkflow'"
 KEPT = 5_000
@@ -41,9 +42,10 @@ class ActionRun:
     """One action workflow as the console shows it."""
 
     request: ActionRequest
-    state: ActionState | None  # None: the worker did not answer
+    state: ActionState | None  # None: not asked (ended, approver recorded) or no answer
     outcome: str | None  # None while it runs
     started: datetime
+    approver: str  # "" for none (yet)
 
 
 class Bounded(OrderedDict[str, Any]):
@@ -62,6 +64,18 @@ class Answer:
 
     state: ActionState | None
     at: float  # time.monotonic()
+
+
+def asked_for_approver(request: ActionRequest, recorded: str | None) -> bool:
+    """Whether an ended action's approver is a question for its worker: it needed approval
+    and none is recorded (it started before ``APPROVER_RECORDED``, or no one answered)."""
+    return recorded is None and request.action.approval.required
+
+
+def approver_of(recorded: str | None, state: ActionState | None) -> str:
+    """The approver the search attribute records, else the one the worker answered."""
+    review = state.review if state else None
+    return recorded or (review.approver if review else "")
 
 
 def ask_again(kept: Answer | None, now: float) -> bool:
@@ -103,9 +117,11 @@ class Actions:
                 return None
             self._inputs.keep(execution.id, request)
         ended = execution.status != WorkflowExecutionStatus.RUNNING
+        recorded = execution.typed_search_attributes.get(APPROVER)
+        state = None
         if not ended:
             state = await self._state(execution.id)
-        else:
+        elif asked_for_approver(request, recorded):
             kept: Answer | None = self._ended.get(execution.id)
             if ask_again(kept, time.monotonic()):
                 kept = Answer(await self._state(execution.id), time.monotonic())
@@ -115,7 +131,8 @@ class Actions:
         outcome = execution.typed_search_attributes.get(OUTCOME)
         if ended and outcome is None and execution.status is not None:
             outcome = execution.status.name.lower()  # terminated, timed out…
-        return ActionRun(request, state, outcome, execution.start_time)
+        approver = approver_of(recorded, state)
+        return ActionRun(request, state, outcome, execution.start_time, approver)
 
     async def _state(self, workflow_id: str) -> ActionState | None:
         try:

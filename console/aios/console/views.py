@@ -163,9 +163,8 @@ class ActionRow:
 
 
 def action_row(
-    request: ActionRequest, state: ActionState | None, outcome: str | None, started: datetime
+    request: ActionRequest, approver: str, outcome: str | None, started: datetime
 ) -> ActionRow:
-    approver = state.review.approver if state and state.review else ""
     asker = request.manual.requested_by.username if request.manual else ""
     decision = request.decision
     return ActionRow(

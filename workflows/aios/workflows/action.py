@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from aios.workflows.action_activities import ActionActivities
     from aios.workflows.action_io import (
         ACTION,
+        APPROVER,
         EXECUTED_AT,
         INTENT,
         MQTT_CONNECT_SECONDS,
@@ -44,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
 
 POLICY_WAIT = timedelta(minutes=10)
 """How long an action waits for OPA to answer before it fails without acting."""
+APPROVER_RECORDED = "approver-search-attribute"
+"""Actions started before this change name their approver in the ``state`` query only."""
 
 
 def execute_options(action_type: str) -> dict[str, Any]:
@@ -155,6 +158,8 @@ class ActionWorkflow:
                     {"reason": f"no approval within {action.approval.timeout_seconds}s"},
                 )
             approver = review.approver
+            if workflow.patched(APPROVER_RECORDED):
+                workflow.upsert_search_attributes([APPROVER.value_set(approver)])
             if not review.approved:
                 return await self._finish(
                     request, "rejected", {"reason": review.reason}, approver=approver

@@ -19,7 +19,10 @@ ACTION = SearchAttributeKey.for_keyword("AiosAction")
 TARGET = SearchAttributeKey.for_keyword("AiosTarget")
 OUTCOME = SearchAttributeKey.for_keyword("AiosOutcome")
 EXECUTED_AT = SearchAttributeKey.for_datetime("AiosExecutedAt")
-SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT)
+APPROVER = SearchAttributeKey.for_keyword("AiosApprover")
+"""Who approved or rejected the action: kept with its visibility record, so a reader needs
+no live worker to answer a query for it."""
+SEARCH_ATTRIBUTES = (INTENT, ACTION, TARGET, OUTCOME, EXECUTED_AT, APPROVER)
 
 AUTHORIZE = "aios.action.authorize"
 """The activity asking OPA."""
