@@ -11,6 +11,11 @@ from pathlib import Path
 import faults
 import pytest
 
+HANG = 900
+"""Seconds until the child suite counts as hung: a guard, not a timing. In ``make test``
+this file runs beside two sites and a Go build on two cores, where the child's 2 s took
+more than 120 s once."""
+
 SUITE = """
 import pytest
 
@@ -35,14 +40,19 @@ def run_suite(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (directory / "conftest.py").write_text('pytest_plugins = ("faults",)\n')
     (directory / "test_suite.py").write_text(SUITE)
     tests = str(Path(faults.__file__).parent)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, *sys.path])}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([tests, *sys.path]),
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # xdist alone: half the child's start-up
+    }
+    plugins = ["-p", "no:cacheprovider", "-p", "xdist.plugin"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, str(directory)],
+        [sys.executable, "-m", "pytest", *plugins, *args, str(directory)],
         cwd=directory,
         env=environment,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG,
     )
 
 
