@@ -251,3 +251,37 @@ def test_an_informer_lists_then_follows_across_watches_and_a_relist_names_what_r
     assert not informer.running, "a stop ends a watch in flight, not its five minutes"
     assert next_event() == (None, "third")
     assert second["metadata"]["uid"] not in relists[-1], "the relist lacks what went meanwhile"
+
+
+def test_an_informer_follows_a_core_kind_and_only_what_its_selector_matches(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """The core group lives under /api/v1, not /apis/<group>/<version>: the operator holds
+    its own Services this way (selected by label, so not every Service of the cluster)."""
+    events: queue.Queue[tuple[str | None, str, str]] = queue.Queue()
+    selected = {"aios.test/held": "yes"}
+    core = client.CoreV1Api(api)
+
+    def config_map(name: str, labels: dict[str, str] | None = None) -> None:
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels}})
+
+    config_map("listed", selected)
+    config_map("left-out")
+    informer = Informer(
+        api, "", "v1", "configmaps", namespace,
+        lambda event_type, raw: events.put((event_type, raw["kind"], raw["metadata"]["name"])),
+        lambda _, uids: None,
+        label_selector="aios.test/held=yes",
+    )  # fmt: skip
+    informer.start()
+    try:
+        assert informer.synced.wait(30)
+        assert events.get(timeout=30) == (None, "ConfigMap", "listed")
+        config_map("also-left-out")
+        config_map("watched", selected)
+        assert events.get(timeout=30) == ("ADDED", "ConfigMap", "watched")
+        core.delete_namespaced_config_map("listed", namespace)
+        assert events.get(timeout=30) == ("DELETED", "ConfigMap", "listed")
+    finally:
+        informer.stop()
+    assert events.empty(), "nothing the selector leaves out (nor the namespace's CA bundle)"

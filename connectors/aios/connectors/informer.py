@@ -44,8 +44,9 @@ class Expired(Exception):
 
 class Informer:
     """Feeds ``on_event`` and ``on_relisted`` from its own thread (see the module
-    docstring). The kind is any served under ``/apis`` (a custom kind, or a built-in one of
-    a named group: ``apps``). ``namespace``: one namespace, or ``None`` for the whole
+    docstring). The kind is any the API server serves: a custom kind, a built-in one of a
+    named group (``apps``), or of the core group (``group=""``: a Service, under
+    ``/api/v1``). ``namespace``: one namespace, or ``None`` for the whole
     cluster, where ``accept(namespace)`` picks the objects handed on; ``label_selector``
     has the API server send only the objects it matches."""
 
@@ -62,14 +63,17 @@ class Informer:
         watch_seconds: int = WATCH_SECONDS,
         label_selector: str | None = None,
     ) -> None:
-        self._objects = client.CustomObjectsApi(api)
-        self._resource = (group, version, plural)
+        self._api = api
+        self._plural = plural
+        root = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        self._path = f"{root}{scope}/{plural}"
         self.namespace = namespace
         self._on_event = on_event
         self._on_relisted = on_relisted
         self._accept = accept
         self._watch_seconds = watch_seconds
-        self._selector = {"label_selector": label_selector} if label_selector else {}
+        self._selector = [("labelSelector", label_selector)] if label_selector else []
         self.synced = threading.Event()
         """Set once the first list has been handed on."""
         self.watches = 0
@@ -128,16 +132,24 @@ class Informer:
 
     @property
     def _where(self) -> str:
-        plural = self._resource[2]
-        return f"{plural} in {self.namespace}" if self.namespace else plural
+        return f"{self._plural} in {self.namespace}" if self.namespace else self._plural
 
-    def _call(self, **kwargs: Any) -> Any:
-        kwargs.update(self._selector)
-        if self.namespace is None:
-            return self._objects.list_cluster_custom_object(*self._resource, **kwargs)
-        return self._objects.list_namespaced_custom_object(
-            *self._resource[:2], self.namespace, self._resource[2], **kwargs
+    def _call(self, query: list[tuple[str, Any]]) -> Any:
+        """The kind's list (or watch) at ``self._path`` with ``query``: the API server's
+        response, unread (what the generated clients do, for any group, the core one too:
+        their custom-object calls know ``/apis`` only)."""
+        request = self._api.param_serialize(
+            "GET",
+            self._path,
+            query_params=query + self._selector,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
         )
+        response = self._api.call_api(*request)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise client.ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
 
     def _accepted(self, obj: dict[str, Any]) -> bool:
         return self._accept is None or self._accept(obj["metadata"].get("namespace") or "")
@@ -147,7 +159,8 @@ class Informer:
         listed: set[str] = set()
         token: str | None = None
         while True:
-            page = self._call(limit=LIST_PAGE, _continue=token)
+            paging = [("continue", token)] if token else []
+            page = json.loads(self._call([("limit", LIST_PAGE), *paging]).data)
             for obj in page["items"]:
                 # A built-in kind's list leaves them out of its items (a watch event's
                 # object has them); every object handed on says what it is.
@@ -165,11 +178,12 @@ class Informer:
         """Hand on events until the API server ends the watch; the last version seen."""
         self.watches += 1
         response = self._call(
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self._watch_seconds,
-            _preload_content=False,
+            [
+                ("watch", True),
+                ("resourceVersion", version),
+                ("allowWatchBookmarks", True),
+                ("timeoutSeconds", self._watch_seconds),
+            ]
         )
         with self._lock:  # a stop from now on shuts it
             if self._stop.is_set():

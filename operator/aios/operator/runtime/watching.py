@@ -96,15 +96,16 @@ class Watching:
         api_version: str = f"{GROUP}/{VERSION}",
         label_selector: str | None = None,
     ) -> None:
-        """Send the events of the kind (of ``api_version``'s named group; only the objects
-        ``label_selector`` matches) to ``feed`` (before ``start``)."""
+        """Send the events of the kind (of ``api_version``: a named group's, or ``v1`` for
+        the core group; only the objects ``label_selector`` matches) to ``feed`` (before
+        ``start``)."""
         self._fed.append(Fed(feed, plural, api_version, label_selector))
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for fed in self._fed:
             threaded = OnLoop(fed.feed, loop)
-            group, version = fed.api_version.split("/")
+            group, _, version = fed.api_version.rpartition("/")  # "v1": the core group
             for namespace, accept in self._targets:
                 informer = Informer(
                     self._api,
