@@ -14,6 +14,7 @@ import kopf
 from kubernetes import client
 
 from aios.api import AutomationIntent, EdgeGateway
+from aios.connectors import serving
 from aios.operator.reconcile.bookkeeping import LAST_APPLIED
 from aios.operator.reconcile.children import applied_elsewhere
 from aios.operator.reconcile.conditions import ConditionUpdate
@@ -398,6 +399,26 @@ def test_a_held_workload_is_read_once_every_watch_has_listed_and_only_what_is_re
     held.observe(None, statefulset("b", "7", "south", "runner"))
     held.relisted("south", set())  # listed again: b went while no watch ran
     assert held.store.named("south", "runner") is None
+
+
+def test_a_held_service_keeps_its_cluster_ip_where_a_model_is_probed() -> None:
+    """A ModelDeployment's versions are probed at their Services' cluster IPs, read from
+    the watch: the held copy keeps the address and nothing else of the spec."""
+    held = Held(watches=1)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"uid": "s", "resourceVersion": "3", "namespace": "north", "name": "aq"},
+        "spec": {"clusterIP": "10.96.0.7", "ports": [{"port": 8000}], "selector": {"a": "b"}},
+    }
+    held.observe(None, service)
+    kept = held.store.named("north", "aq")
+    assert kept is not None and kept["spec"] == {"clusterIP": "10.96.0.7"}
+    url = "http://aq.north.svc:8000"
+    assert serving.service_of(url) == ("north", "aq")
+    assert serving.at_cluster_ip(url, kept["spec"]["clusterIP"]) == "http://10.96.0.7:8000"
+    assert serving.at_cluster_ip(url, "None") == url, "headless: the name as given"
+    assert serving.at_cluster_ip(url, None) == url, "an ExternalName has none"
 
 
 def test_a_workloads_new_status_from_the_watch_is_told_once() -> None:

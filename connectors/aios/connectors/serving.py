@@ -86,7 +86,7 @@ def service_backends(api: client.ApiClient, namespace: str, service: str) -> lis
     )
 
 
-def _service(service_url: str) -> tuple[str, str]:
+def service_of(service_url: str) -> tuple[str, str]:
     """(namespace, name) of the Service ``http://name.ns.svc:port`` names."""
     name, namespace = (urlsplit(service_url).hostname or "").split(".")[:2]
     return namespace, name
@@ -98,24 +98,29 @@ def cluster_address(api: client.ApiClient, service_url: str) -> str | None:
     Knative makes); None while the Service does not exist. The name is not asked: a Service
     is often new when its model is probed, and a name asked before the cluster's DNS has
     seen it is remembered as missing (30 s with kubeadm's CoreDNS) by every pod asking."""
-    namespace, name = _service(service_url)
+    namespace, name = service_of(service_url)
     try:
         service = client.CoreV1Api(api).read_namespaced_service(name, namespace)
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    address = service.spec.cluster_ip if service.spec else None
-    if not address or address == "None":  # "None": headless
+    return at_cluster_ip(service_url, service.spec.cluster_ip if service.spec else None)
+
+
+def at_cluster_ip(service_url: str, cluster_ip: str | None) -> str:
+    """``service_url`` at its Service's ``cluster_ip``; as given for a Service without one
+    (an ExternalName, or "None": headless)."""
+    if not cluster_ip or cluster_ip == "None":
         return service_url
-    return f"http://{address}:{urlsplit(service_url).port}"
+    return f"http://{cluster_ip}:{urlsplit(service_url).port}"
 
 
 async def explain(api: client.ApiClient, service_url: str, address: str, model: str) -> str:
     """Why ``model`` does not answer at ``service_url`` (``http://name.ns.svc:port``): in the
     words of a pod behind it that has something to say, else the Service's own answer,
     asked at ``address`` (its ``cluster_address``)."""
-    namespace, name = _service(service_url)
+    namespace, name = service_of(service_url)
     reason = await why_not_ready(address, model)
     pods = await asyncio.to_thread(service_backends, api, namespace, name)
     if not pods:

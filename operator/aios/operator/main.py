@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 KINDS_RECONCILED = len(KINDS)
 KINDS_WATCHED = KINDS_RECONCILED + 1 + len(HELD_KINDS)
-"""aios's kinds, the ModelRollouts and the workloads held."""
+"""aios's kinds, the ModelRollouts and the children held (workloads, Services)."""
 
 
 def leadership(name: str | None, namespace: str, api: client.ApiClient) -> Leadership | None:

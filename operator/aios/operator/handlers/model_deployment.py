@@ -216,12 +216,12 @@ async def stable_ready(
             return True, ""
         return False, (ready or {}).get("message") or "the InferenceService is not ready yet"
     http, _ = plan.endpoints(md.metadata["name"], namespace, "stable")
-    api = runtime(ctx.memo).api
-    address = await asyncio.to_thread(model_serving.cluster_address, api, http)
+    address = await own_service_address(http, ctx)
     if address is None:
         return False, f"the Service {namespace}/{md.metadata['name']} does not exist yet"
     if await model_serving.ready(address, serving.stable.name):
         return True, ""
+    api = runtime(ctx.memo).api
     return False, await model_serving.explain(api, http, address, serving.stable.name)
 
 
@@ -234,12 +234,24 @@ async def candidate_ready(
     if serving.candidate is None:
         return False
     name = md.metadata["name"]
-    if kserve:
+    if kserve:  # KServe's Service, not the operator's: asked of the API server
         http, _ = plan.kserve_endpoints(plan.service_name(name, serving.track), namespace)
+        api = runtime(ctx.memo).api
+        address = await asyncio.to_thread(model_serving.cluster_address, api, http)
     else:
         http, _ = plan.endpoints(name, namespace, serving.track)
-    address = await asyncio.to_thread(model_serving.cluster_address, runtime(ctx.memo).api, http)
+        address = await own_service_address(http, ctx)
     return address is not None and await model_serving.ready(address, serving.candidate.name)
+
+
+async def own_service_address(http: str, ctx: Context) -> str | None:
+    """``http`` (``http://name.ns.svc:port``, a Service the operator applies) at the
+    Service's cluster IP, as the watch holds it; None while it does not exist."""
+    namespace, name = model_serving.service_of(http)
+    service = await runtime(ctx.memo).children.get("v1", "Service", name, namespace)
+    if service is None:
+        return None
+    return model_serving.at_cluster_ip(http, service["spec"].get("clusterIP"))
 
 
 async def finalize(md: ModelDeployment, ctx: Context) -> None:

@@ -1,5 +1,5 @@
 """Server-side apply of the children kinds render, pruning of those no longer rendered,
-and the state of those whose availability the kinds report, held from a watch.
+and the state of those the kinds read back (workloads, Services), held from a watch.
 
 Server-side apply with one field manager makes a re-run a no-op and never touches fields
 other managers own (an HPA's replicas, a user's labels).
@@ -37,17 +37,26 @@ REAPPLY_SECONDS = 60.0
 again: a namespace's workflow worker is rendered by every intent in it. After that, the
 apply is repeated, which restores what someone changed or deleted."""
 
-HELD_KINDS = (("apps/v1", "StatefulSet", "statefulsets"), ("apps/v1", "Deployment", "deployments"))
-"""(apiVersion, kind, plural) of the children whose availability the kinds' conditions
-report (an intent's runners, its namespace's worker) on every reconcile: watched, not read
-with a GET each time."""
+HELD_KINDS = (
+    ("apps/v1", "StatefulSet", "statefulsets"),
+    ("apps/v1", "Deployment", "deployments"),
+    ("v1", "Service", "services"),
+)
+"""(apiVersion, kind, plural) of the children the kinds read back on every reconcile: the
+workloads whose availability their conditions report (an intent's runners, its
+namespace's worker) and the Services a ModelDeployment's versions are probed through at
+their cluster IPs. Watched, not read with a GET each time."""
 HELD_SELECTOR = f"{MANAGED_BY}={OPERATOR}"
 """The children held: the operator's own (not every Deployment of the cluster)."""
+HELD_SPEC = ("replicas", "clusterIP")
+"""What is read of a held object's spec: the replicas a workload asks for, a Service's
+cluster IP."""
 
 
-def workload_state(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What is read of a held workload: its identity, owner and generation, the replicas it
-    asks for, and its status; not its pod template, most of its size."""
+def held_state(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What is read of a held object: its identity, owner and generation, the part of its
+    spec read (``HELD_SPEC``), and its status; not a workload's pod template, most of its
+    size."""
     meta = obj["metadata"]
     kept = ("name", "namespace", "uid", "resourceVersion", "generation", "ownerReferences")
     spec = obj.get("spec") or {}
@@ -55,19 +64,19 @@ def workload_state(obj: Mapping[str, Any]) -> dict[str, Any]:
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
         "metadata": {k: meta[k] for k in kept if k in meta},
-        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "spec": {k: spec[k] for k in HELD_SPEC if k in spec},
         "status": obj.get("status") or {},
     }
 
 
 WorkloadChanged = Callable[[dict[str, Any]], None]
-"""Told a held workload (its ``workload_state``) whose status changed."""
+"""Told a held object (its ``held_state``) whose status changed."""
 
 
 class Held:
-    """A held kind's objects (their ``workload_state``), as its watches and this process's
+    """A held kind's objects (their ``held_state``), as its watches and this process's
     applies have them (a feed of ``Watching``). Read only once ``synced``: every watch of
-    it has listed, so an object missing is an object that does not exist. A workload whose
+    it has listed, so an object missing is an object that does not exist. An object whose
     status the watch brings changed is told to ``on_status`` (not one a list or an apply
     brings: its owner's own tick and reconcile look at those)."""
 
@@ -87,7 +96,7 @@ class Held:
             self.store.forget(uid)
             return
         before = self.store.get(uid)
-        self.store.observe(workload_state(raw))
+        self.store.observe(held_state(raw))
         after = self.store.get(uid)
         if event_type is None or self._on_status is None or after is None or after is before:
             return  # listed or applied, not held (deleted), or older than the copy held
@@ -126,7 +135,7 @@ class Children:
         self._held: dict[tuple[str, str], Held] = {}
 
     def hold(self, api_version: str, kind: str, held: Held) -> None:
-        """Read the kind's objects from ``held`` (once synced; its ``workload_state``
+        """Read the kind's objects from ``held`` (once synced; their ``held_state``
         only) and keep it current with what this process applies."""
         self._held[(api_version, kind)] = held
 
@@ -230,7 +239,7 @@ class Children:
         self, api_version: str, kind: str, name: str, namespace: str
     ) -> dict[str, Any] | None:
         """The object, or None when it does not exist. A held kind's (``hold``): its
-        ``workload_state``, from the watch."""
+        ``held_state``, from the watch."""
         held = self._held.get((api_version, kind))
         if held is not None and held.synced:
             return held.store.named(namespace, name)
@@ -240,7 +249,7 @@ class Children:
                 found = self._resource(api_version, kind).get(name=name, namespace=namespace)
             except NotFoundError:
                 return None
-            return workload_state(found.to_dict()) if held is not None else dict(found.to_dict())
+            return held_state(found.to_dict()) if held is not None else dict(found.to_dict())
 
         return await asyncio.to_thread(read)
 
