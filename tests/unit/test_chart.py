@@ -19,6 +19,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hang import HANG_SECONDS
 
 from aios.api import CRD_KINDS
 from aios.connectors.audit import EVENTS_TOPIC
@@ -46,7 +47,11 @@ WORKER_USER = worker_principal("ns", [], EVENTS_TOPIC)
 
 def helm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(HELM.binary()), *args], input=stdin, capture_output=True, text=True, timeout=120
+        [str(HELM.binary()), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hang import HANG_SECONDS
 
 from aios.stack.components import HACK, Component, versions
 
@@ -49,7 +50,7 @@ def test_processes_filling_the_triton_cache_at_once_all_get_it_complete(
         assert filler.stdin is not None
         filler.stdin.write("go\n")
         filler.stdin.flush()
-    results = [filler.communicate(timeout=120) for filler in fillers]
+    results = [filler.communicate(timeout=HANG_SECONDS) for filler in fillers]
     assert [f.returncode for f in fillers] == [0] * 4, [err[-800:] for _, err in results]
     roots = {Path(out.strip()) for out, _ in results}
     [root] = roots
@@ -70,7 +71,7 @@ def test_a_component_built_in_the_background_is_waited_for_and_then_cached(
         "monitoring.coreos.com_prometheusrules.yaml",
         "monitoring.coreos.com_servicemonitors.yaml",
     ]
-    assert build.wait(timeout=120) == 0
+    assert build.wait(timeout=HANG_SECONDS) == 0
     assert crds.obtain_in_background() is None  # cached: nothing to start
 
 
@@ -104,12 +105,12 @@ def test_a_build_leaves_no_scratch_folder_however_it_ends(
         start_new_session=True,
     )
     if ending == "is interrupted":
-        server.settimeout(120)
+        server.settimeout(HANG_SECONDS)
         connection, _ = server.accept()  # go is downloading, inside the scratch folder
         assert [p.name for p in scratch.iterdir()] != []
         os.killpg(build.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
         connection.close()
-    _, stderr = build.communicate(timeout=120)
+    _, stderr = build.communicate(timeout=HANG_SECONDS)
     assert build.returncode == (1 if ending == "fails" else 130), stderr[-800:]
     assert list(scratch.iterdir()) == []
     assert not (tmp_path / "cache" / "etcd" / versions()["ETCD_VERSION"] / ".complete").exists()

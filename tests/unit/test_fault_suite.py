@@ -10,11 +10,7 @@ from pathlib import Path
 
 import faults
 import pytest
-
-HANG = 900
-"""Seconds until the child suite counts as hung: a guard, not a timing. In ``make test``
-this file runs beside two sites and a Go build on two cores, where the child's 2 s took
-more than 120 s once."""
+from hang import HANG_SECONDS
 
 SUITE = """
 import pytest
@@ -52,7 +48,7 @@ def run_suite(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=environment,
         capture_output=True,
         text=True,
-        timeout=HANG,
+        timeout=HANG_SECONDS,
     )
 
 
