@@ -134,6 +134,7 @@ def _run_foreground(
                 wait_accepted(site)
         if examples:
             _wait_for_the_city(site)
+            _wait_for_the_scrapes(site)
         site.mark_ready()
         _print_ready(site.state)
         if not operator:
@@ -181,6 +182,20 @@ def _wait_for_the_city(site: Site) -> None:
         console.print(status.table(late, datetime.now(UTC)))
         for row in late:
             console.print(f"  {_invocation()} explain {row.kind.lower()}/{row.name} -n default")
+
+
+SCRAPE_TIMEOUT = 60
+
+
+def _wait_for_the_scrapes(site: Site) -> None:
+    """The city Ready, its Prometheus has scraped every job once: a query made now (the
+    walkthrough's first) finds the operator and the data plane, not the gap of a scrape
+    interval. What is not scraped in time is named; the site stays up for a look."""
+    if site.monitor_sync is None:
+        return
+    late = site.monitor_sync.wait_scraped(SCRAPE_TIMEOUT)
+    if late:
+        console.print(f"[yellow]not scraped after {SCRAPE_TIMEOUT}s:[/] {', '.join(late)}")
 
 
 def _print_ready(state: SiteState) -> None:

@@ -12,8 +12,10 @@ nothing but a logged miss.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -113,6 +115,29 @@ class MonitorSync:
                 self.sync()
             except Exception as error:  # the next pass retries; the log says why
                 self._logger.warning("%s", error)
+
+    def unscraped(self) -> list[str]:
+        """The scrape pools Prometheus has not scraped yet: configured, with no target up,
+        or with a target it has found but never scraped (health ``unknown``)."""
+        pools = self._prometheus("scrape_pools")["scrapePools"]
+        targets = self._prometheus("targets?state=active")["activeTargets"]
+        up = {t["scrapePool"] for t in targets if t["health"] == "up"}
+        unknown = {t["scrapePool"] for t in targets if t["health"] == "unknown"}
+        return sorted((set(pools) - up) | unknown)
+
+    def wait_scraped(self, timeout: float) -> list[str]:
+        """Wait (up to ``timeout``) until every scrape pool has been scraped, so a query
+        made once the city is Ready finds each of its jobs (targets are found in batches
+        every 5 s and scraped within an interval); the pools still waiting."""
+        deadline = time.monotonic() + timeout
+        while (waiting := self.unscraped()) and time.monotonic() < deadline:
+            self._stopped.wait(1)
+        return waiting
+
+    def _prometheus(self, path: str) -> Any:
+        url = f"{self.site.endpoints.prometheus_url}/api/v1/{path}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.load(response)["data"]
 
     def objects(self) -> list[dict[str, Any]]:
         """Every monitoring object in the site (a list names no kind on its items)."""
