@@ -130,9 +130,13 @@ class MonitorSync:
         made once the city is Ready finds each of its jobs (targets are found in batches
         every 5 s and scraped within an interval); the pools still waiting."""
         deadline = time.monotonic() + timeout
-        while (waiting := self.unscraped()) and time.monotonic() < deadline:
-            self._stopped.wait(1)
-        return waiting
+        while True:
+            try:
+                waiting = self.unscraped()
+            except OSError as error:  # Prometheus reloading or restarting: asked again
+                waiting = [f"(Prometheus did not answer: {error})"]
+            if not waiting or time.monotonic() >= deadline or self._stopped.wait(1):
+                return waiting
 
     def _prometheus(self, path: str) -> Any:
         url = f"{self.site.endpoints.prometheus_url}/api/v1/{path}"
