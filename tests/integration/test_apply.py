@@ -1,5 +1,5 @@
 """Server-side apply of children: idempotent, owned, pruned (a LIST only when needed); the
-operator's workloads read from its watch."""
+operator's workloads and the add-ons' definitions read from its watch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import yaml
 from kubernetes import config
 
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, OWNER_UID, owned
-from aios.operator.runtime.children import HELD_SELECTOR, Children, Held
+from aios.operator.runtime.children import (
+    DEFINITIONS,
+    HELD_SELECTOR,
+    Children,
+    Held,
+)
 from aios.operator.runtime.watching import Watching
 
 
@@ -174,3 +179,58 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "the watch never delivered it"
         await asyncio.sleep(0.05)
+
+
+def test_an_add_ons_definition_is_known_from_its_watch(kubectl, namespace, site_env) -> None:
+    """``served`` answers from a watch of the one CustomResourceDefinition named (no GET per
+    reconcile): it follows the definition's creation and deletion, and holds no other."""
+    api = config.new_client_from_config(config_file=site_env["KUBECONFIG"])
+    group = f"{namespace}.aios.test"
+    name = f"gadgets.{group}"
+    definition = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object"}},
+                }
+            ],
+        },
+    }
+    api_version, _, plural = DEFINITIONS
+    children = Children(api)
+    watching = Watching(api, [namespace])  # a namespaced operator watches definitions too
+    held = Held(watches=1)
+
+    async def scenario() -> None:
+        children.hold_definition(name, held)
+        watching.feed(
+            plural, held, api_version, field_selector=f"metadata.name={name}", cluster_scoped=True
+        )
+        watching.start()
+        try:
+            await until(lambda: held.synced)
+            assert not await children.served(name)
+            kubectl("create", "-f", "-", stdin=yaml.safe_dump(definition))
+            await until(lambda: held.store.named("", name) is not None)
+            assert await children.served(name)
+            assert len(held.store) == 1, "aios's own definitions are not held"
+            kubectl("delete", "crd", name, "--wait=false")
+            await until(lambda: held.store.named("", name) is None)
+            assert not await children.served(name)
+            kubectl("create", "-f", "-", stdin=yaml.safe_dump(definition))
+            await until(lambda: held.store.named("", name) is not None)
+        finally:
+            await watching.stop()
+        kubectl("delete", "crd", name)
+        assert await children.served(name), "the watch stopped: what it held, not a GET"
+
+    asyncio.run(scenario())

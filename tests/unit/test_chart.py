@@ -31,7 +31,7 @@ from aios.operator.reconcile.kafka_access import worker_principal
 from aios.operator.reconcile.model_deployment.kserve import SERVING_RUNTIMES
 from aios.operator.reconcile.model_deployment.names import GRPC_PORT, HTTP_PORT
 from aios.operator.reconcile.model_deployment.server import DRAIN_SECONDS
-from aios.operator.runtime.children import HELD_KINDS
+from aios.operator.runtime.children import DEFINITIONS, HELD_KINDS
 from aios.stack.components import HELM
 from aios.stack.images import BuiltImage
 from aios.stack.node import MODEL_MIRROR
@@ -241,7 +241,7 @@ def test_the_operator_may_watch_every_child_kind_it_holds(default: list[dict[str
     """A held kind the operator may not list and watch is never synced: its informer retries
     for ever and every read falls back to a GET, which no functional test would notice."""
     held = permissions(default)
-    for api_version, _, resource in HELD_KINDS:
+    for api_version, _, resource in (*HELD_KINDS, DEFINITIONS):
         for verb in ("list", "watch"):
             assert (group_of(api_version), resource, verb) in held, (resource, verb)
 

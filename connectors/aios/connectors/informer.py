@@ -48,7 +48,7 @@ class Informer:
     named group (``apps``), or of the core group (``group=""``: a Service, under
     ``/api/v1``). ``namespace``: one namespace, or ``None`` for the whole
     cluster, where ``accept(namespace)`` picks the objects handed on; ``label_selector``
-    has the API server send only the objects it matches."""
+    and ``field_selector`` have the API server send only the objects they match."""
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class Informer:
         accept: Callable[[str], bool] | None = None,
         watch_seconds: int = WATCH_SECONDS,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> None:
         self._api = api
         self._plural = plural
@@ -73,7 +74,8 @@ class Informer:
         self._on_relisted = on_relisted
         self._accept = accept
         self._watch_seconds = watch_seconds
-        self._selector = [("labelSelector", label_selector)] if label_selector else []
+        selectors = (("labelSelector", label_selector), ("fieldSelector", field_selector))
+        self._selector = [(key, value) for key, value in selectors if value]
         self.synced = threading.Event()
         """Set once the first list has been handed on."""
         self.watches = 0

@@ -27,7 +27,7 @@ from aios.operator.handlers import (  # noqa: F401
     model_deployment,
     policy,
 )
-from aios.operator.runtime.children import HELD_KINDS
+from aios.operator.runtime.children import ADD_ON_DEFINITIONS, HELD_KINDS
 from aios.operator.runtime.heap import trim_forever
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 KINDS_RECONCILED = len(KINDS)
 KINDS_WATCHED = KINDS_RECONCILED + 1 + len(HELD_KINDS)
-"""aios's kinds, the ModelRollouts and the children held (workloads, Services)."""
+"""aios's kinds, the ModelRollouts and the children held (workloads, Services): watched in
+each namespace watched."""
 
 
 def leadership(name: str | None, namespace: str, api: client.ApiClient) -> Leadership | None:
@@ -108,7 +109,7 @@ async def run(args: argparse.Namespace) -> int:
     manual_action.register_webhooks(webhook)
     settings = OperatorSettings.from_env()
     # The watches on clients of their own: each holds a connection for its life.
-    watches = len(watch_targets(args.namespace)) * KINDS_WATCHED
+    watches = len(watch_targets(args.namespace)) * KINDS_WATCHED + len(ADD_ON_DEFINITIONS)
     watching = Watching(api_client(connections=watches), args.namespace)
     runtime = Runtime(
         settings,

@@ -18,6 +18,7 @@ from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from aios.api.base import DEFAULT_SITE
+from aios.operator.reconcile.autoscaling import SCALED_OBJECTS_CRD
 from aios.operator.reconcile.children import (
     MANAGED_BY,
     OPERATOR,
@@ -25,6 +26,7 @@ from aios.operator.reconcile.children import (
     applied_elsewhere,
     sited,
 )
+from aios.operator.reconcile.model_deployment.kserve import INFERENCE_SERVICES_CRD
 from aios.operator.runtime.store import Store
 
 Child = tuple[str, str]
@@ -48,6 +50,12 @@ namespace's worker) and the Services a ModelDeployment's versions are probed thr
 their cluster IPs. Watched, not read with a GET each time."""
 HELD_SELECTOR = f"{MANAGED_BY}={OPERATOR}"
 """The children held: the operator's own (not every Deployment of the cluster)."""
+ADD_ON_DEFINITIONS = (INFERENCE_SERVICES_CRD, SCALED_OBJECTS_CRD)
+"""The CustomResourceDefinitions of the add-ons a reconcile asks after (``served``):
+KServe's, which a ModelDeployment renders an InferenceService for, and KEDA's, which scales
+an intent's runners. Each is watched by name, not read with a GET each time."""
+DEFINITIONS = ("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions")
+"""(apiVersion, kind, plural) of the add-ons' definitions."""
 HELD_SPEC = ("replicas", "clusterIP")
 """What is read of a held object's spec: the replicas a workload asks for, a Service's
 cluster IP."""
@@ -133,11 +141,17 @@ class Children:
         self._applied: dict[str, set[Child]] = {}
         self._sent: dict[Sent, tuple[str, float]] = {}
         self._held: dict[tuple[str, str], Held] = {}
+        self._definitions: dict[str, Held] = {}
 
     def hold(self, api_version: str, kind: str, held: Held) -> None:
         """Read the kind's objects from ``held`` (once synced; their ``held_state``
         only) and keep it current with what this process applies."""
         self._held[(api_version, kind)] = held
+
+    def hold_definition(self, definition: str, held: Held) -> None:
+        """Answer ``served(definition)`` from ``held`` (once synced): a watch of that one
+        CustomResourceDefinition."""
+        self._definitions[definition] = held
 
     def _resource(self, api_version: str, kind: str) -> Any:
         """The kind's API resource, looked up in discovery once (a search of every group
@@ -255,7 +269,11 @@ class Children:
 
     async def served(self, definition: str) -> bool:
         """Whether the cluster serves the CustomResourceDefinition ``definition`` (an
-        add-on's kind: KServe's, KEDA's). Asked each time (one GET), so installing or
-        removing the add-on counts at the next reconcile."""
-        crd = await self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", definition, "")
-        return crd is not None
+        add-on's kind: KServe's, KEDA's): from its watch (``hold_definition``), or else
+        asked (one GET). Either way, installing or removing the add-on counts at the next
+        reconcile."""
+        held = self._definitions.get(definition)
+        if held is not None and held.synced:
+            return held.store.named("", definition) is not None
+        api_version, kind, _ = DEFINITIONS
+        return await self.get(api_version, kind, definition, "") is not None

@@ -25,7 +25,14 @@ from aios.operator.reconcile.kafka_access import (
     worker_principal,
 )
 from aios.operator.reconcile.worker import is_worker
-from aios.operator.runtime.children import HELD_KINDS, HELD_SELECTOR, Children, Held
+from aios.operator.runtime.children import (
+    ADD_ON_DEFINITIONS,
+    DEFINITIONS,
+    HELD_KINDS,
+    HELD_SELECTOR,
+    Children,
+    Held,
+)
 from aios.operator.runtime.kafka_users import KafkaUsers
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import DEFAULT_WORKERS
@@ -69,6 +76,17 @@ class Runtime:
                 held = Held(self.watching.watches_per_kind, self.workload_changed)
                 self.children.hold(api_version, kind, held)
                 self.watching.feed(plural, held, api_version, HELD_SELECTOR)
+            api_version, _, plural = DEFINITIONS
+            for definition in ADD_ON_DEFINITIONS:
+                held = Held(watches=1)
+                self.children.hold_definition(definition, held)
+                self.watching.feed(
+                    plural,
+                    held,
+                    api_version,
+                    field_selector=f"metadata.name={definition}",
+                    cluster_scoped=True,
+                )
 
     @property
     def kafka_admin(self) -> AdminClient:

@@ -37,13 +37,15 @@ class Feed(Protocol):
 
 Target = tuple[str | None, Callable[[str], bool] | None]
 """(namespace, accept): one namespace watched, or the cluster with the namespaces taken."""
+CLUSTER: Target = (None, None)
+"""The whole cluster, every object taken."""
 
 
 def watch_targets(namespaces: Sequence[str]) -> list[Target]:
     """The watches ``--namespace`` asks for: one per namespace named, or one over the
     cluster (none named, or a glob: matched as kopf matches them)."""
     if not namespaces:
-        return [(None, None)]
+        return [CLUSTER]
     if any(GLOB & set(n) for n in namespaces):
         patterns = list(namespaces)
         return [(None, lambda ns: any(fnmatch.fnmatchcase(ns, p) for p in patterns))]
@@ -71,6 +73,8 @@ class Fed:
     plural: str
     api_version: str
     label_selector: str | None
+    field_selector: str | None
+    cluster_scoped: bool
 
 
 class Watching:
@@ -95,18 +99,24 @@ class Watching:
         feed: Feed,
         api_version: str = f"{GROUP}/{VERSION}",
         label_selector: str | None = None,
+        field_selector: str | None = None,
+        cluster_scoped: bool = False,
     ) -> None:
         """Send the events of the kind (of ``api_version``: a named group's, or ``v1`` for
-        the core group; only the objects ``label_selector`` matches) to ``feed`` (before
-        ``start``)."""
-        self._fed.append(Fed(feed, plural, api_version, label_selector))
+        the core group; only the objects ``label_selector`` and ``field_selector`` match)
+        to ``feed`` (before ``start``). A ``cluster_scoped`` kind has one watch over the
+        cluster, whichever namespaces the others watch."""
+        self._fed.append(
+            Fed(feed, plural, api_version, label_selector, field_selector, cluster_scoped)
+        )
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for fed in self._fed:
             threaded = OnLoop(fed.feed, loop)
             group, _, version = fed.api_version.rpartition("/")  # "v1": the core group
-            for namespace, accept in self._targets:
+            targets = [CLUSTER] if fed.cluster_scoped else self._targets
+            for namespace, accept in targets:
                 informer = Informer(
                     self._api,
                     group,
@@ -117,6 +127,7 @@ class Watching:
                     threaded.relisted,
                     accept,
                     label_selector=fed.label_selector,
+                    field_selector=fed.field_selector,
                 )
                 informer.start()
                 self._informers.append(informer)
