@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import yaml
 from kubernetes import config
+from support import wait_for
 
 from aios.operator.reconcile.children import MANAGED_BY, OPERATOR, OWNER_UID, owned
 from aios.operator.runtime.children import (
@@ -16,6 +17,7 @@ from aios.operator.runtime.children import (
     HELD_SELECTOR,
     Children,
     Held,
+    refused_as_namespace_goes,
 )
 from aios.operator.runtime.watching import Watching
 
@@ -234,3 +236,40 @@ def test_an_add_ons_definition_is_known_from_its_watch(kubectl, namespace, site_
         assert await children.served(name), "the watch stopped: what it held, not a GET"
 
     asyncio.run(scenario())
+
+
+def test_a_create_in_a_namespace_being_deleted_is_told_apart(kubectl, namespace, site_env) -> None:
+    """An object's reconcile in a namespace being deleted fails until the deletion reaches
+    the object: the API server's refusal is recognised (and logged without a traceback),
+    another refusal is not."""
+    api = config.new_client_from_config(config_file=site_env["KUBECONFIG"])
+    children = Children(api, reapply_seconds=0)
+    going = f"{namespace}-going"
+
+    def config_map(name: str, **meta: object) -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": going, **meta},
+        }
+
+    def refused(name: str) -> Exception | None:
+        try:
+            asyncio.run(children.apply([config_map(name)]))
+        except Exception as error:
+            return error
+        return None
+
+    kubectl("create", "namespace", going)
+    held = config_map("held", finalizers=["aios.test/hold"])  # keeps the namespace going
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump(held))
+    try:
+        other = refused("Not_A_Name")
+        assert other is not None and not refused_as_namespace_goes(other), "refused for its name"
+        kubectl("delete", "namespace", going, "--wait=false")
+        # the API server's admission may learn of the deletion a moment late
+        error = wait_for(lambda: refused("late"), what="a create refused as the namespace goes")
+        assert refused_as_namespace_goes(error), error
+    finally:
+        finalizers = '{"metadata": {"finalizers": null}}'
+        kubectl("patch", "configmap", "held", "-n", going, "--type=merge", "-p", finalizers)

@@ -77,6 +77,23 @@ def held_state(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def refused_as_namespace_goes(error: BaseException) -> bool:
+    """Whether the API server refused a create because its namespace is being deleted:
+    expected of an object's reconcile until the namespace's deletion reaches the object
+    itself, not a fault to log with a traceback each retry."""
+    body = getattr(error, "body", None)
+    if not isinstance(body, str | bytes):
+        return False
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(status, dict):
+        return False
+    causes = (status.get("details") or {}).get("causes") or []
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
+
+
 WorkloadChanged = Callable[[dict[str, Any]], None]
 """Told a held object (its ``held_state``) whose status changed."""
 

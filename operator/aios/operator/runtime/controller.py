@@ -43,6 +43,7 @@ from aios.operator.reconcile.finalizers import (
     with_finalizer,
     without_finalizer,
 )
+from aios.operator.runtime.children import refused_as_namespace_goes
 from aios.operator.runtime.leadership import Leadership
 from aios.operator.runtime.queue import Reason, WorkQueue
 from aios.operator.runtime.store import Store
@@ -374,7 +375,10 @@ class Controller:
             except kopf.PermanentError as error:
                 updates.append(ConditionUpdate("Ready", "False", "InvalidSpec", str(error)))
             except Exception as error:  # retried by the tick; the reason says so
-                context.logger.exception("reconcile failed")
+                if refused_as_namespace_goes(error):
+                    context.logger.info("not reconciled: the namespace is being deleted")
+                else:
+                    context.logger.exception("reconcile failed")
                 message = f"{type(error).__name__}: {error}"
                 updates.append(ConditionUpdate("Ready", "False", RECONCILE_ERROR, message))
                 span.record_exception(error)
